@@ -1,0 +1,98 @@
+/* metadb: one command-line front end. Global configuration flags come first
+ * (--kafka.brokers=..., --mongo.uri=..., --config FILE), then the sub-command
+ * and its own arguments. Each sub-command is a function in cli/cmd_<name>.c;
+ * main only loads configuration, sets up logging and libmongoc, and dispatches. */
+#include <mongoc/mongoc.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mdb_cli.h"
+#include "mdb_log.h"
+#include "mdb_signal.h"
+
+/* Weak references let a partial build link; a missing command says so. */
+#pragma weak mdb_cmd_submit
+#pragma weak mdb_cmd_status
+#pragma weak mdb_cmd_retry
+#pragma weak mdb_cmd_index
+#pragma weak mdb_cmd_researcher
+#pragma weak mdb_cmd_collection
+#pragma weak mdb_cmd_extract
+#pragma weak mdb_cmd_reconcile
+#pragma weak mdb_cmd_dump
+#pragma weak mdb_cmd_query
+#pragma weak mdb_cmd_lag
+#pragma weak mdb_cmd_topics
+
+typedef struct {
+    const char *name;
+    mdb_cli_fn fn;
+    const char *help;
+} command_t;
+
+static const command_t commands[] = {
+    {"submit", mdb_cmd_submit, "publish a job request (accessions, patients, studies, manifest, all cases)"},
+    {"status", mdb_cmd_status, "show a job's state, counts, per-selector resolution and errors"},
+    {"retry", mdb_cmd_retry, "re-publish the failed files of a job"},
+    {"index", mdb_cmd_index, "crawl archive roots into the catalog (incremental)"},
+    {"researcher", mdb_cmd_researcher, "add|list researchers"},
+    {"collection", mdb_cmd_collection, "create|add-cases|list collections"},
+    {"extract", mdb_cmd_extract, "print the instance event JSON for DICOM files"},
+    {"reconcile", mdb_cmd_reconcile, "validate (and --repair) study/series/instance links"},
+    {"dump", mdb_cmd_dump, "canonical dump of the catalogue documents (sorted, timestamps removed)"},
+    {"query", mdb_cmd_query, "query studies|series|instances|raw|nl"},
+    {"lag", mdb_cmd_lag, "consumer lag per group, topic and partition"},
+    {"topics", mdb_cmd_topics, "create the metadb topics (idempotent)"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: metadb [--config FILE] [--key=value ...] COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].help);
+    fprintf(out, "\nconfiguration keys (flag > METADB_* environment > metadb.conf > default):\n");
+}
+
+int main(int argc, char **argv)
+{
+    mdb_error_t err = {0};
+    int rest = argc;
+    int rc = 2;
+    mdb_config_t *cfg = mdb_config_new();
+
+    if (!cfg || !mdb_config_load_all(cfg, argc, argv, &rest, &err)) {
+        fprintf(stderr, "metadb: %s\n", err.message);
+        goto done;
+    }
+    if (rest >= argc || !strcmp(argv[rest], "help") || !strcmp(argv[rest], "--help") || !strcmp(argv[rest], "-h")) {
+        usage(rest >= argc ? stderr : stdout);
+        mdb_config_print_help(cfg, rest >= argc ? stderr : stdout);
+        rc = rest >= argc ? 2 : 0;
+        goto done;
+    }
+    if (!mdb_log_init("metadb", mdb_config_get(cfg, "log.level"), mdb_config_get(cfg, "log.format"))) {
+        fprintf(stderr, "metadb: bad log.level or log.format\n");
+        goto done;
+    }
+    const command_t *cmd = NULL;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(commands[i].name, argv[rest]))
+            cmd = &commands[i];
+    if (!cmd) {
+        fprintf(stderr, "metadb: unknown command '%s' (try metadb help)\n", argv[rest]);
+        goto done;
+    }
+    if (!cmd->fn) {
+        fprintf(stderr, "metadb: command '%s' is not part of this build\n", cmd->name);
+        rc = 1;
+        goto done;
+    }
+    mongoc_init();
+    mdb_log_route_mongoc();
+    mdb_signal_install();
+    rc = cmd->fn(cfg, argc - rest, argv + rest);
+    mongoc_cleanup();
+done:
+    mdb_config_destroy(cfg);
+    return rc;
+}
