@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# deploy/install.sh — takes a fresh Debian 12 machine to "ready to build and run
+# metadb": Debian packages, Apache Kafka's broker jars from Maven Central, FerretDB
+# 1.24.2 built from the Go module proxy (only when no mongod is on PATH),
+# playwright-core for the browser tests and the docker compose v2 CLI plugin.
+#
+# Idempotent and cached: everything downloaded or built lands under
+# $METADB_HOME/cache (default $HOME/.metadb/cache) and every step checks its
+# cache first, so a second run downloads and builds nothing and prints "cached"
+# for each step. Run it as root (or with sudo available for apt-get).
+#
+# Environment:
+#   METADB_HOME           state + cache directory (default $HOME/.metadb)
+#   METADB_SKIP_BROWSER=1 skip playwright-core (no browser tests)
+#   METADB_SKIP_COMPOSE=1 skip building the docker compose plugin
+set -euo pipefail
+
+SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+METADB_HOME=${METADB_HOME:-$HOME/.metadb}
+CACHE=$METADB_HOME/cache
+
+# Debian packages. Other engineers append what they need to this line.
+APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libjansson-dev uuid-dev libmicrohttpd-dev libcmocka-dev kcat python3-pydicom dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind jq python3-yaml python3-pymongo"
+# Toolchains the later steps need; installed from Debian only when the command is missing.
+#   command:package
+TOOL_PACKAGES="java:default-jre-headless mvn:maven node:nodejs npm:npm go:golang-go curl:curl"
+
+FERRETDB_VERSION=v1.24.2
+COMPOSE_VERSION=v2.40.3
+PLAYWRIGHT_VERSION=1.65.1
+
+START=$(date +%s)
+log() { printf 'install: %s\n' "$*"; }
+die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else die "need root (or sudo) to run: $*"; fi
+}
+
+mkdir -p "$CACHE/bin"
+
+# ---------------------------------------------------------------- apt packages
+apt_step() {
+    local missing=() pkg tool
+    for pkg in $APT_PACKAGES; do
+        [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ] || missing+=("$pkg")
+    done
+    for pair in $TOOL_PACKAGES; do
+        tool=${pair%%:*}; pkg=${pair#*:}
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        log "apt packages: cached (all $(wc -w <<<"$APT_PACKAGES") installed)"
+        return
+    fi
+    log "apt packages: installing ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# ---------------------------------------------------------------- Kafka jars
+kafka_step() {
+    local libs=$CACHE/kafka-libs stamp=$CACHE/kafka-libs/.pom.sha256 want new
+    want=$(sha256sum "$SRC_DIR/deploy/pom.xml" | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && ls "$libs"/kafka_2.13-*.jar >/dev/null 2>&1; then
+        log "kafka jars: cached ($(ls "$libs"/*.jar | wc -l) jars in $libs)"
+        return
+    fi
+    command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
+    new=$CACHE/kafka-libs.new
+    rm -rf "$new"
+    local mvn_args=(-q -B "-Dmaven.repo.local=$CACHE/m2" -f "$SRC_DIR/deploy/pom.xml"
+        dependency:copy-dependencies "-DoutputDirectory=$new")
+    # Offline first: the local repository may already hold everything.
+    if ! mvn -o "${mvn_args[@]}" >/dev/null 2>&1; then
+        log "kafka jars: fetching from Maven Central"
+        rm -rf "$new"
+        mvn "${mvn_args[@]}" || die "maven could not fetch the Kafka jars (deploy/pom.xml)"
+    fi
+    ls "$new"/kafka_2.13-*.jar >/dev/null 2>&1 || die "maven ran but no kafka_2.13 jar in $new"
+    # A running broker keeps using its jars: replace the folder only if it differs.
+    if [ -d "$libs" ] && diff -rq -x .pom.sha256 "$libs" "$new" >/dev/null 2>&1; then
+        rm -rf "$new"
+        log "kafka jars: already up to date in $libs"
+    else
+        rm -rf "$libs.old"
+        [ -d "$libs" ] && mv "$libs" "$libs.old"
+        mv "$new" "$libs"
+        rm -rf "$libs.old"
+        log "kafka jars: installed $(ls "$libs"/*.jar | wc -l) jars into $libs"
+    fi
+    echo "$want" >"$stamp"
+}
+
+# ---------------------------------------------------------------- Go builds
+go_env() {
+    command -v go >/dev/null || die "go not found: install Go >= 1.24 (Debian 12's golang-go is too old for FerretDB $FERRETDB_VERSION)"
+    export GOPATH=$CACHE/go GOFLAGS=-modcacherw
+    export GOCACHE=${GOCACHE:-$(go env GOCACHE)}
+}
+
+# Copies a module from the module cache into $2 as a writable tree and builds there
+# (plain `go install mod@ver` refuses modules with exclude directives and leaves
+# FerretDB without its version file).
+go_module_src() {
+    local mod=$1 ver=$2 dst=$3 dir
+    dir=$(go mod download -json "$mod@$ver" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -n "$dir" ] && [ -d "$dir" ] || die "go mod download $mod@$ver failed"
+    rm -rf "$dst"
+    cp -r "$dir" "$dst"
+    chmod -R u+w "$dst"
+}
+
+ferretdb_step() {
+    if command -v mongod >/dev/null 2>&1; then
+        log "ferretdb: not needed (mongod found at $(command -v mongod))"
+        return
+    fi
+    local bin=$CACHE/bin/ferretdb
+    if [ -x "$bin" ] && [[ "$("$bin" --version 2>/dev/null)" == *"version: $FERRETDB_VERSION"* ]]; then
+        log "ferretdb: cached ($bin, $FERRETDB_VERSION)"
+        return
+    fi
+    go_env
+    log "ferretdb: building $FERRETDB_VERSION (SQLite backend) from the Go module proxy"
+    local src=$CACHE/ferretdb-src
+    go_module_src github.com/FerretDB/FerretDB "$FERRETDB_VERSION" "$src"
+    echo "$FERRETDB_VERSION" >"$src/build/version/version.txt"
+    (cd "$src" && go build -trimpath -o "$bin.tmp" ./cmd/ferretdb) || die "building FerretDB failed"
+    mv "$bin.tmp" "$bin"
+    [[ "$("$bin" --version 2>/dev/null)" == *"version: $FERRETDB_VERSION"* ]] || die "built FerretDB does not report $FERRETDB_VERSION"
+}
+
+compose_step() {
+    if [ "${METADB_SKIP_COMPOSE:-0}" = 1 ]; then log "docker compose: skipped (METADB_SKIP_COMPOSE=1)"; return; fi
+    local bin=$CACHE/bin/docker-compose plugin=$HOME/.docker/cli-plugins/docker-compose
+    if ! { [ -x "$bin" ] && [[ "$("$bin" version 2>/dev/null)" == *"$COMPOSE_VERSION"* ]]; }; then
+        go_env
+        log "docker compose: building $COMPOSE_VERSION from the Go module proxy"
+        local src=$CACHE/compose-src
+        go_module_src github.com/docker/compose/v2 "$COMPOSE_VERSION" "$src"
+        (cd "$src" && go build -trimpath \
+            -ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION" \
+            -o "$bin.tmp" ./cmd) || die "building docker compose failed"
+        mv "$bin.tmp" "$bin"
+        rm -rf "$src"
+    fi
+    if [ -x "$plugin" ] && cmp -s "$bin" "$plugin"; then
+        log "docker compose: cached ($plugin, $COMPOSE_VERSION)"
+        return
+    fi
+    mkdir -p "$(dirname "$plugin")"
+    cp "$bin" "$plugin.tmp" && mv "$plugin.tmp" "$plugin"
+    log "docker compose: installed $plugin ($COMPOSE_VERSION)"
+}
+
+playwright_step() {
+    if [ "${METADB_SKIP_BROWSER:-0}" = 1 ]; then log "playwright-core: skipped (METADB_SKIP_BROWSER=1)"; return; fi
+    local dir=$CACHE/node pj=$CACHE/node/node_modules/playwright-core/package.json
+    if [ -f "$pj" ] && grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$pj" 2>/dev/null; then
+        log "playwright-core: cached ($dir/node_modules, $PLAYWRIGHT_VERSION)"
+        return
+    fi
+    command -v npm >/dev/null || die "npm not found (apt-get install npm)"
+    log "playwright-core: installing $PLAYWRIGHT_VERSION into $dir"
+    mkdir -p "$dir"
+    [ -f "$dir/package.json" ] || echo '{"name":"metadb-test-deps","private":true}' >"$dir/package.json"
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
+        "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null || die "npm install playwright-core failed"
+}
+
+apt_step
+kafka_step
+ferretdb_step
+compose_step
+playwright_step
+log "done in $(( $(date +%s) - START ))s (METADB_HOME=$METADB_HOME)"
