@@ -439,6 +439,21 @@ static int days_in_month(int y, int m)
     return d[m - 1];
 }
 
+/* "YYYYMMDD" into out[9]; y is 0..9999 (four digits by construction). */
+static void format_ymd(char out[9], int y, int m, int d)
+{
+    int v[3] = {y, m, d}, w[3] = {4, 2, 2};
+    size_t o = 0;
+    for (int i = 0; i < 3; i++)
+        for (int k = w[i] - 1; k >= 0; k--) {
+            int p = 1;
+            for (int e = 0; e < k; e++)
+                p *= 10;
+            out[o++] = (char)('0' + (v[i] / p) % 10);
+        }
+    out[8] = '\0';
+}
+
 /* Parse a (possibly partial) date: YYYY, YYYYMM, YYYYMMDD, YYYY-MM,
  * YYYY-MM-DD, YYYY.MM.DD. Writes the first and last YYYYMMDD it covers. */
 static bool parse_date(const char *s, size_t len, char lo[9], char hi[9])
@@ -480,8 +495,8 @@ static bool parse_date(const char *s, size_t len, char lo[9], char hi[9])
         if (d1 < 1 || d1 > days_in_month(y, m1))
             return false;
     }
-    snprintf(lo, 9, "%04d%02d%02d", y % 10000, m1, d1);
-    snprintf(hi, 9, "%04d%02d%02d", y % 10000, m2, d2);
+    format_ymd(lo, y, m1, d1);
+    format_ymd(hi, y, m2, d2);
     return true;
 }
 
