@@ -267,8 +267,12 @@ static void fmt_double(char *buf, size_t size, double v)
         snprintf(buf, size, "NaN");
     else if (isinf(v))
         snprintf(buf, size, v > 0 ? "+Inf" : "-Inf");
-    else
-        snprintf(buf, size, "%.17g", v);
+    else {
+        /* Shortest text that reads back as the same double: 0.1, not 0.10000000000000001. */
+        snprintf(buf, size, "%.15g", v);
+        if (strtod(buf, NULL) != v)
+            snprintf(buf, size, "%.17g", v);
+    }
 }
 
 /* HELP text escaping: backslash and newline. */
