@@ -23,6 +23,7 @@
 
 #define LAG_ADMIN_TIMEOUT_MS 10000
 #define LAG_CONNECT_TIMEOUT_MS 10000
+#define LAG_ALL_DOWN_GRACE_MS 3000
 #define LAG_WATERMARK_TIMEOUT_MS 5000
 #define GAUGE_DEFAULT_INTERVAL_MS 5000
 #define GAUGE_COMMITTED_TIMEOUT_MS 5000
@@ -35,6 +36,7 @@
  * transport failures surface here long before a request times out. */
 typedef struct {
     rd_kafka_resp_err_t code;
+    bool all_down; /* every bootstrap server refused at least once */
     char reason[384];
 } lag_client_state_t;
 
@@ -42,6 +44,10 @@ static void lag_error_cb(rd_kafka_t *rk, int code, const char *reason, void *opa
 {
     (void)rk;
     lag_client_state_t *st = opaque;
+    if (code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        st->all_down = true;
+        return;
+    }
     /* Keep the first authentication error: later "all brokers down" noise
      * would hide the actual cause. */
     if (st->code == RD_KAFKA_RESP_ERR__AUTHENTICATION)
@@ -112,6 +118,10 @@ static const rd_kafka_metadata_t *lag_metadata(rd_kafka_t *rk, const mdb_config_
         clock_gettime(CLOCK_MONOTONIC, &now);
         long ms = (now.tv_sec - t0.tv_sec) * 1000L + (now.tv_nsec - t0.tv_nsec) / 1000000L;
         if (ms >= LAG_CONNECT_TIMEOUT_MS)
+            break;
+        /* every bootstrap server refuses: give a restarting broker a few
+         * seconds, not the whole timeout */
+        if (st->all_down && ms >= LAG_ALL_DOWN_GRACE_MS)
             break;
     }
     if (st->code == RD_KAFKA_RESP_ERR__AUTHENTICATION)
