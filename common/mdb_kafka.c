@@ -525,3 +525,80 @@ done:
         rd_kafka_conf_destroy(conf);
     return ok;
 }
+
+bool mdb_kafka_delete_topics(const mdb_config_t *cfg, const char *const *topics, size_t ntopics, mdb_error_t *err)
+{
+    char errstr[512];
+    bool ok = false;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_AdminOptions_t *opts = NULL;
+    rd_kafka_event_t *ev = NULL;
+    rd_kafka_DeleteTopic_t **dt = NULL;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    if (ntopics == 0) {
+        rd_kafka_conf_destroy(conf);
+        return true;
+    }
+    if (!mdb_kafka_conf_apply(conf, cfg, err))
+        goto done;
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!rk) {
+        mdb_error_set(err, MDB_ERR_KAFKA, 0, "cannot create Kafka admin client: %s", errstr);
+        goto done;
+    }
+    conf = NULL;
+    dt = calloc(ntopics, sizeof *dt);
+    if (!dt) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < ntopics; i++)
+        dt[i] = rd_kafka_DeleteTopic_new(topics[i]);
+    q = rd_kafka_queue_new(rk);
+    opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
+    rd_kafka_AdminOptions_set_request_timeout(opts, 30000, errstr, sizeof errstr);
+    rd_kafka_AdminOptions_set_operation_timeout(opts, 30000, errstr, sizeof errstr);
+    rd_kafka_DeleteTopics(rk, dt, ntopics, opts, q);
+    ev = rd_kafka_queue_poll(q, 45000);
+    if (!ev) {
+        mdb_error_set(err, MDB_ERR_KAFKA, RD_KAFKA_RESP_ERR__TIMED_OUT, "deleting topics timed out");
+        goto done;
+    }
+    if (rd_kafka_event_error(ev)) {
+        mdb_error_set(err, MDB_ERR_KAFKA, rd_kafka_event_error(ev), "deleting topics failed: %s",
+                      rd_kafka_event_error_string(ev));
+        goto done;
+    }
+    size_t nres = 0;
+    const rd_kafka_topic_result_t **tr =
+        rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &nres);
+    for (size_t i = 0; i < nres; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
+        if (e && e != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+            mdb_error_set(err, MDB_ERR_KAFKA, e, "cannot delete topic '%s': %s", rd_kafka_topic_result_name(tr[i]),
+                          rd_kafka_err2str(e));
+            goto done;
+        }
+    }
+    ok = true;
+done:
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    if (opts)
+        rd_kafka_AdminOptions_destroy(opts);
+    if (dt) {
+        for (size_t i = 0; i < ntopics; i++)
+            if (dt[i])
+                rd_kafka_DeleteTopic_destroy(dt[i]);
+        free(dt);
+    }
+    if (q)
+        rd_kafka_queue_destroy(q);
+    if (rk)
+        rd_kafka_destroy(rk);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    return ok;
+}

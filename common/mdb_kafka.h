@@ -95,6 +95,9 @@ void mdb_kafka_consumer_destroy(mdb_kafka_consumer_t *c);
 bool mdb_kafka_ensure_topics(const mdb_config_t *cfg, const char *const *topics, size_t ntopics,
                              int partitions, mdb_error_t *err);
 
+/* Delete topics (tests clean up with it); topics that do not exist are fine. */
+bool mdb_kafka_delete_topics(const mdb_config_t *cfg, const char *const *topics, size_t ntopics, mdb_error_t *err);
+
 /* Apply kafka.brokers and every kafka.* pass-through key to conf. */
 bool mdb_kafka_conf_apply(rd_kafka_conf_t *conf, const mdb_config_t *cfg, mdb_error_t *err);
 

@@ -318,9 +318,9 @@ done:
     return ok;
 }
 
-/* If every write error in reply is a duplicate key, collect the op indexes
- * (mapped through idx) into *out. Returns the count, 0 if not all are E11000. */
-static size_t duplicate_key_ops(const bson_t *reply, size_t **out)
+/* If every write error in reply is a duplicate key on an upsert, collect the
+ * op indexes into *out (caller frees). Returns the count, 0 otherwise. */
+static size_t duplicate_key_ops(const mdb_bulk_t *b, const bson_t *reply, size_t **out)
 {
     bson_iter_t it, arr;
     size_t n = 0, cap = 0;
@@ -341,7 +341,9 @@ static size_t duplicate_key_ops(const bson_t *reply, size_t **out)
             else if (!strcmp(bson_iter_key(&e), "index"))
                 index = bson_iter_as_int64(&e);
         }
-        if (code != MONGO_DUPLICATE_KEY || index < 0)
+        /* Only an upsert that lost the insert race becomes an update when rerun;
+         * a plain insert of an existing _id is a real error. */
+        if (code != MONGO_DUPLICATE_KEY || index < 0 || (size_t)index >= b->n || !b->ops[index].upsert)
             goto not_all;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -387,7 +389,7 @@ bool mdb_bulk_execute(mdb_bulk_t *b, bson_t *reply, mdb_error_t *err)
     ok = run_bulk(b, NULL, b->n, &r1, &be);
     if (!ok) {
         size_t *retry = NULL;
-        size_t nretry = duplicate_key_ops(&r1, &retry);
+        size_t nretry = duplicate_key_ops(b, &r1, &retry);
         if (nretry > 0) {
             MDB_LOG(MDB_LOG_DEBUG, "mongo: retrying %zu upsert(s) on '%s' after duplicate-key race", nretry,
                     b->coll_name);
