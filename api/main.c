@@ -1,0 +1,139 @@
+/* metadb-api: the HTTP query API, job submission and status, consumer lag,
+ * Prometheus metrics and the static research dashboard, in one process.
+ * main loads configuration, opens the read pool (api.mongo_uri, a read-only
+ * user, when set) and the job producer, starts the server on api.listen
+ * (127.0.0.1:8080 by default) and serves until SIGINT/SIGTERM. */
+#include <limits.h>
+#include <mongoc/mongoc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api_private.h"
+#include "mdb_log.h"
+#include "mdb_signal.h"
+
+void api_jobs_delivery_cb(void *msg_opaque, bool ok, const char *errstr, void *ud);
+
+static void resolve_web_root(api_ctx_t *ctx)
+{
+    const char *dir = mdb_config_get(ctx->cfg, "api.web_dir");
+    char buf[PATH_MAX];
+    ctx->web_root[0] = '\0';
+    if (dir && *dir && realpath(dir, ctx->web_root))
+        return;
+    /* The default is relative to the source tree: also find it from elsewhere. */
+    if (mdb_config_source(ctx->cfg, "api.web_dir") == MDB_CONFIG_SRC_DEFAULT) {
+        snprintf(buf, sizeof buf, "%s/%s", MDB_SOURCE_DIR, dir);
+        if (realpath(buf, ctx->web_root))
+            return;
+    }
+    ctx->web_root[0] = '\0';
+    MDB_LOG(MDB_LOG_WARN, "dashboard folder '%s' not found; only the API is served", dir ? dir : "");
+}
+
+int main(int argc, char **argv)
+{
+    mdb_error_t err = {0};
+    int rest = argc, rc = 1;
+    api_ctx_t ctx;
+    api_server_t *server = NULL;
+    memset(&ctx, 0, sizeof ctx);
+    pthread_mutex_init(&ctx.produce_lock, NULL);
+    pthread_mutex_init(&ctx.fields_lock, NULL);
+    pthread_mutex_init(&ctx.lag_lock, NULL);
+    mdb_config_t *cfg = mdb_config_new();
+
+    if (!cfg || !mdb_config_load_all(cfg, argc, argv, &rest, &err)) {
+        fprintf(stderr, "metadb-api: %s\n", err.message);
+        mdb_config_destroy(cfg);
+        return 2;
+    }
+    if (rest < argc) {
+        if (!strcmp(argv[rest], "--help") || !strcmp(argv[rest], "-h")) {
+            printf("usage: metadb-api [--config FILE] [--key=value ...]\n\n");
+            mdb_config_print_help(cfg, stdout);
+            mdb_config_destroy(cfg);
+            return 0;
+        }
+        fprintf(stderr, "metadb-api: unexpected argument '%s' (try --help)\n", argv[rest]);
+        mdb_config_destroy(cfg);
+        return 2;
+    }
+    if (!mdb_log_init("metadb-api", mdb_config_get(cfg, "log.level"), mdb_config_get(cfg, "log.format"))) {
+        fprintf(stderr, "metadb-api: bad log.level or log.format\n");
+        mdb_config_destroy(cfg);
+        return 2;
+    }
+    mongoc_init();
+    mdb_log_route_mongoc();
+    mdb_signal_install();
+
+    ctx.cfg = cfg;
+    ctx.query_time_ms = mdb_config_get_int(cfg, "api.query_time_ms");
+    ctx.max_limit = mdb_config_get_int(cfg, "api.max_limit");
+    if (ctx.max_limit < 1 || ctx.query_time_ms < 0) {
+        MDB_LOG(MDB_LOG_ERROR, "api.max_limit must be >= 1 and api.query_time_ms >= 0");
+        goto done;
+    }
+    ctx.tokens = mdb_config_get_list(cfg, "api.tokens", NULL);
+    ctx.read_tokens = mdb_config_get_list(cfg, "api.read_tokens", NULL);
+    ctx.lag_history = json_array();
+    ctx.metrics = mdb_metrics_new("api");
+    if (!ctx.metrics || !ctx.lag_history) {
+        MDB_LOG(MDB_LOG_ERROR, "out of memory");
+        goto done;
+    }
+    const char *uri = mdb_config_get(cfg, "api.mongo_uri");
+    if (!uri || !*uri)
+        uri = mdb_config_get(cfg, "mongo.uri");
+    ctx.mongo = mdb_mongo_new(uri, mdb_config_get(cfg, "mongo.db"), (int)mdb_config_get_int(cfg, "mongo.pool_size"),
+                              &err);
+    if (!ctx.mongo) {
+        MDB_LOG(MDB_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
+    ctx.producer = mdb_kafka_producer_new(cfg, api_jobs_delivery_cb, &ctx, &err);
+    if (!ctx.producer)
+        MDB_LOG(MDB_LOG_WARN, "job submission unavailable: %s", err.message);
+    resolve_web_root(&ctx);
+
+    server = api_server_start(&ctx, mdb_config_get(cfg, "api.listen"), &err);
+    if (!server) {
+        MDB_LOG(MDB_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
+    {
+        char *masked = mdb_log_mask_uri(uri);
+        const char *listen = mdb_config_get(cfg, "api.listen");
+        const char *colon = strrchr(listen, ':');
+        MDB_LOG(MDB_LOG_INFO, "listening on http://%.*s:%d/ (database %s at %s, dashboard %s, submission %s)",
+                colon ? (int)(colon - listen) : 0, listen, api_server_port(server), mdb_config_get(cfg, "mongo.db"),
+                masked ? masked : "?", ctx.web_root[0] ? ctx.web_root : "off",
+                ctx.tokens && ctx.tokens[0] ? "token required" : "disabled");
+        free(masked);
+    }
+    while (!mdb_signal_stop_requested())
+        usleep(100 * 1000);
+    MDB_LOG(MDB_LOG_INFO, "stopping");
+    rc = 0;
+done:
+    api_server_stop(server);
+    if (ctx.producer) {
+        if (!mdb_kafka_producer_flush(ctx.producer, 5000, &err))
+            MDB_LOG(MDB_LOG_WARN, "%s", err.message);
+        mdb_kafka_producer_destroy(ctx.producer);
+    }
+    mdb_mongo_destroy(ctx.mongo);
+    for (int i = 0; i < 3; i++)
+        json_decref(ctx.fields_cache[i].value);
+    json_decref(ctx.lag_history);
+    json_decref(ctx.lag_last);
+    mdb_metrics_destroy(ctx.metrics);
+    mdb_config_strv_free(ctx.tokens);
+    mdb_config_strv_free(ctx.read_tokens);
+    mdb_config_destroy(cfg);
+    mongoc_cleanup();
+    return rc;
+}

@@ -1,0 +1,272 @@
+/* respond.c: the helpers of api.h that handlers share: JSON and error
+ * responses, query-argument getters, body parsing, path matching, token
+ * checks and the context accessors. Nothing here blocks or talks to a
+ * backend, so every handler can answer bad input before touching one. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_private.h"
+
+const mdb_config_t *api_ctx_config(const api_ctx_t *ctx)
+{
+    return ctx->cfg;
+}
+
+mdb_mongo_t *api_ctx_mongo(api_ctx_t *ctx)
+{
+    return ctx->mongo;
+}
+
+mdb_kafka_producer_t *api_ctx_producer(api_ctx_t *ctx)
+{
+    return ctx->producer;
+}
+
+mdb_metrics_t *api_ctx_metrics(api_ctx_t *ctx)
+{
+    return ctx->metrics;
+}
+
+static void set_body(api_response_t *res, int status, const char *ctype, char *body, size_t len)
+{
+    free(res->body);
+    res->status = status;
+    res->body = body;
+    res->body_len = len;
+    snprintf(res->content_type, sizeof res->content_type, "%s", ctype);
+}
+
+static void respond_oom(api_response_t *res)
+{
+    static const char msg[] = "{\"error\":\"out_of_memory\",\"detail\":\"the server is out of memory\"}";
+    char *b = malloc(sizeof msg);
+    if (b)
+        memcpy(b, msg, sizeof msg);
+    set_body(res, 500, "application/json", b, b ? sizeof msg - 1 : 0);
+}
+
+void api_respond_json_ct(api_response_t *res, int status, json_t *body, const char *ctype)
+{
+    char *text = json_dumps(body ? body : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(body);
+    if (!text) {
+        respond_oom(res);
+        return;
+    }
+    set_body(res, status, ctype ? ctype : "application/json", text, strlen(text));
+}
+
+void api_respond_json(api_response_t *res, int status, json_t *body)
+{
+    api_respond_json_ct(res, status, body, NULL);
+}
+
+void api_respond_error(api_response_t *res, int status, const char *error, const char *fmt, ...)
+{
+    char detail[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    /* Details quote user input: keep the JSON valid even if it was not UTF-8. */
+    json_t *d = json_string(detail);
+    if (!d)
+        d = json_string("(detail not representable)");
+    api_respond_json(res, status, json_pack("{s:s, s:o}", "error", error, "detail", d));
+}
+
+void api_respond_mdb_error(api_response_t *res, const mdb_error_t *err)
+{
+    switch (err->domain) {
+    case MDB_ERR_QUERY:
+        if (err->code == 50) /* MaxTimeMSExpired */
+            api_respond_error(res, 408, "query_timeout", "%s", err->message);
+        else
+            api_respond_error(res, 400, "bad_query", "%s", err->message);
+        return;
+    case MDB_ERR_NOTFOUND:
+        api_respond_error(res, 404, "not_found", "%s", err->message);
+        return;
+    case MDB_ERR_SECURITY:
+        api_respond_error(res, 403, "forbidden", "%s", err->message);
+        return;
+    case MDB_ERR_MONGO:
+    case MDB_ERR_KAFKA:
+        api_respond_error(res, 503, "backend_unavailable", "%s", err->message);
+        return;
+    case MDB_ERR_MSG:
+    case MDB_ERR_CONFIG:
+        api_respond_error(res, 400, "bad_request", "%s", err->message);
+        return;
+    default:
+        api_respond_error(res, 500, "internal", "%s", err->message);
+    }
+}
+
+void api_respond_bytes(api_response_t *res, int status, const char *ctype, const void *data, size_t len)
+{
+    char *b = malloc(len + 1);
+    if (!b) {
+        respond_oom(res);
+        return;
+    }
+    if (len)
+        memcpy(b, data, len);
+    b[len] = '\0';
+    set_body(res, status, ctype, b, len);
+}
+
+void api_response_header(api_response_t *res, const char *name, const char *value)
+{
+    if (res->nheaders >= API_MAX_HEADERS)
+        return;
+    snprintf(res->headers[res->nheaders].name, sizeof res->headers[0].name, "%s", name);
+    snprintf(res->headers[res->nheaders].value, sizeof res->headers[0].value, "%s", value);
+    res->nheaders++;
+}
+
+const char *api_arg(const api_request_t *req, const char *key)
+{
+    for (size_t i = 0; i < req->nargs; i++)
+        if (!strcmp(req->args[i].key, key))
+            return req->args[i].value;
+    return NULL;
+}
+
+bool api_arg_int(const api_request_t *req, const char *key, int64_t def, int64_t min, int64_t max, int64_t *out,
+                 api_response_t *res)
+{
+    const char *v = api_arg(req, key);
+    if (!v) {
+        *out = def;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (!*v || *end || errno || isspace((unsigned char)*v)) {
+        api_respond_error(res, 400, "bad_parameter", "'%s' expects an integer, got '%.64s'", key, v);
+        return false;
+    }
+    if (n < min || n > max) {
+        api_respond_error(res, 400, "bad_parameter", "'%s' must be between %lld and %lld, got %lld", key,
+                          (long long)min, (long long)max, n);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+json_t *api_request_json(const api_request_t *req, api_response_t *res)
+{
+    if (req->content_type) {
+        /* application/json, application/json; charset=utf-8, application/x+json */
+        const char *ct = req->content_type;
+        size_t n = strcspn(ct, ";");
+        bool json = (n >= 16 && !strncasecmp(ct, "application/json", 16)) ||
+                    (n >= 5 && !strncasecmp(ct + n - 5, "+json", 5));
+        /* curl -d sends form-urlencoded; a JSON body is still accepted from it. */
+        bool lenient = (n >= 10 && !strncasecmp(ct, "text/plain", 10)) ||
+                       (n >= 33 && !strncasecmp(ct, "application/x-www-form-urlencoded", 33));
+        if (!json && !lenient) {
+            api_respond_error(res, 415, "unsupported_media_type", "expected Content-Type application/json, got '%.64s'",
+                              ct);
+            return NULL;
+        }
+    }
+    if (req->body_len == 0) {
+        api_respond_error(res, 400, "bad_json", "the request body is empty; expected a JSON object");
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!j) {
+        api_respond_error(res, 400, "bad_json", "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
+                          jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        api_respond_error(res, 400, "bad_json", "the request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+const char *api_path_after(const api_request_t *req, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return strncmp(req->path, prefix, n) == 0 ? req->path + n : NULL;
+}
+
+/* Constant-time comparison so tokens cannot be guessed byte by byte. */
+static bool token_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < lb; i++)
+        diff |= (unsigned char)(a[i < la ? i : 0] ^ b[i]);
+    return diff == 0 && la > 0;
+}
+
+static const char *bearer(const api_request_t *req)
+{
+    const char *h = req->authorization;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return *h ? h : NULL;
+}
+
+static bool token_in(char **list, const char *tok)
+{
+    bool found = false;
+    for (size_t i = 0; list && list[i]; i++)
+        found |= token_equal(tok, list[i]);
+    return found;
+}
+
+static void unauthorized(api_response_t *res, const char *detail)
+{
+    api_respond_error(res, 401, "unauthorized", "%s", detail);
+    api_response_header(res, "WWW-Authenticate", "Bearer realm=\"metadb\"");
+}
+
+bool api_auth_read(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
+{
+    if (!ctx->read_tokens || !ctx->read_tokens[0])
+        return true;
+    const char *tok = bearer(req);
+    if (!tok) {
+        unauthorized(res, "this server requires a read token: send 'Authorization: Bearer <token>'");
+        return false;
+    }
+    if (token_in(ctx->read_tokens, tok) || token_in(ctx->tokens, tok))
+        return true;
+    unauthorized(res, "the token is not valid for reading");
+    return false;
+}
+
+bool api_auth_write(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
+{
+    if (!ctx->tokens || !ctx->tokens[0]) {
+        api_respond_error(res, 403, "submission_disabled",
+                          "job submission is disabled on this server (api.tokens is empty)");
+        return false;
+    }
+    const char *tok = bearer(req);
+    if (!tok) {
+        unauthorized(res, "job submission requires a token: send 'Authorization: Bearer <token>'");
+        return false;
+    }
+    if (token_in(ctx->tokens, tok))
+        return true;
+    api_respond_error(res, 403, "forbidden", "the token is not allowed to submit jobs");
+    return false;
+}
