@@ -124,7 +124,7 @@ mdb_kafka_producer_t *mdb_kafka_producer_new(const mdb_config_t *cfg, mdb_kafka_
     p->dr = dr;
     p->ud = ud;
     if (!conf_set(conf, "enable.idempotence", "true", err) || !conf_set(conf, "linger.ms", "5", err) ||
-        !conf_set(conf, "message.max.bytes", "16777216", err) || !mdb_kafka_conf_apply(conf, cfg, err))
+        !mdb_kafka_conf_apply(conf, cfg, err))
         goto fail;
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_opaque(conf, p);

@@ -23,7 +23,9 @@ void mdb_signal_install(void)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0; /* no SA_RESTART: blocking calls return EINTR so loops notice */
+    /* SA_RESTART: library code (libc stdio, drivers) need not cope with EINTR;
+     * daemon loops block only with timeouts and check the flag each turn. */
+    sa.sa_flags = SA_RESTART;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
