@@ -10,7 +10,14 @@
  * reverse mapping is used (METADB_KAFKA_SASL_PASSWORD -> kafka.sasl.password).
  *
  * Keys of value "@/path/file" are read from that file (first line, trailing
- * whitespace removed): that is how secrets come from files.
+ * whitespace removed): that is how secrets come from files. "@@x" is the
+ * literal value "@x".
+ *
+ * kafka.* pass-through keys are checked against librdkafka's property table
+ * when set, so "kafka.sasl.pasword" is an error naming the key. INT keys must
+ * be non-negative integers (and *_port keys 0..65535); ENUM values must be one
+ * of the listed choices. Every error has domain MDB_ERR_CONFIG and names the
+ * key, plus the file:line, METADB_ variable or flag it came from.
  */
 #ifndef MDB_CONFIG_H
 #define MDB_CONFIG_H
@@ -57,7 +64,10 @@ bool mdb_config_load_env(mdb_config_t *cfg, mdb_error_t *err);
  * kafka.* pass-through key. Parsing stops at the first argument that is not a
  * known config flag; *first_rest receives its index (argc if none), so a CLI can
  * parse its own sub-command flags from there. Unknown "--x" flags that are not
- * config keys also stop parsing (they belong to the sub-command). */
+ * config keys also stop parsing (they belong to the sub-command), except a
+ * dotted flag in one of the schema's sections ("--linker.batch_sise=5"), which
+ * is a typo and an error. A lone "--" ends the config flags (first_rest is the
+ * index after it). Daemons should reject first_rest < argc themselves. */
 bool mdb_config_load_all(mdb_config_t *cfg, int argc, char **argv, int *first_rest, mdb_error_t *err);
 
 /* Is `name` (without leading "--") a config key (schema or kafka.*)? */

@@ -74,11 +74,16 @@ mdb_kafka_consumer_t *mdb_kafka_consumer_new(const mdb_config_t *cfg, const char
 
 /* Next message or NULL on timeout. Errors that are only informational
  * (partition EOF) are swallowed; a fatal error sets *fatal. Caller destroys
- * the message with rd_kafka_message_destroy. */
+ * the message with rd_kafka_message_destroy. On NULL, err->domain is
+ * MDB_ERR_NONE for a plain timeout and MDB_ERR_KAFKA (message filled, also
+ * logged at warn) for a transient consumer error such as an unknown topic.
+ * The rebalance callback runs inside this call, on the caller's thread. */
 rd_kafka_message_t *mdb_kafka_consumer_poll(mdb_kafka_consumer_t *c, int timeout_ms, bool *fatal,
                                             mdb_error_t *err);
 
-/* Mark offset (the message's own offset; the wrapper stores offset+1) as done. */
+/* Mark offset (the message's own offset; the wrapper stores offset+1) as done.
+ * Fails (code RD_KAFKA_RESP_ERR__STATE) if the partition is no longer assigned
+ * to this member: that work will be redone by the new owner. */
 bool mdb_kafka_consumer_store(mdb_kafka_consumer_t *c, const char *topic, int32_t partition,
                               int64_t offset, mdb_error_t *err);
 
@@ -87,7 +92,9 @@ bool mdb_kafka_consumer_commit(mdb_kafka_consumer_t *c, bool sync, mdb_error_t *
 
 rd_kafka_t *mdb_kafka_consumer_handle(mdb_kafka_consumer_t *c);
 
-/* Commit stored offsets, leave the group, destroy. Accepts NULL. */
+/* Commit stored offsets, leave the group, destroy. Accepts NULL. Closing
+ * revokes the assignment, so the rebalance callback runs one last time from
+ * here: its ud must stay valid until this returns. */
 void mdb_kafka_consumer_destroy(mdb_kafka_consumer_t *c);
 
 /* ---- admin ---- */

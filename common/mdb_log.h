@@ -1,7 +1,10 @@
 /* mdb_log: one line per event, plain or JSON, tagged with the daemon name and,
  * where known, the job id and path. The macros check the level before any
- * formatting so disabled levels cost one comparison. librdkafka's and
- * libmongoc's log callbacks are routed here (mdb_log_route_libraries). */
+ * formatting so disabled levels cost one comparison. libmongoc's log handler
+ * is routed here by mdb_log_route_mongoc(); librdkafka's log_cb/error_cb by
+ * mdb_kafka_conf_apply() (every handle made by mdb_kafka gets them).
+ * Plain: "2026-11-25T08:52:12.123Z info  worker[123]: job=J path=P message".
+ * JSON:  {"ts":"...","level":"info","daemon":"worker","job":"J","path":"P","msg":"..."} */
 #ifndef MDB_LOG_H
 #define MDB_LOG_H
 

@@ -3,7 +3,18 @@
  * string, got integer"); unknown fields are ignored; "v" other than 1,
  * non-UTF-8, or a value larger than max_bytes are rejected. A decoder that
  * fails leaves *out zeroed (nothing to free). Encoders return a malloc'd
- * NUL-terminated compact JSON string (caller frees) or NULL on OOM. */
+ * NUL-terminated compact JSON string (caller frees) or NULL on OOM or when a
+ * string field is not valid UTF-8 (JSON cannot carry it: send a DLQ record
+ * instead). NULL string fields and empty arrays are omitted. The DLQ encoder
+ * never fails on bad text: invalid UTF-8 bytes become U+FFFD.
+ * Errors have domain MDB_ERR_MSG and read e.g. "file message: missing field
+ * 'path'", "... invalid UTF-8 at byte 29", "... unsupported version v=2 ...",
+ * "... malformed JSON at line 1 column 5: ...", "... 2000000 bytes exceeds the
+ * limit of 1048576 bytes". max_bytes 0 = no limit. Required fields: files
+ * {job_id, path}; instances {job_id, path, study.StudyInstanceUID,
+ * series.SeriesInstanceUID, instance.SOPInstanceUID, file.size, file.mtime};
+ * dlq {stage in producer|worker|linker|api, error}; jobs only {v} (check
+ * mdb_msg_job_has_selector). job_id: 1..128 chars, no control characters. */
 #ifndef MDB_MSG_H
 #define MDB_MSG_H
 
