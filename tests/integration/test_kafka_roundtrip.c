@@ -108,7 +108,9 @@ static void roundtrip(mdb_config_t *cfg)
         CHECK(got[i] == 1, "message %d received %d times", i, got[i]);
     for (int i = 0; i < 3; i++)
         CHECK(partitions_seen[i] > 0, "partition %d got no messages (key hashing)", i);
-    CHECK(reb.assigned_parts == 3, "rebalance callback saw %d assigned partitions", reb.assigned_parts);
+    /* One member: every rebalance hands it all 3 partitions. */
+    CHECK(reb.assigned_parts >= 3 && reb.assigned_parts % 3 == 0, "rebalance callback saw %d assigned partitions",
+          reb.assigned_parts);
     CHECK(mdb_kafka_consumer_commit(c, true, &err), "commit: %s", err.message);
 
     /* Nothing more arrives (no duplicates after the last message). */
@@ -119,7 +121,8 @@ static void roundtrip(mdb_config_t *cfg)
         CHECK(!m, "unexpected extra message at offset %lld", m ? (long long)m->offset : -1LL);
     }
     mdb_kafka_consumer_destroy(c);
-    CHECK(reb.revoked_parts == 3, "revoke on close saw %d partitions", reb.revoked_parts);
+    CHECK(reb.revoked_parts == reb.assigned_parts, "revoke on close saw %d of %d partitions", reb.revoked_parts,
+          reb.assigned_parts);
     printf("roundtrip: %d produced, %d delivery reports, %d consumed once each\n", N, dr.ok, received);
 }
 
