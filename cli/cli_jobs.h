@@ -1,0 +1,43 @@
+/* Helpers shared by the job-related sub-commands (submit, retry, status,
+ * index, researcher, collection): option parsing, publishing a job request,
+ * following a job to its final state, and printing job documents. */
+#ifndef MDB_CLI_JOBS_H
+#define MDB_CLI_JOBS_H
+
+#include <bson/bson.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "mdb_config.h"
+#include "mdb_error.h"
+#include "mdb_mongo.h"
+#include "mdb_msg.h"
+
+/* Match argv[*i] against "--name VALUE" or "--name=VALUE". Returns 1 and sets
+ * *value (advancing *i past a separate value) on a match, 0 if argv[*i] is
+ * another argument, -1 (message printed, prefixed with cmd) if the value is
+ * missing. */
+int cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, const char **value);
+
+/* Database handle from cfg, checked with a ping (message printed on failure). */
+mdb_mongo_t *cli_mongo(const char *cmd, const mdb_config_t *cfg);
+
+/* Publish a job request to topic.jobs keyed by m->job_id and wait for its
+ * delivery report. */
+bool cli_publish_job(const mdb_config_t *cfg, const mdb_job_msg_t *m, mdb_error_t *err);
+
+/* Follow a job until it reaches a final state (or timeout_s > 0 passes),
+ * printing a progress line to stderr when it is a terminal. Returns the exit
+ * code: 0 completed, 1 failed, 3 completed_with_errors, 4 timeout. */
+int cli_wait_job(mdb_mongo_t *m, const char *job_id, double timeout_s, bool quiet);
+
+/* Human-readable view of a job document (state, totals, selectors, last errors). */
+void cli_print_job(FILE *out, const bson_t *job, size_t max_errors);
+
+/* Print doc as relaxed extended JSON followed by a newline. */
+void cli_print_json(FILE *out, const bson_t *doc);
+
+/* Exit code for a final state (see cli_wait_job); -1 if not final. */
+int cli_exit_code_for_state(const char *state);
+
+#endif

@@ -1,0 +1,854 @@
+/* mdb_jobs: job documents and job selectors. Every write is an idempotent,
+ * conditional update so that redelivered job messages, a producer restarted
+ * mid-publish and several linkers updating progress all converge on the same
+ * document. Only operators FerretDB 1.x implements are used ($set,
+ * $setOnInsert, $inc, $push, $addToSet, $in, $exists, $group/$match). */
+#include "mdb_jobs.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mdb_cases.h"
+
+static const char *const state_names[MDB_JOB_NSTATES] = {
+    "submitted", "resolving", "running", "completed", "completed_with_errors", "failed"};
+static const char *const kind_names[MDB_SEL_NKINDS] = {"accession", "patient", "study", "series", "case", "path"};
+static const char *const status_names[] = {"pending", "found", "not_found", "refused"};
+
+const char *mdb_job_state_name(int state)
+{
+    return state >= 0 && state < MDB_JOB_NSTATES ? state_names[state] : "unknown";
+}
+
+bool mdb_job_state_parse(const char *name, int *state)
+{
+    for (int i = 0; name && i < MDB_JOB_NSTATES; i++) {
+        if (!strcmp(name, state_names[i])) {
+            *state = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool mdb_job_state_final(int state)
+{
+    return state == MDB_JOB_COMPLETED || state == MDB_JOB_COMPLETED_WITH_ERRORS || state == MDB_JOB_FAILED;
+}
+
+const char *mdb_selector_kind_name(int kind)
+{
+    return kind >= 0 && kind < MDB_SEL_NKINDS ? kind_names[kind] : "unknown";
+}
+
+const char *mdb_selector_status_name(int status)
+{
+    return status >= 0 && status <= MDB_SEL_REFUSED ? status_names[status] : "unknown";
+}
+
+/* ---- selectors ---- */
+
+static void selector_free(mdb_selector_t *sel)
+{
+    free(sel->value);
+    free(sel->text);
+    free(sel->reason);
+    free(sel->case_patient_id);
+    mdb_strv_clear(&sel->case_accessions);
+    memset(sel, 0, sizeof *sel);
+}
+
+void mdb_selectors_clear(mdb_selectors_t *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        selector_free(&s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+bool mdb_selectors_add(mdb_selectors_t *s, int kind, const char *value, size_t *index_out)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->v[i].kind == kind && !strcmp(s->v[i].value, value)) {
+            if (index_out)
+                *index_out = i;
+            return true;
+        }
+    }
+    if (s->n == s->cap) {
+        size_t ncap = s->cap ? s->cap * 2 : 8;
+        mdb_selector_t *nv = realloc(s->v, ncap * sizeof *nv);
+        if (!nv)
+            return false;
+        s->v = nv;
+        s->cap = ncap;
+    }
+    mdb_selector_t sel = {.kind = kind, .status = MDB_SEL_PENDING};
+    const char *kn = mdb_selector_kind_name(kind);
+    size_t tl = strlen(kn) + 1 + strlen(value) + 1;
+    sel.value = strdup(value);
+    sel.text = malloc(tl);
+    if (!sel.value || !sel.text) {
+        selector_free(&sel);
+        return false;
+    }
+    snprintf(sel.text, tl, "%s:%s", kn, value);
+    if (index_out)
+        *index_out = s->n;
+    s->v[s->n++] = sel;
+    return true;
+}
+
+bool mdb_selectors_add_case(mdb_selectors_t *s, const char *case_id, const char *patient_id,
+                            const char *const *accessions, size_t naccessions)
+{
+    size_t at = 0;
+    size_t before = s->n;
+    if (!mdb_selectors_add(s, MDB_SEL_CASE, case_id, &at))
+        return false;
+    if (s->n == before)
+        return true; /* the same case twice: keep the first */
+    mdb_selector_t *sel = &s->v[at];
+    sel->case_patient_id = strdup(patient_id ? patient_id : "");
+    if (!sel->case_patient_id)
+        return false;
+    for (size_t i = 0; i < naccessions; i++)
+        if (!mdb_strv_push(&sel->case_accessions, accessions[i]))
+            return false;
+    return true;
+}
+
+void mdb_selector_set(mdb_selector_t *sel, int status, size_t files, const char *reason)
+{
+    sel->status = status;
+    sel->files = files;
+    free(sel->reason);
+    sel->reason = reason ? strdup(reason) : NULL;
+}
+
+static bool path_value_valid(const char *p)
+{
+    size_t n = strlen(p);
+    return n > 0 && n < 4096;
+}
+
+bool mdb_selectors_from_job(const mdb_job_msg_t *m, mdb_selectors_t *out, mdb_error_t *err)
+{
+    struct {
+        int kind;
+        const mdb_strv_t *v;
+    } lists[] = {{MDB_SEL_ACCESSION, &m->accession_numbers},
+                 {MDB_SEL_PATIENT, &m->patient_ids},
+                 {MDB_SEL_STUDY, &m->study_uids},
+                 {MDB_SEL_SERIES, &m->series_uids},
+                 {MDB_SEL_PATH, &m->paths}};
+    memset(out, 0, sizeof *out);
+    for (size_t l = 0; l < sizeof lists / sizeof lists[0]; l++) {
+        for (size_t i = 0; i < lists[l].v->n; i++) {
+            const char *val = lists[l].v->v[i];
+            bool ok = lists[l].kind == MDB_SEL_PATH ? path_value_valid(val) : mdb_cases_value_valid(val);
+            if (!ok) {
+                mdb_error_set(err, MDB_ERR_MSG, 0, "invalid %s selector '%.80s' (%s)",
+                              mdb_selector_kind_name(lists[l].kind), val,
+                              lists[l].kind == MDB_SEL_PATH ? "empty or longer than 4095 bytes"
+                                                            : "1-64 printable characters expected");
+                mdb_selectors_clear(out);
+                return false;
+            }
+            if (!mdb_selectors_add(out, lists[l].kind, val, NULL)) {
+                mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+                mdb_selectors_clear(out);
+                return false;
+            }
+        }
+    }
+    if (out->n == 0 && !m->all_cases) {
+        mdb_error_set(err, MDB_ERR_MSG, 0,
+                      "the job selects nothing (give accession_numbers, patient_ids, study_uids, series_uids, "
+                      "paths or all_cases)");
+        return false;
+    }
+    return true;
+}
+
+bool mdb_selectors_append_bson(const mdb_selectors_t *s, bson_t *doc, const char *key)
+{
+    bson_t arr, item;
+    char idx[16];
+    const char *ik;
+    if (!bson_append_array_begin(doc, key, -1, &arr))
+        return false;
+    for (size_t i = 0; i < s->n; i++) {
+        const mdb_selector_t *sel = &s->v[i];
+        bson_uint32_to_string((uint32_t)i, &ik, idx, sizeof idx);
+        bson_append_document_begin(&arr, ik, -1, &item);
+        BSON_APPEND_UTF8(&item, "selector", sel->text);
+        BSON_APPEND_UTF8(&item, "kind", mdb_selector_kind_name(sel->kind));
+        BSON_APPEND_UTF8(&item, "value", sel->value);
+        BSON_APPEND_INT64(&item, "files", (int64_t)sel->files);
+        BSON_APPEND_UTF8(&item, "status", mdb_selector_status_name(sel->status));
+        if (sel->reason)
+            BSON_APPEND_UTF8(&item, "reason", sel->reason);
+        bson_append_document_end(&arr, &item);
+    }
+    return bson_append_array_end(doc, &arr);
+}
+
+/* ---- document helpers ---- */
+
+int64_t mdb_jobs_doc_int(const bson_t *doc, const char *key)
+{
+    bson_iter_t it;
+    if (!doc || !bson_iter_init_find(&it, doc, key))
+        return 0;
+    if (BSON_ITER_HOLDS_INT32(&it) || BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_DOUBLE(&it))
+        return bson_iter_as_int64(&it);
+    return 0;
+}
+
+const char *mdb_jobs_doc_str(const bson_t *doc, const char *key)
+{
+    bson_iter_t it;
+    if (!doc || !bson_iter_init_find(&it, doc, key) || !BSON_ITER_HOLDS_UTF8(&it))
+        return NULL;
+    return bson_iter_utf8(&it, NULL);
+}
+
+static void mongo_err(mdb_error_t *err, const bson_error_t *be, const char *what)
+{
+    mdb_error_set(err, MDB_ERR_MONGO, (int)be->code, "%s: %s", what, be->message);
+}
+
+/* One pooled client + collection for the duration of a helper. */
+typedef struct {
+    mdb_mongo_t *m;
+    mongoc_client_t *client;
+    mongoc_collection_t *coll;
+} coll_ref_t;
+
+static coll_ref_t coll_open(mdb_mongo_t *m, const char *name)
+{
+    coll_ref_t r = {m, mdb_mongo_pop(m), NULL};
+    if (r.client)
+        r.coll = mdb_mongo_collection(m, r.client, name);
+    return r;
+}
+
+static void coll_close(coll_ref_t *r)
+{
+    if (r->coll)
+        mongoc_collection_destroy(r->coll);
+    if (r->client)
+        mdb_mongo_push(r->m, r->client);
+    r->coll = NULL;
+    r->client = NULL;
+}
+
+/* update_one; *matched receives matchedCount (may be NULL). */
+static bool update_one(mdb_mongo_t *m, const char *collname, const bson_t *sel, const bson_t *upd, bool upsert,
+                       int64_t *matched, int64_t *upserted, mdb_error_t *err, const char *what)
+{
+    coll_ref_t r = coll_open(m, collname);
+    bson_t reply;
+    bson_error_t be;
+    bson_t opts = BSON_INITIALIZER;
+    bool ok = false;
+    if (!r.coll) {
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "%s: no database client", what);
+        bson_destroy(&opts);
+        return false;
+    }
+    if (upsert)
+        BSON_APPEND_BOOL(&opts, "upsert", true);
+    ok = mongoc_collection_update_one(r.coll, sel, upd, &opts, &reply, &be);
+    mdb_mongo_count_round_trip(m);
+    if (!ok) {
+        mongo_err(err, &be, what);
+    } else {
+        if (matched)
+            *matched = mdb_jobs_doc_int(&reply, "matchedCount");
+        if (upserted)
+            *upserted = mdb_jobs_doc_int(&reply, "upsertedCount");
+    }
+    bson_destroy(&reply);
+    bson_destroy(&opts);
+    coll_close(&r);
+    return ok;
+}
+
+static bool find_one(mdb_mongo_t *m, const char *collname, const bson_t *filter, const bson_t *projection,
+                     bson_t **out, mdb_error_t *err, const char *what)
+{
+    coll_ref_t r = coll_open(m, collname);
+    bson_t opts = BSON_INITIALIZER;
+    const bson_t *doc = NULL;
+    bson_error_t be;
+    bool ok = true;
+    *out = NULL;
+    if (!r.coll) {
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "%s: no database client", what);
+        bson_destroy(&opts);
+        return false;
+    }
+    BSON_APPEND_INT64(&opts, "limit", 1);
+    if (projection)
+        BSON_APPEND_DOCUMENT(&opts, "projection", projection);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(r.coll, filter, &opts, NULL);
+    if (mongoc_cursor_next(cur, &doc))
+        *out = bson_copy(doc);
+    if (mongoc_cursor_error(cur, &be)) {
+        mongo_err(err, &be, what);
+        bson_destroy(*out);
+        *out = NULL;
+        ok = false;
+    }
+    mdb_mongo_count_round_trip(m);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(&opts);
+    coll_close(&r);
+    return ok;
+}
+
+static void now_iso(char buf[40])
+{
+    mdb_msg_now_iso(buf, 40);
+}
+
+/* ---- indexes ---- */
+
+bool mdb_jobs_ensure_index(mdb_mongo_t *m, const char *collname, const char *key, mdb_error_t *err)
+{
+    mongoc_client_t *client = mdb_mongo_pop(m);
+    bson_t cmd = BSON_INITIALIZER, arr, item, k;
+    bson_error_t be;
+    char name[160];
+    bool ok;
+    if (!client) {
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "create index: no database client");
+        return false;
+    }
+    /* Index names without dots: FerretDB is happier with plain names. */
+    snprintf(name, sizeof name, "%s_1", key);
+    for (char *p = name; *p; p++)
+        if (*p == '.')
+            *p = '_';
+    BSON_APPEND_UTF8(&cmd, "createIndexes", collname);
+    bson_append_array_begin(&cmd, "indexes", -1, &arr);
+    bson_append_document_begin(&arr, "0", -1, &item);
+    bson_append_document_begin(&item, "key", -1, &k);
+    BSON_APPEND_INT32(&k, key, 1);
+    bson_append_document_end(&item, &k);
+    BSON_APPEND_UTF8(&item, "name", name);
+    bson_append_document_end(&arr, &item);
+    bson_append_array_end(&cmd, &arr);
+    ok = mongoc_client_write_command_with_opts(client, mdb_mongo_db_name(m), &cmd, NULL, NULL, &be);
+    if (!ok)
+        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "create index %s.%s: %s", collname, key, be.message);
+    mdb_mongo_count_round_trip(m);
+    bson_destroy(&cmd);
+    mdb_mongo_push(m, client);
+    return ok;
+}
+
+static bool create_indexes(mdb_mongo_t *m, const char *collname, const char *const *keys, size_t nkeys,
+                           mdb_error_t *err)
+{
+    /* One index per command: FerretDB 1.24 drops the connection when a
+     * multi-index createIndexes names an index that already exists. */
+    for (size_t i = 0; i < nkeys; i++)
+        if (!mdb_jobs_ensure_index(m, collname, keys[i], err))
+            return false;
+    return true;
+}
+
+bool mdb_jobs_ensure_indexes(mdb_mongo_t *m, mdb_error_t *err)
+{
+    static const char *const job_keys[] = {"state", "submitted_at", "researcher_id", "collection"};
+    static const char *const file_keys[] = {"job_id", "status"};
+    return create_indexes(m, MDB_JOBS_COLL, job_keys, 4, err) &&
+           create_indexes(m, MDB_JOB_FILES_COLL, file_keys, 2, err);
+}
+
+/* ---- job documents ---- */
+
+bool mdb_jobs_get(mdb_mongo_t *m, const char *job_id, bson_t **doc, mdb_error_t *err)
+{
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(job_id));
+    bool ok = find_one(m, MDB_JOBS_COLL, filter, NULL, doc, err, "read job");
+    bson_destroy(filter);
+    if (ok && !*doc) {
+        mdb_error_set(err, MDB_ERR_NOTFOUND, 0, "no job '%s'", job_id);
+        return false;
+    }
+    return ok;
+}
+
+bool mdb_jobs_get_state(mdb_mongo_t *m, const char *job_id, int *state, mdb_error_t *err)
+{
+    bson_t *doc = NULL;
+    if (!mdb_jobs_get(m, job_id, &doc, err))
+        return false;
+    const char *s = mdb_jobs_doc_str(doc, "state");
+    bool ok = s && mdb_job_state_parse(s, state);
+    if (!ok)
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "job '%s' has an unknown state '%s'", job_id, s ? s : "(none)");
+    bson_destroy(doc);
+    return ok;
+}
+
+static void append_strv(bson_t *doc, const char *key, const mdb_strv_t *v)
+{
+    bson_t arr;
+    char idx[16];
+    const char *ik;
+    bson_append_array_begin(doc, key, -1, &arr);
+    for (size_t i = 0; i < v->n; i++) {
+        bson_uint32_to_string((uint32_t)i, &ik, idx, sizeof idx);
+        BSON_APPEND_UTF8(&arr, ik, v->v[i]);
+    }
+    bson_append_array_end(doc, &arr);
+}
+
+bool mdb_jobs_create(mdb_mongo_t *m, const char *job_id, const mdb_job_msg_t *msg, int *state_out,
+                     bool *created_out, mdb_error_t *err)
+{
+    char now[40];
+    now_iso(now);
+    bson_t *sel = BCON_NEW("_id", BCON_UTF8(job_id));
+    bson_t upd = BSON_INITIALIZER, soi, req;
+    int64_t upserted = 0;
+    bool ok;
+
+    bson_append_document_begin(&upd, "$setOnInsert", -1, &soi);
+    BSON_APPEND_UTF8(&soi, "state", "submitted");
+    BSON_APPEND_UTF8(&soi, "researcher_id", msg->researcher_id ? msg->researcher_id : "");
+    BSON_APPEND_UTF8(&soi, "collection", msg->collection ? msg->collection : "");
+    if (msg->feature_set)
+        BSON_APPEND_UTF8(&soi, "feature_set", msg->feature_set);
+    else
+        BSON_APPEND_NULL(&soi, "feature_set");
+    if (msg->retry_of)
+        BSON_APPEND_UTF8(&soi, "retry_of", msg->retry_of);
+    /* What was asked, as asked (the resolution goes to selectors[]). */
+    bson_append_document_begin(&soi, "request", -1, &req);
+    append_strv(&req, "accession_numbers", &msg->accession_numbers);
+    append_strv(&req, "patient_ids", &msg->patient_ids);
+    append_strv(&req, "study_uids", &msg->study_uids);
+    append_strv(&req, "series_uids", &msg->series_uids);
+    BSON_APPEND_BOOL(&req, "all_cases", msg->all_cases);
+    BSON_APPEND_INT64(&req, "paths", (int64_t)msg->paths.n);
+    bson_append_document_end(&soi, &req);
+    bson_t empty;
+    bson_append_array_begin(&soi, "selectors", -1, &empty);
+    bson_append_array_end(&soi, &empty);
+    bson_append_array_begin(&soi, "errors", -1, &empty);
+    bson_append_array_end(&soi, &empty);
+    BSON_APPEND_INT64(&soi, "files_total", 0);
+    BSON_APPEND_INT64(&soi, "files_done", 0);
+    BSON_APPEND_INT64(&soi, "files_failed", 0);
+    BSON_APPEND_INT64(&soi, "instances_linked", 0);
+    BSON_APPEND_INT64(&soi, "producer_errors", 0);
+    BSON_APPEND_UTF8(&soi, "submitted_at", msg->submitted_at && *msg->submitted_at ? msg->submitted_at : now);
+    BSON_APPEND_UTF8(&soi, "updated_at", now);
+    bson_append_document_end(&upd, &soi);
+
+    ok = update_one(m, MDB_JOBS_COLL, sel, &upd, true, NULL, &upserted, err, "create job");
+    bson_destroy(sel);
+    bson_destroy(&upd);
+    if (!ok)
+        return false;
+    if (created_out)
+        *created_out = upserted > 0;
+    if (state_out)
+        return mdb_jobs_get_state(m, job_id, state_out, err);
+    return true;
+}
+
+static void append_state_filter(bson_t *sel, const int *from, size_t nfrom)
+{
+    bson_t st, arr;
+    char idx[16];
+    const char *ik;
+    bson_append_document_begin(sel, "state", -1, &st);
+    bson_append_array_begin(&st, "$in", -1, &arr);
+    if (nfrom == 0) {
+        uint32_t k = 0;
+        for (int s = 0; s < MDB_JOB_NSTATES; s++) {
+            if (mdb_job_state_final(s))
+                continue;
+            bson_uint32_to_string(k++, &ik, idx, sizeof idx);
+            BSON_APPEND_UTF8(&arr, ik, mdb_job_state_name(s));
+        }
+    } else {
+        for (size_t i = 0; i < nfrom; i++) {
+            bson_uint32_to_string((uint32_t)i, &ik, idx, sizeof idx);
+            BSON_APPEND_UTF8(&arr, ik, mdb_job_state_name(from[i]));
+        }
+    }
+    bson_append_array_end(&st, &arr);
+    bson_append_document_end(sel, &st);
+}
+
+bool mdb_jobs_set_state(mdb_mongo_t *m, const char *job_id, int to, const int *from, size_t nfrom, bool *changed,
+                        mdb_error_t *err)
+{
+    char now[40];
+    now_iso(now);
+    bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
+    int64_t matched = 0;
+    BSON_APPEND_UTF8(&sel, "_id", job_id);
+    append_state_filter(&sel, from, nfrom);
+    bson_append_document_begin(&upd, "$set", -1, &set);
+    BSON_APPEND_UTF8(&set, "state", mdb_job_state_name(to));
+    BSON_APPEND_UTF8(&set, "updated_at", now);
+    if (mdb_job_state_final(to))
+        BSON_APPEND_UTF8(&set, "completed_at", now);
+    bson_append_document_end(&upd, &set);
+    bool ok = update_one(m, MDB_JOBS_COLL, &sel, &upd, false, &matched, NULL, err, "update job state");
+    bson_destroy(&sel);
+    bson_destroy(&upd);
+    if (!ok)
+        return false;
+    if (changed)
+        *changed = matched > 0;
+    if (matched == 0) {
+        int cur;
+        mdb_error_t e2 = {0};
+        if (!mdb_jobs_get_state(m, job_id, &cur, &e2)) {
+            if (err)
+                *err = e2;
+            return false;
+        }
+    }
+    return true;
+}
+
+bool mdb_jobs_add_error(mdb_mongo_t *m, const char *job_id, const char *path, const char *stage,
+                        const char *error, const char *message, bool count_as_problem, mdb_error_t *err)
+{
+    char now[40], capkey[32];
+    now_iso(now);
+    bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, doc, sub, ex;
+    int64_t matched = 0;
+    bool ok;
+    snprintf(capkey, sizeof capkey, "errors.%d", MDB_JOBS_MAX_ERRORS - 1);
+    BSON_APPEND_UTF8(&sel, "_id", job_id);
+    bson_append_document_begin(&sel, capkey, -1, &ex);
+    BSON_APPEND_BOOL(&ex, "$exists", false);
+    bson_append_document_end(&sel, &ex);
+
+    bson_append_document_begin(&upd, "$push", -1, &doc);
+    bson_append_document_begin(&doc, "errors", -1, &sub);
+    if (path)
+        BSON_APPEND_UTF8(&sub, "path", path);
+    else
+        BSON_APPEND_NULL(&sub, "path");
+    BSON_APPEND_UTF8(&sub, "stage", stage);
+    BSON_APPEND_UTF8(&sub, "error", error);
+    if (message)
+        BSON_APPEND_UTF8(&sub, "message", message);
+    BSON_APPEND_UTF8(&sub, "at", now);
+    bson_append_document_end(&doc, &sub);
+    bson_append_document_end(&upd, &doc);
+    bson_append_document_begin(&upd, "$set", -1, &doc);
+    BSON_APPEND_UTF8(&doc, "updated_at", now);
+    bson_append_document_end(&upd, &doc);
+    if (count_as_problem) {
+        bson_append_document_begin(&upd, "$inc", -1, &doc);
+        BSON_APPEND_INT64(&doc, "producer_errors", 1);
+        bson_append_document_end(&upd, &doc);
+    }
+    ok = update_one(m, MDB_JOBS_COLL, &sel, &upd, false, &matched, NULL, err, "record job error");
+    bson_destroy(&sel);
+    bson_destroy(&upd);
+    if (ok && matched == 0 && count_as_problem) {
+        /* The list is full: still count the problem. */
+        bson_t *s2 = BCON_NEW("_id", BCON_UTF8(job_id));
+        bson_t *u2 = BCON_NEW("$inc", "{", "producer_errors", BCON_INT64(1), "}");
+        ok = update_one(m, MDB_JOBS_COLL, s2, u2, false, NULL, NULL, err, "record job error");
+        bson_destroy(s2);
+        bson_destroy(u2);
+    }
+    return ok;
+}
+
+bool mdb_jobs_fail(mdb_mongo_t *m, const char *job_id, const char *error, const char *message, mdb_error_t *err)
+{
+    if (!mdb_jobs_add_error(m, job_id, NULL, "producer", error, message, true, err))
+        return false;
+    return mdb_jobs_set_state(m, job_id, MDB_JOB_FAILED, NULL, 0, NULL, err);
+}
+
+bool mdb_jobs_record_selectors(mdb_mongo_t *m, const char *job_id, const mdb_selectors_t *s,
+                               int64_t producer_errors, mdb_error_t *err)
+{
+    char now[40];
+    now_iso(now);
+    bson_t *sel = BCON_NEW("_id", BCON_UTF8(job_id));
+    bson_t upd = BSON_INITIALIZER, set;
+    bson_append_document_begin(&upd, "$set", -1, &set);
+    mdb_selectors_append_bson(s, &set, "selectors");
+    BSON_APPEND_INT64(&set, "producer_errors", producer_errors);
+    BSON_APPEND_UTF8(&set, "updated_at", now);
+    bson_append_document_end(&upd, &set);
+    bool ok = update_one(m, MDB_JOBS_COLL, sel, &upd, false, NULL, NULL, err, "record selectors");
+    bson_destroy(sel);
+    bson_destroy(&upd);
+    return ok;
+}
+
+bool mdb_jobs_start_running(mdb_mongo_t *m, const char *job_id, int64_t files_total, int *state_out,
+                            mdb_error_t *err)
+{
+    char now[40];
+    now_iso(now);
+    static const int from[] = {MDB_JOB_SUBMITTED, MDB_JOB_RESOLVING};
+    bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
+    BSON_APPEND_UTF8(&sel, "_id", job_id);
+    append_state_filter(&sel, from, 2);
+    bson_append_document_begin(&upd, "$set", -1, &set);
+    BSON_APPEND_INT64(&set, "files_total", files_total);
+    BSON_APPEND_UTF8(&set, "state", "running");
+    BSON_APPEND_UTF8(&set, "updated_at", now);
+    BSON_APPEND_UTF8(&set, "running_at", now);
+    bson_append_document_end(&upd, &set);
+    bool ok = update_one(m, MDB_JOBS_COLL, &sel, &upd, false, NULL, NULL, err, "start job");
+    bson_destroy(&sel);
+    bson_destroy(&upd);
+    if (!ok)
+        return false;
+    return mdb_jobs_refresh_progress(m, job_id, state_out, err);
+}
+
+/* done/failed counts of a job from job_files ($match + $group works on FerretDB). */
+static bool count_job_files(mdb_mongo_t *m, const char *job_id, int64_t *done, int64_t *failed, mdb_error_t *err)
+{
+    coll_ref_t r = coll_open(m, MDB_JOB_FILES_COLL);
+    bson_t *pipeline = BCON_NEW("pipeline", "[", "{", "$match", "{", "job_id", BCON_UTF8(job_id), "}", "}", "{",
+                                "$group", "{", "_id", BCON_UTF8("$status"), "n", "{", "$sum", BCON_INT32(1), "}",
+                                "}", "}", "]");
+    const bson_t *doc;
+    bson_error_t be;
+    bool ok = true;
+    *done = *failed = 0;
+    if (!r.coll) {
+        bson_destroy(pipeline);
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "count job files: no database client");
+        return false;
+    }
+    mongoc_cursor_t *cur = mongoc_collection_aggregate(r.coll, MONGOC_QUERY_NONE, pipeline, NULL, NULL);
+    while (mongoc_cursor_next(cur, &doc)) {
+        const char *st = mdb_jobs_doc_str(doc, "_id");
+        int64_t n = mdb_jobs_doc_int(doc, "n");
+        if (st && !strcmp(st, "done"))
+            *done = n;
+        else if (st && !strcmp(st, "failed"))
+            *failed = n;
+    }
+    if (mongoc_cursor_error(cur, &be)) {
+        mongo_err(err, &be, "count job files");
+        ok = false;
+    }
+    mdb_mongo_count_round_trip(m);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(pipeline);
+    coll_close(&r);
+    return ok;
+}
+
+bool mdb_jobs_refresh_progress(mdb_mongo_t *m, const char *job_id, int *state_out, mdb_error_t *err)
+{
+    int64_t done = 0, failed = 0;
+    bson_t *doc = NULL;
+    bool ok = false;
+    char now[40];
+    now_iso(now);
+    if (!count_job_files(m, job_id, &done, &failed, err))
+        return false;
+    if (!mdb_jobs_get(m, job_id, &doc, err))
+        return false;
+    int state = MDB_JOB_SUBMITTED;
+    mdb_job_state_parse(mdb_jobs_doc_str(doc, "state"), &state);
+    int64_t total = mdb_jobs_doc_int(doc, "files_total");
+    int64_t problems = mdb_jobs_doc_int(doc, "producer_errors");
+
+    bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set;
+    BSON_APPEND_UTF8(&sel, "_id", job_id);
+    bson_append_document_begin(&upd, "$set", -1, &set);
+    BSON_APPEND_INT64(&set, "files_done", done);
+    BSON_APPEND_INT64(&set, "files_failed", failed);
+    BSON_APPEND_UTF8(&set, "updated_at", now);
+    int final_state = -1;
+    if (state == MDB_JOB_RUNNING && done + failed >= total) {
+        final_state = (failed > 0 || problems > 0) ? MDB_JOB_COMPLETED_WITH_ERRORS : MDB_JOB_COMPLETED;
+        static const int from[] = {MDB_JOB_RUNNING};
+        append_state_filter(&sel, from, 1);
+        BSON_APPEND_UTF8(&set, "state", mdb_job_state_name(final_state));
+        BSON_APPEND_UTF8(&set, "completed_at", now);
+    }
+    bson_append_document_end(&upd, &set);
+    ok = update_one(m, MDB_JOBS_COLL, &sel, &upd, false, NULL, NULL, err, "update job progress");
+    bson_destroy(&sel);
+    bson_destroy(&upd);
+    bson_destroy(doc);
+    if (ok && state_out) {
+        if (final_state >= 0)
+            return mdb_jobs_get_state(m, job_id, state_out, err);
+        *state_out = state;
+    }
+    return ok;
+}
+
+bool mdb_jobs_list_recent(mdb_mongo_t *m, int64_t limit, mdb_jobs_visit_fn fn, void *ud, mdb_error_t *err)
+{
+    coll_ref_t r = coll_open(m, MDB_JOBS_COLL);
+    bson_t filter = BSON_INITIALIZER;
+    bson_t *opts = BCON_NEW("sort", "{", "submitted_at", BCON_INT32(-1), "}", "limit", BCON_INT64(limit));
+    const bson_t *doc;
+    bson_error_t be;
+    bool ok = true;
+    if (!r.coll) {
+        bson_destroy(opts);
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "list jobs: no database client");
+        return false;
+    }
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(r.coll, &filter, opts, NULL);
+    while (mongoc_cursor_next(cur, &doc))
+        if (!fn(doc, ud))
+            break;
+    if (mongoc_cursor_error(cur, &be)) {
+        mongo_err(err, &be, "list jobs");
+        ok = false;
+    }
+    mdb_mongo_count_round_trip(m);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+    coll_close(&r);
+    return ok;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+bool mdb_jobs_failed_paths(mdb_mongo_t *m, const char *job_id, mdb_strv_t *out, mdb_error_t *err)
+{
+    mdb_strv_t done = {0};
+    const bson_t *doc;
+    bson_error_t be;
+    bool ok = true;
+    mdb_strv_clear(out);
+
+    /* job_files: failed paths (and done ones, to filter errors[] below). */
+    coll_ref_t r = coll_open(m, MDB_JOB_FILES_COLL);
+    if (!r.coll) {
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "read failed files: no database client");
+        return false;
+    }
+    bson_t *filter = BCON_NEW("job_id", BCON_UTF8(job_id));
+    bson_t *opts = BCON_NEW("projection", "{", "path", BCON_INT32(1), "status", BCON_INT32(1), "}");
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(r.coll, filter, opts, NULL);
+    while (mongoc_cursor_next(cur, &doc)) {
+        const char *path = mdb_jobs_doc_str(doc, "path");
+        const char *st = mdb_jobs_doc_str(doc, "status");
+        if (!path || !st)
+            continue;
+        if (!strcmp(st, "failed"))
+            mdb_strv_push(out, path);
+        else if (!strcmp(st, "done"))
+            mdb_strv_push(&done, path);
+    }
+    if (mongoc_cursor_error(cur, &be)) {
+        mongo_err(err, &be, "read failed files");
+        ok = false;
+    }
+    mdb_mongo_count_round_trip(m);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(filter);
+    bson_destroy(opts);
+    coll_close(&r);
+
+    /* errors[] of the job: worker/linker errors carrying a path. */
+    bson_t *job = NULL;
+    if (ok && (ok = mdb_jobs_get(m, job_id, &job, err))) {
+        bson_iter_t it, arr;
+        if (bson_iter_init_find(&it, job, "errors") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr)) {
+            while (bson_iter_next(&arr)) {
+                if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
+                    continue;
+                const uint8_t *data;
+                uint32_t len;
+                bson_t sub;
+                bson_iter_document(&arr, &len, &data);
+                if (!bson_init_static(&sub, data, len))
+                    continue;
+                const char *path = mdb_jobs_doc_str(&sub, "path");
+                const char *stage = mdb_jobs_doc_str(&sub, "stage");
+                if (!path || !stage || (strcmp(stage, "worker") && strcmp(stage, "linker")))
+                    continue;
+                bool is_done = false;
+                for (size_t i = 0; i < done.n && !is_done; i++)
+                    is_done = !strcmp(done.v[i], path);
+                if (!is_done)
+                    mdb_strv_push(out, path);
+            }
+        }
+        bson_destroy(job);
+    }
+    mdb_strv_clear(&done);
+    if (!ok) {
+        mdb_strv_clear(out);
+        return false;
+    }
+    /* sort + unique */
+    if (out->n > 1) {
+        qsort(out->v, out->n, sizeof *out->v, cmp_str);
+        size_t w = 1;
+        for (size_t i = 1; i < out->n; i++) {
+            if (!strcmp(out->v[i], out->v[w - 1])) {
+                free(out->v[i]);
+                continue;
+            }
+            out->v[w++] = out->v[i];
+        }
+        out->n = w;
+        out->v[w] = NULL;
+    }
+    return true;
+}
+
+static bool add_job_link(mdb_mongo_t *m, const char *collname, const char *id, const char *job_id, bool *found,
+                         mdb_error_t *err)
+{
+    int64_t matched = 0;
+    bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
+    bson_t *upd = BCON_NEW("$addToSet", "{", "job_ids", BCON_UTF8(job_id), "}");
+    bool ok = update_one(m, collname, sel, upd, false, &matched, NULL, err, "link job");
+    bson_destroy(sel);
+    bson_destroy(upd);
+    if (found)
+        *found = ok && matched > 0;
+    return ok;
+}
+
+bool mdb_jobs_link(mdb_mongo_t *m, const char *job_id, const char *researcher_id, const char *collection,
+                   bool *researcher_found, bool *collection_found, mdb_error_t *err)
+{
+    return add_job_link(m, MDB_RESEARCHERS_COLL, researcher_id, job_id, researcher_found, err) &&
+           add_job_link(m, MDB_COLLECTIONS_COLL, collection, job_id, collection_found, err);
+}
+
+bool mdb_jobs_note_retry(mdb_mongo_t *m, const char *original, const char *retry_job, mdb_error_t *err)
+{
+    bson_t *sel = BCON_NEW("_id", BCON_UTF8(original));
+    bson_t *upd = BCON_NEW("$addToSet", "{", "retries", BCON_UTF8(retry_job), "}");
+    bool ok = update_one(m, MDB_JOBS_COLL, sel, upd, false, NULL, NULL, err, "note retry");
+    bson_destroy(sel);
+    bson_destroy(upd);
+    return ok;
+}

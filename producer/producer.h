@@ -1,0 +1,62 @@
+/* The producer's job handler: one job request message in, its file tasks out.
+ * main.c owns the Kafka consumer loop; producer_job.c validates a message,
+ * creates the job document, resolves the selectors through a resolver,
+ * publishes one metadb.files task per file and waits for every delivery
+ * report before telling main that the message's offset may be stored. */
+#ifndef MDB_PRODUCER_H
+#define MDB_PRODUCER_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mdb_archive.h"
+#include "mdb_catalog.h"
+#include "mdb_config.h"
+#include "mdb_kafka.h"
+#include "mdb_metrics.h"
+#include "mdb_mongo.h"
+
+/* Delivery bookkeeping of one publishing round (the msg_opaque of each task). */
+typedef struct {
+    uint64_t ok;
+    uint64_t failed;
+    char last_error[256];
+} producer_delivery_t;
+
+typedef struct {
+    const mdb_config_t *cfg;
+    mdb_mongo_t *mongo;
+    const mdb_archive_t *archive;
+    mdb_resolver_t *resolver;
+    mdb_kafka_producer_t *kp;
+    const char *topic_files;
+    const char *topic_dlq;
+    size_t max_message_bytes;
+    int delivery_timeout_ms; /* longest wait for all delivery reports of one job */
+
+    /* metrics (may be NULL) */
+    mdb_metric_t *m_jobs_received;
+    mdb_metric_t *m_jobs_invalid;
+    mdb_metric_t *m_jobs_duplicate;
+    mdb_metric_t *m_jobs_failed;
+    mdb_metric_t *m_jobs_published;
+    mdb_metric_t *m_files_published;
+    mdb_metric_t *m_files_refused;
+    mdb_metric_t *m_selectors_not_found;
+    mdb_metric_t *m_publish_failures;
+    mdb_metric_t *m_job_seconds;
+} producer_t;
+
+/* The delivery-report callback to pass to mdb_kafka_producer_new. */
+void producer_delivery_report(void *msg_opaque, bool ok, const char *errstr, void *ud);
+
+typedef enum {
+    PRODUCER_DONE = 0, /* handled (processed, duplicate, or sent to the DLQ): store the offset */
+    PRODUCER_RETRY     /* transient failure (Kafka or MongoDB): do not store; try again later */
+} producer_result_t;
+
+/* Handle one message of topic.jobs. err says what went wrong on RETRY. */
+producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, mdb_error_t *err);
+
+#endif
