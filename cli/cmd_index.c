@@ -155,6 +155,12 @@ int mdb_cmd_index(mdb_config_t *cfg, int argc, char **argv)
         }
     }
     mdb_error_t err = {0};
+    if (!mdb_catalog_deps_available()) {
+        fprintf(stderr, "metadb index: the archive gate / DICOM tag reader is not part of this build\n");
+        mdb_config_strv_free(cfg_roots);
+        free(roots);
+        return 1;
+    }
     mdb_archive_t *archive = mdb_archive_new(roots, nroots, &err);
     mdb_mongo_t *m = NULL;
     mdb_catalog_t *cat = NULL;
@@ -199,7 +205,8 @@ int mdb_cmd_index(mdb_config_t *cfg, int argc, char **argv)
 done:
     mdb_catalog_destroy(cat);
     mdb_mongo_destroy(m);
-    mdb_archive_destroy(archive);
+    if (archive)
+        mdb_archive_destroy(archive);
     mdb_config_strv_free(cfg_roots);
     free(roots);
     return rc;

@@ -27,6 +27,13 @@
 #include "mdb_log.h"
 #include "mdb_strmap.h"
 
+#pragma weak mdb_dicom_read_tags
+
+bool mdb_catalog_deps_available(void)
+{
+    return mdb_archive_new && mdb_archive_new_from_config && mdb_archive_resolve && mdb_dicom_read_tags;
+}
+
 struct mdb_catalog {
     mdb_mongo_t *m;
     const mdb_archive_t *a;
@@ -640,6 +647,10 @@ bool mdb_catalog_index_root(mdb_catalog_t *c, const char *root, const mdb_catalo
     bool ok = false, interrupted = false;
 
     memset(stats, 0, sizeof *stats);
+    if (!mdb_catalog_deps_available()) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, 0, "the archive gate / DICOM tag reader is not part of this build");
+        return false;
+    }
     clock_gettime(CLOCK_MONOTONIC, &cr.t0);
     cr.last_progress = cr.t0;
     cr.root = find_root(c->a, root);
