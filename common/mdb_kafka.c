@@ -443,6 +443,10 @@ bool mdb_kafka_ensure_topics(const mdb_config_t *cfg, const char *const *topics,
         mdb_error_set(err, MDB_ERR_CONFIG, EINVAL, "topic partitions must be >= 1, got %d", partitions);
         goto done;
     }
+    if (ntopics == 0) {
+        ok = true;
+        goto done;
+    }
     if (!mdb_kafka_conf_apply(conf, cfg, err))
         goto done;
     rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
