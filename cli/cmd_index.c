@@ -155,12 +155,6 @@ int mdb_cmd_index(mdb_config_t *cfg, int argc, char **argv)
         }
     }
     mdb_error_t err = {0};
-    if (!mdb_catalog_deps_available()) {
-        fprintf(stderr, "metadb index: the archive gate / DICOM tag reader is not part of this build\n");
-        mdb_config_strv_free(cfg_roots);
-        free(roots);
-        return 1;
-    }
     mdb_archive_t *archive = mdb_archive_new(roots, nroots, &err);
     mdb_mongo_t *m = NULL;
     mdb_catalog_t *cat = NULL;

@@ -27,13 +27,6 @@
 #include "mdb_log.h"
 #include "mdb_strmap.h"
 
-#pragma weak mdb_dicom_read_tags
-
-bool mdb_catalog_deps_available(void)
-{
-    return mdb_archive_new && mdb_archive_new_from_config && mdb_archive_resolve && mdb_dicom_read_tags;
-}
-
 struct mdb_catalog {
     mdb_mongo_t *m;
     const mdb_archive_t *a;
@@ -431,7 +424,7 @@ static bool visit_dir(crawl_t *cr, const char *dir, pathstack_t *stack)
     size_t nfiles = 0, capfiles = 0;
     char **subdirs = NULL;
     size_t nsub = 0, capsub = 0;
-    bool ok = false;
+    bool ok = false, has_links = false;
     DIR *d = NULL;
 
     cr->st->dirs_visited++;
@@ -491,6 +484,7 @@ static bool visit_dir(crawl_t *cr, const char *dir, pathstack_t *stack)
         if (!(f->name = strdup(name)))
             goto oom;
         if (type == DT_LNK) {
+            has_links = true;
             int r = take_symlink(cr, dir, name, f);
             if (r < 0) {
                 free(f->name);
@@ -521,7 +515,9 @@ static bool visit_dir(crawl_t *cr, const char *dir, pathstack_t *stack)
     }
     qsort(files, nfiles, sizeof *files, cmp_file);
     mdb_strmap_entry_t *e = mdb_strmap_get(cr->known, dir);
-    bool unchanged = e && !cr->opts->full && e->value == mtime_ns;
+    /* A symlink's target can change without touching this directory: such
+     * directories (rare in archives) are always read again. */
+    bool unchanged = e && !cr->opts->full && e->value == mtime_ns && !has_links;
     if (unchanged && !cr->opts->verify) {
         e->mark = true;
         cr->st->dirs_unchanged++;
@@ -549,6 +545,9 @@ static bool visit_dir(crawl_t *cr, const char *dir, pathstack_t *stack)
         ok = true;
         goto done;
     }
+    MDB_LOGX(MDB_LOG_DEBUG, NULL, dir, "reading directory (%s)",
+             !e ? "new" : cr->opts->full ? "full" : e->value != mtime_ns ? "mtime changed"
+             : has_links ? "holds symlinks" : "files changed");
     ok = scan_dir(cr, dir, mtime_ns, files, nfiles, sig);
     goto done;
 oom:
@@ -647,10 +646,6 @@ bool mdb_catalog_index_root(mdb_catalog_t *c, const char *root, const mdb_catalo
     bool ok = false, interrupted = false;
 
     memset(stats, 0, sizeof *stats);
-    if (!mdb_catalog_deps_available()) {
-        mdb_error_set(err, MDB_ERR_SYSTEM, 0, "the archive gate / DICOM tag reader is not part of this build");
-        return false;
-    }
     clock_gettime(CLOCK_MONOTONIC, &cr.t0);
     cr.last_progress = cr.t0;
     cr.root = find_root(c->a, root);

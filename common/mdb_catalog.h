@@ -36,20 +36,6 @@
 extern "C" {
 #endif
 
-/* TEMPORARY, until common/mdb_archive.c and mdb_dicom_read_tags are in the
- * tree: weak references, so the CLI and the producer still link; code that
- * needs them checks mdb_catalog_deps_available() and fails with a clear
- * message. Remove this block when they land. */
-#pragma weak mdb_archive_new
-#pragma weak mdb_archive_new_from_config
-#pragma weak mdb_archive_destroy
-#pragma weak mdb_archive_resolve
-#pragma weak mdb_archive_root_count
-#pragma weak mdb_archive_root
-
-/* True when the archive gate and the DICOM tag reader are linked in. */
-bool mdb_catalog_deps_available(void);
-
 #define MDB_CATALOG_COLL "catalog"
 
 typedef struct mdb_catalog mdb_catalog_t;

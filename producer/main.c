@@ -126,10 +126,6 @@ int main(int argc, char **argv)
     mdb_log_route_mongoc();
     mdb_signal_install();
 
-    if (!mdb_catalog_deps_available()) {
-        MDB_LOG(MDB_LOG_ERROR, "the archive gate / DICOM tag reader is not part of this build");
-        goto done;
-    }
     archive = mdb_archive_new_from_config(cfg, &err);
     if (!archive) {
         MDB_LOG(MDB_LOG_ERROR, "archive.roots: %s", err.message);
