@@ -81,6 +81,11 @@ typedef struct mdb_extract_ctx mdb_extract_ctx_t;
 mdb_extract_ctx_t *mdb_extract_ctx_new(size_t max_header_bytes);
 void mdb_extract_ctx_destroy(mdb_extract_ctx_t *ctx); /* accepts NULL */
 
+/* Debugging aid (`metadb extract --no-uid-check`, the differential test):
+ * when false, a file without the three UIDs is extracted anyway (the UID
+ * keys are then absent). Workers always require them (the default). */
+void mdb_extract_ctx_require_uids(mdb_extract_ctx_t *ctx, bool require);
+
 typedef struct {
     json_t *study;    /* owned */
     json_t *series;   /* owned */
@@ -119,7 +124,8 @@ json_t *mdb_extract_event(const mdb_extract_result_t *r, const char *job_id, con
 
 /* The DLQ reason code for a failed extraction's error: the mdb_dicom reason
  * name for MDB_ERR_DICOM, "outside_archive" for MDB_ERR_SECURITY,
- * "unreadable" for MDB_ERR_IO, "internal" otherwise. */
+ * "not_found" for MDB_ERR_NOTFOUND, "unreadable" for MDB_ERR_IO,
+ * "internal" otherwise. */
 const char *mdb_extract_reason(const mdb_error_t *err);
 
 #ifdef __cplusplus

@@ -79,6 +79,23 @@ bool mdb_features_star(const mdb_features_t *fs, int level);
 size_t mdb_features_promoted_count(const mdb_features_t *fs);
 const mdb_promoted_t *mdb_features_promoted(const mdb_features_t *fs, size_t i);
 
+/* The hot-path view: everything a set wants from one tag. levels has bit
+ * (1 << level) for each level list naming the tag; promoted is the index of
+ * its first promoted field (-1 if none; further fields of the same tag
+ * follow through promoted_next). Entries are sorted by tag. */
+typedef struct {
+    uint32_t tag;
+    uint8_t levels;
+    char vr[3];          /* VR given in the list (private tags), "" otherwise */
+    const char *keyword; /* output key */
+    int32_t promoted;
+} mdb_feature_slot_t;
+
+/* Slot of tag, or NULL if the set neither lists nor promotes it. */
+const mdb_feature_slot_t *mdb_features_lookup(const mdb_features_t *fs, uint32_t tag);
+/* Next promoted field of the same tag after index i, or -1. */
+int32_t mdb_features_promoted_next(const mdb_features_t *fs, int32_t i);
+
 /* Warnings gathered while loading ("StudyFeatures.txt:12: 'Private Creator'
  * is not a DICOM keyword or tag; ignored"). Owned by fs. */
 size_t mdb_features_warning_count(const mdb_features_t *fs);
