@@ -11,8 +11,8 @@
 #
 # Environment:
 #   METADB_HOME           state + cache directory (default $HOME/.metadb)
-#   METADB_SKIP_BROWSER=1 skip playwright-core (no browser tests)
-#   METADB_SKIP_COMPOSE=1 skip building the docker compose plugin
+#   METADB_DEPLOY_SKIP_BROWSER=1 skip playwright-core (no browser tests)
+#   METADB_DEPLOY_SKIP_COMPOSE=1 skip building the docker compose plugin
 set -euo pipefail
 
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -134,7 +134,7 @@ ferretdb_step() {
 }
 
 compose_step() {
-    if [ "${METADB_SKIP_COMPOSE:-0}" = 1 ]; then log "docker compose: skipped (METADB_SKIP_COMPOSE=1)"; return; fi
+    if [ "${METADB_DEPLOY_SKIP_COMPOSE:-0}" = 1 ]; then log "docker compose: skipped (METADB_DEPLOY_SKIP_COMPOSE=1)"; return; fi
     local bin=$CACHE/bin/docker-compose plugin=$HOME/.docker/cli-plugins/docker-compose
     if ! { [ -x "$bin" ] && [[ "$("$bin" version 2>/dev/null)" == *"$COMPOSE_VERSION"* ]]; }; then
         go_env
@@ -157,7 +157,7 @@ compose_step() {
 }
 
 playwright_step() {
-    if [ "${METADB_SKIP_BROWSER:-0}" = 1 ]; then log "playwright-core: skipped (METADB_SKIP_BROWSER=1)"; return; fi
+    if [ "${METADB_DEPLOY_SKIP_BROWSER:-0}" = 1 ]; then log "playwright-core: skipped (METADB_DEPLOY_SKIP_BROWSER=1)"; return; fi
     local dir=$CACHE/node pj=$CACHE/node/node_modules/playwright-core/package.json
     if [ -f "$pj" ] && grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$pj" 2>/dev/null; then
         log "playwright-core: cached ($dir/node_modules, $PLAYWRIGHT_VERSION)"

@@ -9,7 +9,10 @@
 #   deploy/stack.sh status                   show processes, topics, database ping
 #                                            (exit 0 only when everything is up)
 #   deploy/stack.sh stop                     stop both, keep the data
+#   deploy/stack.sh stop --only kafka|database   stop one of them
 #   deploy/stack.sh reset                    stop both and wipe their data and logs
+#   deploy/stack.sh running                  print the local services running now
+#                                            ("kafka", "database"), one a line
 #
 # Layout under $METADB_HOME (default $HOME/.metadb):
 #   kafka/server.properties, kafka/log4j2.yaml, kafka/data/, kafka/sasl.password,
@@ -18,32 +21,32 @@
 #   kafka.pid, ferretdb.pid | mongod.pid, cache/ (install.sh's downloads).
 #
 # Environment (defaults in brackets):
-#   METADB_HOME [~/.metadb]  METADB_CACHE [$METADB_HOME/cache]
+#   METADB_HOME [~/.metadb]  METADB_DEPLOY_CACHE [$METADB_HOME/cache]
 #   METADB_KAFKA_PORT [9092]  METADB_KAFKA_CONTROLLER_PORT [9093]
-#   METADB_KAFKA_SASL_PORT [9094]  METADB_MONGO_PORT [27017]
+#   METADB_DEPLOY_SASL_PORT [9094]  METADB_MONGO_PORT [27017]
 #   METADB_TOPIC_PARTITIONS [6]  METADB_TOPIC_JOBS|FILES|INSTANCES|DLQ [metadb.*]
-#   METADB_KAFKA_HEAP [512m]  METADB_STACK_TIMEOUT [120] seconds to wait for readiness
+#   METADB_DEPLOY_KAFKA_HEAP [512m]  METADB_DEPLOY_TIMEOUT [120] seconds to wait for readiness
 #   METADB_KAFKA_BROKERS / METADB_MONGO_URI: external services. When set, nothing is
 #   started for that service; start/status only check that it is reachable
-#   (METADB_KCAT_ARGS adds kcat options, e.g. "-X security.protocol=SASL_SSL ...").
+#   (METADB_DEPLOY_KCAT_ARGS adds kcat options, e.g. "-X security.protocol=SASL_SSL ...").
 set -euo pipefail
 
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 METADB_HOME=${METADB_HOME:-$HOME/.metadb}
-CACHE=${METADB_CACHE:-$METADB_HOME/cache}
+CACHE=${METADB_DEPLOY_CACHE:-$METADB_HOME/cache}
 KAFKA_PORT=${METADB_KAFKA_PORT:-9092}
 CONTROLLER_PORT=${METADB_KAFKA_CONTROLLER_PORT:-9093}
-SASL_PORT=${METADB_KAFKA_SASL_PORT:-9094}
+SASL_PORT=${METADB_DEPLOY_SASL_PORT:-9094}
 MONGO_PORT=${METADB_MONGO_PORT:-27017}
 PARTITIONS=${METADB_TOPIC_PARTITIONS:-6}
-KAFKA_HEAP=${METADB_KAFKA_HEAP:-512m}
-TIMEOUT=${METADB_STACK_TIMEOUT:-120}
-FERRETDB_DEBUG_ADDR=${METADB_FERRETDB_DEBUG_ADDR:--}
+KAFKA_HEAP=${METADB_DEPLOY_KAFKA_HEAP:-512m}
+TIMEOUT=${METADB_DEPLOY_TIMEOUT:-120}
+FERRETDB_DEBUG_ADDR=${METADB_DEPLOY_FERRETDB_DEBUG_ADDR:--}
 TOPICS=("${METADB_TOPIC_JOBS:-metadb.jobs}" "${METADB_TOPIC_FILES:-metadb.files}"
         "${METADB_TOPIC_INSTANCES:-metadb.instances}" "${METADB_TOPIC_DLQ:-metadb.dlq}")
 EXT_BROKERS=${METADB_KAFKA_BROKERS:-}
 EXT_MONGO=${METADB_MONGO_URI:-}
-read -r -a KCAT_EXTRA <<<"${METADB_KCAT_ARGS:-}"
+read -r -a KCAT_EXTRA <<<"${METADB_DEPLOY_KCAT_ARGS:-}"
 
 KDIR=$METADB_HOME/kafka
 LOGS=$METADB_HOME/logs
@@ -392,12 +395,25 @@ cmd_status() {
 }
 
 cmd_stop() {
-    if [ -n "$EXT_BROKERS" ]; then say "kafka: external, nothing to stop"
-    else stop_pid "$KAFKA_PID" kafka.Kafka kafka 60; fi
+    if [ "$ONLY" != database ]; then
+        if [ -n "$EXT_BROKERS" ]; then say "kafka: external, nothing to stop"
+        else stop_pid "$KAFKA_PID" kafka.Kafka kafka 60; fi
+    fi
+    if [ "$ONLY" != kafka ]; then
+        local kind
+        kind=$(mongo_kind)
+        if [ "$kind" = external ]; then say "database: external, nothing to stop"
+        else stop_pid "$(mongo_pidfile)" "$(mongo_pattern)" "$kind" 30; fi
+    fi
+}
+
+# running_services: prints "kafka" and/or "database" for the local services running now.
+cmd_running() {
+    if [ -z "$EXT_BROKERS" ] && pid_alive "$KAFKA_PID" kafka.Kafka; then echo kafka; fi
     local kind
     kind=$(mongo_kind)
-    if [ "$kind" = external ]; then say "database: external, nothing to stop"
-    else stop_pid "$(mongo_pidfile)" "$(mongo_pattern)" "$kind" 30; fi
+    if [ "$kind" != external ] && pid_alive "$(mongo_pidfile)" "$(mongo_pattern)"; then echo database; fi
+    return 0
 }
 
 cmd_reset() {
@@ -408,16 +424,19 @@ cmd_reset() {
 
 main() {
     local cmd=${1:-}
+    ONLY=
     [ -n "$cmd" ] || usage 2
     shift
     while [ $# -gt 0 ]; do
         case $1 in
             --partitions) [ $# -ge 2 ] || die "--partitions needs a value"; PARTITIONS=$2; shift 2 ;;
             --partitions=*) PARTITIONS=${1#*=}; shift ;;
+            --only) [ $# -ge 2 ] || die "--only needs kafka or database"; ONLY=$2; shift 2 ;;
             -h|--help) usage 0 ;;
             *) die "unknown argument: $1 (see deploy/stack.sh --help)" ;;
         esac
     done
+    case $ONLY in ''|kafka|database) ;; *) die "--only takes kafka or database, got '$ONLY'" ;; esac
     { is_int "$PARTITIONS" && [ "$PARTITIONS" -ge 1 ]; } || die "partition count must be a positive integer, got '$PARTITIONS'"
     for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$SASL_PORT" "$MONGO_PORT"; do
         { is_int "$p" && [ "$p" -ge 1 ] && [ "$p" -le 65535 ]; } || die "bad port '$p'"
@@ -431,7 +450,8 @@ main() {
         start) cmd_start ;;
         status) cmd_status ;;
         stop) cmd_stop ;;
-        reset) cmd_reset ;;
+        reset) ONLY=; cmd_reset ;;
+        running) cmd_running ;;
         help|-h|--help) usage 0 ;;
         *) die "unknown command '$cmd' (start|stop|status|reset)" ;;
     esac

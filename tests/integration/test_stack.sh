@@ -11,11 +11,11 @@ set -uo pipefail
 SRC=${MDB_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 STACK=$SRC/deploy/stack.sh
 PY=/usr/bin/python3
-export METADB_CACHE=${METADB_CACHE:-${METADB_HOME:-$HOME/.metadb}/cache}
+export METADB_DEPLOY_CACHE=${METADB_DEPLOY_CACHE:-${METADB_HOME:-$HOME/.metadb}/cache}
 METADB_HOME=$(mktemp -d /tmp/mdb-stacktest.XXXXXX)
 export METADB_HOME
 unset METADB_KAFKA_BROKERS METADB_MONGO_URI METADB_TOPIC_JOBS METADB_TOPIC_FILES \
-      METADB_TOPIC_INSTANCES METADB_TOPIC_DLQ METADB_TOPIC_PARTITIONS METADB_KCAT_ARGS
+      METADB_TOPIC_INSTANCES METADB_TOPIC_DLQ METADB_TOPIC_PARTITIONS METADB_DEPLOY_KCAT_ARGS
 PARTS=3
 TOPICS="metadb.jobs metadb.files metadb.instances metadb.dlq"
 
@@ -26,8 +26,8 @@ ss = [socket.socket() for _ in range(4)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])
 for s in ss: s.close()')
-export METADB_KAFKA_PORT=$KP METADB_KAFKA_CONTROLLER_PORT=$CP METADB_KAFKA_SASL_PORT=$SP METADB_MONGO_PORT=$MP
-export METADB_STACK_TIMEOUT=120
+export METADB_KAFKA_PORT=$KP METADB_KAFKA_CONTROLLER_PORT=$CP METADB_DEPLOY_SASL_PORT=$SP METADB_MONGO_PORT=$MP
+export METADB_DEPLOY_TIMEOUT=120
 B=127.0.0.1:$KP
 URI=mongodb://127.0.0.1:$MP
 
