@@ -20,7 +20,7 @@ METADB_HOME=${METADB_HOME:-$HOME/.metadb}
 CACHE=$METADB_HOME/cache
 
 # Debian packages. Other engineers append what they need to this line.
-APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libjansson-dev uuid-dev libmicrohttpd-dev libcmocka-dev kcat python3-pydicom dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind jq python3-yaml python3-pymongo"
+APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libjansson-dev uuid-dev libmicrohttpd-dev libcmocka-dev kcat python3-pydicom dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind jq python3-yaml python3-pymongo libcurl4-openssl-dev"
 # Toolchains the later steps need; installed from Debian only when the command is missing.
 #   command:package
 TOOL_PACKAGES="java:default-jre-headless mvn:maven node:nodejs npm:npm go:golang-go curl:curl"
