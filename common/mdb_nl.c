@@ -1922,9 +1922,9 @@ typedef struct {
 
 static const synonym_t MODALITIES[] = {
     {"computed tomography|ct|cts|ct scan*|cat scan*|computerized tomography|computerised tomography|"
-     "computed tomographies|ct image*|ct series|ct stud*|ct exam*|multislice ct|mdct|msct|ldct|low dose ct",
+     "computed tomographies|multislice ct|mdct|msct|ldct|low dose ct",
      "CT", false},
-    {"magnetic resonance|magnetic resonance imaging|mri|mris|mr|nmr|mr image*|mri scan*|mr scan*", "MR", false},
+    {"magnetic resonance|magnetic resonance imaging|mri|mris|mr|nmr|mri scan*|mr scan*", "MR", false},
     {"x ray*|xray*|x rays|radiograph*|radiography|plain film*|plain radiograph*|projection radiography|"
      "chest x ray*|chest film*|roentgen*",
      "CR DX", false},

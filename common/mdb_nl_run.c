@@ -108,7 +108,6 @@ static bool add_distinct(mdb_nl_vocab_t *v, mongoc_collection_t *coll, const cha
     bson_t cmd = BSON_INITIALIZER, reply;
     BSON_APPEND_UTF8(&cmd, "distinct", mongoc_collection_get_name(coll));
     BSON_APPEND_UTF8(&cmd, "key", field);
-    BSON_APPEND_INT64(&cmd, "maxTimeMS", 10000);
     bson_error_t be;
     bool ok = mongoc_collection_read_command_with_opts(coll, &cmd, NULL, NULL, &reply, &be);
     if (!ok) {
