@@ -503,7 +503,8 @@ static bool visit_dir(crawl_t *cr, const char *dir, pathstack_t *stack)
     }
 
     /* Subdirectories in reverse name order, so the stack pops them sorted. */
-    qsort(subdirs, nsub, sizeof *subdirs, cmp_cstr);
+    if (nsub > 1)
+        qsort(subdirs, nsub, sizeof *subdirs, cmp_cstr);
     for (size_t i = nsub; i > 0; i--) {
         if (!stack_push(stack, subdirs[i - 1]))
             goto oom;

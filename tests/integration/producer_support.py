@@ -91,8 +91,11 @@ class Env:
             "--log.level=info",
         ]
 
-    def env(self):
+    def env(self, traced=False):
         e = {k: v for k, v in os.environ.items() if not k.startswith("METADB_")}
+        if traced:
+            # LeakSanitizer cannot run under ptrace; ASan/UBSan still do.
+            e["ASAN_OPTIONS"] = (e.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")
         return e
 
     def metadb(self, *args, check=True, timeout=120, input=None):

@@ -56,7 +56,7 @@ def index(env, *extra, strace_out=None):
     cmd = [ps.METADB] + env.config_flags() + ["index", "--json"] + list(extra)
     if strace_out:
         cmd = ["strace", "-f", "-qq", "-e", "trace=open,openat,openat2,creat,execve", "-o", strace_out] + cmd
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env.env())
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env.env(traced=bool(strace_out)))
     if p.returncode != 0:
         raise RuntimeError("metadb index failed (%d): %s %s" % (p.returncode, p.stdout, p.stderr))
     lines = [line for line in p.stdout.splitlines() if line.startswith("{")]

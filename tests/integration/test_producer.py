@@ -67,6 +67,29 @@ def submit(env, *args, check=True):
     return p.stdout.strip().splitlines()[-1] if p.returncode == 0 and p.stdout.strip() else None, p
 
 
+def stop(proc, traced):
+    """SIGTERM the producer (under strace: strace's child) and return its exit status."""
+    kids = []
+    if traced:
+        # strace exits with its child's status; signal the child itself.
+        try:
+            with open("/proc/%d/task/%d/children" % (proc.pid, proc.pid)) as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+    for k in kids:
+        os.kill(k, signal.SIGTERM)
+    if not kids:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        for k in kids:
+            os.kill(k, signal.SIGKILL)
+        proc.kill()
+        return proc.wait()
+
+
 def main():
     c = ps.Checks("test_producer")
     base = ps.tempdir("mdb_producer_")
@@ -110,7 +133,7 @@ def main():
         prod_cmd = ["strace", "-f", "-qq", "-e", "trace=open,openat,openat2,creat", "-o", trace,
                     ps.PRODUCER] + env.config_flags()
         log = open(log_path, "w")
-        prod = subprocess.Popen(prod_cmd, stdout=log, stderr=subprocess.STDOUT, env=env.env())
+        prod = subprocess.Popen(prod_cmd, stdout=log, stderr=subprocess.STDOUT, env=env.env(traced=True))
 
         # --- bad messages first: the producer must keep going after them ---
         ps.kcat_produce(env.topics["jobs"], "broken-%d" % pid, '{"v":1,"job_id":"broken-%d", broken' % pid)
@@ -309,27 +332,34 @@ def main():
         c.check(p.returncode == 1 and "no job" in p.stderr, "status of an unknown job", p.stderr)
 
         c.check(prod.poll() is None, "producer still running at the end")
+        c.eq(stop(prod, True), 0, "producer exits 0 on SIGTERM")
+        prod = None
+
+        # --- a second producer, not traced (so LeakSanitizer runs in sanitizer builds) ---
+        log2 = open(log_path + ".2", "w")
+        prod2 = subprocess.Popen([ps.PRODUCER] + env.config_flags(), stdout=log2, stderr=subprocess.STDOUT,
+                                 env=env.env())
+        try:
+            last_id = "last-%d" % pid
+            ps.kcat_produce(env.topics["jobs"], "bad-again-%d" % pid, "{not json")
+            ps.kcat_produce(env.topics["jobs"], last_id, json.dumps(
+                {"v": 1, "job_id": last_id, "researcher_id": "alice", "collection": "LIDC",
+                 "accession_numbers": [accs[0], nope], "paths": ["/etc/passwd"], "feature_set": "extended"}))
+            ps.kcat_produce(env.topics["jobs"], kcat_id, kcat_msg)  # duplicate of a finished job
+            jl = wait_state(env, last_id, ("running",))
+            c.check(jl is not None and [s["status"] for s in jl["selectors"]] == ["found", "not_found", "refused"],
+                    "second producer: found / not_found / refused", jl and jl["selectors"])
+            c.check(ps.wait_for(lambda: "job=%s job already completed" % kcat_id in open(log_path + ".2").read(),
+                                timeout=30), "second producer ignores the duplicate of a completed job")
+        finally:
+            c.eq(stop(prod2, False), 0, "untraced producer exits 0 on SIGTERM (no leak under LSan)")
+            log2.close()
+        if c.failures:
+            with open(log_path + ".2") as f:
+                print("---- second producer log ----\n" + f.read()[-4000:])
     finally:
-        if prod is not None:
-            if prod.poll() is None:
-                # prod is strace; the producer is its child. strace exits with the child's status.
-                try:
-                    with open("/proc/%d/task/%d/children" % (prod.pid, prod.pid)) as f:
-                        kids = [int(x) for x in f.read().split()]
-                except OSError:
-                    kids = []
-                for k in kids:
-                    os.kill(k, signal.SIGTERM)
-                if not kids:
-                    prod.send_signal(signal.SIGTERM)
-                try:
-                    rc = prod.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    for k in kids:
-                        os.kill(k, signal.SIGKILL)
-                    prod.kill()
-                    rc = prod.wait()
-                c.eq(rc, 0, "producer exits 0 on SIGTERM")
+        if prod is not None and prod.poll() is None:
+            stop(prod, True)
         with open(log_path) if os.path.exists(log_path) else open(os.devnull) as f:
             logtext = f.read()
         if c.failures:
