@@ -186,7 +186,15 @@ char *mdb_archive_resolve(const mdb_archive_t *a, const char *path, const char *
 
 int mdb_archive_open(const mdb_archive_t *a, const char *path, mdb_error_t *err)
 {
-    char *c = mdb_archive_resolve(a, path, NULL, err);
+    return mdb_archive_open_ex(a, path, NULL, NULL, err);
+}
+
+int mdb_archive_open_ex(const mdb_archive_t *a, const char *path, char **canonical_out, const char **root_out,
+                        mdb_error_t *err)
+{
+    if (canonical_out)
+        *canonical_out = NULL;
+    char *c = mdb_archive_resolve(a, path, root_out, err);
     if (!c)
         return -1;
     int fd = open(c, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
@@ -212,7 +220,10 @@ int mdb_archive_open(const mdb_archive_t *a, const char *path, mdb_error_t *err)
             return -1;
         }
     }
-    free(c);
+    if (canonical_out)
+        *canonical_out = c;
+    else
+        free(c);
     return fd;
 }
 

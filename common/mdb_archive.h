@@ -35,6 +35,12 @@ char *mdb_archive_resolve(const mdb_archive_t *a, const char *path, const char *
  * the open is refused too. Returns fd or -1 with err filled. */
 int mdb_archive_open(const mdb_archive_t *a, const char *path, mdb_error_t *err);
 
+/* mdb_archive_open that also hands back the canonical path (malloc'd,
+ * caller frees; may be NULL if not wanted) and the root it lies under
+ * (owned by a), resolving the path once. */
+int mdb_archive_open_ex(const mdb_archive_t *a, const char *path, char **canonical_out, const char **root_out,
+                        mdb_error_t *err);
+
 size_t mdb_archive_root_count(const mdb_archive_t *a);
 const char *mdb_archive_root(const mdb_archive_t *a, size_t i);
 

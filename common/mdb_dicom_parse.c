@@ -28,7 +28,7 @@
 
 #include "mdb_dicom_private.h"
 
-#define MDB_DCM_MAX_DEPTH 48
+#define MDB_DCM_MAX_DEPTH 128
 #define INITIAL_READ (16u * 1024u)
 
 #define TAG_ITEM 0xFFFEE000u
@@ -53,6 +53,7 @@ typedef struct {
     size_t len;
     bool complete;
     bool no_meta; /* structural errors mean "not DICOM" */
+    bool suspect; /* 'DICM' without a group-0002 meta header: errors are "malformed" */
     uint32_t stop_after;
     size_t max_bytes;
     size_t need;
@@ -124,6 +125,8 @@ static bool vr_letters(const uint8_t *v)
 
 static ps_t fail(parser_t *p, int code, const char *fmt, size_t at)
 {
+    if (p->suspect && code == MDB_DICOM_ETRUNCATED)
+        code = MDB_DICOM_EMALFORMED;
     if (p->no_meta && (code == MDB_DICOM_EMALFORMED || code == MDB_DICOM_ETRUNCATED))
         mdb_error_set(p->err, MDB_ERR_DICOM, MDB_DICOM_ENOTDICOM,
                       "no DICOM preamble/meta header and the bytes do not parse as a data set (at byte %zu)", at);
@@ -144,6 +147,20 @@ static ps_t need_bytes(parser_t *p, size_t pos, size_t n, size_t limit)
         return PS_NEED;
     }
     return fail(p, MDB_DICOM_ETRUNCATED, "file ends inside an element (at byte %zu)", pos);
+}
+
+/* A value that runs past the end of a complete file is "truncated" when the
+ * element header looks genuine (a known VR, or a tag the dictionary knows);
+ * otherwise the bytes were never a data set here: "malformed". */
+static ps_t value_fits(parser_t *p, size_t pos, size_t vpos, uint32_t len, size_t limit, bool ex, const char *vr,
+                       uint32_t tag)
+{
+    if ((limit == NO_LIMIT || vpos + len <= limit) && vpos + len > p->len && p->complete) {
+        bool genuine = ex ? vr_known((const uint8_t *)vr) : (MDB_TAG_GROUP(tag) & 1) || mdb_dicom_dict_by_tag(tag);
+        if (!genuine || p->suspect)
+            return fail(p, MDB_DICOM_EMALFORMED, "element length runs past the end of the file (at byte %zu)", pos);
+    }
+    return need_bytes(p, vpos, len, limit);
 }
 
 static int32_t add_elem(parser_t *p, uint32_t tag, const char *vr, uint32_t len, size_t off, uint8_t flags)
@@ -397,7 +414,7 @@ static ps_t parse_dataset(parser_t *p, size_t *pos, size_t limit, bool le, bool 
                 return r;
             continue;
         }
-        if ((r = need_bytes(p, vpos, len, limit)) != PS_OK)
+        if ((r = value_fits(p, *pos, vpos, len, limit, ex, vr, tag)) != PS_OK)
             return r;
         bool seq = false, inner_le = le, inner_ex = explicit_vr;
         if (ex && vr_is(vr, "SQ")) {
@@ -608,8 +625,11 @@ static bool parse_image(mdb_dicom_t *d, uint8_t *buf, size_t len, bool complete,
     }
     ps_t r;
     if (d->has_meta) {
+        size_t meta_start = pos;
         if ((r = parse_meta(&p, &pos)) != PS_OK)
             goto out;
+        if (pos == meta_start)
+            p.suspect = true;
         if (!strcmp(d->sop_class, SOP_DICOMDIR)) {
             mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EDICOMDIR, "a DICOMDIR (media directory), not an instance");
             return false;

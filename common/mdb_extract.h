@@ -5,7 +5,7 @@
  *   {
  *     "v": 1,
  *     "job_id": "<job id of the file task>",
- *     "path": "<canonical path, as resolved under an archive root>",
+ *     "path": "<the file task's path, as published by the producer>",
  *     "feature_set": "<name of the set used, 'default' when the task named none>",
  *     "study": {
  *       "StudyInstanceUID": "1.2.3",            always present, non-empty
