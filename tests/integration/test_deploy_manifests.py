@@ -287,5 +287,20 @@ check("local" in burrow.get("cluster", {}) and "127.0.0.1:9092" in burrow["clust
 check(re.search(burrow["consumer"]["local"]["group-whitelist"], KEYS["worker.group"][1]) is not None,
       "burrow.toml evaluates metadb-workers")
 
+# ---------------------------------------------------------------- README
+p = subprocess.run(["/usr/bin/python3", os.path.join(DEPLOY, "tools", "config_table.py"), "--check"],
+                   capture_output=True, text=True, timeout=60)
+check(p.returncode == 0, "README configuration table matches mdb_config_keys.def %s" % p.stdout.strip())
+with open(os.path.join(SRC, "README.md"), encoding="utf-8") as f:
+    readme = f.read()
+qs = re.search(r"## Quick start.*?```sh\n(.*?)```", readme, re.S)
+check(qs is not None and qs.group(1).split("\n")[:2] == ["deploy/quickstart.sh", "tests/run.sh"]
+      and len(qs.group(1).strip().split("\n")) == 2, "README quick start is exactly the two commands")
+for path in ["deploy/quickstart.sh", "tests/run.sh", "deploy/stack.sh", "deploy/install.sh", ".ci/run"]:
+    check(os.access(os.path.join(SRC, path), os.X_OK), "%s exists and is executable" % path)
+with open(os.path.join(SRC, ".ci", "run"), encoding="utf-8") as f:
+    ci = [l for l in f.read().splitlines() if l.strip() and not l.lstrip().startswith("#")]
+check(len(ci) == 1 and "tests/run.sh" in ci[0], ".ci/run calls tests/run.sh and nothing else")
+
 print("%d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)
