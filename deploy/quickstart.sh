@@ -38,7 +38,7 @@ stop_daemons() {
         pid=$(cat "$QS/$d.pid")
         if kill -0 "$pid" 2>/dev/null && grep -q "metadb-$d" "/proc/$pid/cmdline" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
-            for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
             echo "stopped metadb-$d (pid $pid)"
         fi

@@ -31,7 +31,6 @@
 #   (METADB_DEPLOY_KCAT_ARGS adds kcat options, e.g. "-X security.protocol=SASL_SSL ...").
 set -euo pipefail
 
-SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 METADB_HOME=${METADB_HOME:-$HOME/.metadb}
 CACHE=${METADB_DEPLOY_CACHE:-$METADB_HOME/cache}
 KAFKA_PORT=${METADB_KAFKA_PORT:-9092}
@@ -297,6 +296,11 @@ kafka_start() {
         [ $SECONDS -lt $deadline ] || die "Kafka not answering metadata requests on $BROKERS after ${TIMEOUT}s"
         sleep 0.3
     done
+    if ! grep -q "^listeners=.*SASL_PLAINTEXT://127.0.0.1:$SASL_PORT" "$KDIR/server.properties" 2>/dev/null; then
+        say "kafka: WARNING: the running broker was started without the SASL listener on 127.0.0.1:$SASL_PORT;"
+        say "       restart it to add it: deploy/stack.sh stop --only kafka && deploy/stack.sh start"
+        return 0
+    fi
     # shellcheck disable=SC2046
     until kcat_ok "127.0.0.1:$SASL_PORT" 2 $(sasl_args); do
         [ $SECONDS -lt $deadline ] || die "Kafka SASL listener 127.0.0.1:$SASL_PORT not ready after ${TIMEOUT}s"
