@@ -71,7 +71,7 @@ kafka_step() {
     command -v mvn >/dev/null || die "mvn not found (apt-get install maven)"
     new=$CACHE/kafka-libs.new
     rm -rf "$new"
-    local mvn_args=(-q -B "-Dmaven.repo.local=$CACHE/m2" -f "$SRC_DIR/deploy/pom.xml"
+    local mvn_args=(-q -B -Dstyle.color=never "-Dmaven.repo.local=$CACHE/m2" -f "$SRC_DIR/deploy/pom.xml"
         dependency:copy-dependencies "-DoutputDirectory=$new")
     # Offline first: the local repository may already hold everything.
     if ! mvn -o "${mvn_args[@]}" >/dev/null 2>&1; then

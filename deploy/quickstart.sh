@@ -32,7 +32,7 @@ die() { printf 'quickstart: error: %s\n' "$*" >&2; exit 1; }
 
 DAEMONS=(producer worker linker api)
 stop_daemons() {
-    local d pid i
+    local d pid
     for d in "${DAEMONS[@]}"; do
         [ -s "$QS/$d.pid" ] || continue
         pid=$(cat "$QS/$d.pid")
