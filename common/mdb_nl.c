@@ -732,6 +732,8 @@ typedef struct {
     char *regex;       /* C_REGEX */
     char *regex_shown; /* C_REGEX: human form ("contains 'x'") */
     json_t *absent;    /* C_PRESENT: values that count as absent */
+    bool eq_regex;     /* C_REGEX of an equality: a list of them means any of them */
+    json_t *alts;      /* C_RANGE: further ranges ORed in ("in 1998 or 2003"): [{lo, hi, lo_incl, hi_incl}] */
     char *label;       /* human field name */
     char *note;        /* where it came from, e.g. "\"thin slice\" default" */
     const char *unit;  /* "mm", "kV" or NULL */
@@ -748,6 +750,7 @@ static void cond_free(cond_t *c)
     free(c->regex);
     free(c->regex_shown);
     json_decref(c->absent);
+    json_decref(c->alts);
     free(c->label);
     free(c->note);
     memset(c, 0, sizeof *c);
@@ -785,6 +788,8 @@ typedef struct {
     bool cont;          /* a list connector follows the last condition */
     cond_t last_shape;  /* paths of the last condition (for list continuation) */
     bool last_neg;
+    bool cont_or;       /* ... and that connector was "or" */
+    char last_generic[200]; /* field of the last generic "FIELD VALUE" condition, for value lists */
     bool have_last;
     cond_t *c;
     size_t nc, capc;
@@ -808,7 +813,9 @@ static bool word_match(const tok_t *t, const char *w, size_t wl)
     if (plural)
         wl--;
     size_t tl = strlen(t->low);
-    if (t->kind == T_SYM || t->kind == T_SEP)
+    if (t->kind == T_SYM)
+        return (wl == 1 && w[0] == t->sym) || (strlen(t->text) == wl && !strncmp(t->text, w, wl));
+    if (t->kind == T_SEP)
         return tl == wl && !strncmp(t->text, w, wl);
     if (tl == wl && !strncmp(t->low, w, wl))
         return true;
@@ -882,7 +889,8 @@ static const char *const STOPWORDS =
     "recorded|imaged|taken|captured|exist|exists|let|see|view|body|part|parts|examined|region|anatomy|"
     "modality|modalities|manufacturer|manufacturers|made|built|produced|brand|make|vendor|sex|gender|"
     "date|dated|dates|time|period|range|between|during|within|please|thanks|thank|hi|hello|retrieve|pull|"
-    "select|query|filter|matching|match|matches|named|called|whose|everything|anything|none";
+    "select|query|filter|matching|match|matches|named|called|whose|everything|anything|none|patient|patients|"
+    "people|subjects|persons|individuals";
 
 static bool is_stopword(const char *low)
 {
@@ -904,6 +912,7 @@ static bool tok_is_filler(const tok_t *t)
     return t->kind == T_WORD && is_stopword(t->low);
 }
 
+static const char *const LEVEL_WORDS = "study|studies|series|image*|instance*|exam*|examination*|slice*|file*";
 static const char *const CONNECTORS = "and|or|nor|plus|as well as|and also|and/or|,|&";
 static const char *const NEGATIONS =
     "not|no|non|without|excluding|exclude|excludes|except|except for|but not|other than|never|neither|"
@@ -965,6 +974,7 @@ static char *field_label(const char *path)
 static void cond_commit(parser_t *p, const char *source_words)
 {
     cond_t *c = &p->c[p->nc];
+    p->last_generic[0] = '\0';
     if (cond_home(c) < 0) {
         note(p, "\"%s\" was not used: %s is not recorded in this catalogue", source_words,
              c->label ? c->label : "that field");
@@ -973,9 +983,45 @@ static void cond_commit(parser_t *p, const char *source_words)
         return;
     }
     bool neg = p->neg || (p->cont && p->have_last && p->last_neg && cond_same_field(&p->last_shape, c));
+    bool was_cont = p->cont;
+    bool or_range = c->kind == C_RANGE && p->cont && p->cont_or && p->nc > 0 && p->c[p->nc - 1].kind == C_RANGE &&
+                    cond_same_field(&p->c[p->nc - 1], c);
     c->neg = c->neg != neg; /* a condition may arrive negated already ("unenhanced") */
     p->neg = false;
     p->cont = false;
+    if (or_range && p->c[p->nc - 1].neg == c->neg) {
+        /* "from 1998 or 2003": one condition with alternative ranges */
+        cond_t *o = &p->c[p->nc - 1];
+        if (!o->alts)
+            o->alts = json_array();
+        json_t *alt = json_pack("{s:O?, s:O?, s:b, s:b}", "lo", c->lo, "hi", c->hi, "lo_incl", c->lo_incl, "hi_incl",
+                                c->hi_incl);
+        if (!o->alts || !alt || json_array_append_new(o->alts, alt))
+            p->oom = true;
+        cond_free(c);
+        return;
+    }
+    if (c->kind == C_REGEX && c->eq_regex && p->nc > 0) {
+        cond_t *o = &p->c[p->nc - 1];
+        if (o->kind == C_REGEX && o->eq_regex && o->neg == c->neg && cond_same_field(o, c) && was_cont) {
+            mdb_nl_buf_t b = {0}, t = {0};
+            mdb_nl_buf_addf(&b, "(%s)|(%s)", o->regex, c->regex);
+            mdb_nl_buf_addf(&t, "%s or %s", o->regex_shown, c->regex_shown + (strncmp(c->regex_shown, "is ", 3) ? 0 : 3));
+            char *nr = mdb_nl_buf_steal(&b), *nt = mdb_nl_buf_steal(&t);
+            if (!nr || !nt) {
+                p->oom = true;
+                free(nr);
+                free(nt);
+            } else {
+                free(o->regex);
+                free(o->regex_shown);
+                o->regex = nr;
+                o->regex_shown = nt;
+            }
+            cond_free(c);
+            return;
+        }
+    }
     /* remember the shape for list continuation */
     for (int l = 0; l < NL_LEVELS; l++) {
         free(p->last_shape.paths[l]);
@@ -1979,7 +2025,7 @@ static const maker_t MAKERS[] = {
     {"toshiba", "TOSHIBA"},
     {"canon|canon medical", "CANON"},
     {"hitachi", "HITACHI"},
-    {"fuji|fujifilm|fuji film", "FUJI"},
+    {"fuji|fujifilm|fuji film", "FUJI|FUJIFILM"},
     {"agfa", "AGFA"},
     {"kodak", "KODAK"},
     {"carestream", "CARESTREAM"},
@@ -1993,9 +2039,19 @@ static const maker_t MAKERS[] = {
     {"varian", "VARIAN"},
 };
 
-/* Does stored value `val` belong to maker key (word-start match, case-insensitive)? */
-static bool maker_matches(const char *val, const char *key)
+/* Does stored value `val` belong to maker key (word-start match,
+ * case-insensitive)? key may list spellings: "FUJI|FUJIFILM". */
+static bool maker_matches(const char *val, const char *keys)
 {
+    const char *bar = strchr(keys, '|');
+    if (bar) {
+        char first[64];
+        snprintf(first, sizeof first, "%.*s", (int)(bar - keys), keys);
+        if (maker_matches(val, first))
+            return true;
+        return maker_matches(val, bar + 1);
+    }
+    const char *key = keys;
     size_t kl = strlen(key);
     for (const char *s = val; *s; s++) {
         if ((s == val || !isalnum((unsigned char)s[-1])) && !strncasecmp(s, key, kl) &&
@@ -2190,14 +2246,14 @@ static size_t rule_manufacturer(parser_t *p, size_t i)
         return total;
     c->kind = C_REGEX;
     mdb_nl_buf_t b = {0};
-    mdb_nl_buf_add(&b, "(^|[^A-Za-z0-9])");
+    mdb_nl_buf_add(&b, "(^|[^A-Za-z0-9])(");
     for (const char *s = key; *s; s++) {
-        if (strchr(".^$|()[]{}*+?\\", *s))
+        if (*s != '|' && strchr(".^$()[]{}*+?\\", *s))
             mdb_nl_buf_add(&b, "\\");
         char ch[2] = {*s, 0};
         mdb_nl_buf_add(&b, ch);
     }
-    mdb_nl_buf_add(&b, "([^A-Za-z0-9]|$)");
+    mdb_nl_buf_add(&b, ")([^A-Za-z0-9]|$)");
     c->regex = mdb_nl_buf_steal(&b);
     char shown[160];
     snprintf(shown, sizeof shown, "mentions \"%s\"", key);
@@ -2301,7 +2357,7 @@ static size_t read_ident(const parser_t *p, size_t i, bool allow_word, char **ou
         return 1;
     }
     if (t->kind != T_WORD || !allow_word || is_stopword(t->low) || phrase_at(p, i, CONNECTORS) ||
-        phrase_at(p, i, NEGATIONS))
+        phrase_at(p, i, NEGATIONS) || phrase_at(p, i, LEVEL_WORDS))
         return 0;
     mdb_nl_buf_t b = {0};
     mdb_nl_buf_add(&b, t->text);
@@ -2618,6 +2674,7 @@ static void add_text_cond(parser_t *p, const char *paths[NL_LEVELS], bool flexib
     c->regex_shown = strdup(shown);
     c->note = strdup("case-insensitive");
     c->neg = neg;
+    c->eq_regex = m == M_EQ;
     cond_commit(p, words);
 }
 
@@ -2728,6 +2785,44 @@ static mdb_qfield_type_t field_type_any_level(const mdb_nl_vocab_t *v, const cha
     return t;
 }
 
+static size_t generic_value(parser_t *p, size_t i, size_t k, const char *best_path, mdb_qfield_type_t type,
+                            const char *label_in, match_t m, bool neg);
+
+/* "kernel B30f or B50f": a further value of the last generic field. */
+static size_t generic_more(parser_t *p, size_t i, bool stored_only)
+{
+    if (!p->cont || !p->last_generic[0] || (p->t[i].kind == T_WORD && is_stopword(p->t[i].low)))
+        return 0;
+    if (stored_only) {
+        size_t nv = 0, hit = 0;
+        const char *const *vals = mdb_nl_vocab_values(p->v, p->last_generic, &nv);
+        for (size_t j = 0; j < nv && !hit; j++)
+            hit = value_matches_at(p, i, vals[j]);
+        if (!hit)
+            return 0;
+    }
+    char path[200];
+    snprintf(path, sizeof path, "%s", p->last_generic);
+    mdb_qfield_type_t type = field_type_any_level(p->v, path);
+    if (type == MDB_QFIELD_NUMBER || type == MDB_QFIELD_DATE)
+        return 0;
+    char *label = field_label(path);
+    size_t n = label ? generic_value(p, i, i, path, type, label, M_EQ, false) : 0;
+    free(label);
+    return n;
+}
+
+/* Before the other rules: a stored value of the listed field ("kernel B30f or LUNG"). */
+static size_t rule_generic_more_stored(parser_t *p, size_t i)
+{
+    return generic_more(p, i, true);
+}
+
+static size_t rule_generic_more(parser_t *p, size_t i)
+{
+    return generic_more(p, i, false);
+}
+
 static size_t rule_generic_field(parser_t *p, size_t i)
 {
     const char *best_path = NULL;
@@ -2748,6 +2843,27 @@ static size_t rule_generic_field(parser_t *p, size_t i)
                 best = n;
                 best_path = path;
             }
+        }
+    }
+    /* everyday names of a few fields */
+    static const struct {
+        const char *phrases;
+        const char *path;
+    } aliases[] = {
+        {"kernel|kernels|reconstruction kernel|recon kernel|reconstruction filter", "metadata.ConvolutionKernel"},
+        {"station|stations|station name", "metadata.StationName"},
+        {"institution|institutions|hospital|hospitals|site|sites", "metadata.InstitutionName"},
+        {"model|models|scanner model|model name|scanner type", "manufacturer_model_name"},
+        {"software|software version*", "metadata.SoftwareVersions"},
+    };
+    for (size_t a = 0; a < sizeof aliases / sizeof aliases[0]; a++) {
+        size_t n = phrase_at(p, i, aliases[a].phrases);
+        bool known = false;
+        for (int l = 0; l < NL_LEVELS; l++)
+            known = known || mdb_nl_vocab_has_field(p->v, (mdb_query_level_t)l, aliases[a].path, NULL);
+        if (n > best && known) {
+            best = n;
+            best_path = aliases[a].path;
         }
     }
     if (!best)
@@ -2783,6 +2899,20 @@ static size_t rule_generic_field(parser_t *p, size_t i)
     match_t m;
     bool neg;
     k += text_operator(p, k, &m, &neg);
+    size_t vlen = generic_value(p, i, k, best_path, type, label, m, neg);
+    free(label);
+    return vlen ? k + vlen - i : 0;
+}
+
+/* The value part of "FIELD [op] VALUE" at k (words of the whole phrase
+ * start at i): a stored spelling, an identifier or plain words. Returns the
+ * tokens read at k (0: no value, nothing added). */
+static size_t generic_value(parser_t *p, size_t i, size_t k, const char *best_path, mdb_qfield_type_t type,
+                            const char *label_in, match_t m, bool neg)
+{
+    char words[300];
+    size_t total;
+    char *label = strdup(label_in);
     /* a stored value typed out (longest first) */
     size_t nv = 0, vl = 0;
     const char *const *vals = mdb_nl_vocab_values(p->v, best_path, &nv);
@@ -2809,19 +2939,10 @@ static size_t rule_generic_field(parser_t *p, size_t i)
     words_text(p, i, total, words, sizeof words);
     mark_used(p, i, total);
     const char *paths[NL_LEVELS] = {best_path, best_path, best_path};
-    if (stored && m == M_EQ) {
-        cond_t *c = cond_new(p);
-        if (c) {
-            c->kind = C_IN;
-            c->values = json_array();
-            json_array_append_new(c->values, json_string(stored));
-            c->label = label;
-            label = NULL;
-            c->neg = neg;
-            cond_field(p, c, best_path);
-            cond_commit(p, words);
-        }
-    } else if (type == MDB_QFIELD_ANY && val && !has_wildcard(val) && m == M_EQ && number_prefix(val, strlen(val)) == strlen(val)) {
+    /* equality is a case-insensitive anchored pattern, so that lists merge
+     * into one alternation and spellings differing in case still match */
+    if (type == MDB_QFIELD_ANY && val && !has_wildcard(val) && m == M_EQ &&
+        number_prefix(val, strlen(val)) == strlen(val)) {
         /* metadata values may be stored as numbers or strings */
         cond_t *c = cond_new(p);
         if (c) {
@@ -2838,9 +2959,10 @@ static size_t rule_generic_field(parser_t *p, size_t i)
     } else {
         add_text_cond(p, paths, false, label, stored ? stored : val, m, neg, words);
     }
+    snprintf(p->last_generic, sizeof p->last_generic, "%s", best_path);
     free(val);
     free(label);
-    return total;
+    return vl;
 }
 
 /* Names taken from the data: model names, kernels, stations, collections,
@@ -2918,10 +3040,10 @@ static size_t rule_level(parser_t *p, size_t i)
 typedef size_t (*rule_fn)(parser_t *p, size_t i);
 
 static const rule_fn RULES[] = {
-    rule_uid,        rule_date,         rule_patient,      rule_accession,     rule_collection,
+    rule_generic_more_stored, rule_uid,        rule_date,         rule_patient,      rule_accession,     rule_collection,
     rule_thin_thick, rule_numeric_field, rule_age,         rule_numeric_unit,  rule_contrast,
     rule_description, rule_modality,    rule_body_part,    rule_manufacturer,  rule_sex,
-    rule_generic_field, rule_vocab_value, rule_level,
+    rule_generic_field, rule_generic_more, rule_vocab_value, rule_level,
 };
 
 static void parse(parser_t *p)
@@ -2940,8 +3062,10 @@ static void parse(parser_t *p)
         }
         size_t m;
         if ((m = phrase_at(p, i, CONNECTORS))) {
-            if (p->have_last)
+            if (p->have_last) {
                 p->cont = true;
+                p->cont_or = phrase_at(p, i, "or|nor|and/or") > 0;
+            }
             mark_used(p, i, m);
             i += m;
             continue;
@@ -2968,6 +3092,37 @@ static void parse(parser_t *p)
 /* ======================================================================
  * lowering to a filter
  * ====================================================================== */
+
+static json_t *range_ops(const json_t *lo, const json_t *hi, bool lo_incl, bool hi_incl)
+{
+    json_t *r = json_object();
+    if (lo && !json_is_null(lo))
+        json_object_set(r, lo_incl ? "$gte" : "$gt", (json_t *)lo);
+    if (hi && !json_is_null(hi))
+        json_object_set(r, hi_incl ? "$lte" : "$lt", (json_t *)hi);
+    return r;
+}
+
+static json_t *cond_ops(const cond_t *c, bool neg);
+
+/* {path: ops} for c, or {$or|$nor: [...]} when c has alternative ranges. */
+static json_t *cond_item(const cond_t *c, const char *path, bool neg)
+{
+    if (c->kind != C_RANGE || !json_array_size(c->alts))
+        return json_pack("{s:o}", path, cond_ops(c, neg));
+    json_t *list = json_array();
+    json_array_append_new(list, json_pack("{s:o}", path, range_ops(c->lo, c->hi, c->lo_incl, c->hi_incl)));
+    size_t i;
+    json_t *a;
+    json_array_foreach(c->alts, i, a)
+    {
+        json_array_append_new(list, json_pack("{s:o}", path,
+                                              range_ops(json_object_get(a, "lo"), json_object_get(a, "hi"),
+                                                        json_is_true(json_object_get(a, "lo_incl")),
+                                                        json_is_true(json_object_get(a, "hi_incl")))));
+    }
+    return json_pack("{s:o}", neg ? "$nor" : "$or", list);
+}
 
 static json_t *cond_ops(const cond_t *c, bool neg)
 {
@@ -3056,6 +3211,31 @@ static void fmt_value(mdb_nl_buf_t *b, const json_t *v, const cond_t *c)
         mdb_nl_buf_addf(b, " %s", c->unit);
 }
 
+static void describe_range(mdb_nl_buf_t *b, const cond_t *c, const json_t *lo, const json_t *hi, bool lo_incl,
+                           bool hi_incl)
+{
+    if (lo && json_is_null(lo))
+        lo = NULL;
+    if (hi && json_is_null(hi))
+        hi = NULL;
+    if (lo && hi && lo_incl && hi_incl) {
+        mdb_nl_buf_add(b, "from ");
+        fmt_value(b, lo, c);
+        mdb_nl_buf_add(b, " to ");
+        fmt_value(b, hi, c);
+        return;
+    }
+    if (lo) {
+        mdb_nl_buf_add(b, c->is_date ? (lo_incl ? "on or after " : "after ") : (lo_incl ? "≥ " : "> "));
+        fmt_value(b, lo, c);
+    }
+    if (hi) {
+        mdb_nl_buf_add(b, lo ? " and " : "");
+        mdb_nl_buf_add(b, c->is_date ? (hi_incl ? "on or before " : "before ") : (hi_incl ? "≤ " : "< "));
+        fmt_value(b, hi, c);
+    }
+}
+
 static void describe(mdb_nl_buf_t *b, const cond_t *c, bool neg)
 {
     mdb_nl_buf_add(b, c->label ? c->label : "field");
@@ -3070,25 +3250,19 @@ static void describe(mdb_nl_buf_t *b, const cond_t *c, bool neg)
         }
         break;
     }
-    case C_RANGE:
+    case C_RANGE: {
         mdb_nl_buf_add(b, neg ? " is not " : " is ");
-        if (c->lo && c->hi && c->lo_incl && c->hi_incl) {
-            mdb_nl_buf_add(b, "from ");
-            fmt_value(b, c->lo, c);
-            mdb_nl_buf_add(b, " to ");
-            fmt_value(b, c->hi, c);
-        } else {
-            if (c->lo) {
-                mdb_nl_buf_add(b, c->is_date ? (c->lo_incl ? "on or after " : "after ") : (c->lo_incl ? "≥ " : "> "));
-                fmt_value(b, c->lo, c);
-            }
-            if (c->hi) {
-                mdb_nl_buf_add(b, c->lo ? " and " : "");
-                mdb_nl_buf_add(b, c->is_date ? (c->hi_incl ? "on or before " : "before ") : (c->hi_incl ? "≤ " : "< "));
-                fmt_value(b, c->hi, c);
-            }
+        describe_range(b, c, c->lo, c->hi, c->lo_incl, c->hi_incl);
+        size_t i;
+        json_t *a;
+        json_array_foreach(c->alts, i, a)
+        {
+            mdb_nl_buf_add(b, neg ? " nor " : " or ");
+            describe_range(b, c, json_object_get(a, "lo"), json_object_get(a, "hi"),
+                           json_is_true(json_object_get(a, "lo_incl")), json_is_true(json_object_get(a, "hi_incl")));
         }
         break;
+    }
     case C_REGEX:
         mdb_nl_buf_addf(b, " %s%s", neg ? "does not satisfy: " : "", c->regex_shown ? c->regex_shown : c->regex);
         break;
@@ -3167,14 +3341,13 @@ static bool lower(parser_t *p, mdb_nl_result_t *r)
         if (at < 0)
             continue;
         if (at == level) {
-            json_t *ops = cond_ops(c, c->neg);
-            json_array_append_new(local, json_pack("{s:o}", c->paths[at], ops));
+            json_array_append_new(local, cond_item(c, c->paths[at], c->neg));
             mdb_nl_buf_add(&ex, have_local ? "; " : " where ");
             describe(&ex, c, c->neg);
             have_local = true;
             continue;
         }
-        json_t *item = json_pack("{s:o}", c->paths[at], cond_ops(c, false));
+        json_t *item = cond_item(c, c->paths[at], false);
         if (c->neg) {
             /* an anti-join of its own: no linked document satisfies it */
             const char *lf, *ff;

@@ -393,13 +393,14 @@ done:
 static json_t *extract_object(const char *text, mdb_error_t *err)
 {
     const char *open = strchr(text, '{');
-    const char *close = strrchr(text, '}');
-    if (!open || !close || close < open) {
+    if (!open) {
         mdb_error_set(err, MDB_ERR_QUERY, 0, "the model did not answer with a JSON object");
         return NULL;
     }
+    const char *close = strrchr(text, '}');
+    size_t len = close && close > open ? (size_t)(close - open + 1) : strlen(open);
     json_error_t je;
-    json_t *o = json_loadb(open, (size_t)(close - open + 1), JSON_REJECT_DUPLICATES, &je);
+    json_t *o = json_loadb(open, len, JSON_REJECT_DUPLICATES, &je);
     if (!o)
         mdb_error_set(err, MDB_ERR_QUERY, 0, "the model's JSON does not parse: %s", je.text);
     return o;
