@@ -72,8 +72,12 @@ static bool make_dlq(worker_shared_t *ws, worker_task_t *t, const char *job_id, 
 {
     char *pathcopy = NULL;
     /* the task key is the path; a task whose JSON broke still names it */
-    if (!path && t->key && t->key_len > 0 && mdb_utf8_valid(t->key, t->key_len) && !memchr(t->key, 0, t->key_len))
-        path = pathcopy = strndup(t->key, t->key_len);
+    if (!path && t->key && t->key_len > 0 && mdb_utf8_valid(t->key, t->key_len) && !memchr(t->key, 0, t->key_len) &&
+        (pathcopy = malloc(t->key_len + 1))) {
+        memcpy(pathcopy, t->key, t->key_len);
+        pathcopy[t->key_len] = '\0';
+        path = pathcopy;
+    }
     mdb_dlq_msg_t d = {.job_id = (char *)job_id, .path = (char *)path, .stage = "worker", .error = (char *)reason,
                        .message = (char *)message};
     free(t->out_value);
