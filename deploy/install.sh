@@ -135,7 +135,7 @@ ferretdb_step() {
 
 compose_step() {
     if [ "${METADB_DEPLOY_SKIP_COMPOSE:-0}" = 1 ]; then log "docker compose: skipped (METADB_DEPLOY_SKIP_COMPOSE=1)"; return; fi
-    local bin=$CACHE/bin/docker-compose plugin=$HOME/.docker/cli-plugins/docker-compose
+    local bin=$CACHE/bin/docker-compose plugin=$HOME/.docker/cli-plugins/docker-compose built=0
     if ! { [ -x "$bin" ] && [[ "$("$bin" version 2>/dev/null)" == *"$COMPOSE_VERSION"* ]]; }; then
         go_env
         log "docker compose: building $COMPOSE_VERSION from the Go module proxy"
@@ -146,8 +146,10 @@ compose_step() {
             -o "$bin.tmp" ./cmd) || die "building docker compose failed"
         mv "$bin.tmp" "$bin"
         rm -rf "$src"
+        built=1
     fi
     if [ -x "$plugin" ] && cmp -s "$bin" "$plugin"; then
+        [ "$built" = 1 ] && log "docker compose: built; $plugin already identical" && return
         log "docker compose: cached ($plugin, $COMPOSE_VERSION)"
         return
     fi
