@@ -126,6 +126,11 @@ static bool put_replacement(mdb_buf_t *out)
 
 static bool decode_latin1(const unsigned char *in, size_t len, mdb_buf_t *out)
 {
+    size_t ascii = 0;
+    while (ascii < len && in[ascii] < 0x80)
+        ascii++;
+    if (ascii == len) /* the common case: plain ASCII is already UTF-8 */
+        return mdb_buf_append(out, in, len);
     if (!mdb_buf_reserve(out, len * 2))
         return false;
     char *o = out->data + out->len;

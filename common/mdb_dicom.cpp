@@ -1,16 +1,17 @@
 /* mdb_dicom.cpp: the DICOM data dictionary, taken from GDCM.
  *
  * GDCM's public dictionary (gdcm::Global -> Dicts -> PublicDict) is walked
- * once, at first use, into two flat C tables: entries sorted by tag and an
- * index sorted by keyword. After that, keyword/tag/VR lookups are binary
- * searches over plain arrays that any thread may read, and no C++ object is
- * touched on the hot path. Repeating groups (50xx curves, 60xx overlays,
+ * once, at first use, into flat C tables: entries sorted by tag, a hash
+ * index over them, and an index sorted by keyword. After that, tag lookups
+ * are a hash probe and keyword lookups a binary search over plain arrays
+ * that any thread may read; no C++ object is touched on the hot path. Repeating groups (50xx curves, 60xx overlays,
  * 7Fxx) are folded to their xx=00 entry, as the standard writes them.
  * Private VRs come from GDCM's private dictionary (per private creator).
  *
  * This is the only C++ in metadb: every entry point is noexcept in effect
  * (exceptions are caught and turned into "not found"). */
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -30,11 +31,19 @@ namespace {
 
 struct Dictionary {
     std::vector<mdb_dicom_dict_entry_t> by_tag; /* sorted by tag */
+    std::vector<int32_t> hash;                  /* open addressing over by_tag: index + 1, 0 = empty */
+    size_t hash_mask = 0;
     std::vector<uint32_t> by_keyword;           /* indices into by_tag, sorted by keyword */
     std::vector<std::string> keywords;          /* storage behind entry.keyword */
 };
 
 Dictionary *g_dict = nullptr;
+
+size_t tag_hash(uint32_t tag)
+{
+    uint32_t h = tag * 0x9E3779B1u;
+    return (size_t)(h ^ (h >> 15));
+}
 std::once_flag g_once;
 
 /* "US or SS or OW" -> vr "US", alt "SS"; "DS" -> "DS", "". */
@@ -93,6 +102,17 @@ void build()
         for (size_t i = 0; i < d->by_tag.size(); i++)
             if (d->by_tag[i].keyword[0])
                 d->by_keyword.push_back((uint32_t)i);
+        size_t size = 1024;
+        while (size < d->by_tag.size() * 2)
+            size *= 2;
+        d->hash.assign(size, 0);
+        d->hash_mask = size - 1;
+        for (size_t i = 0; i < d->by_tag.size(); i++) {
+            size_t h = tag_hash(d->by_tag[i].tag) & d->hash_mask;
+            while (d->hash[h])
+                h = (h + 1) & d->hash_mask;
+            d->hash[h] = (int32_t)i + 1;
+        }
         std::stable_sort(d->by_keyword.begin(), d->by_keyword.end(), [d](uint32_t a, uint32_t b) {
             int c = std::strcmp(d->by_tag[a].keyword, d->by_tag[b].keyword);
             if (c != 0)
@@ -109,20 +129,26 @@ void build()
 
 const Dictionary *dict()
 {
+    static std::atomic<const Dictionary *> ready{nullptr};
+    const Dictionary *d = ready.load(std::memory_order_acquire);
+    if (d)
+        return d; /* the hot path: no call_once bookkeeping */
     try {
         std::call_once(g_once, build);
     } catch (...) {
         return nullptr;
     }
+    ready.store(g_dict, std::memory_order_release);
     return g_dict;
 }
 
 const mdb_dicom_dict_entry_t *find_tag(const Dictionary *d, uint32_t tag)
 {
-    auto it = std::lower_bound(d->by_tag.begin(), d->by_tag.end(), tag,
-                               [](const mdb_dicom_dict_entry_t &e, uint32_t t) { return e.tag < t; });
-    if (it != d->by_tag.end() && it->tag == tag)
-        return &*it;
+    if (d->hash.empty())
+        return nullptr;
+    for (size_t h = tag_hash(tag) & d->hash_mask; d->hash[h]; h = (h + 1) & d->hash_mask)
+        if (d->by_tag[(size_t)d->hash[h] - 1].tag == tag)
+            return &d->by_tag[(size_t)d->hash[h] - 1];
     return nullptr;
 }
 

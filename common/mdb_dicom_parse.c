@@ -12,8 +12,9 @@
  * Bounded: every length is checked against its container and the buffer
  * before it is used; nothing is allocated from a length read in the file;
  * nesting is limited to MDB_DCM_MAX_DEPTH; the buffer never exceeds
- * max_header_bytes. A file is read in growing chunks (16 KiB first) until
- * the walk reaches Pixel Data or EOF.
+ * max_header_bytes. A file is read in growing chunks (8 KiB first, then x4,
+ * keeping what was read) until the walk reaches Pixel Data or EOF; the
+ * buffers of a mdb_dicom_t are reused from file to file.
  *
  * Files without a meta header are accepted when the first element looks
  * like a DICOM data set (group <= 0010, valid VR or plausible length), and
@@ -29,7 +30,7 @@
 #include "mdb_dicom_private.h"
 
 #define MDB_DCM_MAX_DEPTH 128
-#define INITIAL_READ (16u * 1024u)
+#define INITIAL_READ (8u * 1024u)
 
 #define TAG_ITEM 0xFFFEE000u
 #define TAG_ITEM_DELIM 0xFFFEE00Du
@@ -97,14 +98,16 @@ static bool vr_is(const char *vr, const char *s)
     return vr[0] == s[0] && vr[1] == s[1];
 }
 
-/* VRs with a 2-byte reserved field and a 4-byte length in explicit VR. */
+/* VRs with a 2-byte reserved field and a 4-byte length in explicit VR:
+ * OB OD OF OL OV OW SQ SV UC UN UR UT UV. */
 static bool vr_long(const char *vr)
 {
-    static const char *const L[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"};
-    for (size_t i = 0; i < sizeof L / sizeof L[0]; i++)
-        if (vr_is(vr, L[i]))
-            return true;
-    return false;
+    switch (vr[0]) {
+    case 'O': return vr[1] == 'B' || vr[1] == 'D' || vr[1] == 'F' || vr[1] == 'L' || vr[1] == 'V' || vr[1] == 'W';
+    case 'S': return vr[1] == 'Q' || vr[1] == 'V';
+    case 'U': return vr[1] == 'C' || vr[1] == 'N' || vr[1] == 'R' || vr[1] == 'T' || vr[1] == 'V';
+    default: return false;
+    }
 }
 
 static bool vr_known(const uint8_t *v)
@@ -600,14 +603,26 @@ static bool plausible_raw_dataset(const uint8_t *b, size_t len, size_t fsize, bo
     return vlen == UNDEFINED_LENGTH || vlen <= fsize;
 }
 
-static bool parse_image(mdb_dicom_t *d, uint8_t *buf, size_t len, bool complete, uint32_t stop_after,
-                        size_t max_bytes, size_t fsize, size_t *need, mdb_error_t *err)
+/* Forget the previous parse, keep the allocations. */
+static void dicom_reset(mdb_dicom_t *d)
 {
+    d->len = 0;
+    d->nelems = d->nitems = 0;
+    d->root = -1;
+    d->ts[0] = d->sop_class[0] = '\0';
+    d->has_meta = d->deflated = d->stopped_at_pixels = false;
+    d->little = d->explicit_vr = true;
+}
+
+/* Parse d->buf[0..len) (the first len bytes of the file). */
+static bool parse_image(mdb_dicom_t *d, size_t len, bool complete, uint32_t stop_after, size_t max_bytes,
+                        size_t fsize, size_t *need, mdb_error_t *err)
+{
+    uint8_t *buf = d->buf;
+    dicom_reset(d);
     parser_t p = {.d = d, .b = buf, .len = len, .complete = complete, .stop_after = stop_after,
                   .max_bytes = max_bytes, .err = err};
-    d->buf = buf;
     d->len = len;
-    d->root = -1;
     *need = 0;
     size_t pos = 0;
     bool le = true, explicit_vr = true;
@@ -647,8 +662,9 @@ static bool parse_image(mdb_dicom_t *d, uint8_t *buf, size_t len, bool complete,
             }
             if ((r = inflate_dataset(&p, pos, &inflated, &ilen, &ended)) != PS_OK)
                 goto out;
-            free(buf);
+            free(d->buf);
             d->buf = buf = inflated;
+            d->buf_cap = ilen;
             p.b = inflated;
             d->len = p.len = len = ilen;
             d->deflated = true;
@@ -677,7 +693,15 @@ out:
 
 static mdb_dicom_t *dicom_new(void)
 {
-    return calloc(1, sizeof(mdb_dicom_t));
+    mdb_dicom_t *d = calloc(1, sizeof(mdb_dicom_t));
+    if (d)
+        d->root = -1;
+    return d;
+}
+
+mdb_dicom_t *mdb_dicom_new(void)
+{
+    return dicom_new();
 }
 
 void mdb_dicom_destroy(mdb_dicom_t *d)
@@ -695,15 +719,31 @@ const char *mdb_dicom_transfer_syntax(const mdb_dicom_t *d)
     return d->ts;
 }
 
-static bool pread_full(int fd, uint8_t *buf, size_t off, size_t n, size_t *got, mdb_error_t *err)
+static bool reserve_buf(mdb_dicom_t *d, size_t n, mdb_error_t *err)
 {
-    size_t have = 0;
-    while (have < n) {
-        ssize_t k = pread(fd, buf + have, n - have, (off_t)(off + have));
+    if (n <= d->buf_cap)
+        return true;
+    uint8_t *b = realloc(d->buf, n);
+    if (!b) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory (%zu-byte header buffer)", n);
+        return false;
+    }
+    d->buf = b;
+    d->buf_cap = n;
+    return true;
+}
+
+/* pread [from, to) into d->buf; *got = bytes now held (< to at EOF). */
+static bool pread_range(int fd, mdb_dicom_t *d, size_t from, size_t to, size_t *got, mdb_error_t *err)
+{
+    size_t have = from;
+    while (have < to) {
+        ssize_t k = pread(fd, d->buf + have, to - have, (off_t)have);
         if (k < 0) {
             if (errno == EINTR)
                 continue;
-            mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "read failed: %s", strerror(errno));
+            int e = errno;
+            mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "read failed: %s", strerror(e));
             return false;
         }
         if (k == 0)
@@ -714,19 +754,21 @@ static bool pread_full(int fd, uint8_t *buf, size_t off, size_t n, size_t *got, 
     return true;
 }
 
-mdb_dicom_t *mdb_dicom_read_fd_until(int fd, size_t max_header_bytes, uint32_t stop_after, int64_t *file_size,
-                                     int64_t *file_mtime, mdb_error_t *err)
+bool mdb_dicom_read_fd_into(mdb_dicom_t *d, int fd, size_t max_header_bytes, uint32_t stop_after,
+                            int64_t *file_size, int64_t *file_mtime, mdb_error_t *err)
 {
     struct stat st;
+    dicom_reset(d);
     if (max_header_bytes == 0)
         max_header_bytes = MDB_DICOM_DEFAULT_MAX_HEADER;
     if (fstat(fd, &st) != 0) {
-        mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "fstat failed: %s", strerror(errno));
-        return NULL;
+        int e = errno;
+        mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "fstat failed: %s", strerror(e));
+        return false;
     }
     if (!S_ISREG(st.st_mode)) {
         mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "not a regular file");
-        return NULL;
+        return false;
     }
     if (file_size)
         *file_size = (int64_t)st.st_size;
@@ -734,52 +776,54 @@ mdb_dicom_t *mdb_dicom_read_fd_until(int fd, size_t max_header_bytes, uint32_t s
         *file_mtime = (int64_t)st.st_mtime;
     if (st.st_size == 0) {
         mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EEMPTY, "empty file (0 bytes)");
-        return NULL;
+        return false;
     }
     size_t fsize = (size_t)st.st_size;
     size_t cap = fsize < max_header_bytes ? fsize : max_header_bytes;
     size_t want = cap < INITIAL_READ ? cap : INITIAL_READ;
+    size_t have = 0;
     for (;;) {
-        uint8_t *buf = malloc(want ? want : 1);
-        size_t got = 0;
-        if (!buf) {
-            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory (%zu-byte header buffer)", want);
-            return NULL;
-        }
-        if (!pread_full(fd, buf, 0, want, &got, err)) {
-            free(buf);
-            return NULL;
-        }
-        if (got == 0) {
-            free(buf);
+        /* grow the buffer, keeping what was read; read only the new part */
+        if (!reserve_buf(d, want, err) || !pread_range(fd, d, have, want, &have, err))
+            return false;
+        if (have == 0) {
             mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EEMPTY, "empty file (0 bytes read)");
-            return NULL;
+            return false;
         }
-        bool complete = got < want || got == fsize;
-        mdb_dicom_t *d = dicom_new();
+        bool complete = have < want || have == fsize;
         size_t need = 0;
-        if (!d) {
-            free(buf);
-            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
-            return NULL;
-        }
-        bool ok = parse_image(d, buf, got, complete, stop_after, max_header_bytes, fsize, &need, err);
-        if (ok && need == 0)
-            return d;
-        mdb_dicom_destroy(d); /* frees buf (owned by d from parse_image on) */
-        if (!ok)
-            return NULL;
-        if (want >= cap) {
+        bool deflate_before = false;
+        if (!parse_image(d, have, complete, stop_after, max_header_bytes, fsize, &need, err))
+            return false;
+        deflate_before = d->deflated;
+        if (need == 0)
+            return true;
+        if (deflate_before || want >= cap) {
             mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_ETOOLARGE,
                           "header (data before Pixel Data) larger than worker.max_header_bytes (%zu)",
                           max_header_bytes);
-            return NULL;
+            return false;
         }
         size_t next = want * 4;
         if (next < need)
             next = need;
         want = next < cap ? next : cap;
     }
+}
+
+mdb_dicom_t *mdb_dicom_read_fd_until(int fd, size_t max_header_bytes, uint32_t stop_after, int64_t *file_size,
+                                     int64_t *file_mtime, mdb_error_t *err)
+{
+    mdb_dicom_t *d = dicom_new();
+    if (!d) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (!mdb_dicom_read_fd_into(d, fd, max_header_bytes, stop_after, file_size, file_mtime, err)) {
+        mdb_dicom_destroy(d);
+        return NULL;
+    }
+    return d;
 }
 
 mdb_dicom_t *mdb_dicom_read_fd(int fd, size_t max_header_bytes, int64_t *file_size, mdb_error_t *err)
@@ -796,20 +840,15 @@ mdb_dicom_t *mdb_dicom_read_buffer(const void *data, size_t len, size_t max_head
         return NULL;
     }
     size_t cap = len < max_header_bytes ? len : max_header_bytes;
-    uint8_t *buf = malloc(cap);
-    if (!buf) {
-        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
-        return NULL;
-    }
-    memcpy(buf, data, cap);
     mdb_dicom_t *d = dicom_new();
-    size_t need = 0;
-    if (!d) {
-        free(buf);
+    if (!d || !reserve_buf(d, cap, err)) {
+        mdb_dicom_destroy(d);
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
         return NULL;
     }
-    bool ok = parse_image(d, buf, cap, cap == len, 0, max_header_bytes, len, &need, err);
+    memcpy(d->buf, data, cap);
+    size_t need = 0;
+    bool ok = parse_image(d, cap, cap == len, 0, max_header_bytes, len, &need, err);
     if (ok && need == 0)
         return d;
     mdb_dicom_destroy(d);

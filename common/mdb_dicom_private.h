@@ -44,6 +44,7 @@ typedef struct {
 struct mdb_dicom {
     uint8_t *buf; /* owned: header bytes (for deflate: meta + inflated data set) */
     size_t len;
+    size_t buf_cap;
     mdb_dcm_elem_t *elems;
     size_t nelems, elems_cap;
     mdb_dcm_item_t *items;
@@ -64,6 +65,14 @@ struct mdb_dicom {
  * NULL) receives st_mtime. */
 mdb_dicom_t *mdb_dicom_read_fd_until(int fd, size_t max_header_bytes, uint32_t stop_after, int64_t *file_size,
                                      int64_t *file_mtime, mdb_error_t *err);
+
+/* Read into an existing object, reusing its buffers (one per extraction
+ * context, so a worker thread allocates nothing per file once warm). */
+bool mdb_dicom_read_fd_into(mdb_dicom_t *d, int fd, size_t max_header_bytes, uint32_t stop_after,
+                            int64_t *file_size, int64_t *file_mtime, mdb_error_t *err);
+
+/* An empty object for mdb_dicom_read_fd_into. */
+mdb_dicom_t *mdb_dicom_new(void);
 
 static inline const mdb_dcm_elem_t *mdb_dcm_elem(const mdb_dicom_t *d, int32_t i)
 {

@@ -3,11 +3,17 @@
  *
  * One pass over the top-level elements: each tag is looked up in the set's
  * sorted slot table and converted only if some level lists it, a level asks
- * for '*', or a promoted field needs it; one converted value is shared (by
- * reference) between the levels and promoted objects that want it.
- * Sequences convert every non-binary element of their items. Text is
- * decoded per Specific Character Set (item-level sets override their
- * parent's, a per-root override replaces them all). */
+ * for '*', or a promoted field needs it. A value is converted once, as JSON
+ * text, into a reusable buffer and copied into every level/promoted object
+ * that wants it: no JSON tree is built on the worker's path (building and
+ * dumping one cost more than reading the file). Sequences convert every
+ * non-binary element of their items. Text is decoded per Specific Character
+ * Set (item-level sets override their parent's; a per-root override
+ * replaces them all). Numbers keep the digits the file stored (normalised to
+ * JSON syntax), so no precision is invented or lost.
+ *
+ * Duplicate tags (broken files) keep the last occurrence, as a dictionary
+ * would; the output never repeats a key. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -29,24 +35,43 @@
 #define TAG_LUT_DESCRIPTOR MDB_TAG(0x0028, 0x3002)
 #define MAX_PATH_KEY 512
 
+enum { L_STUDY = MDB_LEVEL_STUDY, L_SERIES = MDB_LEVEL_SERIES, L_INSTANCE = MDB_LEVEL_INSTANCE, NLEV = 3 };
+
 struct mdb_extract_ctx {
     size_t max_header;
     mdb_charset_t *cs;
-    mdb_buf_t scratch;
-    const char *override; /* charset override of the current call */
-    bool lenient_uids;    /* extract files lacking UIDs (debugging) */
+    mdb_buf_t dec;          /* decoded text of one value piece */
+    mdb_buf_t val;          /* JSON text of the value being converted */
+    mdb_buf_t obj[NLEV];    /* level object bodies ("k":v,"k":v) */
+    mdb_buf_t prom[NLEV];   /* promoted object bodies */
+    mdb_buf_t inval[NLEV];  /* _invalid list bodies ("k","k") */
+    mdb_buf_t repl[NLEV];   /* _replaced list bodies */
+    mdb_buf_t nest_inv;     /* keys inside the current top element's sequences */
+    mdb_buf_t nest_rep;
+    mdb_buf_t level[NLEV];  /* finished level objects */
+    mdb_buf_t dicom;        /* finished "dicom" object */
+    mdb_buf_t event;        /* the whole event (fast path) */
+    mdb_buf_t uid[3];       /* study, series, SOP instance UID text */
+    mdb_dicom_t *dcm;       /* parse buffers, reused file to file */
+    const char *override;   /* charset override of the current call */
+    bool lenient_uids;      /* extract files lacking UIDs (debugging) */
 };
 
-/* Per-call state: where invalid/replaced keys go. */
+/* Per-call conversion state. */
 typedef struct {
     mdb_extract_ctx_t *ctx;
     const mdb_dicom_t *d;
-    bool invalid;  /* set by a conversion: value broke its VR */
-    bool replaced; /* set by a conversion: text had undecodable bytes */
+    bool invalid;            /* the value broke its VR */
+    bool replaced;           /* text had undecodable bytes */
     char path[MAX_PATH_KEY]; /* "Seq.0." prefix inside sequences */
-    json_t *nested_invalid;  /* keys inside sequences, collected for the top key */
-    json_t *nested_replaced;
 } conv_t;
+
+typedef struct {
+    long pixel_rep;  /* -1 unknown */
+    bool has_pixels; /* top level stopped at Pixel Data */
+    long lut_first;  /* LUTDescriptor[0] of this data set, -1 unknown */
+    int32_t first;   /* this data set's first element (creator lookup) */
+} dsinfo_t;
 
 mdb_extract_ctx_t *mdb_extract_ctx_new(size_t max_header_bytes)
 {
@@ -54,7 +79,8 @@ mdb_extract_ctx_t *mdb_extract_ctx_new(size_t max_header_bytes)
     if (!ctx)
         return NULL;
     ctx->max_header = max_header_bytes ? max_header_bytes : MDB_DICOM_DEFAULT_MAX_HEADER;
-    if (!(ctx->cs = mdb_charset_new())) {
+    if (!(ctx->cs = mdb_charset_new()) || !(ctx->dcm = mdb_dicom_new())) {
+        mdb_charset_destroy(ctx->cs);
         free(ctx);
         return NULL;
     }
@@ -66,7 +92,23 @@ void mdb_extract_ctx_destroy(mdb_extract_ctx_t *ctx)
     if (!ctx)
         return;
     mdb_charset_destroy(ctx->cs);
-    mdb_buf_free(&ctx->scratch);
+    mdb_buf_free(&ctx->dec);
+    mdb_buf_free(&ctx->val);
+    for (int l = 0; l < NLEV; l++) {
+        mdb_buf_free(&ctx->obj[l]);
+        mdb_buf_free(&ctx->prom[l]);
+        mdb_buf_free(&ctx->inval[l]);
+        mdb_buf_free(&ctx->repl[l]);
+    }
+    mdb_buf_free(&ctx->nest_inv);
+    mdb_buf_free(&ctx->nest_rep);
+    for (int l = 0; l < NLEV; l++) {
+        mdb_buf_free(&ctx->level[l]);
+        mdb_buf_free(&ctx->uid[l]);
+    }
+    mdb_buf_free(&ctx->dicom);
+    mdb_buf_free(&ctx->event);
+    mdb_dicom_destroy(ctx->dcm);
     free(ctx);
 }
 
@@ -83,6 +125,11 @@ void mdb_extract_result_clear(mdb_extract_result_t *r)
     json_decref(r->series);
     json_decref(r->instance);
     json_decref(r->dicom);
+    free(r->study_json);
+    free(r->series_json);
+    free(r->instance_json);
+    free(r->dicom_json);
+    free(r->study_uid);
     memset(r, 0, sizeof *r);
 }
 
@@ -126,16 +173,15 @@ static uint64_t u64(const uint8_t *p, bool le)
     return le ? (a | (b << 32)) : ((a << 32) | b);
 }
 
-/* Find an element of a data set by tag. */
 static const mdb_dcm_elem_t *find(const mdb_dicom_t *d, int32_t first, uint32_t tag)
 {
+    const mdb_dcm_elem_t *found = NULL;
     for (int32_t i = first; i >= 0; i = d->elems[i].next)
         if (d->elems[i].tag == tag)
-            return &d->elems[i];
-    return NULL;
+            found = &d->elems[i]; /* the last of duplicates */
+    return found;
 }
 
-/* Trim trailing spaces and NULs (DICOM padding). */
 static size_t rtrim_pad(const uint8_t *s, size_t n)
 {
     while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\0'))
@@ -148,7 +194,6 @@ static bool is_ws(uint8_t c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
 
-/* An unsigned small integer element (US/UL/IS) of a data set, or -1. */
 static long small_int(const mdb_dicom_t *d, const mdb_dcm_elem_t *e)
 {
     if (!e || e->flags & MDB_DCM_F_SEQ)
@@ -162,81 +207,204 @@ static long small_int(const mdb_dicom_t *d, const mdb_dcm_elem_t *e)
     return -1;
 }
 
-/* ---- value conversion ---- */
+/* ---- JSON text writing ---- */
 
-static json_t *json_str_buf(const char *s, size_t n)
+static inline bool put(mdb_buf_t *b, const char *s, size_t n)
 {
-    return json_stringn_nocheck(s, n);
+    if (b->len + n + 1 > b->cap && !mdb_buf_reserve(b, n))
+        return false;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return true;
 }
 
-/* latin1 (default repertoire) bytes to a JSON string. */
-static json_t *default_string(conv_t *c, const uint8_t *s, size_t n)
+/* Decimal text of an integer into buf (>= 24 bytes); returns its length. */
+static size_t fmt_int(char *buf, long long v)
 {
-    mdb_buf_t *b = &c->ctx->scratch;
-    b->len = 0;
-    if (!mdb_charset_decode(c->ctx->cs, (const char *)s, n, MDB_CS_DEFAULT, b, &c->replaced))
-        return NULL;
-    return json_str_buf(b->data ? b->data : "", b->len);
+    char tmp[24];
+    size_t n = 0, o = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        buf[o++] = '-';
+    while (n)
+        buf[o++] = tmp[--n];
+    buf[o] = '\0';
+    return o;
 }
 
-static json_t *text_string(conv_t *c, const uint8_t *s, size_t n, mdb_cs_kind_t kind)
+static bool put_int(mdb_buf_t *b, long long v)
 {
-    mdb_buf_t *b = &c->ctx->scratch;
-    b->len = 0;
-    if (!mdb_charset_decode(c->ctx->cs, (const char *)s, n, kind, b, &c->replaced))
-        return NULL;
-    /* trailing padding after decoding, as the encoded form may end in a
-     * multi-byte sequence */
-    size_t len = b->len;
-    while (len > 0 && (b->data[len - 1] == ' '))
-        len--;
-    return json_str_buf(b->data ? b->data : "", len);
+    char num[24];
+    return put(b, num, fmt_int(num, v));
 }
 
-/* Wrap values: one -> itself, several -> array. Takes the array. */
-static json_t *one_or_array(json_t *arr)
+static bool puts_(mdb_buf_t *b, const char *s)
 {
-    if (!arr)
-        return NULL;
-    if (json_array_size(arr) == 1) {
-        json_t *v = json_incref(json_array_get(arr, 0));
-        json_decref(arr);
-        return v;
+    return mdb_buf_append(b, s, strlen(s));
+}
+
+/* Does the 8-byte word hold a byte JSON must escape (< 0x20, '"', '\\')? */
+static inline bool word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t quote = w ^ (ones * '"'), bslash = w ^ (ones * '\\');
+    uint64_t ctrl = (w - ones * 0x20) & ~w;
+    uint64_t q = (quote - ones) & ~quote, b = (bslash - ones) & ~bslash;
+    return ((ctrl | q | b) & highs) != 0;
+}
+
+/* A JSON string literal of UTF-8 text s[0..n). */
+static bool put_jstr(mdb_buf_t *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (!mdb_buf_reserve(b, n + 2))
+        return false;
+    b->data[b->len++] = '"';
+    size_t run = 0, i = 0;
+    for (; i + 8 <= n; i += 8) { /* skip clean 8-byte words */
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (word_needs_escape(w))
+            break;
     }
-    return arr;
+    for (; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        if (!put(b, s + run, i - run))
+            return false;
+        char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
+        size_t el = 2;
+        switch (ch) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[ch >> 4];
+            esc[5] = hex[ch & 15];
+            el = 6;
+        }
+        if (!put(b, esc, el))
+            return false;
+        run = i + 1;
+    }
+    return put(b, s + run, n - run) && put(b, "\"", 1);
 }
 
-typedef json_t *(*piece_fn)(conv_t *c, const uint8_t *s, size_t n);
-
-/* Split s[0..n) on '\' and convert each piece. */
-static json_t *split_values(conv_t *c, const uint8_t *s, size_t n, piece_fn fn)
+/* Object member separator and key. Keys are DICOM keywords, hex tags and
+ * snake_case field names: never anything JSON would need escaped. */
+static bool put_key(mdb_buf_t *b, const char *key)
 {
-    json_t *arr = json_array();
+    size_t n = strlen(key);
+    if (b->len + n + 5 > b->cap && !mdb_buf_reserve(b, n + 4))
+        return false;
+    char *o = b->data + b->len;
+    if (b->len > 0)
+        *o++ = ',';
+    *o++ = '"';
+    memcpy(o, key, n);
+    o += n;
+    *o++ = '"';
+    *o++ = ':';
+    *o = '\0';
+    b->len = (size_t)(o - b->data);
+    return true;
+}
+
+/* ---- value conversion (appends JSON text to ctx->val) ---- */
+
+/* Bytes 0x01..0x7F except ESC decode to themselves in every character set
+ * metadb knows (all are ASCII-compatible outside escape sequences), so such
+ * text skips the decoder. */
+static bool plain_ascii(const uint8_t *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
     size_t i = 0;
-    if (!arr)
-        return NULL;
-    for (;;) {
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, esc;
+        memcpy(&w, s + i, 8);
+        esc = w ^ (ones * 0x1b);
+        if ((w & highs) || (((w - ones) & ~w & highs)) || (((esc - ones) & ~esc & highs)))
+            return false;
+    }
+    for (; i < n; i++)
+        if (s[i] == 0 || s[i] >= 0x80 || s[i] == 0x1b)
+            return false;
+    return true;
+}
+
+/* Decoded text of s[0..n) as a JSON string. */
+static bool default_string(conv_t *c, const uint8_t *s, size_t n)
+{
+    if (plain_ascii(s, n))
+        return put_jstr(&c->ctx->val, (const char *)s, n);
+    mdb_buf_t *d = &c->ctx->dec;
+    d->len = 0;
+    if (!mdb_charset_decode(c->ctx->cs, (const char *)s, n, MDB_CS_DEFAULT, d, &c->replaced))
+        return false;
+    return put_jstr(&c->ctx->val, d->data ? d->data : "", d->len);
+}
+
+static bool text_string(conv_t *c, const uint8_t *s, size_t n, mdb_cs_kind_t kind)
+{
+    if (plain_ascii(s, n)) {
+        while (n > 0 && s[n - 1] == ' ')
+            n--;
+        return put_jstr(&c->ctx->val, (const char *)s, n);
+    }
+    mdb_buf_t *d = &c->ctx->dec;
+    d->len = 0;
+    if (!mdb_charset_decode(c->ctx->cs, (const char *)s, n, kind, d, &c->replaced))
+        return false;
+    size_t len = d->len;
+    while (len > 0 && d->data[len - 1] == ' ')
+        len--; /* padding may follow a multi-byte sequence */
+    return put_jstr(&c->ctx->val, d->data ? d->data : "", len);
+}
+
+typedef bool (*piece_fn)(conv_t *c, const uint8_t *s, size_t n);
+
+/* Split s[0..n) on '\': one piece -> the value itself, several -> array. */
+static bool split_values(conv_t *c, const uint8_t *s, size_t n, piece_fn fn)
+{
+    const uint8_t *bs = memchr(s, '\\', n);
+    if (!bs)
+        return fn(c, s, n);
+    mdb_buf_t *v = &c->ctx->val;
+    if (!put(v, "[", 1))
+        return false;
+    size_t i = 0;
+    for (bool first = true;; first = false) {
         size_t j = i;
         while (j < n && s[j] != '\\')
             j++;
-        json_t *v = fn(c, s + i, j - i);
-        if (!v || json_array_append_new(arr, v) != 0) {
-            json_decref(arr);
-            return NULL;
-        }
+        if ((!first && !put(v, ",", 1)) || !fn(c, s + i, j - i))
+            return false;
         if (j >= n)
             break;
         i = j + 1;
     }
-    return one_or_array(arr);
+    return put(v, "]", 1);
 }
 
-static json_t *piece_default(conv_t *c, const uint8_t *s, size_t n)
+static bool piece_default(conv_t *c, const uint8_t *s, size_t n)
 {
     return default_string(c, s, n);
 }
 
-static json_t *piece_ae(conv_t *c, const uint8_t *s, size_t n)
+static bool piece_ae(conv_t *c, const uint8_t *s, size_t n)
 {
     while (n > 0 && is_ws(s[0]))
         s++, n--;
@@ -245,41 +413,36 @@ static json_t *piece_ae(conv_t *c, const uint8_t *s, size_t n)
     return default_string(c, s, n);
 }
 
-static json_t *piece_text(conv_t *c, const uint8_t *s, size_t n)
+static bool piece_text(conv_t *c, const uint8_t *s, size_t n)
 {
     return text_string(c, s, rtrim_pad(s, n), MDB_CS_TEXT);
 }
 
 /* One PN value: component groups split on '=', decoded separately, empty
  * trailing groups dropped. */
-static json_t *piece_pn(conv_t *c, const uint8_t *s, size_t n)
+static bool piece_pn(conv_t *c, const uint8_t *s, size_t n)
 {
-    mdb_buf_t *b = &c->ctx->scratch;
-    size_t ngroups = 0, keep = 0;
-    b->len = 0;
-    size_t i = 0;
+    if (plain_ascii(s, n) && (n == 0 || s[n - 1] != '=')) /* no trailing empty groups to drop */
+        return put_jstr(&c->ctx->val, (const char *)s, n);
+    mdb_buf_t *d = &c->ctx->dec;
+    size_t keep = 0, ngroups = 0, i = 0;
+    d->len = 0;
     for (;;) {
         size_t j = i;
         while (j < n && s[j] != '=')
             j++;
-        if (ngroups > 0 && !mdb_buf_append(b, "=", 1))
-            return NULL;
-        if (!mdb_charset_decode(c->ctx->cs, (const char *)s + i, j - i, MDB_CS_PN, b, &c->replaced))
-            return NULL;
+        if (ngroups > 0 && !mdb_buf_append(d, "=", 1))
+            return false;
+        if (!mdb_charset_decode(c->ctx->cs, (const char *)s + i, j - i, MDB_CS_PN, d, &c->replaced))
+            return false;
         ngroups++;
         if (j > i)
-            keep = b->len;
+            keep = d->len;
         if (j >= n)
             break;
         i = j + 1;
     }
-    /* drop trailing empty groups: cut after the last non-empty one */
-    size_t len = b->len;
-    if (keep < len) {
-        /* keep == 0 means every group is empty */
-        len = keep;
-    }
-    return json_str_buf(b->data ? b->data : "", len);
+    return put_jstr(&c->ctx->val, d->data ? d->data : "", keep);
 }
 
 static bool all_ws(const uint8_t *s, size_t n)
@@ -290,33 +453,82 @@ static bool all_ws(const uint8_t *s, size_t n)
     return true;
 }
 
-/* Parse a decimal string as Python's float() would (no hex). */
-static bool parse_double(const uint8_t *s, size_t n, double *out)
+/* Decimal string (Python float() syntax without inf/nan/underscores) ->
+ * JSON number text in out (no sign '+', no leading zeros, digits kept).
+ * *value gets its double. False when it is not such a number. */
+static bool decimal_to_json(const uint8_t *s, size_t n, char *out, size_t cap, double *value, bool *integral_form)
 {
-    char buf[64];
     while (n > 0 && is_ws(s[0]))
         s++, n--;
     while (n > 0 && is_ws(s[n - 1]))
         n--;
-    if (n == 0 || n >= sizeof buf)
+    if (n == 0 || n + 4 > cap)
         return false;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t ch = s[i];
-        if (ch == 'x' || ch == 'X' || ch == '_' || ch == 0)
-            return false;
+    size_t i = 0, o = 0;
+    if (s[i] == '+' || s[i] == '-')
+        if (s[i++] == '-')
+            out[o++] = '-';
+    size_t int_start = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9')
+        i++;
+    size_t int_len = i - int_start, frac_start = 0, frac_len = 0;
+    if (i < n && s[i] == '.') {
+        frac_start = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+        frac_len = i - frac_start;
     }
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(buf, &end);
-    if (end != buf + n)
+    if (int_len == 0 && frac_len == 0)
         return false;
-    *out = v;
-    return true;
+    /* integer part without leading zeros ("0" when none is left) */
+    size_t z = int_start;
+    while (z < int_start + int_len - (int_len > 0 ? 1 : 0) && s[z] == '0')
+        z++;
+    if (int_len == 0)
+        out[o++] = '0';
+    else {
+        memcpy(out + o, s + z, int_start + int_len - z);
+        o += int_start + int_len - z;
+    }
+    *integral_form = frac_len == 0;
+    if (frac_len > 0) {
+        out[o++] = '.';
+        memcpy(out + o, s + frac_start, frac_len);
+        o += frac_len;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        out[o++] = 'e';
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            out[o++] = (char)s[i++];
+        size_t e0 = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            out[o++] = (char)s[i++];
+        if (i == e0)
+            return false;
+        *integral_form = false;
+    }
+    if (i != n)
+        return false;
+    out[o] = '\0';
+    if (*integral_form && int_len < 19) {
+        /* the common case, exactly: an integer of up to 18 digits */
+        long long v = 0;
+        for (size_t k = z; k < int_start + int_len; k++)
+            v = v * 10 + (s[k] - '0');
+        *value = out[0] == '-' ? -(double)v : (double)v;
+        return true;
+    }
+    if (!*integral_form && i == frac_start + frac_len && int_len + frac_len < 300) {
+        *value = 0.5; /* a plain decimal without exponent: always finite, never integral-checked */
+        return true;
+    }
+    errno = 0;
+    *value = strtod(out, NULL);
+    return isfinite(*value);
 }
 
-static json_t *invalid_string(conv_t *c, const uint8_t *s, size_t n)
+static bool invalid_string(conv_t *c, const uint8_t *s, size_t n)
 {
     c->invalid = true;
     while (n > 0 && is_ws(s[0]))
@@ -326,128 +538,164 @@ static json_t *invalid_string(conv_t *c, const uint8_t *s, size_t n)
     return default_string(c, s, n);
 }
 
-static json_t *piece_is(conv_t *c, const uint8_t *s, size_t n)
+static bool piece_is(conv_t *c, const uint8_t *s, size_t n)
 {
     if (all_ws(s, n))
-        return json_null();
-    const uint8_t *t = s;
-    size_t m = n;
-    while (m > 0 && is_ws(t[0]))
-        t++, m--;
-    while (m > 0 && is_ws(t[m - 1]))
-        m--;
-    size_t k = (t[0] == '+' || t[0] == '-') ? 1 : 0;
-    bool digits = m > k;
-    for (size_t i = k; i < m; i++)
-        if (t[i] < '0' || t[i] > '9')
-            digits = false;
-    if (digits && m < 20) {
-        char buf[24];
-        memcpy(buf, t, m);
-        buf[m] = '\0';
+        return puts_(&c->ctx->val, "null");
+    char num[96];
+    double d;
+    bool integral;
+    if (!decimal_to_json(s, n, num, sizeof num, &d, &integral))
+        return invalid_string(c, s, n);
+    size_t nl = strlen(num);
+    if (integral && nl < 19)
+        return puts_(&c->ctx->val, strcmp(num, "-0") ? num : "0");
+    if (!integral) {
         errno = 0;
-        long long v = strtoll(buf, NULL, 10);
-        if (errno == 0)
-            return json_integer(v);
+        d = strtod(num, NULL); /* "1.0", "1e3": an integer written as a real */
     }
-    double d;
-    if (parse_double(s, n, &d) && isfinite(d) && d == floor(d) && fabs(d) < 9.2e18)
-        return json_integer((json_int_t)d);
-    return invalid_string(c, s, n);
+    if (!isfinite(d) || d != floor(d) || fabs(d) >= 9.2e18)
+        return invalid_string(c, s, n);
+    return put_int(&c->ctx->val, (long long)d);
 }
 
-static json_t *piece_ds(conv_t *c, const uint8_t *s, size_t n)
+static bool piece_ds(conv_t *c, const uint8_t *s, size_t n)
 {
     if (all_ws(s, n))
-        return json_null();
+        return puts_(&c->ctx->val, "null");
+    char num[96];
     double d;
-    if (parse_double(s, n, &d) && isfinite(d))
-        return json_real(d);
-    return invalid_string(c, s, n);
+    bool integral;
+    if (!decimal_to_json(s, n, num, sizeof num, &d, &integral))
+        return invalid_string(c, s, n);
+    if (integral)
+        strcat(num, ".0"); /* a DS is a decimal: always a JSON real, never an integer */
+    return puts_(&c->ctx->val, num);
 }
 
-static json_t *real_or_invalid(conv_t *c, double v)
+static bool put_real(conv_t *c, double v)
 {
-    if (isfinite(v))
-        return json_real(v);
-    c->invalid = true;
-    return json_string(isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+    char num[40];
+    if (!isfinite(v)) {
+        c->invalid = true;
+        return put_jstr(&c->ctx->val, isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity",
+                        isnan(v) ? 3 : v > 0 ? 8 : 9);
+    }
+    /* most stored reals are short decimals (0.5, 1.25, 949.075): print
+     * m / 10^k exactly when that round-trips, else the full %.17g */
+    static const double p10[] = {1, 10, 100, 1e3, 1e4, 1e5, 1e6};
+    if (fabs(v) < 1e12)
+        for (int k = 0; k <= 6; k++) {
+            double scaled = v * p10[k];
+            long long m = llround(scaled);
+            if ((double)m != scaled || (double)m / p10[k] != v)
+                continue;
+            char digits[24];
+            size_t dl = fmt_int(digits, m < 0 ? -m : m), o = 0;
+            if (v < 0 || (v == 0 && signbit(v)))
+                num[o++] = '-';
+            if ((size_t)k >= dl) { /* 0.00ddd */
+                num[o++] = '0';
+                num[o++] = '.';
+                for (size_t z = dl; z < (size_t)k; z++)
+                    num[o++] = '0';
+                memcpy(num + o, digits, dl);
+                o += dl;
+            } else {
+                memcpy(num + o, digits, dl - (size_t)k);
+                o += dl - (size_t)k;
+                num[o++] = '.';
+                if (k == 0)
+                    num[o++] = '0';
+                memcpy(num + o, digits + dl - k, (size_t)k);
+                o += (size_t)k;
+            }
+            return put(&c->ctx->val, num, o);
+        }
+    snprintf(num, sizeof num, "%.17g", v);
+    if (!strpbrk(num, ".eEn"))
+        strcat(num, ".0");
+    return puts_(&c->ctx->val, num);
 }
 
-/* Binary numbers (US SS UL SL UV SV FL FD) and AT. */
-static json_t *binary_numbers(conv_t *c, const mdb_dcm_elem_t *e, const char *vr, uint32_t tag)
+static bool lut_descriptor(uint32_t tag)
+{
+    return tag == TAG_LUT_DESCRIPTOR || tag == MDB_TAG(0x0028, 0x1101) || tag == MDB_TAG(0x0028, 0x1102) ||
+           tag == MDB_TAG(0x0028, 0x1103);
+}
+
+/* Binary numbers (US SS UL SL UV SV FL FD) and AT. false = OOM; *none =
+ * nothing written (length not a multiple of the value size). */
+static bool binary_numbers(conv_t *c, const mdb_dcm_elem_t *e, const char *vr, bool *none)
 {
     size_t size = vr_eq(vr, "US") || vr_eq(vr, "SS") ? 2
                   : vr_eq(vr, "FD") || vr_eq(vr, "UV") || vr_eq(vr, "SV") ? 8
                                                                              : 4;
     const uint8_t *p = val(c, e);
     bool le = e->flags & MDB_DCM_F_LE;
+    mdb_buf_t *v = &c->ctx->val;
+    *none = false;
     if (e->len % size != 0) {
         c->invalid = true;
-        return NULL;
+        *none = true;
+        return true;
     }
     size_t count = e->len / size;
     if (count == 0)
-        return json_null();
-    json_t *arr = json_array();
-    if (!arr)
-        return NULL;
+        return puts_(v, "null");
+    if (count > 1 && !put(v, "[", 1))
+        return false;
     for (size_t i = 0; i < count; i++, p += size) {
-        json_t *v;
+        char num[40];
+        bool ok = true;
+        if (i > 0 && !put(v, ",", 1))
+            return false;
         if (vr_eq(vr, "US"))
-            v = json_integer(u16(p, le));
+            fmt_int(num, u16(p, le));
         else if (vr_eq(vr, "SS")) {
-            int16_t x = (int16_t)u16(p, le);
-            /* LUT Descriptor read as SS: the first value is unsigned */
-            if (i == 0 && x < 0 && (tag == TAG_LUT_DESCRIPTOR || tag == MDB_TAG(0x0028, 0x1101) ||
-                                    tag == MDB_TAG(0x0028, 0x1102) || tag == MDB_TAG(0x0028, 0x1103)))
-                v = json_integer((json_int_t)x + 65536);
-            else
-                v = json_integer(x);
+            int x = (int16_t)u16(p, le);
+            fmt_int(num, i == 0 && x < 0 && lut_descriptor(e->tag) ? x + 65536 : x);
         } else if (vr_eq(vr, "UL"))
-            v = json_integer(u32(p, le));
+            fmt_int(num, u32(p, le));
         else if (vr_eq(vr, "SL"))
-            v = json_integer((int32_t)u32(p, le));
+            fmt_int(num, (int32_t)u32(p, le));
         else if (vr_eq(vr, "UV")) {
             uint64_t x = u64(p, le);
-            v = x > (uint64_t)INT64_MAX ? (c->invalid = true, json_real((double)x)) : json_integer((json_int_t)x);
+            if (x > (uint64_t)INT64_MAX) {
+                c->invalid = true;
+                ok = put_real(c, (double)x);
+                num[0] = '\0';
+            } else
+                snprintf(num, sizeof num, "%llu", (unsigned long long)x);
         } else if (vr_eq(vr, "SV"))
-            v = json_integer((json_int_t)(int64_t)u64(p, le));
-        else if (vr_eq(vr, "FL")) {
-            uint32_t bits = u32(p, le);
-            float f;
-            memcpy(&f, &bits, 4);
-            v = real_or_invalid(c, f);
-        } else if (vr_eq(vr, "FD")) {
-            uint64_t bits = u64(p, le);
+            snprintf(num, sizeof num, "%lld", (long long)(int64_t)u64(p, le));
+        else if (vr_eq(vr, "FL") || vr_eq(vr, "FD")) {
             double f;
-            memcpy(&f, &bits, 8);
-            v = real_or_invalid(c, f);
+            if (vr_eq(vr, "FL")) {
+                uint32_t bits = u32(p, le);
+                float x;
+                memcpy(&x, &bits, 4);
+                f = x;
+            } else {
+                uint64_t bits = u64(p, le);
+                memcpy(&f, &bits, 8);
+            }
+            ok = put_real(c, f);
+            num[0] = '\0';
         } else { /* AT */
-            char hex[9];
-            snprintf(hex, sizeof hex, "%04X%04X", u16(p, le), u16(p + 2, le));
-            v = json_string(hex);
+            snprintf(num, sizeof num, "\"%04X%04X\"", u16(p, le), u16(p + 2, le));
         }
-        if (!v || json_array_append_new(arr, v) != 0) {
-            json_decref(arr);
-            return NULL;
-        }
+        if (!ok || (num[0] && !puts_(v, num)))
+            return false;
     }
-    return one_or_array(arr);
+    return count == 1 || put(v, "]", 1);
 }
 
 /* The VR to convert with: explicit VR as read (UN of a known public tag ->
  * the dictionary's), implicit from the dictionary / private dictionary /
- * the feature list's hint; ambiguous VRs resolved as pydicom does. vr_out
- * gets "" for "leave out". */
-typedef struct {
-    long pixel_rep;     /* -1 unknown */
-    bool has_pixels;    /* top level stopped at Pixel Data */
-    long lut_first;     /* LUTDescriptor[0] of this data set, -1 unknown */
-    int32_t first;      /* this data set's first element (creator lookup) */
-} dsinfo_t;
-
-static void resolve_vr(const conv_t *c, const mdb_dcm_elem_t *e, const char *hint, const dsinfo_t *ds, char vr[3])
+ * the feature list's hint; ambiguous VRs resolved as pydicom does. */
+static void resolve_vr(const conv_t *c, const mdb_dcm_elem_t *e, const char *hint, const mdb_dicom_dict_entry_t *dict,
+                       const dsinfo_t *ds, char vr[3])
 {
     uint32_t tag = e->tag;
     uint16_t group = MDB_TAG_GROUP(tag), elem = MDB_TAG_ELEMENT(tag);
@@ -487,7 +735,7 @@ static void resolve_vr(const conv_t *c, const mdb_dcm_elem_t *e, const char *hin
             memcpy(vr, "UN", 2);
         return;
     }
-    const mdb_dicom_dict_entry_t *de = mdb_dicom_dict_by_tag(tag);
+    const mdb_dicom_dict_entry_t *de = dict ? dict : mdb_dicom_dict_by_tag(tag);
     if (!de || !de->vr[0]) {
         if (!(e->flags & MDB_DCM_F_EXPLICIT))
             memcpy(vr, elem == 0 ? "UL" : "UN", 2);
@@ -506,36 +754,38 @@ static void resolve_vr(const conv_t *c, const mdb_dcm_elem_t *e, const char *hin
     }
 }
 
-static json_t *convert_dataset(conv_t *c, int32_t first, dsinfo_t parent);
+static bool convert_dataset(conv_t *c, int32_t first, dsinfo_t parent);
 
-static json_t *convert_sequence(conv_t *c, const mdb_dcm_elem_t *e, const dsinfo_t *ds)
+static bool convert_sequence(conv_t *c, const mdb_dcm_elem_t *e, const dsinfo_t *ds)
 {
-    json_t *arr = json_array();
-    if (!arr)
-        return NULL;
-    size_t plen = strlen(c->path);
-    size_t idx = 0;
+    mdb_buf_t *v = &c->ctx->val;
+    size_t plen = strlen(c->path), idx = 0;
+    if (!put(v, "[", 1))
+        return false;
     for (int32_t it = e->items; it >= 0; it = c->d->items[it].next, idx++) {
         snprintf(c->path + plen, sizeof c->path - plen, "%zu.", idx);
-        json_t *o = convert_dataset(c, c->d->items[it].first, *ds);
+        bool ok = (idx == 0 || put(v, ",", 1)) && convert_dataset(c, c->d->items[it].first, *ds);
         c->path[plen] = '\0';
-        if (!o || json_array_append_new(arr, o) != 0) {
-            json_decref(arr);
-            return NULL;
-        }
+        if (!ok)
+            return false;
     }
-    return arr;
+    return put(v, "]", 1);
 }
 
-/* Convert one element; NULL with no error flag means "left out". */
-static json_t *convert_elem(conv_t *c, const mdb_dcm_elem_t *e, const char *hint, const dsinfo_t *ds)
+/* Append the element's JSON value to ctx->val. false = OOM; *none = the
+ * element is left out (binary VR, or a length that breaks its VR). */
+static bool convert_elem(conv_t *c, const mdb_dcm_elem_t *e, const char *hint, const mdb_dicom_dict_entry_t *dict,
+                         const dsinfo_t *ds, bool *none)
 {
-    if (e->flags & MDB_DCM_F_FRAGMENTS)
-        return NULL;
+    *none = false;
+    if (e->flags & MDB_DCM_F_FRAGMENTS) {
+        *none = true;
+        return true;
+    }
     if (e->flags & MDB_DCM_F_SEQ)
         return convert_sequence(c, e, ds);
     char vr[3];
-    resolve_vr(c, e, hint, ds, vr);
+    resolve_vr(c, e, hint, dict, ds, vr);
     const uint8_t *s = val(c, e);
     size_t n = e->len;
     if (vr_eq(vr, "AE"))
@@ -563,14 +813,15 @@ static json_t *convert_elem(conv_t *c, const mdb_dcm_elem_t *e, const char *hint
     }
     if (vr_eq(vr, "US") || vr_eq(vr, "SS") || vr_eq(vr, "UL") || vr_eq(vr, "SL") || vr_eq(vr, "FL") ||
         vr_eq(vr, "FD") || vr_eq(vr, "UV") || vr_eq(vr, "SV") || vr_eq(vr, "AT"))
-        return binary_numbers(c, e, vr, e->tag);
-    return NULL; /* OB OD OF OL OV OW UN, unknown VRs */
+        return binary_numbers(c, e, vr, none);
+    *none = true; /* OB OD OF OL OV OW UN, unknown VRs */
+    return true;
 }
 
 static bool wanted_public(uint32_t tag)
 {
     uint16_t g = MDB_TAG_GROUP(tag);
-    return !(g & 1) && MDB_TAG_ELEMENT(tag) != 0 && g != 0x0002 && g != 0xFFFE && g > 0x0002;
+    return !(g & 1) && MDB_TAG_ELEMENT(tag) != 0 && g > 0x0002 && g != 0xFFFE;
 }
 
 static void key_for(uint32_t tag, char out[16], const char **key)
@@ -586,23 +837,42 @@ static void key_for(uint32_t tag, char out[16], const char **key)
 
 static void select_charset(conv_t *c, const mdb_dcm_elem_t *scs)
 {
-    if (c->ctx->override) {
+    if (c->ctx->override)
         mdb_charset_select(c->ctx->cs, c->ctx->override, strlen(c->ctx->override), NULL);
-        return;
-    }
-    if (!scs || scs->flags & MDB_DCM_F_SEQ)
+    else if (!scs || scs->flags & MDB_DCM_F_SEQ)
         mdb_charset_select(c->ctx->cs, NULL, 0, NULL);
     else
         mdb_charset_select(c->ctx->cs, (const char *)val(c, scs), scs->len, NULL);
 }
 
-static bool note_key(json_t **list, const char *prefix, const char *key)
+/* Append "prefix+key" to a JSON list body. */
+static bool note_key(mdb_buf_t *list, const char *prefix, const char *key)
 {
-    if (!*list && !(*list = json_array()))
-        return false;
     char buf[MAX_PATH_KEY + 80];
-    snprintf(buf, sizeof buf, "%s%s", prefix, key);
-    return json_array_append_new(*list, json_string(buf)) == 0;
+    int n = snprintf(buf, sizeof buf, "%s%s", prefix, key);
+    if (n < 0)
+        return false;
+    return (list->len == 0 || put(list, ",", 1)) && put_jstr(list, buf, strlen(buf));
+}
+
+/* Nested keys are kept raw, NUL-separated, until the top-level key that
+ * holds them is known. */
+static bool note_raw(mdb_buf_t *list, const char *prefix, const char *key)
+{
+    return puts_(list, prefix) && puts_(list, key) && put(list, "", 1);
+}
+
+static bool note_nested(mdb_buf_t *list, const char *key, const mdb_buf_t *nested)
+{
+    char prefix[MAX_PATH_KEY];
+    snprintf(prefix, sizeof prefix, "%s.", key);
+    for (size_t i = 0; i < nested->len;) {
+        const char *entry = nested->data + i;
+        if (!note_key(list, prefix, entry))
+            return false;
+        i += strlen(entry) + 1;
+    }
+    return true;
 }
 
 static dsinfo_t dsinfo_for(const conv_t *c, int32_t first, dsinfo_t parent)
@@ -618,222 +888,380 @@ static dsinfo_t dsinfo_for(const conv_t *c, int32_t first, dsinfo_t parent)
     return ds;
 }
 
-/* A sequence item: every non-binary element, keyed like a level. */
-static json_t *convert_dataset(conv_t *c, int32_t first, dsinfo_t parent)
+/* Tags of a data set strictly increasing (the normal case: no duplicates)? */
+static bool strictly_ordered(const mdb_dicom_t *d, int32_t first)
 {
-    json_t *o = json_object();
-    if (!o)
-        return NULL;
+    uint32_t prev = 0;
+    bool any = false;
+    for (int32_t i = first; i >= 0; i = d->elems[i].next) {
+        if (any && d->elems[i].tag <= prev)
+            return false;
+        prev = d->elems[i].tag;
+        any = true;
+    }
+    return true;
+}
+
+/* Does a later element of the same data set carry the same tag? */
+static bool superseded(const mdb_dicom_t *d, int32_t i)
+{
+    for (int32_t j = d->elems[i].next; j >= 0; j = d->elems[j].next)
+        if (d->elems[j].tag == d->elems[i].tag)
+            return true;
+    return false;
+}
+
+/* A sequence item: every non-binary element, keyed like a level. */
+static bool convert_dataset(conv_t *c, int32_t first, dsinfo_t parent)
+{
+    mdb_buf_t *v = &c->ctx->val;
     dsinfo_t ds = dsinfo_for(c, first, parent);
     ds.has_pixels = false;
     const mdb_dcm_elem_t *scs = find(c->d, first, TAG_SCS);
     char saved[160] = "";
+    bool ordered = strictly_ordered(c->d, first), ok = true, any = false;
     if (scs && !c->ctx->override) {
         snprintf(saved, sizeof saved, "%s", mdb_charset_current(c->ctx->cs));
         select_charset(c, scs);
     }
-    for (int32_t i = first; i >= 0; i = c->d->elems[i].next) {
+    ok = put(v, "{", 1);
+    for (int32_t i = first; ok && i >= 0; i = c->d->elems[i].next) {
         const mdb_dcm_elem_t *e = &c->d->elems[i];
-        if (MDB_TAG_ELEMENT(e->tag) == 0 || MDB_TAG_GROUP(e->tag) == 0x0002)
-            continue; /* group lengths */
-        bool inv = c->invalid, rep = c->replaced;
+        if (MDB_TAG_ELEMENT(e->tag) == 0 || MDB_TAG_GROUP(e->tag) == 0x0002 || (!ordered && superseded(c->d, i)))
+            continue; /* group lengths, stray meta, earlier duplicates */
+        bool inv = c->invalid, rep = c->replaced, none = false;
         c->invalid = c->replaced = false;
         char hex[16];
         const char *key;
         key_for(e->tag, hex, &key);
-        size_t plen = strlen(c->path);
+        size_t mark = v->len, plen = strlen(c->path);
+        ok = (!any || put(v, ",", 1)) && put_jstr(v, key, strlen(key)) && put(v, ":", 1);
         if (e->flags & MDB_DCM_F_SEQ)
             snprintf(c->path + plen, sizeof c->path - plen, "%s.", key);
-        json_t *v = convert_elem(c, e, NULL, &ds);
+        ok = ok && convert_elem(c, e, NULL, NULL, &ds, &none);
         c->path[plen] = '\0';
-        if (c->invalid && !(e->flags & MDB_DCM_F_SEQ))
-            note_key(&c->nested_invalid, c->path, key);
-        if (c->replaced && !(e->flags & MDB_DCM_F_SEQ))
-            note_key(&c->nested_replaced, c->path, key);
+        if (ok && c->invalid && !(e->flags & MDB_DCM_F_SEQ))
+            ok = note_raw(&c->ctx->nest_inv, c->path, key);
+        if (ok && c->replaced && !(e->flags & MDB_DCM_F_SEQ))
+            ok = note_raw(&c->ctx->nest_rep, c->path, key);
         c->invalid = inv || c->invalid;
         c->replaced = rep || c->replaced;
-        if (v && json_object_set_new(o, key, v) != 0) {
-            json_decref(o);
-            o = NULL;
-            break;
-        }
+        if (none) {
+            v->len = mark; /* left out: take the key back */
+            v->data[v->len] = '\0';
+        } else
+            any = true;
     }
     if (scs && !c->ctx->override)
         mdb_charset_select(c->ctx->cs, saved, strlen(saved), NULL);
-    return o;
+    return ok && put(v, "}", 1);
 }
 
-/* Required UID: a non-empty single string. */
-static bool take_uid(json_t *v, const char *name, const char **out, mdb_error_t *err)
+/* The text of a top-level UID element (UI rules) into out; false with err
+ * (missing_uid, or OOM). */
+static bool uid_text(conv_t *c, int32_t root, uint32_t tag, const char *name, mdb_buf_t *out, mdb_error_t *err)
 {
-    if (!v || !json_is_string(v) || json_string_length(v) == 0) {
-        mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EMISSINGUID, "%s is %s", name,
-                      !v ? "missing" : json_is_array(v) ? "multi-valued" : "empty");
-        return false;
+    out->len = 0;
+    const mdb_dcm_elem_t *e = find(c->d, root, tag);
+    const char *why = "missing";
+    if (e && !(e->flags & (MDB_DCM_F_SEQ | MDB_DCM_F_FRAGMENTS))) {
+        const uint8_t *s = val(c, e);
+        size_t n = rtrim_pad(s, e->len);
+        if (n == 0)
+            why = "empty";
+        else if (memchr(s, '\\', n))
+            why = "multi-valued";
+        else {
+            bool rep = false;
+            if (mdb_charset_decode(c->ctx->cs, (const char *)s, n, MDB_CS_DEFAULT, out, &rep))
+                return true;
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+            return false;
+        }
     }
-    *out = json_string_value(v);
+    mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EMISSINGUID, "%s is %s", name, why);
+    return false;
+}
+
+/* Finish one level into ctx->level[l]: body + UIDs not listed + promoted +
+ * _invalid/_replaced. uids[k] may be NULL (lenient mode). */
+static bool finish_level(mdb_extract_ctx_t *ctx, int l, const mdb_buf_t *const uids[2],
+                         const char *const uid_keys[2], const bool listed[2])
+{
+    mdb_buf_t *b = &ctx->obj[l];
+    for (int k = 0; k < 2; k++)
+        if (uids[k] && uids[k]->data && !listed[k] &&
+            !(put_key(b, uid_keys[k]) && put_jstr(b, uids[k]->data, uids[k]->len)))
+            return false;
+    if (!put_key(b, "promoted") || !put(b, "{", 1) ||
+        !put(b, ctx->prom[l].data ? ctx->prom[l].data : "", ctx->prom[l].len) || !put(b, "}", 1))
+        return false;
+    if (ctx->inval[l].len && !(put_key(b, "_invalid") && put(b, "[", 1) &&
+                               put(b, ctx->inval[l].data, ctx->inval[l].len) && put(b, "]", 1)))
+        return false;
+    if (ctx->repl[l].len && !(put_key(b, "_replaced") && put(b, "[", 1) &&
+                              put(b, ctx->repl[l].data, ctx->repl[l].len) && put(b, "]", 1)))
+        return false;
+    mdb_buf_t *o = &ctx->level[l];
+    o->len = 0;
+    return put(o, "{", 1) && put(o, b->data, b->len) && put(o, "}", 1);
+}
+
+static void reset_buffers(mdb_extract_ctx_t *ctx)
+{
+    for (int l = 0; l < NLEV; l++)
+        ctx->obj[l].len = ctx->prom[l].len = ctx->inval[l].len = ctx->repl[l].len = 0;
+}
+
+/* Record the keys a converted top-level value broke, for each level it went to. */
+static bool note_flags(conv_t *c, unsigned mask, const char *key)
+{
+    mdb_extract_ctx_t *ctx = c->ctx;
+    for (int l = 0; l < NLEV; l++) {
+        if (!(mask & (1u << l)))
+            continue;
+        if (c->invalid && !(ctx->nest_inv.len ? note_nested(&ctx->inval[l], key, &ctx->nest_inv)
+                                               : note_key(&ctx->inval[l], "", key)))
+            return false;
+        if (c->replaced && !(ctx->nest_rep.len ? note_nested(&ctx->repl[l], key, &ctx->nest_rep)
+                                                : note_key(&ctx->repl[l], "", key)))
+            return false;
+    }
     return true;
 }
 
 static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const mdb_dicom_t *d,
                          mdb_extract_result_t *out, mdb_error_t *err)
 {
+    (void)out;
     conv_t c;
     memset(&c, 0, sizeof c);
     c.ctx = ctx;
     c.d = d;
-    json_t *obj[MDB_LEVEL_COUNT] = {0}, *prom[MDB_LEVEL_COUNT] = {0};
-    json_t *inval[MDB_LEVEL_COUNT] = {0}, *repl[MDB_LEVEL_COUNT] = {0};
-    json_t *uids[3] = {0};
-    bool ok = false;
-    bool star[MDB_LEVEL_COUNT];
-    for (int l = 0; l < MDB_LEVEL_COUNT; l++) {
+    reset_buffers(ctx);
+    bool star[NLEV], ok = true;
+    for (int l = 0; l < NLEV; l++)
         star[l] = mdb_features_star(fs, l);
-        obj[l] = json_object();
-        prom[l] = json_object();
-        if (!obj[l] || !prom[l])
-            goto oom;
-    }
-    dsinfo_t root = {.pixel_rep = -1, .has_pixels = d->stopped_at_pixels, .lut_first = -1, .first = d->root};
-    root = dsinfo_for(&c, d->root, root);
-    root.has_pixels = d->stopped_at_pixels;
-    select_charset(&c, find(d, d->root, TAG_SCS));
-
+    /* one walk for what the conversion needs to know up front */
+    const mdb_dcm_elem_t *scs = NULL, *pr = NULL, *lut = NULL;
+    bool ordered = true;
+    uint32_t prev = 0;
     for (int32_t i = d->root; i >= 0; i = d->elems[i].next) {
+        const mdb_dcm_elem_t *e = &d->elems[i];
+        if (i != d->root && e->tag <= prev)
+            ordered = false;
+        prev = e->tag;
+        if (e->tag == TAG_SCS)
+            scs = e;
+        else if (e->tag == TAG_PIXEL_REP)
+            pr = e;
+        else if (e->tag == TAG_LUT_DESCRIPTOR)
+            lut = e;
+    }
+    dsinfo_t root = {.pixel_rep = small_int(d, pr), .has_pixels = d->stopped_at_pixels, .lut_first = -1,
+                     .first = d->root};
+    if (lut && lut->len >= 2 && !(lut->flags & MDB_DCM_F_SEQ))
+        root.lut_first = u16(val(&c, lut), lut->flags & MDB_DCM_F_LE);
+    select_charset(&c, scs);
+    bool listed_study_uid[NLEV] = {false}, listed_series_uid[NLEV] = {false}, listed_sop_uid[NLEV] = {false};
+    mdb_buf_t *v = &ctx->val;
+
+    for (int32_t i = d->root; ok && i >= 0; i = d->elems[i].next) {
         const mdb_dcm_elem_t *e = &d->elems[i];
         const mdb_feature_slot_t *slot = mdb_features_lookup(fs, e->tag);
         unsigned mask = slot ? slot->levels : 0;
-        bool pub = wanted_public(e->tag);
-        for (int l = 0; l < MDB_LEVEL_COUNT; l++)
-            if (star[l] && pub)
-                mask |= 1u << l;
-        bool is_uid = e->tag == TAG_STUDY_UID || e->tag == TAG_SERIES_UID || e->tag == TAG_SOP_UID;
-        if (!mask && !(slot && slot->promoted >= 0) && !is_uid)
+        if (wanted_public(e->tag))
+            for (int l = 0; l < NLEV; l++)
+                if (star[l])
+                    mask |= 1u << l;
+        bool promoted = slot && slot->promoted >= 0;
+        if ((!mask && !promoted) || (!ordered && superseded(d, i)))
             continue;
         c.invalid = c.replaced = false;
         c.path[0] = '\0';
-        json_decref(c.nested_invalid);
-        json_decref(c.nested_replaced);
-        c.nested_invalid = c.nested_replaced = NULL;
-        json_t *v = convert_elem(&c, e, slot ? slot->vr : NULL, &root);
+        ctx->nest_inv.len = ctx->nest_rep.len = 0;
+        v->len = 0;
+        bool none = false;
+        if (!convert_elem(&c, e, slot ? slot->vr : NULL, slot ? slot->dict : NULL, &root, &none)) {
+            ok = false;
+            break;
+        }
         char hex[16];
         const char *key = slot ? slot->keyword : NULL;
         if (!key)
             key_for(e->tag, hex, &key);
-        if (is_uid) {
-            int k = e->tag == TAG_STUDY_UID ? 0 : e->tag == TAG_SERIES_UID ? 1 : 2;
-            json_decref(uids[k]);
-            uids[k] = v ? json_incref(v) : NULL;
-        }
-        for (int l = 0; l < MDB_LEVEL_COUNT; l++) {
+        for (int l = 0; l < NLEV && !none; l++) {
             if (!(mask & (1u << l)))
                 continue;
-            if (v && json_object_set(obj[l], key, v) != 0)
-                goto oom_v;
-            if (c.invalid) {
-                if (c.nested_invalid) {
-                    size_t k;
-                    json_t *x;
-                    json_array_foreach(c.nested_invalid, k, x)
-                    {
-                        char buf[MAX_PATH_KEY + 160];
-                        snprintf(buf, sizeof buf, "%s.%s", key, json_string_value(x));
-                        if (!note_key(&inval[l], "", buf))
-                            goto oom_v;
-                    }
-                } else if (!note_key(&inval[l], "", key))
-                    goto oom_v;
+            if (!put_key(&ctx->obj[l], key) || !put(&ctx->obj[l], v->data, v->len)) {
+                ok = false;
+                break;
             }
-            if (c.replaced) {
-                if (c.nested_replaced) {
-                    size_t k;
-                    json_t *x;
-                    json_array_foreach(c.nested_replaced, k, x)
-                    {
-                        char buf[MAX_PATH_KEY + 160];
-                        snprintf(buf, sizeof buf, "%s.%s", key, json_string_value(x));
-                        if (!note_key(&repl[l], "", buf))
-                            goto oom_v;
-                    }
-                } else if (!note_key(&repl[l], "", key))
-                    goto oom_v;
-            }
+            listed_study_uid[l] |= e->tag == TAG_STUDY_UID;
+            listed_series_uid[l] |= e->tag == TAG_SERIES_UID;
+            listed_sop_uid[l] |= e->tag == TAG_SOP_UID;
         }
-        if (v && slot)
-            for (int32_t p = slot->promoted; p >= 0; p = mdb_features_promoted_next(fs, p)) {
+        if (ok && (c.invalid || c.replaced))
+            ok = note_flags(&c, mask, key);
+        if (ok && !none && promoted)
+            for (int32_t p = slot->promoted; ok && p >= 0; p = mdb_features_promoted_next(fs, p)) {
                 const mdb_promoted_t *pf = mdb_features_promoted(fs, (size_t)p);
-                if (json_object_set(prom[pf->level], pf->field, v) != 0)
-                    goto oom_v;
+                ok = put_key(&ctx->prom[pf->level], pf->field) && put(&ctx->prom[pf->level], v->data, v->len);
             }
-        json_decref(v);
-        continue;
-    oom_v:
-        json_decref(v);
-        goto oom;
+    }
+    if (!ok) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory while extracting");
+        return false;
     }
 
-    const char *study_uid, *series_uid, *sop_uid;
-    if (!ctx->lenient_uids && (!take_uid(uids[0], "StudyInstanceUID (0020,000D)", &study_uid, err) ||
-                               !take_uid(uids[1], "SeriesInstanceUID (0020,000E)", &series_uid, err) ||
-                               !take_uid(uids[2], "SOPInstanceUID (0008,0018)", &sop_uid, err)))
-        goto done;
-    if ((uids[0] && json_object_set(obj[MDB_LEVEL_STUDY], "StudyInstanceUID", uids[0]) != 0) ||
-        (uids[1] && json_object_set(obj[MDB_LEVEL_SERIES], "SeriesInstanceUID", uids[1]) != 0) ||
-        (uids[0] && json_object_set(obj[MDB_LEVEL_SERIES], "StudyInstanceUID", uids[0]) != 0) ||
-        (uids[2] && json_object_set(obj[MDB_LEVEL_INSTANCE], "SOPInstanceUID", uids[2]) != 0))
-        goto oom;
-    for (int l = 0; l < MDB_LEVEL_COUNT; l++) {
-        if (json_object_set(obj[l], "promoted", prom[l]) != 0)
-            goto oom;
-        if (inval[l] && json_object_set(obj[l], "_invalid", inval[l]) != 0)
-            goto oom;
-        if (repl[l] && json_object_set(obj[l], "_replaced", repl[l]) != 0)
-            goto oom;
+    static const uint32_t uid_tags[3] = {TAG_STUDY_UID, TAG_SERIES_UID, TAG_SOP_UID};
+    static const char *const uid_names[3] = {"StudyInstanceUID (0020,000D)", "SeriesInstanceUID (0020,000E)",
+                                             "SOPInstanceUID (0008,0018)"};
+    const mdb_buf_t *uid[3];
+    for (int k = 0; k < 3; k++) {
+        mdb_error_t uerr = {0};
+        uid[k] = &ctx->uid[k];
+        if (!uid_text(&c, d->root, uid_tags[k], uid_names[k], &ctx->uid[k], &uerr)) {
+            if (uerr.domain == MDB_ERR_SYSTEM || !ctx->lenient_uids) {
+                *err = uerr;
+                return false;
+            }
+            uid[k] = NULL;
+        }
     }
-    out->study = json_incref(obj[MDB_LEVEL_STUDY]);
-    out->series = json_incref(obj[MDB_LEVEL_SERIES]);
-    out->instance = json_incref(obj[MDB_LEVEL_INSTANCE]);
-    out->dicom = json_pack("{s:s, s:s}", "transfer_syntax", d->ts, "specific_character_set",
-                           mdb_charset_current(ctx->cs));
-    if (!out->dicom)
-        goto oom;
-    ok = true;
-    goto done;
-oom:
-    mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory while extracting");
-done:
-    for (int l = 0; l < MDB_LEVEL_COUNT; l++) {
-        json_decref(obj[l]);
-        json_decref(prom[l]);
-        json_decref(inval[l]);
-        json_decref(repl[l]);
-    }
-    for (int k = 0; k < 3; k++)
-        json_decref(uids[k]);
-    json_decref(c.nested_invalid);
-    json_decref(c.nested_replaced);
+    const mdb_buf_t *study_uids[2] = {uid[0], NULL}, *series_uids[2] = {uid[1], uid[0]},
+                    *sop_uids[2] = {uid[2], NULL};
+    const char *study_keys[2] = {"StudyInstanceUID", NULL}, *series_keys[2] = {"SeriesInstanceUID", "StudyInstanceUID"},
+               *sop_keys[2] = {"SOPInstanceUID", NULL};
+    bool study_listed[2] = {listed_study_uid[L_STUDY], true};
+    bool series_listed[2] = {listed_series_uid[L_SERIES], listed_study_uid[L_SERIES]};
+    bool sop_listed[2] = {listed_sop_uid[L_INSTANCE], true};
+    mdb_buf_t *dj = &ctx->dicom;
+    dj->len = 0;
+    const char *cur = mdb_charset_current(ctx->cs);
+    ok = finish_level(ctx, L_STUDY, study_uids, study_keys, study_listed) &&
+         finish_level(ctx, L_SERIES, series_uids, series_keys, series_listed) &&
+         finish_level(ctx, L_INSTANCE, sop_uids, sop_keys, sop_listed) && puts_(dj, "{\"transfer_syntax\":") &&
+         put_jstr(dj, d->ts, strlen(d->ts)) && puts_(dj, ",\"specific_character_set\":") &&
+         put_jstr(dj, cur, strlen(cur)) && put(dj, "}", 1);
     if (!ok)
-        mdb_extract_result_clear(out);
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory while extracting");
     return ok;
 }
 
-bool mdb_extract_fd(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int fd, const char *charset_override,
-                    mdb_extract_result_t *out, mdb_error_t *err)
+/* Copy the finished objects out of the context into a result. */
+static bool copy_out(mdb_extract_ctx_t *ctx, mdb_extract_result_t *out, mdb_error_t *err)
+{
+    char **dst[4] = {&out->study_json, &out->series_json, &out->instance_json, &out->dicom_json};
+    mdb_buf_t *src[4] = {&ctx->level[0], &ctx->level[1], &ctx->level[2], &ctx->dicom};
+    bool ok = true;
+    for (int k = 0; k < 4 && ok; k++)
+        ok = (*dst[k] = strndup(src[k]->data, src[k]->len)) != NULL;
+    if (ok && ctx->uid[0].len)
+        ok = (out->study_uid = strndup(ctx->uid[0].data, ctx->uid[0].len)) != NULL;
+    if (!ok) {
+        mdb_extract_result_clear(out);
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory while extracting");
+    }
+    return ok;
+}
+
+static bool extract_dicom(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const mdb_dicom_t *d, const char *override,
+                          bool want_json, mdb_extract_result_t *out, mdb_error_t *err)
+{
+    ctx->override = override && *override ? override : NULL;
+    bool ok = extract_tree(ctx, fs, d, out, err);
+    ctx->override = NULL;
+    ok = ok && copy_out(ctx, out, err);
+    if (ok && want_json) {
+        json_error_t je;
+        char **texts[4] = {&out->study_json, &out->series_json, &out->instance_json, &out->dicom_json};
+        json_t **objs[4] = {&out->study, &out->series, &out->instance, &out->dicom};
+        for (int k = 0; ok && k < 4; k++) {
+            *objs[k] = json_loads(*texts[k], JSON_REJECT_DUPLICATES, &je);
+            if (!*objs[k]) {
+                /* our writer produced something jansson refuses: a bug, never data */
+                mdb_error_set(err, MDB_ERR_SYSTEM, EINVAL, "internal: extracted JSON does not parse: %s", je.text);
+                ok = false;
+            }
+        }
+        if (!ok)
+            mdb_extract_result_clear(out);
+    }
+    return ok;
+}
+
+static bool extract_fd(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int fd, const char *override,
+                       bool want_json, mdb_extract_result_t *out, mdb_error_t *err)
 {
     memset(out, 0, sizeof *out);
     int64_t size = 0, mtime = 0;
-    mdb_dicom_t *d = mdb_dicom_read_fd_until(fd, ctx->max_header, 0, &size, &mtime, err);
-    if (!d)
+    if (!mdb_dicom_read_fd_into(ctx->dcm, fd, ctx->max_header, 0, &size, &mtime, err))
         return false;
-    ctx->override = charset_override && *charset_override ? charset_override : NULL;
-    bool ok = extract_tree(ctx, fs, d, out, err);
-    ctx->override = NULL;
-    mdb_dicom_destroy(d);
+    bool ok = extract_dicom(ctx, fs, ctx->dcm, override, want_json, out, err);
     if (ok) {
         out->file_size = size;
         out->file_mtime = mtime;
     }
     return ok;
+}
+
+/* The event text from the finished objects in ctx (or a result). */
+static bool build_event(mdb_buf_t *b, const char *job_id, const char *path, const char *feature_set,
+                        const char *const texts[4], const size_t lens[4], int64_t size, int64_t mtime)
+{
+    static const char *const names[4] = {",\"study\":", ",\"series\":", ",\"instance\":", ",\"dicom\":"};
+    char num[64];
+    b->len = 0;
+    bool ok = puts_(b, "{\"v\":1");
+    if (ok && job_id)
+        ok = puts_(b, ",\"job_id\":") && put_jstr(b, job_id, strlen(job_id));
+    if (ok && path)
+        ok = puts_(b, ",\"path\":") && put_jstr(b, path, strlen(path));
+    if (ok && feature_set)
+        ok = puts_(b, ",\"feature_set\":") && put_jstr(b, feature_set, strlen(feature_set));
+    for (int k = 0; ok && k < 4; k++) {
+        if (!texts[k])
+            continue;
+        ok = puts_(b, names[k]) && put(b, texts[k], lens[k]);
+        if (ok && k == 2) {
+            snprintf(num, sizeof num, ",\"file\":{\"size\":%lld,\"mtime\":%lld}", (long long)size, (long long)mtime);
+            ok = puts_(b, num);
+        }
+    }
+    return ok && put(b, "}", 1);
+}
+
+bool mdb_extract_fd_event(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int fd, const char *charset_override,
+                          const char *job_id, const char *path, const char *feature_set, const char **event,
+                          size_t *len, const char **study_uid, mdb_error_t *err)
+{
+    int64_t size = 0, mtime = 0;
+    mdb_extract_result_t unused;
+    if (!mdb_dicom_read_fd_into(ctx->dcm, fd, ctx->max_header, 0, &size, &mtime, err))
+        return false;
+    ctx->override = charset_override && *charset_override ? charset_override : NULL;
+    bool ok = extract_tree(ctx, fs, ctx->dcm, &unused, err);
+    ctx->override = NULL;
+    if (!ok)
+        return false;
+    const char *texts[4] = {ctx->level[0].data, ctx->level[1].data, ctx->level[2].data, ctx->dicom.data};
+    const size_t lens[4] = {ctx->level[0].len, ctx->level[1].len, ctx->level[2].len, ctx->dicom.len};
+    if (!build_event(&ctx->event, job_id, path, feature_set, texts, lens, size, mtime)) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory encoding the event");
+        return false;
+    }
+    *event = ctx->event.data;
+    *len = ctx->event.len;
+    if (study_uid)
+        *study_uid = ctx->uid[0].len ? ctx->uid[0].data : NULL;
+    return true;
+}
+
+bool mdb_extract_fd(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int fd, const char *charset_override,
+                    mdb_extract_result_t *out, mdb_error_t *err)
+{
+    return extract_fd(ctx, fs, fd, charset_override, true, out, err);
 }
 
 bool mdb_extract_path(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const char *path,
@@ -842,7 +1270,8 @@ bool mdb_extract_path(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const ch
     memset(out, 0, sizeof *out);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "cannot open: %s", strerror(errno));
+        int e = errno;
+        mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "cannot open: %s", strerror(e));
         return false;
     }
     bool ok = mdb_extract_fd(ctx, fs, fd, charset_override, out, err);
@@ -857,53 +1286,119 @@ bool mdb_extract_buffer(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const 
     mdb_dicom_t *d = mdb_dicom_read_buffer(data, len, ctx->max_header, err);
     if (!d)
         return false;
-    ctx->override = charset_override && *charset_override ? charset_override : NULL;
-    bool ok = extract_tree(ctx, fs, d, out, err);
-    ctx->override = NULL;
+    bool ok = extract_dicom(ctx, fs, d, charset_override, true, out, err);
     mdb_dicom_destroy(d);
     if (ok)
         out->file_size = (int64_t)len;
     return ok;
 }
 
+char *mdb_extract_event_text(const mdb_extract_result_t *r, const char *job_id, const char *path,
+                             const char *feature_set, size_t *len)
+{
+    json_t *objs[4] = {r->study, r->series, r->instance, r->dicom};
+    const char *given[4] = {r->study_json, r->series_json, r->instance_json, r->dicom_json};
+    char *dumped[4] = {NULL, NULL, NULL, NULL};
+    const char *texts[4];
+    size_t lens[4];
+    bool ok = true;
+    for (int k = 0; k < 4; k++) {
+        texts[k] = given[k];
+        if (!texts[k] && objs[k])
+            texts[k] = dumped[k] = json_dumps(objs[k], JSON_COMPACT);
+        if (!texts[k] && k < 3)
+            ok = false;
+        lens[k] = texts[k] ? strlen(texts[k]) : 0;
+    }
+    mdb_buf_t b = {0};
+    ok = ok && build_event(&b, job_id, path, feature_set, texts, lens, r->file_size, r->file_mtime);
+    for (int k = 0; k < 4; k++)
+        free(dumped[k]);
+    if (!ok) {
+        mdb_buf_free(&b);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return b.data;
+}
+
 json_t *mdb_extract_event(const mdb_extract_result_t *r, const char *job_id, const char *path,
                           const char *feature_set)
 {
-    json_t *o = json_object();
-    json_t *file = json_object();
-    bool ok = o && file && json_object_set_new(o, "v", json_integer(1)) == 0 &&
-              (!job_id || json_object_set_new(o, "job_id", json_string(job_id)) == 0) &&
-              (!path || json_object_set_new(o, "path", json_string(path)) == 0) &&
-              (!feature_set || json_object_set_new(o, "feature_set", json_string(feature_set)) == 0) &&
-              json_object_set(o, "study", r->study) == 0 && json_object_set(o, "series", r->series) == 0 &&
-              json_object_set(o, "instance", r->instance) == 0 &&
-              json_object_set_new(file, "size", json_integer(r->file_size)) == 0 &&
-              json_object_set_new(file, "mtime", json_integer(r->file_mtime)) == 0 &&
-              json_object_set(o, "file", file) == 0 &&
-              (!r->dicom || json_object_set(o, "dicom", r->dicom) == 0);
-    json_decref(file);
-    if (!ok) {
-        json_decref(o);
+    char *text = mdb_extract_event_text(r, job_id, path, feature_set, NULL);
+    if (!text)
         return NULL;
-    }
+    json_error_t je;
+    json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    free(text);
     return o;
 }
 
 /* ---- the catalog fast path ---- */
 
+/* A value as stored: text decoded and trimmed, numbers formatted, VM>1
+ * joined with '\'. Appends to out; false on OOM; *none for binary VRs. */
+static bool plain_value(conv_t *c, const mdb_dcm_elem_t *e, const dsinfo_t *ds, mdb_buf_t *out, bool *none)
+{
+    char vr[3];
+    *none = false;
+    resolve_vr(c, e, NULL, NULL, ds, vr);
+    const uint8_t *s = val(c, e);
+    size_t n = rtrim_pad(s, e->len);
+    mdb_cs_kind_t kind = vr_eq(vr, "SH") || vr_eq(vr, "LO") || vr_eq(vr, "UC") || vr_eq(vr, "LT") ||
+                                 vr_eq(vr, "ST") || vr_eq(vr, "UT")
+                             ? MDB_CS_TEXT
+                         : vr_eq(vr, "PN") ? MDB_CS_PN
+                                           : MDB_CS_DEFAULT;
+    if (strstr("AE AS CS DA DT TM UI UR SH LO UC LT ST UT PN IS DS", vr) && vr[0]) {
+        if (kind != MDB_CS_PN)
+            return mdb_charset_decode(c->ctx->cs, (const char *)s, n, kind, out, &c->replaced);
+        for (size_t i = 0;;) { /* PN: each component group on its own */
+            size_t j = i;
+            while (j < n && s[j] != '=' && s[j] != '\\')
+                j++;
+            if (!mdb_charset_decode(c->ctx->cs, (const char *)s + i, j - i, MDB_CS_PN, out, &c->replaced))
+                return false;
+            if (j >= n)
+                return true;
+            if (!put(out, (const char *)s + j, 1))
+                return false;
+            i = j + 1;
+        }
+    }
+    if (!strstr("US SS UL SL UV SV FL FD AT", vr) || !vr[0]) {
+        *none = true;
+        return true;
+    }
+    c->ctx->val.len = 0;
+    if (!binary_numbers(c, e, vr, none))
+        return false;
+    if (*none)
+        return true;
+    /* strip the JSON decoration: [a,b] -> a\b, "00200032" -> 00200032 */
+    for (size_t i = 0; i < c->ctx->val.len; i++) {
+        char ch = c->ctx->val.data[i];
+        if (ch == '[' || ch == ']' || ch == '"')
+            continue;
+        if (!put(out, ch == ',' ? "\\" : &ch, 1))
+            return false;
+    }
+    return true;
+}
+
 bool mdb_dicom_read_tags(const char *path, const uint32_t *tags, size_t ntags, char **values, mdb_error_t *err)
 {
     for (size_t i = 0; i < ntags; i++)
         values[i] = NULL;
-    uint32_t maxtag = 0;
+    uint32_t maxtag = TAG_SCS;
     for (size_t i = 0; i < ntags; i++)
         if (tags[i] > maxtag)
             maxtag = tags[i];
-    if (maxtag < TAG_SCS)
-        maxtag = TAG_SCS;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
-        mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "cannot open: %s", strerror(errno));
+        int e = errno;
+        mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "cannot open: %s", strerror(e));
         return false;
     }
     mdb_dicom_t *d = mdb_dicom_read_fd_until(fd, MDB_DICOM_DEFAULT_MAX_HEADER, maxtag, NULL, NULL, err);
@@ -912,53 +1407,35 @@ bool mdb_dicom_read_tags(const char *path, const uint32_t *tags, size_t ntags, c
         return false;
     mdb_extract_ctx_t *ctx = mdb_extract_ctx_new(0);
     bool ok = ctx != NULL;
-    if (!ok)
-        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
     conv_t c;
     memset(&c, 0, sizeof c);
     c.ctx = ctx;
     c.d = d;
-    if (ok)
-        select_charset(&c, find(d, d->root, TAG_SCS));
     dsinfo_t root = {.pixel_rep = -1, .has_pixels = d->stopped_at_pixels, .lut_first = -1, .first = d->root};
-    if (ok)
+    if (ok) {
+        select_charset(&c, find(d, d->root, TAG_SCS));
         root = dsinfo_for(&c, d->root, root);
+    }
     for (size_t i = 0; ok && i < ntags; i++) {
         const mdb_dcm_elem_t *e = find(d, d->root, tags[i]);
         if (!e || e->flags & (MDB_DCM_F_SEQ | MDB_DCM_F_FRAGMENTS))
             continue;
-        json_t *v = convert_elem(&c, e, NULL, &root);
-        if (!v)
-            continue;
         mdb_buf_t b = {0};
-        json_t *arr = json_is_array(v) ? v : NULL;
-        size_t n = arr ? json_array_size(arr) : 1;
-        for (size_t k = 0; ok && k < n; k++) {
-            json_t *x = arr ? json_array_get(arr, k) : v;
-            char num[64];
-            const char *s = "";
-            if (json_is_string(x))
-                s = json_string_value(x);
-            else if (json_is_integer(x))
-                snprintf(num, sizeof num, "%lld", (long long)json_integer_value(x)), s = num;
-            else if (json_is_real(x))
-                snprintf(num, sizeof num, "%.17g", json_real_value(x)), s = num;
-            ok = (k == 0 || mdb_buf_append(&b, "\\", 1)) && mdb_buf_append(&b, s, strlen(s));
-        }
-        json_decref(v);
-        if (!ok) {
+        bool none = false;
+        ok = plain_value(&c, e, &root, &b, &none);
+        if (ok && !none)
+            ok = (values[i] = b.data ? b.data : strdup("")) != NULL;
+        else
             mdb_buf_free(&b);
-            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
-            break;
-        }
-        values[i] = b.data ? b.data : strdup("");
     }
     mdb_extract_ctx_destroy(ctx);
     mdb_dicom_destroy(d);
-    if (!ok)
+    if (!ok) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
         for (size_t i = 0; i < ntags; i++) {
             free(values[i]);
             values[i] = NULL;
         }
+    }
     return ok;
 }

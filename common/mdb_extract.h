@@ -87,10 +87,17 @@ void mdb_extract_ctx_destroy(mdb_extract_ctx_t *ctx); /* accepts NULL */
 void mdb_extract_ctx_require_uids(mdb_extract_ctx_t *ctx, bool require);
 
 typedef struct {
-    json_t *study;    /* owned */
-    json_t *series;   /* owned */
-    json_t *instance; /* owned */
-    json_t *dicom;    /* owned: {transfer_syntax, specific_character_set} */
+    /* parsed form (owned) */
+    json_t *study;
+    json_t *series;
+    json_t *instance;
+    json_t *dicom; /* {transfer_syntax, specific_character_set} */
+    /* text form (compact JSON objects), always set on success (owned) */
+    char *study_json;
+    char *series_json;
+    char *instance_json;
+    char *dicom_json;
+    char *study_uid; /* the event key (owned); NULL only with --no-uid-check */
     int64_t file_size;
     int64_t file_mtime;
 } mdb_extract_result_t;
@@ -105,6 +112,15 @@ void mdb_extract_result_clear(mdb_extract_result_t *r); /* accepts NULL */
  * name is the DLQ reason), or MDB_ERR_IO/MDB_ERR_SYSTEM. */
 bool mdb_extract_fd(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int fd, const char *charset_override,
                     mdb_extract_result_t *out, mdb_error_t *err);
+
+/* The worker's fast path: extract and write the whole event (the shape
+ * above) as compact JSON text into the context: no JSON tree is built and,
+ * once the context's buffers have grown, nothing is allocated per file.
+ * The event, its length and study_uid (the record key; may be NULL) point into ctx
+ * and stay valid until the next call on ctx. Errors as mdb_extract_fd. */
+bool mdb_extract_fd_event(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int fd, const char *charset_override,
+                          const char *job_id, const char *path, const char *feature_set, const char **event,
+                          size_t *len, const char **study_uid, mdb_error_t *err);
 
 /* Open path read-only (no archive-root check: for `metadb extract` and tests)
  * and extract. */
@@ -121,6 +137,12 @@ bool mdb_extract_buffer(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const 
  * (then omitted). NULL on OOM. */
 json_t *mdb_extract_event(const mdb_extract_result_t *r, const char *job_id, const char *path,
                           const char *feature_set);
+
+/* The whole event as compact JSON text (malloc'd, caller frees; *len gets
+ * its length; NULL on OOM), from either form of a result. job_id/path/
+ * feature_set may be NULL (then omitted). */
+char *mdb_extract_event_text(const mdb_extract_result_t *r, const char *job_id, const char *path,
+                             const char *feature_set, size_t *len);
 
 /* The DLQ reason code for a failed extraction's error: the mdb_dicom reason
  * name for MDB_ERR_DICOM, "outside_archive" for MDB_ERR_SECURITY,

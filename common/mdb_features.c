@@ -27,6 +27,8 @@ struct mdb_features {
     size_t npromoted;
     mdb_feature_slot_t *slots;
     size_t nslots;
+    int32_t *hash; /* open addressing: slot index + 1, 0 = empty */
+    size_t hash_mask;
     char **warnings;
     size_t nwarnings;
     char **strings; /* owned strings (keys, field names) */
@@ -285,6 +287,12 @@ static bool each_line(mdb_features_t *fs, int level, const char *label, const ch
     return true;
 }
 
+static size_t tag_hash(uint32_t tag)
+{
+    uint32_t h = tag * 0x9E3779B1u;
+    return (size_t)(h ^ (h >> 15));
+}
+
 static int slot_cmp(const void *a, const void *b)
 {
     uint32_t x = ((const mdb_feature_slot_t *)a)->tag, y = ((const mdb_feature_slot_t *)b)->tag;
@@ -335,6 +343,22 @@ static bool build_slots(mdb_features_t *fs)
     }
     if (fs->nslots)
         qsort(fs->slots, fs->nslots, sizeof *fs->slots, slot_cmp);
+    size_t size = 64;
+    while (size < fs->nslots * 4)
+        size *= 2;
+    fs->hash = calloc(size, sizeof *fs->hash);
+    if (!fs->hash)
+        return false;
+    fs->hash_mask = size - 1;
+    for (size_t i = 0; i < fs->nslots; i++) {
+        mdb_feature_slot_t *sl = &fs->slots[i];
+        if (!(MDB_TAG_GROUP(sl->tag) & 1))
+            sl->dict = mdb_dicom_dict_by_tag(sl->tag);
+        size_t h = tag_hash(sl->tag) & fs->hash_mask;
+        while (fs->hash[h])
+            h = (h + 1) & fs->hash_mask;
+        fs->hash[h] = (int32_t)i + 1;
+    }
     return true;
 }
 
@@ -472,6 +496,7 @@ void mdb_features_destroy(mdb_features_t *fs)
     free(fs->promoted);
     free(fs->promoted_next);
     free(fs->slots);
+    free(fs->hash);
     for (size_t i = 0; i < fs->nwarnings; i++)
         free(fs->warnings[i]);
     free(fs->warnings);
@@ -519,17 +544,11 @@ int32_t mdb_features_promoted_next(const mdb_features_t *fs, int32_t i)
 
 const mdb_feature_slot_t *mdb_features_lookup(const mdb_features_t *fs, uint32_t tag)
 {
-    size_t lo = 0, hi = fs->nslots;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        uint32_t t = fs->slots[mid].tag;
-        if (t == tag)
-            return &fs->slots[mid];
-        if (t < tag)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    if (!fs->hash)
+        return NULL;
+    for (size_t h = tag_hash(tag) & fs->hash_mask; fs->hash[h]; h = (h + 1) & fs->hash_mask)
+        if (fs->slots[fs->hash[h] - 1].tag == tag)
+            return &fs->slots[fs->hash[h] - 1];
     return NULL;
 }
 

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mdb_dicom.h"
 #include "mdb_error.h"
 
 #ifdef __cplusplus
@@ -89,6 +90,7 @@ typedef struct {
     char vr[3];          /* VR given in the list (private tags), "" otherwise */
     const char *keyword; /* output key */
     int32_t promoted;
+    const mdb_dicom_dict_entry_t *dict; /* the tag's dictionary entry, NULL if none */
 } mdb_feature_slot_t;
 
 /* Slot of tag, or NULL if the set neither lists nor promotes it. */

@@ -99,10 +99,9 @@ static bool make_event(worker_shared_t *ws, mdb_extract_ctx_t *ctx, worker_task_
                        const mdb_features_t *fs, char *reason, size_t rcap, mdb_error_t *err)
 {
     char *canonical = NULL;
-    const char *root = NULL;
+    const char *root = NULL, *event = NULL, *key = NULL;
+    size_t len = 0;
     bool ok = false;
-    mdb_extract_result_t r = {0};
-    json_t *ev = NULL;
     int fd = mdb_archive_open_ex(ws->archive, m->path, &canonical, &root, err);
     if (fd < 0) {
         snprintf(reason, rcap, "%s", mdb_extract_reason(err));
@@ -110,21 +109,13 @@ static bool make_event(worker_shared_t *ws, mdb_extract_ctx_t *ctx, worker_task_
     }
     double t0 = now_s();
     const char *override = mdb_archive_charset_for(ws->archive, canonical);
-    if (!mdb_extract_fd(ctx, fs, fd, override, &r, err)) {
+    if (!mdb_extract_fd_event(ctx, fs, fd, override, m->job_id, m->path, mdb_features_name(fs), &event, &len, &key,
+                              err)) {
         snprintf(reason, rcap, "%s", mdb_extract_reason(err));
         goto done;
     }
     mdb_metric_observe(ws->m_extract_seconds, now_s() - t0);
-    ev = mdb_extract_event(&r, m->job_id, m->path, mdb_features_name(fs));
-    char *text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
-    if (!text) {
-        snprintf(reason, rcap, "internal");
-        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory encoding the event");
-        goto done;
-    }
-    size_t len = strlen(text);
     if (ws->max_message_bytes && len > ws->max_message_bytes) {
-        free(text);
         snprintf(reason, rcap, "event_too_large");
         mdb_error_set(err, MDB_ERR_MSG, EMSGSIZE,
                       "the event is %zu bytes, over kafka.max_message_bytes (%zu); use a smaller feature set", len,
@@ -132,19 +123,20 @@ static bool make_event(worker_shared_t *ws, mdb_extract_ctx_t *ctx, worker_task_
         goto done;
     }
     free(t->out_value);
-    t->out_value = text;
-    t->out_len = len;
-    t->out_key = strdup(json_string_value(json_object_get(r.study, "StudyInstanceUID")));
-    t->out_topic = ws->topic_instances;
-    t->is_dlq = false;
-    ok = t->out_key != NULL;
-    if (!ok) {
+    free(t->out_key);
+    t->out_value = malloc(len + 1);
+    t->out_key = key ? strdup(key) : NULL;
+    if (!t->out_value || !t->out_key) {
         snprintf(reason, rcap, "internal");
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        goto done;
     }
+    memcpy(t->out_value, event, len + 1);
+    t->out_len = len;
+    t->out_topic = ws->topic_instances;
+    t->is_dlq = false;
+    ok = true;
 done:
-    json_decref(ev);
-    mdb_extract_result_clear(&r);
     close(fd);
     free(canonical);
     return ok;

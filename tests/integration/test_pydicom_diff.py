@@ -202,14 +202,14 @@ class Comparer:
                 self.fail(f, where, "a value pydicom cannot convert; key not in _invalid (ours %r)" % (ours,))
             return
         self.values += 1
-        if type(exp) is float and isinstance(ours, (int, float)) and not isinstance(ours, bool):
-            if float(ours) != exp:
-                self.fail(f, where, "ours %r != pydicom %r" % (ours, exp))
+        if type(exp) is float:
+            if type(ours) is not float or ours != exp:
+                self.fail(f, where, "ours %r != pydicom %r (a real)" % (ours, exp))
             return
         if isinstance(exp, list) and isinstance(ours, list) and len(exp) == len(ours):
             for o, e in zip(ours, exp):
-                if type(e) is float and isinstance(o, (int, float)):
-                    if float(o) != e:
+                if type(e) is float:
+                    if type(o) is not float or o != e:
                         self.fail(f, where, "ours %r != pydicom %r" % (ours, exp))
                         return
                 elif o != e or type(o) is not type(e):

@@ -607,7 +607,7 @@ static void test_read_tags(void **state)
     assert_string_equal(vals[1], "Müller^Hans");
     assert_string_equal(vals[2], STUDY_UID);
     assert_string_equal(vals[3], "16");
-    assert_string_equal(vals[4], "-1\\2.5\\300");
+    assert_string_equal(vals[4], "-1\\2.5\\3e2"); /* as stored */
     assert_null(vals[5]);
     for (int i = 0; i < 6; i++)
         free(vals[i]);
