@@ -138,10 +138,13 @@ ferretdb_bin() {
 }
 
 # mongo_ping URI: a wire-protocol ping (pymongo), prints the server version.
+# Bounded: a server that accepts connections but never answers (a wedged FerretDB)
+# fails the ping after a few seconds instead of hanging the caller.
 mongo_ping() {
-    "$PY" - "$1" <<'EOF' 2>/dev/null
+    timeout 15 "$PY" - "$1" <<'EOF' 2>/dev/null
 import sys, pymongo
-c = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=1500, connectTimeoutMS=1500)
+c = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=1500, connectTimeoutMS=1500,
+                        socketTimeoutMS=5000)
 c.admin.command("ping")
 print(c.server_info().get("version", "?"))
 EOF
@@ -181,7 +184,7 @@ mongo_start() {
             tail -n 20 "$LOGS/$kind.log" >&2 || true
             die "$kind exited during start-up (log: $LOGS/$kind.log)"
         fi
-        [ $SECONDS -lt $deadline ] || die "$kind not answering a ping on $MONGO_URI after ${TIMEOUT}s"
+        [ $SECONDS -lt $deadline ] || die "$kind (pid $(cat "$pidfile")) not answering a ping on $MONGO_URI after ${TIMEOUT}s; if it is wedged: deploy/stack.sh stop --only database && deploy/stack.sh start"
         sleep 0.2
     done
     say "database: $MONGO_URI answers ping"
