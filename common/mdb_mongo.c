@@ -132,14 +132,50 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* One ping on a private, non-pooled client whose every timeout is bounded
+ * by budget_ms: a database that accepts connections but never answers must
+ * not hold the caller for the driver's default 5-minute socket timeout. */
+static bool ping_bounded(mdb_mongo_t *m, int budget_ms, mdb_error_t *err)
+{
+    bson_error_t be;
+    bson_t reply;
+    bool ok = false;
+    if (budget_ms < 100)
+        budget_ms = 100;
+    mongoc_uri_t *uri = mongoc_uri_copy(m->uri);
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, budget_ms);
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, budget_ms);
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, budget_ms);
+    mongoc_client_t *client = mongoc_client_new_from_uri_with_error(uri, &be);
+    if (!client) {
+        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "mongo client: %s", be.message);
+        mongoc_uri_destroy(uri);
+        return false;
+    }
+    mongoc_client_set_error_api(client, MONGOC_ERROR_API_VERSION_2);
+    bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));
+    mdb_mongo_count_round_trip(m);
+    ok = mongoc_client_command_simple(client, "admin", cmd, NULL, &reply, &be);
+    if (!ok)
+        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "mongo ping failed: %s", be.message);
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    mongoc_client_destroy(client);
+    mongoc_uri_destroy(uri);
+    return ok;
+}
+
 bool mdb_mongo_wait_ready(mdb_mongo_t *m, int timeout_ms, mdb_error_t *err)
 {
     int64_t deadline = now_ms() + timeout_ms;
     for (;;) {
-        if (mdb_mongo_ping(m, err))
+        int64_t left = deadline - now_ms();
+        if (ping_bounded(m, (int)(left < 5000 ? left : 5000), err))
             return true;
-        if (now_ms() >= deadline)
+        if (now_ms() >= deadline) {
+            mdb_error_prefix(err, "database not ready after %d ms", timeout_ms);
             return false;
+        }
         struct timespec ts = {0, 200 * 1000000L};
         nanosleep(&ts, NULL);
     }

@@ -34,7 +34,9 @@ mongoc_collection_t *mdb_mongo_collection(mdb_mongo_t *m, mongoc_client_t *clien
 /* Round trip "ping"; false with the server's message. */
 bool mdb_mongo_ping(mdb_mongo_t *m, mdb_error_t *err);
 
-/* Wait until ping succeeds or timeout_ms passes. */
+/* Wait until ping succeeds or timeout_ms passes. Bounded even when the
+ * server accepts connections but does not answer (uses private short
+ * timeouts, not the pool's); on failure err says why and for how long. */
 bool mdb_mongo_wait_ready(mdb_mongo_t *m, int timeout_ms, mdb_error_t *err);
 
 /* ---- bulk upserts ---- */

@@ -50,7 +50,15 @@ static inline void itest_cleanup(void)
         free(itest_topics[i]);
     itest_ntopics = 0;
     if (itest_cfg && itest_db[0]) {
-        mongoc_client_t *c = mongoc_client_new(mdb_config_get(itest_cfg, "mongo.uri"));
+        /* Bounded: a stuck database must not turn a failed test into a hang. */
+        mongoc_uri_t *uri = mongoc_uri_new(mdb_config_get(itest_cfg, "mongo.uri"));
+        mongoc_client_t *c = NULL;
+        if (uri) {
+            mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 10000);
+            mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 10000);
+            c = mongoc_client_new_from_uri(uri);
+            mongoc_uri_destroy(uri);
+        }
         if (c) {
             mongoc_database_t *db = mongoc_client_get_database(c, itest_db);
             bson_error_t be;

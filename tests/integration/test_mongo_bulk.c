@@ -4,7 +4,10 @@
  * create the same new _ids all succeed (duplicate-key race retried);
  * round trips are counted; a server-side failure surfaces the server's own
  * message; a malformed update is refused before it reaches the server. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
 
 #include "core_itest.h"
 #include "mdb_mongo.h"
@@ -187,6 +190,32 @@ static void server_errors(mdb_mongo_t *m)
     CHECK(!strstr(err.message, "secret"), "password leaked: %s", err.message);
 }
 
+/* A server that accepts connections (kernel backlog) but never answers:
+ * wait_ready must give up on time instead of hanging for minutes. */
+static void unresponsive_server(void)
+{
+    mdb_error_t err = {0};
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(bind(s, (struct sockaddr *)&a, sizeof a) == 0 && listen(s, 16) == 0, "listen");
+    socklen_t l = sizeof a;
+    getsockname(s, (struct sockaddr *)&a, &l);
+    char uri[128];
+    snprintf(uri, sizeof uri, "mongodb://127.0.0.1:%d/?serverSelectionTryOnce=false", ntohs(a.sin_port));
+    mdb_mongo_t *m = mdb_mongo_new(uri, "x", 2, &err);
+    CHECK(m, "%s", err.message);
+    int64_t t0 = itest_now_ms();
+    CHECK(!mdb_mongo_wait_ready(m, 1500, &err), "a silent server is not ready");
+    int64_t took = itest_now_ms() - t0;
+    CHECK(took < 8000, "wait_ready(1500) took %lld ms", (long long)took);
+    CHECK(strstr(err.message, "not ready after 1500 ms"), "message: %s", err.message);
+    mdb_mongo_destroy(m);
+    close(s);
+    printf("silent server: wait_ready gave up after %lld ms: %s\n", (long long)took, err.message);
+}
+
 int main(void)
 {
     mdb_error_t err = {0};
@@ -200,5 +229,6 @@ int main(void)
     concurrent_upserts(m);
     server_errors(m);
     mdb_mongo_destroy(m);
+    unresponsive_server();
     return 0;
 }
