@@ -3580,7 +3580,10 @@ mdb_nl_result_t *mdb_nl_translate_offline(const mdb_nl_vocab_t *v, const char *s
     tokenize(sentence, &ts);
     if (ts.oom)
         goto oom;
-    if (ts.n == 0) {
+    size_t content = 0;
+    for (size_t k = 0; k < ts.n; k++)
+        content += ts.t[k].kind != T_SEP && ts.t[k].kind != T_SYM;
+    if (content == 0) {
         mdb_error_set(err, MDB_ERR_QUERY, 0, "empty sentence: say what to look for, e.g. \"chest CT series from 2001\"");
         goto done;
     }

@@ -132,6 +132,14 @@ mdb_nl_result_t *mdb_nl_translate_config(const mdb_config_t *cfg, const mdb_nl_v
  * err (MDB_ERR_QUERY, naming the offending field/operator) when invalid. */
 mdb_nl_result_t *mdb_nl_result_from_json(const mdb_nl_vocab_t *v, const json_t *translation, mdb_error_t *err);
 
+/* A result from a filter and joins built by the caller (e.g. DICOMweb
+ * attribute matching) rather than from a sentence: the filter and every
+ * join filter are checked against the raw-query whitelist, link fields are
+ * filled in from the levels. joins: NULL or [{"level", "filter", "negate"?}].
+ * explanation may be NULL. NULL with err (MDB_ERR_QUERY) when refused. */
+mdb_nl_result_t *mdb_nl_result_from_filter(mdb_query_level_t level, const json_t *filter, const json_t *joins,
+                                           const char *explanation, mdb_error_t *err);
+
 void mdb_nl_result_destroy(mdb_nl_result_t *r); /* accepts NULL */
 
 mdb_query_level_t mdb_nl_result_level(const mdb_nl_result_t *r);
@@ -158,6 +166,11 @@ json_t *mdb_nl_result_to_json(const mdb_nl_result_t *r);
  * a server refusal, MDB_ERR_MONGO when the database is unreachable. */
 json_t *mdb_nl_run(mdb_mongo_t *m, const mdb_nl_result_t *r, int64_t limit, int64_t offset, int64_t max_limit,
                    int64_t time_ms, mdb_error_t *err);
+
+/* Like mdb_nl_run, with an include-projection (NULL or {} = whole
+ * documents; _id is always returned). */
+json_t *mdb_nl_run_projected(mdb_mongo_t *m, const mdb_nl_result_t *r, const json_t *projection, int64_t limit,
+                             int64_t offset, int64_t max_limit, int64_t time_ms, mdb_error_t *err);
 
 /* The final filter with joins resolved (UID lists), as run by mdb_nl_run.
  * New reference or NULL with err. */

@@ -217,6 +217,52 @@ mdb_nl_result_t *mdb_nl_result_from_json(const mdb_nl_vocab_t *v, const json_t *
     return r;
 }
 
+mdb_nl_result_t *mdb_nl_result_from_filter(mdb_query_level_t level, const json_t *filter, const json_t *joins,
+                                           const char *explanation, mdb_error_t *err)
+{
+    bson_t b;
+    if ((int)level < 0 || level >= MDB_QUERY_LEVEL_COUNT) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "no such level");
+        return NULL;
+    }
+    if (filter && !mdb_query_filter_from_json(filter, &b, err))
+        return NULL;
+    if (filter)
+        bson_destroy(&b);
+    json_t *out = json_array();
+    size_t i;
+    json_t *j;
+    json_array_foreach(joins, i, j)
+    {
+        mdb_query_level_t jl;
+        const json_t *jf = json_object_get(j, "filter");
+        if (!parse_level(json_object_get(j, "level"), &jl) || jl == level || !json_is_object(jf)) {
+            mdb_error_set(err, MDB_ERR_QUERY, 0, "join %zu needs another level and a filter", i);
+            json_decref(out);
+            return NULL;
+        }
+        if (!mdb_query_filter_from_json(jf, &b, err)) {
+            json_decref(out);
+            return NULL;
+        }
+        bson_destroy(&b);
+        const char *lf, *ff;
+        mdb_nl_link_fields(level, jl, &lf, &ff);
+        json_array_append_new(out, json_pack("{s:s, s:O, s:s, s:s, s:b}", "collection", mdb_query_level_name(jl),
+                                             "filter", jf, "local", lf, "foreign", ff, "negate",
+                                             json_is_true(json_object_get(j, "negate"))));
+    }
+    mdb_nl_result_t *r = mdb_nl_result_new(level);
+    if (!r) {
+        json_decref(out);
+        mdb_error_set(err, MDB_ERR_SYSTEM, 0, "out of memory");
+        return NULL;
+    }
+    mdb_nl_result_adopt(r, filter ? json_deep_copy(filter) : json_object(), out);
+    mdb_nl_result_set_explanation(r, explanation);
+    return r;
+}
+
 /* -------------------------------------------------------------- the prompt */
 
 static void prompt_fields(mdb_nl_buf_t *b, const json_t *voc)

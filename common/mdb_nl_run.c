@@ -345,6 +345,12 @@ json_t *mdb_nl_resolve(mdb_mongo_t *m, const mdb_nl_result_t *r, int64_t time_ms
 json_t *mdb_nl_run(mdb_mongo_t *m, const mdb_nl_result_t *r, int64_t limit, int64_t offset, int64_t max_limit,
                    int64_t time_ms, mdb_error_t *err)
 {
+    return mdb_nl_run_projected(m, r, NULL, limit, offset, max_limit, time_ms, err);
+}
+
+json_t *mdb_nl_run_projected(mdb_mongo_t *m, const mdb_nl_result_t *r, const json_t *projection, int64_t limit,
+                             int64_t offset, int64_t max_limit, int64_t time_ms, mdb_error_t *err)
+{
     if (max_limit <= 0)
         max_limit = 1000;
     if (limit <= 0 || limit > max_limit) {
@@ -385,6 +391,14 @@ json_t *mdb_nl_run(mdb_mongo_t *m, const mdb_nl_result_t *r, int64_t limit, int6
     }
     BSON_APPEND_INT32(&sort, "_id", 1);
     BSON_APPEND_DOCUMENT(&opts, "sort", &sort);
+    if (json_object_size(projection)) {
+        bson_t proj = BSON_INITIALIZER;
+        const char *pk;
+        json_t *pv;
+        json_object_foreach((json_t *)projection, pk, pv) BSON_APPEND_INT32(&proj, pk, 1);
+        BSON_APPEND_DOCUMENT(&opts, "projection", &proj);
+        bson_destroy(&proj);
+    }
     if (offset > 0)
         BSON_APPEND_INT64(&opts, "skip", offset);
     BSON_APPEND_INT64(&opts, "limit", limit);
