@@ -20,7 +20,7 @@ METADB_HOME=${METADB_HOME:-$HOME/.metadb}
 CACHE=$METADB_HOME/cache
 
 # Debian packages. Other engineers append what they need to this line.
-APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libjansson-dev uuid-dev libmicrohttpd-dev libcmocka-dev kcat python3-pydicom dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind jq python3-yaml python3-pymongo libcurl4-openssl-dev"
+APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libjansson-dev uuid-dev libmicrohttpd-dev libcmocka-dev kcat python3-pydicom dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind jq python3-yaml python3-pymongo libcurl4-openssl-dev python3-venv"
 # Toolchains the later steps need; installed from Debian only when the command is missing.
 #   command:package
 TOOL_PACKAGES="java:default-jre-headless mvn:maven node:nodejs npm:npm go:golang-go curl:curl"
@@ -173,9 +173,26 @@ playwright_step() {
         "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null || die "npm install playwright-core failed"
 }
 
+# ---------------------------------------------------------------- DICOMweb client (NL/QIDO engineer)
+# >>> dicomweb-client venv: an external QIDO-RS client for tests/integration/test_qido.py
+DICOMWEB_CLIENT_VERSION=0.61.2
+dicomweb_client_step() {
+    local venv=$CACHE/venv
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import dicomweb_client, sys; sys.exit(0 if dicomweb_client.__version__ == '$DICOMWEB_CLIENT_VERSION' else 1)" 2>/dev/null; then
+        log "dicomweb-client: cached ($venv, $DICOMWEB_CLIENT_VERSION)"
+        return
+    fi
+    log "dicomweb-client: installing $DICOMWEB_CLIENT_VERSION into $venv"
+    /usr/bin/python3 -m venv "$venv" || die "python3 -m venv failed (apt-get install python3-venv)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "dicomweb-client==$DICOMWEB_CLIENT_VERSION" \
+        || die "pip install dicomweb-client failed"
+}
+# <<< dicomweb-client venv
+
 apt_step
 kafka_step
 ferretdb_step
 compose_step
 playwright_step
+dicomweb_client_step
 log "done in $(( $(date +%s) - START ))s (METADB_HOME=$METADB_HOME)"
