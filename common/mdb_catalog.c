@@ -67,7 +67,11 @@ static const uint32_t crawl_tags[NTAGS] = {MDB_TAG(0x0020, 0x000D), MDB_TAG(0x00
                                            MDB_TAG(0x0008, 0x0050), MDB_TAG(0x0010, 0x0020),
                                            MDB_TAG(0x0008, 0x0060)};
 
-#define BULK_DIRS 200
+/* Operations per bulk round trip. Small on purpose: FerretDB 1.24 (SQLite)
+ * deadlocks for good when one update command carries more than ~100
+ * statements that match existing documents (each holds a pooled connection
+ * while the next one waits for one). */
+#define BULK_DIRS 50
 
 typedef struct {
     char *name;      /* entry name in the directory */
@@ -620,7 +624,7 @@ static bool prune_entry(mdb_strmap_entry_t *e, void *ud)
     if (!p->ok)
         return false;
     p->cr->st->dirs_removed++;
-    if (++p->cr->bulk_dirs >= BULK_DIRS * 5)
+    if (++p->cr->bulk_dirs >= BULK_DIRS)
         p->ok = flush_bulk(p->cr);
     return p->ok;
 }
