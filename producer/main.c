@@ -168,7 +168,8 @@ int main(int argc, char **argv)
     }
     register_metrics(&p, metrics);
     int port = (int)mdb_config_get_int(cfg, "producer.metrics_port");
-    if (port > 0 && !mdb_metrics_serve(metrics, NULL, port, &err)) {
+    const char *bind = mdb_config_get(cfg, "metrics.bind");
+    if (port > 0 && !mdb_metrics_serve(metrics, bind && *bind ? bind : NULL, port, &err)) {
         MDB_LOG(MDB_LOG_ERROR, "metrics on port %d: %s", port, err.message);
         goto done;
     }
