@@ -1030,6 +1030,17 @@ static bool note_flags(conv_t *c, unsigned mask, const char *key)
     return true;
 }
 
+/* A string taken from the file as it is (transfer syntax, character set
+ * name), as a JSON string: bytes read as ISO 8859-1 like any non-text VR. */
+static bool put_raw_text(conv_t *c, mdb_buf_t *out, const char *raw)
+{
+    mdb_buf_t *d = &c->ctx->dec;
+    d->len = 0;
+    bool rep = false;
+    return mdb_charset_decode(c->ctx->cs, raw, strlen(raw), MDB_CS_DEFAULT, d, &rep) &&
+           put_jstr(out, d->data ? d->data : "", d->len);
+}
+
 static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const mdb_dicom_t *d,
                          mdb_extract_result_t *out, mdb_error_t *err)
 {
@@ -1063,6 +1074,23 @@ static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const
     if (lut && lut->len >= 2 && !(lut->flags & MDB_DCM_F_SEQ))
         root.lut_first = u16(val(&c, lut), lut->flags & MDB_DCM_F_LE);
     select_charset(&c, scs);
+    /* the three UIDs first: a file without them is refused before any work,
+     * and the UID keys always carry the UID text (whatever VR the file gave) */
+    static const uint32_t uid_tags[3] = {TAG_STUDY_UID, TAG_SERIES_UID, TAG_SOP_UID};
+    static const char *const uid_names[3] = {"StudyInstanceUID (0020,000D)", "SeriesInstanceUID (0020,000E)",
+                                             "SOPInstanceUID (0008,0018)"};
+    const mdb_buf_t *uid[3];
+    for (int k = 0; k < 3; k++) {
+        mdb_error_t uerr = {0};
+        uid[k] = &ctx->uid[k];
+        if (!uid_text(&c, d->root, uid_tags[k], uid_names[k], &ctx->uid[k], &uerr)) {
+            if (uerr.domain == MDB_ERR_SYSTEM || !ctx->lenient_uids) {
+                *err = uerr;
+                return false;
+            }
+            uid[k] = NULL;
+        }
+    }
     bool listed_study_uid[NLEV] = {false}, listed_series_uid[NLEV] = {false}, listed_sop_uid[NLEV] = {false};
     mdb_buf_t *v = &ctx->val;
 
@@ -1085,6 +1113,16 @@ static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const
         if (!convert_elem(&c, e, slot ? slot->vr : NULL, slot ? slot->dict : NULL, &root, &none)) {
             ok = false;
             break;
+        }
+        int uk = e->tag == TAG_STUDY_UID ? 0 : e->tag == TAG_SERIES_UID ? 1 : e->tag == TAG_SOP_UID ? 2 : -1;
+        if (uk >= 0 && uid[uk]) {
+            v->len = 0;
+            c.invalid = c.replaced = false;
+            if (!put_jstr(v, uid[uk]->data, uid[uk]->len)) {
+                ok = false;
+                break;
+            }
+            none = false;
         }
         char hex[16];
         const char *key = slot ? slot->keyword : NULL;
@@ -1114,21 +1152,6 @@ static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const
         return false;
     }
 
-    static const uint32_t uid_tags[3] = {TAG_STUDY_UID, TAG_SERIES_UID, TAG_SOP_UID};
-    static const char *const uid_names[3] = {"StudyInstanceUID (0020,000D)", "SeriesInstanceUID (0020,000E)",
-                                             "SOPInstanceUID (0008,0018)"};
-    const mdb_buf_t *uid[3];
-    for (int k = 0; k < 3; k++) {
-        mdb_error_t uerr = {0};
-        uid[k] = &ctx->uid[k];
-        if (!uid_text(&c, d->root, uid_tags[k], uid_names[k], &ctx->uid[k], &uerr)) {
-            if (uerr.domain == MDB_ERR_SYSTEM || !ctx->lenient_uids) {
-                *err = uerr;
-                return false;
-            }
-            uid[k] = NULL;
-        }
-    }
     const mdb_buf_t *study_uids[2] = {uid[0], NULL}, *series_uids[2] = {uid[1], uid[0]},
                     *sop_uids[2] = {uid[2], NULL};
     const char *study_keys[2] = {"StudyInstanceUID", NULL}, *series_keys[2] = {"SeriesInstanceUID", "StudyInstanceUID"},
@@ -1138,12 +1161,11 @@ static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const
     bool sop_listed[2] = {listed_sop_uid[L_INSTANCE], true};
     mdb_buf_t *dj = &ctx->dicom;
     dj->len = 0;
-    const char *cur = mdb_charset_current(ctx->cs);
     ok = finish_level(ctx, L_STUDY, study_uids, study_keys, study_listed) &&
          finish_level(ctx, L_SERIES, series_uids, series_keys, series_listed) &&
          finish_level(ctx, L_INSTANCE, sop_uids, sop_keys, sop_listed) && puts_(dj, "{\"transfer_syntax\":") &&
-         put_jstr(dj, d->ts, strlen(d->ts)) && puts_(dj, ",\"specific_character_set\":") &&
-         put_jstr(dj, cur, strlen(cur)) && put(dj, "}", 1);
+         put_raw_text(&c, dj, d->ts) && puts_(dj, ",\"specific_character_set\":") &&
+         put_raw_text(&c, dj, mdb_charset_current(ctx->cs)) && put(dj, "}", 1);
     if (!ok)
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory while extracting");
     return ok;
