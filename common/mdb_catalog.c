@@ -741,6 +741,26 @@ bool mdb_resolver_resolve(mdb_resolver_t *r, int kind, const char *value, mdb_re
     return r->ops->resolve(r->self, kind, value, fn, ud, nfiles, err);
 }
 
+static bool push_path(const char *path, void *ud)
+{
+    return mdb_strv_push(ud, path);
+}
+
+bool mdb_resolver_resolve_many(mdb_resolver_t *r, int kind, const char *const *values, size_t n, mdb_strv_t *out,
+                               mdb_error_t *err)
+{
+    for (size_t i = 0; i < n; i++)
+        mdb_strv_clear(&out[i]);
+    if (r->ops->resolve_many)
+        return r->ops->resolve_many(r->self, kind, values, n, out, err);
+    for (size_t i = 0; i < n; i++) {
+        size_t nf = 0;
+        if (!r->ops->resolve(r->self, kind, values[i], push_path, &out[i], &nf, err))
+            return false;
+    }
+    return true;
+}
+
 const char *mdb_resolver_name(const mdb_resolver_t *r)
 {
     return r && r->ops ? r->ops->name : "";
@@ -857,7 +877,129 @@ static bool catalog_resolve(void *self, int kind, const char *value, mdb_resolve
     return ok;
 }
 
-static const mdb_resolver_ops_t catalog_ops = {"catalog", catalog_resolve, NULL};
+/* Route every file of doc's series entries whose key value is one of the
+ * wanted values (map: value -> index) into out[index]. */
+static bool collect_many(const bson_t *doc, const char *entry_key, mdb_strmap_t *wanted, mdb_strv_t *out)
+{
+    const char *dir = mdb_jobs_doc_str(doc, "dir");
+    bson_iter_t it, arr;
+    if (!dir || !bson_iter_init_find(&it, doc, "series") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &arr))
+        return true;
+    while (bson_iter_next(&arr)) {
+        const uint8_t *data;
+        uint32_t len;
+        bson_t entry;
+        if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
+            continue;
+        bson_iter_document(&arr, &len, &data);
+        if (!bson_init_static(&entry, data, len))
+            continue;
+        const char *v = mdb_jobs_doc_str(&entry, entry_key);
+        mdb_strmap_entry_t *w = v ? mdb_strmap_get(wanted, v) : NULL;
+        bson_iter_t fit, farr;
+        if (!w || !bson_iter_init_find(&fit, &entry, "files") || !BSON_ITER_HOLDS_ARRAY(&fit) ||
+            !bson_iter_recurse(&fit, &farr))
+            continue;
+        while (bson_iter_next(&farr)) {
+            if (!BSON_ITER_HOLDS_UTF8(&farr))
+                continue;
+            char *p = join_path(dir, bson_iter_utf8(&farr, NULL));
+            bool pushed = p && mdb_strv_push(&out[w->value], p);
+            free(p);
+            if (!pushed)
+                return false;
+        }
+    }
+    return true;
+}
+
+#define RESOLVE_CHUNK 500
+
+static bool catalog_resolve_many(void *self, int kind, const char *const *values, size_t n, mdb_strv_t *out,
+                                 mdb_error_t *err)
+{
+    mdb_catalog_t *c = self;
+    const char *entry_key = NULL;
+    const char *field = mdb_catalog_field_for_kind(kind, &entry_key);
+    bool ok = true;
+    if (!field) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "the catalog cannot resolve %s selectors", mdb_selector_kind_name(kind));
+        return false;
+    }
+    mongoc_client_t *client = mdb_mongo_pop(c->m);
+    if (!client) {
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "resolve: no database client");
+        return false;
+    }
+    mongoc_collection_t *coll = mdb_mongo_collection(c->m, client, MDB_CATALOG_COLL);
+    for (size_t start = 0; ok && start < n; start += RESOLVE_CHUNK) {
+        size_t end = start + RESOLVE_CHUNK < n ? start + RESOLVE_CHUNK : n;
+        mdb_strmap_t *wanted = mdb_strmap_new();
+        bson_t filter = BSON_INITIALIZER, cond, in;
+        char idx[16];
+        const char *ik;
+        if (!wanted) {
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+            ok = false;
+            break;
+        }
+        bson_append_document_begin(&filter, field, -1, &cond);
+        bson_append_array_begin(&cond, "$in", -1, &in);
+        for (size_t i = start; ok && i < end; i++) {
+            mdb_strmap_entry_t *w = mdb_strmap_put(wanted, values[i], NULL);
+            if (!w) {
+                ok = false;
+                break;
+            }
+            w->value = (int64_t)i;
+            bson_uint32_to_string((uint32_t)(i - start), &ik, idx, sizeof idx);
+            BSON_APPEND_UTF8(&in, ik, values[i]);
+        }
+        bson_append_array_end(&cond, &in);
+        bson_append_document_end(&filter, &cond);
+        bson_t *opts = BCON_NEW("projection", "{", "dir", BCON_INT32(1), "series", BCON_INT32(1), "}");
+        mongoc_cursor_t *cur = ok ? mongoc_collection_find_with_opts(coll, &filter, opts, NULL) : NULL;
+        const bson_t *doc;
+        bson_error_t be;
+        while (ok && cur && mongoc_cursor_next(cur, &doc))
+            ok = collect_many(doc, entry_key, wanted, out);
+        if (!ok)
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        else if (cur && mongoc_cursor_error(cur, &be)) {
+            mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "catalog look-up of %zu %s value(s): %s", end - start,
+                          mdb_selector_kind_name(kind), be.message);
+            ok = false;
+        }
+        mdb_mongo_count_round_trip(c->m);
+        mongoc_cursor_destroy(cur);
+        bson_destroy(opts);
+        bson_destroy(&filter);
+        mdb_strmap_destroy(wanted);
+    }
+    mongoc_collection_destroy(coll);
+    mdb_mongo_push(c->m, client);
+    /* Sorted and unique per value, as resolve() reports them. */
+    for (size_t i = 0; ok && i < n; i++) {
+        mdb_strv_t *v = &out[i];
+        if (v->n < 2)
+            continue;
+        qsort(v->v, v->n, sizeof(char *), cmp_cstr);
+        size_t w = 1;
+        for (size_t k = 1; k < v->n; k++) {
+            if (!strcmp(v->v[k], v->v[w - 1])) {
+                free(v->v[k]);
+                continue;
+            }
+            v->v[w++] = v->v[k];
+        }
+        v->n = w;
+        v->v[w] = NULL;
+    }
+    return ok;
+}
+
+static const mdb_resolver_ops_t catalog_ops = {"catalog", catalog_resolve, NULL, catalog_resolve_many};
 
 mdb_resolver_t *mdb_catalog_resolver_new(mdb_catalog_t *c)
 {

@@ -99,6 +99,11 @@ typedef struct {
     bool (*resolve)(void *self, int kind, const char *value, mdb_resolver_file_fn fn, void *ud, size_t *nfiles,
                     mdb_error_t *err);
     void (*destroy)(void *self); /* may be NULL */
+    /* Optional: resolve many values of one kind in few round trips. out[i]
+     * receives the sorted, unique paths of values[i] (out has n cleared
+     * entries on entry). NULL: mdb_resolver_resolve_many loops over resolve. */
+    bool (*resolve_many)(void *self, int kind, const char *const *values, size_t n, mdb_strv_t *out,
+                         mdb_error_t *err);
 } mdb_resolver_ops_t;
 
 typedef struct mdb_resolver mdb_resolver_t;
@@ -107,6 +112,10 @@ typedef struct mdb_resolver mdb_resolver_t;
 mdb_resolver_t *mdb_resolver_new(const mdb_resolver_ops_t *ops, void *self);
 bool mdb_resolver_resolve(mdb_resolver_t *r, int kind, const char *value, mdb_resolver_file_fn fn, void *ud,
                           size_t *nfiles, mdb_error_t *err);
+/* Resolve values[0..n) of one kind; out (n entries, caller clears each with
+ * mdb_strv_clear) receives each value's sorted, unique paths. */
+bool mdb_resolver_resolve_many(mdb_resolver_t *r, int kind, const char *const *values, size_t n, mdb_strv_t *out,
+                               mdb_error_t *err);
 const char *mdb_resolver_name(const mdb_resolver_t *r);
 void mdb_resolver_destroy(mdb_resolver_t *r); /* accepts NULL */
 

@@ -173,6 +173,7 @@ typedef struct {
      * MDB_JOBS_MAX_ERRORS; nproblems counts all of them. */
     mdb_strv_t prob_path, prob_code, prob_msg;
     size_t nproblems;
+    const struct prefetch_s *prefetch;
     mdb_error_t *err;
 } resolve_ctx_t;
 
@@ -301,10 +302,88 @@ static bool resolve_path(resolve_ctx_t *rc, mdb_selector_t *sel)
     return ok;
 }
 
+/* The catalog values a job needs, resolved per kind in a few round trips
+ * before the selectors are walked (a job of 1000 patients is 2 queries, not
+ * 1000). */
+#define NCATKINDS (MDB_SEL_SERIES + 1)
+typedef struct prefetch_s {
+    mdb_strmap_t *pos[NCATKINDS]; /* value -> index in values[kind] */
+    mdb_strv_t values[NCATKINDS];
+    mdb_strv_t *paths[NCATKINDS]; /* paths[kind][index] */
+} prefetch_t;
+
+static bool prefetch_add(prefetch_t *pf, int kind, const char *value)
+{
+    bool created = false;
+    if (!pf->pos[kind] && !(pf->pos[kind] = mdb_strmap_new()))
+        return false;
+    mdb_strmap_entry_t *e = mdb_strmap_put(pf->pos[kind], value, &created);
+    if (!e)
+        return false;
+    if (created) {
+        e->value = (int64_t)pf->values[kind].n;
+        return mdb_strv_push(&pf->values[kind], value);
+    }
+    return true;
+}
+
+static bool prefetch_run(producer_t *p, const mdb_selectors_t *sels, prefetch_t *pf, mdb_error_t *err)
+{
+    bool ok = true;
+    for (size_t i = 0; ok && i < sels->n; i++) {
+        const mdb_selector_t *sel = &sels->v[i];
+        if (sel->kind <= MDB_SEL_SERIES)
+            ok = prefetch_add(pf, sel->kind, sel->value);
+        else if (sel->kind == MDB_SEL_CASE && sel->case_accessions.n == 0)
+            ok = prefetch_add(pf, MDB_SEL_PATIENT, sel->case_patient_id);
+        else if (sel->kind == MDB_SEL_CASE)
+            for (size_t k = 0; ok && k < sel->case_accessions.n; k++)
+                ok = prefetch_add(pf, MDB_SEL_ACCESSION, sel->case_accessions.v[k]);
+    }
+    if (!ok) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
+    for (int kind = 0; kind < NCATKINDS; kind++) {
+        size_t n = pf->values[kind].n;
+        if (n == 0)
+            continue;
+        if (!(pf->paths[kind] = calloc(n, sizeof(mdb_strv_t)))) {
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+            return false;
+        }
+        if (!mdb_resolver_resolve_many(p->resolver, kind, (const char *const *)pf->values[kind].v, n,
+                                       pf->paths[kind], err))
+            return false;
+    }
+    return true;
+}
+
+static void prefetch_clear(prefetch_t *pf)
+{
+    for (int kind = 0; kind < NCATKINDS; kind++) {
+        for (size_t i = 0; pf->paths[kind] && i < pf->values[kind].n; i++)
+            mdb_strv_clear(&pf->paths[kind][i]);
+        free(pf->paths[kind]);
+        mdb_strv_clear(&pf->values[kind]);
+        mdb_strmap_destroy(pf->pos[kind]);
+    }
+    memset(pf, 0, sizeof *pf);
+}
+
+/* Feed the prefetched paths of (kind, value) through take_file. */
 static bool resolve_one(resolve_ctx_t *rc, int kind, const char *value, mdb_error_t *err)
 {
-    size_t n = 0;
-    return mdb_resolver_resolve(rc->p->resolver, kind, value, take_file, rc, &n, err);
+    (void)err;
+    const prefetch_t *pf = rc->prefetch;
+    mdb_strmap_entry_t *e = pf->pos[kind] ? mdb_strmap_get(pf->pos[kind], value) : NULL;
+    if (!e || !pf->paths[kind])
+        return true;
+    const mdb_strv_t *paths = &pf->paths[kind][e->value];
+    for (size_t i = 0; i < paths->n; i++)
+        if (!take_file(paths->v[i], rc))
+            return false;
+    return true;
 }
 
 /* Resolve selector i; false only on database/OOM errors (err filled). */
@@ -462,6 +541,7 @@ producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, 
     mdb_job_msg_t jm = {0};
     mdb_selectors_t sels = {0};
     resolve_ctx_t rc = {0};
+    prefetch_t pf = {0};
     char job_id_buf[MDB_UUID_STR_LEN];
     const char *job_id = NULL;
     char *salvaged = NULL;
@@ -570,6 +650,9 @@ producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, 
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
         goto done;
     }
+    if (!prefetch_run(p, &sels, &pf, err))
+        goto done;
+    rc.prefetch = &pf;
     for (size_t i = 0; i < sels.n; i++)
         if (!resolve_selector(&rc, &sels, i))
             goto done;
@@ -604,6 +687,7 @@ producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, 
 done:
     if (res == PRODUCER_RETRY && err && !err->message[0])
         mdb_error_set(err, MDB_ERR_SYSTEM, 0, "job handling failed");
+    prefetch_clear(&pf);
     mdb_strmap_destroy(rc.seen);
     mdb_strv_clear(&rc.paths);
     mdb_strv_clear(&rc.selectors);
