@@ -12,9 +12,10 @@
  * Bounded: every length is checked against its container and the buffer
  * before it is used; nothing is allocated from a length read in the file;
  * nesting is limited to MDB_DCM_MAX_DEPTH; the buffer never exceeds
- * max_header_bytes. A file is read in growing chunks (8 KiB first, then x4,
- * keeping what was read) until the walk reaches Pixel Data or EOF; the
- * buffers of a mdb_dicom_t are reused from file to file.
+ * max_header_bytes. A file is read in growing chunks (first what the
+ * previous file of the same reader needed, 8 KiB at first; then x4, keeping
+ * what was read) until the walk reaches Pixel Data or EOF; the buffers of a
+ * mdb_dicom_t are reused from file to file.
  *
  * Files without a meta header are accepted when the first element looks
  * like a DICOM data set (group <= 0010, valid VR or plausible length), and
@@ -342,6 +343,7 @@ static ps_t parse_dataset(parser_t *p, size_t *pos, size_t limit, bool le, bool 
         uint32_t tag = rdtag(p->b + *pos, le);
         if (top && (tag == TAG_PIXEL_DATA || tag == TAG_FLOAT_PIXEL_DATA || tag == TAG_DOUBLE_PIXEL_DATA)) {
             p->d->stopped_at_pixels = true;
+            p->d->header_end = *pos + 12;
             return PS_OK;
         }
         if (top && p->stop_after && tag > p->stop_after)
@@ -610,7 +612,7 @@ static void dicom_reset(mdb_dicom_t *d)
     d->nelems = d->nitems = 0;
     d->root = -1;
     d->ts[0] = d->sop_class[0] = '\0';
-    d->has_meta = d->deflated = d->stopped_at_pixels = false;
+    d->has_meta = d->deflated = d->stopped_at_pixels = false; /* header_end is kept: a read-size hint */
     d->little = d->explicit_vr = true;
 }
 
@@ -780,7 +782,15 @@ bool mdb_dicom_read_fd_into(mdb_dicom_t *d, int fd, size_t max_header_bytes, uin
     }
     size_t fsize = (size_t)st.st_size;
     size_t cap = fsize < max_header_bytes ? fsize : max_header_bytes;
-    size_t want = cap < INITIAL_READ ? cap : INITIAL_READ;
+    /* Files of one archive have similar headers: start from the size the
+     * previous file needed (at least 4 KiB), 8 KiB for the first one. */
+    size_t first = INITIAL_READ;
+    if (d->header_end) {
+        first = (d->header_end + 1024 + 4095) & ~(size_t)4095;
+        if (first < 4096)
+            first = 4096;
+    }
+    size_t want = cap < first ? cap : first;
     size_t have = 0;
     for (;;) {
         /* grow the buffer, keeping what was read; read only the new part */
@@ -796,8 +806,11 @@ bool mdb_dicom_read_fd_into(mdb_dicom_t *d, int fd, size_t max_header_bytes, uin
         if (!parse_image(d, have, complete, stop_after, max_header_bytes, fsize, &need, err))
             return false;
         deflate_before = d->deflated;
-        if (need == 0)
+        if (need == 0) {
+            if (!d->stopped_at_pixels && !d->deflated)
+                d->header_end = have < 65536 ? have : 65536;
             return true;
+        }
         if (deflate_before || want >= cap) {
             mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_ETOOLARGE,
                           "header (data before Pixel Data) larger than worker.max_header_bytes (%zu)",

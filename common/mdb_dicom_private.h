@@ -57,6 +57,7 @@ struct mdb_dicom {
     bool explicit_vr;    /* data set VR encoding */
     bool deflated;
     bool stopped_at_pixels;
+    size_t header_end; /* bytes the last parse needed: the next read's size hint */
 };
 
 /* mdb_dicom_read_fd with a stop: the walk ends at the first top-level tag

@@ -1108,13 +1108,39 @@ static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const
         c.invalid = c.replaced = false;
         c.path[0] = '\0';
         ctx->nest_inv.len = ctx->nest_rep.len = 0;
-        v->len = 0;
+        char hex[16];
+        const char *key = slot ? slot->keyword : NULL;
+        if (!key)
+            key_for(e->tag, hex, &key);
+        int uk = e->tag == TAG_STUDY_UID ? 0 : e->tag == TAG_SERIES_UID ? 1 : e->tag == TAG_SOP_UID ? 2 : -1;
         bool none = false;
+        if (!promoted && uk < 0 && (mask & (mask - 1)) == 0) {
+            /* one level only (the common case): convert straight into it */
+            int l = mask == 1 ? 0 : mask == 2 ? 1 : 2;
+            mdb_buf_t *o = &ctx->obj[l], tmp;
+            size_t mark = o->len;
+            if (!put_key(o, key)) {
+                ok = false;
+                break;
+            }
+            tmp = *v, *v = *o, *o = tmp; /* the conversion appends to ctx->val */
+            ok = convert_elem(&c, e, slot ? slot->vr : NULL, slot ? slot->dict : NULL, &root, &none);
+            tmp = *v, *v = *o, *o = tmp;
+            if (!ok)
+                break;
+            if (none) {
+                o->len = mark;
+                o->data[mark] = '\0';
+            }
+            if (c.invalid || c.replaced)
+                ok = note_flags(&c, mask, key);
+            continue;
+        }
+        v->len = 0;
         if (!convert_elem(&c, e, slot ? slot->vr : NULL, slot ? slot->dict : NULL, &root, &none)) {
             ok = false;
             break;
         }
-        int uk = e->tag == TAG_STUDY_UID ? 0 : e->tag == TAG_SERIES_UID ? 1 : e->tag == TAG_SOP_UID ? 2 : -1;
         if (uk >= 0 && uid[uk]) {
             v->len = 0;
             c.invalid = c.replaced = false;
@@ -1124,10 +1150,6 @@ static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const
             }
             none = false;
         }
-        char hex[16];
-        const char *key = slot ? slot->keyword : NULL;
-        if (!key)
-            key_for(e->tag, hex, &key);
         for (int l = 0; l < NLEV && !none; l++) {
             if (!(mask & (1u << l)))
                 continue;
