@@ -130,6 +130,38 @@ def main():
                 w.writerow(["case-%d" % i, s["patient_id"], ""])
         env.metadb("collection", "add-cases", "LIDC", "--manifest", cases_csv)
 
+        # --- researchers and collections: validation, idempotence, all-or-nothing manifests ---
+        p = env.metadb("researcher", "add", "eve", "--name", "Eve", "--email", "eve@localhost", check=False)
+        c.check(p.returncode == 2 and "e-mail" in p.stderr, "invalid e-mail refused", p.stderr)
+        p = env.metadb("researcher", "add", "alice", "--name", "Alice Example", "--email", "alice@example.org")
+        c.check("unchanged" in p.stdout, "adding the same researcher again is a no-op", p.stdout)
+        p = env.metadb("researcher", "add", "alice", "--name", "Alice B", "--email", "alice@example.org", check=False)
+        c.check(p.returncode == 1 and "--update" in p.stderr, "changing a researcher needs --update", p.stderr)
+        p = env.metadb("researcher", "list")
+        c.check("alice" in p.stdout and "alice@example.org" in p.stdout, "researcher list", p.stdout)
+        p = env.metadb("collection", "create", "LIDC", "--description", "producer test cohort")
+        c.check("unchanged" in p.stdout, "creating the same collection again is a no-op", p.stdout)
+        p = env.metadb("collection", "create", "LIDC", "--description", "other", check=False)
+        c.eq(p.returncode, 1, "same collection with another description refused")
+        p = env.metadb("collection", "add-cases", "LIDC", "--manifest", cases_csv)
+        c.check("0 cases added (3 already present)" in p.stdout, "re-loading a manifest adds nothing", p.stdout)
+        conflict_csv = os.path.join(base, "conflict.csv")
+        with open(conflict_csv, "w") as f:
+            f.write("case_id,patient_id,accession_numbers\ncase-9,NEWPATIENT,\ncase-1,SOMEONE-ELSE,\n")
+        p = env.metadb("collection", "add-cases", "LIDC", "--manifest", conflict_csv, check=False)
+        c.check(p.returncode == 1 and "line 3" in p.stderr and "case-1" in p.stderr,
+                "a case conflicting with the collection is reported by line", p.stderr)
+        broken_csv = os.path.join(base, "broken.csv")
+        with open(broken_csv, "w") as f:
+            f.write("case_id,patient_id,accession_numbers\ncase-8,P8,\ncase-7\ncase-8,P9,\n")
+        p = env.metadb("collection", "add-cases", "LIDC", "--manifest", broken_csv, check=False)
+        c.check(p.returncode == 1 and "line 3: expected 3 fields" in p.stderr and "line 4: duplicate case_id" in p.stderr,
+                "malformed and duplicate rows reported by line number", p.stderr)
+        c.eq(len(env.db.collections.find_one({"_id": "LIDC"})["cases"]), 3,
+             "nothing written by refused manifests")
+        p = env.metadb("collection", "show", "LIDC")
+        c.check("case-1" in p.stdout and "cases       3" in p.stdout, "collection show lists the cases", p.stdout)
+
         prod_cmd = ["strace", "-f", "-qq", "-e", "trace=open,openat,openat2,creat", "-o", trace,
                     ps.PRODUCER] + env.config_flags()
         log = open(log_path, "w")
