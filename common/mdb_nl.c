@@ -1789,7 +1789,10 @@ static size_t rule_numeric_field(parser_t *p, size_t i)
  * pattern restricts the match to ages given in years. */
 static void add_age(parser_t *p, const numc_t *nc, const char *words)
 {
-    if (!cond_field(p, &(cond_t){0}, "metadata.PatientAge")) {
+    bool known = false;
+    for (int l = 0; l < NL_LEVELS; l++)
+        known = known || mdb_nl_vocab_has_field(p->v, (mdb_query_level_t)l, "metadata.PatientAge", NULL);
+    if (!known) {
         note(p, "\"%s\" was not used: PatientAge is not recorded in this catalogue", words);
         p->neg = false;
         return;

@@ -209,6 +209,9 @@ def main():
             status, _, body = api.get("/api/nl", {"q": "CT studies", "explain": "1"})
             ck.check(status == 200 and "items" not in body and body["level"] == "studies",
                      "explain=1 translates without running", json.dumps(body)[:300])
+            rc = api.stop()
+            ck.check(rc == 0 and "Sanitizer" not in api.logtext(), "metadb-api exits cleanly (rc %s, no sanitizer report)" % rc,
+                     api.logtext()[-1500:])
 
         # ------------------------------------------------------- 2. the LLM
         fake = FakeLLM()

@@ -315,6 +315,9 @@ def main():
                          set(out["instances"]) == want_inst and set(out["filtered"]) == want_pat and
                          all(a for a in out["age"]),
                          "dicomweb-client: series of a study, instances of a series, PatientID filter + fields")
+            rc = api.stop()
+            ck.check(rc == 0 and "Sanitizer" not in api.logtext(), "metadb-api exits cleanly (rc %s, no sanitizer report)" % rc,
+                     api.logtext()[-1500:])
     finally:
         if orthanc:
             orthanc.stop()
