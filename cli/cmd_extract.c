@@ -1,13 +1,17 @@
 /* metadb extract: print the instance event a worker would produce for each
- * given DICOM file, one JSON object per line (or indented with --pretty).
+ * given DICOM file, one JSON object per line, byte for byte the record a
+ * worker publishes (or indented with --pretty).
  * A file that cannot be extracted prints {"path", "error", "message"} with
  * the DLQ reason code instead, and the exit status becomes 1. Nothing is
  * sent to Kafka; no archive-root check is made (it is a debugging and
  * scripting tool), but archive.charset_overrides apply when configured. */
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mdb_archive.h"
 #include "mdb_cli.h"
@@ -114,18 +118,29 @@ int mdb_cmd_extract(mdb_config_t *cfg, int argc, char **argv)
         char *canon = NULL;
         if (!cs && archive && (canon = realpath(path, NULL)))
             cs = mdb_archive_charset_for(archive, canon);
-        mdb_extract_result_t r;
         mdb_error_clear(&err);
-        json_t *o;
-        if (mdb_extract_path(ctx, fs, path, cs, &r, &err)) {
-            o = mdb_extract_event(&r, job_id, path, mdb_features_name(fs));
-            mdb_extract_result_clear(&r);
-        } else {
-            o = json_pack("{s:s, s:s, s:s}", "path", path, "error", mdb_extract_reason(&err), "message",
-                          err.message);
-            rc = 1;
-        }
+        const char *event = NULL;
+        size_t len = 0;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            mdb_error_set(&err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "cannot open: %s", strerror(errno));
+        bool ok = fd >= 0 && mdb_extract_fd_event(ctx, fs, fd, cs, job_id, path, mdb_features_name(fs), &event,
+                                                  &len, NULL, &err);
+        if (fd >= 0)
+            close(fd);
         free(canon);
+        if (ok && !pretty) {
+            /* byte for byte what a worker would produce */
+            fwrite(event, 1, len, stdout);
+            fputc('\n', stdout);
+            continue;
+        }
+        json_error_t je;
+        json_t *o = ok ? json_loadb(event, len, 0, &je)
+                       : json_pack("{s:s, s:s, s:s}", "path", path, "error", mdb_extract_reason(&err), "message",
+                                   err.message);
+        if (!ok)
+            rc = 1;
         if (!o) {
             fprintf(stderr, "metadb extract: out of memory\n");
             rc = 1;
