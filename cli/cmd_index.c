@@ -176,8 +176,14 @@ int mdb_cmd_index(mdb_config_t *cfg, int argc, char **argv)
     opts.warn_ud = &tty;
     rc = 0;
     mdb_catalog_stats_t total = {0};
-    for (size_t i = 0; i < nroots; i++) {
+    size_t narch = mdb_archive_root_count(archive);
+    for (size_t i = 0; i < narch; i++) {
         mdb_catalog_stats_t st;
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = !strcmp(mdb_archive_root(archive, j), mdb_archive_root(archive, i));
+        if (seen)
+            continue; /* the same root named twice */
         mdb_error_clear(&err);
         bool ok = mdb_catalog_index_root(cat, mdb_archive_root(archive, i), &opts, &st, &err);
         if (tty)
@@ -193,7 +199,7 @@ int mdb_cmd_index(mdb_config_t *cfg, int argc, char **argv)
         if (mdb_signal_stop_requested())
             break;
     }
-    if (nroots > 1 && !json)
+    if (narch > 1 && !json)
         printf("total: %llu DICOM files indexed in %.2f s (%.0f files/s)\n", (unsigned long long)total.files_indexed,
                total.elapsed_s, total.elapsed_s > 0 ? (double)total.files_indexed / total.elapsed_s : 0);
 done:
