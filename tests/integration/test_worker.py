@@ -113,8 +113,8 @@ def task(job, path, feature_set=None):
     return path.encode(), json.dumps(v).encode()
 
 
-def start_worker(prefix, root, features_dir, log, port=0, threads=2):
-    return subprocess.Popen([WORKER] + flags(prefix, root, features_dir, port, threads), stdout=log,
+def start_worker(prefix, root, features_dir, log, port=0, threads=2, extra=()):
+    return subprocess.Popen([WORKER] + flags(prefix, root, features_dir, port, threads) + list(extra), stdout=log,
                             stderr=subprocess.STDOUT)
 
 
@@ -212,6 +212,25 @@ def phase_a(tmp, rng):
     garbage = make_garbage(root, man, rng)
     features = os.path.join(SRC, "conf")
     create_topics(prefix, root, features)
+    # an archive folder that lies about its character set (declares Latin-1,
+    # holds cp1251), fixed by archive.charset_overrides
+    cyr_dir = os.path.join(root, "cyrillic")
+    os.makedirs(cyr_dir)
+    cyr_file = os.path.join(cyr_dir, "ivanov.dcm")
+    subprocess.run([PY, "-c", """
+import sys
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+m = FileMetaDataset(); m.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+m.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.10.1234.5.3"; m.TransferSyntaxUID = ExplicitVRLittleEndian
+ds = FileDataset(None, {}, file_meta=m, preamble=b"\\0" * 128); ds.is_little_endian = True; ds.is_implicit_VR = False
+ds.SpecificCharacterSet = "ISO_IR 100"; ds.SOPClassUID = m.MediaStorageSOPClassUID
+ds.SOPInstanceUID = m.MediaStorageSOPInstanceUID; ds.StudyInstanceUID = "1.2.826.0.1.3680043.10.1234.5.1"
+ds.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1234.5.2"
+ds.add_new(0x00100010, "PN", "Иванов^Иван".encode("cp1251"))
+ds.save_as(sys.argv[1], write_like_original=False)
+""", cyr_file], check=True)
+    override = ["--archive.charset_overrides=%s=CP1251" % cyr_dir]
 
     good = {i["path"]: i for i in man["instances"]}
     records = [task("job-a", p) for p in good]
@@ -223,11 +242,16 @@ def phase_a(tmp, rng):
               (b"poison-5", b'{"v":1,"job_id":"job-p","path":"\\u0000x"}'),
               (b"poison-6", b"[1,2,3]")]
     records += poison
+    named = [i["path"] for i in man["instances"] if i["series_uid"] in
+             {s["uid"] for s in man["series"] if s["modality"] == "CT"}][:3]
+    records += [task("job-named", p, "lung-ct-qa") for p in named]
+    records += [task("job-named", named[0], "no-such-set")]
+    records += [task("job-a", cyr_file)]
     rng.shuffle(records)
     produce(prefix + ".files", records)
     total = len(records)
     log = open(os.path.join(tmp, "worker_a.log"), "wb")
-    w = start_worker(prefix, root, features, log)
+    w = start_worker(prefix, root, features, log, extra=override)
     wait_until(lambda: count(prefix + ".instances") + count(prefix + ".dlq") >= total or w.poll() is not None,
                120, "phase A outputs (%d)" % total)
     check(w.poll() is None, "worker exited early with %r" % w.poll())
@@ -240,8 +264,25 @@ def phase_a(tmp, rng):
     by_path = {}
     for key, ev in events:
         by_path.setdefault(ev.get("path"), []).append((key, ev))
+    # a task naming a feature set gets that set; an unknown set is a DLQ record
+    for p in named:
+        got = [ev for _, ev in events if ev["path"] == p and ev["job_id"] == "job-named"]
+        if check(len(got) == 1, "named feature set: %d events for %s" % (len(got), p)):
+            ev = got[0]
+            check(ev.get("feature_set") == "lung-ct-qa", "named set: feature_set %r" % ev.get("feature_set"))
+            check(isinstance(ev["instance"].get("ImagePositionPatient"), list) and
+                  ev["instance"].get("00091001") == "GE_GENESIS_FF" and "PatientName" not in ev["instance"],
+                  "named set: instance keys %r" % sorted(ev["instance"].keys()))
+    bad_set = [r for _, r in dlq if r.get("job_id") == "job-named"]
+    check(len(bad_set) == 1 and bad_set[0]["error"] == "unknown_feature_set",
+          "unknown feature set: DLQ %r" % bad_set)
+    got = [ev for _, ev in events if ev["path"] == cyr_file]
+    if check(len(got) == 1, "charset override file: %d events" % len(got)):
+        check(got[0]["study"].get("PatientName") == "Иванов^Иван" and
+              got[0]["dicom"]["specific_character_set"] == "CP1251",
+              "charset override: %r / %r" % (got[0]["study"].get("PatientName"), got[0]["dicom"]))
     for path, inst in good.items():
-        got = by_path.get(path, [])
+        got = [x for x in by_path.get(path, []) if x[1]["job_id"] == "job-a"]
         if not check(len(got) == 1, "good file %s: %d events (expected 1)" % (path, len(got))):
             continue
         key, ev = got[0]
@@ -295,7 +336,7 @@ def phase_a(tmp, rng):
     # poison: one bad_message each
     poison_dlq = [r for _, r in dlq if r["error"] == "bad_message"]
     check(len(poison_dlq) == len(poison), "poison: %d bad_message records (expected %d)" % (len(poison_dlq), len(poison)))
-    expected_dlq = len(garbage) + len(poison) + sum(1 for e in bad if len(dlq_by_path.get(e["path"], [])) == 1)
+    expected_dlq = len(garbage) + len(poison) + 1 + sum(1 for e in bad if len(dlq_by_path.get(e["path"], [])) == 1)
     check(len(dlq) == expected_dlq, "DLQ total %d (expected %d)" % (len(dlq), expected_dlq))
     reasons = {}
     for _, r in dlq:
