@@ -144,3 +144,21 @@ def drop(client, db_name):
         client.drop_database(db_name)
     finally:
         client.close()
+
+
+if __name__ == "__main__":
+    # For non-Python tests (the browser test): set up or drop a database.
+    #   nl_support.py setup DB DIR [PATIENTS [SEED]]   -> prints the manifest path
+    #   nl_support.py drop DB
+    if len(sys.argv) >= 4 and sys.argv[1] == "setup":
+        patients = int(sys.argv[4]) if len(sys.argv) > 4 else 12
+        seed = int(sys.argv[5]) if len(sys.argv) > 5 else 11
+        generate(sys.argv[3], patients=patients, seed=seed)
+        c, _ = load_direct(sys.argv[2], sys.argv[3])
+        c.close()
+        print(os.path.join(sys.argv[3], "manifest.json"))
+    elif len(sys.argv) == 3 and sys.argv[1] == "drop":
+        c, _ = mongo_db(sys.argv[2])
+        drop(c, sys.argv[2])
+    else:
+        sys.exit("usage: nl_support.py setup DB DIR [PATIENTS [SEED]] | drop DB")
