@@ -16,6 +16,7 @@ BUILD=${MDB_BUILD_DIR:-$SRC/build}
 METADB=$BUILD/cli/metadb
 SCALE=$SRC/deploy/scale.sh
 OPS_HOME=${METADB_HOME:-$HOME/.metadb}
+OPS_CACHE=${METADB_DEPLOY_CACHE:-$OPS_HOME/cache}
 BROKERS=${METADB_KAFKA_BROKERS:-127.0.0.1:${METADB_KAFKA_PORT:-9092}}
 MONGO=${METADB_MONGO_URI:-mongodb://127.0.0.1:${METADB_MONGO_PORT:-27017}}
 for _v in $(compgen -e | grep '^METADB_'); do unset "$_v"; done
@@ -77,8 +78,8 @@ ops_cleanup() {
     for t in "${OPS_TAGS[@]}"; do
         "$PY" -c 'import pymongo,sys; pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000, socketTimeoutMS=60000).drop_database(sys.argv[2])' \
             "$MONGO" "$t" >/dev/null 2>&1 || echo "warning: could not drop database $t"
-        if ls "$OPS_HOME"/cache/kafka-libs/kafka-tools-*.jar >/dev/null 2>&1; then
-            timeout 60 java -Xmx128m -cp "$OPS_HOME/cache/kafka-libs/*" org.apache.kafka.tools.TopicCommand \
+        if ls "$OPS_CACHE"/kafka-libs/kafka-tools-*.jar >/dev/null 2>&1; then
+            timeout 60 java -Xmx128m -cp "$OPS_CACHE/kafka-libs/*" org.apache.kafka.tools.TopicCommand \
                 --bootstrap-server "$BROKERS" --delete --topic "$t\\..*" >/dev/null 2>&1
         fi
     done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/integration/test_kafka_sasl.sh — Kafka security settings pass through
 # configuration unchanged. The local stack runs a SASL_PLAINTEXT listener with
-# the PLAIN mechanism (deploy/stack.sh: 127.0.0.1:$METADB_KAFKA_SASL_PORT,
+# the PLAIN mechanism (deploy/stack.sh: 127.0.0.1:$METADB_DEPLOY_SASL_PORT,
 # default 9094, user metadb, password in $METADB_HOME/kafka/sasl.password).
 # metadb components are pointed at it with nothing but pass-through keys
 #   --kafka.security.protocol=SASL_PLAINTEXT --kafka.sasl.mechanism=PLAIN
@@ -24,12 +24,13 @@ PRODUCER=$BUILD/producer/metadb-producer
 PY=/usr/bin/python3
 MDB_HOME=${METADB_HOME:-$HOME/.metadb}
 PWFILE=$MDB_HOME/kafka/sasl.password
-SASL=127.0.0.1:${METADB_KAFKA_SASL_PORT:-9094}
+CACHE=${METADB_DEPLOY_CACHE:-$MDB_HOME/cache}
+SASL=127.0.0.1:${METADB_DEPLOY_SASL_PORT:-9094}
 PLAIN=${METADB_KAFKA_BROKERS:-127.0.0.1:${METADB_KAFKA_PORT:-9092}}
 MONGO=${METADB_MONGO_URI:-mongodb://127.0.0.1:${METADB_MONGO_PORT:-27017}}
 # The components get the broker and the security settings from the flags below
 # only, not from whatever the caller's environment holds (stack.sh variables
-# such as METADB_KAFKA_SASL_PORT would otherwise be read as kafka.* keys).
+# such as METADB_DEPLOY_* are meant for scripts, not for the components).
 for v in $(compgen -e | grep '^METADB_'); do unset "$v"; done
 
 PASS=0 FAIL=0
@@ -57,8 +58,8 @@ cleanup() {
     if [ -n "$PRODUCER_PID" ]; then kill "$PRODUCER_PID" 2>/dev/null; wait "$PRODUCER_PID" 2>/dev/null; fi
     "$PY" -c 'import pymongo,sys; pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000).drop_database(sys.argv[2])' \
         "$MONGO" "$ID" >/dev/null 2>&1
-    if ls "$MDB_HOME"/cache/kafka-libs/kafka-tools-*.jar >/dev/null 2>&1; then
-        timeout 60 java -Xmx128m -cp "$MDB_HOME/cache/kafka-libs/*" org.apache.kafka.tools.TopicCommand \
+    if ls "$CACHE"/kafka-libs/kafka-tools-*.jar >/dev/null 2>&1; then
+        timeout 60 java -Xmx128m -cp "$CACHE/kafka-libs/*" org.apache.kafka.tools.TopicCommand \
             --bootstrap-server "$PLAIN" --delete --topic "$ID\\..*" >/dev/null 2>&1
     fi
     case $TMP in /tmp/mdb-sasl.*) rm -rf "$TMP" ;; esac
