@@ -72,11 +72,6 @@ def create_topics(prefix, root, features_dir):
         sys.exit("FAIL: cannot create topics on %s (is the local Kafka running?)" % BROKER)
 
 
-def delete_topics(prefix):
-    # best effort: kafka-topics is not on PATH everywhere; the topics are small and prefixed
-    pass
-
-
 def produce(topic, records):
     """records: list of (key bytes, value bytes); keys/values must not contain tab/newline."""
     data = b"".join(k + b"\t" + v + b"\n" for k, v in records)
