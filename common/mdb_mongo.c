@@ -20,6 +20,7 @@ struct mdb_mongo {
     mongoc_client_pool_t *pool;
     mongoc_uri_t *uri;
     char *db;
+    size_t max_updates; /* update/delete statements per command; 0 = unlimited */
     atomic_uint_fast64_t round_trips;
 };
 
@@ -36,6 +37,7 @@ mdb_mongo_t *mdb_mongo_new(const char *uri, const char *db, int pool_size, mdb_e
         goto fail;
     }
     m->db = strdup(db);
+    m->max_updates = MDB_BULK_DEFAULT_MAX_UPDATES;
     m->uri = mongoc_uri_new_with_error(uri ? uri : "", &be);
     if (!m->uri) {
         char *masked = mdb_log_mask_uri(uri ? uri : "");
@@ -62,8 +64,16 @@ fail:
 
 mdb_mongo_t *mdb_mongo_new_from_config(const mdb_config_t *cfg, mdb_error_t *err)
 {
-    return mdb_mongo_new(mdb_config_get(cfg, "mongo.uri"), mdb_config_get(cfg, "mongo.db"),
-                         (int)mdb_config_get_int(cfg, "mongo.pool_size"), err);
+    mdb_mongo_t *m = mdb_mongo_new(mdb_config_get(cfg, "mongo.uri"), mdb_config_get(cfg, "mongo.db"),
+                                   (int)mdb_config_get_int(cfg, "mongo.pool_size"), err);
+    if (m)
+        m->max_updates = (size_t)mdb_config_get_int(cfg, "mongo.max_batch_updates");
+    return m;
+}
+
+void mdb_mongo_set_max_batch_updates(mdb_mongo_t *m, size_t n)
+{
+    m->max_updates = n;
 }
 
 void mdb_mongo_destroy(mdb_mongo_t *m)
@@ -356,7 +366,8 @@ done:
 
 /* If every write error in reply is a duplicate key on an upsert, collect the
  * op indexes into *out (caller frees). Returns the count, 0 otherwise. */
-static size_t duplicate_key_ops(const mdb_bulk_t *b, const bson_t *reply, size_t **out)
+static size_t duplicate_key_ops(const mdb_bulk_t *b, const size_t *idx, size_t nidx, const bson_t *reply,
+                                size_t **out)
 {
     bson_iter_t it, arr;
     size_t n = 0, cap = 0;
@@ -379,8 +390,9 @@ static size_t duplicate_key_ops(const mdb_bulk_t *b, const bson_t *reply, size_t
         }
         /* Only an upsert that lost the insert race becomes an update when rerun;
          * a plain insert of an existing _id is a real error. */
-        if (code != MONGO_DUPLICATE_KEY || index < 0 || (size_t)index >= b->n || !b->ops[index].upsert)
+        if (code != MONGO_DUPLICATE_KEY || index < 0 || (size_t)index >= nidx || !b->ops[idx[index]].upsert)
             goto not_all;
+        index = (int64_t)idx[index];
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             size_t *nv = realloc(v, cap * sizeof *nv);
@@ -412,47 +424,103 @@ static int64_t reply_count(const bson_t *reply, const char *field)
     return 0;
 }
 
-bool mdb_bulk_execute(mdb_bulk_t *b, bson_t *reply, mdb_error_t *err)
+static const char *const reply_counts[] = {"nInserted", "nMatched", "nModified", "nRemoved", "nUpserted"};
+
+/* Add the counts of src to the totals, keep src's error arrays in errs. */
+static void merge_reply(int64_t *totals, bson_t *errs, const bson_t *src)
 {
-    bson_error_t be;
+    for (size_t i = 0; i < sizeof reply_counts / sizeof reply_counts[0]; i++)
+        totals[i] += reply_count(src, reply_counts[i]);
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, src, "writeErrors") && !bson_has_field(errs, "writeErrors"))
+        bson_append_iter(errs, "writeErrors", -1, &it);
+    if (bson_iter_init_find(&it, src, "writeConcernErrors") && !bson_has_field(errs, "writeConcernErrors"))
+        bson_append_iter(errs, "writeConcernErrors", -1, &it);
+}
+
+/* Run one chunk (op indexes idx[0..n)), retrying once the upserts that lost
+ * a duplicate-key race. */
+static bool run_chunk(mdb_bulk_t *b, const size_t *idx, size_t n, int64_t *totals, bson_t *errs, bson_error_t *be)
+{
     bson_t r1, r2;
-    bool ok;
-    if (b->n == 0) {
-        if (reply)
-            bson_init(reply);
-        return true;
-    }
-    ok = run_bulk(b, NULL, b->n, &r1, &be);
+    bool ok = run_bulk(b, idx, n, &r1, be);
     if (!ok) {
         size_t *retry = NULL;
-        size_t nretry = duplicate_key_ops(b, &r1, &retry);
+        size_t nretry = duplicate_key_ops(b, idx, n, &r1, &retry);
         if (nretry > 0) {
             MDB_LOG(MDB_LOG_DEBUG, "mongo: retrying %zu upsert(s) on '%s' after duplicate-key race", nretry,
                     b->coll_name);
-            ok = run_bulk(b, retry, nretry, &r2, &be);
+            /* The first attempt's counts stand; its errors are replaced by the retry's. */
+            for (size_t i = 0; i < sizeof reply_counts / sizeof reply_counts[0]; i++)
+                totals[i] += reply_count(&r1, reply_counts[i]);
+            ok = run_bulk(b, retry, nretry, &r2, be);
             free(retry);
-            /* The first attempt's counts plus the retry's, and the retry's errors. */
-            bson_t merged = BSON_INITIALIZER;
-            static const char *const counts[] = {"nInserted", "nMatched", "nModified", "nRemoved", "nUpserted"};
-            for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++)
-                BSON_APPEND_INT64(&merged, counts[i], reply_count(&r1, counts[i]) + reply_count(&r2, counts[i]));
-            bson_iter_t it;
-            if (bson_iter_init_find(&it, &r2, "writeErrors"))
-                bson_append_iter(&merged, "writeErrors", -1, &it);
-            if (bson_iter_init_find(&it, &r2, "writeConcernErrors"))
-                bson_append_iter(&merged, "writeConcernErrors", -1, &it);
-            bson_destroy(&r1);
+            merge_reply(totals, errs, &r2);
             bson_destroy(&r2);
-            bson_steal(&r1, &merged);
+            bson_destroy(&r1);
+            return ok;
         }
     }
+    merge_reply(totals, errs, &r1);
+    bson_destroy(&r1);
+    return ok;
+}
+
+/* Operations are sent in chunks: any number of inserts, but at most
+ * m->max_updates update/replace/delete statements per command. FerretDB 1.24
+ * (SQLite backend) hangs for good on one update command with more than ~100
+ * statements that match existing documents (reproduced: 90 works, 110
+ * hangs), so the default is 50; with a real mongod set
+ * mongo.max_batch_updates=0 for one command per collection and batch. */
+bool mdb_bulk_execute(mdb_bulk_t *b, bson_t *reply, mdb_error_t *err)
+{
+    bson_error_t be = {0};
+    int64_t totals[sizeof reply_counts / sizeof reply_counts[0]] = {0};
+    bson_t errs = BSON_INITIALIZER;
+    size_t *idx = NULL;
+    bool ok = true;
+    if (b->n == 0) {
+        if (reply)
+            bson_init(reply);
+        bson_destroy(&errs);
+        return true;
+    }
+    idx = malloc(b->n * sizeof *idx);
+    if (!idx) {
+        bson_destroy(&errs);
+        if (reply)
+            bson_init(reply);
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
+    size_t start = 0;
+    while (start < b->n) {
+        size_t n = 0, updates = 0, i = start;
+        for (; i < b->n; i++) {
+            bool is_insert = b->ops[i].kind == OP_INSERT_ONE;
+            if (!is_insert && b->m->max_updates && updates == b->m->max_updates)
+                break;
+            updates += !is_insert;
+            idx[n++] = i;
+        }
+        bson_error_t cbe;
+        if (!run_chunk(b, idx, n, totals, &errs, &cbe) && ok) {
+            ok = false;
+            be = cbe;
+        }
+        start = i;
+    }
+    free(idx);
     if (!ok)
         mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "bulk write of %zu op(s) to %s.%s failed: %s", b->n,
                       b->m->db, b->coll_name, be.message);
-    if (reply)
-        bson_steal(reply, &r1);
-    else
-        bson_destroy(&r1);
+    if (reply) {
+        bson_init(reply);
+        for (size_t i = 0; i < sizeof reply_counts / sizeof reply_counts[0]; i++)
+            BSON_APPEND_INT64(reply, reply_counts[i], totals[i]);
+        bson_concat(reply, &errs);
+    }
+    bson_destroy(&errs);
     return ok;
 }
 

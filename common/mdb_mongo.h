@@ -61,7 +61,13 @@ bool mdb_bulk_replace_one(mdb_bulk_t *b, const bson_t *selector, const bson_t *d
 /* Number of operations added. */
 size_t mdb_bulk_count(const mdb_bulk_t *b);
 
-/* Execute (one round trip per ~100k ops/16MB batch). reply may be NULL; if
+/* Update/replace/delete statements per command by default (see mdb_bulk_execute). */
+#define MDB_BULK_DEFAULT_MAX_UPDATES 50
+/* Override the per-command cap (mongo.max_batch_updates); 0 = unlimited. */
+void mdb_mongo_set_max_batch_updates(mdb_mongo_t *m, size_t n);
+
+/* Execute in chunks of at most mongo.max_batch_updates update/delete statements
+ * (inserts unlimited): one round trip per chunk. reply may be NULL; if
  * given it is initialized and the caller destroys it, also on failure.
  * Duplicate-key races on concurrent upserts (E11000) are retried once. */
 bool mdb_bulk_execute(mdb_bulk_t *b, bson_t *reply, mdb_error_t *err);

@@ -216,6 +216,55 @@ static void unresponsive_server(void)
     printf("silent server: wait_ready gave up after %lld ms: %s\n", (long long)took, err.message);
 }
 
+/* 300 upserts that all match existing documents in one mdb_bulk: FerretDB
+ * 1.24 hangs on one update command with more than ~100 such statements, so
+ * the wrapper must split them (50 per command by default) and still report
+ * exact merged counts; inserts are not capped. */
+static void large_update_bulk_is_chunked(mdb_mongo_t *m)
+{
+    mdb_error_t err = {0};
+    mongoc_client_t *c = mdb_mongo_pop(m);
+    mdb_bulk_t *b = mdb_bulk_new(m, c, "chunks", NULL);
+    char id[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof id, "c%04d", i);
+        bson_t *doc = BCON_NEW("_id", BCON_UTF8(id), "v", BCON_INT32(0));
+        CHECK(mdb_bulk_insert_one(b, doc, &err), "%s", err.message);
+        bson_destroy(doc);
+    }
+    uint64_t rt0 = mdb_mongo_round_trips(m);
+    bson_t reply;
+    CHECK(mdb_bulk_execute(b, &reply, &err), "insert: %s", err.message);
+    CHECK(mdb_mongo_round_trips(m) - rt0 == 1, "300 inserts take one round trip, took %llu",
+          (unsigned long long)(mdb_mongo_round_trips(m) - rt0));
+    bson_destroy(&reply);
+    mdb_bulk_destroy(b);
+
+    b = mdb_bulk_new(m, c, "chunks", NULL);
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof id, "c%04d", i);
+        bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
+        bson_t *upd = BCON_NEW("$set", "{", "v", BCON_INT32(1), "}");
+        CHECK(mdb_bulk_upsert(b, sel, upd, &err), "%s", err.message);
+        bson_destroy(sel);
+        bson_destroy(upd);
+    }
+    rt0 = mdb_mongo_round_trips(m);
+    CHECK(mdb_bulk_execute(b, &reply, &err), "upsert: %s", err.message);
+    uint64_t rts = mdb_mongo_round_trips(m) - rt0;
+    CHECK(rts == 300 / MDB_BULK_DEFAULT_MAX_UPDATES, "300 updates in chunks of %d: %llu round trips",
+          MDB_BULK_DEFAULT_MAX_UPDATES, (unsigned long long)rts);
+    bson_iter_t it;
+    CHECK(bson_iter_init_find(&it, &reply, "nMatched") && bson_iter_as_int64(&it) == 300,
+          "merged reply counts every matched document");
+    bson_destroy(&reply);
+    mdb_bulk_destroy(b);
+    mdb_mongo_push(m, c);
+    bson_t *one = BCON_NEW("v", BCON_INT32(1));
+    CHECK(count_docs(m, "chunks", one) == 300, "every document updated");
+    bson_destroy(one);
+}
+
 int main(void)
 {
     mdb_error_t err = {0};
@@ -228,6 +277,7 @@ int main(void)
     upsert_twice(m);
     concurrent_upserts(m);
     server_errors(m);
+    large_update_bulk_is_chunked(m);
     mdb_mongo_destroy(m);
     unresponsive_server();
     return 0;
