@@ -42,8 +42,9 @@
  * Values, by VR:
  *   AE AS CS DA DT TM UI SH LO PN UC  string; "A\B" (VM>1) -> ["A","B"]
  *   LT ST UT UR                       string (never split)
- *   IS                                integer; DS number; VM>1 -> array;
- *                                     an empty value -> null
+ *   IS                                integer; DS real (always written with a
+ *                                     '.' or exponent: 120 -> 120.0), digits
+ *                                     as stored; VM>1 -> array; empty -> null
  *   US SS UL SL UV SV                 integer; FL FD number; VM>1 -> array
  *   AT                                "GGGGEEEE" string (array if VM>1)
  *   SQ                                array of objects (one per item), each
@@ -55,7 +56,11 @@
  * DS "abc", FL NaN) are kept as the stored string and their key is listed in
  * "_invalid" ("Seq.0.Key" for one inside a sequence item). DA/TM/DT stay as
  * stored (no ISO rewrite). Implicit-VR ambiguous VRs ("US or SS") follow
- * PixelRepresentation.
+ * PixelRepresentation. The three UID keys always hold the UID text, even if
+ * a broken file gave them another VR. A tag present twice keeps the last.
+ * These rules are pydicom's (tests/integration/test_pydicom_diff.py checks
+ * every value of pydicom's test files against it), except that undeclared
+ * high bytes are read as ISO 8859-1 and NULs inside text become U+FFFD.
  *
  * Thread safety: a feature set is shared read-only; each thread uses its own
  * mdb_extract_ctx_t (it holds the charset decoders and scratch buffers). */
