@@ -59,8 +59,9 @@
  * PixelRepresentation. The three UID keys always hold the UID text, even if
  * a broken file gave them another VR. A tag present twice keeps the last.
  * These rules are pydicom's (tests/integration/test_pydicom_diff.py checks
- * every value of pydicom's test files against it), except that undeclared
- * high bytes are read as ISO 8859-1 and NULs inside text become U+FFFD.
+ * every value of pydicom's test files against it; like pydicom, undeclared
+ * high bytes are read as ISO 8859-1), except that NULs inside text become
+ * U+FFFD.
  *
  * Thread safety: a feature set is shared read-only; each thread uses its own
  * mdb_extract_ctx_t (it holds the charset decoders and scratch buffers). */
