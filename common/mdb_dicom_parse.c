@@ -789,6 +789,8 @@ bool mdb_dicom_read_fd_into(mdb_dicom_t *d, int fd, size_t max_header_bytes, uin
         first = (d->header_end + 1024 + 4095) & ~(size_t)4095;
         if (first < 4096)
             first = 4096;
+        if (first > 65536)
+            first = 65536; /* one odd file must not make every later read big */
     }
     size_t want = cap < first ? cap : first;
     size_t have = 0;

@@ -1235,11 +1235,33 @@ static bool extract_dicom(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, cons
     return ok;
 }
 
+/* After a file with an unusually large header, give the memory back: a
+ * worker thread should not keep tens of MiB for the rest of its life. */
+#define KEEP_BYTES (1u << 20)
+static void trim_buffers(mdb_extract_ctx_t *ctx)
+{
+    mdb_buf_t *bufs[] = {&ctx->dec, &ctx->val, &ctx->obj[0], &ctx->obj[1], &ctx->obj[2], &ctx->prom[0],
+                         &ctx->prom[1], &ctx->prom[2], &ctx->level[0], &ctx->level[1], &ctx->level[2],
+                         &ctx->event, &ctx->nest_inv, &ctx->nest_rep};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]->cap > 4 * KEEP_BYTES)
+            mdb_buf_free(bufs[i]);
+    if (ctx->dcm->buf_cap > KEEP_BYTES || ctx->dcm->elems_cap > 65536 || ctx->dcm->items_cap > 65536) {
+        mdb_dicom_destroy(ctx->dcm);
+        ctx->dcm = mdb_dicom_new(); /* NULL on OOM: the next call reports it */
+    }
+}
+
 static bool extract_fd(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int fd, const char *override,
                        bool want_json, mdb_extract_result_t *out, mdb_error_t *err)
 {
     memset(out, 0, sizeof *out);
     int64_t size = 0, mtime = 0;
+    trim_buffers(ctx);
+    if (!ctx->dcm) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
     if (!mdb_dicom_read_fd_into(ctx->dcm, fd, ctx->max_header, 0, &size, &mtime, err))
         return false;
     bool ok = extract_dicom(ctx, fs, ctx->dcm, override, want_json, out, err);
@@ -1282,6 +1304,11 @@ bool mdb_extract_fd_event(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int 
 {
     int64_t size = 0, mtime = 0;
     mdb_extract_result_t unused;
+    trim_buffers(ctx);
+    if (!ctx->dcm) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
     if (!mdb_dicom_read_fd_into(ctx->dcm, fd, ctx->max_header, 0, &size, &mtime, err))
         return false;
     ctx->override = charset_override && *charset_override ? charset_override : NULL;

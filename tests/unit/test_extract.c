@@ -484,6 +484,56 @@ static void test_header_bound(void **state)
     mdb_features_destroy(fs);
 }
 
+/* One context for many files of very different sizes: buffers are reused
+ * and given back after a huge header, results stay exact. */
+static void test_ctx_reuse(void **state)
+{
+    (void)state;
+    mdb_features_t *fs = test_features();
+    bld_t small = make_file(ENC_EXPLICIT_LE);
+    bld_t big = {.le = true, .explicit_vr = true};
+    meta(&big, "1.2.840.10008.1.2.1", "1.2.840.10008.5.1.4.1.1.2", true);
+    bld_t ds = {.le = true, .explicit_vr = true};
+    str(&ds, 0x00080018, "UI", SOP_UID);
+    uint8_t *blob = calloc(1, 3 << 20);
+    elem(&ds, 0x00091001, "OB", blob, 3 << 20);
+    str(&ds, 0x0020000D, "UI", STUDY_UID);
+    str(&ds, 0x0020000E, "UI", SERIES_UID);
+    put(&big, ds.d, ds.n);
+    char ps[] = "/tmp/mdb_test_reuse_s_XXXXXX", pb[] = "/tmp/mdb_test_reuse_b_XXXXXX";
+    int fs_ = mkstemp(ps), fb = mkstemp(pb);
+    assert_int_equal(write(fs_, small.d, small.n), (ssize_t)small.n);
+    assert_int_equal(write(fb, big.d, big.n), (ssize_t)big.n);
+    mdb_extract_ctx_t *ctx = mdb_extract_ctx_new(8 << 20);
+    for (int round = 0; round < 3; round++) {
+        int fds[3] = {fs_, fb, fs_};
+        for (int k = 0; k < 3; k++) {
+            const char *ev = NULL, *key = NULL;
+            size_t len = 0;
+            mdb_error_t err = {0};
+            if (!mdb_extract_fd_event(ctx, fs, fds[k], NULL, "j", "p", "unit", &ev, &len, &key, &err))
+                fail_msg("round %d file %d: %s", round, k, err.message);
+            assert_string_equal(key, STUDY_UID);
+            json_error_t je;
+            json_t *o = json_loadb(ev, len, JSON_REJECT_DUPLICATES, &je);
+            assert_non_null(o);
+            if (fds[k] == fs_)
+                assert_json(json_object_get(o, "instance"), EXPECT_INSTANCE, "reused context");
+            json_decref(o);
+        }
+    }
+    mdb_extract_ctx_destroy(ctx);
+    close(fs_);
+    close(fb);
+    unlink(ps);
+    unlink(pb);
+    free(blob);
+    free(ds.d);
+    free(big.d);
+    free(small.d);
+    mdb_features_destroy(fs);
+}
+
 static void nest(bld_t *b, int depth)
 {
     size_t s = seq_begin(b, 0x00081140, true);
@@ -683,7 +733,7 @@ int main(void)
         cmocka_unit_test(test_refusals),        cmocka_unit_test(test_header_bound),
         cmocka_unit_test(test_nesting),         cmocka_unit_test(test_charset_override),
         cmocka_unit_test(test_event_roundtrip), cmocka_unit_test(test_read_tags),
-        cmocka_unit_test(test_generated_archive),
+        cmocka_unit_test(test_generated_archive), cmocka_unit_test(test_ctx_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
