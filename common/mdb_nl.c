@@ -686,8 +686,11 @@ static void tokenize(const char *s, toks_t *ts)
                 break;
             j++;
         }
-        if (j == i) { /* a lone special we do not use (should not happen) */
-            i++;
+        if (j == i) { /* a typographic character with no use here (a closing quote): skip it whole */
+            char w5 = 0;
+            size_t l5 = special_utf8(s + i, &w5);
+            i += l5 ? l5 : 1;
+            at_start = true;
             continue;
         }
         classify_run(ts, s + i, j - i);
@@ -710,9 +713,27 @@ static bool utf8_valid(const char *s)
         for (int k = 1; k <= n; k++)
             if ((p[k] & 0xC0) != 0x80)
                 return false;
+        /* no overlong forms, no surrogates, nothing above U+10FFFF */
+        if ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] > 0x9F) || (p[0] == 0xF0 && p[1] < 0x90) ||
+            (p[0] == 0xF4 && p[1] > 0x8F))
+            return false;
         p += n + 1;
     }
     return true;
+}
+
+/* Cut a string truncated by snprintf back to whole UTF-8 characters. */
+static void u8trim(char *s)
+{
+    size_t n = strlen(s), k = n;
+    while (k > 0 && ((unsigned char)s[k - 1] & 0xC0) == 0x80)
+        k--;
+    if (k == 0)
+        return;
+    unsigned char lead = (unsigned char)s[k - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (n - (k - 1) < need)
+        s[k - 1] = '\0';
 }
 
 /* ======================================================================
@@ -872,6 +893,7 @@ static void note(parser_t *p, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
+    u8trim(buf);
     va_end(ap);
     if (json_array_append_new(p->notes, json_string(buf)))
         p->oom = true;
@@ -1466,8 +1488,10 @@ static size_t words_text(const parser_t *p, size_t i, size_t n, char *out, size_
     out[0] = '\0';
     for (size_t k = i; k < i + n && k < p->n; k++) {
         int w = snprintf(out + len, cap - len, "%s%s", len ? " " : "", p->t[k].text);
-        if (w < 0 || (size_t)w >= cap - len)
+        if (w < 0 || (size_t)w >= cap - len) {
+            out[len] = '\0';
             break;
+        }
         len += (size_t)w;
     }
     return len;
@@ -1952,6 +1976,7 @@ static size_t rule_thin_thick(parser_t *p, size_t i)
     words_text(p, i, n, words, sizeof words);
     char nt[200];
     snprintf(nt, sizeof nt, "\"%s\": default threshold %.1f mm", words, MDB_NL_THIN_SLICE_MM);
+    u8trim(nt);
     c->note = strdup(nt);
     cond_field(p, c, "slice_thickness");
     mark_used(p, i, n);
@@ -2260,6 +2285,7 @@ static size_t rule_manufacturer(parser_t *p, size_t i)
     c->regex = mdb_nl_buf_steal(&b);
     char shown[160];
     snprintf(shown, sizeof shown, "mentions \"%s\"", key);
+    u8trim(shown);
     c->regex_shown = strdup(shown);
     c->label = strdup("manufacturer");
     c->note = strdup("no such manufacturer seen in the data");
@@ -2670,11 +2696,11 @@ static void add_text_cond(parser_t *p, const char *paths[NL_LEVELS], bool flexib
             mdb_nl_buf_add(&b, "$");
     }
     c->regex = mdb_nl_buf_steal(&b);
-    char shown[300];
-    snprintf(shown, sizeof shown, "%s \"%s\"",
-             has_wildcard(val) ? "matches" : m == M_CONTAINS ? "contains" : m == M_PREFIX ? "starts with" : "is",
-             val);
-    c->regex_shown = strdup(shown);
+    mdb_nl_buf_t shown = {0};
+    mdb_nl_buf_addf(&shown, "%s \"%s\"",
+                    has_wildcard(val) ? "matches" : m == M_CONTAINS ? "contains" : m == M_PREFIX ? "starts with" : "is",
+                    val);
+    c->regex_shown = mdb_nl_buf_steal(&shown);
     c->note = strdup("case-insensitive");
     c->neg = neg;
     c->eq_regex = m == M_EQ;
