@@ -723,6 +723,12 @@ static void handle(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
 
     for (size_t i = 0; i < req->nargs; i++) {
         const char *k = req->args[i].key, *v = req->args[i].value;
+        json_t *probe = json_pack("{s:s}", k, v); /* jansson refuses invalid UTF-8 */
+        if (!probe) {
+            qido_error(res, 400, "query parameter %zu is not valid UTF-8", i + 1);
+            goto done;
+        }
+        json_decref(probe);
         for (size_t j = 0; j < i; j++)
             if (!strcmp(req->args[j].key, k) && strcmp(k, "includefield")) {
                 qido_error(res, 400, "query parameter '%.64s' is given more than once", k);

@@ -275,6 +275,8 @@ def main():
                 ck.check(st == status and "warning" in hd and "detail" in body,
                          "QIDO %s %s -> %d with a Warning header (%s)" % (resource, params, status, what),
                          "%s %s %s" % (st, hd.get("warning"), body))
+            st, hd, body = api.request("GET", "/dicomweb/studies?PatientID=%FF%FE")
+            ck.check(st == 400, "a value that is not UTF-8 -> 400", "%s %s" % (st, body))
             st, hd, body = api.request("GET", "/dicomweb/studies", headers={"Accept": "application/dicom+xml"})
             ck.check(st == 406, "Accept: application/dicom+xml -> 406", "%s %s" % (st, body))
             st, hd, body = api.request("POST", "/dicomweb/studies", body=b"x",
