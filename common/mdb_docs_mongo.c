@@ -1,0 +1,387 @@
+/* mdb_docs_mongo: the MongoDB side of mdb_docs (part of the mdb_docs
+ * module, declared in mdb_docs.h): a store for mdb_docs_apply plus the find,
+ * aggregate and chunked-bulk helpers the linker and reconcile share.
+ *
+ * Written for FerretDB 1.24 (SQLite) as much as for MongoDB: reads are one
+ * find/aggregate with $in per collection and batch (FerretDB scans, MongoDB
+ * uses the _id/series_id indexes), new instances are one insert command
+ * (cheap everywhere; FerretDB's per-statement updates are not), and update
+ * commands carry at most MDB_DOCS_UPDATE_CHUNK statements (FerretDB hangs
+ * the database on an update command of about 100). Every read and write
+ * counts its round trip on the mdb_mongo_t. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mdb_docs.h"
+#include "mdb_jobs.h"
+#include "mdb_log.h"
+
+#define MONGO_DUPLICATE_KEY 11000
+
+static void mongo_err(mdb_error_t *err, const bson_error_t *be, const char *what)
+{
+    mdb_error_set(err, MDB_ERR_MONGO, (int)be->code, "%s: %s", what, be->message);
+}
+
+void mdb_docs_append_in(bson_t *filter, const char *key, const char *const *ids, size_t n)
+{
+    bson_t sub, arr;
+    char buf[16];
+    bson_append_document_begin(filter, key, -1, &sub);
+    bson_append_array_begin(&sub, "$in", -1, &arr);
+    for (size_t i = 0; i < n; i++) {
+        const char *k;
+        bson_uint32_to_string((uint32_t)i, &k, buf, sizeof buf);
+        bson_append_utf8(&arr, k, -1, ids[i], -1);
+    }
+    bson_append_array_end(&sub, &arr);
+    bson_append_document_end(filter, &sub);
+}
+
+/* Drain a cursor into out (JSON objects). */
+static bool drain(mongoc_cursor_t *cur, json_t *out, const char *what, mdb_error_t *err)
+{
+    const bson_t *doc;
+    bson_error_t be;
+    while (mongoc_cursor_next(cur, &doc)) {
+        json_t *j = mdb_docs_bson_to_json(doc);
+        if (!j || json_array_append_new(out, j) != 0) {
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "%s: out of memory", what);
+            return false;
+        }
+    }
+    if (mongoc_cursor_error(cur, &be)) {
+        mongo_err(err, &be, what);
+        return false;
+    }
+    return true;
+}
+
+bool mdb_docs_find(mdb_mongo_t *m, const char *coll, const bson_t *filter, const bson_t *projection,
+                   const bson_t *sort, int64_t limit, json_t *out, mdb_error_t *err)
+{
+    mongoc_client_t *client = mdb_mongo_pop(m);
+    if (!client) {
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "find in %s: no database client", coll);
+        return false;
+    }
+    mongoc_collection_t *c = mdb_mongo_collection(m, client, coll);
+    bson_t opts = BSON_INITIALIZER;
+    if (projection)
+        BSON_APPEND_DOCUMENT(&opts, "projection", projection);
+    if (sort)
+        BSON_APPEND_DOCUMENT(&opts, "sort", sort);
+    if (limit > 0)
+        BSON_APPEND_INT64(&opts, "limit", limit);
+    /* One reply for everything that fits: one round trip per find. */
+    BSON_APPEND_INT32(&opts, "batchSize", 100000);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, filter, &opts, NULL);
+    char what[96];
+    snprintf(what, sizeof what, "find in %s", coll);
+    mdb_mongo_count_round_trip(m);
+    bool ok = drain(cur, out, what, err);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(&opts);
+    mongoc_collection_destroy(c);
+    mdb_mongo_push(m, client);
+    return ok;
+}
+
+bool mdb_docs_aggregate(mdb_mongo_t *m, const char *coll, const bson_t *pipeline, json_t *out, mdb_error_t *err)
+{
+    mongoc_client_t *client = mdb_mongo_pop(m);
+    if (!client) {
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "aggregate on %s: no database client", coll);
+        return false;
+    }
+    mongoc_collection_t *c = mdb_mongo_collection(m, client, coll);
+    bson_t *opts = BCON_NEW("batchSize", BCON_INT32(100000));
+    mongoc_cursor_t *cur = mongoc_collection_aggregate(c, MONGOC_QUERY_NONE, pipeline, opts, NULL);
+    char what[96];
+    snprintf(what, sizeof what, "aggregate on %s", coll);
+    mdb_mongo_count_round_trip(m);
+    bool ok = drain(cur, out, what, err);
+    mongoc_cursor_destroy(cur);
+    bson_destroy(opts);
+    mongoc_collection_destroy(c);
+    mdb_mongo_push(m, client);
+    return ok;
+}
+
+bool mdb_docs_bulk_chunked(mdb_mongo_t *m, const char *coll, const char *wc, size_t n, mdb_docs_add_op_fn add_fn,
+                           void *ud, mdb_error_t *err)
+{
+    for (size_t start = 0; start < n; start += MDB_DOCS_UPDATE_CHUNK) {
+        size_t end = start + MDB_DOCS_UPDATE_CHUNK < n ? start + MDB_DOCS_UPDATE_CHUNK : n;
+        mongoc_client_t *client = mdb_mongo_pop(m);
+        if (!client) {
+            mdb_error_set(err, MDB_ERR_MONGO, 0, "write to %s: no database client", coll);
+            return false;
+        }
+        mdb_bulk_t *b = mdb_bulk_new(m, client, coll, wc);
+        bool ok = b != NULL;
+        for (size_t i = start; ok && i < end; i++)
+            ok = add_fn(b, i, ud, err);
+        if (ok)
+            ok = mdb_bulk_execute(b, NULL, err);
+        else if (!b)
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "write to %s: out of memory", coll);
+        mdb_bulk_destroy(b);
+        mdb_mongo_push(m, client);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* ---- the store ---- */
+
+typedef struct {
+    mdb_mongo_t *m;
+    char *wc;
+} mstore_t;
+
+static bool find_in(mstore_t *s, const char *coll, const char *key, const char *const *ids, size_t n, json_t *out,
+                    mdb_error_t *err)
+{
+    if (n == 0)
+        return true;
+    bson_t filter = BSON_INITIALIZER;
+    mdb_docs_append_in(&filter, key, ids, n);
+    bool ok = mdb_docs_find(s->m, coll, &filter, NULL, NULL, 0, out, err);
+    bson_destroy(&filter);
+    return ok;
+}
+
+static bool st_load_studies(void *ud, const char *const *ids, size_t n, json_t *out, mdb_error_t *err)
+{
+    return find_in(ud, MDB_DOCS_STUDIES, "_id", ids, n, out, err);
+}
+
+static bool st_load_series(void *ud, const char *const *ids, size_t n, const char *const *study_ids, size_t nstudies,
+                           json_t *out, mdb_error_t *err)
+{
+    mstore_t *s = ud;
+    if (nstudies == 0)
+        return find_in(s, MDB_DOCS_SERIES, "_id", ids, n, out, err);
+    if (n == 0)
+        return find_in(s, MDB_DOCS_SERIES, "study_id", study_ids, nstudies, out, err);
+    bson_t filter = BSON_INITIALIZER, arr, a, b;
+    bson_append_array_begin(&filter, "$or", -1, &arr);
+    bson_append_document_begin(&arr, "0", -1, &a);
+    mdb_docs_append_in(&a, "_id", ids, n);
+    bson_append_document_end(&arr, &a);
+    bson_append_document_begin(&arr, "1", -1, &b);
+    mdb_docs_append_in(&b, "study_id", study_ids, nstudies);
+    bson_append_document_end(&arr, &b);
+    bson_append_array_end(&filter, &arr);
+    bool ok = mdb_docs_find(s->m, MDB_DOCS_SERIES, &filter, NULL, NULL, 0, out, err);
+    bson_destroy(&filter);
+    return ok;
+}
+
+static bool st_load_conflicts(void *ud, const char *const *uids, size_t n, json_t *out, mdb_error_t *err)
+{
+    return find_in(ud, MDB_DOCS_CONFLICTS, "uid", uids, n, out, err);
+}
+
+static bool st_load_instances(void *ud, const char *const *ids, size_t n, json_t *out, mdb_error_t *err)
+{
+    return find_in(ud, MDB_DOCS_INSTANCES, "_id", ids, n, out, err);
+}
+
+/* Collect the _ids of duplicate-key write errors; false if any other error. */
+static bool collect_dups(const bson_t *reply, const json_t *docs, json_t *dups, mdb_error_t *err)
+{
+    bson_iter_t it, arr;
+    bool other = false, any = false;
+    if (bson_iter_init_find(&it, reply, "writeConcernErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
+        bson_iter_recurse(&it, &arr) && bson_iter_next(&arr))
+        other = true;
+    if (bson_iter_init_find(&it, reply, "writeErrors") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr))
+        while (bson_iter_next(&arr)) {
+            bson_iter_t e;
+            int64_t code = 0, index = -1;
+            if (!BSON_ITER_HOLDS_DOCUMENT(&arr) || !bson_iter_recurse(&arr, &e))
+                continue;
+            while (bson_iter_next(&e)) {
+                if (!strcmp(bson_iter_key(&e), "code"))
+                    code = bson_iter_as_int64(&e);
+                else if (!strcmp(bson_iter_key(&e), "index"))
+                    index = bson_iter_as_int64(&e);
+            }
+            any = true;
+            if (code == MONGO_DUPLICATE_KEY && index >= 0 && (size_t)index < json_array_size(docs))
+                json_array_append(dups, json_object_get(json_array_get(docs, (size_t)index), "_id"));
+            else
+                other = true;
+        }
+    (void)err;
+    return any && !other; /* a failure without write errors is a failed command */
+}
+
+static bool st_insert(void *ud, const char *coll, const json_t *docs, json_t *dups, mdb_error_t *err)
+{
+    mstore_t *s = ud;
+    size_t n = json_array_size(docs);
+    if (n == 0)
+        return true;
+    mongoc_client_t *client = mdb_mongo_pop(s->m);
+    if (!client) {
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "insert into %s: no database client", coll);
+        return false;
+    }
+    mdb_bulk_t *b = mdb_bulk_new(s->m, client, coll, s->wc);
+    bool ok = b != NULL;
+    for (size_t i = 0; ok && i < n; i++) {
+        bson_t doc = BSON_INITIALIZER;
+        ok = mdb_docs_json_to_bson(json_array_get(docs, i), &doc) && mdb_bulk_insert_one(b, &doc, err);
+        bson_destroy(&doc);
+    }
+    if (ok) {
+        bson_t reply;
+        mdb_error_t e2 = {0};
+        if (!mdb_bulk_execute(b, &reply, &e2)) {
+            ok = collect_dups(&reply, docs, dups, err);
+            if (!ok)
+                *err = e2;
+        }
+        bson_destroy(&reply);
+    } else if (err && !err->message[0]) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "insert into %s: out of memory", coll);
+    }
+    mdb_bulk_destroy(b);
+    mdb_mongo_push(s->m, client);
+    return ok;
+}
+
+static bool st_count_instances(void *ud, const char *const *series_ids, size_t n, json_t *counts, mdb_error_t *err)
+{
+    mstore_t *s = ud;
+    bson_t pipeline = BSON_INITIALIZER, st0, match, st1, group, sum;
+    bson_append_document_begin(&pipeline, "0", -1, &st0);
+    bson_append_document_begin(&st0, "$match", -1, &match);
+    mdb_docs_append_in(&match, "series_id", series_ids, n);
+    bson_append_document_end(&st0, &match);
+    bson_append_document_end(&pipeline, &st0);
+    bson_append_document_begin(&pipeline, "1", -1, &st1);
+    bson_append_document_begin(&st1, "$group", -1, &group);
+    BSON_APPEND_UTF8(&group, "_id", "$series_id");
+    bson_append_document_begin(&group, "n", -1, &sum);
+    BSON_APPEND_INT32(&sum, "$sum", 1);
+    bson_append_document_end(&group, &sum);
+    bson_append_document_end(&st1, &group);
+    bson_append_document_end(&pipeline, &st1);
+    json_t *rows = json_array();
+    bool ok = rows && mdb_docs_aggregate(s->m, MDB_DOCS_INSTANCES, &pipeline, rows, err);
+    for (size_t i = 0; ok && i < n; i++)
+        json_object_set_new(counts, series_ids[i], json_integer(0));
+    for (size_t i = 0; ok && i < json_array_size(rows); i++) {
+        json_t *r = json_array_get(rows, i);
+        const char *id = json_string_value(json_object_get(r, "_id"));
+        if (id)
+            json_object_set(counts, id, json_object_get(r, "n"));
+    }
+    json_decref(rows);
+    bson_destroy(&pipeline);
+    return ok;
+}
+
+typedef struct {
+    const json_t *docs;
+    const char *now;
+} upsert_ctx_t;
+
+/* {_id} -> {$set: every field but _id/created_at, updated_at: now;
+ *           $setOnInsert: {created_at: now}} */
+static bool add_upsert(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
+{
+    upsert_ctx_t *c = ud;
+    const json_t *doc = json_array_get(c->docs, i);
+    bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set, soi;
+    const char *k;
+    json_t *v;
+    bool ok = mdb_docs_append_json(&sel, "_id", json_object_get(doc, "_id"));
+    bson_append_document_begin(&upd, "$set", -1, &set);
+    json_object_foreach((json_t *)doc, k, v)
+    {
+        if (!strcmp(k, "_id") || !strcmp(k, "created_at") || !strcmp(k, "updated_at"))
+            continue;
+        ok = ok && mdb_docs_append_json(&set, k, v);
+    }
+    BSON_APPEND_UTF8(&set, "updated_at", c->now);
+    bson_append_document_end(&upd, &set);
+    bson_append_document_begin(&upd, "$setOnInsert", -1, &soi);
+    BSON_APPEND_UTF8(&soi, "created_at", c->now);
+    bson_append_document_end(&upd, &soi);
+    ok = ok && mdb_bulk_upsert(b, &sel, &upd, err);
+    bson_destroy(&sel);
+    bson_destroy(&upd);
+    return ok;
+}
+
+static bool st_upsert(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err)
+{
+    mstore_t *s = ud;
+    upsert_ctx_t c = {docs, now};
+    return mdb_docs_bulk_chunked(s->m, coll, s->wc, json_array_size(docs), add_upsert, &c, err);
+}
+
+mdb_docs_store_t *mdb_docs_mongo_store_new(mdb_mongo_t *m, const char *wc)
+{
+    mdb_docs_store_t *st = calloc(1, sizeof *st);
+    mstore_t *s = calloc(1, sizeof *s);
+    if (!st || !s || (wc && !(s->wc = strdup(wc)))) {
+        free(st);
+        if (s)
+            free(s->wc);
+        free(s);
+        return NULL;
+    }
+    s->m = m;
+    st->ud = s;
+    st->load_studies = st_load_studies;
+    st->load_series = st_load_series;
+    st->load_conflicts = st_load_conflicts;
+    st->load_instances = st_load_instances;
+    st->insert = st_insert;
+    st->count_instances = st_count_instances;
+    st->upsert = st_upsert;
+    return st;
+}
+
+void mdb_docs_mongo_store_destroy(mdb_docs_store_t *st)
+{
+    if (!st)
+        return;
+    mstore_t *s = st->ud;
+    if (s)
+        free(s->wc);
+    free(s);
+    free(st);
+}
+
+bool mdb_docs_ensure_indexes(mdb_mongo_t *m, mdb_error_t *err)
+{
+    static const struct {
+        const char *coll, *key;
+    } idx[] = {
+        {MDB_DOCS_STUDIES, "accession_number"},  {MDB_DOCS_STUDIES, "patient_id"},
+        {MDB_DOCS_STUDIES, "study_date"},        {MDB_DOCS_STUDIES, "modality"},
+        {MDB_DOCS_STUDIES, "modalities"},        {MDB_DOCS_STUDIES, "study_description"},
+        {MDB_DOCS_STUDIES, "collection_ids"},    {MDB_DOCS_STUDIES, "job_ids"},
+        {MDB_DOCS_SERIES, "study_id"},           {MDB_DOCS_SERIES, "series_number"},
+        {MDB_DOCS_SERIES, "modality"},           {MDB_DOCS_SERIES, "body_part_examined"},
+        {MDB_DOCS_SERIES, "manufacturer"},       {MDB_DOCS_SERIES, "slice_thickness"},
+        {MDB_DOCS_SERIES, "kvp"},                {MDB_DOCS_SERIES, "series_date"},
+        {MDB_DOCS_SERIES, "collection_ids"},     {MDB_DOCS_INSTANCES, "series_id"},
+        {MDB_DOCS_INSTANCES, "study_id"},        {MDB_DOCS_INSTANCES, "sop_class_uid"},
+        {MDB_DOCS_INSTANCES, "job_ids"},         {MDB_DOCS_CONFLICTS, "uid"},
+        {MDB_DOCS_CONFLICTS, "kind"},
+    };
+    for (size_t i = 0; i < sizeof idx / sizeof idx[0]; i++)
+        if (!mdb_jobs_ensure_index(m, idx[i].coll, idx[i].key, err))
+            return false;
+    return mdb_jobs_ensure_indexes(m, err);
+}

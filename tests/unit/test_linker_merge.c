@@ -1,0 +1,573 @@
+/* Unit tests of the linker's merge model (mdb_docs) against an in-memory
+ * store: documents built from a set of instance events are byte-identical
+ * whatever the event order, the batch boundaries and the redeliveries;
+ * applying events again writes nothing; disagreements land in conflicts;
+ * counts and study summaries are exact; an instance whose smallest path
+ * moves to another series changes both counts. Also the JSON<->BSON
+ * conversion and value comparison the model relies on. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "mdb_docs.h"
+
+/* ------------------------------------------------------------------ */
+/* in-memory store                                                     */
+
+typedef struct {
+    json_t *coll[4]; /* studies, series, instances, conflicts: _id -> doc */
+    int writes;      /* documents inserted or upserted */
+    int inserts_dup;
+} mem_t;
+
+static json_t *mem_coll(mem_t *m, const char *name)
+{
+    if (!strcmp(name, MDB_DOCS_STUDIES))
+        return m->coll[0];
+    if (!strcmp(name, MDB_DOCS_SERIES))
+        return m->coll[1];
+    if (!strcmp(name, MDB_DOCS_INSTANCES))
+        return m->coll[2];
+    return m->coll[3];
+}
+
+static bool in_list(const char *s, const char *const *ids, size_t n)
+{
+    for (size_t i = 0; s && i < n; i++)
+        if (!strcmp(s, ids[i]))
+            return true;
+    return false;
+}
+
+static bool load_by(mem_t *m, const char *coll, const char *key, const char *const *ids, size_t n, json_t *out)
+{
+    const char *k;
+    json_t *d;
+    json_object_foreach(mem_coll(m, coll), k, d)
+    {
+        if (in_list(json_string_value(json_object_get(d, key)), ids, n))
+            json_array_append_new(out, json_deep_copy(d));
+    }
+    return true;
+}
+
+static bool m_load_studies(void *ud, const char *const *ids, size_t n, json_t *out, mdb_error_t *err)
+{
+    (void)err;
+    return load_by(ud, MDB_DOCS_STUDIES, "_id", ids, n, out);
+}
+
+static bool m_load_series(void *ud, const char *const *ids, size_t n, const char *const *sids, size_t ns, json_t *out,
+                          mdb_error_t *err)
+{
+    (void)err;
+    mem_t *m = ud;
+    const char *k;
+    json_t *d;
+    json_object_foreach(m->coll[1], k, d)
+    {
+        if (in_list(k, ids, n) || in_list(json_string_value(json_object_get(d, "study_id")), sids, ns))
+            json_array_append_new(out, json_deep_copy(d));
+    }
+    return true;
+}
+
+static bool m_load_conflicts(void *ud, const char *const *uids, size_t n, json_t *out, mdb_error_t *err)
+{
+    (void)err;
+    return load_by(ud, MDB_DOCS_CONFLICTS, "uid", uids, n, out);
+}
+
+static bool m_load_instances(void *ud, const char *const *ids, size_t n, json_t *out, mdb_error_t *err)
+{
+    (void)err;
+    return load_by(ud, MDB_DOCS_INSTANCES, "_id", ids, n, out);
+}
+
+static bool m_insert(void *ud, const char *coll, const json_t *docs, json_t *dups, mdb_error_t *err)
+{
+    (void)err;
+    mem_t *m = ud;
+    json_t *c = mem_coll(m, coll);
+    for (size_t i = 0; i < json_array_size(docs); i++) {
+        json_t *d = json_array_get(docs, i);
+        const char *id = json_string_value(json_object_get(d, "_id"));
+        if (json_object_get(c, id)) {
+            json_array_append(dups, json_object_get(d, "_id"));
+            m->inserts_dup++;
+            continue;
+        }
+        json_object_set_new(c, id, json_deep_copy(d));
+        m->writes++;
+    }
+    return true;
+}
+
+static bool m_count(void *ud, const char *const *ids, size_t n, json_t *counts, mdb_error_t *err)
+{
+    (void)err;
+    mem_t *m = ud;
+    for (size_t i = 0; i < n; i++)
+        json_object_set_new(counts, ids[i], json_integer(0));
+    const char *k;
+    json_t *d;
+    json_object_foreach(m->coll[2], k, d)
+    {
+        const char *s = json_string_value(json_object_get(d, "series_id"));
+        if (in_list(s, ids, n))
+            json_object_set_new(counts, s, json_integer(json_integer_value(json_object_get(counts, s)) + 1));
+    }
+    return true;
+}
+
+static bool m_upsert(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err)
+{
+    (void)err;
+    mem_t *m = ud;
+    json_t *c = mem_coll(m, coll);
+    for (size_t i = 0; i < json_array_size(docs); i++) {
+        json_t *d = json_array_get(docs, i);
+        const char *id = json_string_value(json_object_get(d, "_id"));
+        json_t *cur = json_object_get(c, id);
+        if (!cur) {
+            cur = json_object();
+            json_object_set_new(cur, "created_at", json_string(now));
+            json_object_set_new(c, id, cur);
+        }
+        const char *k;
+        json_t *v;
+        json_object_foreach(d, k, v)
+        {
+            if (strcmp(k, "created_at") && strcmp(k, "updated_at"))
+                json_object_set_new(cur, k, json_deep_copy(v));
+        }
+        json_object_set_new(cur, "updated_at", json_string(now));
+        m->writes++;
+    }
+    return true;
+}
+
+static void mem_init(mem_t *m, mdb_docs_store_t *st)
+{
+    memset(m, 0, sizeof *m);
+    for (int i = 0; i < 4; i++)
+        m->coll[i] = json_object();
+    memset(st, 0, sizeof *st);
+    st->ud = m;
+    st->load_studies = m_load_studies;
+    st->load_series = m_load_series;
+    st->load_conflicts = m_load_conflicts;
+    st->load_instances = m_load_instances;
+    st->insert = m_insert;
+    st->count_instances = m_count;
+    st->upsert = m_upsert;
+}
+
+static void mem_clear(mem_t *m)
+{
+    for (int i = 0; i < 4; i++)
+        json_decref(m->coll[i]);
+}
+
+/* Canonical text of the whole store without timestamps. */
+static char *mem_dump(mem_t *m)
+{
+    json_t *all = json_object();
+    static const char *const names[] = {"studies", "series", "instances", "conflicts"};
+    for (int i = 0; i < 4; i++) {
+        json_t *c = json_deep_copy(m->coll[i]);
+        const char *k;
+        json_t *d;
+        json_object_foreach(c, k, d)
+        {
+            json_object_del(d, "created_at");
+            json_object_del(d, "updated_at");
+        }
+        json_object_set_new(all, names[i], c);
+    }
+    char *s = json_dumps(all, JSON_SORT_KEYS | JSON_INDENT(1));
+    json_decref(all);
+    return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* events                                                              */
+
+typedef struct {
+    const char *job, *path, *study, *series, *sop, *coll;
+    const char *series_desc; /* NULL = attribute absent */
+    const char *modality;
+    int series_number;
+    double pos; /* ImagePositionPatient z: varies per instance */
+    const char *accession;
+} ev_spec_t;
+
+static json_t *make_event_json(const ev_spec_t *s, json_t **study, json_t **series, json_t **inst, json_t **file)
+{
+    *study = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s}}", "StudyInstanceUID", s->study, "AccessionNumber",
+                       s->accession ? s->accession : "", "Modality", s->modality, "promoted", "study_instance_uid",
+                       s->study, "accession_number", s->accession ? s->accession : "", "modality", s->modality);
+    *series = json_pack("{s:s, s:s, s:i, s:[f,f,f], s:{s:s, s:i}}", "SeriesInstanceUID", s->series, "StudyInstanceUID",
+                        s->study, "SeriesNumber", s->series_number, "ImagePositionPatient", -10.0, 20.5, s->pos,
+                        "promoted", "series_instance_uid", s->series, "series_number", s->series_number);
+    if (s->series_desc) {
+        json_object_set_new(*series, "SeriesDescription", json_string(s->series_desc));
+        json_object_set_new(json_object_get(*series, "promoted"), "series_description", json_string(s->series_desc));
+    }
+    *inst = json_pack("{s:s, s:f, s:{s:s}}", "SOPInstanceUID", s->sop, "SliceLocation", s->pos, "promoted",
+                      "sop_instance_uid", s->sop);
+    *file = json_pack("{s:i, s:i}", "size", 1000, "mtime", 1700000000);
+    return *study;
+}
+
+static void add_events(mdb_docs_model_t *m, const ev_spec_t *specs, const size_t *idx, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const ev_spec_t *s = &specs[idx[i]];
+        json_t *study, *series, *inst, *file;
+        make_event_json(s, &study, &series, &inst, &file);
+        mdb_docs_event_t ev = {.job_id = s->job, .path = s->path, .collection = s->coll, .feature_set = "default",
+                               .study = study, .series = series, .instance = inst, .file = file};
+        mdb_error_t err = {0};
+        assert_true(mdb_docs_model_add_event(m, &ev, &err));
+        json_decref(study);
+        json_decref(series);
+        json_decref(inst);
+        json_decref(file);
+    }
+}
+
+static void apply_batch(mdb_docs_store_t *st, const ev_spec_t *specs, const size_t *idx, size_t n,
+                        mdb_docs_stats_t *stats)
+{
+    mdb_docs_model_t *m = mdb_docs_model_new();
+    assert_non_null(m);
+    add_events(m, specs, idx, n);
+    mdb_error_t err = {0};
+    bool ok = mdb_docs_apply(m, st, "2026-01-01T00:00:00.000Z", stats, &err);
+    if (!ok)
+        fail_msg("apply: %s", err.message);
+    mdb_docs_model_destroy(m);
+}
+
+/* Two studies, three series; SOP "x" is under series S1 at /a/x and S3 at
+ * /z/x (a conflict); S1's description disagrees between two files and is
+ * missing on a third; one study has an empty accession on some files. */
+static const ev_spec_t SPECS[] = {
+    {"J1", "/arch/a/1", "ST1", "S1", "i1", "LIDC", "AXIAL", "CT", 2, 1.0, "ACC1"},
+    {"J1", "/arch/a/2", "ST1", "S1", "i2", "LIDC", "AXIAL", "CT", 2, 2.0, "ACC1"},
+    {"J1", "/arch/a/3", "ST1", "S1", "i3", "LIDC", NULL, "CT", 2, 3.0, NULL},
+    {"J1", "/arch/a/4", "ST1", "S1", "i4", "LIDC", "AXIAL LUNG", "CT", 2, 4.0, "ACC1"},
+    {"J1", "/arch/a/x", "ST1", "S1", "x", "LIDC", "AXIAL", "CT", 2, 5.0, "ACC1"},
+    {"J1", "/arch/b/1", "ST1", "S2", "j1", "LIDC", "SCOUT", "CT", 1, 0.0, "ACC1"},
+    {"J1", "/arch/c/1", "ST2", "S3", "k1", "LIDC", "PA", "CR", 1, 0.0, "ACC2"},
+    {"J1", "/arch/c/2", "ST2", "S3", "k2", "LIDC", "PA", "CR", 1, 0.0, "ACC2"},
+    {"J1", "/arch/z/x", "ST2", "S3", "x", "LIDC", "PA", "CR", 1, 0.0, "ACC2"},
+    {"J2", "/arch/a/1", "ST1", "S1", "i1", "OTHER", "AXIAL", "CT", 2, 1.0, "ACC1"}, /* same file, second job */
+    {"J1", "/arch/a/2", "ST1", "S1", "i2", "LIDC", "AXIAL", "CT", 2, 2.0, "ACC1"},  /* redelivery */
+    {"J1", "/arch/d/2", "ST1", "S1", "i2", "LIDC", "AXIAL", "CT", 2, 2.0, "ACC1"},  /* copy of i2 */
+};
+#define NSPECS (sizeof SPECS / sizeof SPECS[0])
+
+static char *run_order(const size_t *order, size_t n, unsigned seed, mem_t *keep)
+{
+    mem_t mem;
+    mdb_docs_store_t st;
+    mem_init(&mem, &st);
+    srand(seed);
+    size_t i = 0;
+    while (i < n) {
+        size_t len = 1 + (size_t)rand() % 5;
+        if (i + len > n)
+            len = n - i;
+        apply_batch(&st, SPECS, order + i, len, NULL);
+        i += len;
+    }
+    char *dump = mem_dump(&mem);
+    if (keep)
+        *keep = mem;
+    else
+        mem_clear(&mem);
+    return dump;
+}
+
+static void shuffle(size_t *v, size_t n, unsigned *seed)
+{
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)rand_r(seed) % (i + 1);
+        size_t t = v[i];
+        v[i] = v[j];
+        v[j] = t;
+    }
+}
+
+static json_t *doc(mem_t *m, int c, const char *id)
+{
+    return json_object_get(m->coll[c], id);
+}
+
+static void test_documents(void **state)
+{
+    (void)state;
+    size_t order[NSPECS];
+    for (size_t i = 0; i < NSPECS; i++)
+        order[i] = i;
+    mem_t mem;
+    char *dump = run_order(order, NSPECS, 1, &mem);
+    free(dump);
+
+    /* instances: 8 distinct SOPs */
+    assert_int_equal(json_object_size(mem.coll[2]), 8);
+    json_t *x = doc(&mem, 2, "x");
+    assert_string_equal(json_string_value(json_object_get(x, "series_id")), "S1"); /* /arch/a/x < /arch/z/x */
+    assert_string_equal(json_string_value(json_object_get(x, "study_id")), "ST1");
+    assert_int_equal(json_array_size(json_object_get(x, "paths")), 2);
+    json_t *i2 = doc(&mem, 2, "i2");
+    assert_int_equal(json_array_size(json_object_get(i2, "paths")), 2);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(i2, "paths"), 0)), "/arch/a/2");
+    json_t *i1 = doc(&mem, 2, "i1");
+    assert_int_equal(json_array_size(json_object_get(i1, "job_ids")), 2);
+    assert_string_equal(json_string_value(json_object_get(i1, "sop_instance_uid")), "i1");
+    assert_true(json_is_number(json_object_get(json_object_get(i1, "metadata"), "SliceLocation")));
+
+    /* series: exact counts (x counts for S1 only) */
+    json_t *s1 = doc(&mem, 1, "S1"), *s3 = doc(&mem, 1, "S3");
+    assert_int_equal(json_integer_value(json_object_get(s1, "instance_count")), 5);
+    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 1, "S2"), "instance_count")), 1);
+    assert_int_equal(json_integer_value(json_object_get(s3, "instance_count")), 2);
+    /* smallest path wins: /arch/a/1 says AXIAL */
+    assert_string_equal(json_string_value(json_object_get(json_object_get(s1, "metadata"), "SeriesDescription")),
+                        "AXIAL");
+    assert_string_equal(json_string_value(json_object_get(s1, "series_description")), "AXIAL");
+    assert_string_equal(json_string_value(json_object_get(s1, "modality")), "CT"); /* lifted from study level */
+    assert_string_equal(json_string_value(json_object_get(s1, "study_id")), "ST1");
+    json_t *cids = json_object_get(s1, "collection_ids");
+    assert_int_equal(json_array_size(cids), 2);
+    assert_string_equal(json_string_value(json_array_get(cids, 0)), "LIDC");
+    assert_string_equal(json_string_value(json_array_get(cids, 1)), "OTHER");
+
+    /* study: summary sorted by series number, totals, modalities, job ids */
+    json_t *st1 = doc(&mem, 0, "ST1");
+    json_t *sum = json_object_get(st1, "series");
+    assert_int_equal(json_array_size(sum), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(sum, 0), "series_instance_uid")), "S2");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(sum, 1), "instance_count")), 5);
+    assert_int_equal(json_integer_value(json_object_get(st1, "instance_count")), 6);
+    assert_int_equal(json_integer_value(json_object_get(st1, "series_count")), 2);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(st1, "modalities"), 0)), "CT");
+    assert_int_equal(json_array_size(json_object_get(st1, "job_ids")), 2);
+    /* the empty accession on /arch/a/3 does not beat ACC1 nor conflict */
+    assert_string_equal(json_string_value(json_object_get(st1, "accession_number")), "ACC1");
+    json_t *st2sum = json_array_get(json_object_get(doc(&mem, 0, "ST2"), "series"), 0);
+    assert_string_equal(json_string_value(json_object_get(st2sum, "series_instance_uid")), "S3");
+    assert_string_equal(json_string_value(json_object_get(st2sum, "modality")), "CR");
+    assert_int_equal(json_integer_value(json_object_get(st2sum, "instance_count")), 2);
+
+    /* conflicts: description of S1 (2 values), parent of x (S1 vs S3, ST1 vs ST2), nothing for positions */
+    json_t *c = doc(&mem, 3, "series_attribute:S1:SeriesDescription");
+    assert_non_null(c);
+    json_t *vals = json_object_get(c, "values");
+    assert_int_equal(json_array_size(vals), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(vals, 0), "value")), "AXIAL");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(vals, 0), "path")), "/arch/a/1");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(vals, 1), "value")), "AXIAL LUNG");
+    json_t *cx = doc(&mem, 3, "instance_parent:x:series_id");
+    assert_non_null(cx);
+    assert_string_equal(json_string_value(json_object_get(cx, "kind")), "instance_parent");
+    assert_string_equal(json_string_value(json_object_get(cx, "uid")), "x");
+    vals = json_object_get(cx, "values");
+    assert_int_equal(json_array_size(vals), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(vals, 1), "path")), "/arch/z/x");
+    assert_non_null(doc(&mem, 3, "instance_parent:x:study_id"));
+    assert_null(doc(&mem, 3, "series_attribute:S1:ImagePositionPatient"));
+    assert_null(doc(&mem, 3, "study_attribute:ST1:AccessionNumber"));
+    assert_int_equal(json_object_size(mem.coll[3]), 3);
+    mem_clear(&mem);
+}
+
+static void test_order_independent(void **state)
+{
+    (void)state;
+    size_t order[NSPECS];
+    for (size_t i = 0; i < NSPECS; i++)
+        order[i] = i;
+    char *ref = run_order(order, NSPECS, 7, NULL);
+    unsigned seed = 12345;
+    for (int round = 0; round < 60; round++) {
+        shuffle(order, NSPECS, &seed);
+        char *d = run_order(order, NSPECS, (unsigned)round, NULL);
+        if (strcmp(ref, d) != 0) {
+            fprintf(stderr, "reference:\n%s\ngot:\n%s\n", ref, d);
+            fail_msg("order %d gives different documents", round);
+        }
+        free(d);
+    }
+    /* one batch with everything, and every event twice */
+    size_t twice[2 * NSPECS];
+    for (size_t i = 0; i < 2 * NSPECS; i++)
+        twice[i] = i % NSPECS;
+    mem_t mem;
+    mdb_docs_store_t st;
+    mem_init(&mem, &st);
+    apply_batch(&st, SPECS, twice, 2 * NSPECS, NULL);
+    char *d = mem_dump(&mem);
+    assert_string_equal(ref, d);
+    free(d);
+    mem_clear(&mem);
+    free(ref);
+}
+
+static void test_idempotent(void **state)
+{
+    (void)state;
+    size_t order[NSPECS];
+    for (size_t i = 0; i < NSPECS; i++)
+        order[i] = i;
+    mem_t mem;
+    mdb_docs_store_t st;
+    mem_init(&mem, &st);
+    apply_batch(&st, SPECS, order, NSPECS, NULL);
+    char *before = mem_dump(&mem);
+    int writes = mem.writes;
+    /* replay everything, in two batches */
+    mdb_docs_stats_t s1, s2;
+    apply_batch(&st, SPECS, order, 5, &s1);
+    apply_batch(&st, SPECS, order + 5, NSPECS - 5, &s2);
+    assert_int_equal(mem.writes, writes);
+    assert_int_equal(s1.instances_new + s2.instances_new, 0);
+    assert_int_equal(s1.series_written + s2.series_written + s1.studies_written + s2.studies_written, 0);
+    assert_int_equal(s1.conflicts_written + s2.conflicts_written, 0);
+    char *after = mem_dump(&mem);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    mem_clear(&mem);
+}
+
+/* An instance first seen under S3 (/arch/z/x) moves to S1 when the smaller
+ * path /arch/a/x arrives later: both counts and both summaries follow. */
+static void test_parent_moves(void **state)
+{
+    (void)state;
+    mem_t mem;
+    mdb_docs_store_t st;
+    mem_init(&mem, &st);
+    size_t first[] = {0, 6, 8};
+    apply_batch(&st, SPECS, first, 3, NULL);
+    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 1, "S3"), "instance_count")), 2);
+    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 0, "ST2"), "instance_count")), 2);
+    size_t second[] = {4};
+    apply_batch(&st, SPECS, second, 1, NULL);
+    assert_string_equal(json_string_value(json_object_get(doc(&mem, 2, "x"), "series_id")), "S1");
+    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 1, "S3"), "instance_count")), 1);
+    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 1, "S1"), "instance_count")), 2);
+    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 0, "ST2"), "instance_count")), 1);
+    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 0, "ST1"), "instance_count")), 2);
+    assert_non_null(doc(&mem, 3, "instance_parent:x:series_id"));
+    mem_clear(&mem);
+}
+
+/* A series reported under two studies: one parent wins, the other is a conflict. */
+static void test_series_two_studies(void **state)
+{
+    (void)state;
+    static const ev_spec_t specs[] = {
+        {"J1", "/p/2", "STB", "SX", "q2", NULL, "D", "MR", 1, 0.0, "A"},
+        {"J1", "/p/1", "STA", "SX", "q1", NULL, "D", "MR", 1, 0.0, "A"},
+    };
+    mem_t mem;
+    mdb_docs_store_t st;
+    mem_init(&mem, &st);
+    size_t a[] = {0}, b[] = {1};
+    apply_batch(&st, specs, a, 1, NULL);
+    apply_batch(&st, specs, b, 1, NULL);
+    json_t *sx = doc(&mem, 1, "SX");
+    assert_string_equal(json_string_value(json_object_get(sx, "study_id")), "STA");
+    json_t *c = doc(&mem, 3, "series_parent:SX:study_id");
+    assert_non_null(c);
+    assert_int_equal(json_array_size(json_object_get(c, "values")), 2);
+    /* STB no longer lists SX; STA does */
+    assert_int_equal(json_array_size(json_object_get(doc(&mem, 0, "STB"), "series")), 0);
+    assert_int_equal(json_array_size(json_object_get(doc(&mem, 0, "STA"), "series")), 1);
+    mem_clear(&mem);
+}
+
+static void test_values(void **state)
+{
+    (void)state;
+    json_t *a = json_loads("{\"x\":1,\"y\":[1.5,\"s\",{\"b\":2,\"a\":null}],\"z\":true,\"big\":5000000000}", 0, NULL);
+    json_t *b = json_loads("{\"y\":[1.5,\"s\",{\"a\":null,\"b\":2.0}],\"z\":true,\"x\":1.0,\"big\":5000000000}", 0, NULL);
+    assert_true(mdb_docs_value_equal(a, b));
+    char *ka = mdb_docs_value_key(a), *kb = mdb_docs_value_key(b);
+    assert_string_equal(ka, kb);
+    free(ka);
+    free(kb);
+    json_t *c = json_loads("{\"x\":2}", 0, NULL);
+    assert_false(mdb_docs_value_equal(a, c));
+    assert_true(mdb_docs_value_empty(json_null()));
+    assert_true(mdb_docs_value_empty(NULL));
+    json_t *e = json_string("");
+    assert_true(mdb_docs_value_empty(e));
+    json_decref(e);
+    assert_true(mdb_docs_keyword_varies(MDB_DOCS_LEVEL_SERIES, "ImagePositionPatient"));
+    assert_true(mdb_docs_keyword_varies(MDB_DOCS_LEVEL_STUDY, "Modality"));
+    assert_false(mdb_docs_keyword_varies(MDB_DOCS_LEVEL_SERIES, "Modality"));
+    assert_false(mdb_docs_keyword_varies(MDB_DOCS_LEVEL_SERIES, "SeriesDescription"));
+
+    /* JSON -> BSON -> JSON keeps types exactly */
+    bson_t bs = BSON_INITIALIZER;
+    assert_true(mdb_docs_json_to_bson(a, &bs));
+    bson_iter_t it;
+    assert_true(bson_iter_init_find(&it, &bs, "big"));
+    assert_int_equal(bson_iter_type(&it), BSON_TYPE_INT64);
+    assert_true(bson_iter_init_find(&it, &bs, "x"));
+    assert_int_equal(bson_iter_type(&it), BSON_TYPE_INT32);
+    json_t *back = mdb_docs_bson_to_json(&bs);
+    assert_true(json_equal(a, back));
+    json_decref(back);
+    bson_destroy(&bs);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+
+    json_t *arr = json_pack("[s,s,s,s]", "b", "a", "b", "c");
+    mdb_docs_sort_strings(arr);
+    assert_int_equal(json_array_size(arr), 3);
+    assert_string_equal(json_string_value(json_array_get(arr, 0)), "a");
+    json_decref(arr);
+}
+
+static void test_bad_event(void **state)
+{
+    (void)state;
+    mdb_docs_model_t *m = mdb_docs_model_new();
+    json_t *study = json_pack("{s:s}", "StudyInstanceUID", "1");
+    json_t *series = json_pack("{s:s}", "SeriesInstanceUID", "");
+    json_t *inst = json_pack("{s:s}", "SOPInstanceUID", "3");
+    mdb_docs_event_t ev = {.job_id = "J", .path = "/p", .study = study, .series = series, .instance = inst};
+    mdb_error_t err = {0};
+    assert_false(mdb_docs_model_add_event(m, &ev, &err));
+    assert_non_null(strstr(err.message, "SeriesInstanceUID"));
+    assert_int_equal(mdb_docs_model_event_count(m), 0);
+    json_decref(study);
+    json_decref(series);
+    json_decref(inst);
+    mdb_docs_model_destroy(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_documents),     cmocka_unit_test(test_order_independent),
+        cmocka_unit_test(test_idempotent),    cmocka_unit_test(test_parent_moves),
+        cmocka_unit_test(test_series_two_studies), cmocka_unit_test(test_values),
+        cmocka_unit_test(test_bad_event),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
