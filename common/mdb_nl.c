@@ -3627,6 +3627,19 @@ mdb_nl_result_t *mdb_nl_translate_offline(const mdb_nl_vocab_t *v, const char *s
     parse(&p);
     if (p.oom)
         goto oom;
+    if (p.nc == 0 && json_array_size(p.ignored) > 0) {
+        /* nothing but unknown words: answering "everything" would mislead */
+        mdb_nl_buf_t b = {0};
+        size_t k;
+        json_t *w;
+        json_array_foreach(p.ignored, k, w) mdb_nl_buf_addf(&b, "%s\"%s\"", k ? ", " : "", json_string_value(w));
+        char *list = mdb_nl_buf_steal(&b);
+        mdb_error_set(err, MDB_ERR_QUERY, MDB_NL_ERR_NOT_UNDERSTOOD,
+                      "nothing in the sentence was understood (%s); try e.g. \"chest CT series from 2001\"",
+                      list ? list : "");
+        free(list);
+        goto done;
+    }
     r = mdb_nl_result_new(MDB_QUERY_STUDIES);
     if (!r || !lower(&p, r))
         goto oom;

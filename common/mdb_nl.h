@@ -47,6 +47,10 @@
 extern "C" {
 #endif
 
+/* mdb_error_t.code of a refusal because no word of the sentence was understood
+ * (other refusals: code 0). */
+#define MDB_NL_ERR_NOT_UNDERSTOOD 1
+
 /* Longest sentence accepted (bytes). */
 #define MDB_NL_MAX_SENTENCE 2000
 /* The documented "thin slice" threshold in millimetres (inclusive). */
@@ -99,7 +103,8 @@ typedef struct mdb_nl_result mdb_nl_result_t;
 
 /* Translate sentence with the offline grammar. NULL with err (MDB_ERR_QUERY)
  * when the sentence is empty, too long, not UTF-8, or the reference date is
- * malformed. A sentence of which only some words were understood still
+ * malformed, and (code MDB_NL_ERR_NOT_UNDERSTOOD) when no word of it was
+ * understood. A sentence of which only some words were understood still
  * translates: the explanation lists the words that were ignored. */
 mdb_nl_result_t *mdb_nl_translate(const mdb_nl_vocab_t *v, const char *sentence, const mdb_nl_options_t *opt,
                                   mdb_error_t *err);

@@ -459,10 +459,15 @@ mdb_nl_result_t *mdb_nl_translate_llm(const mdb_nl_vocab_t *v, const char *sente
     mdb_nl_result_t *r = NULL;
     char *prompt = NULL, *answer = NULL;
     json_t *obj = NULL;
-    /* the offline translation runs first: it validates the sentence and is the fallback */
-    mdb_nl_result_t *offline = mdb_nl_translate_offline(v, sentence, opt, err);
-    if (!offline)
+    /* the offline translation runs first: it validates the sentence and is the
+     * fallback; a sentence it cannot read at all still goes to the model */
+    mdb_error_t offline_err = {0};
+    mdb_nl_result_t *offline = mdb_nl_translate_offline(v, sentence, opt, &offline_err);
+    if (!offline && offline_err.code != MDB_NL_ERR_NOT_UNDERSTOOD) {
+        if (err)
+            *err = offline_err;
         return NULL;
+    }
     if (!llm || !llm->url || !*llm->url) {
         mdb_error_set(&why, MDB_ERR_CONFIG, 0, "no LLM endpoint configured");
         goto fallback;
@@ -505,6 +510,11 @@ mdb_nl_result_t *mdb_nl_translate_llm(const mdb_nl_vocab_t *v, const char *sente
     goto done;
 fallback:
     r = offline;
+    if (!r) {
+        mdb_error_set(err, MDB_ERR_QUERY, MDB_NL_ERR_NOT_UNDERSTOOD, "%.250s (the LLM answer was not usable: %.200s)",
+                      offline_err.message, why.message);
+        goto done;
+    }
     {
         char msg[MDB_ERROR_MSG_MAX + 96];
         snprintf(msg, sizeof msg, "LLM translation not used (%s); the offline translator answered", why.message);

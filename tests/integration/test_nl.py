@@ -196,6 +196,7 @@ def main():
                 ({"q": "CT", "limit": "0"}, 400, "limit 0"), ({"q": "CT", "limit": "abc"}, 400, "limit abc"),
                 ({"q": "CT", "offset": "-1"}, 400, "negative offset"), ({"q": "CT", "bogus": "1"}, 400, "unknown parameter"),
                 ({"q": "CT", "backend": "magic"}, 400, "unknown backend"),
+                ({"q": "wombats and platypuses"}, 400, "nothing understood"),
             ]:
                 status, _, body = api.get("/api/nl", params)
                 ck.check(status == want_status and "error" in body and "detail" in body,
@@ -232,6 +233,7 @@ def main():
             "Siemens series, level": ("content", {"level": "patients", "filter": {}}),
             "Siemens series, http": ("http", 500),
             "Siemens series, slow": ("sleep", 3),
+            "frobnicate the gizmo": ("content", {"level": "series", "filter": {"manufacturer": "SIEMENS"}}),
         }
         url = "http://127.0.0.1:%d/v1" % fake.port
         with Api(db_name, "--api.nl_llm_url=" + url, "--api.nl_llm_model=fake-model",
@@ -264,6 +266,13 @@ def main():
                          {d["_id"] for d in body["items"]} == want_siemens,
                          "LLM answer %r falls back to the offline translator (message names %r)" %
                          (sentence.split(", ")[1], reason), json.dumps(body)[:400])
+            status, _, body = nl_get(api, "frobnicate the gizmo")
+            ck.check(status == 200 and body["backend"] == "llm" and {d["_id"] for d in body["items"]} == want_siemens,
+                     "a sentence the grammar cannot read is still answered by the LLM", json.dumps(body)[:300])
+            status, _, body = nl_get(api, "wombats and platypuses")
+            ck.check(status == 400 and "nothing in the sentence was understood" in body.get("detail", "") and
+                     "LLM" in body.get("detail", ""),
+                     "unreadable sentence + unusable LLM answer -> 400 naming both", json.dumps(body)[:300])
             status, _, body = nl_get(api, "siemens things", backend="offline")
             ck.check(status == 200 and body["backend"] == "offline", "backend=offline skips the LLM")
         r = subprocess.run([CLI_BIN, "--mongo.uri=" + MONGO_URI, "--mongo.db=" + db_name, "--log.level=error",

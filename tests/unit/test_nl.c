@@ -239,6 +239,11 @@ static void test_refusals_and_notes(void **state)
     assert_null(mdb_nl_translate(v, "CT", &bad, &err));
     assert_non_null(strstr(err.message, "reference date"));
 
+    /* a sentence of unknown words only is refused rather than answered with everything */
+    assert_null(mdb_nl_translate(v, "wombats and platypuses", &REF, &err));
+    assert_non_null(strstr(err.message, "nothing in the sentence was understood"));
+    assert_non_null(strstr(err.message, "wombats"));
+
     /* unknown words are reported, not silently dropped */
     mdb_nl_result_t *r = mdb_nl_translate(v, "CT studies with wombats", &REF, &err);
     assert_non_null(r);
