@@ -121,7 +121,7 @@ int mdb_cmd_extract(mdb_config_t *cfg, int argc, char **argv)
         mdb_error_clear(&err);
         const char *event = NULL;
         size_t len = 0;
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block; the reader refuses it */
         if (fd < 0)
             mdb_error_set(&err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "cannot open: %s", strerror(errno));
         bool ok = fd >= 0 && mdb_extract_fd_event(ctx, fs, fd, cs, job_id, path, mdb_features_name(fs), &event,

@@ -197,7 +197,9 @@ int mdb_archive_open_ex(const mdb_archive_t *a, const char *path, char **canonic
     char *c = mdb_archive_resolve(a, path, root_out, err);
     if (!c)
         return -1;
-    int fd = open(c, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    /* O_NONBLOCK: opening a FIFO (or a device) planted in the archive must not block
+     * the thread forever; the reader refuses anything but a regular file after fstat. */
+    int fd = open(c, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
         mdb_error_set(err, e == ELOOP ? MDB_ERR_SECURITY : e == ENOENT ? MDB_ERR_NOTFOUND : MDB_ERR_IO, e,

@@ -1339,7 +1339,7 @@ bool mdb_extract_path(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const ch
                       const char *charset_override, mdb_extract_result_t *out, mdb_error_t *err)
 {
     memset(out, 0, sizeof *out);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block; fstat refuses it */
     if (fd < 0) {
         int e = errno;
         mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "cannot open: %s", strerror(e));
@@ -1466,7 +1466,7 @@ bool mdb_dicom_read_tags(const char *path, const uint32_t *tags, size_t ntags, c
     for (size_t i = 0; i < ntags; i++)
         if (tags[i] > maxtag)
             maxtag = tags[i];
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK); /* a FIFO must not block */
     if (fd < 0) {
         int e = errno;
         mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "cannot open: %s", strerror(e));

@@ -3,6 +3,14 @@
 
 Usage: /usr/bin/python3 tests/gen/gen_badinput.py --out DIR [--seed N]
 
+Cases: valid file, truncated copies at many offsets, zero length, random
+bytes and text with a .dcm name, a 4 MB private tag, 64-deep nested
+sequences, lying length fields (one claiming ~2 GB), an unterminated
+undefined-length sequence, a raw data set without preamble, invalid/lying/
+mixed/unknown character sets, duplicate UIDs across files, a missing UID, a
+DICOMDIR, a FIFO named .dcm, an unreadable file, a directory symlink loop and
+a symlink escaping the tree.
+
 Writes DIR/<case files> and DIR/expected.json, a list of
 {path, case, expect} where expect is "document" (a correct document must be
 built), "dlq" (exactly one DLQ record with a reason) or "either" (a document
@@ -198,6 +206,42 @@ def main():
     dd.DirectoryRecordSequence = Sequence([])
     dd.save_as(os.path.join(out, "DICOMDIR"), write_like_original=False)
     add("DICOMDIR", "dicomdir", "dlq")
+
+    # A private OB element whose length claims ~2 GB at the end of the header.
+    lie3 = bytearray(blob)
+    idx = lie3.find(b"\xe0\x7f\x10\x00")  # PixelData: insert the liar before it
+    if idx > 0:
+        liar = struct.pack("<HH", 0x0011, 0x0010) + b"LO" + struct.pack("<H", 8) + b"METADB  "
+        liar += struct.pack("<HH", 0x0011, 0x1001) + b"OB\x00\x00" + struct.pack("<I", 0x7FFFFFF0) + b"\x01" * 64
+        lie3[idx:idx] = liar
+        with open(os.path.join(out, "lying_private_2gb.dcm"), "wb") as f:
+            f.write(lie3[:idx + len(liar)])
+        add("lying_private_2gb.dcm", "lying_length", "either")
+
+    # An undefined-length sequence that is never closed (no delimitation items).
+    unterminated = bytearray(blob)
+    idx = unterminated.find(b"\xe0\x7f\x10\x00")
+    if idx > 0:
+        sq = struct.pack("<HH", 0x0008, 0x1140) + b"SQ\x00\x00" + struct.pack("<I", 0xFFFFFFFF)
+        sq += (struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + struct.pack("<HH", 0x0008, 0x1150) + b"UI" +
+               struct.pack("<H", 4) + b"1.2\x00") * 50
+        with open(os.path.join(out, "unterminated_sequence.dcm"), "wb") as f:
+            f.write(unterminated[:idx] + sq)
+        add("unterminated_sequence.dcm", "unterminated_sequence", "either")
+
+    # A raw data set: no preamble, no "DICM", no meta header (implicit VR little endian).
+    raw = base_dataset(rng, study, series, uid(rng, 11))
+    raw.is_implicit_VR = True
+    raw.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+    raw.preamble = None
+    raw.save_as(os.path.join(out, "raw_dataset.dcm"), write_like_original=True)
+    add("raw_dataset.dcm", "no_preamble", "either")
+
+    # A named pipe with a .dcm name: opening it must never block a worker.
+    fifo = os.path.join(out, "fifo.dcm")
+    if not os.path.exists(fifo):
+        os.mkfifo(fifo)
+    add("fifo.dcm", "fifo", "dlq")
 
     # Unreadable permissions (root still reads it; a non-root worker must DLQ it).
     d = base_dataset(rng, study, series, uid(rng, 10))
