@@ -106,7 +106,7 @@ declare -A SERIES=(
         metadb_worker_files_extracted_total metadb_worker_files_failed_total metadb_worker_extract_seconds_bucket
         metadb_worker_extract_seconds_count metadb_consumer_lag metadb_consumer_assigned_partitions
         process_resident_memory_bytes metadb_up"
-    [metadb-linker]="metadb_linker_messages_consumed_total metadb_linker_instances_linked_total
+    [metadb-linker]="metadb_linker_events_total metadb_linker_dlq_records_total metadb_linker_instances_linked_total
         metadb_linker_batch_size_bucket metadb_linker_batch_size_count metadb_linker_write_seconds_bucket
         metadb_linker_write_seconds_count metadb_consumer_lag metadb_consumer_assigned_partitions
         process_resident_memory_bytes metadb_up"
