@@ -12,6 +12,7 @@
  * HTTP error, prose instead of JSON, an unknown field, $where - falls back to
  * the offline translator, and the result says why in its message. */
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -361,6 +362,14 @@ static char *endpoint_url(const char *url)
     return mdb_nl_buf_steal(&b);
 }
 
+/* libcurl's global state, set up once (curl_easy_init would do it lazily,
+ * but not safely from several API threads at once). */
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_setup(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
 /* POST the chat request; the assistant's content (malloc'd) or NULL with err. */
 static char *llm_chat(const mdb_nl_llm_t *llm, const char *system, const char *sentence, mdb_error_t *err)
 {
@@ -368,6 +377,7 @@ static char *llm_chat(const mdb_nl_llm_t *llm, const char *system, const char *s
     struct curl_slist *hdr = NULL;
     resp_t resp = {0};
     json_t *req = NULL, *reply = NULL;
+    pthread_once(&curl_once, curl_setup);
     CURL *h = curl_easy_init();
     if (!h) {
         mdb_error_set(err, MDB_ERR_SYSTEM, 0, "cannot initialise the HTTP client");
