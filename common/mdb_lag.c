@@ -277,7 +277,10 @@ static json_t *group_topics(const mdb_config_t *cfg, const char *group, const rd
     json_t *set = json_object();
     static const struct {
         const char *group_key, *topic_key;
-    } known[] = {{"producer.group", "topic.jobs"}, {"worker.group", "topic.files"}, {"linker.group", "topic.instances"}};
+    } known[] = {{"producer.group", "topic.jobs"},
+                 {"worker.group", "topic.files"},
+                 {"linker.group", "topic.instances"},
+                 {"linker.group", "topic.dlq"}};
 
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (!strcmp(group, mdb_config_get(cfg, known[i].group_key)))

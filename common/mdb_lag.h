@@ -34,8 +34,9 @@ extern "C" {
  *
  * Topics shown for a group are every topic it has committed offsets on, plus
  * the topic a known metadb group consumes (producer.group -> topic.jobs,
- * worker.group -> topic.files, linker.group -> topic.instances) even before
- * its first commit. Returns a new JSON object (caller json_decref's):
+ * worker.group -> topic.files, linker.group -> topic.instances and
+ * topic.dlq) even before its first commit. Returns a new JSON object
+ * (caller json_decref's):
  *
  *   {"brokers": "...", "time": "2025-...Z", "total_lag": N,
  *    "groups": [ {"group": G, "state": "Stable"|"Empty"|..., "members": n,
