@@ -1,0 +1,284 @@
+/* The linker's batch: records consumed from topic.instances and topic.dlq
+ * since the last flush, with their offsets. A flush is the unit of durable
+ * work: the documents (mdb_docs_apply), the job files and job counters
+ * (jobs.c) are written and acknowledged first, then every offset of the
+ * batch is stored, so a crash at any point before the store replays the
+ * whole batch into idempotent writes, and nothing after it is lost.
+ *
+ * An instance event that fails validation becomes a DLQ record of stage
+ * "linker" (its file then counts as failed for its job) and its offset is
+ * stored with the batch once that record is delivered. A DLQ record that
+ * fails validation is logged and skipped: sending it back to the DLQ would
+ * loop. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "linker.h"
+#include "mdb_log.h"
+
+int64_t linker_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+size_t linker_batch_count(const linker_t *L)
+{
+    return L->nitems;
+}
+
+static void item_clear(linker_item_t *it)
+{
+    free(it->topic);
+    mdb_msg_instance_clear(&it->ev);
+    json_decref(it->dicom);
+    free(it->feature_set);
+    mdb_msg_dlq_clear(&it->dlq);
+    memset(it, 0, sizeof *it);
+}
+
+void linker_batch_drop(linker_t *L)
+{
+    for (size_t i = 0; i < L->nitems; i++)
+        item_clear(&L->items[i]);
+    L->nitems = 0;
+    L->dlq_pending = 0;
+    L->batch_started_ms = 0;
+}
+
+/* Best-effort job_id/path of an undecodable event, for its DLQ record. */
+static void sniff_ids(const void *buf, size_t len, char **job_id, char **path)
+{
+    json_t *root = buf ? json_loadb(buf, len, 0, NULL) : NULL;
+    const char *j = json_string_value(json_object_get(root, "job_id"));
+    const char *p = json_string_value(json_object_get(root, "path"));
+    *job_id = j && *j ? strdup(j) : NULL;
+    *path = p && *p ? strdup(p) : NULL;
+    json_decref(root);
+}
+
+static bool send_invalid(linker_t *L, const rd_kafka_message_t *msg, const char *why, mdb_error_t *err)
+{
+    char *job_id = NULL, *path = NULL;
+    sniff_ids(msg->payload, msg->len, &job_id, &path);
+    /* The message names no offset: a replayed copy must be the same record
+     * (job errors[] de-duplicates identical entries). */
+    char detail[MDB_ERROR_MSG_MAX + 64];
+    snprintf(detail, sizeof detail, "instance event failed validation: %s", why);
+    mdb_dlq_msg_t d = {.job_id = job_id, .path = path, .stage = "linker", .error = "invalid_event", .message = detail};
+    char *json = mdb_msg_dlq_encode(&d);
+    const char *key = job_id ? job_id : "";
+    bool ok = json && mdb_kafka_produce(L->dlq_producer, L->topic_dlq, key, strlen(key), json, strlen(json), NULL, err);
+    if (!json)
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory encoding a DLQ record");
+    if (ok) {
+        L->dlq_pending++;
+        mdb_metric_inc(L->mx.invalid, 1);
+        MDB_LOGX(MDB_LOG_WARN, job_id, path, "invalid instance event %s[%d]@%lld sent to %s: %s", L->topic_instances,
+                 (int)msg->partition, (long long)msg->offset, L->topic_dlq, why);
+    }
+    free(json);
+    free(job_id);
+    free(path);
+    return ok;
+}
+
+/* The "dicom" object and "feature_set" that mdb_msg's decoder leaves out. */
+static void extras(linker_item_t *it, const void *buf, size_t len)
+{
+    json_t *root = json_loadb(buf, len, 0, NULL);
+    json_t *d = json_object_get(root, "dicom");
+    if (json_is_object(d))
+        it->dicom = json_incref(d);
+    const char *fs = json_string_value(json_object_get(root, "feature_set"));
+    if (fs && *fs)
+        it->feature_set = strdup(fs);
+    json_decref(root);
+}
+
+bool linker_batch_add(linker_t *L, const rd_kafka_message_t *msg, mdb_error_t *err)
+{
+    if (L->nitems == L->capitems) {
+        size_t ncap = L->capitems ? L->capitems * 2 : 1024;
+        linker_item_t *n = realloc(L->items, ncap * sizeof *n);
+        if (!n) {
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory growing the batch");
+            return false;
+        }
+        L->items = n;
+        L->capitems = ncap;
+    }
+    linker_item_t *it = &L->items[L->nitems];
+    memset(it, 0, sizeof *it);
+    const char *topic = rd_kafka_topic_name(msg->rkt);
+    it->topic = strdup(topic);
+    it->partition = msg->partition;
+    it->offset = msg->offset;
+    it->kind = ITEM_SKIP;
+    if (!it->topic) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
+    if (L->nitems == 0)
+        L->batch_started_ms = linker_now_ms();
+    if (!L->first_event_ms)
+        L->first_event_ms = linker_now_ms();
+    L->nitems++;
+    mdb_error_t derr = {0};
+    if (!strcmp(topic, L->topic_instances)) {
+        mdb_metric_inc(L->mx.events, 1);
+        if (msg->payload &&
+            mdb_msg_instance_decode(msg->payload, msg->len, L->max_message_bytes, &it->ev, &derr)) {
+            it->kind = ITEM_EVENT;
+            extras(it, msg->payload, msg->len);
+            return true;
+        }
+        return send_invalid(L, msg, msg->payload ? derr.message : "empty message", err);
+    }
+    if (!strcmp(topic, L->topic_dlq)) {
+        mdb_metric_inc(L->mx.dlq_records, 1);
+        if (msg->payload && mdb_msg_dlq_decode(msg->payload, msg->len, L->max_message_bytes, &it->dlq, &derr)) {
+            it->kind = ITEM_DLQ;
+            return true;
+        }
+        MDB_LOG(MDB_LOG_WARN, "skipping undecodable DLQ record %s[%d]@%lld: %s", topic, (int)msg->partition,
+                (long long)msg->offset, msg->payload ? derr.message : "empty message");
+        return true;
+    }
+    MDB_LOG(MDB_LOG_WARN, "record from unexpected topic %s ignored", topic);
+    return true;
+}
+
+/* A DLQ record that names a file the worker or linker could not turn into
+ * an event: it counts for the file's job. Producer/api records are the
+ * producer's own bookkeeping (producer_errors). */
+static bool dlq_counts(const mdb_dlq_msg_t *d)
+{
+    return d->job_id && *d->job_id && d->path && *d->path && d->stage &&
+           (!strcmp(d->stage, "worker") || !strcmp(d->stage, "linker"));
+}
+
+static bool wait_dlq(linker_t *L, mdb_error_t *err)
+{
+    if (L->dlq_pending == 0)
+        return true;
+    uint64_t before = mdb_kafka_producer_failures(L->dlq_producer);
+    if (!mdb_kafka_producer_flush(L->dlq_producer, 30000, err))
+        return false;
+    if (mdb_kafka_producer_failures(L->dlq_producer) != before) {
+        mdb_error_set(err, MDB_ERR_KAFKA, 0, "a DLQ record of this batch was not delivered");
+        return false;
+    }
+    L->dlq_pending = 0;
+    return true;
+}
+
+static bool build_model(linker_t *L, mdb_docs_model_t *model, const json_t *jobs, mdb_error_t *err)
+{
+    for (size_t i = 0; i < L->nitems; i++) {
+        linker_item_t *it = &L->items[i];
+        if (it->kind != ITEM_EVENT)
+            continue;
+        json_t *job = json_object_get(jobs, it->ev.job_id);
+        json_t *file = json_pack("{s:I, s:I}", "size", (json_int_t)it->ev.file_size, "mtime",
+                                 (json_int_t)it->ev.file_mtime);
+        mdb_docs_event_t ev = {.job_id = it->ev.job_id,
+                               .path = it->ev.path,
+                               .collection = json_string_value(json_object_get(job, "collection")),
+                               .feature_set = it->feature_set,
+                               .study = it->ev.study,
+                               .series = it->ev.series,
+                               .instance = it->ev.instance,
+                               .file = file,
+                               .dicom = it->dicom};
+        bool ok = file && mdb_docs_model_add_event(model, &ev, err);
+        json_decref(file);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static bool load_jobs(linker_t *L, json_t *jobs, mdb_error_t *err)
+{
+    json_t *seen = json_object();
+    const char **ids = malloc((L->nitems + 1) * sizeof *ids);
+    size_t n = 0;
+    bool ok = seen && ids;
+    for (size_t i = 0; ok && i < L->nitems; i++) {
+        const linker_item_t *it = &L->items[i];
+        const char *j = it->kind == ITEM_EVENT ? it->ev.job_id
+                        : it->kind == ITEM_DLQ && dlq_counts(&it->dlq) ? it->dlq.job_id
+                                                                       : NULL;
+        if (j && !json_object_get(seen, j)) {
+            json_object_set_new(seen, j, json_true());
+            ids[n++] = j;
+        }
+    }
+    ok = ok && (n == 0 || linker_jobs_load(L, ids, n, jobs, err));
+    free(ids);
+    json_decref(seen);
+    return ok;
+}
+
+static bool store_offsets(linker_t *L, mdb_error_t *err)
+{
+    for (size_t i = 0; i < L->nitems; i++) {
+        const linker_item_t *it = &L->items[i];
+        /* consumption order per partition: the last one wins, storing all is cheap */
+        if (!mdb_kafka_consumer_store(L->consumer, it->topic, it->partition, it->offset, err))
+            return false;
+    }
+    return true;
+}
+
+bool linker_batch_flush(linker_t *L, mdb_error_t *err)
+{
+    if (L->nitems == 0)
+        return true;
+    int64_t t0 = linker_now_ms();
+    uint64_t rt0 = mdb_mongo_round_trips(L->mongo);
+    char now[40];
+    mdb_msg_now_iso(now, sizeof now);
+    json_t *jobs = json_object();
+    mdb_docs_model_t *model = mdb_docs_model_new();
+    mdb_docs_stats_t stats = {0};
+    bool ok = jobs && model;
+    if (!ok)
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory starting a flush");
+    ok = ok && wait_dlq(L, err) && load_jobs(L, jobs, err) && build_model(L, model, jobs, err);
+    if (ok && mdb_docs_model_event_count(model) > 0)
+        ok = mdb_docs_apply(model, L->store, now, &stats, err);
+    ok = ok && linker_jobs_apply(L, jobs, now, err) && store_offsets(L, err);
+    mdb_docs_model_destroy(model);
+    json_decref(jobs);
+    double secs = (double)(linker_now_ms() - t0) / 1000.0;
+    if (!ok) {
+        mdb_metric_inc(L->mx.flush_failures, 1);
+        return false;
+    }
+    size_t n = L->nitems;
+    mdb_metric_observe(L->mx.batch_size, (double)n);
+    mdb_metric_observe(L->mx.write_seconds, secs);
+    mdb_metric_inc(L->mx.batches, 1);
+    mdb_metric_inc(L->mx.instances_linked, (double)stats.instances_new);
+    mdb_metric_inc(L->mx.instances_existing, (double)stats.instances_existing);
+    mdb_metric_inc(L->mx.conflicts, (double)stats.conflicts_written);
+    mdb_metric_set(L->mx.round_trips, (double)mdb_mongo_round_trips(L->mongo));
+    L->total_events += stats.events;
+    L->total_instances_new += stats.instances_new;
+    L->total_batches++;
+    L->total_flush_seconds += secs;
+    L->last_flush_ms = linker_now_ms();
+    MDB_LOG(MDB_LOG_DEBUG,
+            "batch of %zu record(s): %zu event(s), %zu new instance(s), %zu existing (%zu changed), %zu series, "
+            "%zu studies, %zu conflict(s) written in %.3f s, %llu round trip(s)",
+            n, stats.events, stats.instances_new, stats.instances_existing, stats.instances_written,
+            stats.series_written, stats.studies_written, stats.conflicts_written, secs,
+            (unsigned long long)(mdb_mongo_round_trips(L->mongo) - rt0));
+    linker_batch_drop(L);
+    return true;
+}

@@ -1,0 +1,92 @@
+/* The linker's internal interface: the batch (linker/batch.c) gathers
+ * instance events and DLQ records with their offsets and flushes them as
+ * one unit of durable work; the jobs step (linker/jobs.c) records per-file
+ * outcomes in job_files and derives each touched job's counters and final
+ * state from them. main.c owns the Kafka consumer, the DLQ producer and the
+ * loop. */
+#ifndef LINKER_H
+#define LINKER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mdb_config.h"
+#include "mdb_docs.h"
+#include "mdb_kafka.h"
+#include "mdb_metrics.h"
+#include "mdb_mongo.h"
+#include "mdb_msg.h"
+
+/* One consumed record. */
+typedef enum { ITEM_EVENT = 0, ITEM_DLQ, ITEM_SKIP } item_kind_t;
+
+typedef struct {
+    int kind; /* item_kind_t */
+    char *topic;
+    int32_t partition;
+    int64_t offset;
+    mdb_instance_msg_t ev; /* ITEM_EVENT */
+    json_t *dicom;         /* ITEM_EVENT: the event's "dicom" object (may be NULL) */
+    char *feature_set;     /* ITEM_EVENT (may be NULL) */
+    mdb_dlq_msg_t dlq;     /* ITEM_DLQ */
+} linker_item_t;
+
+typedef struct {
+    mdb_metric_t *events, *dlq_records, *invalid, *instances_linked, *instances_existing, *conflicts, *batches,
+        *flush_failures, *round_trips, *batch_size, *write_seconds;
+} linker_metrics_t;
+
+typedef struct {
+    const mdb_config_t *cfg;
+    mdb_mongo_t *mongo;
+    mdb_docs_store_t *store;
+    const char *wc;
+    mdb_kafka_consumer_t *consumer;
+    mdb_kafka_producer_t *dlq_producer;
+    const char *topic_instances, *topic_dlq;
+    size_t max_message_bytes;
+    linker_metrics_t mx;
+
+    linker_item_t *items;
+    size_t nitems, capitems;
+    size_t dlq_pending; /* DLQ records this batch produced (flush waits for them) */
+    int64_t batch_started_ms;
+
+    /* totals for the exit report */
+    uint64_t total_events, total_instances_new, total_batches;
+    uint64_t round_trips_at_start; /* index creation etc., not part of linking */
+    double total_flush_seconds;
+    int64_t first_event_ms, last_flush_ms;
+} linker_t;
+
+/* ---- batch.c ---- */
+
+/* Decode msg into the batch (invalid instance events become DLQ records of
+ * stage "linker"; the message's offset is kept either way). False only on
+ * OOM or when the DLQ record cannot be enqueued (err set). */
+bool linker_batch_add(linker_t *L, const rd_kafka_message_t *msg, mdb_error_t *err);
+
+/* Write the batch (documents, job files, job counters), then store every
+ * offset of it. On failure nothing is stored and the batch is kept. */
+bool linker_batch_flush(linker_t *L, mdb_error_t *err);
+
+/* Forget the batch without storing offsets (lost assignment). */
+void linker_batch_drop(linker_t *L);
+
+size_t linker_batch_count(const linker_t *L);
+
+/* ---- jobs.c ---- */
+
+/* Collection names of the jobs in ids (job_id -> {collection, producer_errors,
+ * nerrors}); jobs without a document are absent. */
+bool linker_jobs_load(linker_t *L, const char *const *ids, size_t n, json_t *out, mdb_error_t *err);
+
+/* Record the batch's file outcomes and refresh the touched jobs. jobs is
+ * what linker_jobs_load returned for them. */
+bool linker_jobs_apply(linker_t *L, json_t *jobs, const char *now, mdb_error_t *err);
+
+int64_t linker_now_ms(void);
+
+#endif
