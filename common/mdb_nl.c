@@ -937,7 +937,7 @@ static bool tok_is_filler(const tok_t *t)
 static const char *const LEVEL_WORDS = "study|studies|series|image*|instance*|exam*|examination*|slice*|file*";
 static const char *const CONNECTORS = "and|or|nor|plus|as well as|and also|and/or|,|&";
 static const char *const NEGATIONS =
-    "not|no|non|without|excluding|exclude|excludes|except|except for|but not|other than|never|neither|"
+    "not|no|non|without|w o|wo|with out|excluding|exclude|excludes|except|except for|but not|other than|never|neither|"
     "isn't|aren't|wasn't|weren't|don't|doesn't|lacking|lack|lacks|minus|omitting|omit|omits|exclusive of|"
     "apart from|leaving out|besides|ignoring|ignore|skip|skipping|free of|isnt|arent|dont|doesnt";
 
@@ -2994,6 +2994,45 @@ static size_t generic_value(parser_t *p, size_t i, size_t k, const char *best_pa
     return vl;
 }
 
+/* "more than 512 rows", "2 acquisitions": a number, then a numeric field's name. */
+static size_t rule_numeric_postfix(parser_t *p, size_t i)
+{
+    numc_t nc;
+    if (!parse_numc(p, i, &nc) || nc.unit != U_NONE)
+        return 0;
+    size_t k = i + nc.len, best = 0;
+    const char *path = NULL;
+    for (int l = 0; l < NL_LEVELS; l++) {
+        for (size_t f = 0; f < p->v->nfields[l]; f++) {
+            const nl_field_t *fd = &p->v->fields[l][f];
+            if (fd->type != MDB_QFIELD_NUMBER || dedicated_field(fd->path))
+                continue;
+            char words[160], alt[400];
+            field_words(fd->path, words, sizeof words);
+            snprintf(alt, sizeof alt, "%s|%s*", words, words);
+            size_t n = phrase_at(p, k, alt);
+            if (n > best) {
+                best = n;
+                path = fd->path;
+            }
+        }
+    }
+    if (!best)
+        return 0;
+    size_t total = nc.len + best;
+    cond_t *c = cond_new(p);
+    if (!c)
+        return 0;
+    numc_to_cond(c, &nc);
+    c->label = field_label(path);
+    cond_field(p, c, path);
+    char words[256];
+    words_text(p, i, total, words, sizeof words);
+    mark_used(p, i, total);
+    cond_commit(p, words);
+    return total;
+}
+
 /* Names taken from the data: model names, kernels, stations, collections,
  * patient IDs typed without a field word. */
 static size_t rule_vocab_value(parser_t *p, size_t i)
@@ -3072,7 +3111,7 @@ static const rule_fn RULES[] = {
     rule_generic_more_stored, rule_uid,        rule_date,         rule_patient,      rule_accession,     rule_collection,
     rule_thin_thick, rule_numeric_field, rule_age,         rule_numeric_unit,  rule_contrast,
     rule_description, rule_modality,    rule_body_part,    rule_manufacturer,  rule_sex,
-    rule_generic_field, rule_generic_more, rule_vocab_value, rule_level,
+    rule_generic_field, rule_generic_more, rule_numeric_postfix, rule_vocab_value, rule_level,
 };
 
 static void parse(parser_t *p)

@@ -126,6 +126,7 @@ static void test_slices_and_units(void **state)
     expect("series with more than 100 images", "series", "{\"instance_count\":{\"$gt\":100}}", NULL);
     expect("series number 3", "series", "{\"series_number\":3}", NULL);
     expect("images with rows 512", "instances", "{\"metadata.Rows\":512}", NULL);
+    expect("images with more than 512 rows", "instances", "{\"metadata.Rows\":{\"$gt\":512}}", NULL);
 }
 
 static void test_dates(void **state)
@@ -178,6 +179,10 @@ static void test_negation_and_names(void **state)
     expect("not contrast", "series",
            "{\"metadata.ContrastBolusAgent\":{\"$in\":[\"\",\"NONE\",\"None\",\"none\",\"NO\",\"No\",\"no\",\"N/A\","
            "\"n/a\",null]}}",
+           NULL);
+    expect("CT w/o contrast", "series",
+           "{\"modality\":\"CT\",\"metadata.ContrastBolusAgent\":{\"$in\":[\"\",\"NONE\",\"None\",\"none\","
+           "\"NO\",\"No\",\"no\",\"N/A\",\"n/a\",null]}}",
            NULL);
     expect("contrast-enhanced series", "series",
            "{\"metadata.ContrastBolusAgent\":{\"$exists\":true,\"$nin\":[\"\",\"NONE\",\"None\",\"none\",\"NO\",\"No\","
