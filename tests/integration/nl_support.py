@@ -3,15 +3,17 @@ test_qido.py): build a small generated archive, enrich it a little so every
 kind of sentence has something to find, and load it into an isolated
 database.
 
-Loading: documents are built from `metadb extract` events (the worker's
-extractor) the way DESIGN.md describes them (studies/series/instances keyed
-by UID, promoted fields at top level, everything else under metadata).
+Loading: load_pipeline runs the real pipeline (metadb index, producer,
+worker, linker) on the test's own topics, groups and database. load_direct
+builds the same document shapes from `metadb extract` events without Kafka,
+for quick experiments.
 
 Not a test itself (ctest registers test_*.py only)."""
 import glob
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -139,6 +141,44 @@ def load_direct(db_name, archive):
     return client, db
 
 
+def load_pipeline(db_name, archive, manifest, collection="LIDC-IDRI"):
+    """Load the archive through the real pipeline: `metadb topics` and `metadb
+    index` with the test's own topics and groups, producer + worker + linker
+    daemons, one job selecting every patient (`metadb submit --wait`), then
+    the daemons are stopped. Returns (client, db). Raises RuntimeError (with
+    the daemons' logs) when the job does not complete cleanly."""
+    sys.path.insert(0, os.path.join(SRC, "tests", "faults"))
+    import reltest as rt
+    stack = rt.Stack.shared()
+    names = rt.Names(db_name, stack, [os.path.abspath(archive)], features_dir=CONF)
+    logdir = rt.tempdir("metadb-nl-logs-")
+    procs = rt.Procs(logdir)
+    try:
+        rt.metadb(names, "topics")
+        rt.metadb(names, "index", timeout=300)
+        rt.metadb(names, "researcher", "add", "nl-test", "--name", "NL test", "--email", "nl@example.org")
+        rt.metadb(names, "collection", "create", collection, "--description", "generated archive")
+        for role in ("producer", "worker", "linker"):
+            procs.start(role, names, extra=["--log.level=warn"])
+        patients = sorted({s["patient_id"] for s in manifest["studies"]})
+        p = rt.metadb(names, "submit", "--researcher", "nl-test", "--collection", collection, "--patient",
+                      *patients, "--wait", "--timeout", "300", "--json", timeout=360, check=False)
+        if p.returncode != 0:
+            raise RuntimeError("job did not complete (exit %d): %s %s" % (p.returncode, p.stdout[-1500:],
+                                                                         p.stderr[-1500:]))
+        rcs = procs.stop_all()
+        bad = {pid: v for pid, v in rcs.items() if v[1] != 0}
+        if bad:
+            raise RuntimeError("daemons did not exit 0: %s" % bad)
+    except Exception:
+        procs.dump_logs()
+        raise
+    finally:
+        procs.kill_all()
+        shutil.rmtree(logdir, ignore_errors=True)
+    return mongo_db(db_name)
+
+
 def drop(client, db_name):
     try:
         client.drop_database(db_name)
@@ -153,8 +193,8 @@ if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "setup":
         patients = int(sys.argv[4]) if len(sys.argv) > 4 else 12
         seed = int(sys.argv[5]) if len(sys.argv) > 5 else 11
-        generate(sys.argv[3], patients=patients, seed=seed)
-        c, _ = load_direct(sys.argv[2], sys.argv[3])
+        manifest = generate(sys.argv[3], patients=patients, seed=seed)
+        c, _ = load_pipeline(sys.argv[2], sys.argv[3], manifest)
         c.close()
         print(os.path.join(sys.argv[3], "manifest.json"))
     elif len(sys.argv) == 3 and sys.argv[1] == "drop":

@@ -2,7 +2,8 @@
 """Natural-language search end to end.
 
 1. The sentence set (tests/nl/sentences.tsv, >= 60 sentences): a generated
-   archive is loaded into an isolated database; every sentence goes through
+   archive is loaded through the real pipeline (index, producer, worker,
+   linker on the test's own topics, groups and database); every sentence goes through
    GET /api/nl (offline translator) and must return exactly the UID set of
    its expected filter, evaluated here with pymongo independently of the
    translator. Every translated filter and join filter must also pass the
@@ -144,7 +145,7 @@ def main():
     fake = None
     try:
         manifest = nl_support.generate(os.path.join(tmp, "archive"), patients=40, seed=7)
-        client, db = nl_support.load_direct(db_name, os.path.join(tmp, "archive"))
+        client, db = nl_support.load_pipeline(db_name, os.path.join(tmp, "archive"), manifest)
         sentences = load_sentences(manifest)
         ck.check(len(sentences) >= 60, "the sentence set has at least 60 sentences (%d)" % len(sentences))
 

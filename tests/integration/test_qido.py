@@ -2,7 +2,8 @@
 """DICOMweb QIDO-RS: metadb against Orthanc's DICOMweb plugin, and an
 external QIDO client.
 
-A small generated archive is loaded into an isolated metadb database and
+A small generated archive is loaded through metadb's pipeline (index,
+producer, worker, linker; private topics, groups and database) and
 uploaded to a private Orthanc (Debian orthanc + orthanc-dicomweb, started
 here in a temporary directory on free ports, RemoteAccessAllowed false).
 The same QIDO queries go to both (attribute matching: single value, UID
@@ -146,7 +147,7 @@ def main():
     try:
         archive = os.path.join(tmp, "archive")
         manifest = nl_support.generate(archive, patients=12, seed=11)
-        client, db = nl_support.load_direct(db_name, archive)
+        client, db = nl_support.load_pipeline(db_name, archive, manifest)
         orthanc = Orthanc(tmp)
         for inst in manifest["instances"]:
             orthanc.upload(inst["path"])
