@@ -22,6 +22,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "mdb_log.h"
+
 extern char **environ;
 
 typedef enum { T_STR, T_INT, T_BOOL, T_DOUBLE, T_ENUM } key_type_t;
@@ -228,8 +230,20 @@ static bool enum_has(const char *spec, const char *value)
     return false;
 }
 
+/* A rejected value as shown in an error message: URIs masked (a mongodb://
+ * URI given to the wrong key must not print its password) and cut at 60 bytes. */
+static const char *shown(const char *value, char *buf, size_t size)
+{
+    char *masked = mdb_log_mask_uri(value);
+    const char *v = masked ? masked : "(value hidden)";
+    snprintf(buf, size, "%.60s%s", v, strlen(v) > 60 ? "..." : "");
+    free(masked);
+    return buf;
+}
+
 static bool validate(const key_def_t *d, const char *value, mdb_error_t *err)
 {
+    char sb[80];
     int64_t i;
     bool b;
     double x;
@@ -238,7 +252,8 @@ static bool validate(const key_def_t *d, const char *value, mdb_error_t *err)
     case T_STR: return true;
     case T_INT:
         if (!parse_int(value, &i)) {
-            mdb_error_set(err, MDB_ERR_CONFIG, 0, "config key '%s': expected an integer, got '%s'", d->name, value);
+            mdb_error_set(err, MDB_ERR_CONFIG, 0, "config key '%s': expected an integer, got '%s'", d->name,
+                          shown(value, sb, sizeof sb));
             return false;
         }
         if (i < 0) {
@@ -255,20 +270,22 @@ static bool validate(const key_def_t *d, const char *value, mdb_error_t *err)
     case T_BOOL:
         if (!parse_bool(value, &b)) {
             mdb_error_set(err, MDB_ERR_CONFIG, 0, "config key '%s': expected true or false, got '%s'", d->name,
-                          value);
+                          shown(value, sb, sizeof sb));
             return false;
         }
         return true;
     case T_DOUBLE:
         if (!parse_double(value, &x)) {
-            mdb_error_set(err, MDB_ERR_CONFIG, 0, "config key '%s': expected a number, got '%s'", d->name, value);
+            mdb_error_set(err, MDB_ERR_CONFIG, 0, "config key '%s': expected a number, got '%s'", d->name,
+                          shown(value, sb, sizeof sb));
             return false;
         }
         return true;
     case T_ENUM:
         if (!enum_has(d->spec, value)) {
             const char *choices = strchr(d->spec, '|');
-            mdb_error_set(err, MDB_ERR_CONFIG, 0, "config key '%s': '%s' is not one of %s", d->name, value,
+            mdb_error_set(err, MDB_ERR_CONFIG, 0, "config key '%s': '%s' is not one of %s", d->name,
+                          shown(value, sb, sizeof sb),
                           choices ? choices + 1 : "");
             return false;
         }
@@ -418,7 +435,9 @@ bool mdb_config_load_file(mdb_config_t *cfg, const char *path, mdb_error_t *err)
             continue;
         char *eq = strchr(s, '=');
         if (!eq) {
-            mdb_error_set(err, MDB_ERR_CONFIG, 0, "%s:%d: expected 'key = value', got '%s'", path, lineno, s);
+            char sb[80];
+            mdb_error_set(err, MDB_ERR_CONFIG, 0, "%s:%d: expected 'key = value', got '%s'", path, lineno,
+                          shown(s, sb, sizeof sb));
             ok = false;
             break;
         }
@@ -565,7 +584,8 @@ bool mdb_config_load_all(mdb_config_t *cfg, int argc, char **argv, int *first_re
         keybuf[nl] = '\0';
         if (!mdb_config_is_key(keybuf)) {
             if (looks_like_config_key(keybuf, nl)) {
-                mdb_error_set(err, MDB_ERR_CONFIG, 0, "unknown configuration key '%s' (flag %s)", keybuf, a);
+                mdb_error_set(err, MDB_ERR_CONFIG, 0, "unknown configuration key '%s' (flag --%s; its value is not shown)",
+                              keybuf, keybuf);
                 return false;
             }
             rest = i;

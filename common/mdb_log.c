@@ -273,11 +273,14 @@ void mdb_log_route_mongoc(void)
     mongoc_log_set_handler(mongoc_handler, NULL);
 }
 
-/* Characters that end the authority part of a URI (or the URI in free text). */
-static bool ends_authority(char c)
+/* Characters that end a URI in free text. The credentials end at the LAST '@'
+ * before one of them: libmongoc accepts unescaped ',', ';', '?', '#', '/' and
+ * quotes inside a password, so stopping at the first '/' or ',' would print
+ * the rest of such a password (an '@' later in the query string only makes
+ * the mask longer, never shorter). */
+static bool ends_uri_text(char c)
 {
-    return c == '\0' || c == '/' || c == '?' || c == '#' || c == ' ' || c == '\t' || c == '\n' ||
-           c == '"' || c == '\'' || c == ',' || c == ';';
+    return c == '\0' || c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
 char *mdb_log_mask_uri(const char *uri)
@@ -311,7 +314,7 @@ char *mdb_log_mask_uri(const char *uri)
         const char *end = p;
         const char *at = NULL;
         const char *colon = NULL;
-        while (!ends_authority(*end)) {
+        while (!ends_uri_text(*end)) {
             if (*end == '@')
                 at = end;
             end++;
