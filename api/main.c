@@ -98,6 +98,11 @@ int main(int argc, char **argv)
     if (!ctx.producer)
         MDB_LOG(MDB_LOG_WARN, "job submission unavailable: %s", err.message);
     resolve_web_root(&ctx);
+    if (mdb_config_get_int(cfg, "api.cache_ms") > 0) {
+        ctx.cache = api_cache_start(ctx.mongo, mdb_config_get_int(cfg, "api.cache_ms"));
+        if (!ctx.cache)
+            MDB_LOG(MDB_LOG_WARN, "cannot start the study/series cache; every query goes to the database");
+    }
 
     server = api_server_start(&ctx, mdb_config_get(cfg, "api.listen"), &err);
     if (!server) {
@@ -120,6 +125,7 @@ int main(int argc, char **argv)
     rc = 0;
 done:
     api_server_stop(server);
+    api_cache_stop(ctx.cache);
     if (ctx.producer) {
         if (!mdb_kafka_producer_flush(ctx.producer, 5000, &err))
             MDB_LOG(MDB_LOG_WARN, "%s", err.message);

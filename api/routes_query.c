@@ -19,7 +19,125 @@
 /* Non-filter arguments every list route accepts besides limit/offset/sort/fields. */
 static bool is_meta_arg(const char *key)
 {
-    return !strcmp(key, "total") || !strcmp(key, "_") || !strcmp(key, "explain");
+    return !strcmp(key, "total") || !strcmp(key, "_") || !strcmp(key, "fresh");
+}
+
+/* ?fresh=true: answer from the database, not the in-memory copy. */
+static bool want_fresh(const api_request_t *req, api_response_t *res, bool *out)
+{
+    const char *f = api_arg(req, "fresh");
+    *out = false;
+    if (!f)
+        return true;
+    if (!strcmp(f, "true") || !strcmp(f, "1")) {
+        *out = true;
+        return true;
+    }
+    if (!strcmp(f, "false") || !strcmp(f, "0"))
+        return true;
+    api_respond_error(res, 400, "bad_parameter", "'fresh' expects true or false, got '%.32s'", f);
+    return false;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static const char *bson_str(const bson_t *doc, const char *key)
+{
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it))
+        return bson_iter_utf8(&it, NULL);
+    return NULL;
+}
+
+/* Page of matched documents → {total, limit, offset, items}. */
+static json_t *page_json(const bson_t **hits, size_t nh, const mdb_query_t *q, bool total)
+{
+    json_t *items = json_array();
+    int64_t off = mdb_query_offset(q), lim = mdb_query_limit(q);
+    for (int64_t i = off; items && i < (int64_t)nh && i < off + lim; i++) {
+        bson_t p;
+        mdb_query_project(hits[i], mdb_query_projection(q), &p);
+        json_array_append_new(items, mdb_query_bson_to_json(&p));
+        bson_destroy(&p);
+    }
+    json_t *out = json_pack("{s:I, s:I, s:o}", "limit", (json_int_t)lim, "offset", (json_int_t)off, "items", items);
+    if (out && total)
+        json_object_set_new(out, "total", json_integer((json_int_t)nh));
+    return out;
+}
+
+/* Answer a studies/series filter-parameter query from the cache. NULL when
+ * the cache cannot answer it (not loaded, not a cached level, an operator
+ * the in-memory evaluator does not implement): the caller asks the database. */
+static json_t *run_cached(api_ctx_t *ctx, const mdb_query_t *q, bool total)
+{
+    const char *coll = mdb_query_collection(q);
+    int level = !strcmp(coll, "studies") ? 0 : !strcmp(coll, "series") ? 1 : -1;
+    json_t *out = NULL;
+    api_snapshot_t *snap = NULL, *parent = NULL;
+    const bson_t **hits = NULL;
+    const char **pids = NULL;
+    size_t npids = 0, nh = 0;
+    bson_t pf;
+    bool has_parent = false;
+    if (level < 0 || !ctx->cache || !mdb_query_match_supported(mdb_query_filter(q)))
+        return NULL;
+    has_parent = level == 1 && mdb_query_parent_filter(q, MDB_QUERY_STUDIES, &pf);
+    if (has_parent && !mdb_query_match_supported(&pf))
+        goto done;
+    if (!(snap = api_cache_acquire(ctx->cache, level)))
+        goto done;
+    if (has_parent) {
+        if (!(parent = api_cache_acquire(ctx->cache, 0)))
+            goto done;
+        size_t n = api_snapshot_count(parent);
+        if (!(pids = malloc((n ? n : 1) * sizeof *pids)))
+            goto done;
+        for (size_t i = 0; i < n; i++) {
+            const bson_t *d = api_snapshot_doc(parent, i);
+            int m = mdb_query_match(&pf, d);
+            if (m < 0)
+                goto done;
+            const char *id = bson_str(d, "_id");
+            if (m && id)
+                pids[npids++] = id;
+        }
+        qsort(pids, npids, sizeof *pids, cmp_str);
+    }
+    size_t n = api_snapshot_count(snap);
+    if (!(hits = malloc((n ? n : 1) * sizeof *hits)))
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        const bson_t *d = api_snapshot_doc(snap, i);
+        if (has_parent) {
+            const char *sid = bson_str(d, "study_id");
+            if (!sid || !bsearch(&sid, pids, npids, sizeof *pids, cmp_str))
+                continue;
+        }
+        int m = mdb_query_match(mdb_query_filter(q), d);
+        if (m < 0)
+            goto done;
+        if (m)
+            hits[nh++] = d;
+    }
+    if (!mdb_query_sort_docs(hits, nh, mdb_query_sort(q)))
+        goto done;
+    out = page_json(hits, nh, q, total);
+    if (out) {
+        json_object_set_new(out, "source", json_string("cache"));
+        json_object_set_new(out, "cache_age_ms", json_integer(api_snapshot_age_ms(snap)));
+    }
+done:
+    if (has_parent)
+        bson_destroy(&pf);
+    free(hits);
+    free(pids);
+    api_snapshot_release(snap);
+    api_snapshot_release(parent);
+    return out;
 }
 
 static bool want_total(const api_request_t *req, api_response_t *res, bool *out)
@@ -50,13 +168,17 @@ static void add_explain(json_t *out, const mdb_query_t *q)
         json_object_set_new(out, "explain", json_pack("{s:s, s:o}", "collection", mdb_query_collection(q), "filter", f));
 }
 
-static void run_and_respond(api_ctx_t *ctx, api_response_t *res, mdb_query_t *q, bool total)
+static void run_and_respond(api_ctx_t *ctx, api_response_t *res, mdb_query_t *q, bool total, bool fresh)
 {
     mdb_error_t err = {0};
-    json_t *out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, !total, &err);
+    json_t *out = fresh ? NULL : run_cached(ctx, q, total);
     if (!out) {
-        api_respond_mdb_error(res, &err);
-        return;
+        out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, !total, &err);
+        if (!out) {
+            api_respond_mdb_error(res, &err);
+            return;
+        }
+        json_object_set_new(out, "source", json_string("database"));
     }
     add_explain(out, q);
     api_respond_json(res, 200, out);
@@ -65,8 +187,8 @@ static void run_and_respond(api_ctx_t *ctx, api_response_t *res, mdb_query_t *q,
 void api_h_list(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, int level)
 {
     mdb_error_t err = {0};
-    bool total;
-    if (!want_total(req, res, &total))
+    bool total, fresh;
+    if (!want_total(req, res, &total) || !want_fresh(req, res, &fresh))
         return;
     mdb_query_t *q = mdb_query_new((mdb_query_level_t)level, ctx->max_limit);
     if (!q) {
@@ -82,7 +204,7 @@ void api_h_list(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, i
             goto done;
         }
     }
-    run_and_respond(ctx, res, q, total);
+    run_and_respond(ctx, res, q, total, fresh);
 done:
     mdb_query_destroy(q);
 }
@@ -97,8 +219,12 @@ static json_t *find_one(api_ctx_t *ctx, api_response_t *res, mdb_query_level_t l
         api_respond_error(res, 400, "bad_uid", "%s", err.message[0] ? err.message : "out of memory");
         goto done;
     }
-    out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, true, &err);
-    if (!out) {
+    out = run_cached(ctx, q, false);
+    if (out && json_array_size(json_object_get(out, "items")) == 0) { /* maybe newer than the cache */
+        json_decref(out);
+        out = NULL;
+    }
+    if (!out && !(out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, true, &err))) {
         api_respond_mdb_error(res, &err);
         goto done;
     }
@@ -138,8 +264,8 @@ static json_t *children(api_ctx_t *ctx, const api_request_t *req, api_response_t
         api_respond_error(res, 400, "bad_parameter", "%s", err.message);
         goto done;
     }
-    out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, false, &err);
-    if (!out)
+    out = run_cached(ctx, q, true);
+    if (!out && !(out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, false, &err)))
         api_respond_mdb_error(res, &err);
 done:
     mdb_query_destroy(q);
@@ -163,14 +289,27 @@ void api_h_get_one(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
         json_object_set(doc, "series", json_object_get(kids, "items"));
         json_object_set(doc, "series_total", json_object_get(kids, "total"));
     } else if (level == MDB_QUERY_SERIES) {
-        kids = children(ctx, req, res, MDB_QUERY_INSTANCES, "series_id", uid, "instance_number",
+        /* The series is worth showing even when its instance page cannot be
+         * read in time (a database without usable indexes): the page then
+         * carries the error instead of failing the whole answer. */
+        api_response_t sub;
+        memset(&sub, 0, sizeof sub);
+        kids = children(ctx, req, &sub, MDB_QUERY_INSTANCES, "series_id", uid, "instance_number",
                         "instance_number,sop_class_uid,acquisition_datetime,paths,study_id,series_id", 100);
-        if (!kids)
+        if (!kids && sub.status == 400) {
+            res->status = 0;
+            api_respond_bytes(res, sub.status, sub.content_type, sub.body, sub.body_len);
+            free(sub.body);
             goto fail;
-        json_object_set_new(doc, "instances",
-                            json_pack("{s:O, s:O, s:O, s:O}", "total", json_object_get(kids, "total"), "limit",
-                                      json_object_get(kids, "limit"), "offset", json_object_get(kids, "offset"),
-                                      "items", json_object_get(kids, "items")));
+        }
+        if (kids)
+            json_object_set_new(doc, "instances",
+                                json_pack("{s:O, s:O, s:O, s:O}", "total", json_object_get(kids, "total"), "limit",
+                                          json_object_get(kids, "limit"), "offset", json_object_get(kids, "offset"),
+                                          "items", json_object_get(kids, "items")));
+        else
+            json_object_set_new(doc, "instances", json_loadb(sub.body ? sub.body : "{}", sub.body_len, 0, NULL));
+        free(sub.body);
     }
     json_decref(kids);
     api_respond_json(res, 200, doc);

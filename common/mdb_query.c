@@ -2217,3 +2217,911 @@ done:
     bson_destroy(&count_opts);
     return result;
 }
+
+bool mdb_query_parent_filter(const mdb_query_t *q, mdb_query_level_t parent, bson_t *out)
+{
+    if (parent >= MDB_QUERY_LEVEL_COUNT || q->raw || !q->parent[parent].n)
+        return false;
+    bson_init(out);
+    build_and(&q->parent[parent], out);
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* in-memory evaluation                                                      */
+
+/* BSON type order used by comparisons and sorts. */
+static int type_rank(bson_type_t t)
+{
+    switch (t) {
+    case BSON_TYPE_MINKEY:
+        return 1;
+    case BSON_TYPE_EOD: /* missing */
+    case BSON_TYPE_NULL:
+    case BSON_TYPE_UNDEFINED:
+        return 2;
+    case BSON_TYPE_INT32:
+    case BSON_TYPE_INT64:
+    case BSON_TYPE_DOUBLE:
+    case BSON_TYPE_DECIMAL128:
+        return 3;
+    case BSON_TYPE_UTF8:
+    case BSON_TYPE_SYMBOL:
+        return 4;
+    case BSON_TYPE_DOCUMENT:
+        return 5;
+    case BSON_TYPE_ARRAY:
+        return 6;
+    case BSON_TYPE_BINARY:
+        return 7;
+    case BSON_TYPE_OID:
+        return 8;
+    case BSON_TYPE_BOOL:
+        return 9;
+    case BSON_TYPE_DATE_TIME:
+        return 10;
+    case BSON_TYPE_TIMESTAMP:
+        return 11;
+    case BSON_TYPE_REGEX:
+        return 12;
+    case BSON_TYPE_MAXKEY:
+        return 14;
+    default:
+        return 13;
+    }
+}
+
+static double iter_number(const bson_iter_t *it)
+{
+    if (BSON_ITER_HOLDS_DECIMAL128(it)) {
+        bson_decimal128_t d;
+        char buf[BSON_DECIMAL128_STRING];
+        bson_iter_decimal128(it, &d);
+        bson_decimal128_to_string(&d, buf);
+        return strtod(buf, NULL);
+    }
+    return bson_iter_as_double(it);
+}
+
+static int cmp_iters(const bson_iter_t *a, const bson_iter_t *b);
+
+/* Compare two documents/arrays element by element (keys too for documents). */
+static int cmp_containers(const bson_iter_t *a, const bson_iter_t *b, bool keys)
+{
+    bson_iter_t ca, cb;
+    if (!bson_iter_recurse(a, &ca) || !bson_iter_recurse(b, &cb))
+        return 0;
+    for (;;) {
+        bool na = bson_iter_next(&ca), nb = bson_iter_next(&cb);
+        if (!na || !nb)
+            return na == nb ? 0 : (na ? 1 : -1);
+        int c = type_rank(bson_iter_type(&ca)) - type_rank(bson_iter_type(&cb));
+        if (c)
+            return c < 0 ? -1 : 1;
+        if (keys && (c = strcmp(bson_iter_key(&ca), bson_iter_key(&cb))) != 0)
+            return c < 0 ? -1 : 1;
+        if ((c = cmp_iters(&ca, &cb)) != 0)
+            return c;
+    }
+}
+
+/* Total order of two present values (type order first). */
+static int cmp_iters(const bson_iter_t *a, const bson_iter_t *b)
+{
+    bson_type_t ta = bson_iter_type(a), tb = bson_iter_type(b);
+    int ra = type_rank(ta), rb = type_rank(tb);
+    if (ra != rb)
+        return ra < rb ? -1 : 1;
+    switch (ra) {
+    case 3: {
+        if ((ta == BSON_TYPE_INT32 || ta == BSON_TYPE_INT64) && (tb == BSON_TYPE_INT32 || tb == BSON_TYPE_INT64)) {
+            int64_t x = bson_iter_as_int64(a), y = bson_iter_as_int64(b);
+            return x < y ? -1 : x > y;
+        }
+        double x = iter_number(a), y = iter_number(b);
+        if (isnan(x) || isnan(y)) /* NaN sorts below every number */
+            return isnan(x) && isnan(y) ? 0 : (isnan(x) ? -1 : 1);
+        return x < y ? -1 : x > y;
+    }
+    case 4: {
+        uint32_t la, lb;
+        const char *sa = ta == BSON_TYPE_SYMBOL ? bson_iter_symbol(a, &la) : bson_iter_utf8(a, &la);
+        const char *sb = tb == BSON_TYPE_SYMBOL ? bson_iter_symbol(b, &lb) : bson_iter_utf8(b, &lb);
+        int c = memcmp(sa, sb, la < lb ? la : lb);
+        if (c)
+            return c < 0 ? -1 : 1;
+        return la < lb ? -1 : la > lb;
+    }
+    case 5:
+        return cmp_containers(a, b, true);
+    case 6:
+        return cmp_containers(a, b, false);
+    case 8: {
+        int c = bson_oid_compare(bson_iter_oid(a), bson_iter_oid(b));
+        return c < 0 ? -1 : c > 0;
+    }
+    case 9:
+        return (int)bson_iter_bool(a) - (int)bson_iter_bool(b);
+    case 10: {
+        int64_t x = bson_iter_date_time(a), y = bson_iter_date_time(b);
+        return x < y ? -1 : x > y;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* ---- regex subset: literals, '.', '.*', '^' at the start, '$' at the end ---- */
+
+typedef enum { RX_LIT, RX_ANY, RX_STAR } rx_kind_t;
+typedef struct {
+    rx_kind_t kind;
+    char c;
+} rx_tok_t;
+
+#define RX_MAX 512
+
+/* Compile pattern into tokens; false when it uses anything else. */
+static bool rx_compile(const char *pat, const char *opts, rx_tok_t *tok, size_t *n, bool *icase)
+{
+    *icase = false;
+    for (const char *o = opts ? opts : ""; *o; o++) {
+        if (*o == 'i')
+            *icase = true;
+        else
+            return false;
+    }
+    size_t k = 0, len = strlen(pat);
+    bool anchored_start = false, anchored_end = false;
+    size_t i = 0;
+    if (pat[0] == '^') {
+        anchored_start = true;
+        i = 1;
+    }
+    if (!anchored_start)
+        tok[k++] = (rx_tok_t){RX_STAR, 0};
+    for (; i < len; i++) {
+        if (k + 2 >= RX_MAX)
+            return false;
+        char c = pat[i];
+        if (c == '\\') {
+            char e = pat[i + 1];
+            if (!e || isalnum((unsigned char)e) || (unsigned char)e >= 0x80)
+                return false; /* \d, \w, \1 ... */
+            tok[k++] = (rx_tok_t){RX_LIT, e};
+            i++;
+            continue;
+        }
+        if (c == '.') {
+            if (pat[i + 1] == '*') {
+                if (pat[i + 2] == '?' || pat[i + 2] == '+')
+                    return false;
+                tok[k++] = (rx_tok_t){RX_STAR, 0};
+                i++;
+            } else {
+                if (pat[i + 1] == '+' || pat[i + 1] == '?' || pat[i + 1] == '{')
+                    return false;
+                tok[k++] = (rx_tok_t){RX_ANY, 0};
+            }
+            continue;
+        }
+        if (c == '$' && i == len - 1) {
+            anchored_end = true;
+            continue;
+        }
+        if (strchr("^$|?*+()[]{}", c))
+            return false;
+        if (i + 1 < len && strchr("?*+{", pat[i + 1]))
+            return false; /* quantifier on a literal */
+        tok[k++] = (rx_tok_t){RX_LIT, c};
+    }
+    if (!anchored_end)
+        tok[k++] = (rx_tok_t){RX_STAR, 0};
+    *n = k;
+    return true;
+}
+
+static size_t u8_step(const char *s, size_t len, size_t i)
+{
+    unsigned char c = (unsigned char)s[i];
+    size_t n = c < 0x80 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+    return i + n <= len ? i + n : len;
+}
+
+static char lower_ascii(char c, bool icase)
+{
+    return icase && c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+/* Wildcard match with single-star backtracking. '.' (ANY, STAR) never
+ * matches a newline, as in the server's regex engines. */
+static bool rx_match(const rx_tok_t *tok, size_t n, const char *s, size_t len, bool icase)
+{
+    size_t ti = 0, si = 0, star_t = (size_t)-1, star_s = 0;
+    while (si < len || ti < n) {
+        if (ti < n) {
+            if (tok[ti].kind == RX_STAR) {
+                star_t = ti++;
+                star_s = si;
+                continue;
+            }
+            if (si < len) {
+                if (tok[ti].kind == RX_ANY && s[si] != '\n') {
+                    ti++;
+                    si = u8_step(s, len, si);
+                    continue;
+                }
+                if (tok[ti].kind == RX_LIT && lower_ascii(tok[ti].c, icase) == lower_ascii(s[si], icase)) {
+                    ti++;
+                    si++;
+                    continue;
+                }
+            }
+        }
+        /* backtrack: let the last star swallow one more character */
+        if (star_t == (size_t)-1 || star_s >= len || s[star_s] == '\n')
+            return false;
+        star_s = u8_step(s, len, star_s);
+        si = star_s;
+        ti = star_t + 1;
+    }
+    return true;
+}
+
+/* -1 unsupported pattern, else 0/1 for a string subject. */
+static int regex_test(const char *pat, const char *opts, const bson_iter_t *v)
+{
+    rx_tok_t tok[RX_MAX];
+    size_t n;
+    bool icase;
+    if (!rx_compile(pat, opts, tok, &n, &icase))
+        return -1;
+    if (!BSON_ITER_HOLDS_UTF8(v))
+        return 0;
+    uint32_t len;
+    const char *s = bson_iter_utf8(v, &len);
+    return rx_match(tok, n, s, len, icase) ? 1 : 0;
+}
+
+/* ---- path resolution: the candidate values of a dotted path ---- */
+
+typedef int (*visit_fn)(const bson_iter_t *v, void *ud); /* 1 = stop (found), -1 = unsupported, 0 = go on */
+
+static bool all_digits_str(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s))
+            return false;
+    return true;
+}
+
+/* Visit every value the path reaches inside the container `it` iterates
+ * (a document's fields). Terminal arrays are visited whole and element by
+ * element. *present is set when the path exists at least once. */
+static int visit_path(bson_iter_t *it, const char *path, visit_fn fn, void *ud, bool *present, int depth)
+{
+    if (depth > 32)
+        return -1;
+    const char *dot = strchr(path, '.');
+    size_t seg = dot ? (size_t)(dot - path) : strlen(path);
+    char key[256];
+    if (seg >= sizeof key)
+        return 0;
+    memcpy(key, path, seg);
+    key[seg] = '\0';
+    bson_iter_t v;
+    bool found = false;
+    while (bson_iter_next(it)) {
+        if (!strcmp(bson_iter_key(it), key)) {
+            v = *it;
+            found = true;
+            break;
+        }
+    }
+    if (!found)
+        return 0;
+    if (!dot) {
+        *present = true;
+        int r = fn(&v, ud);
+        if (r)
+            return r;
+        if (BSON_ITER_HOLDS_ARRAY(&v)) {
+            bson_iter_t el;
+            if (bson_iter_recurse(&v, &el))
+                while (bson_iter_next(&el))
+                    if ((r = fn(&el, ud)) != 0)
+                        return r;
+        }
+        return 0;
+    }
+    const char *rest = dot + 1;
+    bson_iter_t child;
+    if (BSON_ITER_HOLDS_DOCUMENT(&v)) {
+        if (!bson_iter_recurse(&v, &child))
+            return 0;
+        return visit_path(&child, rest, fn, ud, present, depth + 1);
+    }
+    if (!BSON_ITER_HOLDS_ARRAY(&v) || !bson_iter_recurse(&v, &child))
+        return 0;
+    /* Array in the middle of a path: a numeric segment indexes it, any
+     * other segment reaches into each element document. */
+    const char *ndot = strchr(rest, '.');
+    char idx[32];
+    size_t il = ndot ? (size_t)(ndot - rest) : strlen(rest);
+    if (il < sizeof idx) {
+        memcpy(idx, rest, il);
+        idx[il] = '\0';
+    } else {
+        idx[0] = '\0';
+    }
+    bool numeric = all_digits_str(idx);
+    int r;
+    if (numeric) {
+        bson_iter_t arr = child;
+        if ((r = visit_path(&arr, rest, fn, ud, present, depth + 1)) != 0)
+            return r;
+    }
+    while (bson_iter_next(&child)) {
+        bson_iter_t sub;
+        if (BSON_ITER_HOLDS_DOCUMENT(&child) && bson_iter_recurse(&child, &sub))
+            if ((r = visit_path(&sub, rest, fn, ud, present, depth + 1)) != 0)
+                return r;
+    }
+    return 0;
+}
+
+/* ---- operators ---- */
+
+typedef struct {
+    const char *op; /* "$eq", "$gt", ... or "$regex" */
+    const bson_iter_t *arg;
+    const char *re_pat, *re_opts;
+} cond_t;
+
+static int eq_value(const bson_iter_t *v, const bson_iter_t *arg)
+{
+    if (BSON_ITER_HOLDS_REGEX(arg)) {
+        const char *opts;
+        const char *pat = bson_iter_regex(arg, &opts);
+        if (BSON_ITER_HOLDS_REGEX(v)) /* regex stored as a value: compare as values */
+            return 0;
+        return regex_test(pat, opts, v);
+    }
+    if (type_rank(bson_iter_type(v)) != type_rank(bson_iter_type(arg)))
+        return 0;
+    return cmp_iters(v, arg) == 0;
+}
+
+static int cond_visit(const bson_iter_t *v, void *ud)
+{
+    const cond_t *c = ud;
+    if (!strcmp(c->op, "$regex"))
+        return regex_test(c->re_pat, c->re_opts, v);
+    if (!strcmp(c->op, "$eq"))
+        return eq_value(v, c->arg);
+    if (!strcmp(c->op, "$in")) {
+        bson_iter_t el;
+        if (!bson_iter_recurse(c->arg, &el))
+            return 0;
+        while (bson_iter_next(&el)) {
+            int r = eq_value(v, &el);
+            if (r)
+                return r;
+        }
+        return 0;
+    }
+    /* range comparisons hold only within one type bracket */
+    if (type_rank(bson_iter_type(v)) != type_rank(bson_iter_type(c->arg)))
+        return 0;
+    int cmp = cmp_iters(v, c->arg);
+    if (!strcmp(c->op, "$gt"))
+        return cmp > 0;
+    if (!strcmp(c->op, "$gte"))
+        return cmp >= 0;
+    if (!strcmp(c->op, "$lt"))
+        return cmp < 0;
+    if (!strcmp(c->op, "$lte"))
+        return cmp <= 0;
+    return -1;
+}
+
+static bool arg_is_null(const bson_iter_t *arg)
+{
+    return BSON_ITER_HOLDS_NULL(arg) || BSON_ITER_HOLDS_UNDEFINED(arg);
+}
+
+/* Does any candidate of path satisfy (op, arg)? 1/0/-1. Equality with
+ * null also matches a missing path. */
+static int any_value(const bson_t *doc, const char *path, cond_t *c)
+{
+    bson_iter_t it;
+    bool present = false;
+    if (!bson_iter_init(&it, doc))
+        return 0;
+    int r = visit_path(&it, path, cond_visit, c, &present, 0);
+    if (r)
+        return r;
+    if (!present && c->arg && !strcmp(c->op, "$eq") && arg_is_null(c->arg))
+        return 1;
+    if (!present && c->arg && !strcmp(c->op, "$in")) {
+        bson_iter_t el;
+        if (bson_iter_recurse(c->arg, &el))
+            while (bson_iter_next(&el))
+                if (arg_is_null(&el))
+                    return 1;
+    }
+    return 0;
+}
+
+static int match_doc(const bson_t *filter, const bson_t *doc, int depth);
+
+static int visit_present(const bson_iter_t *v, void *ud)
+{
+    (void)v;
+    (void)ud;
+    return 1; /* presence is recorded by visit_path; stop at the first */
+}
+
+static int match_ops(const bson_t *doc, const char *path, const bson_iter_t *opdoc, int depth)
+{
+    bson_iter_t it;
+    if (depth > 32 || !bson_iter_recurse(opdoc, &it))
+        return -1;
+    const char *re_opts = "";
+    bson_iter_t probe;
+    if (bson_iter_recurse(opdoc, &probe) && bson_iter_find(&probe, "$options")) {
+        if (!BSON_ITER_HOLDS_UTF8(&probe))
+            return -1;
+        re_opts = bson_iter_utf8(&probe, NULL);
+    }
+    int result = 1;
+    while (bson_iter_next(&it)) {
+        const char *op = bson_iter_key(&it);
+        int r;
+        cond_t c = {.op = op, .arg = &it};
+        if (!strcmp(op, "$options"))
+            continue;
+        if (!strcmp(op, "$eq") || !strcmp(op, "$gt") || !strcmp(op, "$gte") || !strcmp(op, "$lt") ||
+            !strcmp(op, "$lte")) {
+            if (BSON_ITER_HOLDS_REGEX(&it) && strcmp(op, "$eq") != 0)
+                return -1;
+            if (arg_is_null(&it) && strcmp(op, "$eq") != 0)
+                return -1; /* null range semantics: leave to the server */
+            r = any_value(doc, path, &c);
+        } else if (!strcmp(op, "$ne")) {
+            c.op = "$eq";
+            r = any_value(doc, path, &c);
+            if (r >= 0)
+                r = !r;
+        } else if (!strcmp(op, "$in") || !strcmp(op, "$nin")) {
+            if (!BSON_ITER_HOLDS_ARRAY(&it))
+                return -1;
+            c.op = "$in";
+            r = any_value(doc, path, &c);
+            if (r >= 0 && op[1] == 'n')
+                r = !r;
+        } else if (!strcmp(op, "$exists")) {
+            bson_iter_t d;
+            bool present = false;
+            if (!bson_iter_init(&d, doc))
+                return 0;
+            visit_path(&d, path, visit_present, NULL, &present, 0);
+            r = present == bson_iter_as_bool(&it);
+        } else if (!strcmp(op, "$regex")) {
+            if (BSON_ITER_HOLDS_UTF8(&it)) {
+                c.re_pat = bson_iter_utf8(&it, NULL);
+                c.re_opts = re_opts;
+            } else if (BSON_ITER_HOLDS_REGEX(&it)) {
+                const char *o;
+                c.re_pat = bson_iter_regex(&it, &o);
+                c.re_opts = *re_opts ? re_opts : o;
+            } else {
+                return -1;
+            }
+            r = any_value(doc, path, &c);
+        } else if (!strcmp(op, "$not")) {
+            if (!BSON_ITER_HOLDS_DOCUMENT(&it))
+                return -1;
+            r = match_ops(doc, path, &it, depth + 1);
+            if (r >= 0)
+                r = !r;
+        } else {
+            return -1;
+        }
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            result = 0;
+    }
+    return result;
+}
+
+static int match_doc(const bson_t *filter, const bson_t *doc, int depth)
+{
+    bson_iter_t it;
+    int result = 1;
+    if (depth > 32 || !bson_iter_init(&it, filter))
+        return -1;
+    while (bson_iter_next(&it)) {
+        const char *key = bson_iter_key(&it);
+        int r;
+        if (!strcmp(key, "$comment"))
+            continue;
+        if (!strcmp(key, "$and") || !strcmp(key, "$or") || !strcmp(key, "$nor")) {
+            bson_iter_t el;
+            if (!BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &el))
+                return -1;
+            bool all = true, any = false;
+            while (bson_iter_next(&el)) {
+                const uint8_t *data;
+                uint32_t len;
+                bson_t sub;
+                if (!BSON_ITER_HOLDS_DOCUMENT(&el))
+                    return -1;
+                bson_iter_document(&el, &len, &data);
+                if (!bson_init_static(&sub, data, len))
+                    return -1;
+                int m = match_doc(&sub, doc, depth + 1);
+                if (m < 0)
+                    return -1;
+                all = all && m;
+                any = any || m;
+            }
+            r = key[1] == 'a' ? all : key[1] == 'o' ? any : !any;
+        } else if (key[0] == '$') {
+            return -1;
+        } else {
+            bson_iter_t first;
+            if (BSON_ITER_HOLDS_DOCUMENT(&it) && bson_iter_recurse(&it, &first) && bson_iter_next(&first) &&
+                bson_iter_key(&first)[0] == '$') {
+                r = match_ops(doc, key, &it, depth + 1);
+            } else {
+                cond_t c = {.op = "$eq", .arg = &it};
+                r = any_value(doc, key, &c);
+            }
+        }
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            result = 0;
+    }
+    return result;
+}
+
+int mdb_query_match(const bson_t *filter, const bson_t *doc)
+{
+    return match_doc(filter, doc, 0);
+}
+
+static bool regex_ok(const char *pat, const char *opts)
+{
+    rx_tok_t tok[RX_MAX];
+    size_t n;
+    bool icase;
+    return rx_compile(pat, opts, tok, &n, &icase);
+}
+
+/* A value used in equality/$in: regexes must be in the subset. */
+static bool value_ok(const bson_iter_t *v)
+{
+    if (BSON_ITER_HOLDS_REGEX(v)) {
+        const char *opts;
+        const char *pat = bson_iter_regex(v, &opts);
+        return regex_ok(pat, opts);
+    }
+    return true;
+}
+
+static bool ops_ok(const bson_iter_t *opdoc, int depth)
+{
+    bson_iter_t it;
+    const char *opts = "";
+    bson_iter_t probe;
+    if (depth > 32 || !bson_iter_recurse(opdoc, &it))
+        return false;
+    if (bson_iter_recurse(opdoc, &probe) && bson_iter_find(&probe, "$options")) {
+        if (!BSON_ITER_HOLDS_UTF8(&probe))
+            return false;
+        opts = bson_iter_utf8(&probe, NULL);
+    }
+    while (bson_iter_next(&it)) {
+        const char *op = bson_iter_key(&it);
+        if (!strcmp(op, "$eq") || !strcmp(op, "$ne")) {
+            if (!value_ok(&it))
+                return false;
+        } else if (!strcmp(op, "$gt") || !strcmp(op, "$gte") || !strcmp(op, "$lt") || !strcmp(op, "$lte")) {
+            if (BSON_ITER_HOLDS_REGEX(&it) || arg_is_null(&it))
+                return false;
+        } else if (!strcmp(op, "$in") || !strcmp(op, "$nin")) {
+            bson_iter_t el;
+            if (!BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &el))
+                return false;
+            while (bson_iter_next(&el))
+                if (!value_ok(&el))
+                    return false;
+        } else if (!strcmp(op, "$exists") || !strcmp(op, "$options")) {
+            continue;
+        } else if (!strcmp(op, "$regex")) {
+            if (BSON_ITER_HOLDS_UTF8(&it)) {
+                if (!regex_ok(bson_iter_utf8(&it, NULL), opts))
+                    return false;
+            } else if (BSON_ITER_HOLDS_REGEX(&it)) {
+                const char *o;
+                const char *pat = bson_iter_regex(&it, &o);
+                if (!regex_ok(pat, *opts ? opts : o))
+                    return false;
+            } else {
+                return false;
+            }
+        } else if (!strcmp(op, "$not")) {
+            if (!BSON_ITER_HOLDS_DOCUMENT(&it) || !ops_ok(&it, depth + 1))
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool filter_ok(const bson_t *filter, int depth)
+{
+    bson_iter_t it;
+    if (depth > 32 || !bson_iter_init(&it, filter))
+        return false;
+    while (bson_iter_next(&it)) {
+        const char *key = bson_iter_key(&it);
+        if (!strcmp(key, "$comment"))
+            continue;
+        if (!strcmp(key, "$and") || !strcmp(key, "$or") || !strcmp(key, "$nor")) {
+            bson_iter_t el;
+            if (!BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &el))
+                return false;
+            while (bson_iter_next(&el)) {
+                const uint8_t *data;
+                uint32_t len;
+                bson_t sub;
+                if (!BSON_ITER_HOLDS_DOCUMENT(&el))
+                    return false;
+                bson_iter_document(&el, &len, &data);
+                if (!bson_init_static(&sub, data, len) || !filter_ok(&sub, depth + 1))
+                    return false;
+            }
+            continue;
+        }
+        if (key[0] == '$')
+            return false;
+        bson_iter_t first;
+        if (BSON_ITER_HOLDS_DOCUMENT(&it) && bson_iter_recurse(&it, &first) && bson_iter_next(&first) &&
+            bson_iter_key(&first)[0] == '$') {
+            if (!ops_ok(&it, depth + 1))
+                return false;
+        } else if (!value_ok(&it)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool mdb_query_match_supported(const bson_t *filter)
+{
+    return filter_ok(filter, 0);
+}
+
+/* ---- sorting ---- */
+
+typedef struct {
+    int dir;
+    bson_iter_t best;
+    bool have;
+} sortkey_t;
+
+static int sortkey_visit(const bson_iter_t *v, void *ud)
+{
+    sortkey_t *k = ud;
+    if (BSON_ITER_HOLDS_ARRAY(v))
+        return 0; /* arrays sort by their elements */
+    if (!k->have || (k->dir > 0 ? cmp_iters(v, &k->best) < 0 : cmp_iters(v, &k->best) > 0)) {
+        k->best = *v;
+        k->have = true;
+    }
+    return 0;
+}
+
+static void sort_key(const bson_t *doc, const char *path, int dir, sortkey_t *k)
+{
+    bson_iter_t it;
+    bool present = false;
+    k->dir = dir;
+    k->have = false;
+    if (bson_iter_init(&it, doc))
+        visit_path(&it, path, sortkey_visit, k, &present, 0);
+}
+
+int mdb_query_compare(const bson_t *a, const bson_t *b, const bson_t *sort)
+{
+    bson_iter_t it;
+    if (!bson_iter_init(&it, sort))
+        return 0;
+    while (bson_iter_next(&it)) {
+        int dir = bson_iter_as_int64(&it) < 0 ? -1 : 1;
+        sortkey_t ka, kb;
+        sort_key(a, bson_iter_key(&it), dir, &ka);
+        sort_key(b, bson_iter_key(&it), dir, &kb);
+        int c;
+        if (ka.have && kb.have)
+            c = cmp_iters(&ka.best, &kb.best);
+        else if (!ka.have && !kb.have)
+            c = 0;
+        else { /* a missing value sorts as null */
+            int ra = ka.have ? type_rank(bson_iter_type(&ka.best)) : 2;
+            int rb = kb.have ? type_rank(bson_iter_type(&kb.best)) : 2;
+            c = ra < rb ? -1 : ra > rb ? 1 : (ka.have ? 1 : -1) * (ra == 2 ? 0 : 1);
+        }
+        if (c)
+            return c * dir;
+    }
+    return 0;
+}
+
+/* ---- projection ---- */
+
+/* paths: the projection's field paths relative to the current level. */
+static void project_level(bson_iter_t *it, const char *const *paths, size_t n, bool include, bson_t *out,
+                          int depth)
+{
+    while (bson_iter_next(it)) {
+        const char *key = bson_iter_key(it);
+        size_t kl = strlen(key);
+        bool whole = false, partial = false;
+        for (size_t i = 0; i < n; i++) {
+            if (!strcmp(paths[i], key))
+                whole = true;
+            else if (!strncmp(paths[i], key, kl) && paths[i][kl] == '.')
+                partial = true;
+        }
+        if (whole) {
+            if (include)
+                bson_append_iter(out, key, (int)kl, it);
+            continue;
+        }
+        if (!partial || depth > 32 ||
+            !(BSON_ITER_HOLDS_DOCUMENT(it) || BSON_ITER_HOLDS_ARRAY(it))) {
+            if (!include)
+                bson_append_iter(out, key, (int)kl, it);
+            continue;
+        }
+        /* descend with the paths below this key */
+        const char **sub = calloc(n, sizeof *sub);
+        size_t m = 0;
+        for (size_t i = 0; sub && i < n; i++)
+            if (!strncmp(paths[i], key, kl) && paths[i][kl] == '.')
+                sub[m++] = paths[i] + kl + 1;
+        bson_iter_t child;
+        bson_t nested;
+        if (!sub || !bson_iter_recurse(it, &child)) {
+            free(sub);
+            continue;
+        }
+        if (BSON_ITER_HOLDS_DOCUMENT(it)) {
+            bson_append_document_begin(out, key, (int)kl, &nested);
+            project_level(&child, sub, m, include, &nested, depth + 1);
+            bson_append_document_end(out, &nested);
+        } else {
+            /* arrays: project each element document; inclusion drops scalars */
+            bson_append_array_begin(out, key, (int)kl, &nested);
+            uint32_t idx = 0;
+            while (bson_iter_next(&child)) {
+                char buf[16];
+                const char *k;
+                bson_uint32_to_string(idx, &k, buf, sizeof buf);
+                bson_iter_t el;
+                if (BSON_ITER_HOLDS_DOCUMENT(&child) && bson_iter_recurse(&child, &el)) {
+                    bson_t d;
+                    bson_append_document_begin(&nested, k, -1, &d);
+                    project_level(&el, sub, m, include, &d, depth + 1);
+                    bson_append_document_end(&nested, &d);
+                    idx++;
+                } else if (!include) {
+                    bson_append_iter(&nested, k, -1, &child);
+                    idx++;
+                }
+            }
+            bson_append_array_end(out, &nested);
+        }
+        free(sub);
+    }
+}
+
+void mdb_query_project(const bson_t *doc, const bson_t *projection, bson_t *out)
+{
+    bson_init(out);
+    bson_iter_t it;
+    size_t n = 0;
+    bool include = false, id_excluded = false;
+    if (!projection || bson_empty(projection)) {
+        bson_concat(out, doc);
+        return;
+    }
+    const char **paths = calloc(bson_count_keys(projection) + 1, sizeof *paths);
+    if (!paths || !bson_iter_init(&it, projection)) {
+        free(paths);
+        bson_concat(out, doc);
+        return;
+    }
+    while (bson_iter_next(&it)) {
+        bool on = bson_iter_as_bool(&it);
+        if (!strcmp(bson_iter_key(&it), "_id")) {
+            id_excluded = !on;
+            continue;
+        }
+        include = on;
+        paths[n++] = bson_iter_key(&it);
+    }
+    if (n == 0) /* only _id mentioned */
+        include = !id_excluded ? true : false;
+    if (include) {
+        if (!id_excluded)
+            paths[n++] = "_id";
+    } else if (id_excluded) {
+        paths[n++] = "_id";
+    }
+    if (bson_iter_init(&it, doc))
+        project_level(&it, paths, n, include, out, 0);
+    free(paths);
+}
+
+/* Decorated sort: per document, the sort key of every sort field. */
+typedef struct {
+    const bson_t *doc;
+    sortkey_t keys[10];
+} decorated_t;
+
+static int cmp_keys(const sortkey_t *ka, const sortkey_t *kb)
+{
+    if (ka->have && kb->have)
+        return cmp_iters(&ka->best, &kb->best);
+    int ra = ka->have ? type_rank(bson_iter_type(&ka->best)) : 2;
+    int rb = kb->have ? type_rank(bson_iter_type(&kb->best)) : 2;
+    return ra < rb ? -1 : ra > rb;
+}
+
+static int cmp_decorated(const void *pa, const void *pb, void *ud)
+{
+    const decorated_t *a = pa, *b = pb;
+    size_t nkeys = *(const size_t *)ud;
+    for (size_t i = 0; i < nkeys; i++) {
+        int c = cmp_keys(&a->keys[i], &b->keys[i]);
+        if (c)
+            return c * a->keys[i].dir;
+    }
+    return 0;
+}
+
+bool mdb_query_sort_docs(const bson_t **docs, size_t n, const bson_t *sort)
+{
+    bson_iter_t it;
+    const char *paths[10];
+    int dirs[10];
+    size_t nkeys = 0;
+    if (n < 2 || !bson_iter_init(&it, sort))
+        return true;
+    while (bson_iter_next(&it) && nkeys < 10) {
+        paths[nkeys] = bson_iter_key(&it);
+        dirs[nkeys++] = bson_iter_as_int64(&it) < 0 ? -1 : 1;
+    }
+    decorated_t *d = malloc(n * sizeof *d);
+    if (!d)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        d[i].doc = docs[i];
+        for (size_t k = 0; k < nkeys; k++)
+            sort_key(docs[i], paths[k], dirs[k], &d[i].keys[k]);
+    }
+    qsort_r(d, n, sizeof *d, cmp_decorated, &nkeys);
+    for (size_t i = 0; i < n; i++)
+        docs[i] = d[i].doc;
+    free(d);
+    return true;
+}

@@ -43,11 +43,11 @@ def in_range(v, lo, hi):
     return v is not None and lo <= v <= hi
 
 
-def get_all(api, level, params):
+def get_all(api, level, params, fresh=False):
     """All ids of a filtered list (pages through with limit/offset)."""
     out, offset, total = [], 0, None
     while True:
-        p = list(params) + [("limit", "7"), ("offset", str(offset))]
+        p = list(params) + [("limit", "7"), ("offset", str(offset))] + ([("fresh", "true")] if fresh else [])
         st, _, body = api.get("/api/" + level, p)
         if st != 200:
             return st, body
@@ -67,10 +67,44 @@ def filt(api, level, params, expected, what):
         return
     c.eq(got, expected, what)
     c.check(len(expected) > 0 or "empty" in what, what + " matches something", "expected set is empty")
+    # the same answer straight from the database (the default may come from the API's cache)
+    st, fresh = get_all(api, level, params, fresh=True)
+    c.check(st == 200 and fresh == expected, what + " (fresh=true, from the database)", fresh)
 
 
 def ct_thickness(s, pred):
     return s.get("slice_thickness") is not None and pred(s["slice_thickness"])
+
+
+def test_cache(api):
+    """The study/series cache answers, and picks up new documents after api.cache_ms."""
+    deadline, src = time.time() + 15, None
+    while time.time() < deadline:
+        st, _, b = api.get("/api/series", {"modality": "CT", "limit": "1"})
+        src = b.get("source") if st == 200 else None
+        if src == "cache":
+            break
+        time.sleep(0.2)
+    c.eq(src, "cache", "series queries are answered from the cache once it is loaded")
+    st, _, b = api.get("/api/studies", {"limit": "1", "fresh": "true"})
+    c.check(st == 200 and b.get("source") == "database", "fresh=true asks the database", b)
+    extra = dict(studies[0], _id="9.9.9.1", study_instance_uid="9.9.9.1", patient_id="LIDC-IDRI-9999")
+    db.studies.insert_one(extra)
+    deadline, seen = time.time() + 20, False
+    while time.time() < deadline and not seen:
+        st, _, b = api.get("/api/studies", {"patient": "LIDC-IDRI-9999"})
+        seen = st == 200 and [d["_id"] for d in b["items"]] == ["9.9.9.1"]
+        time.sleep(0.3)
+    c.check(seen, "a new study shows up after the cache refresh", b)
+    st, _, b = api.get("/api/studies/9.9.9.1")
+    c.check(st == 200 and b["_id"] == "9.9.9.1", "detail of the new study", b)
+    db.studies.delete_one({"_id": "9.9.9.1"})
+    deadline, gone = time.time() + 20, False
+    while time.time() < deadline and not gone:
+        st, _, b = api.get("/api/studies", {"patient": "LIDC-IDRI-9999"})
+        gone = st == 200 and b["total"] == 0
+        time.sleep(0.3)
+    c.check(gone, "a deleted study disappears after the cache refresh", b)
 
 
 def test_filters(api):
@@ -510,8 +544,9 @@ def main():
                  "--topic.instances=" + TOPIC_JOBS + ".i", "--topic.dlq=" + TOPIC_JOBS + ".d", "topics",
                  "--partitions=1"])
         c.check(r.returncode == 0, "create test topics", r.stderr)
-        with Api(DB, "--api.tokens=" + TOKEN, "--topic.jobs=" + TOPIC_JOBS, "--worker.group=t_api_%d-w" % PID,
+        with Api(DB, "--api.tokens=" + TOKEN, "--topic.jobs=" + TOPIC_JOBS, "--api.cache_ms=1000", "--worker.group=t_api_%d-w" % PID,
                  "--linker.group=t_api_%d-l" % PID, "--producer.group=t_api_%d-p" % PID) as api:
+            test_cache(api)
             test_filters(api)
             test_paging_sort_fields(api)
             test_details(api)

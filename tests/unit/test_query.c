@@ -498,6 +498,158 @@ static void test_bson_to_json(void **state)
     bson_destroy(b);
 }
 
+/* ---- in-memory evaluation ---- */
+
+static bson_t *J(const char *json)
+{
+    bson_error_t e;
+    bson_t *b = bson_new_from_json((const uint8_t *)json, -1, &e);
+    if (!b)
+        fail_msg("bad JSON %s: %s", json, e.message);
+    return b;
+}
+
+static void expect_match(const char *filter, const char *doc, int want)
+{
+    bson_t *f = J(filter), *d = J(doc);
+    int got = mdb_query_match(f, d);
+    if (got != want)
+        fail_msg("match(%s, %s) = %d, want %d", filter, doc, got, want);
+    assert_int_equal(mdb_query_match_supported(f), want >= 0);
+    bson_destroy(f);
+    bson_destroy(d);
+}
+
+static void test_match(void **state)
+{
+    (void)state;
+    const char *doc = "{\"_id\":\"1.2\",\"modality\":\"CT\",\"modalities\":[\"CT\",\"SR\"],\"st\":2.5,"
+                      "\"n\":3,\"date\":\"20000704\",\"pid\":\"LIDC-IDRI-0012\",\"nul\":null,"
+                      "\"metadata\":{\"Rows\":512,\"Name\":\"Doe^J\\u00e9r\\u00f4me\",\"Seq\":[{\"Code\":\"A\"},"
+                      "{\"Code\":\"B\"}]},\"arr\":[1,5,9]}";
+    expect_match("{}", doc, 1);
+    expect_match("{\"modality\":\"CT\"}", doc, 1);
+    expect_match("{\"modality\":\"MR\"}", doc, 0);
+    expect_match("{\"modalities\":\"SR\"}", doc, 1);          /* array contains */
+    expect_match("{\"modalities\":[\"CT\",\"SR\"]}", doc, 1); /* whole array */
+    expect_match("{\"n\":3.0}", doc, 1);                        /* numbers by value */
+    expect_match("{\"n\":\"3\"}", doc, 0);                      /* no cross-type equality */
+    expect_match("{\"missing\":null}", doc, 1);
+    expect_match("{\"nul\":null}", doc, 1);
+    expect_match("{\"n\":null}", doc, 0);
+    expect_match("{\"st\":{\"$lt\":2.5}}", doc, 0);
+    expect_match("{\"st\":{\"$lte\":2.5}}", doc, 1);
+    expect_match("{\"st\":{\"$gt\":1,\"$lt\":3}}", doc, 1);
+    expect_match("{\"st\":{\"$lt\":\"3\"}}", doc, 0);         /* type bracket */
+    expect_match("{\"date\":{\"$gte\":\"20000101\",\"$lte\":\"20011231\"}}", doc, 1);
+    expect_match("{\"arr\":{\"$gt\":8}}", doc, 1);
+    expect_match("{\"arr\":{\"$gt\":9}}", doc, 0);
+    expect_match("{\"modality\":{\"$in\":[\"MR\",\"CT\"]}}", doc, 1);
+    expect_match("{\"modality\":{\"$nin\":[\"MR\",\"CT\"]}}", doc, 0);
+    expect_match("{\"modalities\":{\"$nin\":[\"SR\"]}}", doc, 0);
+    expect_match("{\"missing\":{\"$nin\":[\"SR\"]}}", doc, 1);
+    expect_match("{\"missing\":{\"$in\":[null]}}", doc, 1);
+    expect_match("{\"modality\":{\"$ne\":\"CT\"}}", doc, 0);
+    expect_match("{\"missing\":{\"$ne\":\"CT\"}}", doc, 1);
+    expect_match("{\"st\":{\"$exists\":true}}", doc, 1);
+    expect_match("{\"nul\":{\"$exists\":true}}", doc, 1);
+    expect_match("{\"missing\":{\"$exists\":false}}", doc, 1);
+    expect_match("{\"metadata.Rows\":512}", doc, 1);
+    expect_match("{\"metadata.Rows\":{\"$in\":[512,\"512\"]}}", doc, 1);
+    expect_match("{\"metadata.Seq.Code\":\"B\"}", doc, 1);    /* into arrays of documents */
+    expect_match("{\"metadata.Seq.1.Code\":\"B\"}", doc, 1);  /* numeric index */
+    expect_match("{\"metadata.Seq.0.Code\":\"B\"}", doc, 0);
+    expect_match("{\"pid\":{\"$regex\":\"^LIDC-IDRI-00.*$\"}}", doc, 1);
+    expect_match("{\"pid\":{\"$regex\":\"^LIDC-IDRI-001.$\"}}", doc, 1);
+    expect_match("{\"pid\":{\"$regex\":\"^LIDC-IDRI-01.*$\"}}", doc, 0);
+    expect_match("{\"pid\":{\"$regex\":\"IDRI\"}}", doc, 1);         /* unanchored */
+    expect_match("{\"pid\":{\"$regex\":\"^lidc\",\"$options\":\"i\"}}", doc, 1);
+    expect_match("{\"metadata.Name\":{\"$regex\":\"^Doe\\\\^J.r.me$\"}}", doc, 1); /* '.' is one code point */
+    expect_match("{\"pid\":{\"$regex\":\"^LIDC-IDRI-\\\\d+$\"}}", doc, -1);   /* outside the subset */
+    expect_match("{\"pid\":{\"$regex\":\"^(LIDC)\"}}", doc, -1);
+    expect_match("{\"pid\":{\"$regex\":\"a|b\"}}", doc, -1);
+    expect_match("{\"st\":{\"$not\":{\"$gt\":3}}}", doc, 1);
+    expect_match("{\"$or\":[{\"modality\":\"MR\"},{\"n\":3}]}", doc, 1);
+    expect_match("{\"$and\":[{\"modality\":\"CT\"},{\"n\":4}]}", doc, 0);
+    expect_match("{\"$nor\":[{\"modality\":\"MR\"}]}", doc, 1);
+    expect_match("{\"modality\":\"MR\",\"arr\":{\"$size\":3}}", doc, -1); /* unsupported even when false */
+    expect_match("{\"$or\":[{\"n\":3},{\"arr\":{\"$all\":[1]}}]}", doc, -1);
+    expect_match("{\"$expr\":{\"$gt\":[\"$n\",1]}}", doc, -1);
+    /* the filters the parameter builder makes are all supported */
+    mdb_error_t err = {0};
+    mdb_query_t *q = mdb_query_new(MDB_QUERY_STUDIES, 1000);
+    assert_true(mdb_query_add_param(q, "modality", "CT,MR", &err));
+    assert_true(mdb_query_add_param(q, "patient", "LIDC-IDRI-00*,X?", &err));
+    assert_true(mdb_query_add_param(q, "study_date", "2000-2001", &err));
+    assert_true(mdb_query_add_param(q, "modality", "ne:DX", &err));
+    assert_true(mdb_query_add_param(q, "metadata.PatientAge", "eq:06*", &err));
+    assert_true(mdb_query_add_param(q, "accession", "exists:true", &err));
+    assert_true(mdb_query_match_supported(mdb_query_filter(q)));
+    mdb_query_destroy(q);
+}
+
+static void test_sort_and_project(void **state)
+{
+    (void)state;
+    const char *docs[] = {"{\"_id\":\"a\",\"d\":\"2001\",\"n\":2}", "{\"_id\":\"b\",\"n\":1}",
+                          "{\"_id\":\"c\",\"d\":\"1999\",\"n\":[5,0]}", "{\"_id\":\"d\",\"d\":3,\"n\":2.5}",
+                          "{\"_id\":\"e\",\"d\":null,\"n\":\"x\"}"};
+    bson_t *b[5];
+    const bson_t *v[5];
+    for (int i = 0; i < 5; i++)
+        v[i] = b[i] = J(docs[i]);
+    bson_t *sort = J("{\"d\":1,\"_id\":1}");
+    assert_true(mdb_query_sort_docs(v, 5, sort));
+    /* missing = null < numbers < strings */
+    char order[6] = {0};
+    for (int i = 0; i < 5; i++) {
+        bson_iter_t it;
+        bson_iter_init_find(&it, v[i], "_id");
+        order[i] = bson_iter_utf8(&it, NULL)[0];
+    }
+    assert_string_equal(order, "bedca");
+    bson_destroy(sort);
+    sort = J("{\"n\":-1,\"_id\":1}");
+    assert_true(mdb_query_sort_docs(v, 5, sort));
+    for (int i = 0; i < 5; i++) {
+        bson_iter_t it;
+        bson_iter_init_find(&it, v[i], "_id");
+        order[i] = bson_iter_utf8(&it, NULL)[0];
+    }
+    assert_string_equal(order, "ecdab"); /* string > numbers; array by its largest element (5) */
+    assert_true(mdb_query_compare(b[0], b[1], sort) < 0); /* 2 before 1 descending */
+    bson_destroy(sort);
+    for (int i = 0; i < 5; i++)
+        bson_destroy(b[i]);
+
+    bson_t *doc = J("{\"_id\":\"x\",\"a\":1,\"b\":2,\"metadata\":{\"P\":1,\"Q\":2},\"s\":[{\"k\":1,\"j\":2},3]}");
+    struct {
+        const char *proj, *want;
+    } cases[] = {
+        {"{\"a\":1}", "{\"_id\":\"x\",\"a\":1}"},
+        {"{\"a\":1,\"_id\":0}", "{\"a\":1}"},
+        {"{\"metadata.Q\":1,\"b\":1}", "{\"_id\":\"x\",\"b\":2,\"metadata\":{\"Q\":2}}"},
+        {"{\"s.k\":1}", "{\"_id\":\"x\",\"s\":[{\"k\":1}]}"},
+        {"{\"metadata\":0,\"s\":0}", "{\"_id\":\"x\",\"a\":1,\"b\":2}"},
+        {"{\"metadata.P\":0,\"_id\":0,\"s\":0}", "{\"a\":1,\"b\":2,\"metadata\":{\"Q\":2}}"},
+        {"{}", "{\"_id\":\"x\",\"a\":1,\"b\":2,\"metadata\":{\"P\":1,\"Q\":2},\"s\":[{\"k\":1,\"j\":2},3]}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bson_t *p = J(cases[i].proj), out;
+        mdb_query_project(doc, p, &out);
+        json_t *got = mdb_query_bson_to_json(&out), *want = json_loads(cases[i].want, 0, NULL);
+        if (!json_equal(got, want)) {
+            char *g = json_dumps(got, JSON_COMPACT);
+            fail_msg("project %s: got %s want %s", cases[i].proj, g, cases[i].want);
+        }
+        json_decref(got);
+        json_decref(want);
+        bson_destroy(&out);
+        bson_destroy(p);
+    }
+    bson_destroy(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -514,6 +666,8 @@ int main(void)
         cmocka_unit_test(test_operator_allowed),
         cmocka_unit_test(test_fields_and_levels),
         cmocka_unit_test(test_bson_to_json),
+        cmocka_unit_test(test_match),
+        cmocka_unit_test(test_sort_and_project),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
