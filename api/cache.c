@@ -214,7 +214,8 @@ static api_snapshot_t *load(mdb_mongo_t *m, int which, mdb_error_t *err)
                 s->nchildren++;
             }
         }
-        qsort(s->children, s->nchildren, sizeof *s->children, cmp_child);
+        if (s->nchildren) /* qsort must not get NULL, even for 0 elements */
+            qsort(s->children, s->nchildren, sizeof *s->children, cmp_child);
     }
     s->loaded_ms = api_now_ms();
     goto done;
