@@ -5,11 +5,14 @@
  * batch is stored, so a crash at any point before the store replays the
  * whole batch into idempotent writes, and nothing after it is lost.
  *
- * An instance event that fails validation becomes a DLQ record of stage
- * "linker" (its file then counts as failed for its job) and its offset is
- * stored with the batch once that record is delivered. A DLQ record that
- * fails validation is logged and skipped: sending it back to the DLQ would
- * loop. */
+ * An instance event that fails validation, or whose path is not below
+ * archive.roots (when configured; checked lexically, the linker needs no
+ * access to the archive), becomes a DLQ record of stage "linker" (its file
+ * then counts as failed for its job) and its offset is stored with the batch
+ * once that record is delivered. A DLQ record that fails validation becomes
+ * a DLQ record "invalid_dlq_record" without a path (it counts for no file).
+ * This cannot loop: every record the linker sends is checked to decode
+ * (salvaged ids are dropped otherwise), so it is consumed as a valid one. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,25 +63,47 @@ static void sniff_ids(const void *buf, size_t len, char **job_id, char **path)
     json_decref(root);
 }
 
-static bool send_invalid(linker_t *L, const rd_kafka_message_t *msg, const char *why, mdb_error_t *err)
+#define SALVAGED_PATH_MAX 4096
+
+/* Send a DLQ record of stage "linker" for msg: error is the reason code,
+ * with_path says whether the salvaged path is kept (it makes the file count
+ * as failed for its job). */
+static bool send_invalid(linker_t *L, const rd_kafka_message_t *msg, const char *error, const char *what,
+                         const char *why, bool with_path, mdb_error_t *err)
 {
     char *job_id = NULL, *path = NULL;
-    sniff_ids(msg->payload, msg->len, &job_id, &path);
+    if (msg->payload && msg->len <= L->max_message_bytes + 0u)
+        sniff_ids(msg->payload, msg->len, &job_id, &path);
+    if (path && (!with_path || strlen(path) > SALVAGED_PATH_MAX)) {
+        free(path);
+        path = NULL;
+    }
     /* The message names no offset: a replayed copy must be the same record
      * (job errors[] de-duplicates identical entries). */
     char detail[MDB_ERROR_MSG_MAX + 64];
-    snprintf(detail, sizeof detail, "instance event failed validation: %s", why);
-    mdb_dlq_msg_t d = {.job_id = job_id, .path = path, .stage = "linker", .error = "invalid_event", .message = detail};
+    snprintf(detail, sizeof detail, "%s: %s", what, why);
+    mdb_dlq_msg_t d = {.job_id = job_id, .path = path, .stage = "linker", .error = (char *)error, .message = detail};
     char *json = mdb_msg_dlq_encode(&d);
-    const char *key = job_id ? job_id : "";
+    mdb_dlq_msg_t chk = {0};
+    mdb_error_t cerr = {0};
+    if (json && !mdb_msg_dlq_decode(json, strlen(json), L->max_message_bytes, &chk, &cerr)) {
+        /* a salvaged id the decoder refuses would make this record invalid in
+         * turn (and come back here): send it without them */
+        free(json);
+        d.job_id = NULL;
+        d.path = NULL;
+        json = mdb_msg_dlq_encode(&d);
+    }
+    mdb_msg_dlq_clear(&chk);
+    const char *key = d.job_id ? d.job_id : "";
     bool ok = json && mdb_kafka_produce(L->dlq_producer, L->topic_dlq, key, strlen(key), json, strlen(json), NULL, err);
     if (!json)
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory encoding a DLQ record");
     if (ok) {
         L->dlq_pending++;
         mdb_metric_inc(L->mx.invalid, 1);
-        MDB_LOGX(MDB_LOG_WARN, job_id, path, "invalid instance event %s[%d]@%lld sent to %s: %s", L->topic_instances,
-                 (int)msg->partition, (long long)msg->offset, L->topic_dlq, why);
+        MDB_LOGX(MDB_LOG_WARN, d.job_id, d.path, "%s %s[%d]@%lld sent to %s as %s: %s", what,
+                 rd_kafka_topic_name(msg->rkt), (int)msg->partition, (long long)msg->offset, L->topic_dlq, error, why);
     }
     free(json);
     free(job_id);
@@ -97,6 +122,74 @@ static void extras(linker_item_t *it, const void *buf, size_t len)
     if (fs && *fs)
         it->feature_set = strdup(fs);
     json_decref(root);
+}
+
+bool linker_roots_load(linker_t *L, mdb_error_t *err)
+{
+    size_t n = 0;
+    char **given = mdb_config_get_list(L->cfg, "archive.roots", &n);
+    L->roots = given ? calloc(2 * n + 1, sizeof *L->roots) : NULL;
+    if (!L->roots) {
+        mdb_config_strv_free(given);
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(given[i]);
+        while (len > 1 && given[i][len - 1] == '/')
+            given[i][--len] = '\0';
+        if (!len)
+            continue;
+        /* the root as configured, and canonical when this host can resolve it */
+        char *canon = realpath(given[i], NULL);
+        if (!(L->roots[L->nroots] = strdup(given[i]))) {
+            free(canon);
+            mdb_config_strv_free(given);
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+            return false;
+        }
+        L->nroots++;
+        if (canon && strcmp(canon, given[i]))
+            L->roots[L->nroots++] = canon;
+        else
+            free(canon);
+    }
+    mdb_config_strv_free(given);
+    return true;
+}
+
+void linker_roots_free(linker_t *L)
+{
+    for (size_t i = 0; L->roots && i < L->nroots; i++)
+        free(L->roots[i]);
+    free(L->roots);
+    L->roots = NULL;
+    L->nroots = 0;
+}
+
+/* NULL when path may be linked; else why not. Without archive.roots every
+ * path is accepted. Lexical: absolute, no "." or ".." component, below a root. */
+static const char *path_refusal(const linker_t *L, const char *path)
+{
+    if (L->nroots == 0)
+        return NULL;
+    if (!path || path[0] != '/')
+        return "the path is not absolute";
+    for (const char *c = path; *c;) {
+        while (*c == '/')
+            c++;
+        size_t k = strcspn(c, "/");
+        if ((k == 1 && c[0] == '.') || (k == 2 && c[0] == '.' && c[1] == '.'))
+            return "the path has a '.' or '..' component";
+        c += k;
+    }
+    for (size_t i = 0; i < L->nroots; i++) {
+        const char *r = L->roots[i];
+        size_t k = strlen(r);
+        if ((k == 1 && r[0] == '/') || (!strncmp(r, path, k) && (path[k] == '\0' || path[k] == '/')))
+            return NULL;
+    }
+    return "the path is outside archive.roots";
 }
 
 bool linker_batch_add(linker_t *L, const rd_kafka_message_t *msg, mdb_error_t *err)
@@ -132,11 +225,17 @@ bool linker_batch_add(linker_t *L, const rd_kafka_message_t *msg, mdb_error_t *e
         mdb_metric_inc(L->mx.events, 1);
         if (msg->payload &&
             mdb_msg_instance_decode(msg->payload, msg->len, L->max_message_bytes, &it->ev, &derr)) {
-            it->kind = ITEM_EVENT;
-            extras(it, msg->payload, msg->len);
-            return true;
+            const char *refusal = path_refusal(L, it->ev.path);
+            if (!refusal) {
+                it->kind = ITEM_EVENT;
+                extras(it, msg->payload, msg->len);
+                return true;
+            }
+            mdb_msg_instance_clear(&it->ev);
+            return send_invalid(L, msg, "outside_archive", "instance event refused", refusal, true, err);
         }
-        return send_invalid(L, msg, msg->payload ? derr.message : "empty message", err);
+        return send_invalid(L, msg, "invalid_event", "instance event failed validation",
+                            msg->payload ? derr.message : "empty message", true, err);
     }
     if (!strcmp(topic, L->topic_dlq)) {
         mdb_metric_inc(L->mx.dlq_records, 1);
@@ -144,9 +243,8 @@ bool linker_batch_add(linker_t *L, const rd_kafka_message_t *msg, mdb_error_t *e
             it->kind = ITEM_DLQ;
             return true;
         }
-        MDB_LOG(MDB_LOG_WARN, "skipping undecodable DLQ record %s[%d]@%lld: %s", topic, (int)msg->partition,
-                (long long)msg->offset, msg->payload ? derr.message : "empty message");
-        return true;
+        return send_invalid(L, msg, "invalid_dlq_record", "DLQ record failed validation",
+                            msg->payload ? derr.message : "empty message", false, err);
     }
     MDB_LOG(MDB_LOG_WARN, "record from unexpected topic %s ignored", topic);
     return true;

@@ -47,6 +47,8 @@ typedef struct {
     mdb_kafka_producer_t *dlq_producer;
     const char *topic_instances, *topic_dlq;
     size_t max_message_bytes;
+    char **roots; /* archive.roots as configured and canonical: event paths must lie below one (none = any) */
+    size_t nroots;
     linker_metrics_t mx;
 
     linker_item_t *items;
@@ -76,6 +78,10 @@ bool linker_batch_flush(linker_t *L, mdb_error_t *err);
 void linker_batch_drop(linker_t *L);
 
 size_t linker_batch_count(const linker_t *L);
+
+/* Load archive.roots into L->roots (false only on OOM); free them. */
+bool linker_roots_load(linker_t *L, mdb_error_t *err);
+void linker_roots_free(linker_t *L);
 
 /* ---- jobs.c ---- */
 

@@ -173,6 +173,10 @@ int main(int argc, char **argv)
     L.topic_dlq = mdb_config_get(cfg, "topic.dlq");
     L.wc = mdb_config_get(cfg, "mongo.write_concern");
     L.max_message_bytes = (size_t)mdb_config_get_int(cfg, "kafka.max_message_bytes");
+    if (!linker_roots_load(&L, &err)) {
+        MDB_LOG(MDB_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
     int64_t batch_size = mdb_config_get_int(cfg, "linker.batch_size");
     int64_t batch_ms = mdb_config_get_int(cfg, "linker.batch_ms");
     if (batch_size < 1 || batch_ms < 0) {
@@ -306,6 +310,7 @@ done:
     mdb_kafka_producer_destroy(L.dlq_producer);
     linker_batch_drop(&L);
     free(L.items);
+    linker_roots_free(&L);
     mdb_docs_mongo_store_destroy(L.store);
     mdb_metrics_destroy(metrics);
     mdb_mongo_destroy(L.mongo);
