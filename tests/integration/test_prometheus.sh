@@ -9,7 +9,8 @@
 # messages consumed/produced, files extracted and failed by reason, batch-size
 # and write-latency histograms, instances linked, process RSS, consumer lag,
 # and checks the counters against the job (60 files extracted, 1 failed as
-# not_dicom, 60 instances linked) and every target is up.
+# not_dicom, 60 instances linked) and every target is up. Finally GET /api/lag
+# must serve exactly what `metadb lag --json` prints.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/ops_lib.sh"
 
@@ -138,5 +139,25 @@ reasons=$(query 'metadb_worker_files_failed_total' | "$PY" -c '
 import json, sys
 print(" ".join(sorted(r["metric"].get("reason", "?") for r in json.load(sys.stdin)["data"]["result"])))')
 [[ " $reasons " == *" not_dicom "* ]] && ok "failures are labelled by reason ($reasons)" || bad "failure reasons: '$reasons'"
+
+# The API serves the same lag numbers as `metadb lag` (the pipeline is idle now).
+curl -s -m 10 "http://127.0.0.1:$API_PORT/api/lag" >"$TMP/api_lag.json"
+mdb lag --json >"$TMP/cli_lag.json" 2>"$TMP/cli_lag.err"
+cmp_out=$("$PY" - "$TMP/api_lag.json" "$TMP/cli_lag.json" "$TAG" <<'PYEOF'
+import json, sys
+def rows(path):
+    d = json.load(open(path))
+    return {(e["group"], e["topic"], p["partition"]): (p["committed"], p["high_watermark"], p["lag"])
+            for e in d["groups"] for p in e["partitions"]}, d["total_lag"]
+api, api_total = rows(sys.argv[1]); cli, cli_total = rows(sys.argv[2]); tag = sys.argv[3]
+groups = {k[0] for k in cli}
+want = {tag + ".workers", tag + ".linkers", tag + ".producers"}
+if groups != want: sys.exit("groups %s, want %s" % (sorted(groups), sorted(want)))
+if api != cli or api_total != cli_total: sys.exit("api %s vs cli %s" % (api, cli))
+committed = sum(c or 0 for c, _, _ in cli.values())
+print("%d partitions, %d committed offsets, total lag %d" % (len(cli), committed, cli_total))
+PYEOF
+)
+[ $? = 0 ] && ok "GET /api/lag = metadb lag --json ($cmp_out)" || bad "/api/lag vs metadb lag: $cmp_out $(head -c 300 "$TMP/cli_lag.err")"
 
 finish
