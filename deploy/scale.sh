@@ -54,7 +54,7 @@ is_int() { [[ ${1:-} =~ ^[0-9]+$ ]]; }
 CMD=${1:-}
 [ -n "$CMD" ] || usage 2
 shift
-WANT_WORKERS= WANT_LINKERS= WANT_PRODUCER=0 WANT_API=0 SIGNAL=KILL INDEX= ROLE_ARG=
+WANT_WORKERS='' WANT_LINKERS='' WANT_PRODUCER=0 WANT_API=0 SIGNAL=KILL INDEX='' ROLE_ARG=''
 EXTRA=()
 HAVE_EXTRA=0
 while [ $# -gt 0 ]; do
@@ -256,7 +256,7 @@ scale_role() { # ROLE WANT
     done
     # scale in: highest indexes go first
     if [ "${#running[@]}" -gt "$want" ]; then
-        surplus=($(printf '%s\n' "${running[@]}" | sort -rn | head -n $(("${#running[@]}" - want))))
+        mapfile -t surplus < <(printf '%s\n' "${running[@]}" | sort -rn | head -n $(("${#running[@]}" - want)))
         stop_many "$role" "${surplus[@]}"
     fi
 }
@@ -290,7 +290,8 @@ cmd_stop() {
     local role roles=(producer worker linker api)
     [ -z "$ROLE_ARG" ] || roles=("$ROLE_ARG")
     for role in "${roles[@]}"; do
-        local idx=($(indexes "$role"))
+        local idx
+        mapfile -t idx < <(indexes "$role")
         [ ${#idx[@]} -eq 0 ] || stop_many "$role" "${idx[@]}"
     done
     write_targets

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/integration/ops_lib.sh — shared by the operations tests
 # (test_prometheus.sh, tests/e2e/test_scaleout.sh): isolated names per run,
 # free ports, the metadb configuration flags every daemon of a run gets, a

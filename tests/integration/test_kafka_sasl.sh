@@ -71,7 +71,7 @@ SEC=(--kafka.brokers="$SASL" --kafka.security.protocol=SASL_PLAINTEXT --kafka.sa
      --kafka.sasl.username=metadb)
 TOPICS=(--topic.jobs="$ID.jobs" --topic.files="$ID.files" --topic.instances="$ID.instances" --topic.dlq="$ID.dlq"
         --producer.group="g_$ID" --mongo.uri="$MONGO" --mongo.db="$ID")
-DEBUG=(--log.level=debug --kafka.debug=security,broker,conf)
+DEBUG=(--log.level=debug "--kafka.debug=security,broker,conf")
 
 count_msgs() { kcat -C -b "$PLAIN" -t "$1" -o beginning -e -q 2>/dev/null | grep -c . ; }
 
