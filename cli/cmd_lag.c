@@ -2,8 +2,9 @@
  * says whether the workers keep up. Lag is the distance from a group's
  * committed offset to the partition's high watermark (mdb_lag.h), so it
  * counts work that is not yet durably done. With --watch the table is
- * redrawn every few seconds with each group's consumption rate and the time
- * it would take to drain at that rate; with --json one JSON document is
+ * redrawn every few seconds with each group's consumption rate (averaged
+ * over up to the last minute) and the time it would take to drain at that
+ * rate; with --json one JSON document is
  * printed (one per line when watching) in the format GET /api/lag serves.
  */
 #include <errno.h>
@@ -282,12 +283,39 @@ static void sleep_interruptible(double s)
         usleep(100000);
 }
 
+/* Samples kept for the rate: the oldest one not older than RATE_WINDOW_S
+ * seconds is the base, so the rate is an average over up to a minute
+ * instead of the jumpy difference of two consecutive refreshes. */
+#define RATE_SAMPLES 32
+#define RATE_WINDOW_S 60.0
+
+typedef struct {
+    json_t *doc;
+    double t;
+} sample_t;
+
+/* Append doc (ownership taken) and drop samples outside the window. */
+static void samples_push(sample_t *ring, size_t *n, json_t *doc, double t)
+{
+    if (*n == RATE_SAMPLES) {
+        json_decref(ring[0].doc);
+        memmove(ring, ring + 1, (RATE_SAMPLES - 1) * sizeof *ring);
+        (*n)--;
+    }
+    ring[(*n)++] = (sample_t){doc, t};
+    while (*n > 1 && t - ring[0].t > RATE_WINDOW_S) {
+        json_decref(ring[0].doc);
+        memmove(ring, ring + 1, (*n - 1) * sizeof *ring);
+        (*n)--;
+    }
+}
+
 int mdb_cmd_lag(mdb_config_t *cfg, int argc, char **argv)
 {
     lag_opts_t o = {0};
     int rc = parse_args(&o, argc, argv);
-    json_t *prev = NULL;
-    double prev_t = 0;
+    sample_t ring[RATE_SAMPLES];
+    size_t nring = 0;
     bool tty = isatty(STDOUT_FILENO);
 
     if (rc != 0) {
@@ -313,22 +341,23 @@ int mdb_cmd_lag(mdb_config_t *cfg, int argc, char **argv)
             if (o.watch)
                 printf("metadb lag  every %gs  %s  (Ctrl-C to stop)\n", o.interval,
                        json_string_value(json_object_get(doc, "time")));
-            print_table(stdout, doc, prev, prev ? t - prev_t : 0);
+            /* rate base: the oldest sample in the window */
+            print_table(stdout, doc, nring ? ring[0].doc : NULL, nring ? t - ring[0].t : 0);
             rc = 0;
         }
         fflush(stdout);
-        if (doc) {
-            json_decref(prev);
-            prev = doc;
-            prev_t = t;
-        }
+        if (doc && o.watch)
+            samples_push(ring, &nring, doc, t);
+        else
+            json_decref(doc);
         if (o.watch)
             sleep_interruptible(o.interval);
     } while (o.watch && !mdb_signal_stop_requested());
     if (o.watch && mdb_signal_stop_requested())
         rc = 0;
 done:
-    json_decref(prev);
+    for (size_t i = 0; i < nring; i++)
+        json_decref(ring[i].doc);
     for (size_t i = 0; i < o.ngroups; i++)
         free(o.groups[i]);
     free(o.groups);
