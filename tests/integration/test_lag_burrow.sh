@@ -11,7 +11,8 @@
 # temp dir, then:
 #   1. creates two topics, produces a known number of messages per partition;
 #   2. sets known committed offsets for two groups with Kafka's own
-#      kafka-consumer-groups tool (--reset-offsets --to-offset), one partition
+#      kafka-consumer-groups tool (deploy/kafka-tool.sh consumer-groups
+#      --reset-offsets --to-offset), one partition
 #      left without a commit on purpose;
 #   3. compares `metadb lag --json` with Burrow's /v3/kafka/<cluster>/consumer/
 #      <group>/lag per partition (committed offset and lag) and with the ground
@@ -111,7 +112,6 @@ admin.enableServer=false
 EOF
 mkdir -p "$TMP/zk"
 J3=(java -Xms64m -Xmx256m "-Dlog4j.configuration=file:$TMP/log4j.properties" -cp "$K3LIBS/*")
-J4=(java -Xms32m -Xmx128m -cp "$K4LIBS/*")
 
 "${J3[@]}" kafka.tools.StorageTool format -t "$("${J3[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null)" \
     -c "$TMP/server.properties" >"$TMP/format.log" 2>&1 || die "formatting Kafka 3.9 storage failed: $(tail -3 "$TMP/format.log")"
@@ -128,9 +128,12 @@ done
 [ $up = 1 ] || die "Kafka 3.9 broker did not come up on $B: $(tail -5 "$TMP/kafka.log")"
 ok "throwaway Kafka 3.9 broker up on $B"
 
-topic() { "${J4[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$B" "$@"; }
+# Kafka's own tools through deploy/kafka-tool.sh, the way docs/operations.md
+# tells operators to reset offsets.
+KTOOL=$SRC/deploy/kafka-tool.sh
+topic() { METADB_DEPLOY_CACHE=$CACHE bash "$KTOOL" topics --bootstrap-server "$B" "$@"; }
 reset_offset() { # GROUP TOPIC:PARTITION OFFSET
-    "${J4[@]}" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$B" \
+    METADB_DEPLOY_CACHE=$CACHE bash "$KTOOL" consumer-groups --bootstrap-server "$B" \
         --group "$1" --topic "$2" --reset-offsets --to-offset "$3" --execute >>"$TMP/cg.log" 2>&1
 }
 produce() { # TOPIC PARTITION COUNT
