@@ -98,6 +98,13 @@ print(" ".join(sorted("%s=%s" % (x["labels"].get("job"), x["health"]) for x in t
 want="metadb-api=up metadb-linker=up metadb-producer=up metadb-worker=up"
 [ "$targets" = "$want" ] && ok "all four targets scraped and up" || bad "targets: '$targets', want '$want'"
 
+# The lag gauges appear at their first refresh after the partitions were
+# assigned (every 5 s): wait until every consuming daemon has them.
+for _ in $(seq 1 30); do
+    [ "$(value "count(count by (job) (metadb_consumer_lag{job=~\"metadb-(worker|linker|producer)\"}))")" = 3 ] && break
+    sleep 1
+done
+
 # Every expected series, per daemon (job label).
 declare -A SERIES=(
     [metadb-producer]="metadb_producer_jobs_received_total metadb_producer_files_published_total
@@ -129,8 +136,13 @@ done
 # Lag series carry their partition labels, one per partition of each topic consumed.
 n=$(value "count(metadb_consumer_lag{job=\"metadb-worker\",topic=\"$TAG.files\"})")
 [ "$n" = 3 ] && ok "worker exports metadb_consumer_lag for its 3 partitions" || bad "worker lag series: '$n', want 3"
-lag=$(value "sum(metadb_consumer_lag{job=~\"metadb-(worker|linker|producer)\"})")
-[ "$lag" = 0 ] && ok "consumer lag scraped as 0 after the job" || bad "scraped consumer lag '$lag' after the job"
+# The gauges refresh every 5 s and Prometheus scrapes every second: allow both.
+for _ in $(seq 1 30); do
+    lag=$(value "sum(metadb_consumer_lag{job=~\"metadb-(worker|linker|producer)\"})")
+    [ "$lag" = 0 ] && break
+    sleep 1
+done
+[ "$lag" = 0 ] && ok "consumer lag scraped as 0 after the job" || bad "scraped consumer lag '$lag' 30 s after the job"
 rss=$(value 'min(process_resident_memory_bytes)')
 [ -n "$rss" ] && "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 1e6 else 1)' "$rss" &&
     ok "process RSS scraped (smallest $(( ${rss%.*} / 1048576 )) MiB)" || bad "process RSS: '$rss'"
@@ -140,7 +152,10 @@ import json, sys
 print(" ".join(sorted(r["metric"].get("reason", "?") for r in json.load(sys.stdin)["data"]["result"])))')
 [[ " $reasons " == *" not_dicom "* ]] && ok "failures are labelled by reason ($reasons)" || bad "failure reasons: '$reasons'"
 
-# The API serves the same lag numbers as `metadb lag` (the pipeline is idle now).
+# The API serves the same lag numbers as `metadb lag` (the pipeline is idle
+# now; the API caches an answer for 1 s, so allow a retry).
+same=0
+for _ in 1 2 3 4 5; do
 curl -s -m 10 "http://127.0.0.1:$API_PORT/api/lag" >"$TMP/api_lag.json"
 mdb lag --json >"$TMP/cli_lag.json" 2>"$TMP/cli_lag.err"
 cmp_out=$("$PY" - "$TMP/api_lag.json" "$TMP/cli_lag.json" "$TAG" <<'PYEOF'
@@ -157,7 +172,9 @@ if api != cli or api_total != cli_total: sys.exit("api %s vs cli %s" % (api, cli
 committed = sum(c or 0 for c, _, _ in cli.values())
 print("%d partitions, %d committed offsets, total lag %d" % (len(cli), committed, cli_total))
 PYEOF
-)
-[ $? = 0 ] && ok "GET /api/lag = metadb lag --json ($cmp_out)" || bad "/api/lag vs metadb lag: $cmp_out $(head -c 300 "$TMP/cli_lag.err")"
+) && { same=1; break; }
+sleep 1.5
+done
+[ $same = 1 ] && ok "GET /api/lag = metadb lag --json ($cmp_out)" || bad "/api/lag vs metadb lag: $cmp_out $(head -c 300 "$TMP/cli_lag.err")"
 
 finish
