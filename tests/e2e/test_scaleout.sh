@@ -32,18 +32,22 @@ print(sum(1 for i in m["instances"] if i["study_uid"] in studies))' "$TMP/archiv
 N1=$(count_files "${JOB1_PATIENTS[@]}") N2=$(count_files "${JOB2_PATIENTS[@]}")
 [ "$N1" -gt 0 ] && [ "$N2" -gt 0 ] && [ $((N1 + N2)) = $FILES ] || die "manifest split: job1 $N1, job2 $N2, total $FILES"
 
-# deploy TAG WORKERS LINKERS RUNDIR: topics (6 partitions), catalog, daemons.
+# deploy TAG WORKERS LINKERS RUNDIR [FLAG...]: topics (6 partitions), catalog,
+# daemons (extra config flags go to every daemon).
 deploy() {
-    ops_use "$1"
-    mdb topics --partitions 6 >"$TMP/topics-$1.log" 2>&1 || die "metadb topics failed: $(tail -2 "$TMP/topics-$1.log")"
+    local tag=$1 nw=$2 nl=$3 rd=$4
+    shift 4
+    ops_use "$tag"
+    local extra=("$@")
+    mdb topics --partitions 6 >"$TMP/topics-$tag.log" 2>&1 || die "metadb topics failed: $(tail -2 "$TMP/topics-$tag.log")"
     ops_prepare
     local wb lb pp
-    wb=$(free_port_block "$2") lb=$(free_port_block "$3")
+    wb=$(free_port_block "$nw") lb=$(free_port_block "$nl")
     read -r pp < <(free_ports 1)
-    OPS_RUNDIRS+=("$4")
-    bash "$SCALE" start --workers "$2" --linkers "$3" --producer --run-dir "$4" --bin-dir "$BUILD" \
-        --worker-port-base "$wb" --linker-port-base "$lb" --producer-port "$pp" -- "${CFG[@]}" >"$TMP/scale-$1.log" 2>&1 ||
-        die "scale.sh start ($1) failed: $(tail -5 "$TMP/scale-$1.log")"
+    OPS_RUNDIRS+=("$rd")
+    bash "$SCALE" start --workers "$nw" --linkers "$nl" --producer --run-dir "$rd" --bin-dir "$BUILD" \
+        --worker-port-base "$wb" --linker-port-base "$lb" --producer-port "$pp" -- "${CFG[@]}" "${extra[@]}" \
+        >"$TMP/scale-$tag.log" 2>&1 || die "scale.sh start ($tag) failed: $(tail -5 "$TMP/scale-$tag.log")"
 }
 
 # submit PATIENT... -> job id (not waiting)
@@ -65,7 +69,9 @@ metric() { # RUNDIR ROLE I NAME -> summed value of a series in that instance's /
 
 # ------------------------------------------------------------------ scale-out run
 RA=$TMP/run-a
-deploy "$A" 3 2 "$RA"
+# A frozen member keeps its partitions until its session times out: 20 s
+# leaves time to observe the stall before the group moves them.
+deploy "$A" 3 2 "$RA" --kafka.session_timeout_ms=20000
 ok "3 workers, 2 linkers and a producer started over 6 partitions"
 
 # Partitions spread, as Kafka sees the groups (owners from `metadb lag`): 2 of the
