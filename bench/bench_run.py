@@ -1,0 +1,833 @@
+#!/usr/bin/python3
+"""The benchmark harness behind bench/run.sh (run that; see its --help).
+
+Every figure is a ratio against a baseline measured in the same run, with the
+median of --repeats runs, so that load from other work on a shared machine
+mostly cancels out:
+
+  extraction     bench/bench_extract.sh (metadb's reader+extractor per CPU-second
+                 vs pydicom and vs bare open+read(4 KiB)+close)
+  ceiling        bench_dbload ceiling: the linker's final documents bulk-written
+                 straight into the database (no Kafka), --mode upsert and insert;
+                 the ceiling is the faster of the two
+  refshape       bench_dbload refshape: one synchronous insert per document plus a
+                 find per parent (the reference pipeline's shape)
+  orthanc        bench/orthanc_load.py: the same files into Orthanc's REST API,
+                 2 uploaders
+  end_to_end     submission -> job `completed` through producer, workers, linker
+                 on the local stack (private topics, groups and database); also
+                 database round trips per instance (the linker's own count),
+                 Kafka bytes per instance (key+value of every record on the
+                 files and instances topics), peak RSS (VmHWM) of workers and linker
+  scaling        the worker stage alone, 1 vs 2 workers (1 thread each) over the
+                 same file tasks: instances/s from the first to the last event's
+                 Kafka timestamp
+  linker_backlog one linker over the instance events of the scaling run
+                 (instances/s and round trips per instance without the workers)
+
+Writes OUT/report.json and OUT/report.md (OUT = bench/out by default).
+--lidc runs the LIDC-IDRI-shaped archive through the pipeline instead and
+writes OUT/lidc.json (report.md shows it when present)."""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import pymongo
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(HERE)
+PY = "/usr/bin/python3"
+GEN = os.path.join(SRC, "tests", "gen", "gen_archive.py")
+FINAL = ("completed", "completed_with_errors", "failed")
+
+LIDC_PATIENTS = 1010
+LIDC_INSTANCES = 244527
+
+
+def log(msg):
+    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def median(v):
+    return statistics.median(v) if v else None
+
+
+def sh(cmd, timeout=600, check=True, env=None, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError("%s failed (%d):\n%s\n%s" % (" ".join(cmd), p.returncode, p.stdout[-3000:],
+                                                        p.stderr[-3000:]))
+    return p
+
+
+def wait_for(fn, timeout, interval=0.1):
+    end = time.time() + timeout
+    while True:
+        v = fn()
+        if v or time.time() > end:
+            return v
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------- archives
+
+def ensure_archive(path, files, small, seed=2024, patients=None):
+    """Generate (or reuse, when its manifest matches) an archive; return its manifest."""
+    mf = os.path.join(path, "manifest.json")
+    if os.path.exists(mf):
+        with open(mf) as f:
+            m = json.load(f)
+        if m["counts"]["instances"] == files and bool(m["small"]) == small and \
+                (patients is None or m["counts"]["patients"] == patients):
+            return m
+    log("generating %d %s files into %s ..." % (files, "small" if small else "full-size", path))
+    shutil.rmtree(path, ignore_errors=True)
+    cmd = ["nice", PY, GEN, "--out", path, "--files", str(files), "--seed", str(seed)]
+    if patients:
+        cmd += ["--patients", str(patients)]
+    if small:
+        cmd.append("--small")
+    sh(cmd, timeout=6 * 3600)
+    with open(mf) as f:
+        return json.load(f)
+
+
+def write_list(manifest, path, limit=None):
+    paths = [i["path"] for i in manifest["instances"]]
+    if limit:
+        paths = paths[:limit]
+    with open(path, "w") as f:
+        f.write("\n".join(paths) + "\n")
+    return len(paths)
+
+
+# ---------------------------------------------------------------- machine
+
+def machine(args):
+    def first(cmd):
+        try:
+            return sh(cmd, timeout=60, check=False).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    def dpkg(pkg):
+        return first(["dpkg-query", "-W", "-f=${Version}", pkg]) or None
+
+    lscpu = first(["lscpu"])
+    model = re.search(r"Model name:\s*(.*)", lscpu)
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    osr = {}
+    if os.path.exists("/etc/os-release"):
+        with open("/etc/os-release") as f:
+            for line in f:
+                k, _, v = line.strip().partition("=")
+                osr[k] = v.strip('"')
+    db_version = None
+    try:
+        c = pymongo.MongoClient(args.mongo_uri, serverSelectionTimeoutMS=5000)
+        bi = c.admin.command("buildInfo")
+        db_version = "%s %s" % ("FerretDB" if "ferretdb" in json.dumps(bi, default=str).lower() else "MongoDB",
+                                bi.get("ferretdb", {}).get("version") if isinstance(bi.get("ferretdb"), dict)
+                                else bi.get("version"))
+    except Exception as e:  # noqa: BLE001 - description only
+        db_version = "unknown (%s)" % e
+    kafka_version = None
+    pom = os.path.join(SRC, "deploy", "pom.xml")
+    if os.path.exists(pom):
+        m = re.search(r"<kafka.version>([^<]+)</kafka.version>", open(pom).read())
+        kafka_version = m.group(1) if m else None
+    cache = os.path.join(args.build, "CMakeCache.txt")
+    build_type = None
+    if os.path.exists(cache):
+        m = re.search(r"^CMAKE_BUILD_TYPE:\w+=(.*)$", open(cache).read(), re.M)
+        build_type = m.group(1) if m else None
+    try:
+        import pydicom
+        pyd = pydicom.__version__
+    except ImportError:
+        pyd = None
+    return {
+        "cpu_model": model.group(1).strip() if model else platform.processor(),
+        "cpus": os.cpu_count(),
+        "lscpu": lscpu,
+        "memory_bytes": mem,
+        "kernel": platform.release(),
+        "os": osr.get("PRETTY_NAME"),
+        "loadavg_at_start": os.getloadavg(),
+        "compiler": first(["cc", "--version"]).splitlines()[0] if first(["cc", "--version"]) else None,
+        "build_dir": args.build,
+        "build_type": build_type,
+        "git_commit": first(["git", "-C", SRC, "rev-parse", "--short", "HEAD"]),
+        "versions": {
+            "kafka": kafka_version,
+            "database": db_version,
+            "librdkafka": dpkg("librdkafka-dev"),
+            "libmongoc": dpkg("libmongoc-dev"),
+            "gdcm": dpkg("libgdcm-dev"),
+            "jansson": dpkg("libjansson-dev"),
+            "orthanc": dpkg("orthanc"),
+            "pydicom": pyd,
+            "python": platform.python_version(),
+        },
+    }
+
+
+# ---------------------------------------------------------------- extraction
+
+def parse_extract(text):
+    rows = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 7 and parts[0] in ("metadb", "pydicom", "bare", "io"):
+            try:
+                rows[parts[0]] = {"files": int(parts[1]), "wall_s": float(parts[2]), "cpu_s": float(parts[3]),
+                                  "files_per_cpu_s": float(parts[4]), "failures": int(parts[6])}
+            except ValueError:
+                pass
+    return rows
+
+
+def bench_extraction(args, archive_dir, nfiles):
+    runs = []
+    for r in range(args.repeats):
+        cmd = [os.path.join(HERE, "bench_extract.sh"), "--files", str(nfiles), "--dir", archive_dir, "--build",
+               args.build, "--rounds", "3"]
+        if args.pydicom_files:
+            cmd += ["--pydicom-files", str(args.pydicom_files)]
+        p = sh(cmd, timeout=3600)
+        rows = parse_extract(p.stdout)
+        if not all(k in rows for k in ("metadb", "pydicom", "bare")):
+            raise RuntimeError("bench_extract.sh output not understood:\n" + p.stdout)
+        rows["vs_pydicom"] = rows["metadb"]["files_per_cpu_s"] / rows["pydicom"]["files_per_cpu_s"]
+        rows["cost_vs_bare"] = rows["bare"]["files_per_cpu_s"] / rows["metadb"]["files_per_cpu_s"]
+        log("extraction %d/%d: metadb %.0f files/cpu-s, pydicom %.0f, bare %.0f -> %.1fx pydicom, %.2fx bare cost" % (
+            r + 1, args.repeats, rows["metadb"]["files_per_cpu_s"], rows["pydicom"]["files_per_cpu_s"],
+            rows["bare"]["files_per_cpu_s"], rows["vs_pydicom"], rows["cost_vs_bare"]))
+        runs.append(rows)
+    return {
+        "runs": runs,
+        "metadb_files_per_cpu_s": median([r["metadb"]["files_per_cpu_s"] for r in runs]),
+        "pydicom_files_per_cpu_s": median([r["pydicom"]["files_per_cpu_s"] for r in runs]),
+        "bare_files_per_cpu_s": median([r["bare"]["files_per_cpu_s"] for r in runs]),
+        "io_files_per_cpu_s": median([r["io"]["files_per_cpu_s"] for r in runs if "io" in r]),
+        "vs_pydicom": median([r["vs_pydicom"] for r in runs]),
+        "cost_vs_bare": median([r["cost_vs_bare"] for r in runs]),
+    }
+
+
+# ---------------------------------------------------------------- database baselines
+
+def bench_dbload(args, what, list_path, extra):
+    db = "t_bench_%s_%d" % (what, os.getpid())
+    cmd = [os.path.join(args.build, "bench", "bench_dbload"), what, list_path, "--db", db, "--uri", args.mongo_uri,
+           "--features", os.path.join(SRC, "conf"), "--repeats", str(args.repeats)] + extra
+    p = sh(cmd, timeout=6 * 3600)
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    log("%s %s: %d instances, median %.2f s = %.0f instances/s, %.4f round trips/instance" % (
+        what, out["mode"], out["instances"], out["median_seconds"], out["instances_per_s"],
+        out["round_trips_per_instance"]))
+    return out
+
+
+def bench_orthanc(args, list_path, n):
+    runs = []
+    for r in range(args.repeats):
+        p = sh([PY, os.path.join(HERE, "orthanc_load.py"), "--files", list_path, "--uploaders", "2", "--limit",
+                str(n)], timeout=6 * 3600)
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        if out.get("failed"):
+            raise RuntimeError("Orthanc refused %s file(s): %s" % (out["failed"], out))
+        log("orthanc %d/%d: %d instances in %.2f s = %.1f instances/s" % (r + 1, args.repeats, out["instances"],
+                                                                         out["seconds"], out["instances_per_s"]))
+        runs.append(out)
+    return {"runs": runs, "instances": runs[0]["instances"], "uploaders": 2,
+            "instances_per_s": median([r["instances_per_s"] for r in runs])}
+
+
+# ---------------------------------------------------------------- the pipeline
+
+class Pipe:
+    """One isolated deployment on the shared stack: private database, topics
+    and consumer groups (t_bench_<name>_<pid>), the daemons' processes."""
+
+    def __init__(self, args, name, roots, workdir):
+        self.args = args
+        self.tag = "t_bench_%s_%d" % (name, os.getpid())
+        self.roots = roots
+        self.workdir = workdir
+        self.topics = {k: "%s.%s" % (self.tag, k) for k in ("jobs", "files", "instances", "dlq")}
+        self.client = pymongo.MongoClient(args.mongo_uri, serverSelectionTimeoutMS=10000)
+        self.client.admin.command("ping")
+        self.db = self.client[self.tag]
+        self.procs = []  # (role, Popen, log path)
+        self.extra_topics = []
+
+    def flags(self, instances_topic=None):
+        t = self.topics
+        return ["--kafka.brokers=" + self.args.brokers, "--mongo.uri=" + self.args.mongo_uri,
+                "--mongo.db=" + self.tag, "--archive.roots=" + ",".join(self.roots),
+                "--topic.jobs=" + t["jobs"], "--topic.files=" + t["files"],
+                "--topic.instances=" + (instances_topic or t["instances"]), "--topic.dlq=" + t["dlq"],
+                "--topic.partitions=%d" % self.args.partitions, "--features.dir=" + os.path.join(SRC, "conf"),
+                "--producer.group=%s.producers" % self.tag, "--producer.metrics_port=0",
+                "--worker.group=%s.workers" % self.tag, "--worker.metrics_port=0",
+                "--linker.group=%s.linkers" % self.tag, "--linker.metrics_port=0", "--log.level=info"]
+
+    def env(self):
+        return {k: v for k, v in os.environ.items() if not k.startswith("METADB_")}
+
+    def metadb(self, *a, timeout=3600, flags=None):
+        return sh([os.path.join(self.args.build, "cli", "metadb")] + (flags or self.flags()) + list(a),
+                  timeout=timeout, env=self.env())
+
+    def prepare(self, manifest):
+        """Topics, the archive catalog, a researcher and a collection whose cases are every patient."""
+        self.metadb("topics")
+        t0 = time.time()
+        self.metadb("index", "--quiet", timeout=6 * 3600)
+        index_s = time.time() - t0
+        self.metadb("researcher", "add", "bench", "--name", "Bench", "--email", "bench@example.org")
+        self.metadb("collection", "create", "BENCH", "--description", "benchmark cohort")
+        cases = os.path.join(self.workdir, "%s.cases.csv" % self.tag)
+        with open(cases, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["case_id", "patient_id", "accession_numbers"])
+            for n, p in enumerate(manifest["patients"], 1):
+                w.writerow(["c%d" % n, p["patient_id"], ""])
+        self.metadb("collection", "add-cases", "BENCH", "--manifest", cases)
+        return index_s
+
+    def start(self, role, extra=(), instances_topic=None):
+        binary = {"producer": "producer/metadb-producer", "worker": "workers/metadb-worker",
+                  "linker": "linker/metadb-linker"}[role]
+        n = len([1 for r, _, _ in self.procs if r == role])
+        path = os.path.join(self.workdir, "%s.%s-%d.log" % (self.tag, role, n))
+        cmd = ["nice", "-n", str(self.args.nice)] if self.args.nice else []
+        cmd += [os.path.join(self.args.build, binary)] + self.flags(instances_topic) + list(extra)
+        p = subprocess.Popen(cmd, stdout=open(path, "wb"), stderr=subprocess.STDOUT, env=self.env())
+        self.procs.append((role, p, path))
+        return p
+
+    def wait_members(self, want, timeout=60):
+        """Wait until each group {group: (topic, members)} is Stable with its
+        members and every partition of its topic owned (no rebalance pending
+        when the clock starts)."""
+        def ready():
+            p = sh([os.path.join(self.args.build, "cli", "metadb")] + self.flags() + ["lag", "--json"] +
+                   sum([["--group", g] for g in want], []), timeout=60, check=False, env=self.env())
+            try:
+                doc = json.loads(p.stdout)
+            except ValueError:
+                return False
+            seen = {}
+            for g in doc.get("groups", []):
+                if g.get("state") != "Stable":
+                    return False
+                if any(not part.get("client_id") for part in g.get("partitions", [])):
+                    return False
+                seen.setdefault(g["group"], set()).add(g["topic"])
+                if g.get("members") != want[g["group"]][1]:
+                    return False
+            return all(want[g][0] <= seen.get(g, set()) for g in want)
+        return wait_for(ready, timeout, 0.5)
+
+    def peak_rss(self, role):
+        """VmHWM (bytes) of each live process of role."""
+        out = []
+        for r, p, _ in self.procs:
+            if r != role or p.poll() is not None:
+                continue
+            try:
+                with open("/proc/%d/status" % p.pid) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            out.append(int(line.split()[1]) * 1024)
+            except OSError:
+                pass
+        return out
+
+    def stop(self, role=None):
+        for r, p, _ in self.procs:
+            if (role is None or r == role) and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for r, p, _ in self.procs:
+            if role is None or r == role:
+                try:
+                    p.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+    def log_text(self, role):
+        out = ""
+        for r, _, path in self.procs:
+            if r == role:
+                with open(path, errors="replace") as f:
+                    out += f.read()
+        return out
+
+    def linker_report(self):
+        m = re.findall(r"linker done: (\d+) event\(s\), (\d+) new instance\(s\), (\d+) batch\(es\), "
+                       r"(\d+) database round trip\(s\)", self.log_text("linker"))
+        if not m:
+            return None
+        ev, new, batches, rts = (sum(int(x[i]) for x in m) for i in range(4))
+        rep = {"events": ev, "new_instances": new, "batches": batches, "round_trips": rts}
+        w = re.findall(r"linker done: .*\(([0-9.]+) s\), ([0-9.]+) events/s first event to last flush",
+                       self.log_text("linker"))
+        if len(w) == 1:
+            rep["flush_seconds"] = float(w[0][0])
+            rep["events_per_s_first_event_to_last_flush"] = float(w[0][1])
+        return rep
+
+    def cleanup(self):
+        self.stop()
+        try:
+            self.client.drop_database(self.tag)
+        except Exception as e:  # noqa: BLE001 - cleanup must not hide the result
+            log("warning: could not drop %s: %s" % (self.tag, e))
+        tool = os.path.join(SRC, "deploy", "kafka-tool.sh")
+        if os.path.exists(tool):
+            p = sh([tool, "topics", "--bootstrap-server", self.args.brokers, "--delete", "--topic",
+                    re.escape(self.tag) + r"\..*"], timeout=120, check=False)
+            if p.returncode != 0:
+                log("warning: could not delete topics %s.*: %s" % (self.tag, p.stderr.strip()[-300:]))
+
+
+def topic_records(brokers, topic):
+    """[(timestamp_ms, key_len, value_len)] of every record of topic."""
+    p = sh(["kcat", "-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%T %K %S\\n"],
+           timeout=3600)
+    out = []
+    for line in p.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            out.append((int(parts[0]), max(int(parts[1]), 0), max(int(parts[2]), 0)))
+    return out
+
+
+def topic_count(brokers, topic, partitions):
+    p = sh(["kcat", "-Q", "-b", brokers] + sum([["-t", "%s:%d:-1" % (topic, i)] for i in range(partitions)], []),
+           timeout=60, check=False)
+    return sum(int(x) for x in re.findall(r"offset (\d+)", p.stdout))
+
+
+def parse_iso(s):
+    return datetime.datetime.strptime(s.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+def run_job(pipe, n, timeout):
+    """Submit a job for every case and wait for its final state. Returns
+    (job document, wall seconds measured here)."""
+    job_id = "%s-job-%d" % (pipe.tag, int(time.time() * 1000))
+    t0 = time.time()
+    pipe.metadb("submit", "--researcher", "bench", "--collection", "BENCH", "--all-cases", "--job-id", job_id)
+    job = wait_for(lambda: (lambda j: j if j and j.get("state") in FINAL else None)(
+        pipe.db.jobs.find_one({"_id": job_id})), timeout, 0.05)
+    wall = time.time() - t0
+    if not job:
+        raise RuntimeError("job %s did not finish in %d s: %r" % (job_id, timeout, pipe.db.jobs.find_one(
+            {"_id": job_id})))
+    return job, wall
+
+
+def bench_e2e_once(args, manifest, root, workdir, label, measure_kafka):
+    n = manifest["counts"]["instances"]
+    pipe = Pipe(args, label, [root], workdir)
+    try:
+        index_s = pipe.prepare(manifest)
+        pipe.start("producer")
+        for _ in range(args.workers):
+            pipe.start("worker", ["--worker.threads=%d" % args.worker_threads])
+        pipe.start("linker")
+        want = {"%s.producers" % pipe.tag: ({pipe.topics["jobs"]}, 1),
+                "%s.workers" % pipe.tag: ({pipe.topics["files"]}, args.workers),
+                "%s.linkers" % pipe.tag: ({pipe.topics["instances"], pipe.topics["dlq"]}, 1)}
+        if not pipe.wait_members(want, timeout=90):
+            raise RuntimeError("the daemons did not join their consumer groups within 90 s")
+        job, wall = run_job(pipe, n, args.job_timeout)
+        job_s = parse_iso(job["completed_at"]) - parse_iso(job["submitted_at"]) \
+            if job.get("completed_at") and job.get("submitted_at") else wall
+        ninst = pipe.db.instances.count_documents({})
+        rss_w, rss_l = pipe.peak_rss("worker"), pipe.peak_rss("linker")
+        pipe.stop()
+        rep = pipe.linker_report() or {}
+        res = {"instances_expected": n, "instances_in_db": ninst, "state": job.get("state"),
+               "files_total": job.get("files_total"), "files_done": job.get("files_done"),
+               "files_failed": job.get("files_failed"), "instances_linked": job.get("instances_linked"),
+               "index_seconds": index_s, "wall_seconds": wall, "job_seconds": job_s,
+               "instances_per_s": n / job_s if job_s > 0 else None,
+               "worker_peak_rss_bytes": max(rss_w) if rss_w else None,
+               "linker_peak_rss_bytes": max(rss_l) if rss_l else None,
+               "linker": rep,
+               "round_trips_per_instance": rep["round_trips"] / ninst if rep and ninst else None}
+        if measure_kafka:
+            files = topic_records(args.brokers, pipe.topics["files"])
+            inst = topic_records(args.brokers, pipe.topics["instances"])
+            res["kafka"] = {"files_records": len(files), "files_bytes": sum(k + v for _, k, v in files),
+                            "instances_records": len(inst), "instances_bytes": sum(k + v for _, k, v in inst)}
+            res["kafka_bytes_per_instance"] = (res["kafka"]["files_bytes"] + res["kafka"]["instances_bytes"]) / n
+        ok = job.get("state") == "completed" and ninst == n and job.get("files_done") == n
+        res["ok"] = ok
+        log("%s: %s, %d/%d instances in the database, %.2f s submit->completed (%.2f s polled) = %.0f instances/s, "
+            "%s round trips/instance" % (label, job.get("state"), ninst, n, job_s, wall, res["instances_per_s"] or 0,
+                                         "%.4f" % res["round_trips_per_instance"]
+                                         if res["round_trips_per_instance"] is not None else "?"))
+        return res
+    finally:
+        pipe.cleanup()
+
+
+def bench_e2e(args, manifest, root, workdir):
+    runs = []
+    for r in range(args.repeats):
+        res = bench_e2e_once(args, manifest, root, workdir, "e2e%d" % r, r == 0)
+        if not res["ok"]:
+            raise RuntimeError("e2e%d: the job did not link every instance: %s" % (r, json.dumps(res, default=str)))
+        runs.append(res)
+    return {
+        "runs": runs, "workers": args.workers, "worker_threads": args.worker_threads, "linkers": 1,
+        "instances": manifest["counts"]["instances"],
+        "job_seconds": median([r["job_seconds"] for r in runs]),
+        "instances_per_s": median([r["instances_per_s"] for r in runs]),
+        "round_trips_per_instance": median([r["round_trips_per_instance"] for r in runs
+                                            if r["round_trips_per_instance"] is not None]),
+        "kafka_bytes_per_instance": runs[0].get("kafka_bytes_per_instance"),
+        "kafka": runs[0].get("kafka"),
+        "worker_peak_rss_bytes": max(r["worker_peak_rss_bytes"] or 0 for r in runs),
+        "linker_peak_rss_bytes": max(r["linker_peak_rss_bytes"] or 0 for r in runs),
+    }
+
+
+def bench_stages(args, manifest, root, workdir):
+    """Worker stage with 1 and 2 workers over the same file tasks, then one
+    linker over a backlog of instance events."""
+    n = manifest["counts"]["instances"]
+    pipe = Pipe(args, "stages", [root], workdir)
+    try:
+        pipe.prepare(manifest)
+        pipe.start("producer")
+        job_id = "%s-job" % pipe.tag
+        pipe.metadb("submit", "--researcher", "bench", "--collection", "BENCH", "--all-cases", "--job-id", job_id)
+        if not wait_for(lambda: topic_count(args.brokers, pipe.topics["files"], args.partitions) >= n, 600, 0.5):
+            raise RuntimeError("the producer did not publish %d file tasks" % n)
+        pipe.stop("producer")
+        scaling = {}
+        backlog_topic = None
+        for k in (1, 2):
+            rates = []
+            for r in range(args.repeats):
+                topic = "%s.inst_w%d_r%d" % (pipe.tag, k, r)
+                group = "%s.w%d_r%d" % (pipe.tag, k, r)
+                pipe.metadb("topics", flags=pipe.flags(topic))
+                procs = [pipe.start("worker", ["--worker.threads=1", "--worker.group=" + group],
+                                    instances_topic=topic) for _ in range(k)]
+                done = wait_for(lambda: topic_count(args.brokers, topic, args.partitions) >= n, args.job_timeout, 0.2)
+                rss = pipe.peak_rss("worker")
+                pipe.stop("worker")
+                pipe.procs = [x for x in pipe.procs if x[1] not in procs]
+                if not done:
+                    raise RuntimeError("%d worker(s) did not extract %d files" % (k, n))
+                ts = sorted(t for t, _, _ in topic_records(args.brokers, topic))
+                span = (ts[-1] - ts[0]) / 1000.0 if len(ts) > 1 else 0
+                rate = (len(ts) - 1) / span if span > 0 else None
+                rates.append(rate)
+                log("worker stage, %d worker(s) x 1 thread, run %d: %d events in %.2f s (first to last) = %s "
+                    "instances/s, peak RSS %s" % (k, r + 1, len(ts), span, "%.0f" % rate if rate else "?",
+                                                  max(rss) if rss else "?"))
+                backlog_topic = backlog_topic or topic
+            scaling["workers_%d" % k] = {"runs": rates, "instances_per_s": median([x for x in rates if x])}
+        r1, r2 = scaling["workers_1"]["instances_per_s"], scaling["workers_2"]["instances_per_s"]
+        scaling["speedup_1_to_2"] = r2 / r1 if r1 and r2 else None
+        # one linker over the backlog of the first worker run
+        pipe.start("linker", instances_topic=backlog_topic)
+        t0 = time.time()
+        job = wait_for(lambda: (lambda j: j if j and j.get("state") in FINAL else None)(
+            pipe.db.jobs.find_one({"_id": job_id})), args.job_timeout, 0.05)
+        wall = time.time() - t0
+        rss = pipe.peak_rss("linker")
+        pipe.stop("linker")
+        rep = pipe.linker_report() or {}
+        ninst = pipe.db.instances.count_documents({})
+        # the linker's own clock: first event consumed to last batch flushed
+        # (the wall time here also holds its start-up and group join)
+        backlog = {"instances": ninst, "state": job and job.get("state"), "wall_seconds": wall,
+                   "instances_per_s": rep.get("events_per_s_first_event_to_last_flush"), "linker": rep,
+                   "round_trips_per_instance": rep["round_trips"] / ninst if rep and ninst else None,
+                   "linker_peak_rss_bytes": max(rss) if rss else None}
+        log("linker on a backlog of %d events: %s, %.0f instances/s (first event to last flush; %.2f s wall with "
+            "start-up), %s round trips/instance" % (n, backlog["state"], backlog["instances_per_s"] or 0, wall,
+                                                    backlog["round_trips_per_instance"]))
+        if ninst != n:
+            raise RuntimeError("linker backlog run: %d instances in the database, expected %d" % (ninst, n))
+        return scaling, backlog
+    finally:
+        pipe.cleanup()
+
+
+# ---------------------------------------------------------------- report
+
+def ratio(value, goal_op, goal, what):
+    met = None
+    if value is not None:
+        met = value >= goal if goal_op == ">=" else value <= goal
+    return {"value": value, "goal": "%s %s" % (goal_op, goal), "met": met, "what": what}
+
+
+def fmt(v, spec="%.2f"):
+    return "n/a" if v is None else spec % v
+
+
+def mib(v):
+    return "n/a" if not v else "%.1f MiB" % (v / 1048576.0)
+
+
+def write_markdown(rep, path, lidc):
+    f = rep["figures"]
+    r = rep["ratios"]
+    m = rep["machine"]
+    L = []
+    L.append("# metadb benchmark report\n")
+    L.append("Generated %s by `%s` (commit %s, %s build). Every ratio's baseline was measured in the same run; "
+             "values are medians of %d repeat(s).\n" % (rep["generated_at"], rep["command"], m["git_commit"],
+                                                       m["build_type"], rep["config"]["repeats"]))
+    L.append("## Machine\n")
+    L.append("| | |\n|---|---|")
+    L.append("| CPU | %s, %d logical CPUs |" % (m["cpu_model"], m["cpus"]))
+    L.append("| memory | %.1f GiB |" % (m["memory_bytes"] / 2 ** 30))
+    L.append("| OS, kernel | %s, %s |" % (m["os"], m["kernel"]))
+    L.append("| load average at start | %s |" % ", ".join("%.2f" % x for x in m["loadavg_at_start"]))
+    L.append("| compiler | %s |" % m["compiler"])
+    for k, v in m["versions"].items():
+        L.append("| %s | %s |" % (k, v))
+    L.append("")
+    L.append("## Goals\n")
+    L.append("| figure | value | goal | met |\n|---|---|---|---|")
+    for k, x in r.items():
+        v = x["value"]
+        L.append("| %s | %s | %s | %s |" % (x["what"], fmt(v, "%.4f" if k == "round_trips_per_instance" else
+                                                            "%.2f"), x["goal"],
+                                             {True: "yes", False: "**no**", None: "n/a"}[x["met"]]))
+    L.append("")
+    c = rep["config"]
+    L.append("## Figures\n")
+    L.append("Archive: %d full-size generated files (%s studies, %s series) in `%s`.\n" % (
+        c["files"], c["studies"], c["series"], c["archive"]))
+    e = f.get("extraction") or {}
+    L.append("### Extraction (per CPU-second of one thread, warm page cache)\n")
+    L.append("| reader | files per CPU-second |\n|---|---|")
+    L.append("| metadb (open, header read + parse, typed extraction, event JSON, close) | %s |" %
+             fmt(e.get("metadb_files_per_cpu_s"), "%.0f"))
+    L.append("| pydicom dcmread(stop_before_pixels) + getattr over the same feature lists | %s |" %
+             fmt(e.get("pydicom_files_per_cpu_s"), "%.0f"))
+    L.append("| bare open + read(4 KiB) + close | %s |" % fmt(e.get("bare_files_per_cpu_s"), "%.0f"))
+    L.append("| open + fstat + pread(8 KiB) + close (the reader's system calls alone) | %s |" %
+             fmt(e.get("io_files_per_cpu_s"), "%.0f"))
+    L.append("")
+    e2e = f.get("end_to_end") or {}
+    L.append("### End to end (submission to `completed`, local stack)\n")
+    L.append("%s worker(s) x %s thread(s), 1 linker (batch 1000 / 200 ms), producer, Kafka and the database on the "
+             "same %d CPUs.\n" % (e2e.get("workers"), e2e.get("worker_threads"), m["cpus"]))
+    L.append("| | value |\n|---|---|")
+    L.append("| instances | %s |" % e2e.get("instances"))
+    L.append("| submit -> completed (median) | %s s |" % fmt(e2e.get("job_seconds")))
+    L.append("| instances/s (median) | %s |" % fmt(e2e.get("instances_per_s"), "%.0f"))
+    L.append("| per run (s) | %s |" % ", ".join(fmt(x["job_seconds"]) for x in e2e.get("runs", [])))
+    L.append("| database round trips per instance (linker's count) | %s |" % fmt(
+        e2e.get("round_trips_per_instance"), "%.4f"))
+    L.append("| Kafka bytes per instance (files + instances topics, key + value) | %s |" % fmt(
+        e2e.get("kafka_bytes_per_instance"), "%.0f"))
+    L.append("| worker peak RSS (VmHWM) | %s |" % mib(e2e.get("worker_peak_rss_bytes")))
+    L.append("| linker peak RSS (VmHWM) | %s |" % mib(e2e.get("linker_peak_rss_bytes")))
+    L.append("")
+    L.append("### Baselines\n")
+    L.append("| baseline | instances | instances/s (median) | round trips/instance |\n|---|---|---|---|")
+    for key, name in (("ceiling_upsert", "ceiling: linker's documents, bulk upserts (update commands of %s)" %
+                       (f.get("ceiling_upsert") or {}).get("max_updates")),
+                      ("ceiling_insert", "ceiling: linker's documents, bulk inserts"),
+                      ("refshape", "reference shape: find per parent + one insert per document")):
+        x = f.get(key) or {}
+        L.append("| %s | %s | %s | %s |" % (name, x.get("instances"), fmt(x.get("instances_per_s"), "%.0f"),
+                                           fmt(x.get("round_trips_per_instance"), "%.4f")))
+    o = f.get("orthanc") or {}
+    L.append("| Orthanc %s REST POST /instances, 2 uploaders | %s | %s | - |" % (
+        m["versions"].get("orthanc"), o.get("instances"), fmt(o.get("instances_per_s"), "%.1f")))
+    L.append("")
+    s = f.get("scaling") or {}
+    b = f.get("linker_backlog") or {}
+    L.append("### Stages\n")
+    L.append("| | value |\n|---|---|")
+    L.append("| worker stage, 1 worker x 1 thread | %s instances/s |" % fmt(
+        (s.get("workers_1") or {}).get("instances_per_s"), "%.0f"))
+    L.append("| worker stage, 2 workers x 1 thread | %s instances/s |" % fmt(
+        (s.get("workers_2") or {}).get("instances_per_s"), "%.0f"))
+    L.append("| scaling 1 -> 2 workers | %sx |" % fmt(s.get("speedup_1_to_2")))
+    L.append("| linker alone on a backlog | %s instances/s, %s round trips/instance |" % (
+        fmt(b.get("instances_per_s"), "%.0f"), fmt(b.get("round_trips_per_instance"), "%.4f")))
+    L.append("")
+    if lidc:
+        L.append("## LIDC-IDRI scale (`bench/run.sh --lidc`, %s)\n" % lidc.get("generated_at"))
+        L.append("| | value |\n|---|---|")
+        for k in ("patients", "studies", "series", "instances_expected", "instances_in_db", "state", "job_seconds",
+                  "instances_per_s", "round_trips_per_instance"):
+            L.append("| %s | %s |" % (k, lidc.get(k)))
+        L.append("| worker / linker peak RSS | %s / %s |" % (mib(lidc.get("worker_peak_rss_bytes")),
+                                                           mib(lidc.get("linker_peak_rss_bytes"))))
+        L.append("")
+    L.append("## Method\n")
+    L.append(__doc__.split("\n\n", 1)[1].split("\n\nWrites")[0])
+    L.append("")
+    with open(path, "w") as fh:
+        fh.write("\n".join(L) + "\n")
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--out", default=os.path.join(HERE, "out"))
+    ap.add_argument("--home", default=os.environ.get("METADB_HOME", os.path.expanduser("~/.metadb")))
+    ap.add_argument("--files", type=int, default=5000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--lidc", action="store_true")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--worker-threads", type=int, default=1)
+    ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--orthanc-files", type=int, default=1000)
+    ap.add_argument("--refshape-files", type=int, default=1000)
+    ap.add_argument("--pydicom-files", type=int, default=0)
+    ap.add_argument("--job-timeout", type=int, default=3600)
+    ap.add_argument("--nice", type=int, default=0, help="run the daemons with nice -n N")
+    ap.add_argument("--skip", default="", help="comma-separated: extraction,ceiling,refshape,orthanc,e2e,stages")
+    ap.add_argument("--brokers", default=os.environ.get("METADB_KAFKA_BROKERS", "127.0.0.1:9092"))
+    ap.add_argument("--mongo-uri", default=os.environ.get("METADB_MONGO_URI", "mongodb://127.0.0.1:27017"))
+    args = ap.parse_args()
+    if args.quick:
+        args.files, args.repeats = min(args.files, 50), 1
+        args.orthanc_files = min(args.orthanc_files, 50)
+        args.refshape_files = min(args.refshape_files, 50)
+    if args.lidc and not args.nice:
+        args.nice = 10  # a long run on a machine shared with other work
+    skip = set(x for x in args.skip.split(",") if x)
+    os.makedirs(args.out, exist_ok=True)
+    bench_home = os.path.join(args.home, "bench")
+    os.makedirs(bench_home, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="mdb_bench_", dir="/tmp")
+    started = time.time()
+    try:
+        if args.lidc:
+            return run_lidc(args, bench_home, workdir)
+        rep = {"generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "command": "bench/run.sh " + " ".join(sys.argv[sys.argv.index("--build") + 2:]
+                                                     if "--build" in sys.argv else sys.argv[1:]),
+               "machine": machine(args)}
+        archive = os.path.join(bench_home, "archive_full_%d" % args.files)
+        manifest = ensure_archive(archive, args.files, small=False)
+        root = os.path.realpath(archive)
+        n = manifest["counts"]["instances"]
+        rep["config"] = {"files": n, "studies": manifest["counts"]["studies"], "series": manifest["counts"]["series"],
+                         "archive": archive, "repeats": args.repeats, "workers": args.workers,
+                         "worker_threads": args.worker_threads, "partitions": args.partitions,
+                         "orthanc_files": min(args.orthanc_files, n), "refshape_files": min(args.refshape_files, n)}
+        lst = os.path.join(workdir, "files.txt")
+        write_list(manifest, lst)
+        f = rep["figures"] = {}
+        if "extraction" not in skip:
+            f["extraction"] = bench_extraction(args, archive, n)
+        if "ceiling" not in skip:
+            f["ceiling_upsert"] = bench_dbload(args, "ceiling", lst, ["--mode", "upsert"])
+            f["ceiling_insert"] = bench_dbload(args, "ceiling", lst, ["--mode", "insert"])
+        if "refshape" not in skip:
+            f["refshape"] = bench_dbload(args, "refshape", lst, ["--limit", str(min(args.refshape_files, n))])
+        if "orthanc" not in skip:
+            f["orthanc"] = bench_orthanc(args, lst, min(args.orthanc_files, n))
+        if "e2e" not in skip:
+            f["end_to_end"] = bench_e2e(args, manifest, root, workdir)
+        if "stages" not in skip:
+            f["scaling"], f["linker_backlog"] = bench_stages(args, manifest, root, workdir)
+        e2e = (f.get("end_to_end") or {}).get("instances_per_s")
+        ceil = max([x for x in ((f.get("ceiling_upsert") or {}).get("instances_per_s"),
+                                (f.get("ceiling_insert") or {}).get("instances_per_s")) if x] or [None])
+        if ceil is not None:
+            f["ceiling"] = {"instances_per_s": ceil, "mode": "upsert" if ceil == f["ceiling_upsert"][
+                "instances_per_s"] else "insert"}
+
+        def rel(a, b):
+            return a / b if a is not None and b else None
+        ex = f.get("extraction") or {}
+        rep["ratios"] = {
+            "extraction_vs_pydicom": ratio(ex.get("vs_pydicom"), ">=", 10,
+                                           "extraction files/s per core vs pydicom"),
+            "extraction_cost_vs_bare": ratio(ex.get("cost_vs_bare"), "<=", 3,
+                                             "extraction cost per file / bare open+read(4 KiB)+close"),
+            "e2e_vs_ceiling": ratio(rel(e2e, ceil), ">=", 0.7,
+                                    "end-to-end instances/s / database ceiling (faster of upsert and insert)"),
+            "e2e_vs_orthanc": ratio(rel(e2e, (f.get("orthanc") or {}).get("instances_per_s")), ">=", 5,
+                                    "end-to-end instances/s / Orthanc REST with 2 uploaders"),
+            "e2e_vs_refshape": ratio(rel(e2e, (f.get("refshape") or {}).get("instances_per_s")), ">=", 20,
+                                     "end-to-end instances/s / reference shape (insert per document)"),
+            "round_trips_per_instance": ratio((f.get("end_to_end") or {}).get("round_trips_per_instance"), "<=",
+                                              0.02, "database round trips per instance (end to end)"),
+            "scaling_1_to_2_workers": ratio((f.get("scaling") or {}).get("speedup_1_to_2"), ">=", 1.5,
+                                            "worker stage speed-up from 1 to 2 workers"),
+        }
+        rep["elapsed_seconds"] = time.time() - started
+        with open(os.path.join(args.out, "report.json"), "w") as fh:
+            json.dump(rep, fh, indent=2, default=str)
+        lidc = None
+        lp = os.path.join(args.out, "lidc.json")
+        if os.path.exists(lp):
+            with open(lp) as fh:
+                lidc = json.load(fh)
+        write_markdown(rep, os.path.join(args.out, "report.md"), lidc)
+        log("wrote %s and %s (%.0f s)" % (os.path.join(args.out, "report.md"), os.path.join(args.out, "report.json"),
+                                         time.time() - started))
+        with open(os.path.join(args.out, "report.md")) as fh:
+            print(fh.read())
+        return 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_lidc(args, bench_home, workdir):
+    archive = os.path.join(bench_home, "lidc")
+    manifest = ensure_archive(archive, LIDC_INSTANCES, small=True, seed=1010, patients=LIDC_PATIENTS)
+    c = manifest["counts"]
+    log("LIDC-shaped archive: %d patients, %d studies, %d series, %d instances" % (
+        c["patients"], c["studies"], c["series"], c["instances"]))
+    if c["instances"] != LIDC_INSTANCES:
+        raise RuntimeError("the archive has %d instances, not %d" % (c["instances"], LIDC_INSTANCES))
+    res = bench_e2e_once(args, manifest, os.path.realpath(archive), workdir, "lidc", False)
+    res.update({"generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "patients": c["patients"], "studies": c["studies"], "series": c["series"],
+                "workers": args.workers, "worker_threads": args.worker_threads, "machine": machine(args)})
+    with open(os.path.join(args.out, "lidc.json"), "w") as fh:
+        json.dump(res, fh, indent=2, default=str)
+    if res["instances_in_db"] != LIDC_INSTANCES:
+        log("FAIL: the database holds %d instances, expected %d" % (res["instances_in_db"], LIDC_INSTANCES))
+        return 1
+    log("LIDC: the database holds exactly %d instances; %.1f s submit->completed = %.0f instances/s" % (
+        res["instances_in_db"], res["job_seconds"], res["instances_per_s"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
