@@ -264,8 +264,12 @@ def metadb(names, *args, timeout=120, check=True, extra_flags=(), input=None, en
 
 # ------------------------------------------------------------------ processes
 class Proc:
-    def __init__(self, role, cmd, log_path, env, port):
+    """A daemon started in its own session (process group). With a wrapper
+    (strace, setpriv ...) signals go to the real daemon, the wrapper's child."""
+
+    def __init__(self, role, cmd, log_path, env, port, wrapped=False):
         self.role = role
+        self.wrapped = wrapped
         self.cmd = cmd
         self.log_path = log_path
         self.port = port
@@ -277,26 +281,56 @@ class Proc:
     def alive(self):
         return self.p.poll() is None
 
+    def daemon_pid(self):
+        """The daemon's pid: the wrapper's (first) child when wrapped, else ours."""
+        if not self.wrapped:
+            return self.pid
+        end = time.time() + 10
+        while self.alive() and time.time() < end:
+            try:
+                with open("/proc/%d/task/%d/children" % (self.pid, self.pid)) as f:
+                    kids = [int(x) for x in f.read().split()]
+                if kids:
+                    return kids[0]
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return None
+
     def signal(self, sig):
         if self.alive():
-            os.kill(self.pid, sig)
+            os.kill(self.daemon_pid() or self.pid, sig)
 
     def kill9(self):
+        """kill -9 the daemon (a wrapper then exits on its own); the group too after 30 s."""
         if self.alive():
-            os.kill(self.pid, signal.SIGKILL)
-        self.p.wait(timeout=30)
+            os.kill(self.daemon_pid() or self.pid, signal.SIGKILL)
+        try:
+            self.p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.killpg()
         self.log.close()
 
+    def killpg(self):
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            self.p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+
     def stop(self, timeout=60):
-        """SIGTERM and wait; returns the exit status (or 'timeout' after SIGKILL)."""
+        """SIGTERM the daemon and wait; returns its exit status (or 'timeout' after SIGKILL of its group)."""
         if self.alive():
-            os.kill(self.pid, signal.SIGCONT)
-            os.kill(self.pid, signal.SIGTERM)
+            target = self.daemon_pid() or self.pid
+            os.kill(target, signal.SIGCONT)
+            os.kill(target, signal.SIGTERM)
         try:
             rc = self.p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.kill(self.pid, signal.SIGKILL)
-            self.p.wait(timeout=30)
+            self.killpg()
             rc = "timeout"
         self.log.close()
         self.stopped_rc = rc
@@ -342,7 +376,7 @@ class Procs:
         port = free_ports(1)[0] if metrics and role in ("producer", "worker", "linker") else 0
         cmd = list(wrapper) + [BIN[role]] + names.daemon_flags(role, port, extra)
         log = os.path.join(self.logdir, "%s-%d.log" % (role, self.seq))
-        p = Proc(role, cmd, log, env or clean_env(), port)
+        p = Proc(role, cmd, log, env or clean_env(), port, wrapped=bool(wrapper))
         self.all.append(p)
         return p
 
@@ -358,16 +392,17 @@ class Procs:
         return out
 
     def kill_all(self):
+        """SIGKILL every daemon's process group (also when a wrapper already
+        exited and left its child behind)."""
         for p in self.all:
-            if p.alive():
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                try:
-                    p.p.wait(timeout=10)
-                except Exception:  # noqa: BLE001
-                    pass
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                p.p.wait(timeout=10)
+            except Exception:  # noqa: BLE001
+                pass
 
     def dump_logs(self, tail=4000):
         for p in self.all:
@@ -480,8 +515,7 @@ def fully_committed(names, group, topic):
     lg = lag(names, group)
     if not lg or topic not in lg:
         return False
-    return all(c is not None and c == h for c, h in lg[topic].values()) or \
-        all(h == 0 and c is None for c, h in lg[topic].values())
+    return all((c is not None and c == h) or (c is None and not h) for c, h in lg[topic].values())
 
 
 # ------------------------------------------------------------------ archive
