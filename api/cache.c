@@ -11,7 +11,14 @@
  * background thread reloads a collection when a request finds its snapshot
  * older than api.cache_ms (stale-while-revalidate: the request is answered
  * from the older snapshot and says how old it is). Idle servers do not
- * reload. ?fresh=true bypasses the cache. */
+ * reload. ?fresh=true bypasses the cache.
+ *
+ * Instances are too many to copy whole; the cache keeps a summary of each
+ * (_id, parents, instance number, SOP class, acquisition time, paths: about
+ * 250 bytes) so a series' instance page and instance lists that ask only for
+ * those fields answer without a scan of the instances collection. A full
+ * reload of it costs a scan, so it happens at most once a minute and only
+ * when the series' instance counts no longer add up to what it holds. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -22,6 +29,7 @@
 #include "mdb_query.h"
 
 #define CACHE_MAX_DOCS 500000
+#define CACHE_MAX_INSTANCES 1000000
 
 struct api_snapshot {
     atomic_int refs;
@@ -46,11 +54,13 @@ struct api_cache {
     pthread_cond_t cond;
     pthread_t thread;
     bool thread_started, stop;
-    api_snapshot_t *snap[2];
-    bool want[2], loading[2], disabled[2];
+    api_snapshot_t *snap[3];
+    bool want[3], loading[3], disabled[3];
 };
 
-static const char *const coll_names[2] = {"studies", "series"};
+#define INSTANCE_RELOAD_MIN_MS 60000
+
+static const char *const coll_names[3] = {"studies", "series", "instances"};
 
 static uint64_t hash_str(const char *s)
 {
@@ -156,7 +166,11 @@ static api_snapshot_t *load(mdb_mongo_t *m, int which, mdb_error_t *err)
     mongoc_collection_t *coll = NULL;
     mongoc_cursor_t *cur = NULL;
     bson_t filter = BSON_INITIALIZER;
-    bson_t *opts = BCON_NEW("batchSize", BCON_INT32(2000));
+    bson_t *opts = which == 2 ? BCON_NEW("batchSize", BCON_INT32(5000), "projection", "{", "series_id", BCON_INT32(1),
+                                         "study_id", BCON_INT32(1), "instance_number", BCON_INT32(1),
+                                         "sop_class_uid", BCON_INT32(1), "acquisition_datetime", BCON_INT32(1),
+                                         "paths", BCON_INT32(1), "}")
+                              : BCON_NEW("batchSize", BCON_INT32(2000));
     size_t cap = 0;
     bson_error_t be;
     const bson_t *doc;
@@ -168,9 +182,9 @@ static api_snapshot_t *load(mdb_mongo_t *m, int which, mdb_error_t *err)
     coll = mdb_mongo_collection(m, client, coll_names[which]);
     cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
     while (mongoc_cursor_next(cur, &doc)) {
-        if (s->n == CACHE_MAX_DOCS) {
-            mdb_error_set(err, MDB_ERR_SYSTEM, E2BIG, "%s has more than %d documents", coll_names[which],
-                          CACHE_MAX_DOCS);
+        size_t max = which == 2 ? CACHE_MAX_INSTANCES : CACHE_MAX_DOCS;
+        if (s->n == max) {
+            mdb_error_set(err, MDB_ERR_SYSTEM, E2BIG, "%s has more than %zu documents", coll_names[which], max);
             goto fail;
         }
         if (s->n == cap) {
@@ -203,11 +217,11 @@ static api_snapshot_t *load(mdb_mongo_t *m, int which, mdb_error_t *err)
             h = (h + 1) & (s->idcap - 1);
         s->ids[h] = (uint32_t)(i + 1);
     }
-    if (which == 1) { /* series by study_id */
+    if (which >= 1) { /* series by study_id, instances by series_id */
         if (s->n && !(s->children = malloc(s->n * sizeof *s->children)))
             goto oom;
         for (size_t i = 0; i < s->n; i++) {
-            const char *p = doc_str(s->docs[i], "study_id");
+            const char *p = doc_str(s->docs[i], which == 1 ? "study_id" : "series_id");
             if (p) {
                 s->children[s->nchildren].parent = p;
                 s->children[s->nchildren].idx = (uint32_t)i;
@@ -235,17 +249,31 @@ done:
     return s;
 }
 
+/* Sum of instance_count over the series. */
+static int64_t series_instance_total(const api_snapshot_t *s)
+{
+    int64_t total = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        bson_iter_t it;
+        if (bson_iter_init_find(&it, s->docs[i], "instance_count") && BSON_ITER_HOLDS_NUMBER(&it))
+            total += bson_iter_as_int64(&it);
+    }
+    return total;
+}
+
 static void *refresher(void *arg)
 {
     api_cache_t *c = arg;
     pthread_mutex_lock(&c->lock);
     while (!c->stop) {
-        int which = c->want[0] ? 0 : c->want[1] ? 1 : -1;
+        int which = c->want[0] ? 0 : c->want[1] ? 1 : c->want[2] ? 2 : -1;
         if (which < 0) {
             pthread_cond_wait(&c->cond, &c->lock);
             continue;
         }
         c->want[which] = false;
+        if (which == 2 && c->snap[2] && c->snap[1] && series_instance_total(c->snap[1]) == (int64_t)c->snap[2]->n)
+            continue; /* the instance counts still add up: nothing new */
         c->loading[which] = true;
         pthread_mutex_unlock(&c->lock);
         mdb_error_t err = {0};
@@ -283,7 +311,7 @@ api_cache_t *api_cache_start(mdb_mongo_t *m, int64_t ttl_ms)
     c->ttl_ms = ttl_ms;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
-    c->want[0] = c->want[1] = true; /* first load right away */
+    c->want[0] = c->want[1] = c->want[2] = true; /* first load right away */
     if (pthread_create(&c->thread, NULL, refresher, c) != 0) {
         pthread_mutex_destroy(&c->lock);
         pthread_cond_destroy(&c->cond);
@@ -304,8 +332,8 @@ void api_cache_stop(api_cache_t *c)
     pthread_mutex_unlock(&c->lock);
     if (c->thread_started)
         pthread_join(c->thread, NULL);
-    api_snapshot_release(c->snap[0]);
-    api_snapshot_release(c->snap[1]);
+    for (int i = 0; i < 3; i++)
+        api_snapshot_release(c->snap[i]);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->cond);
     free(c);
@@ -313,13 +341,14 @@ void api_cache_stop(api_cache_t *c)
 
 api_snapshot_t *api_cache_acquire(api_cache_t *c, int level)
 {
-    if (!c || level < 0 || level > 1)
+    if (!c || level < 0 || level > 2)
         return NULL;
     pthread_mutex_lock(&c->lock);
     api_snapshot_t *s = c->disabled[level] ? NULL : c->snap[level];
     if (s)
         atomic_fetch_add(&s->refs, 1);
-    bool stale = !s || api_now_ms() - s->loaded_ms > c->ttl_ms;
+    int64_t ttl = level == 2 ? (c->ttl_ms > INSTANCE_RELOAD_MIN_MS ? c->ttl_ms : INSTANCE_RELOAD_MIN_MS) : c->ttl_ms;
+    bool stale = !s || api_now_ms() - s->loaded_ms > ttl;
     if (stale && !c->disabled[level] && !c->loading[level] && !c->want[level]) {
         c->want[level] = true;
         pthread_cond_signal(&c->cond);
@@ -333,7 +362,7 @@ void api_cache_invalidate(api_cache_t *c)
     if (!c)
         return;
     pthread_mutex_lock(&c->lock);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         if (!c->disabled[i] && !c->loading[i])
             c->want[i] = true;
     pthread_cond_signal(&c->cond);

@@ -69,60 +69,174 @@ static json_t *page_json(const bson_t **hits, size_t nh, const mdb_query_t *q, b
     return out;
 }
 
-/* Answer a studies/series filter-parameter query from the cache. NULL when
- * the cache cannot answer it (not loaded, not a cached level, an operator
- * the in-memory evaluator does not implement): the caller asks the database. */
+/* Fields the instance summary of the cache holds. */
+static bool summary_field(const char *path)
+{
+    static const char *const f[] = {"_id",           "series_id",           "study_id", "instance_number",
+                                    "sop_class_uid", "acquisition_datetime", "paths"};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        size_t n = strlen(f[i]);
+        if (!strncmp(path, f[i], n) && (path[n] == '\0' || path[n] == '.'))
+            return true;
+    }
+    return false;
+}
+
+/* Does every field the filter names lie within the instance summary? */
+static bool filter_in_summary(const bson_t *filter, int depth)
+{
+    bson_iter_t it;
+    if (depth > 32 || !bson_iter_init(&it, filter))
+        return false;
+    while (bson_iter_next(&it)) {
+        const char *k = bson_iter_key(&it);
+        if (!strcmp(k, "$and") || !strcmp(k, "$or") || !strcmp(k, "$nor")) {
+            bson_iter_t el;
+            if (!bson_iter_recurse(&it, &el))
+                return false;
+            while (bson_iter_next(&el)) {
+                const uint8_t *data;
+                uint32_t len;
+                bson_t sub;
+                if (!BSON_ITER_HOLDS_DOCUMENT(&el))
+                    return false;
+                bson_iter_document(&el, &len, &data);
+                if (!bson_init_static(&sub, data, len) || !filter_in_summary(&sub, depth + 1))
+                    return false;
+            }
+        } else if (k[0] != '$' && !summary_field(k)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool keys_in_summary(const bson_t *doc)
+{
+    bson_iter_t it;
+    if (!bson_iter_init(&it, doc))
+        return false;
+    while (bson_iter_next(&it))
+        if (!summary_field(bson_iter_key(&it)))
+            return false;
+    return true;
+}
+
+/* A top-level (or top-level $and) equality key = "string" in filter. */
+static const char *link_equality(const bson_t *filter, const char *key)
+{
+    bson_iter_t it;
+    if (!bson_iter_init(&it, filter))
+        return NULL;
+    while (bson_iter_next(&it)) {
+        if (!strcmp(bson_iter_key(&it), key) && BSON_ITER_HOLDS_UTF8(&it))
+            return bson_iter_utf8(&it, NULL);
+        if (!strcmp(bson_iter_key(&it), "$and") && BSON_ITER_HOLDS_ARRAY(&it)) {
+            bson_iter_t el, f;
+            if (!bson_iter_recurse(&it, &el))
+                continue;
+            while (bson_iter_next(&el))
+                if (BSON_ITER_HOLDS_DOCUMENT(&el) && bson_iter_recurse(&el, &f) && bson_iter_find(&f, key) &&
+                    BSON_ITER_HOLDS_UTF8(&f))
+                    return bson_iter_utf8(&f, NULL);
+        }
+    }
+    return NULL;
+}
+
+/* Sorted _ids of the parent snapshot's documents matching pf; NULL on
+ * failure (unsupported filter, OOM). */
+static const char **parent_ids(const api_snapshot_t *parent, const bson_t *pf, size_t *n_out)
+{
+    size_t n = api_snapshot_count(parent), k = 0;
+    const char **ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const bson_t *d = api_snapshot_doc(parent, i);
+        int m = mdb_query_match(pf, d);
+        if (m < 0) {
+            free(ids);
+            return NULL;
+        }
+        const char *id = bson_str(d, "_id");
+        if (m && id)
+            ids[k++] = id;
+    }
+    qsort(ids, k, sizeof *ids, cmp_str);
+    *n_out = k;
+    return ids;
+}
+
+/* Answer a filter-parameter query from the cache: studies and series
+ * always, instances when the filter, sort and projection stay within the
+ * instance summary. NULL when the cache cannot answer it (not loaded, an
+ * operator the in-memory evaluator does not implement, fields outside the
+ * summary): the caller asks the database. */
 static json_t *run_cached(api_ctx_t *ctx, const mdb_query_t *q, bool total)
 {
     const char *coll = mdb_query_collection(q);
-    int level = !strcmp(coll, "studies") ? 0 : !strcmp(coll, "series") ? 1 : -1;
+    int level = !strcmp(coll, "studies") ? 0 : !strcmp(coll, "series") ? 1 : !strcmp(coll, "instances") ? 2 : -1;
+    static const char *const link[2] = {"study_id", "series_id"};
     json_t *out = NULL;
-    api_snapshot_t *snap = NULL, *parent = NULL;
+    api_snapshot_t *snap = NULL, *psnap[2] = {NULL, NULL};
+    const char **pids[2] = {NULL, NULL};
+    size_t npids[2] = {0, 0}, nh = 0;
     const bson_t **hits = NULL;
-    const char **pids = NULL;
-    size_t npids = 0, nh = 0;
-    bson_t pf;
-    bool has_parent = false;
+    bson_t pf[2];
+    bool has[2] = {false, false};
     if (level < 0 || !ctx->cache || !mdb_query_match_supported(mdb_query_filter(q)))
         return NULL;
-    has_parent = level == 1 && mdb_query_parent_filter(q, MDB_QUERY_STUDIES, &pf);
-    if (has_parent && !mdb_query_match_supported(&pf))
-        goto done;
+    if (level == 2 && (bson_empty(mdb_query_projection(q)) || !keys_in_summary(mdb_query_projection(q)) ||
+                       !keys_in_summary(mdb_query_sort(q)) || !filter_in_summary(mdb_query_filter(q), 0)))
+        return NULL;
+    for (int p = 0; p < level; p++)
+        has[p] = mdb_query_parent_filter(q, (mdb_query_level_t)p, &pf[p]);
+    for (int p = 0; p < level; p++)
+        if (has[p] && !mdb_query_match_supported(&pf[p]))
+            goto done;
     if (!(snap = api_cache_acquire(ctx->cache, level)))
         goto done;
-    if (has_parent) {
-        if (!(parent = api_cache_acquire(ctx->cache, 0)))
+    for (int p = 0; p < level; p++) {
+        if (!has[p])
+            continue;
+        if (!(psnap[p] = api_cache_acquire(ctx->cache, p)) || !(pids[p] = parent_ids(psnap[p], &pf[p], &npids[p])))
             goto done;
-        size_t n = api_snapshot_count(parent);
-        if (!(pids = malloc((n ? n : 1) * sizeof *pids)))
-            goto done;
-        for (size_t i = 0; i < n; i++) {
-            const bson_t *d = api_snapshot_doc(parent, i);
-            int m = mdb_query_match(&pf, d);
-            if (m < 0)
-                goto done;
-            const char *id = bson_str(d, "_id");
-            if (m && id)
-                pids[npids++] = id;
-        }
-        qsort(pids, npids, sizeof *pids, cmp_str);
     }
+    /* Children of one parent (a study's series, a series' instances): only
+     * those documents need to be looked at. */
     size_t n = api_snapshot_count(snap);
-    if (!(hits = malloc((n ? n : 1) * sizeof *hits)))
-        goto done;
-    for (size_t i = 0; i < n; i++) {
-        const bson_t *d = api_snapshot_doc(snap, i);
-        if (has_parent) {
-            const char *sid = bson_str(d, "study_id");
-            if (!sid || !bsearch(&sid, pids, npids, sizeof *pids, cmp_str))
-                continue;
-        }
-        int m = mdb_query_match(mdb_query_filter(q), d);
-        if (m < 0)
+    const char *parent_uid = level ? link_equality(mdb_query_filter(q), link[level - 1]) : NULL;
+    const bson_t **cand = NULL;
+    if (parent_uid) {
+        if (!(cand = malloc((n ? n : 1) * sizeof *cand)))
             goto done;
+        n = api_snapshot_children(snap, parent_uid, cand, n);
+    }
+    if (!(hits = malloc((n ? n : 1) * sizeof *hits))) {
+        free(cand);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const bson_t *d = cand ? cand[i] : api_snapshot_doc(snap, i);
+        bool keep = true;
+        for (int p = 0; p < level && keep; p++) {
+            if (!has[p])
+                continue;
+            const char *ref = bson_str(d, link[p]);
+            keep = ref && bsearch(&ref, pids[p], npids[p], sizeof *pids[p], cmp_str);
+        }
+        if (!keep)
+            continue;
+        int m = mdb_query_match(mdb_query_filter(q), d);
+        if (m < 0) {
+            free(cand);
+            goto done;
+        }
         if (m)
             hits[nh++] = d;
     }
+    free(cand);
     if (!mdb_query_sort_docs(hits, nh, mdb_query_sort(q)))
         goto done;
     out = page_json(hits, nh, q, total);
@@ -131,12 +245,14 @@ static json_t *run_cached(api_ctx_t *ctx, const mdb_query_t *q, bool total)
         json_object_set_new(out, "cache_age_ms", json_integer(api_snapshot_age_ms(snap)));
     }
 done:
-    if (has_parent)
-        bson_destroy(&pf);
+    for (int p = 0; p < 2; p++) {
+        if (has[p])
+            bson_destroy(&pf[p]);
+        free(pids[p]);
+        api_snapshot_release(psnap[p]);
+    }
     free(hits);
-    free(pids);
     api_snapshot_release(snap);
-    api_snapshot_release(parent);
     return out;
 }
 

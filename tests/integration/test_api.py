@@ -96,6 +96,29 @@ def test_cache(api):
         seen = st == 200 and [d["_id"] for d in b["items"]] == ["9.9.9.1"]
         time.sleep(0.3)
     c.check(seen, "a new study shows up after the cache refresh", b)
+    # instance lists within the summary the cache keeps (parents, number, paths)
+    se = series[3]
+    params = {"series_uid": se["_id"], "fields": "instance_number,paths", "sort": "-instance_number"}
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        st, _, b = api.get("/api/instances", params)
+        if st == 200 and b.get("source") == "cache":
+            break
+        time.sleep(0.2)
+    c.check(st == 200 and b.get("source") == "cache" and [d["instance_number"] for d in b["items"]] == [5, 4, 3, 2, 1]
+            and all(set(d) == {"_id", "instance_number", "paths"} for d in b["items"]),
+            "instance page of a series from the cache summary", b)
+    st, _, b2 = api.get("/api/instances", dict(params, fresh="true"))
+    c.check(st == 200 and b2["items"] == b["items"], "same instance page from the database", b2)
+    st, _, b = api.get("/api/instances", [("modality", "CR"), ("patient", "LIDC-IDRI-000*"), ("fields", "series_id"),
+                                          ("limit", "1000")])
+    exp = want(instances, lambda d: study_by_id[d["study_id"]]["patient_id"].startswith("LIDC-IDRI-000") and
+               any(x["_id"] == d["series_id"] and x["modality"] == "CR" for x in series))
+    c.check(st == 200 and b.get("source") == "cache" and ids(b["items"]) == exp and exp,
+            "instances through series and study conditions, from the cache", b)
+    st, _, b = api.get("/api/instances", {"series_uid": se["_id"]})
+    c.check(st == 200 and b.get("source") == "database" and b["items"][0].get("metadata"),
+            "whole instance documents come from the database", b)
     st, _, b = api.get("/api/studies/9.9.9.1")
     c.check(st == 200 and b["_id"] == "9.9.9.1", "detail of the new study", b)
     db.studies.delete_one({"_id": "9.9.9.1"})
