@@ -457,6 +457,7 @@ struct mdb_docs_model {
     entset_t studies, series, instances;
     json_t *conflicts_old; /* _id -> document in the store */
     json_t *conflicts_new; /* _id -> computed document */
+    json_t *job_counts;    /* job_id -> instances linked (after apply) */
     mdb_docs_stats_t stats;
 };
 
@@ -534,7 +535,8 @@ mdb_docs_model_t *mdb_docs_model_new(void)
     if (!m)
         return NULL;
     if (!entset_init(&m->studies) || !entset_init(&m->series) || !entset_init(&m->instances) ||
-        !(m->conflicts_old = json_object()) || !(m->conflicts_new = json_object())) {
+        !(m->conflicts_old = json_object()) || !(m->conflicts_new = json_object()) ||
+        !(m->job_counts = json_object())) {
         mdb_docs_model_destroy(m);
         return NULL;
     }
@@ -566,7 +568,13 @@ void mdb_docs_model_destroy(mdb_docs_model_t *m)
     entset_clear(&m->instances);
     json_decref(m->conflicts_old);
     json_decref(m->conflicts_new);
+    json_decref(m->job_counts);
     free(m);
+}
+
+const json_t *mdb_docs_model_job_counts(const mdb_docs_model_t *m)
+{
+    return m->job_counts;
 }
 
 size_t mdb_docs_model_event_count(const mdb_docs_model_t *m)
@@ -1443,7 +1451,20 @@ static bool apply_counts(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_er
     for (size_t i = 0; ok && i < m->series.n; i++)
         if (m->series.v[i].recount)
             ids[n++] = m->series.v[i].uid;
-    ok = ok && (n == 0 || st->count_instances(st->ud, ids, n, counts, err));
+    /* the jobs of the events, for their instances_linked */
+    json_t *seen = ok ? json_object() : NULL;
+    const char **jobs = ok ? malloc((m->nev + 1) * sizeof *jobs) : NULL;
+    size_t nj = 0;
+    ok = ok && seen && jobs;
+    for (size_t i = 0; ok && i < m->nev; i++)
+        if (!json_object_get(seen, m->ev[i].job_id)) {
+            json_object_set_new(seen, m->ev[i].job_id, json_true());
+            jobs[nj++] = m->ev[i].job_id;
+        }
+    json_object_clear(m->job_counts);
+    ok = ok && (n + nj == 0 || st->count_instances(st->ud, ids, n, jobs, nj, counts, m->job_counts, err));
+    free(jobs);
+    json_decref(seen);
     for (size_t i = 0; ok && i < m->series.n; i++) {
         ent_t *x = &m->series.v[i];
         if (!x->recount)

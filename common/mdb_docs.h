@@ -135,8 +135,11 @@ typedef struct {
      * left alone and their _id strings appended to dups (array). */
     bool (*insert)(void *ud, const char *coll, const json_t *docs, json_t *dups, mdb_error_t *err);
     /* Set counts[series_id] = number of instances with that series_id, for
-     * each id (0 included). */
-    bool (*count_instances)(void *ud, const char *const *series_ids, size_t n, json_t *counts, mdb_error_t *err);
+     * each id (0 included), and job_counts[job_id] = number of instances
+     * whose job_ids contains job_id, for each of the njobs job ids (0
+     * included; one pass over the instances for both). */
+    bool (*count_instances)(void *ud, const char *const *series_ids, size_t n, const char *const *job_ids,
+                            size_t njobs, json_t *counts, json_t *job_counts, mdb_error_t *err);
     /* Write docs (array of full documents) to coll: for each, create it if
      * absent (created_at = now) or $set every top-level field it has. */
     bool (*upsert)(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err);
@@ -160,6 +163,11 @@ typedef struct {
  * events again writes nothing. stats may be NULL. */
 bool mdb_docs_apply(mdb_docs_model_t *m, const mdb_docs_store_t *st, const char *now, mdb_docs_stats_t *stats,
                     mdb_error_t *err);
+
+/* After mdb_docs_apply: job_id -> number of instance documents linked to
+ * that job (job_ids contains it), for every job of the model's events
+ * (borrowed; valid until the model is destroyed). */
+const json_t *mdb_docs_model_job_counts(const mdb_docs_model_t *m);
 
 /* ---- derived fields (reconcile) ---- */
 

@@ -12,12 +12,20 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mdb_docs.h"
 #include "mdb_jobs.h"
 #include "mdb_log.h"
 
 #define MONGO_DUPLICATE_KEY 11000
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void mongo_err(mdb_error_t *err, const bson_error_t *be, const char *what)
 {
@@ -76,11 +84,15 @@ bool mdb_docs_find(mdb_mongo_t *m, const char *coll, const bson_t *filter, const
         BSON_APPEND_INT64(&opts, "limit", limit);
     /* One reply for everything that fits: one round trip per find. */
     BSON_APPEND_INT32(&opts, "batchSize", 100000);
+    double t0 = now_s();
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, filter, &opts, NULL);
     char what[96];
     snprintf(what, sizeof what, "find in %s", coll);
     mdb_mongo_count_round_trip(m);
+    size_t before = json_array_size(out);
     bool ok = drain(cur, out, what, err);
+    MDB_LOG(MDB_LOG_DEBUG, "mongo: find in %s: %zu document(s) in %.3f s", coll, json_array_size(out) - before,
+            now_s() - t0);
     mongoc_cursor_destroy(cur);
     bson_destroy(&opts);
     mongoc_collection_destroy(c);
@@ -97,11 +109,13 @@ bool mdb_docs_aggregate(mdb_mongo_t *m, const char *coll, const bson_t *pipeline
     }
     mongoc_collection_t *c = mdb_mongo_collection(m, client, coll);
     bson_t *opts = BCON_NEW("batchSize", BCON_INT32(100000));
+    double t0 = now_s();
     mongoc_cursor_t *cur = mongoc_collection_aggregate(c, MONGOC_QUERY_NONE, pipeline, opts, NULL);
     char what[96];
     snprintf(what, sizeof what, "aggregate on %s", coll);
     mdb_mongo_count_round_trip(m);
     bool ok = drain(cur, out, what, err);
+    MDB_LOG(MDB_LOG_DEBUG, "mongo: aggregate on %s: %zu row(s) in %.3f s", coll, json_array_size(out), now_s() - t0);
     mongoc_cursor_destroy(cur);
     bson_destroy(opts);
     mongoc_collection_destroy(c);
@@ -121,12 +135,14 @@ bool mdb_docs_bulk_chunked(mdb_mongo_t *m, const char *coll, const char *wc, siz
         }
         mdb_bulk_t *b = mdb_bulk_new(m, client, coll, wc);
         bool ok = b != NULL;
+        double t0 = now_s();
         for (size_t i = start; ok && i < end; i++)
             ok = add_fn(b, i, ud, err);
         if (ok)
             ok = mdb_bulk_execute(b, NULL, err);
         else if (!b)
             mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "write to %s: out of memory", coll);
+        MDB_LOG(MDB_LOG_DEBUG, "mongo: %zu update(s) on %s in %.3f s", end - start, coll, now_s() - t0);
         mdb_bulk_destroy(b);
         mdb_mongo_push(m, client);
         if (!ok)
@@ -242,7 +258,10 @@ static bool st_insert(void *ud, const char *coll, const json_t *docs, json_t *du
     if (ok) {
         bson_t reply;
         mdb_error_t e2 = {0};
-        if (!mdb_bulk_execute(b, &reply, &e2)) {
+        double t0 = now_s();
+        bool done = mdb_bulk_execute(b, &reply, &e2);
+        MDB_LOG(MDB_LOG_DEBUG, "mongo: insert of %zu document(s) into %s in %.3f s", n, coll, now_s() - t0);
+        if (!done) {
             ok = collect_dups(&reply, docs, dups, err);
             if (!ok)
                 *err = e2;
@@ -256,18 +275,40 @@ static bool st_insert(void *ud, const char *coll, const json_t *docs, json_t *du
     return ok;
 }
 
-static bool st_count_instances(void *ud, const char *const *series_ids, size_t n, json_t *counts, mdb_error_t *err)
+/* One pass over the instances of the touched series and jobs:
+ * {$match: {$or: [{series_id: {$in}}, {job_ids: {$in}}]}},
+ * {$group: {_id: {s: "$series_id", j: "$job_ids"}, n: {$sum: 1}}}
+ * then per-series and per-job sums from the (few) groups. */
+static bool st_count_instances(void *ud, const char *const *series_ids, size_t n, const char *const *job_ids,
+                               size_t njobs, json_t *counts, json_t *job_counts, mdb_error_t *err)
 {
     mstore_t *s = ud;
-    bson_t pipeline = BSON_INITIALIZER, st0, match, st1, group, sum;
+    bson_t pipeline = BSON_INITIALIZER, st0, match, ors, o0, o1, st1, group, gid, sum;
     bson_append_document_begin(&pipeline, "0", -1, &st0);
     bson_append_document_begin(&st0, "$match", -1, &match);
-    mdb_docs_append_in(&match, "series_id", series_ids, n);
+    if (njobs == 0) {
+        mdb_docs_append_in(&match, "series_id", series_ids, n);
+    } else if (n == 0) {
+        mdb_docs_append_in(&match, "job_ids", job_ids, njobs);
+    } else {
+        bson_append_array_begin(&match, "$or", -1, &ors);
+        bson_append_document_begin(&ors, "0", -1, &o0);
+        mdb_docs_append_in(&o0, "series_id", series_ids, n);
+        bson_append_document_end(&ors, &o0);
+        bson_append_document_begin(&ors, "1", -1, &o1);
+        mdb_docs_append_in(&o1, "job_ids", job_ids, njobs);
+        bson_append_document_end(&ors, &o1);
+        bson_append_array_end(&match, &ors);
+    }
     bson_append_document_end(&st0, &match);
     bson_append_document_end(&pipeline, &st0);
     bson_append_document_begin(&pipeline, "1", -1, &st1);
     bson_append_document_begin(&st1, "$group", -1, &group);
-    BSON_APPEND_UTF8(&group, "_id", "$series_id");
+    bson_append_document_begin(&group, "_id", -1, &gid);
+    BSON_APPEND_UTF8(&gid, "s", "$series_id");
+    if (njobs > 0)
+        BSON_APPEND_UTF8(&gid, "j", "$job_ids");
+    bson_append_document_end(&group, &gid);
     bson_append_document_begin(&group, "n", -1, &sum);
     BSON_APPEND_INT32(&sum, "$sum", 1);
     bson_append_document_end(&group, &sum);
@@ -277,11 +318,22 @@ static bool st_count_instances(void *ud, const char *const *series_ids, size_t n
     bool ok = rows && mdb_docs_aggregate(s->m, MDB_DOCS_INSTANCES, &pipeline, rows, err);
     for (size_t i = 0; ok && i < n; i++)
         json_object_set_new(counts, series_ids[i], json_integer(0));
+    for (size_t i = 0; ok && job_counts && i < njobs; i++)
+        json_object_set_new(job_counts, job_ids[i], json_integer(0));
     for (size_t i = 0; ok && i < json_array_size(rows); i++) {
-        json_t *r = json_array_get(rows, i);
-        const char *id = json_string_value(json_object_get(r, "_id"));
-        if (id)
-            json_object_set(counts, id, json_object_get(r, "n"));
+        json_t *r = json_array_get(rows, i), *id = json_object_get(r, "_id");
+        json_int_t cnt = json_integer_value(json_object_get(r, "n"));
+        const char *sid = json_string_value(json_object_get(id, "s"));
+        json_t *c = sid ? json_object_get(counts, sid) : NULL;
+        if (c)
+            json_object_set_new(counts, sid, json_integer(json_integer_value(c) + cnt));
+        json_t *jobs = json_object_get(id, "j");
+        for (size_t k = 0; job_counts && k < json_array_size(jobs); k++) {
+            const char *j = json_string_value(json_array_get(jobs, k));
+            json_t *jc = j ? json_object_get(job_counts, j) : NULL;
+            if (jc)
+                json_object_set_new(job_counts, j, json_integer(json_integer_value(jc) + cnt));
+        }
     }
     json_decref(rows);
     bson_destroy(&pipeline);

@@ -350,7 +350,8 @@ bool linker_batch_flush(linker_t *L, mdb_error_t *err)
     ok = ok && wait_dlq(L, err) && load_jobs(L, jobs, err) && build_model(L, model, jobs, err);
     if (ok && mdb_docs_model_event_count(model) > 0)
         ok = mdb_docs_apply(model, L->store, now, &stats, err);
-    ok = ok && linker_jobs_apply(L, jobs, now, err) && store_offsets(L, err);
+    ok = ok && linker_jobs_apply(L, jobs, model ? mdb_docs_model_job_counts(model) : NULL, now, err) &&
+         store_offsets(L, err);
     mdb_docs_model_destroy(model);
     json_decref(jobs);
     double secs = (double)(linker_now_ms() - t0) / 1000.0;

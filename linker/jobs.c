@@ -2,8 +2,9 @@
  * job_files document {_id: job_id "\n" path, job_id, path, status
  * done|failed, ...}: inserted if new, and a failed file that later
  * succeeds becomes done (done always wins, so order does not matter). The
- * counters of each touched job are then recounted from job_files (two
- * aggregations per batch, whatever the number of jobs) and set; a running
+ * counters of each touched job are then recounted from job_files (one
+ * aggregation per batch, whatever the number of jobs; instances_linked comes
+ * from the instance count mdb_docs_apply does anyway) and set; a running
  * job whose files are all accounted for moves to completed (or
  * completed_with_errors) in the same command. Recounting instead of
  * incrementing is what keeps the counters exact under redelivery.
@@ -156,41 +157,27 @@ static bool write_files(linker_t *L, json_t *files, const char *now, mdb_error_t
     return ok;
 }
 
-/* Pipeline {$match: {job_id: {$in: ids}[, status: "done"]}} + groups. */
-static bool count_files(linker_t *L, const char *const *ids, size_t n, bool distinct_sops, json_t *rows,
-                        mdb_error_t *err)
+/* done/failed per job: {$match: {job_id: {$in: ids}}},
+ * {$group: {_id: {j: "$job_id", s: "$status"}, n: {$sum: 1}}}. */
+static bool count_files(linker_t *L, const char *const *ids, size_t n, json_t *rows, mdb_error_t *err)
 {
-    bson_t pipe = BSON_INITIALIZER, s0, match, s1, g1, gid, sum, s2, g2, sum2;
+    bson_t pipe = BSON_INITIALIZER, s0, match, s1, g1, gid, sum;
     bson_append_document_begin(&pipe, "0", -1, &s0);
     bson_append_document_begin(&s0, "$match", -1, &match);
     mdb_docs_append_in(&match, "job_id", ids, n);
-    if (distinct_sops)
-        BSON_APPEND_UTF8(&match, "status", "done");
     bson_append_document_end(&s0, &match);
     bson_append_document_end(&pipe, &s0);
     bson_append_document_begin(&pipe, "1", -1, &s1);
     bson_append_document_begin(&s1, "$group", -1, &g1);
     bson_append_document_begin(&g1, "_id", -1, &gid);
     BSON_APPEND_UTF8(&gid, "j", "$job_id");
-    BSON_APPEND_UTF8(&gid, distinct_sops ? "u" : "s", distinct_sops ? "$sop_instance_uid" : "$status");
+    BSON_APPEND_UTF8(&gid, "s", "$status");
     bson_append_document_end(&g1, &gid);
-    if (!distinct_sops) {
-        bson_append_document_begin(&g1, "n", -1, &sum);
-        BSON_APPEND_INT32(&sum, "$sum", 1);
-        bson_append_document_end(&g1, &sum);
-    }
+    bson_append_document_begin(&g1, "n", -1, &sum);
+    BSON_APPEND_INT32(&sum, "$sum", 1);
+    bson_append_document_end(&g1, &sum);
     bson_append_document_end(&s1, &g1);
     bson_append_document_end(&pipe, &s1);
-    if (distinct_sops) {
-        bson_append_document_begin(&pipe, "2", -1, &s2);
-        bson_append_document_begin(&s2, "$group", -1, &g2);
-        BSON_APPEND_UTF8(&g2, "_id", "$_id.j");
-        bson_append_document_begin(&g2, "n", -1, &sum2);
-        BSON_APPEND_INT32(&sum2, "$sum", 1);
-        bson_append_document_end(&g2, &sum2);
-        bson_append_document_end(&s2, &g2);
-        bson_append_document_end(&pipe, &s2);
-    }
     bool ok = mdb_docs_aggregate(L->mongo, MDB_JOB_FILES_COLL, &pipe, rows, err);
     bson_destroy(&pipe);
     return ok;
@@ -219,15 +206,15 @@ static json_t *new_errors(linker_t *L)
     return out;
 }
 
-bool linker_jobs_apply(linker_t *L, json_t *jobs, const char *now, mdb_error_t *err)
+bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *linked, const char *now, mdb_error_t *err)
 {
     json_t *files = file_docs(L, now);
     json_t *errs = new_errors(L);
-    json_t *status_rows = json_array(), *sop_rows = json_array();
+    json_t *status_rows = json_array();
     ops_t o = {json_array()};
     const char **ids = NULL;
     size_t n = 0;
-    bool ok = files && errs && status_rows && sop_rows && o.ops;
+    bool ok = files && errs && status_rows && o.ops;
     if (!ok) {
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory recording job files");
         goto done;
@@ -248,11 +235,11 @@ bool linker_jobs_apply(linker_t *L, json_t *jobs, const char *now, mdb_error_t *
     json_object_foreach(jobs, k, v) ids[n++] = k;
     if (n == 0)
         goto done; /* files of jobs without a document: recorded, counted when the job appears */
-    ok = count_files(L, ids, n, false, status_rows, err) && count_files(L, ids, n, true, sop_rows, err);
+    ok = count_files(L, ids, n, status_rows, err);
     if (!ok)
         goto done;
     for (size_t i = 0; i < n; i++) {
-        json_int_t done_n = 0, failed_n = 0, linked = 0;
+        json_int_t done_n = 0, failed_n = 0;
         for (size_t r = 0; r < json_array_size(status_rows); r++) {
             json_t *row = json_array_get(status_rows, r), *id = json_object_get(row, "_id");
             const char *j = json_string_value(json_object_get(id, "j"));
@@ -264,12 +251,7 @@ bool linker_jobs_apply(linker_t *L, json_t *jobs, const char *now, mdb_error_t *
             else if (!strcmp(s, "failed"))
                 failed_n = json_integer_value(json_object_get(row, "n"));
         }
-        for (size_t r = 0; r < json_array_size(sop_rows); r++) {
-            json_t *row = json_array_get(sop_rows, r);
-            const char *j = json_string_value(json_object_get(row, "_id"));
-            if (j && !strcmp(j, ids[i]))
-                linked = json_integer_value(json_object_get(row, "n"));
-        }
+        json_t *nlinked = json_object_get(linked, ids[i]); /* absent: a batch of DLQ records only */
         json_t *job = json_object_get(jobs, ids[i]);
         json_int_t problems = json_integer_value(json_object_get(job, "producer_errors"));
         json_int_t room = MDB_JOBS_MAX_ERRORS - json_integer_value(json_object_get(job, "nerrors"));
@@ -281,15 +263,18 @@ bool linker_jobs_apply(linker_t *L, json_t *jobs, const char *now, mdb_error_t *
                                                    "$addToSet", "errors", "$each", add, "$set", "updated_at", now));
         }
         const char *final_state = (failed_n > 0 || problems > 0) ? "completed_with_errors" : "completed";
-        json_array_append_new(
-            o.ops, json_pack("{s:{s:s, s:{s:[s,s,s]}}, s:{s:{s:I, s:I, s:I, s:s}}}", "sel", "_id", ids[i], "state",
-                             "$nin", "completed", "completed_with_errors", "failed", "upd", "$set", "files_done",
-                             done_n, "files_failed", failed_n, "instances_linked", linked, "updated_at", now));
-        json_array_append_new(
-            o.ops, json_pack("{s:{s:s, s:s, s:{s:I}}, s:{s:{s:s, s:s, s:s, s:I, s:I, s:I}}}", "sel", "_id", ids[i],
-                             "state", "running", "files_total", "$lte", done_n + failed_n, "upd", "$set", "state",
-                             final_state, "completed_at", now, "updated_at", now, "files_done", done_n,
-                             "files_failed", failed_n, "instances_linked", linked));
+        json_t *counters = json_pack("{s:I, s:I, s:s}", "files_done", done_n, "files_failed", failed_n, "updated_at", now);
+        if (json_is_integer(nlinked))
+            json_object_set(counters, "instances_linked", nlinked);
+        json_t *fin = json_deep_copy(counters);
+        json_object_set_new(fin, "state", json_string(final_state));
+        json_object_set_new(fin, "completed_at", json_string(now));
+        json_array_append_new(o.ops, json_pack("{s:{s:s, s:{s:[s,s,s]}}, s:{s:o}}", "sel", "_id", ids[i], "state",
+                                               "$nin", "completed", "completed_with_errors", "failed", "upd", "$set",
+                                               counters));
+        json_array_append_new(o.ops, json_pack("{s:{s:s, s:s, s:{s:I}}, s:{s:o}}", "sel", "_id", ids[i], "state",
+                                               "running", "files_total", "$lte", done_n + failed_n, "upd", "$set",
+                                               fin));
     }
     ok = mdb_docs_bulk_chunked(L->mongo, MDB_JOBS_COLL, L->wc, json_array_size(o.ops), add_json_op, &o, err);
 done:
@@ -297,7 +282,6 @@ done:
     json_decref(files);
     json_decref(errs);
     json_decref(status_rows);
-    json_decref(sop_rows);
     json_decref(o.ops);
     return ok;
 }

@@ -90,8 +90,10 @@ void linker_roots_free(linker_t *L);
 bool linker_jobs_load(linker_t *L, const char *const *ids, size_t n, json_t *out, mdb_error_t *err);
 
 /* Record the batch's file outcomes and refresh the touched jobs. jobs is
- * what linker_jobs_load returned for them. */
-bool linker_jobs_apply(linker_t *L, json_t *jobs, const char *now, mdb_error_t *err);
+ * what linker_jobs_load returned for them; linked (may be NULL) maps job
+ * ids to their instances_linked as counted by mdb_docs_apply (jobs absent
+ * from it keep their value). */
+bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *linked, const char *now, mdb_error_t *err);
 
 int64_t linker_now_ms(void);
 

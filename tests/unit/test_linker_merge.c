@@ -109,12 +109,15 @@ static bool m_insert(void *ud, const char *coll, const json_t *docs, json_t *dup
     return true;
 }
 
-static bool m_count(void *ud, const char *const *ids, size_t n, json_t *counts, mdb_error_t *err)
+static bool m_count(void *ud, const char *const *ids, size_t n, const char *const *jobs, size_t nj, json_t *counts,
+                    json_t *job_counts, mdb_error_t *err)
 {
     (void)err;
     mem_t *m = ud;
     for (size_t i = 0; i < n; i++)
         json_object_set_new(counts, ids[i], json_integer(0));
+    for (size_t i = 0; i < nj; i++)
+        json_object_set_new(job_counts, jobs[i], json_integer(0));
     const char *k;
     json_t *d;
     json_object_foreach(m->coll[2], k, d)
@@ -122,6 +125,12 @@ static bool m_count(void *ud, const char *const *ids, size_t n, json_t *counts, 
         const char *s = json_string_value(json_object_get(d, "series_id"));
         if (in_list(s, ids, n))
             json_object_set_new(counts, s, json_integer(json_integer_value(json_object_get(counts, s)) + 1));
+        json_t *jl = json_object_get(d, "job_ids");
+        for (size_t i = 0; i < json_array_size(jl); i++) {
+            const char *j = json_string_value(json_array_get(jl, i));
+            if (in_list(j, jobs, nj))
+                json_object_set_new(job_counts, j, json_integer(json_integer_value(json_object_get(job_counts, j)) + 1));
+        }
     }
     return true;
 }
@@ -498,6 +507,27 @@ static void test_series_two_studies(void **state)
     mem_clear(&mem);
 }
 
+/* instances_linked per job: instance documents whose job_ids contain the job. */
+static void test_job_counts(void **state)
+{
+    (void)state;
+    mem_t mem;
+    mdb_docs_store_t st;
+    mem_init(&mem, &st);
+    size_t first[] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+    apply_batch(&st, SPECS, first, 9, NULL);
+    mdb_docs_model_t *m = mdb_docs_model_new();
+    size_t second[] = {9, 10, 11}; /* J2 links i1; J1 redelivers i2 and a copy of it */
+    add_events(m, SPECS, second, 3);
+    mdb_error_t err = {0};
+    assert_true(mdb_docs_apply(m, &st, "2026-01-01T00:00:00.000Z", NULL, &err));
+    const json_t *jc = mdb_docs_model_job_counts(m);
+    assert_int_equal(json_integer_value(json_object_get(jc, "J1")), 8);
+    assert_int_equal(json_integer_value(json_object_get(jc, "J2")), 1);
+    mdb_docs_model_destroy(m);
+    mem_clear(&mem);
+}
+
 static void test_values(void **state)
 {
     (void)state;
@@ -566,7 +596,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_documents),     cmocka_unit_test(test_order_independent),
         cmocka_unit_test(test_idempotent),    cmocka_unit_test(test_parent_moves),
-        cmocka_unit_test(test_series_two_studies), cmocka_unit_test(test_values),
+        cmocka_unit_test(test_series_two_studies), cmocka_unit_test(test_job_counts), cmocka_unit_test(test_values),
         cmocka_unit_test(test_bad_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
