@@ -87,6 +87,12 @@ static void upsert_twice(mdb_mongo_t *m)
     printf("upsert twice: 2 documents, 2 round trips\n");
 }
 
+/* Racing bulks stay within one command each: FerretDB 1.24 (SQLite) can
+ * deadlock when several concurrent update commands hit the same existing
+ * rows, which is a server limit, not what this test is about (the E11000
+ * retry of upserts that lost the insert race). */
+#define RACE_IDS 40
+
 typedef struct {
     mdb_mongo_t *m;
     int ok;
@@ -99,7 +105,7 @@ static void *race_thread(void *arg)
     mdb_error_t err = {0};
     mongoc_client_t *c = mdb_mongo_pop(r->m);
     mdb_bulk_t *b = mdb_bulk_new(r->m, c, "series", NULL);
-    for (int i = 0; i < 300; i++) {
+    for (int i = 0; i < RACE_IDS; i++) {
         char uid[64];
         snprintf(uid, sizeof uid, "1.2.3.%d", i);
         upsert_study(b, uid, "job-race", i, &err);
@@ -113,7 +119,7 @@ static void *race_thread(void *arg)
 
 static void concurrent_upserts(mdb_mongo_t *m)
 {
-    enum { T = 4 };
+    enum { T = 3 };
     pthread_t th[T];
     race_t r[T];
     for (int i = 0; i < T; i++) {
@@ -124,8 +130,9 @@ static void concurrent_upserts(mdb_mongo_t *m)
         pthread_join(th[i], NULL);
         CHECK(r[i].ok, "thread %d: %s", i, r[i].err);
     }
-    CHECK(count_docs(m, "series", NULL) == 300, "expected 300 series, got %lld", (long long)count_docs(m, "series", NULL));
-    printf("concurrent upserts: %d threads x 300 same new ids -> 300 documents\n", T);
+    CHECK(count_docs(m, "series", NULL) == RACE_IDS, "expected %d series, got %lld", RACE_IDS,
+          (long long)count_docs(m, "series", NULL));
+    printf("concurrent upserts: %d threads x %d same new ids -> %d documents\n", T, RACE_IDS, RACE_IDS);
 }
 
 static void server_errors(mdb_mongo_t *m)
