@@ -5,6 +5,7 @@
 #define METADB_API_PRIVATE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "api.h"
 
@@ -56,7 +57,18 @@ struct api_ctx {
     json_t *lag_last;    /* last full answer, reused within API_LAG_CACHE_MS */
     int64_t lag_last_ms;
     char lag_last_key[512];
+    int64_t lag_wanted_ms; /* last /api/lag request for the default groups */
+    pthread_t lag_thread;
+    bool lag_thread_started;
+    atomic_bool lag_stop;
 };
+
+#define API_LAG_SAMPLE_MS 5000
+#define API_LAG_WATCH_MS (10 * 60 * 1000)
+
+/* Background lag sampling for the operations page (routes_ops.c). */
+bool api_lag_sampler_start(api_ctx_t *ctx);
+void api_lag_sampler_stop(api_ctx_t *ctx);
 
 #define API_LAG_HISTORY 720
 #define API_LAG_CACHE_MS 1000

@@ -104,6 +104,8 @@ int main(int argc, char **argv)
             MDB_LOG(MDB_LOG_WARN, "cannot start the study/series cache; every query goes to the database");
     }
 
+    if (!api_lag_sampler_start(&ctx))
+        MDB_LOG(MDB_LOG_WARN, "cannot start the lag sampler; lag history follows requests only");
     server = api_server_start(&ctx, mdb_config_get(cfg, "api.listen"), &err);
     if (!server) {
         MDB_LOG(MDB_LOG_ERROR, "%s", err.message);
@@ -125,6 +127,7 @@ int main(int argc, char **argv)
     rc = 0;
 done:
     api_server_stop(server);
+    api_lag_sampler_stop(&ctx);
     api_cache_stop(ctx.cache);
     if (ctx.producer) {
         if (!mdb_kafka_producer_flush(ctx.producer, 5000, &err))

@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "api_private.h"
 #include "mdb_lag.h"
+#include "mdb_log.h"
 
 #define MAX_GROUPS 16
 
@@ -62,6 +64,75 @@ static json_t *make_sample(const json_t *lag, int64_t t)
     return json_pack("{s:I, s:o}", "t", (json_int_t)t, "groups", groups);
 }
 
+/* Ask Kafka, remember the answer for API_LAG_CACHE_MS, and (for the
+ * default groups) append a sample to the history. New reference or NULL. */
+static json_t *collect(api_ctx_t *ctx, const char *const *groups, size_t ngroups, const char *key, mdb_error_t *err)
+{
+    json_t *lag = mdb_lag_collect(ctx->cfg, groups, ngroups, err);
+    if (!lag)
+        return NULL;
+    json_t *sample = make_sample(lag, wall_ms());
+    pthread_mutex_lock(&ctx->lag_lock);
+    json_decref(ctx->lag_last);
+    ctx->lag_last = json_deep_copy(lag);
+    ctx->lag_last_ms = api_now_ms();
+    snprintf(ctx->lag_last_key, sizeof ctx->lag_last_key, "%s", key);
+    if (sample && !ngroups) {
+        json_array_append_new(ctx->lag_history, sample);
+        sample = NULL;
+        while (json_array_size(ctx->lag_history) > API_LAG_HISTORY)
+            json_array_remove(ctx->lag_history, 0);
+    }
+    pthread_mutex_unlock(&ctx->lag_lock);
+    json_decref(sample);
+    return lag;
+}
+
+/* Background sampler: while someone has looked at /api/lag in the last
+ * API_LAG_WATCH_MS, sample the default groups every API_LAG_SAMPLE_MS so the
+ * operations page has a history to draw even between its own polls. */
+static void *lag_sampler(void *arg)
+{
+    api_ctx_t *ctx = arg;
+    while (!ctx->lag_stop) {
+        usleep(250 * 1000);
+        int64_t now = api_now_ms();
+        pthread_mutex_lock(&ctx->lag_lock);
+        bool due = ctx->lag_wanted_ms && now - ctx->lag_wanted_ms < API_LAG_WATCH_MS &&
+                   (!ctx->lag_last || now - ctx->lag_last_ms >= API_LAG_SAMPLE_MS || ctx->lag_last_key[0]);
+        pthread_mutex_unlock(&ctx->lag_lock);
+        if (!due)
+            continue;
+        mdb_error_t err = {0};
+        json_t *lag = collect(ctx, NULL, 0, "", &err);
+        if (!lag)
+            MDB_LOG(MDB_LOG_DEBUG, "lag sampler: %s", err.message);
+        json_decref(lag);
+        /* wait a full period even after a failure */
+        for (int i = 0; i < API_LAG_SAMPLE_MS / 250 && !ctx->lag_stop; i++)
+            usleep(250 * 1000);
+    }
+    return NULL;
+}
+
+bool api_lag_sampler_start(api_ctx_t *ctx)
+{
+    ctx->lag_stop = false;
+    if (pthread_create(&ctx->lag_thread, NULL, lag_sampler, ctx) != 0)
+        return false;
+    ctx->lag_thread_started = true;
+    return true;
+}
+
+void api_lag_sampler_stop(api_ctx_t *ctx)
+{
+    if (!ctx->lag_thread_started)
+        return;
+    ctx->lag_stop = true;
+    pthread_join(ctx->lag_thread, NULL);
+    ctx->lag_thread_started = false;
+}
+
 void api_h_lag(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
 {
     const char *groups[MAX_GROUPS];
@@ -100,31 +171,19 @@ void api_h_lag(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
     int64_t now = api_now_ms();
     json_t *lag = NULL;
     pthread_mutex_lock(&ctx->lag_lock);
+    if (!ngroups)
+        ctx->lag_wanted_ms = now; /* keeps the background sampler going */
     if (ctx->lag_last && now - ctx->lag_last_ms < API_LAG_CACHE_MS && !strcmp(key, ctx->lag_last_key))
         lag = json_deep_copy(ctx->lag_last);
     pthread_mutex_unlock(&ctx->lag_lock);
 
     if (!lag) {
         mdb_error_t err = {0};
-        lag = mdb_lag_collect(ctx->cfg, ngroups ? groups : NULL, ngroups, &err);
+        lag = collect(ctx, ngroups ? groups : NULL, ngroups, key, &err);
         if (!lag) {
             api_respond_error(res, 503, "backend_unavailable", "cannot read consumer lag: %s", err.message);
             return;
         }
-        json_t *sample = make_sample(lag, wall_ms());
-        pthread_mutex_lock(&ctx->lag_lock);
-        json_decref(ctx->lag_last);
-        ctx->lag_last = json_deep_copy(lag);
-        ctx->lag_last_ms = now;
-        snprintf(ctx->lag_last_key, sizeof ctx->lag_last_key, "%s", key);
-        if (sample && !ngroups) { /* history follows the default groups only */
-            json_array_append_new(ctx->lag_history, sample);
-            sample = NULL;
-            while (json_array_size(ctx->lag_history) > API_LAG_HISTORY)
-                json_array_remove(ctx->lag_history, 0);
-        }
-        pthread_mutex_unlock(&ctx->lag_lock);
-        json_decref(sample);
     }
     if (history) {
         pthread_mutex_lock(&ctx->lag_lock);

@@ -732,7 +732,7 @@
       return svg;
     }
     let t0 = Math.min(...pts.map((p) => p[0])), t1 = Math.max(...pts.map((p) => p[0]));
-    if (t1 - t0 < 60000) t0 = t1 - 60000;
+    if (t1 - t0 < 20000) t0 = t1 - 20000;
     const ymax = niceMax(Math.max(...pts.map((p) => p[1]), 0));
     const x = (t) => L + (W - L - R) * (t - t0) / (t1 - t0 || 1);
     const y = (v) => T + (H - T - B) * (1 - v / ymax);
@@ -825,7 +825,7 @@
           if (prev && s.t > prev.t) pts.push([s.t, Math.max(0, (g.committed - prev.c) * 1000 / (s.t - prev.t))]);
           prev = { t: s.t, c: g.committed };
         }
-        return { name: k.split('|')[0], points: pts };
+        return { name: k.replace('|', ' → '), points: pts };
       });
       clear(tpChart).appendChild(lineChart(tp, { testid: 'throughput-chart', title: 'throughput' }));
       tpChart.appendChild(legend(tp));
