@@ -13,7 +13,7 @@ consumer groups. A clean run gives the reference canonical dump
 (`metadb dump`); then, for each fault, MDB_FAULT_RUNS runs (default 1) inject
 it in the middle of the job:
 
-  kill9-producer   kill -9 the producer while it resolves/publishes the job, restart it
+  kill9-producer   kill -9 the producer while it resolves (odd runs) / publishes (even runs) the job, restart it
   kill9-worker     kill -9 one worker with ~30% of the events produced, restart it
   kill9-linker     kill -9 the linker with ~30% of the files linked, restart it
   restart-kafka    stop the broker (deploy/stack.sh stop --only kafka) at ~30%, start it again
@@ -60,7 +60,8 @@ FAULTS = ["kill9-producer", "kill9-worker", "kill9-linker", "restart-kafka", "re
 class Run:
     """One pipeline deployment (db, topics, groups) on the isolated stack."""
 
-    def __init__(self, stack, root, base, tag, patients):
+    def __init__(self, stack, root, base, tag, patients, n=1):
+        self.n = n
         self.stack = stack
         self.names = rt.Names(tag, stack, [root], partitions=3)
         self.procs = rt.Procs(os.path.join(base, tag))
@@ -124,6 +125,13 @@ class Run:
             return 0
         return sum(h or 0 for _c, h in lg[self.names.topics["instances"]].values())
 
+    def wait_started(self, timeout=90):
+        """Every running daemon has logged "<role> started" (signal handlers are
+        in place: a SIGTERM earlier kills a process that is still loading)."""
+        def probe():
+            return all("%s started" % p.role in p.log_text() for p in self.procs.running())
+        return rt.wait_for(probe, timeout, interval=0.2)
+
     def final(self, timeout):
         def probe():
             j = self.job_doc()
@@ -167,7 +175,8 @@ def pipeline(run):
     run.start_worker()
     run.start_worker()
     run.start_linker()
-    time.sleep(1.0)
+    if not run.wait_started():
+        raise RuntimeError("the daemons did not start within 90s")
 
 
 def landed_mid_job(run):
@@ -185,8 +194,13 @@ def inject(run, fault, stack):
 def inject_fault(run, fault, stack):
     if fault == "kill9-producer":
         run.submit()
-        seen = rt.wait_for(lambda: (run.job_doc() or {}).get("state") not in (None, "submitted") and
-                           (run.job_doc() or {}).get("state"), 60, interval=0.01)
+        if run.n % 2:  # odd runs: as soon as the producer took the job (resolving)
+            seen = rt.wait_for(lambda: (run.job_doc() or {}).get("state") not in (None, "submitted") and
+                               (run.job_doc() or {}).get("state"), 60, interval=0.01)
+        else:  # even runs: once its first task was delivered (publishing)
+            rt.wait_for(lambda: (run.producer.metric("metadb_producer_files_published_total") or 0) >= 1, 60,
+                        interval=0.005)
+            seen = (run.job_doc() or {}).get("state")
         run.mid_job = landed_mid_job(run)
         t = time.time()
         pub = run.producer.metric("metadb_producer_files_published_total")
@@ -252,6 +266,8 @@ def measure(run, manifest, clean_dump, fault, t_fault):
     res["secs"] = time.time() - t_fault if j else None
     if not rt.wait_for(run.all_committed, 120, interval=1):
         res["why"].append("consumer groups did not commit every offset within 120s")
+    if not run.wait_started():
+        res["why"].append("a restarted daemon did not start within 90s")
     dead = [p for p in run.procs.all if p.stopped_rc is None and not p.alive() and p.p.returncode not in (-9, None)
             and not getattr(p, "killed_on_purpose", False)]
     rcs = run.procs.stop_all()
@@ -356,7 +372,7 @@ def main():
                     results.append({"fault": fault, "ok": False, "why": ["database down, could not restart it"]})
                     continue
                 run = Run(stack, root, base, "t_faults_%d_%s_%d" % (os.getpid(), fault.replace("-", "_"), n),
-                          patients)
+                          patients, n)
                 t0 = time.time()
                 try:
                     pipeline(run)
