@@ -1548,7 +1548,7 @@ bool mdb_docs_apply(mdb_docs_model_t *m, const mdb_docs_store_t *st, const char 
 {
     memset(&m->stats, 0, sizeof m->stats);
     m->stats.events = m->nev;
-    bool ok = apply_load(m, st, err) && apply_instances(m, st, now, err) && apply_touch_parents(m) &&
+    bool ok = (!st->recover || st->recover(st->ud, now, err)) && apply_load(m, st, err) && apply_instances(m, st, now, err) && apply_touch_parents(m) &&
               load_studies(m, st, err) && load_series_only(m, st, err) && apply_counts(m, st, err) &&
               apply_series(m) && apply_studies(m) &&
               write_changed(st, MDB_DOCS_SERIES, &m->series, now, &m->stats.series_written, err) &&

@@ -143,6 +143,9 @@ typedef struct {
     /* Write docs (array of full documents) to coll: for each, create it if
      * absent (created_at = now) or $set every top-level field it has. */
     bool (*upsert)(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err);
+    /* Optional (may be NULL): finish what a writer that died mid-write left
+     * behind, before anything is read (see the MongoDB store). */
+    bool (*recover)(void *ud, const char *now, mdb_error_t *err);
 } mdb_docs_store_t;
 
 /* What one mdb_docs_apply did. */
@@ -183,9 +186,23 @@ void mdb_docs_sort_strings(json_t *arr);
 
 /* ---- the MongoDB store ---- */
 
+#define MDB_DOCS_JOURNAL "instances_journal"
+
 /* A store over m (client popped per call) writing with write concern wc
- * ("1", "majority" or NULL). Free with mdb_docs_mongo_store_destroy. */
+ * ("1", "majority" or NULL). Free with mdb_docs_mongo_store_destroy.
+ *
+ * On FerretDB (detected with buildInfo, one round trip here) an update
+ * scans the whole collection per document, so existing instances that
+ * change are replaced in four commands whatever their number: their new
+ * versions go to MDB_DOCS_JOURNAL, the old ones are deleted, the new ones
+ * inserted, the journal entries deleted. recover() (run by mdb_docs_apply
+ * before it reads) re-inserts any journalled version whose instance is
+ * missing (a writer died between delete and insert) and drops journal
+ * entries older than five minutes whose instance exists. On MongoDB
+ * instances are updated in place. NULL on OOM. */
 mdb_docs_store_t *mdb_docs_mongo_store_new(mdb_mongo_t *m, const char *wc);
+/* Whether the store replaces instances through the journal (FerretDB). */
+bool mdb_docs_mongo_store_journaled(const mdb_docs_store_t *st);
 void mdb_docs_mongo_store_destroy(mdb_docs_store_t *st); /* accepts NULL */
 
 /* Helpers shared by the linker and reconcile (all count their round trips

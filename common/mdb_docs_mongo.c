@@ -156,6 +156,7 @@ bool mdb_docs_bulk_chunked(mdb_mongo_t *m, const char *coll, const char *wc, siz
 typedef struct {
     mdb_mongo_t *m;
     char *wc;
+    bool ferret; /* FerretDB: replace changed instances through the journal */
 } mstore_t;
 
 static bool find_in(mstore_t *s, const char *coll, const char *key, const char *const *ids, size_t n, json_t *out,
@@ -373,11 +374,199 @@ static bool add_upsert(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
     return ok;
 }
 
+/* deleteMany {_id: {$in: ids}} on coll: one command (FerretDB: one scan). */
+static bool delete_ids(mstore_t *s, const char *coll, const char *const *ids, size_t n, mdb_error_t *err)
+{
+    if (n == 0)
+        return true;
+    mongoc_client_t *client = mdb_mongo_pop(s->m);
+    if (!client) {
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "delete from %s: no database client", coll);
+        return false;
+    }
+    mongoc_collection_t *c = mdb_mongo_collection(s->m, client, coll);
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
+    mdb_docs_append_in(&filter, "_id", ids, n);
+    mongoc_write_concern_t *wc = NULL;
+    if (s->wc && *s->wc) {
+        wc = mongoc_write_concern_new();
+        if (!strcmp(s->wc, "majority"))
+            mongoc_write_concern_set_w(wc, MONGOC_WRITE_CONCERN_W_MAJORITY);
+        else
+            mongoc_write_concern_set_w(wc, (int32_t)atoi(s->wc));
+        mongoc_write_concern_append(wc, &opts);
+    }
+    bson_error_t be;
+    double t0 = now_s();
+    mdb_mongo_count_round_trip(s->m);
+    bool ok = mongoc_collection_delete_many(c, &filter, &opts, NULL, &be);
+    MDB_LOG(MDB_LOG_DEBUG, "mongo: delete of %zu _id(s) from %s in %.3f s", n, coll, now_s() - t0);
+    if (!ok)
+        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "delete from %s: %s", coll, be.message);
+    mongoc_write_concern_destroy(wc);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    mongoc_collection_destroy(c);
+    mdb_mongo_push(s->m, client);
+    return ok;
+}
+
+/* The _id strings of an array of documents (borrowed). */
+static const char **ids_of(const json_t *docs, size_t *n)
+{
+    *n = 0;
+    const char **ids = malloc((json_array_size(docs) + 1) * sizeof *ids);
+    for (size_t i = 0; ids && i < json_array_size(docs); i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(docs, i), "_id"));
+        if (id)
+            ids[(*n)++] = id;
+    }
+    return ids;
+}
+
+/* FerretDB: replace existing instances in four commands (see mdb_docs.h). */
+static bool replace_instances(mstore_t *s, const json_t *docs, const char *now, mdb_error_t *err)
+{
+    size_t n = 0;
+    const char **ids = ids_of(docs, &n);
+    json_t *versions = json_array(), *journal = json_array(), *dups = json_array();
+    bool ok = ids && versions && journal && dups;
+    for (size_t i = 0; ok && i < json_array_size(docs); i++) {
+        json_t *d = json_deep_copy(json_array_get(docs, i));
+        ok = d != NULL;
+        if (!ok)
+            break;
+        if (!json_object_get(d, "created_at"))
+            json_object_set_new(d, "created_at", json_string(now));
+        json_object_set_new(d, "updated_at", json_string(now));
+        json_array_append(versions, d);
+        json_array_append_new(journal, json_pack("{s:O, s:s, s:o}", "_id", json_object_get(d, "_id"), "at", now,
+                                                 "doc", d));
+    }
+    if (!ok && err && !err->message[0])
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory replacing instances");
+    ok = ok && delete_ids(s, MDB_DOCS_JOURNAL, ids, n, err) &&
+         st_insert(s, MDB_DOCS_JOURNAL, journal, dups, err);
+    if (ok && json_array_size(dups) > 0) {
+        mdb_error_set(err, MDB_ERR_MONGO, EAGAIN, "instance journal: %zu entr%s written concurrently, retrying",
+                      json_array_size(dups), json_array_size(dups) == 1 ? "y" : "ies");
+        ok = false;
+    }
+    json_array_clear(dups);
+    /* A concurrent recovery may have inserted a journalled version already:
+     * the same document, so a duplicate here is success. */
+    ok = ok && delete_ids(s, MDB_DOCS_INSTANCES, ids, n, err) && st_insert(s, MDB_DOCS_INSTANCES, versions, dups, err) &&
+         delete_ids(s, MDB_DOCS_JOURNAL, ids, n, err);
+    free(ids);
+    json_decref(versions);
+    json_decref(journal);
+    json_decref(dups);
+    return ok;
+}
+
 static bool st_upsert(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err)
 {
     mstore_t *s = ud;
+    if (s->ferret && !strcmp(coll, MDB_DOCS_INSTANCES))
+        return replace_instances(s, docs, now, err);
     upsert_ctx_t c = {docs, now};
     return mdb_docs_bulk_chunked(s->m, coll, s->wc, json_array_size(docs), add_upsert, &c, err);
+}
+
+#define JOURNAL_STALE_SECONDS 300
+
+static bool st_recover(void *ud, const char *now, mdb_error_t *err)
+{
+    mstore_t *s = ud;
+    if (!s->ferret)
+        return true;
+    json_t *entries = json_array(), *present = json_array(), *restore = json_array(), *drop = json_array(),
+           *dups = json_array();
+    bson_t filter = BSON_INITIALIZER;
+    bool ok = entries && present && restore && drop && dups &&
+              mdb_docs_find(s->m, MDB_DOCS_JOURNAL, &filter, NULL, NULL, 0, entries, err);
+    bson_destroy(&filter);
+    if (!ok || json_array_size(entries) == 0)
+        goto done;
+    size_t n = 0;
+    const char **ids = ids_of(entries, &n);
+    bson_t f2 = BSON_INITIALIZER;
+    bson_t *proj = BCON_NEW("_id", BCON_INT32(1));
+    mdb_docs_append_in(&f2, "_id", ids, n);
+    ok = ids && mdb_docs_find(s->m, MDB_DOCS_INSTANCES, &f2, proj, NULL, 0, present, err);
+    bson_destroy(&f2);
+    bson_destroy(proj);
+    free(ids);
+    if (!ok)
+        goto done;
+    json_t *have = json_object();
+    for (size_t i = 0; i < json_array_size(present); i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(present, i), "_id"));
+        if (id)
+            json_object_set_new(have, id, json_true());
+    }
+    /* entries older than this whose instance exists are leftovers */
+    time_t t = time(NULL) - JOURNAL_STALE_SECONDS;
+    struct tm tm;
+    char cutoff[40];
+    gmtime_r(&t, &tm);
+    strftime(cutoff, sizeof cutoff, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
+    for (size_t i = 0; i < json_array_size(entries); i++) {
+        json_t *e = json_array_get(entries, i);
+        const char *id = json_string_value(json_object_get(e, "_id"));
+        const char *at = json_string_value(json_object_get(e, "at"));
+        if (!id)
+            continue;
+        if (!json_object_get(have, id)) {
+            json_t *d = json_object_get(e, "doc");
+            if (json_is_object(d)) {
+                json_array_append(restore, d);
+                json_array_append(drop, e);
+            }
+        } else if (at && strcmp(at, cutoff) < 0) {
+            json_array_append(drop, e);
+        }
+    }
+    json_decref(have);
+    ok = st_insert(s, MDB_DOCS_INSTANCES, restore, dups, err);
+    size_t nd = 0;
+    const char **dids = ok ? ids_of(drop, &nd) : NULL;
+    ok = ok && dids && delete_ids(s, MDB_DOCS_JOURNAL, dids, nd, err);
+    free(dids);
+    if (ok && json_array_size(restore) > 0)
+        MDB_LOG(MDB_LOG_WARN, "instance journal: restored %zu instance document(s) an interrupted writer had "
+                              "removed (%s)", json_array_size(restore) - json_array_size(dups), now);
+done:
+    json_decref(entries);
+    json_decref(present);
+    json_decref(restore);
+    json_decref(drop);
+    json_decref(dups);
+    return ok;
+}
+
+/* buildInfo names FerretDB with a "ferretdbVersion" field. */
+static bool detect_ferret(mdb_mongo_t *m)
+{
+    mongoc_client_t *client = mdb_mongo_pop(m);
+    if (!client)
+        return false;
+    bson_t *cmd = BCON_NEW("buildInfo", BCON_INT32(1));
+    bson_t reply;
+    bson_error_t be;
+    mdb_mongo_count_round_trip(m);
+    bool ok = mongoc_client_command_simple(client, "admin", cmd, NULL, &reply, &be);
+    bson_iter_t it;
+    bool ferret = ok && bson_iter_init_find(&it, &reply, "ferretdbVersion");
+    bson_destroy(&reply);
+    bson_destroy(cmd);
+    mdb_mongo_push(m, client);
+    return ferret;
+}
+
+bool mdb_docs_mongo_store_journaled(const mdb_docs_store_t *st)
+{
+    return st && ((const mstore_t *)st->ud)->ferret;
 }
 
 mdb_docs_store_t *mdb_docs_mongo_store_new(mdb_mongo_t *m, const char *wc)
@@ -400,6 +589,8 @@ mdb_docs_store_t *mdb_docs_mongo_store_new(mdb_mongo_t *m, const char *wc)
     st->insert = st_insert;
     st->count_instances = st_count_instances;
     st->upsert = st_upsert;
+    st->recover = st_recover;
+    s->ferret = detect_ferret(m);
     return st;
 }
 

@@ -30,9 +30,11 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import producer_support as ps  # noqa: E402
@@ -268,6 +270,20 @@ def reconcile(dep, *args):
         return p.returncode, None, p
 
 
+def free_port():
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return so.getsockname()[1]
+
+
+def scrape(port):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10) as r:
+            return r.read().decode()
+    except OSError as e:
+        return "unreachable: %s" % e
+
+
 def linker_report(dep):
     lines = re.findall(r"linker done: .*", dep.log_text("linker"))
     return lines
@@ -310,6 +326,16 @@ def main():
         print("clean run: %d files through producer -> 2 workers -> linker in %.1f s" % (nfiles, elapsed))
         check_documents(a, manifest, dup, job1)
         check_sampled_values(a, manifest)
+        want_idx = {"studies": ["accession_number", "patient_id", "study_date", "modality", "modalities",
+                                "study_description", "collection_ids", "job_ids"],
+                    "series": ["study_id", "series_number", "modality", "body_part_examined", "manufacturer",
+                               "slice_thickness", "kvp", "series_date", "collection_ids"],
+                    "instances": ["series_id", "study_id", "sop_class_uid", "job_ids"]}
+        missing = []
+        for coll, keys in want_idx.items():
+            have = {k for ix in a.env.db[coll].index_information().values() for k, _ in ix["key"]}
+            missing += ["%s.%s" % (coll, k) for k in keys if k not in have]
+        c.eq(missing, [], "indexes on every promoted filter field, job_ids and collection_ids")
 
         # ---- 2. reconcile on the clean result ----
         rc, rep, p = reconcile(a)
@@ -351,9 +377,18 @@ def main():
         pp = subprocess.run(["kcat", "-P", "-b", ps.BROKERS, "-t", o.env.topics["instances"], "-K", "\t"],
                             input=payload, capture_output=True, text=True, timeout=120)
         c.check(pp.returncode == 0, "republish shuffled events", pp.stderr)
-        o.start("linker")
+        port = free_port()
+        o.start("linker", ["--linker.metrics_port=%d" % port])
         done = ps.wait_for(lambda: o.env.db.jobs.count_documents({"state": "completed"}) == 2, timeout=300)
         c.check(done, "both jobs complete from shuffled events")
+        metrics = scrape(port)
+        m = re.search(r"^metadb_linker_instances_linked_total(?:\{[^}]*\})? ([0-9.e+]+)$", metrics, re.M)
+        c.check(m and float(m.group(1)) == len(manifest["instances"]), "metrics: instances_linked_total",
+                metrics[:1500])
+        c.check(re.search(r"^metadb_linker_batch_size_count(?:\{[^}]*\})? [1-9]", metrics, re.M) and
+                re.search(r"^metadb_linker_write_seconds_bucket", metrics, re.M) and
+                re.search(r"^metadb_linker_db_round_trips(?:\{[^}]*\})? [1-9]", metrics, re.M),
+                "metrics: batch size and write time histograms, round trips")
         o.stop_all()
         dump_o = o.dump()
         c.check(dump_o == dump2, "shuffled delivery gives a byte-identical dump")
@@ -391,6 +426,18 @@ def main():
             for sec in ("studies", "series", "instances", "conflicts", "jobs"):
                 if sections(dump_b).get(sec) != sections(dump1).get(sec):
                     print("  section %s differs" % sec)
+        # completeness: a file lost from the middle of a series is a gap repair cannot fill
+        ct = max((s for s in manifest["series"] if s["modality"] == "CT"), key=lambda s: s["instance_count"])
+        mid = sorted((i for i in manifest["instances"] if i["series_uid"] == ct["uid"]),
+                     key=lambda i: i["instance_number"])[ct["instance_count"] // 2]
+        b.env.db.instances.delete_one({"_id": mid["sop_uid"]})
+        rc, rep, p = reconcile(b, "--repair")
+        gaps = (rep or {}).get("after", {}).get("problems", {}).get("instance_number_gap", {})
+        c.check(rc == 3 and any(ct["uid"] in e and "first %d" % mid["instance_number"] in e
+                                for e in gaps.get("examples", [])),
+                "a missing instance is reported as an InstanceNumber gap and stays a problem", p.stdout[-2000:])
+        c.eq(b.env.db.series.find_one({"_id": ct["uid"]})["instance_count"], ct["instance_count"] - 1,
+             "repair recounts the series with the missing instance")
 
         # ---- 6. reconcile finds and repairs broken links ----
         db = a.env.db
