@@ -1,12 +1,11 @@
 /* mdb_log: one line per event on stderr, plain text or JSON, each emitted
  * with a single write(2) so lines from concurrent threads never interleave.
- * libmongoc's logger is routed here (librdkafka's is routed by mdb_kafka via
- * log_cb). URIs are masked before they are logged: credentials never reach
+ * libmongoc's logger is routed here by mdb_log_mongoc.c (librdkafka's by
+ * mdb_kafka via log_cb). URIs are masked before they are logged: credentials never reach
  * a log file. */
 #include "mdb_log.h"
 
 #include <errno.h>
-#include <mongoc/mongoc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,37 +239,6 @@ void mdb_log_write(int level, const char *job, const char *path, const char *fmt
     emit(level, job, path, msg);
     if (msg != stack)
         free(msg);
-}
-
-static void mongoc_handler(mongoc_log_level_t lvl, const char *domain, const char *message, void *ud)
-{
-    (void)ud;
-    int level;
-    switch (lvl) {
-    case MONGOC_LOG_LEVEL_ERROR:
-    case MONGOC_LOG_LEVEL_CRITICAL: level = MDB_LOG_ERROR; break;
-    case MONGOC_LOG_LEVEL_WARNING: level = MDB_LOG_WARN; break;
-    case MONGOC_LOG_LEVEL_MESSAGE:
-    case MONGOC_LOG_LEVEL_INFO: level = MDB_LOG_INFO; break;
-    default: level = MDB_LOG_DEBUG; break;
-    }
-    if (lvl == MONGOC_LOG_LEVEL_TRACE)
-        return; /* tracing is a driver-debugging aid, far too chatty */
-    /* Servers without sessions (FerretDB) refuse the driver's endSessions at
-     * shutdown: harmless, so not worth a warning on every exit. */
-    if (message && strstr(message, "endSessions"))
-        level = MDB_LOG_DEBUG;
-    if (level > mdb_log_current_level)
-        return;
-    char *masked = mdb_log_mask_uri(message ? message : "");
-    mdb_log_write(level, NULL, NULL, "mongoc[%s]: %s", domain ? domain : "?", masked ? masked : "(oom)");
-    free(masked);
-}
-
-void mdb_log_route_mongoc(void)
-{
-    mongoc_log_trace_disable();
-    mongoc_log_set_handler(mongoc_handler, NULL);
 }
 
 /* Characters that end a URI in free text. The credentials end at the LAST '@'
