@@ -2359,17 +2359,20 @@ typedef struct {
     char c;
 } rx_tok_t;
 
-#define RX_MAX 512
-
-/* Compile pattern into tokens; false when it uses anything else. */
-static bool rx_compile(const char *pat, const char *opts, rx_tok_t *tok, size_t *n, bool *icase)
+/* Compile pattern into tokens (*tok_out malloc'd, caller frees; NULL when
+ * false); false when it uses anything else. */
+static bool rx_compile(const char *pat, const char *opts, rx_tok_t **tok_out, size_t *n, bool *icase)
 {
+    rx_tok_t *tok = malloc((strlen(pat) + 3) * sizeof *tok);
+    *tok_out = NULL;
+    if (!tok)
+        return false;
     *icase = false;
     for (const char *o = opts ? opts : ""; *o; o++) {
         if (*o == 'i')
             *icase = true;
         else
-            return false;
+            goto bad;
     }
     size_t k = 0, len = strlen(pat);
     bool anchored_start = false, anchored_end = false;
@@ -2381,13 +2384,11 @@ static bool rx_compile(const char *pat, const char *opts, rx_tok_t *tok, size_t 
     if (!anchored_start)
         tok[k++] = (rx_tok_t){RX_STAR, 0};
     for (; i < len; i++) {
-        if (k + 2 >= RX_MAX)
-            return false;
         char c = pat[i];
         if (c == '\\') {
             char e = pat[i + 1];
             if (!e || isalnum((unsigned char)e) || (unsigned char)e >= 0x80)
-                return false; /* \d, \w, \1 ... */
+                goto bad; /* \d, \w, \1 ... */
             tok[k++] = (rx_tok_t){RX_LIT, e};
             i++;
             continue;
@@ -2395,12 +2396,12 @@ static bool rx_compile(const char *pat, const char *opts, rx_tok_t *tok, size_t 
         if (c == '.') {
             if (pat[i + 1] == '*') {
                 if (pat[i + 2] == '?' || pat[i + 2] == '+')
-                    return false;
+                    goto bad;
                 tok[k++] = (rx_tok_t){RX_STAR, 0};
                 i++;
             } else {
                 if (pat[i + 1] == '+' || pat[i + 1] == '?' || pat[i + 1] == '{')
-                    return false;
+                    goto bad;
                 tok[k++] = (rx_tok_t){RX_ANY, 0};
             }
             continue;
@@ -2410,15 +2411,19 @@ static bool rx_compile(const char *pat, const char *opts, rx_tok_t *tok, size_t 
             continue;
         }
         if (strchr("^$|?*+()[]{}", c))
-            return false;
+            goto bad;
         if (i + 1 < len && strchr("?*+{", pat[i + 1]))
-            return false; /* quantifier on a literal */
+            goto bad; /* quantifier on a literal */
         tok[k++] = (rx_tok_t){RX_LIT, c};
     }
     if (!anchored_end)
         tok[k++] = (rx_tok_t){RX_STAR, 0};
     *n = k;
+    *tok_out = tok;
     return true;
+bad:
+    free(tok);
+    return false;
 }
 
 static size_t u8_step(const char *s, size_t len, size_t i)
@@ -2471,16 +2476,19 @@ static bool rx_match(const rx_tok_t *tok, size_t n, const char *s, size_t len, b
 /* -1 unsupported pattern, else 0/1 for a string subject. */
 static int regex_test(const char *pat, const char *opts, const bson_iter_t *v)
 {
-    rx_tok_t tok[RX_MAX];
+    rx_tok_t *tok;
     size_t n;
     bool icase;
-    if (!rx_compile(pat, opts, tok, &n, &icase))
+    if (!rx_compile(pat, opts, &tok, &n, &icase))
         return -1;
-    if (!BSON_ITER_HOLDS_UTF8(v))
-        return 0;
-    uint32_t len;
-    const char *s = bson_iter_utf8(v, &len);
-    return rx_match(tok, n, s, len, icase) ? 1 : 0;
+    int r = 0;
+    if (BSON_ITER_HOLDS_UTF8(v)) {
+        uint32_t len;
+        const char *s = bson_iter_utf8(v, &len);
+        r = rx_match(tok, n, s, len, icase) ? 1 : 0;
+    }
+    free(tok);
+    return r;
 }
 
 /* ---- path resolution: the candidate values of a dotted path ---- */
@@ -2797,10 +2805,12 @@ int mdb_query_match(const bson_t *filter, const bson_t *doc)
 
 static bool regex_ok(const char *pat, const char *opts)
 {
-    rx_tok_t tok[RX_MAX];
+    rx_tok_t *tok;
     size_t n;
     bool icase;
-    return rx_compile(pat, opts, tok, &n, &icase);
+    bool ok = rx_compile(pat, opts, &tok, &n, &icase);
+    free(tok);
+    return ok;
 }
 
 /* A value used in equality/$in: regexes must be in the subset. */
