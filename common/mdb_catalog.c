@@ -308,11 +308,13 @@ static bool scan_dir(crawl_t *cr, const char *dir, int64_t mtime_ns, file_ent_t 
             goto done;
         }
         bool read_ok = mdb_dicom_read_tags(rp, crawl_tags, NTAGS, vals, &rerr);
-        free(path);
-        if (!read_ok || !vals[TAG_STUDY] || !*vals[TAG_STUDY] || !vals[TAG_SERIES] || !*vals[TAG_SERIES]) {
+        bool indexed = read_ok && vals[TAG_STUDY] && *vals[TAG_STUDY] && vals[TAG_SERIES] && *vals[TAG_SERIES];
+        if (!indexed) {
             nondicom++;
             MDB_LOGX(MDB_LOG_DEBUG, NULL, rp, "not indexed: %s", read_ok ? "no Study/Series Instance UID" : rerr.message);
-        } else {
+        }
+        free(path); /* rp may point into it: only after the log line above */
+        if (indexed) {
             dicom++;
             if (!series_add_file(&sv, &nsv, &capsv, vals, files[i].name)) {
                 for (int k = 0; k < NTAGS; k++)
