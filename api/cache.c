@@ -47,13 +47,20 @@ struct api_snapshot {
     int64_t loaded_ms;
 };
 
+typedef struct {
+    api_cache_t *c;
+    bool instances; /* this thread loads the instance summary, else studies and series */
+} refresher_arg_t;
+
 struct api_cache {
+    refresher_arg_t args[2];
     mdb_mongo_t *mongo;
     int64_t ttl_ms;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    pthread_t thread;
-    bool thread_started, stop;
+    pthread_t threads[2]; /* studies+series; instance summary (a slow scan must not delay the others) */
+    int nthreads;
+    atomic_bool stop;
     api_snapshot_t *snap[3];
     bool want[3], loading[3], disabled[3];
 };
@@ -159,7 +166,7 @@ size_t api_snapshot_children(const api_snapshot_t *s, const char *parent, const 
 }
 
 /* Read a whole collection into a new snapshot. NULL with err. */
-static api_snapshot_t *load(mdb_mongo_t *m, int which, mdb_error_t *err)
+static api_snapshot_t *load(mdb_mongo_t *m, int which, const atomic_bool *stop, mdb_error_t *err)
 {
     api_snapshot_t *s = calloc(1, sizeof *s);
     mongoc_client_t *client = mdb_mongo_pop(m);
@@ -182,6 +189,10 @@ static api_snapshot_t *load(mdb_mongo_t *m, int which, mdb_error_t *err)
     coll = mdb_mongo_collection(m, client, coll_names[which]);
     cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
     while (mongoc_cursor_next(cur, &doc)) {
+        if (atomic_load(stop)) {
+            mdb_error_set(err, MDB_ERR_SYSTEM, ECANCELED, "stopping");
+            goto fail;
+        }
         size_t max = which == 2 ? CACHE_MAX_INSTANCES : CACHE_MAX_DOCS;
         if (s->n == max) {
             mdb_error_set(err, MDB_ERR_SYSTEM, E2BIG, "%s has more than %zu documents", coll_names[which], max);
@@ -263,10 +274,11 @@ static int64_t series_instance_total(const api_snapshot_t *s)
 
 static void *refresher(void *arg)
 {
-    api_cache_t *c = arg;
+    refresher_arg_t *ra = arg;
+    api_cache_t *c = ra->c;
     pthread_mutex_lock(&c->lock);
-    while (!c->stop) {
-        int which = c->want[0] ? 0 : c->want[1] ? 1 : c->want[2] ? 2 : -1;
+    while (!atomic_load(&c->stop)) {
+        int which = ra->instances ? (c->want[2] ? 2 : -1) : c->want[0] ? 0 : c->want[1] ? 1 : -1;
         if (which < 0) {
             pthread_cond_wait(&c->cond, &c->lock);
             continue;
@@ -278,7 +290,7 @@ static void *refresher(void *arg)
         pthread_mutex_unlock(&c->lock);
         mdb_error_t err = {0};
         int64_t t0 = api_now_ms();
-        api_snapshot_t *s = load(c->mongo, which, &err);
+        api_snapshot_t *s = load(c->mongo, which, &c->stop, &err);
         int64_t took = api_now_ms() - t0;
         pthread_mutex_lock(&c->lock);
         c->loading[which] = false;
@@ -286,7 +298,7 @@ static void *refresher(void *arg)
             if (err.domain == MDB_ERR_SYSTEM && err.code == E2BIG) {
                 c->disabled[which] = true;
                 MDB_LOG(MDB_LOG_WARN, "cache: %s; queries on it go to the database", err.message);
-            } else {
+            } else if (err.code != ECANCELED) {
                 MDB_LOG(MDB_LOG_WARN, "cache: cannot load %s: %s", coll_names[which], err.message);
             }
             continue;
@@ -311,14 +323,16 @@ api_cache_t *api_cache_start(mdb_mongo_t *m, int64_t ttl_ms)
     c->ttl_ms = ttl_ms;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
+    atomic_init(&c->stop, false);
     c->want[0] = c->want[1] = c->want[2] = true; /* first load right away */
-    if (pthread_create(&c->thread, NULL, refresher, c) != 0) {
-        pthread_mutex_destroy(&c->lock);
-        pthread_cond_destroy(&c->cond);
-        free(c);
-        return NULL;
+    for (int i = 0; i < 2; i++) {
+        c->args[i] = (refresher_arg_t){c, i == 1};
+        if (pthread_create(&c->threads[i], NULL, refresher, &c->args[i]) != 0) {
+            api_cache_stop(c);
+            return NULL;
+        }
+        c->nthreads++;
     }
-    c->thread_started = true;
     return c;
 }
 
@@ -327,11 +341,11 @@ void api_cache_stop(api_cache_t *c)
     if (!c)
         return;
     pthread_mutex_lock(&c->lock);
-    c->stop = true;
-    pthread_cond_signal(&c->cond);
+    atomic_store(&c->stop, true);
+    pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->lock);
-    if (c->thread_started)
-        pthread_join(c->thread, NULL);
+    for (int i = 0; i < c->nthreads; i++)
+        pthread_join(c->threads[i], NULL);
     for (int i = 0; i < 3; i++)
         api_snapshot_release(c->snap[i]);
     pthread_mutex_destroy(&c->lock);
@@ -351,7 +365,7 @@ api_snapshot_t *api_cache_acquire(api_cache_t *c, int level)
     bool stale = !s || api_now_ms() - s->loaded_ms > ttl;
     if (stale && !c->disabled[level] && !c->loading[level] && !c->want[level]) {
         c->want[level] = true;
-        pthread_cond_signal(&c->cond);
+        pthread_cond_broadcast(&c->cond);
     }
     pthread_mutex_unlock(&c->lock);
     return s;
@@ -365,6 +379,6 @@ void api_cache_invalidate(api_cache_t *c)
     for (int i = 0; i < 3; i++)
         if (!c->disabled[i] && !c->loading[i])
             c->want[i] = true;
-    pthread_cond_signal(&c->cond);
+    pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->lock);
 }
