@@ -20,7 +20,10 @@ metadb-linker) on the live stack, in this test's own database and topics.
      in the middle of the job and restarted gives a canonical dump
      byte-identical to the clean run's.
   6. reconcile: a series deleted and a count broken by hand are reported;
-     --repair restores the clean dump; a second run finds nothing.
+     --repair restores the clean dump; a second run finds nothing; a file
+     lost from the middle of a series is reported as an InstanceNumber gap.
+
+MDB_PIPELINE_FILES (default 300) and MDB_PIPELINE_PATIENTS size the archive.
 """
 
 import csv
@@ -294,7 +297,9 @@ def main():
     root = os.path.join(base, "archive")
     deps = []
     try:
-        manifest = ps.generate_archive(root, patients=4, seed=2024, extra=["--files", "300"])
+        files = int(os.environ.get("MDB_PIPELINE_FILES", "300"))
+        patients = int(os.environ.get("MDB_PIPELINE_PATIENTS", str(max(4, files // 75))))
+        manifest = ps.generate_archive(root, patients=patients, seed=2024, extra=["--files", str(files)])
         root = os.path.realpath(root)
         dup = craft_duplicate(manifest, root)
         for i in manifest["instances"]:
