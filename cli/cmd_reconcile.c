@@ -688,7 +688,8 @@ static bool add_set_op(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
 static bool write_sets(repair_t *rp, const char *coll, json_t *ops, mdb_error_t *err)
 {
     set_ops_t o = {ops};
-    return mdb_docs_bulk_chunked(rp->m, coll, mdb_config_get(rp->cfg, "mongo.write_concern"), json_array_size(ops),
+    return mdb_docs_bulk_chunked(rp->m, coll, mdb_config_get(rp->cfg, "mongo.write_concern"),
+                                 mdb_docs_mongo_store_update_chunk(rp->store), json_array_size(ops),
                                  add_set_op, &o, err);
 }
 

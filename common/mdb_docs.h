@@ -58,9 +58,14 @@ extern "C" {
 #define MDB_DOCS_INSTANCES "instances"
 #define MDB_DOCS_CONFLICTS "conflicts"
 
-/* Update statements per update command: FerretDB 1.24 (SQLite) deadlocks on
- * an update command of ~100 statements, so every writer chunks below it. */
-#define MDB_DOCS_UPDATE_CHUNK 50
+/* Update statements per update command on FerretDB 1.24 (SQLite): an
+ * update statement that matches a document keeps one of the database's 100
+ * connections until its command ends, so a command of ~100 statements (or
+ * a few concurrent ones, from several linkers and the API) deadlocks the
+ * database. 20 leaves room for five concurrent writers. MongoDB takes
+ * MDB_DOCS_UPDATE_CHUNK_MONGO. */
+#define MDB_DOCS_UPDATE_CHUNK 20
+#define MDB_DOCS_UPDATE_CHUNK_MONGO 1000
 
 /* ---- JSON <-> BSON ---- */
 
@@ -203,6 +208,8 @@ void mdb_docs_sort_strings(json_t *arr);
 mdb_docs_store_t *mdb_docs_mongo_store_new(mdb_mongo_t *m, const char *wc);
 /* Whether the store replaces instances through the journal (FerretDB). */
 bool mdb_docs_mongo_store_journaled(const mdb_docs_store_t *st);
+/* Statements per update command for this store's database. */
+size_t mdb_docs_mongo_store_update_chunk(const mdb_docs_store_t *st);
 void mdb_docs_mongo_store_destroy(mdb_docs_store_t *st); /* accepts NULL */
 
 /* Helpers shared by the linker and reconcile (all count their round trips
@@ -214,12 +221,12 @@ bool mdb_docs_find(mdb_mongo_t *m, const char *coll, const bson_t *filter, const
 bool mdb_docs_aggregate(mdb_mongo_t *m, const char *coll, const bson_t *pipeline, json_t *out, mdb_error_t *err);
 /* Append {key: {$in: [ids...]}} to filter. */
 void mdb_docs_append_in(bson_t *filter, const char *key, const char *const *ids, size_t n);
-/* Run the update statements of bulk b in commands of at most
- * MDB_DOCS_UPDATE_CHUNK statements: add_fn is called for op i in [0, n) to
- * add it to a fresh mdb_bulk. */
+/* Run n update statements in commands of at most chunk statements (0 =
+ * MDB_DOCS_UPDATE_CHUNK): add_fn is called for op i in [0, n) to add it to
+ * a fresh mdb_bulk. */
 typedef bool (*mdb_docs_add_op_fn)(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err);
-bool mdb_docs_bulk_chunked(mdb_mongo_t *m, const char *coll, const char *wc, size_t n, mdb_docs_add_op_fn add_fn,
-                           void *ud, mdb_error_t *err);
+bool mdb_docs_bulk_chunked(mdb_mongo_t *m, const char *coll, const char *wc, size_t chunk, size_t n,
+                           mdb_docs_add_op_fn add_fn, void *ud, mdb_error_t *err);
 /* Create the indexes of the catalogue collections (studies, series,
  * instances, conflicts, job_files' job_id/status), one createIndexes per
  * index (idempotent). */

@@ -5,10 +5,10 @@
  * Written for FerretDB 1.24 (SQLite) as much as for MongoDB: reads are one
  * find/aggregate with $in per collection and batch (FerretDB scans, MongoDB
  * uses the _id/series_id indexes), new instances are one insert command
- * (cheap everywhere; FerretDB's per-statement updates are not), and update
- * commands carry at most MDB_DOCS_UPDATE_CHUNK statements (FerretDB hangs
- * the database on an update command of about 100). Every read and write
- * counts its round trip on the mdb_mongo_t. */
+ * (cheap everywhere; FerretDB's per-statement updates are not), and on
+ * FerretDB update commands carry at most MDB_DOCS_UPDATE_CHUNK statements
+ * (it hangs the database on an update command of about 100). Every read
+ * and write counts its round trip on the mdb_mongo_t. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,11 +123,13 @@ bool mdb_docs_aggregate(mdb_mongo_t *m, const char *coll, const bson_t *pipeline
     return ok;
 }
 
-bool mdb_docs_bulk_chunked(mdb_mongo_t *m, const char *coll, const char *wc, size_t n, mdb_docs_add_op_fn add_fn,
-                           void *ud, mdb_error_t *err)
+bool mdb_docs_bulk_chunked(mdb_mongo_t *m, const char *coll, const char *wc, size_t chunk, size_t n,
+                           mdb_docs_add_op_fn add_fn, void *ud, mdb_error_t *err)
 {
-    for (size_t start = 0; start < n; start += MDB_DOCS_UPDATE_CHUNK) {
-        size_t end = start + MDB_DOCS_UPDATE_CHUNK < n ? start + MDB_DOCS_UPDATE_CHUNK : n;
+    if (chunk == 0)
+        chunk = MDB_DOCS_UPDATE_CHUNK;
+    for (size_t start = 0; start < n; start += chunk) {
+        size_t end = start + chunk < n ? start + chunk : n;
         mongoc_client_t *client = mdb_mongo_pop(m);
         if (!client) {
             mdb_error_set(err, MDB_ERR_MONGO, 0, "write to %s: no database client", coll);
@@ -470,7 +472,8 @@ static bool st_upsert(void *ud, const char *coll, const json_t *docs, const char
     if (s->ferret && !strcmp(coll, MDB_DOCS_INSTANCES))
         return replace_instances(s, docs, now, err);
     upsert_ctx_t c = {docs, now};
-    return mdb_docs_bulk_chunked(s->m, coll, s->wc, json_array_size(docs), add_upsert, &c, err);
+    return mdb_docs_bulk_chunked(s->m, coll, s->wc, s->ferret ? MDB_DOCS_UPDATE_CHUNK : MDB_DOCS_UPDATE_CHUNK_MONGO,
+                                 json_array_size(docs), add_upsert, &c, err);
 }
 
 #define JOURNAL_STALE_SECONDS 300
@@ -567,6 +570,11 @@ static bool detect_ferret(mdb_mongo_t *m)
 bool mdb_docs_mongo_store_journaled(const mdb_docs_store_t *st)
 {
     return st && ((const mstore_t *)st->ud)->ferret;
+}
+
+size_t mdb_docs_mongo_store_update_chunk(const mdb_docs_store_t *st)
+{
+    return mdb_docs_mongo_store_journaled(st) ? MDB_DOCS_UPDATE_CHUNK : MDB_DOCS_UPDATE_CHUNK_MONGO;
 }
 
 mdb_docs_store_t *mdb_docs_mongo_store_new(mdb_mongo_t *m, const char *wc)

@@ -147,7 +147,8 @@ static bool write_files(linker_t *L, json_t *files, const char *now, mdb_error_t
             if (op)
                 json_array_append_new(o.ops, op);
         }
-        ok = ok && mdb_docs_bulk_chunked(L->mongo, MDB_JOB_FILES_COLL, L->wc, json_array_size(o.ops), add_json_op, &o,
+        ok = ok && mdb_docs_bulk_chunked(L->mongo, MDB_JOB_FILES_COLL, L->wc, L->update_chunk, json_array_size(o.ops),
+                                         add_json_op, &o,
                                          err);
     }
     json_decref(docs);
@@ -276,7 +277,8 @@ bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *linked, const ch
                                                "running", "files_total", "$lte", done_n + failed_n, "upd", "$set",
                                                fin));
     }
-    ok = mdb_docs_bulk_chunked(L->mongo, MDB_JOBS_COLL, L->wc, json_array_size(o.ops), add_json_op, &o, err);
+    ok = mdb_docs_bulk_chunked(L->mongo, MDB_JOBS_COLL, L->wc, L->update_chunk, json_array_size(o.ops), add_json_op,
+                               &o, err);
 done:
     free(ids);
     json_decref(files);

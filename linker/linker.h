@@ -43,6 +43,7 @@ typedef struct {
     mdb_mongo_t *mongo;
     mdb_docs_store_t *store;
     const char *wc;
+    size_t update_chunk; /* statements per update command (FerretDB: small) */
     mdb_kafka_consumer_t *consumer;
     mdb_kafka_producer_t *dlq_producer;
     const char *topic_instances, *topic_dlq;

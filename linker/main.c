@@ -224,6 +224,7 @@ int main(int argc, char **argv)
         MDB_LOG(MDB_LOG_ERROR, "out of memory");
         goto done;
     }
+    L.update_chunk = mdb_docs_mongo_store_update_chunk(L.store);
     if (mdb_docs_mongo_store_journaled(L.store))
         MDB_LOG(MDB_LOG_INFO, "FerretDB: instances that change are replaced through %s (one scan per batch instead "
                               "of one per document)", MDB_DOCS_JOURNAL);
