@@ -443,7 +443,7 @@
           h('td', { text: fmt(s.series_description) }), h('td', { text: fmt(s.body_part_examined) }),
           h('td', { class: 'num', text: fmt(s.slice_thickness) }), h('td', { class: 'num', text: num(s.instance_count) }),
           h('td', { class: 'mono', text: s._id })));
-        td.appendChild(h('table', {}, h('thead', {}, h('tr', {}, ['No.', 'Modality', 'Description', 'Body part', 'Thickness (mm)', 'Images', 'Series UID'].map((t) => h('th', { text: t })))), h('tbody', {}, rows)));
+        td.appendChild(h('table', {}, h('thead', {}, h('tr', {}, ['No.', 'Modality', 'Description', 'Body part', 'Thickness (mm)', 'Images', 'Series UID'].map((t, i) => h('th', { class: [0, 4, 5].includes(i) ? 'num' : '', text: t })))), h('tbody', {}, rows)));
       } catch (e) { clear(td).appendChild(errorBox(e)); }
     }
 
@@ -538,7 +538,7 @@
       h('td', { text: fmt(s.body_part_examined) }), h('td', { class: 'num', text: fmt(s.slice_thickness) }), h('td', { class: 'num', text: num(s.instance_count) }), h('td', { class: 'mono', text: s._id })));
     main.appendChild(h('div', { class: 'split' },
       h('div', { class: 'panel flush' }, h('div', { style: { padding: '12px 14px 4px' } }, h('h2', { text: 'Series (' + num(st.series_total) + ')' })),
-        h('div', { class: 'tablewrap' }, h('table', {}, h('thead', {}, h('tr', {}, ['No.', 'Modality', 'Description', 'Body part', 'Thickness', 'Images', 'UID'].map((t) => h('th', { text: t })))), h('tbody', {}, rows)))),
+        h('div', { class: 'tablewrap' }, h('table', {}, h('thead', {}, h('tr', {}, ['No.', 'Modality', 'Description', 'Body part', 'Thickness (mm)', 'Images', 'UID'].map((t, i) => h('th', { class: [0, 4, 5].includes(i) ? 'num' : '', text: t })))), h('tbody', {}, rows)))),
       h('div', { class: 'panel' }, metadataTable(st.metadata))));
   }
 
@@ -604,8 +604,15 @@
       let body;
       if (view === 'json') body = h('pre', { class: 'json' }, JSON.stringify(last.items, null, 2));
       else {
-        const keys = [];
-        for (const d of last.items) for (const k of Object.keys(d)) if (k !== 'metadata' && !keys.includes(k) && keys.length < 10) keys.push(k);
+        // the level's usual columns first, then other top-level fields; internal ones (_src ...) stay out
+        const preferred = { studies: LEVELS.studies.columns, series: LEVELS.series.columns,
+          instances: ['series_id', 'instance_number', 'sop_class_uid', 'paths'],
+          jobs: ['state', 'researcher_id', 'collection', 'files_total', 'files_done', 'files_failed', 'submitted_at'] }[last.collection] || [];
+        const present = new Set();
+        for (const d of last.items) for (const k of Object.keys(d)) present.add(k);
+        const keys = ['_id'].filter((k) => present.has(k));
+        for (const k of preferred) if (present.has(k) && !keys.includes(k)) keys.push(k);
+        for (const k of present) if (keys.length < 10 && !keys.includes(k) && !k.startsWith('_') && !['metadata', 'series', 'selectors', 'errors'].includes(k)) keys.push(k);
         const link = (d) => (last.collection === 'series' ? '#/series/' : last.collection === 'studies' ? '#/studies/' : null);
         body = last.items.length ? h('div', { class: 'tablewrap' }, h('table', { 'data-testid': 'raw-table' }, h('thead', {}, h('tr', {}, keys.map((k) => h('th', { text: label(k) })))),
           h('tbody', {}, last.items.map((d) => h('tr', { class: link(d) ? 'clickable' : '', onclick: () => { if (link(d)) go(link(d) + encodeURIComponent(d._id)); } },
@@ -689,7 +696,7 @@
       clear(listPanel);
       if (!jobs.length) { listPanel.appendChild(h('div', { class: 'empty', text: 'No jobs yet.' })); return; }
       listPanel.appendChild(h('div', { class: 'tablewrap' }, h('table', {},
-        h('thead', {}, h('tr', {}, ['Job', 'Researcher', 'Collection', 'State', 'Progress', 'Failed', 'Instances', 'Submitted'].map((t) => h('th', { text: t })))),
+        h('thead', {}, h('tr', {}, ['Job', 'Researcher', 'Collection', 'State', 'Progress', 'Failed', 'Instances', 'Submitted'].map((t, i) => h('th', { class: i === 5 || i === 6 ? 'num' : '', text: t })))),
         h('tbody', {}, jobs.map((j) => h('tr', { class: 'clickable', 'data-testid': 'job-row', 'data-job': j._id, onclick: () => showJob(j._id) },
           h('td', { class: 'mono', title: j._id, text: j._id.slice(0, 8) }), h('td', { text: fmt(j.researcher_id) }), h('td', { text: fmt(j.collection) }),
           h('td', {}, h('span', { class: 'state ' + j.state, 'data-testid': 'job-state', text: j.state.replace(/_/g, ' ') })),
@@ -704,7 +711,7 @@
         modal('Job ' + id, h('div', {}, progressBar(j), h('div', { style: { height: '10px' } }),
           kvGrid(j, ['state', 'researcher_id', 'collection', 'feature_set', 'files_total', 'files_done', 'files_failed', 'instances_linked', 'submitted_at', 'completed_at']),
           h('h2', { style: { marginTop: '14px' }, text: 'Selectors (' + sel.length + ')' }),
-          sel.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Kind', 'Value', 'Status', 'Files', 'Reason'].map((t) => h('th', { text: t })))), h('tbody', {}, sel)) : h('div', { class: 'muted', text: 'none recorded yet' }),
+          sel.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Kind', 'Value', 'Status', 'Files', 'Reason'].map((t, i) => h('th', { class: i === 3 ? 'num' : '', text: t })))), h('tbody', {}, sel)) : h('div', { class: 'muted', text: 'none recorded yet' }),
           h('h2', { style: { marginTop: '14px' }, text: 'Errors (' + errs.length + ')' }),
           errs.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Stage', 'Error', 'Path', 'Message'].map((t) => h('th', { text: t })))), h('tbody', {}, errs)) : h('div', { class: 'muted', text: 'none' })));
       } catch (e) { toast(e.detail || e.message, true); }
