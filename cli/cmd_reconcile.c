@@ -460,8 +460,10 @@ static void analyse(const db_t *d, report_t *r)
         json_int_t n = a ? json_integer_value(json_object_get(a, "n")) : 0;
         json_t *have = json_object_get(doc, "instance_count");
         if (!json_is_integer(have) || json_integer_value(have) != n) {
+            char hv[32];
+            snprintf(hv, sizeof hv, "%lld", (long long)json_integer_value(have));
             problem(r, "instance_count_mismatch", "series %s: instance_count %s, %lld instance(s) found", id,
-                    json_is_integer(have) ? "differs" : "missing", (long long)n);
+                    json_is_integer(have) ? hv : "missing", (long long)n);
             json_object_set_new(r->fix_count, id, json_integer(n));
         }
         if (n == 0) {
