@@ -531,54 +531,73 @@ static json_t *top_values(json_t *m, size_t n)
     return arr;
 }
 
+/* Count the top-level fields, metadata keywords and scalar values of one document. */
+static void tally(const bson_t *doc, json_t *top, json_t *meta, json_t *values)
+{
+    bson_iter_t it, sub;
+    if (!bson_iter_init(&it, doc))
+        return;
+    while (bson_iter_next(&it)) {
+        const char *key = bson_iter_key(&it);
+        if (!strcmp(key, "metadata") && BSON_ITER_HOLDS_DOCUMENT(&it) && bson_iter_recurse(&it, &sub)) {
+            while (bson_iter_next(&sub))
+                count_key(meta, bson_iter_key(&sub));
+            continue;
+        }
+        count_key(top, key);
+        if (BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &sub)) {
+            while (bson_iter_next(&sub))
+                count_value(values, key, &sub);
+        } else {
+            count_value(values, key, &it);
+        }
+    }
+}
+
+/* Studies and series: every document of the cache (exact counts, no
+ * database round trip). Instances, or no cache: the first FIELDS_SAMPLE
+ * documents from the database; the total then comes from the instance
+ * summary when it is loaded (counting on FerretDB scans the collection),
+ * else it is null when the sample was full. */
 static json_t *compute_fields(api_ctx_t *ctx, mdb_query_level_t level, mdb_error_t *err)
 {
     json_t *out = NULL, *top = json_object(), *meta = json_object(), *values = json_object();
-    mongoc_client_t *client = mdb_mongo_pop(ctx->mongo);
+    mongoc_client_t *client = NULL;
     mongoc_collection_t *coll = NULL;
     mongoc_cursor_t *cur = NULL;
     bson_t *opts = BCON_NEW("limit", BCON_INT64(FIELDS_SAMPLE), "maxTimeMS", BCON_INT64(ctx->query_time_ms));
     bson_t filter = BSON_INITIALIZER;
     bson_error_t be;
-    int64_t scanned = 0, total;
+    int64_t scanned = 0, total = -1;
     size_t nf;
     const mdb_qfield_t *fields = mdb_query_fields(level, &nf);
+    api_snapshot_t *snap = api_cache_acquire(ctx->cache, (int)level);
 
-    if (!client) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "no database client available");
-        goto done;
-    }
-    coll = mdb_mongo_collection(ctx->mongo, client, mdb_query_level_name(level));
-    cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
-    const bson_t *doc;
-    while (mongoc_cursor_next(cur, &doc)) {
-        bson_iter_t it, sub;
-        scanned++;
-        if (!bson_iter_init(&it, doc))
-            continue;
-        while (bson_iter_next(&it)) {
-            const char *key = bson_iter_key(&it);
-            if (!strcmp(key, "metadata") && BSON_ITER_HOLDS_DOCUMENT(&it) && bson_iter_recurse(&it, &sub)) {
-                while (bson_iter_next(&sub))
-                    count_key(meta, bson_iter_key(&sub));
-                continue;
-            }
-            count_key(top, key);
-            if (BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &sub)) {
-                while (bson_iter_next(&sub))
-                    count_value(values, key, &sub);
-            } else {
-                count_value(values, key, &it);
-            }
+    if (snap && level != MDB_QUERY_INSTANCES) {
+        for (size_t i = 0; i < api_snapshot_count(snap); i++)
+            tally(api_snapshot_doc(snap, i), top, meta, values);
+        scanned = total = (int64_t)api_snapshot_count(snap);
+    } else {
+        if (!(client = mdb_mongo_pop(ctx->mongo))) {
+            mdb_error_set(err, MDB_ERR_MONGO, 0, "no database client available");
+            goto done;
         }
+        coll = mdb_mongo_collection(ctx->mongo, client, mdb_query_level_name(level));
+        cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+        const bson_t *doc;
+        while (mongoc_cursor_next(cur, &doc)) {
+            scanned++;
+            tally(doc, top, meta, values);
+        }
+        if (mongoc_cursor_error(cur, &be)) {
+            mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "%s: %s", mdb_query_level_name(level), be.message);
+            goto done;
+        }
+        if (snap)
+            total = (int64_t)api_snapshot_count(snap);
+        if (scanned < FIELDS_SAMPLE || total < scanned)
+            total = scanned < FIELDS_SAMPLE ? scanned : -1;
     }
-    if (mongoc_cursor_error(cur, &be)) {
-        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "%s: %s", mdb_query_level_name(level), be.message);
-        goto done;
-    }
-    total = mongoc_collection_estimated_document_count(coll, NULL, NULL, NULL, &be);
-    if (total < scanned)
-        total = scanned;
 
     json_t *promoted = json_array(), *metadata = json_array();
     for (size_t i = 0; i < nf; i++) {
@@ -603,10 +622,11 @@ static json_t *compute_fields(api_ctx_t *ctx, mdb_query_level_t level, mdb_error
     {
         json_array_append_new(metadata, json_pack("{s:s, s:O}", "keyword", k, "count", c));
     }
-    out = json_pack("{s:s, s:o, s:o, s:I, s:I, s:b}", "collection", mdb_query_level_name(level), "promoted",
-                    promoted, "metadata", metadata, "scanned", (json_int_t)scanned, "total", (json_int_t)total,
-                    "sampled", scanned < total);
+    out = json_pack("{s:s, s:o, s:o, s:I, s:o, s:b}", "collection", mdb_query_level_name(level), "promoted",
+                    promoted, "metadata", metadata, "scanned", (json_int_t)scanned, "total",
+                    total >= 0 ? json_integer(total) : json_null(), "sampled", total < 0 || scanned < total);
 done:
+    api_snapshot_release(snap);
     mongoc_cursor_destroy(cur);
     if (coll)
         mongoc_collection_destroy(coll);
