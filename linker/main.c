@@ -270,6 +270,12 @@ int main(int argc, char **argv)
     bool paused = false;
     int64_t retry_at = 0, backoff = 500;
     while (!mdb_signal_stop_requested()) {
+        if (paused && L.nitems == 0) {
+            /* the failing batch was dropped by a rebalance: consume again */
+            pause_all(&L, false);
+            paused = false;
+            backoff = 500;
+        }
         int64_t now = linker_now_ms();
         int timeout = 100;
         if (L.nitems > 0 && !paused) {
