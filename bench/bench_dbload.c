@@ -29,7 +29,8 @@
  * the end unless --keep), --batch N (events per linker-like batch, 1000),
  * --repeats R (1), --limit N (first N files only), --mode upsert|insert,
  * --max-updates N (mongo.max_batch_updates, 50), --job-id ID,
- * --collection NAME. Prints one JSON object: per-repeat seconds, the median,
+ * --collection NAME, --no-indexes (write without the linker's secondary
+ * indexes: what they cost). Prints one JSON object: per-repeat seconds, the median,
  * instances/s at the median, round trips, document counts. */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,7 +58,7 @@ typedef struct {
     const char *cmd, *list, *features, *uri, *db, *mode, *job_id, *collection;
     size_t batch, limit, max_updates;
     int repeats;
-    bool keep;
+    bool keep, no_indexes;
 } opts_t;
 
 /* One decoded instance event, as the linker holds it. */
@@ -435,7 +436,7 @@ static bool write_job(mdb_mongo_t *m, mongoc_client_t *client, const opts_t *o, 
     return ok;
 }
 
-static bool reset_db(mdb_mongo_t *m, mdb_error_t *err)
+static bool reset_db(mdb_mongo_t *m, bool indexes, mdb_error_t *err)
 {
     mongoc_client_t *client = mdb_mongo_pop(m);
     mongoc_database_t *db = mongoc_client_get_database(client, mdb_mongo_db_name(m));
@@ -445,7 +446,7 @@ static bool reset_db(mdb_mongo_t *m, mdb_error_t *err)
         mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "dropping %s: %s", mdb_mongo_db_name(m), be.message);
     mongoc_database_destroy(db);
     mdb_mongo_push(m, client);
-    return ok && mdb_docs_ensure_indexes(m, err);
+    return ok && (!indexes || mdb_docs_ensure_indexes(m, err));
 }
 
 static bool run_ceiling(mdb_mongo_t *m, const group_t *g, size_t ng, const opts_t *o, mdb_error_t *err)
@@ -586,13 +587,13 @@ static void parse_opts(int argc, char **argv, opts_t *o)
     if (argc < 3 || (strcmp(argv[1], "ceiling") && strcmp(argv[1], "refshape")))
         die("usage: bench_dbload ceiling|refshape LIST --db NAME [--features DIR] [--uri URI] [--batch N] "
             "[--repeats R] [--limit N] [--mode upsert|insert] [--max-updates N] [--job-id ID] [--collection C] "
-            "[--keep]");
+            "[--keep] [--no-indexes]");
     o->cmd = argv[1];
     o->list = argv[2];
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--keep")) {
-            o->keep = true;
+        if (!strcmp(a, "--keep") || !strcmp(a, "--no-indexes")) {
+            *(!strcmp(a, "--keep") ? &o->keep : &o->no_indexes) = true;
             continue;
         }
         if (!v)
@@ -674,7 +675,7 @@ int main(int argc, char **argv)
     uint64_t rts = 0;
     bool refshape = !strcmp(o.cmd, "refshape");
     for (int r = 0; r < o.repeats; r++) {
-        if (!reset_db(m, &err))
+        if (!reset_db(m, !o.no_indexes, &err))
             die("preparing the database: %s", err.message);
         uint64_t rt0 = mdb_mongo_round_trips(m);
         double w0 = now_s();

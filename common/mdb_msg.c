@@ -513,7 +513,15 @@ static const char INST[] = "instance";
 bool mdb_msg_instance_decode(const char *buf, size_t len, size_t max_bytes, mdb_instance_msg_t *out,
                              mdb_error_t *err)
 {
+    return mdb_msg_instance_decode_root(buf, len, max_bytes, out, NULL, err);
+}
+
+bool mdb_msg_instance_decode_root(const char *buf, size_t len, size_t max_bytes, mdb_instance_msg_t *out,
+                                  json_t **root_out, mdb_error_t *err)
+{
     memset(out, 0, sizeof *out);
+    if (root_out)
+        *root_out = NULL;
     json_t *root = parse_envelope(INST, buf, len, max_bytes, err);
     if (!root)
         return false;
@@ -535,7 +543,10 @@ bool mdb_msg_instance_decode(const char *buf, size_t len, size_t max_bytes, mdb_
         ok = false;
     }
     json_decref(file);
-    json_decref(root);
+    if (ok && root_out)
+        *root_out = root;
+    else
+        json_decref(root);
     if (!ok)
         mdb_msg_instance_clear(out);
     return ok;

@@ -93,6 +93,13 @@ void mdb_msg_file_clear(mdb_file_msg_t *m);
 
 bool mdb_msg_instance_decode(const char *buf, size_t len, size_t max_bytes, mdb_instance_msg_t *out,
                              mdb_error_t *err);
+/* As mdb_msg_instance_decode; on success *root (if root is not NULL) gets the
+ * whole parsed message (new reference, caller decrefs) for the fields the
+ * struct does not carry ("dicom", "feature_set"), so a consumer needing them
+ * parses the event once (JSON parsing is most of the linker's CPU time).
+ * On failure *root is NULL. */
+bool mdb_msg_instance_decode_root(const char *buf, size_t len, size_t max_bytes, mdb_instance_msg_t *out,
+                                  json_t **root, mdb_error_t *err);
 char *mdb_msg_instance_encode(const mdb_instance_msg_t *m);
 void mdb_msg_instance_clear(mdb_instance_msg_t *m);
 /* The event's StudyInstanceUID / SeriesInstanceUID / SOPInstanceUID: read from

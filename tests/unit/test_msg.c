@@ -128,6 +128,38 @@ static void test_instance_roundtrip(void **state)
     free(s);
 }
 
+/* decode_root hands back the parsed message (fields the struct does not
+ * carry, e.g. "dicom"), and NULL when the message is refused. */
+static void test_instance_decode_root(void **state)
+{
+    (void)state;
+    mdb_error_t err = {0};
+    mdb_instance_msg_t out;
+    const char *ok = "{\"v\":1,\"job_id\":\"j1\",\"path\":\"/a/b.dcm\",\"feature_set\":\"fs2\","
+                     "\"study\":{\"StudyInstanceUID\":\"1.2\"},\"series\":{\"SeriesInstanceUID\":\"1.2.3\"},"
+                     "\"instance\":{\"SOPInstanceUID\":\"1.2.3.4\"},\"file\":{\"size\":10,\"mtime\":5},"
+                     "\"dicom\":{\"transfer_syntax\":\"1.2.840.10008.1.2.1\"}}";
+    json_t *root = NULL;
+    assert_true(mdb_msg_instance_decode_root(ok, strlen(ok), MAXB, &out, &root, &err));
+    assert_non_null(root);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(root, "dicom"), "transfer_syntax")),
+                        "1.2.840.10008.1.2.1");
+    assert_string_equal(json_string_value(json_object_get(root, "feature_set")), "fs2");
+    assert_string_equal(mdb_msg_instance_sop_uid(&out), "1.2.3.4");
+    json_decref(root);
+    mdb_msg_instance_clear(&out);
+    /* NULL root pointer: same as mdb_msg_instance_decode */
+    assert_true(mdb_msg_instance_decode_root(ok, strlen(ok), MAXB, &out, NULL, &err));
+    mdb_msg_instance_clear(&out);
+    const char *bad = "{\"v\":1,\"job_id\":\"j1\",\"path\":\"/a/b.dcm\",\"study\":{}}";
+    root = json_object(); /* overwritten with NULL, not leaked: the test owns this one */
+    json_t *mine = root;
+    assert_false(mdb_msg_instance_decode_root(bad, strlen(bad), MAXB, &out, &root, &err));
+    assert_null(root);
+    assert_null(out.job_id);
+    json_decref(mine);
+}
+
 static void test_dlq_roundtrip(void **state)
 {
     (void)state;
@@ -341,7 +373,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_job_roundtrip), cmocka_unit_test(test_file_roundtrip),
-        cmocka_unit_test(test_instance_roundtrip), cmocka_unit_test(test_dlq_roundtrip),
+        cmocka_unit_test(test_instance_roundtrip), cmocka_unit_test(test_instance_decode_root),
+        cmocka_unit_test(test_dlq_roundtrip),
         cmocka_unit_test(test_malformed),     cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_version),       cmocka_unit_test(test_missing_fields),
         cmocka_unit_test(test_oversized),     cmocka_unit_test(test_bad_utf8),
