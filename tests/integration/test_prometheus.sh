@@ -90,12 +90,17 @@ done
 [ "$(value "$LINKED")" = "$FILES" ] && ok "scraped instances linked = $FILES" ||
     bad "scraped instances linked = '$(value "$LINKED")', want $FILES"
 
-# Every target up.
-targets=$(curl -s -m 5 "$PROM/api/v1/targets" | "$PY" -c '
+# Every target up (a target is "unknown" until its first scrape: wait for it,
+# a slow sanitizer build can take a few scrape intervals).
+want="metadb-api=up metadb-linker=up metadb-producer=up metadb-worker=up"
+for _ in $(seq 1 30); do
+    targets=$(curl -s -m 5 "$PROM/api/v1/targets" | "$PY" -c '
 import json, sys
 t = json.load(sys.stdin)["data"]["activeTargets"]
 print(" ".join(sorted("%s=%s" % (x["labels"].get("job"), x["health"]) for x in t)))')
-want="metadb-api=up metadb-linker=up metadb-producer=up metadb-worker=up"
+    [ "$targets" = "$want" ] && break
+    sleep 1
+done
 [ "$targets" = "$want" ] && ok "all four targets scraped and up" || bad "targets: '$targets', want '$want'"
 
 # The lag gauges appear at their first refresh after the partitions were
