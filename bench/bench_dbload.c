@@ -28,13 +28,15 @@
  * Options: --features DIR (conf), --uri URI, --db NAME (required; dropped at
  * the end unless --keep), --batch N (events per linker-like batch, 1000),
  * --repeats R (1), --limit N (first N files only), --mode upsert|insert,
- * --max-updates N (mongo.max_batch_updates, 50), --job-id ID,
+ * --max-updates N (statements per update command; default: the linker's
+ * for this database, 20 on FerretDB), --job-id ID,
  * --collection NAME, --no-indexes (write without the linker's secondary
  * indexes: what they cost). Prints one JSON object: per-repeat seconds, the median,
  * instances/s at the median, round trips, document counts. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -582,7 +584,7 @@ static void parse_opts(int argc, char **argv, opts_t *o)
                   .job_id = "bench-job",
                   .collection = "BENCH",
                   .batch = 1000,
-                  .max_updates = MDB_BULK_DEFAULT_MAX_UPDATES,
+                  .max_updates = SIZE_MAX, /* as the linker's store on this database */
                   .repeats = 1};
     if (argc < 3 || (strcmp(argv[1], "ceiling") && strcmp(argv[1], "refshape")))
         die("usage: bench_dbload ceiling|refshape LIST --db NAME [--features DIR] [--uri URI] [--batch N] "
@@ -670,6 +672,15 @@ int main(int argc, char **argv)
     mdb_mongo_t *m = mdb_mongo_new(o.uri, o.db, 2, &err);
     if (!m || !mdb_mongo_wait_ready(m, 10000, &err))
         die("database: %s", err.message);
+    if (o.max_updates == SIZE_MAX) {
+        /* the linker's statements per update command on this database
+         * (FerretDB is detected by the store) */
+        mdb_docs_store_t *st = mdb_docs_mongo_store_new(m, "1");
+        if (!st)
+            die("out of memory");
+        o.max_updates = mdb_docs_mongo_store_update_chunk(st);
+        mdb_docs_mongo_store_destroy(st);
+    }
     mdb_mongo_set_max_batch_updates(m, o.max_updates);
     double secs[MAX_REPEATS];
     uint64_t rts = 0;
