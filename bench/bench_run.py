@@ -722,10 +722,19 @@ def write_markdown(rep, path, lidc):
     L.append("")
     if lidc:
         L.append("## LIDC-IDRI scale (`bench/run.sh --lidc`, %s)\n" % lidc.get("generated_at"))
+        L.append("A generated archive with the LIDC-IDRI shape (small pixel data) through the whole pipeline: "
+                 "%s worker(s) x %s thread(s), 1 linker (%s), daemons nice'd.\n" % (
+                     lidc.get("workers"), lidc.get("worker_threads"), lidc.get("linker_flags") or "default settings"))
         L.append("| | value |\n|---|---|")
-        for k in ("patients", "studies", "series", "instances_expected", "instances_in_db", "state", "job_seconds",
-                  "instances_per_s", "round_trips_per_instance"):
-            L.append("| %s | %s |" % (k, lidc.get(k)))
+        for k, name, spec in (("patients", "patients", "%d"), ("studies", "studies", "%d"), ("series", "series", "%d"),
+                              ("instances_expected", "instances in the archive", "%d"),
+                              ("instances_in_db", "instances in the database afterwards", "%d"),
+                              ("state", "job state", "%s"), ("files_done", "files done", "%s"),
+                              ("job_seconds", "submit -> completed (s)", "%.1f"),
+                              ("instances_per_s", "instances/s", "%.0f"),
+                              ("round_trips_per_instance", "database round trips per instance", "%.5f")):
+            v = lidc.get(k)
+            L.append("| %s | %s |" % (name, "n/a" if v is None else spec % v))
         L.append("| worker / linker peak RSS | %s / %s |" % (mib(lidc.get("worker_peak_rss_bytes")),
                                                            mib(lidc.get("linker_peak_rss_bytes"))))
         L.append("")
@@ -747,6 +756,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--lidc", action="store_true")
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite OUT/report.md from OUT/report.json (and OUT/lidc.json)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--worker-threads", type=int, default=1)
     ap.add_argument("--partitions", type=int, default=6)
@@ -777,6 +788,8 @@ def main():
         args.job_timeout = 8 * 3600
     skip = set(x for x in args.skip.split(",") if x)
     os.makedirs(args.out, exist_ok=True)
+    if args.render:
+        return render(args.out)
     bench_home = os.path.join(args.home, "bench")
     os.makedirs(bench_home, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="mdb_bench_", dir="/tmp")
@@ -885,6 +898,18 @@ def main():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def render(out):
+    with open(os.path.join(out, "report.json")) as fh:
+        rep = json.load(fh)
+    lidc = None
+    if os.path.exists(os.path.join(out, "lidc.json")):
+        with open(os.path.join(out, "lidc.json")) as fh:
+            lidc = json.load(fh)
+    write_markdown(rep, os.path.join(out, "report.md"), lidc)
+    log("wrote %s" % os.path.join(out, "report.md"))
+    return 0
+
+
 def run_lidc(args, bench_home, workdir):
     archive = os.path.join(bench_home, "lidc")
     manifest = ensure_archive(archive, LIDC_INSTANCES, small=True, seed=1010, patients=LIDC_PATIENTS)
@@ -900,6 +925,8 @@ def run_lidc(args, bench_home, workdir):
                 "workers": args.workers, "worker_threads": args.worker_threads, "machine": machine(args)})
     with open(os.path.join(args.out, "lidc.json"), "w") as fh:
         json.dump(res, fh, indent=2, default=str)
+    if os.path.exists(os.path.join(args.out, "report.json")):
+        render(args.out)
     if res["instances_in_db"] != LIDC_INSTANCES:
         log("FAIL: the database holds %d instances, expected %d" % (res["instances_in_db"], LIDC_INSTANCES))
         return 1
