@@ -32,7 +32,9 @@ static void produce_to(mdb_kafka_producer_t *p, const char *topic, int32_t parti
 static double gauge_value(const char *text, const char *name, const char *labels)
 {
     char needle[512];
-    snprintf(needle, sizeof needle, "%s{%s} ", name, labels);
+    int n = snprintf(needle, sizeof needle, "%s{%s} ", name, labels);
+    if (n < 0 || (size_t)n >= sizeof needle)
+        return -1;
     const char *at = strstr(text, needle);
     return at ? strtod(at + strlen(needle), NULL) : -1;
 }
