@@ -16,6 +16,8 @@
  * hand so nothing like extended-JSON type wrappers sneaks in. */
 #include "mdb_query.h"
 
+#include "mdb_docs.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -1601,70 +1603,14 @@ static bool walk_query_doc(walk_t *w, const json_t *doc, int depth)
 }
 
 /* JSON → BSON, after validation. Integers become int32 when they fit. */
-static bool json_to_bson_value(bson_t *b, const char *key, const json_t *v, int depth);
-
-static bool json_to_bson_doc(bson_t *b, const json_t *obj, int depth)
-{
-    const char *k;
-    const json_t *v;
-    if (depth > MAX_DEPTH + 4)
-        return false;
-    json_object_foreach((json_t *)obj, k, v) if (!json_to_bson_value(b, k, v, depth)) return false;
-    return true;
-}
-
-static bool json_to_bson_value(bson_t *b, const char *key, const json_t *v, int depth)
-{
-    bson_t child;
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        if (!bson_append_document_begin(b, key, -1, &child))
-            return false;
-        if (!json_to_bson_doc(&child, v, depth + 1))
-            return false;
-        return bson_append_document_end(b, &child);
-    case JSON_ARRAY: {
-        if (!bson_append_array_begin(b, key, -1, &child))
-            return false;
-        size_t i;
-        const json_t *e;
-        json_array_foreach(v, i, e)
-        {
-            char buf[16];
-            const char *k;
-            bson_uint32_to_string((uint32_t)i, &k, buf, sizeof buf);
-            if (!json_to_bson_value(&child, k, e, depth + 1))
-                return false;
-        }
-        return bson_append_array_end(b, &child);
-    }
-    case JSON_STRING:
-        return bson_append_utf8(b, key, -1, json_string_value(v), (int)json_string_length(v));
-    case JSON_INTEGER: {
-        json_int_t n = json_integer_value(v);
-        if (n >= INT32_MIN && n <= INT32_MAX)
-            return bson_append_int32(b, key, -1, (int32_t)n);
-        return bson_append_int64(b, key, -1, (int64_t)n);
-    }
-    case JSON_REAL:
-        return bson_append_double(b, key, -1, json_real_value(v));
-    case JSON_TRUE:
-        return bson_append_bool(b, key, -1, true);
-    case JSON_FALSE:
-        return bson_append_bool(b, key, -1, false);
-    case JSON_NULL:
-        return bson_append_null(b, key, -1);
-    }
-    return false;
-}
-
 bool mdb_query_filter_from_json(const json_t *filter, bson_t *out, mdb_error_t *err)
 {
     walk_t w = {.err = err};
     if (!walk_query_doc(&w, filter, 0))
         return false;
     bson_init(out);
-    if (!json_to_bson_doc(out, filter, 0)) {
+    /* walk_query_doc has bounded the nesting; the one JSON->BSON converter serves. */
+    if (!mdb_docs_json_to_bson(filter, out)) {
         bson_destroy(out);
         mdb_error_set(err, MDB_ERR_QUERY, 0, "filter cannot be represented as BSON (too large or too deep)");
         return false;
