@@ -22,6 +22,7 @@ private database/topics/groups):
    accepts only roles: [], and roles are not enforced; see
    docs/reliability.md. With MongoDB, use a user with the `read` role.)
 """
+import glob
 import http.client
 import json
 import os
@@ -37,20 +38,25 @@ import reltest as rt  # noqa: E402
 WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
 
 
-def parse_strace(path):
-    """[(pid, syscall, path, flags, result)] of every open-like call."""
+def parse_strace(prefix):
+    """[(pid, syscall, path, flags, result)] of every open-like call.
+
+    strace runs with -ff, one file per thread (PREFIX.<pid>), so calls are never split
+    into '<unfinished ...>' / '<... resumed>' halves by another thread's line."""
     out = []
-    rx = re.compile(r'^(\d+)\s+(open|openat|openat2|creat)\((.*)\)\s+=\s+(-?\d+)')
-    with open(path, errors="replace") as f:
-        for line in f:
-            m = rx.match(line.strip())
-            if not m:
-                continue
-            args = m.group(3)
-            pm = re.search(r'"((?:[^"\\]|\\.)*)"', args)
-            p = pm.group(1) if pm else "?"
-            rest = args[pm.end():] if pm else args
-            out.append((int(m.group(1)), m.group(2), p, rest, int(m.group(4))))
+    rx = re.compile(r'^(open|openat|openat2|creat)\((.*)\)\s+=\s+(-?\d+)')
+    for path in sorted(glob.glob(prefix + ".*")):
+        pid = int(path.rsplit(".", 1)[1])
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = rx.match(line.strip())
+                if not m:
+                    continue
+                args = m.group(2)
+                pm = re.search(r'"((?:[^"\\]|\\.)*)"', args)
+                p = pm.group(1) if pm else "?"
+                rest = args[pm.end():] if pm else args
+                out.append((pid, m.group(1), p, rest, int(m.group(3))))
     return out
 
 
@@ -77,7 +83,7 @@ def worker_part(c, stack, base):
     procs = rt.Procs(base)
     env = rt.clean_env()
     env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":detect_leaks=0").lstrip(":")  # LSan cannot run under ptrace
-    w = procs.start("worker", names, wrapper=["strace", "-f", "-qq", "-e", "trace=open,openat,openat2,creat",
+    w = procs.start("worker", names, wrapper=["strace", "-ff", "-qq", "-e", "trace=open,openat,openat2,creat",
                                               "-o", trace], env=env)
     try:
         def done():
