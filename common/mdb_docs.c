@@ -430,6 +430,8 @@ fail:
 
 typedef struct {
     char *job_id, *path, *collection, *feature_set;
+    char *origin;   /* "topic:partition" (NULL: none) */
+    int64_t offset; /* of the record (-1: none) */
     json_t *study, *series, *instance, *file, *dicom;
     const char *study_uid, *series_uid, *sop_uid, *series_parent;
     json_t *j_study_uid, *j_series_uid, *j_parent; /* the same as JSON strings */
@@ -442,6 +444,9 @@ typedef struct {
     json_t *existing; /* the store's document, NULL if none */
     bool loaded;      /* the store was asked */
     bool recount;     /* series: instance_count must be recounted */
+    bool uncertain;   /* series: the incremental count cannot decide, recount */
+    bool dup;         /* instance: its document existed before this batch's insert */
+    int64_t delta;    /* series: instances this batch adds (incremental count) */
     json_t *doc;      /* merged document */
 } ent_t;
 
@@ -457,7 +462,10 @@ struct mdb_docs_model {
     entset_t studies, series, instances;
     json_t *conflicts_old; /* _id -> document in the store */
     json_t *conflicts_new; /* _id -> computed document */
-    json_t *job_counts;    /* job_id -> instances linked (after apply) */
+    json_t *job_counts;    /* job_id -> instances linked (after a recounting apply) */
+    json_t *link_deltas;   /* job_id -> {tp: n} (after an incremental apply) */
+    const json_t *applied; /* "job\ntp" -> offset (borrowed) */
+    bool incremental;      /* every event has an origin */
     mdb_docs_stats_t stats;
 };
 
@@ -536,7 +544,7 @@ mdb_docs_model_t *mdb_docs_model_new(void)
         return NULL;
     if (!entset_init(&m->studies) || !entset_init(&m->series) || !entset_init(&m->instances) ||
         !(m->conflicts_old = json_object()) || !(m->conflicts_new = json_object()) ||
-        !(m->job_counts = json_object())) {
+        !(m->job_counts = json_object()) || !(m->link_deltas = json_object())) {
         mdb_docs_model_destroy(m);
         return NULL;
     }
@@ -553,6 +561,7 @@ void mdb_docs_model_destroy(mdb_docs_model_t *m)
         free(e->path);
         free(e->collection);
         free(e->feature_set);
+        free(e->origin);
         json_decref(e->study);
         json_decref(e->series);
         json_decref(e->instance);
@@ -569,7 +578,18 @@ void mdb_docs_model_destroy(mdb_docs_model_t *m)
     json_decref(m->conflicts_old);
     json_decref(m->conflicts_new);
     json_decref(m->job_counts);
+    json_decref(m->link_deltas);
     free(m);
+}
+
+void mdb_docs_model_set_applied(mdb_docs_model_t *m, const json_t *applied)
+{
+    m->applied = applied;
+}
+
+const json_t *mdb_docs_model_link_deltas(const mdb_docs_model_t *m)
+{
+    return m->incremental ? m->link_deltas : NULL;
 }
 
 const json_t *mdb_docs_model_job_counts(const mdb_docs_model_t *m)
@@ -621,6 +641,8 @@ bool mdb_docs_model_add_event(mdb_docs_model_t *m, const mdb_docs_event_t *in, m
     e->path = strdup(in->path);
     e->collection = in->collection && *in->collection ? strdup(in->collection) : NULL;
     e->feature_set = dup_or_null(in->feature_set);
+    e->origin = in->origin && *in->origin && in->offset >= 0 ? strdup(in->origin) : NULL;
+    e->offset = e->origin ? in->offset : -1;
     e->study = json_incref((json_t *)in->study);
     e->series = json_incref((json_t *)in->series);
     e->instance = json_incref((json_t *)in->instance);
@@ -636,7 +658,8 @@ bool mdb_docs_model_add_event(mdb_docs_model_t *m, const mdb_docs_event_t *in, m
     e->j_series_uid = json_string(se);
     e->j_parent = json_string(e->series_parent);
     size_t idx = m->nev++;
-    if (!e->job_id || !e->path || !e->j_study_uid || !e->j_series_uid || !e->j_parent)
+    if (!e->job_id || !e->path || !e->j_study_uid || !e->j_series_uid || !e->j_parent ||
+        (in->origin && *in->origin && in->offset >= 0 && !e->origin))
         goto oom;
     ent_t *a = entset_put(&m->studies, st), *b = a ? entset_put(&m->series, se) : NULL,
           *c = b ? entset_put(&m->instances, so) : NULL;
@@ -657,7 +680,8 @@ static bool reserved_field(const char *f)
     static const char *const names[] = {"_id",         "study_id",       "series_id",  "metadata",   "paths",
                                         "job_ids",     "collection_ids", "_src",       "_invalid",   "_replaced",
                                         "file",        "dicom",          "feature_set", "created_at", "updated_at",
-                                        "series",      "modalities",     "series_count", "instance_count"};
+                                        "series",      "modalities",     "series_count", "instance_count", "_ins",
+                                        "_jl",         "_lo"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(f, names[i]))
             return true;
@@ -1120,6 +1144,138 @@ static const json_t *get_ev_study(const event_t *e, const char *name)
     return e->j_study_uid;
 }
 
+/* ---- origin tags (incremental counting, see mdb_docs.h) ---- */
+
+static json_t *origin_tag(const event_t *e)
+{
+    return json_pack("{s:s, s:I}", "t", e->origin, "o", (json_int_t)e->offset);
+}
+
+static const char *tag_t(const json_t *tag)
+{
+    return json_string_value(json_object_get(tag, "t"));
+}
+
+static bool tag_o(const json_t *tag, int64_t *o)
+{
+    const json_t *v = json_object_get(tag, "o");
+    if (!json_is_integer(v))
+        return false;
+    *o = (int64_t)json_integer_value(v);
+    return true;
+}
+
+/* x's observation with the smallest (offset, origin), of job if not NULL. */
+static const event_t *first_obs(const mdb_docs_model_t *m, const ent_t *x, const char *job)
+{
+    const event_t *best = NULL;
+    for (size_t i = 0; i < x->nobs; i++) {
+        const event_t *e = &m->ev[x->obs[i]];
+        if (job && strcmp(e->job_id, job))
+            continue;
+        if (!best || e->offset < best->offset || (e->offset == best->offset && strcmp(e->origin, best->origin) < 0))
+            best = e;
+    }
+    return best;
+}
+
+/* Does tag {t, o} name one of x's observations (of job if not NULL)? */
+static bool tag_in_batch(const mdb_docs_model_t *m, const ent_t *x, const json_t *tag, const char *job)
+{
+    const char *t = tag_t(tag);
+    int64_t o;
+    if (!t || !tag_o(tag, &o))
+        return false;
+    for (size_t i = 0; i < x->nobs; i++) {
+        const event_t *e = &m->ev[x->obs[i]];
+        if (e->offset == o && !strcmp(e->origin, t) && (!job || !strcmp(e->job_id, job)))
+            return true;
+    }
+    return false;
+}
+
+static int64_t applied_of(const mdb_docs_model_t *m, const char *job, const char *tp)
+{
+    char key[1024];
+    snprintf(key, sizeof key, "%s\n%s", job, tp);
+    const json_t *v = json_object_get(m->applied, key);
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+}
+
+static bool strings_contain(const json_t *arr, const char *s)
+{
+    for (size_t i = 0; i < json_array_size(arr); i++)
+        if (!strcmp(json_string_value(json_array_get(arr, i)) ? json_string_value(json_array_get(arr, i)) : "", s))
+            return true;
+    return false;
+}
+
+/* _ins and _jl of an instance document: kept from the existing document,
+ * set from this batch's first observations for what is new. A document
+ * written before origin tags existed gets none (it counts as counted). */
+static bool set_instance_tags(mdb_docs_model_t *m, const ent_t *x, json_t *doc)
+{
+    const json_t *ex = x->existing;
+    const json_t *ins = json_object_get(ex, "_ins");
+    if (ins)
+        json_object_set(doc, "_ins", (json_t *)ins);
+    else if (!ex)
+        json_object_set_new(doc, "_ins", origin_tag(first_obs(m, x, NULL)));
+    const json_t *exjl = json_object_get(ex, "_jl"), *exjobs = json_object_get(ex, "job_ids");
+    json_t *jl = json_is_object(exjl) ? json_copy((json_t *)exjl) : json_object();
+    if (!jl)
+        return false;
+    for (size_t i = 0; i < x->nobs; i++) {
+        const event_t *e = &m->ev[x->obs[i]];
+        if (!json_object_get(jl, e->job_id) && !strings_contain(exjobs, e->job_id))
+            json_object_set_new(jl, e->job_id, origin_tag(first_obs(m, x, e->job_id)));
+    }
+    if (json_object_size(jl) > 0 || exjl)
+        json_object_set(doc, "_jl", jl);
+    else
+        json_object_del(doc, "_jl");
+    json_decref(jl);
+    return true;
+}
+
+/* Instances this batch links to each job, by the partition that owns the
+ * count (the origin of the record that added the job to the instance). */
+static bool add_link_delta(mdb_docs_model_t *m, const char *job, const char *tp)
+{
+    json_t *per = json_object_get(m->link_deltas, job);
+    if (!per) {
+        per = json_object();
+        if (!per || json_object_set_new(m->link_deltas, job, per) != 0)
+            return false;
+    }
+    json_int_t n = json_integer_value(json_object_get(per, tp));
+    return json_object_set_new(per, tp, json_integer(n + 1)) == 0;
+}
+
+static bool count_links(mdb_docs_model_t *m, const ent_t *x)
+{
+    const json_t *ex = x->dup ? x->existing : NULL;
+    const json_t *exjobs = json_object_get(ex, "job_ids"), *exjl = json_object_get(ex, "_jl");
+    for (size_t i = 0; i < x->nobs; i++) {
+        const event_t *e = &m->ev[x->obs[i]];
+        if (first_obs(m, x, e->job_id) != e)
+            continue; /* one decision per job */
+        if (!ex || !strings_contain(exjobs, e->job_id)) {
+            if (!add_link_delta(m, e->job_id, e->origin))
+                return false;
+            continue;
+        }
+        /* The job was there: added by a record of this batch whose batch
+         * died before its progress was written? Then it is not counted yet. */
+        const json_t *tag = json_object_get(exjl, e->job_id);
+        int64_t o;
+        if (tag && tag_in_batch(m, x, tag, e->job_id) && tag_o(tag, &o) && o > applied_of(m, e->job_id, tag_t(tag)) &&
+            !add_link_delta(m, e->job_id, tag_t(tag)))
+            return false;
+    }
+    return true;
+}
+
 static bool merge_instance(mdb_docs_model_t *m, ent_t *x)
 {
     const json_t *ex = x->existing;
@@ -1154,6 +1310,10 @@ static bool merge_instance(mdb_docs_model_t *m, ent_t *x)
     mdb_docs_sort_strings(jobs);
     json_object_set_new(doc, "paths", paths);
     json_object_set_new(doc, "job_ids", jobs);
+    if (m->incremental && !set_instance_tags(m, x, doc)) {
+        json_decref(doc);
+        return false;
+    }
     json_decref(x->doc);
     x->doc = doc;
 
@@ -1397,12 +1557,15 @@ static bool apply_instances(mdb_docs_model_t *m, const mdb_docs_store_t *st, con
                 continue;
             json_decref(x->existing);
             x->existing = json_incref(d);
+            x->dup = true;
             ok = merge_instance(m, x);
             if (ok && !doc_equal_ignoring_ts(x->doc, x->existing))
                 json_array_append(changed, x->doc);
         }
         ok = ok && (json_array_size(changed) == 0 || st->upsert(st->ud, MDB_DOCS_INSTANCES, changed, now, err));
     }
+    for (size_t i = 0; ok && m->incremental && i < m->instances.n; i++)
+        ok = count_links(m, &m->instances.v[i]);
     if (ok) {
         m->stats.instances_new += json_array_size(docs) - ndup;
         m->stats.instances_existing += ndup;
@@ -1440,8 +1603,77 @@ static bool apply_touch_parents(mdb_docs_model_t *m)
     return true;
 }
 
+/* The incremental count of every series to recount: the existing count plus
+ * what this batch adds, or x->uncertain when that cannot be decided. */
+static void count_series_incrementally(mdb_docs_model_t *m)
+{
+    for (size_t i = 0; i < m->series.n; i++) {
+        ent_t *S = &m->series.v[i];
+        S->delta = 0;
+        S->uncertain = S->nobs == 0; /* only a former parent: an instance moved */
+        const event_t *f = first_obs(m, S, NULL);
+        const json_t *lo = json_object_get(S->existing, "_lo");
+        if (S->existing && (!lo || !f || strcmp(tag_t(lo) ? tag_t(lo) : "", f->origin)))
+            S->uncertain = true; /* written before tags, or from another partition */
+        for (size_t k = 0; f && k < S->nobs; k++)
+            if (strcmp(m->ev[S->obs[k]].origin, f->origin))
+                S->uncertain = true; /* its events come from two partitions */
+    }
+    for (size_t i = 0; i < m->instances.n; i++) {
+        const ent_t *x = &m->instances.v[i];
+        const char *ns = json_string_value(json_object_get(x->doc, "series_id"));
+        const char *os = x->dup ? json_string_value(json_object_get(x->existing, "series_id")) : NULL;
+        ent_t *S = ns ? entset_get(&m->series, ns) : NULL;
+        if (!S)
+            continue;
+        if (os && strcmp(os, ns)) {
+            ent_t *O = entset_get(&m->series, os);
+            S->uncertain = true;
+            if (O)
+                O->uncertain = true;
+            continue;
+        }
+        if (!x->dup) {
+            S->delta++;
+            continue;
+        }
+        /* Inserted by a batch of this batch's records that died: counted in
+         * S iff S's _lo reached the insert. */
+        const json_t *ins = json_object_get(x->existing, "_ins");
+        int64_t io, lo_o;
+        if (!ins || !tag_in_batch(m, x, ins, NULL) || !tag_o(ins, &io))
+            continue; /* inserted by a record counted before (or an untagged one) */
+        const json_t *lo = json_object_get(S->existing, "_lo");
+        if (!S->existing)
+            S->uncertain = true; /* the series was never written: recount */
+        else if (tag_o(lo, &lo_o) && lo_o < io)
+            S->delta++;
+    }
+}
+
+/* _lo of a series written by this batch: its partition and the highest
+ * offset its count now includes. */
+static bool set_series_tag(mdb_docs_model_t *m, ent_t *S)
+{
+    const event_t *f = first_obs(m, S, NULL);
+    if (!f)
+        return true; /* a former parent only: keeps its tag */
+    int64_t o = -1, lo_o;
+    for (size_t k = 0; k < S->nobs; k++) {
+        const event_t *e = &m->ev[S->obs[k]];
+        if (!strcmp(e->origin, f->origin) && e->offset > o)
+            o = e->offset;
+    }
+    const json_t *lo = json_object_get(S->existing, "_lo");
+    if (lo && !strcmp(tag_t(lo) ? tag_t(lo) : "", f->origin) && tag_o(lo, &lo_o) && lo_o > o)
+        o = lo_o;
+    return json_object_set_new(S->doc, "_lo", json_pack("{s:s, s:I}", "t", f->origin, "o", (json_int_t)o)) == 0;
+}
+
 static bool apply_counts(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_error_t *err)
 {
+    if (m->incremental)
+        count_series_incrementally(m);
     size_t n = 0;
     const char **ids = NULL;
     json_t *counts = json_object();
@@ -1449,14 +1681,15 @@ static bool apply_counts(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_er
     ids = ok ? malloc((m->series.n + 1) * sizeof *ids) : NULL;
     ok = ids != NULL;
     for (size_t i = 0; ok && i < m->series.n; i++)
-        if (m->series.v[i].recount)
+        if (m->series.v[i].recount && (!m->incremental || m->series.v[i].uncertain))
             ids[n++] = m->series.v[i].uid;
-    /* the jobs of the events, for their instances_linked */
+    m->stats.series_recounted += n;
+    /* the jobs of the events, for their instances_linked (recounting mode) */
     json_t *seen = ok ? json_object() : NULL;
     const char **jobs = ok ? malloc((m->nev + 1) * sizeof *jobs) : NULL;
     size_t nj = 0;
     ok = ok && seen && jobs;
-    for (size_t i = 0; ok && i < m->nev; i++)
+    for (size_t i = 0; ok && !m->incremental && i < m->nev; i++)
         if (!json_object_get(seen, m->ev[i].job_id)) {
             json_object_set_new(seen, m->ev[i].job_id, json_true());
             jobs[nj++] = m->ev[i].job_id;
@@ -1470,9 +1703,12 @@ static bool apply_counts(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_er
         if (!x->recount)
             continue;
         json_t *c = json_object_get(counts, x->uid);
+        json_int_t cnt = c ? json_integer_value(c) : 0;
+        if (m->incremental && !x->uncertain)
+            cnt = json_integer_value(json_object_get(x->existing, "instance_count")) + x->delta;
         /* kept on the entity until the series merge below */
         json_decref(x->doc);
-        x->doc = json_pack("{s:I}", "instance_count", (json_int_t)(c ? json_integer_value(c) : 0));
+        x->doc = json_pack("{s:I}", "instance_count", cnt);
         ok = x->doc != NULL;
     }
     free(ids);
@@ -1504,6 +1740,7 @@ static bool apply_series(mdb_docs_model_t *m)
         else if (ok && !json_object_get(x->doc, "instance_count"))
             json_object_set_new(x->doc, "instance_count", json_integer(0));
         json_decref(cnt);
+        ok = ok && (!m->incremental || set_series_tag(m, x));
         if (!ok)
             return false;
     }
@@ -1548,6 +1785,11 @@ bool mdb_docs_apply(mdb_docs_model_t *m, const mdb_docs_store_t *st, const char 
 {
     memset(&m->stats, 0, sizeof m->stats);
     m->stats.events = m->nev;
+    m->incremental = m->nev > 0;
+    for (size_t i = 0; i < m->nev; i++)
+        if (!m->ev[i].origin)
+            m->incremental = false;
+    json_object_clear(m->link_deltas);
     bool ok = (!st->recover || st->recover(st->ud, now, err)) && apply_load(m, st, err) && apply_instances(m, st, now, err) && apply_touch_parents(m) &&
               load_studies(m, st, err) && load_series_only(m, st, err) && apply_counts(m, st, err) &&
               apply_series(m) && apply_studies(m) &&

@@ -112,9 +112,37 @@ typedef struct {
     const json_t *instance;
     const json_t *file;
     const json_t *dicom;
+    /* Where the event was consumed ("topic:partition") and its offset; NULL
+     * / negative when it has none. When every event of a model has an origin,
+     * mdb_docs_apply counts incrementally (see "Counting" below). */
+    const char *origin;
+    int64_t offset;
 } mdb_docs_event_t;
 
 mdb_docs_model_t *mdb_docs_model_new(void);
+
+/* Counting. Recounting instances per series and per job reads the whole
+ * instances collection on FerretDB (no secondary index is used), so when
+ * every event has an origin the model counts incrementally and recounts
+ * only what it cannot decide exactly (an instance moving to another series,
+ * a series written from another partition, a document written before
+ * origins existed). Exactness under redelivery comes from origin tags:
+ *
+ *   instance._ins      {t, o}: the record whose batch inserted it
+ *   instance._jl[job]  {t, o}: the record whose batch added the job
+ *   series._lo         {t, o}: the partition whose batches write it and the
+ *                      highest offset its instance_count includes
+ *
+ * A duplicate instance whose _ins is a record of this batch was inserted by
+ * a batch that died before committing: it is counted in its series iff the
+ * series' _lo.o reached that offset. The same test against the job's
+ * applied offset per partition (set with mdb_docs_model_set_applied) decides
+ * instances_linked; mdb_docs_model_link_deltas gives the result. */
+
+/* applied: {"<job_id>\n<topic:partition>": offset} (borrowed until apply):
+ * the highest offset of that partition whose instances_linked delta the
+ * job's progress includes. Absent pairs count as -1. */
+void mdb_docs_model_set_applied(mdb_docs_model_t *m, const json_t *applied);
 void mdb_docs_model_destroy(mdb_docs_model_t *m); /* accepts NULL */
 
 /* Add one event. False (err set) if it lacks one of the three UIDs or on OOM. */
@@ -162,6 +190,7 @@ typedef struct {
     size_t series_written;
     size_t studies_written;
     size_t conflicts_written;
+    size_t series_recounted; /* series whose instance_count was recounted from instances */
 } mdb_docs_stats_t;
 
 /* Merge the model's events into the store: load what exists, insert new
@@ -176,6 +205,11 @@ bool mdb_docs_apply(mdb_docs_model_t *m, const mdb_docs_store_t *st, const char 
  * that job (job_ids contains it), for every job of the model's events
  * (borrowed; valid until the model is destroyed). */
 const json_t *mdb_docs_model_job_counts(const mdb_docs_model_t *m);
+
+/* After an incremental mdb_docs_apply: {job_id: {"topic:partition": n}},
+ * the instances this batch linked to each job, by the partition whose
+ * progress they belong to (borrowed; NULL when the model recounted). */
+const json_t *mdb_docs_model_link_deltas(const mdb_docs_model_t *m);
 
 /* ---- derived fields (reconcile) ---- */
 

@@ -368,8 +368,10 @@ bool mdb_jobs_ensure_indexes(mdb_mongo_t *m, mdb_error_t *err)
 {
     static const char *const job_keys[] = {"state", "submitted_at", "researcher_id", "collection"};
     static const char *const file_keys[] = {"job_id", "status"};
+    static const char *const progress_keys[] = {"job_id"};
     return create_indexes(m, MDB_JOBS_COLL, job_keys, 4, err) &&
-           create_indexes(m, MDB_JOB_FILES_COLL, file_keys, 2, err);
+           create_indexes(m, MDB_JOB_FILES_COLL, file_keys, 2, err) &&
+           create_indexes(m, MDB_JOB_PROGRESS_COLL, progress_keys, 1, err);
 }
 
 /* ---- job documents ---- */

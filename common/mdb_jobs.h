@@ -37,6 +37,11 @@ extern "C" {
 
 #define MDB_JOBS_COLL "jobs"
 #define MDB_JOB_FILES_COLL "job_files"
+/* Per (job, "topic:partition") counters the linker owning that partition
+ * adds to: {_id: job "\n" tp, job_id, tp, files_done, files_failed,
+ * instances_linked, o (highest offset counted)}; a job's counters are their
+ * sums (linker/jobs.c). */
+#define MDB_JOB_PROGRESS_COLL "job_progress"
 #define MDB_RESEARCHERS_COLL "researchers"
 #define MDB_COLLECTIONS_COLL "collections"
 #define MDB_JOBS_MAX_ERRORS 100

@@ -277,6 +277,11 @@ static bool wait_dlq(linker_t *L, mdb_error_t *err)
     return true;
 }
 
+void linker_item_tp(const linker_item_t *it, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s:%d", it->topic, (int)it->partition);
+}
+
 static bool build_model(linker_t *L, mdb_docs_model_t *model, const json_t *jobs, mdb_error_t *err)
 {
     for (size_t i = 0; i < L->nitems; i++) {
@@ -286,6 +291,8 @@ static bool build_model(linker_t *L, mdb_docs_model_t *model, const json_t *jobs
         json_t *job = json_object_get(jobs, it->ev.job_id);
         json_t *file = json_pack("{s:I, s:I}", "size", (json_int_t)it->ev.file_size, "mtime",
                                  (json_int_t)it->ev.file_mtime);
+        char tp[600];
+        linker_item_tp(it, tp, sizeof tp);
         mdb_docs_event_t ev = {.job_id = it->ev.job_id,
                                .path = it->ev.path,
                                .collection = json_string_value(json_object_get(job, "collection")),
@@ -294,7 +301,9 @@ static bool build_model(linker_t *L, mdb_docs_model_t *model, const json_t *jobs
                                .series = it->ev.series,
                                .instance = it->ev.instance,
                                .file = file,
-                               .dicom = it->dicom};
+                               .dicom = it->dicom,
+                               .origin = tp,
+                               .offset = it->offset};
         bool ok = file && mdb_docs_model_add_event(model, &ev, err);
         json_decref(file);
         if (!ok)
@@ -344,19 +353,23 @@ bool linker_batch_flush(linker_t *L, mdb_error_t *err)
     uint64_t rt0 = mdb_mongo_round_trips(L->mongo);
     char now[40];
     mdb_msg_now_iso(now, sizeof now);
-    json_t *jobs = json_object();
+    json_t *jobs = json_object(), *applied = json_object();
     mdb_docs_model_t *model = mdb_docs_model_new();
     mdb_docs_stats_t stats = {0};
-    bool ok = jobs && model;
+    bool ok = jobs && applied && model;
     if (!ok)
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory starting a flush");
-    ok = ok && wait_dlq(L, err) && load_jobs(L, jobs, err) && build_model(L, model, jobs, err);
+    ok = ok && wait_dlq(L, err) && load_jobs(L, jobs, err) && linker_jobs_load_applied(L, applied, err) &&
+         build_model(L, model, jobs, err);
+    if (ok)
+        mdb_docs_model_set_applied(model, applied);
     if (ok && mdb_docs_model_event_count(model) > 0)
         ok = mdb_docs_apply(model, L->store, now, &stats, err);
-    ok = ok && linker_jobs_apply(L, jobs, model ? mdb_docs_model_job_counts(model) : NULL, now, err) &&
+    ok = ok && linker_jobs_apply(L, jobs, model ? mdb_docs_model_link_deltas(model) : NULL, applied, now, err) &&
          store_offsets(L, err);
     mdb_docs_model_destroy(model);
     json_decref(jobs);
+    json_decref(applied);
     double secs = (double)(linker_now_ms() - t0) / 1000.0;
     if (!ok) {
         mdb_metric_inc(L->mx.flush_failures, 1);
@@ -377,9 +390,9 @@ bool linker_batch_flush(linker_t *L, mdb_error_t *err)
     L->last_flush_ms = linker_now_ms();
     MDB_LOG(MDB_LOG_DEBUG,
             "batch of %zu record(s): %zu event(s), %zu new instance(s), %zu existing (%zu changed), %zu series, "
-            "%zu studies, %zu conflict(s) written in %.3f s, %llu round trip(s)",
+            "%zu studies, %zu conflict(s) written, %zu series recounted in %.3f s, %llu round trip(s)",
             n, stats.events, stats.instances_new, stats.instances_existing, stats.instances_written,
-            stats.series_written, stats.studies_written, stats.conflicts_written, secs,
+            stats.series_written, stats.studies_written, stats.conflicts_written, stats.series_recounted, secs,
             (unsigned long long)(mdb_mongo_round_trips(L->mongo) - rt0));
     linker_batch_drop(L);
     return true;

@@ -1,13 +1,20 @@
 /* Job progress as the linker sees it. Every file outcome of a batch is a
  * job_files document {_id: job_id "\n" path, job_id, path, status
  * done|failed, ...}: inserted if new, and a failed file that later
- * succeeds becomes done (done always wins, so order does not matter). The
- * counters of each touched job are then recounted from job_files (one
- * aggregation per batch, whatever the number of jobs; instances_linked comes
- * from the instance count mdb_docs_apply does anyway) and set; a running
- * job whose files are all accounted for moves to completed (or
- * completed_with_errors) in the same command. Recounting instead of
- * incrementing is what keeps the counters exact under redelivery.
+ * succeeds becomes done (done always wins, so order does not matter).
+ *
+ * Counting without recounting. Each change of a job_files document is
+ * counted once, by the linker that owns the partition of the record that
+ * made it, in that job's progress document for the partition
+ * (job_progress {_id: job "\n" "topic:partition"}, $inc, one writer at a
+ * time because a partition has one owner). A job's counters are the sums of
+ * its progress documents. Redelivery is decided exactly by origin tags:
+ * a job_files document remembers the record that inserted it (_fi {t, o, s})
+ * and the one that turned it done (_fd {t, o}); a progress document
+ * remembers the highest offset it counted (o). A record of this batch that
+ * finds its own tag on a document with an offset above o belongs to a batch
+ * that died after writing the document and before counting it: counted now.
+ * instances_linked comes the same way from mdb_docs_apply (link deltas).
  *
  * Counters are only written while the job is not final, so a slower linker
  * finishing an older batch cannot overwrite the final numbers. errors[]
@@ -47,39 +54,72 @@ bool linker_jobs_load(linker_t *L, const char *const *ids, size_t n, json_t *out
     return ok;
 }
 
-/* job_files documents of the batch, _id -> doc (done wins within the batch). */
-static json_t *file_docs(linker_t *L, const char *now)
+static json_t *tag_of(const linker_item_t *it)
+{
+    char tp[600];
+    linker_item_tp(it, tp, sizeof tp);
+    return json_pack("{s:s, s:I}", "t", tp, "o", (json_int_t)it->offset);
+}
+
+/* The job and path a record reports an outcome for (NULL: none). */
+static const char *item_file(const linker_item_t *it, const char **path, bool *done)
+{
+    if (it->kind == ITEM_EVENT) {
+        *path = it->ev.path;
+        *done = true;
+        return it->ev.job_id;
+    }
+    if (it->kind == ITEM_DLQ && it->dlq.job_id && it->dlq.path && it->dlq.stage &&
+        (!strcmp(it->dlq.stage, "worker") || !strcmp(it->dlq.stage, "linker")) && *it->dlq.job_id &&
+        *it->dlq.path) {
+        *path = it->dlq.path;
+        *done = false;
+        return it->dlq.job_id;
+    }
+    return NULL;
+}
+
+/* job_files documents of the batch, _id -> doc (done wins within the batch),
+ * and the tags of every record of the batch per _id (origins). */
+static json_t *file_docs(linker_t *L, const char *now, json_t *origins)
 {
     json_t *out = json_object();
     for (size_t i = 0; out && i < L->nitems; i++) {
         const linker_item_t *it = &L->items[i];
+        const char *path = NULL;
+        bool is_done = false;
+        const char *job = item_file(it, &path, &is_done);
+        if (!job)
+            continue;
+        json_t *tag = tag_of(it);
         json_t *d = NULL;
-        const char *job = NULL, *path = NULL;
-        if (it->kind == ITEM_EVENT) {
-            job = it->ev.job_id;
-            path = it->ev.path;
+        if (!tag)
+            goto oom;
+        if (is_done)
             d = json_pack("{s:s, s:s, s:s, s:s?, s:s}", "job_id", job, "path", path, "status", "done",
                           "sop_instance_uid", mdb_msg_instance_sop_uid(&it->ev), "updated_at", now);
-        } else if (it->kind == ITEM_DLQ && it->dlq.job_id && it->dlq.path && it->dlq.stage &&
-                   (!strcmp(it->dlq.stage, "worker") || !strcmp(it->dlq.stage, "linker")) && *it->dlq.job_id &&
-                   *it->dlq.path) {
-            job = it->dlq.job_id;
-            path = it->dlq.path;
+        else
             d = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s}", "job_id", job, "path", path, "status", "failed",
                           "stage", it->dlq.stage, "error", it->dlq.error, "message", it->dlq.message, "updated_at",
                           now);
-        }
-        if (!d)
-            continue;
         size_t len = strlen(job) + strlen(path) + 2;
         char *id = malloc(len);
-        if (!id) {
+        if (!d || !id) {
             json_decref(d);
-            json_decref(out);
-            return NULL;
+            json_decref(tag);
+            free(id);
+            goto oom;
         }
         snprintf(id, len, "%s\n%s", job, path);
         json_object_set_new(d, "_id", json_string(id));
+        json_object_set_new(d, "_fi", json_pack("{s:O, s:O, s:s}", "t", json_object_get(tag, "t"), "o",
+                                                json_object_get(tag, "o"), "s", is_done ? "done" : "failed"));
+        json_t *arr = json_object_get(origins, id);
+        if (!arr) {
+            arr = json_array();
+            json_object_set_new(origins, id, arr);
+        }
+        json_array_append_new(arr, tag);
         json_t *cur = json_object_get(out, id);
         bool cur_done = cur && !strcmp(json_string_value(json_object_get(cur, "status")), "done");
         if (!cur_done)
@@ -89,35 +129,100 @@ static json_t *file_docs(linker_t *L, const char *now)
         free(id);
     }
     return out;
+oom:
+    json_decref(out);
+    return NULL;
 }
 
 typedef struct {
     json_t *ops; /* array of {sel, upd} JSON pairs */
 } ops_t;
 
-static bool add_json_op(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
+static bool add_json_op_upsert(mdb_bulk_t *b, json_t *op, bool upsert, mdb_error_t *err)
 {
-    ops_t *o = ud;
-    json_t *op = json_array_get(o->ops, i);
     bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER;
     bool ok = mdb_docs_json_to_bson(json_object_get(op, "sel"), &sel) &&
-              mdb_docs_json_to_bson(json_object_get(op, "upd"), &upd) &&
-              mdb_bulk_update_one(b, &sel, &upd, false, err);
+              mdb_docs_json_to_bson(json_object_get(op, "upd"), &upd) && mdb_bulk_update_one(b, &sel, &upd, upsert, err);
     bson_destroy(&sel);
     bson_destroy(&upd);
     return ok;
 }
 
-/* Insert the batch's job files; turn existing failed ones done when needed. */
-static bool write_files(linker_t *L, json_t *files, const char *now, mdb_error_t *err)
+static bool add_json_op(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
 {
-    json_t *docs = json_array(), *dups = json_array(), *existing = json_array();
+    return add_json_op_upsert(b, json_array_get(((ops_t *)ud)->ops, i), false, err);
+}
+
+static bool add_json_upsert(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
+{
+    return add_json_op_upsert(b, json_array_get(((ops_t *)ud)->ops, i), true, err);
+}
+
+static int64_t applied_of(const json_t *applied, const char *job, const char *tp)
+{
+    char key[1024];
+    snprintf(key, sizeof key, "%s\n%s", job, tp);
+    const json_t *v = json_object_get(applied, key);
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+}
+
+/* deltas["job\ntp"][field] += n */
+static bool delta_add(json_t *deltas, const char *job, const char *tp, const char *field, json_int_t n)
+{
+    char key[1024];
+    snprintf(key, sizeof key, "%s\n%s", job, tp);
+    json_t *d = json_object_get(deltas, key);
+    if (!d) {
+        d = json_pack("{s:s, s:s, s:I, s:I, s:I}", "job_id", job, "tp", tp, "files_done", (json_int_t)0, "files_failed",
+                      (json_int_t)0, "instances_linked", (json_int_t)0);
+        if (!d || json_object_set_new(deltas, key, d) != 0)
+            return false;
+    }
+    return json_object_set_new(d, field, json_integer(json_integer_value(json_object_get(d, field)) + n)) == 0;
+}
+
+/* Is tag (of a stored document) one of the batch's records for this file,
+ * with an offset its progress has not counted? */
+static bool uncounted(const json_t *tag, const json_t *origins, const json_t *applied, const char *job)
+{
+    const char *t = json_string_value(json_object_get(tag, "t"));
+    const json_t *o = json_object_get(tag, "o");
+    if (!t || !json_is_integer(o) || json_integer_value(o) <= applied_of(applied, job, t))
+        return false;
+    for (size_t i = 0; i < json_array_size(origins); i++) {
+        const json_t *r = json_array_get(origins, i);
+        if (json_integer_value(json_object_get(r, "o")) == json_integer_value(o) &&
+            !strcmp(json_string_value(json_object_get(r, "t")), t))
+            return true;
+    }
+    return false;
+}
+
+/* Insert the batch's job files; turn existing failed ones done when needed;
+ * add every change's count to deltas. */
+static bool write_files(linker_t *L, json_t *files, const json_t *origins, const json_t *applied, json_t *deltas,
+                        const char *now, mdb_error_t *err)
+{
+    json_t *docs = json_array(), *dups = json_array(), *existing = json_array(), *dupset = json_object();
     ops_t o = {json_array()};
     const char *k;
     json_t *d;
-    bool ok = docs && dups && existing && o.ops;
+    bool ok = docs && dups && existing && dupset && o.ops;
     json_object_foreach(files, k, d) json_array_append(docs, d);
     ok = ok && L->store->insert(L->store->ud, MDB_JOB_FILES_COLL, docs, dups, err);
+    for (size_t i = 0; ok && i < json_array_size(dups); i++)
+        json_object_set_new(dupset, json_string_value(json_array_get(dups, i)), json_true());
+    /* new documents: counted by the record that inserted them */
+    json_object_foreach(files, k, d)
+    {
+        if (!ok || json_object_get(dupset, k))
+            continue;
+        const json_t *fi = json_object_get(d, "_fi");
+        ok = delta_add(deltas, json_string_value(json_object_get(d, "job_id")),
+                       json_string_value(json_object_get(fi, "t")),
+                       strcmp(json_string_value(json_object_get(d, "status")), "done") ? "files_failed" : "files_done",
+                       1);
+    }
     size_t n = json_array_size(dups);
     if (ok && n > 0) {
         const char **ids = malloc(n * sizeof *ids);
@@ -125,7 +230,7 @@ static bool write_files(linker_t *L, json_t *files, const char *now, mdb_error_t
         for (size_t i = 0; ok && i < n; i++)
             ids[i] = json_string_value(json_array_get(dups, i));
         bson_t filter = BSON_INITIALIZER;
-        bson_t *proj = BCON_NEW("status", BCON_INT32(1));
+        bson_t *proj = BCON_NEW("status", BCON_INT32(1), "_fi", BCON_INT32(1), "_fd", BCON_INT32(1));
         if (ok)
             mdb_docs_append_in(&filter, "_id", ids, n);
         ok = ok && mdb_docs_find(L->mongo, MDB_JOB_FILES_COLL, &filter, proj, NULL, 0, existing, err);
@@ -136,51 +241,189 @@ static bool write_files(linker_t *L, json_t *files, const char *now, mdb_error_t
             json_t *e = json_array_get(existing, i);
             const char *id = json_string_value(json_object_get(e, "_id"));
             json_t *want = id ? json_object_get(files, id) : NULL;
-            if (!want || strcmp(json_string_value(json_object_get(want, "status")), "done") ||
-                !strcmp(json_string_value(json_object_get(e, "status")) ? json_string_value(json_object_get(e, "status"))
-                                                                        : "",
-                        "done"))
+            if (!want)
                 continue;
-            json_t *op = json_pack("{s:{s:s}, s:{s:{s:s, s:O?, s:s}}}", "sel", "_id", id, "upd", "$set", "status",
-                                   "done", "sop_instance_uid", json_object_get(want, "sop_instance_uid"),
-                                   "updated_at", now);
-            if (op)
-                json_array_append_new(o.ops, op);
+            const char *job = json_string_value(json_object_get(want, "job_id"));
+            const char *st = json_string_value(json_object_get(e, "status"));
+            const json_t *orig = json_object_get(origins, id), *fi = json_object_get(e, "_fi"),
+                         *fd = json_object_get(e, "_fd");
+            bool e_done = st && !strcmp(st, "done");
+            /* changes made by a batch of these records that died before counting them */
+            if (uncounted(fi, orig, applied, job)) {
+                const char *s = json_string_value(json_object_get(fi, "s"));
+                ok = delta_add(deltas, job, json_string_value(json_object_get(fi, "t")),
+                               s && !strcmp(s, "done") ? "files_done" : "files_failed", 1);
+            }
+            if (ok && uncounted(fd, orig, applied, job)) {
+                const char *t = json_string_value(json_object_get(fd, "t"));
+                ok = delta_add(deltas, job, t, "files_done", 1) && delta_add(deltas, job, t, "files_failed", -1);
+            }
+            if (!ok || strcmp(json_string_value(json_object_get(want, "status")), "done") || e_done)
+                continue;
+            /* failed -> done, counted by the record that did it */
+            const json_t *wfi = json_object_get(want, "_fi");
+            const char *t = json_string_value(json_object_get(wfi, "t"));
+            json_t *op = json_pack("{s:{s:s, s:s}, s:{s:{s:s, s:O?, s:{s:s, s:O}, s:s}}}", "sel", "_id", id, "status",
+                                   "failed", "upd", "$set", "status", "done", "sop_instance_uid",
+                                   json_object_get(want, "sop_instance_uid"), "_fd", "t", t, "o",
+                                   json_object_get(wfi, "o"), "updated_at", now);
+            ok = op && json_array_append_new(o.ops, op) == 0 && delta_add(deltas, job, t, "files_done", 1) &&
+                 delta_add(deltas, job, t, "files_failed", -1);
         }
         ok = ok && mdb_docs_bulk_chunked(L->mongo, MDB_JOB_FILES_COLL, L->wc, L->update_chunk, json_array_size(o.ops),
-                                         add_json_op, &o,
-                                         err);
+                                         add_json_op, &o, err);
     }
     json_decref(docs);
     json_decref(dups);
     json_decref(existing);
+    json_decref(dupset);
     json_decref(o.ops);
     return ok;
 }
 
-/* done/failed per job: {$match: {job_id: {$in: ids}}},
- * {$group: {_id: {j: "$job_id", s: "$status"}, n: {$sum: 1}}}. */
-static bool count_files(linker_t *L, const char *const *ids, size_t n, json_t *rows, mdb_error_t *err)
+/* The "job\ntp" pairs of the batch's records with the highest offset of
+ * each tp: pairs -> {job_id, tp, o}. */
+static json_t *batch_pairs(linker_t *L)
 {
-    bson_t pipe = BSON_INITIALIZER, s0, match, s1, g1, gid, sum;
-    bson_append_document_begin(&pipe, "0", -1, &s0);
-    bson_append_document_begin(&s0, "$match", -1, &match);
-    mdb_docs_append_in(&match, "job_id", ids, n);
-    bson_append_document_end(&s0, &match);
-    bson_append_document_end(&pipe, &s0);
-    bson_append_document_begin(&pipe, "1", -1, &s1);
-    bson_append_document_begin(&s1, "$group", -1, &g1);
-    bson_append_document_begin(&g1, "_id", -1, &gid);
-    BSON_APPEND_UTF8(&gid, "j", "$job_id");
-    BSON_APPEND_UTF8(&gid, "s", "$status");
-    bson_append_document_end(&g1, &gid);
-    bson_append_document_begin(&g1, "n", -1, &sum);
-    BSON_APPEND_INT32(&sum, "$sum", 1);
-    bson_append_document_end(&g1, &sum);
-    bson_append_document_end(&s1, &g1);
-    bson_append_document_end(&pipe, &s1);
-    bool ok = mdb_docs_aggregate(L->mongo, MDB_JOB_FILES_COLL, &pipe, rows, err);
-    bson_destroy(&pipe);
+    json_t *pairs = json_object();
+    for (size_t i = 0; pairs && i < L->nitems; i++) {
+        const linker_item_t *it = &L->items[i];
+        const char *path = NULL;
+        bool is_done = false;
+        const char *job = item_file(it, &path, &is_done);
+        if (!job)
+            continue;
+        char tp[600], key[1024];
+        linker_item_tp(it, tp, sizeof tp);
+        snprintf(key, sizeof key, "%s\n%s", job, tp);
+        json_t *p = json_object_get(pairs, key);
+        if (!p)
+            json_object_set_new(pairs, key, json_pack("{s:s, s:s, s:I}", "job_id", job, "tp", tp, "o",
+                                                      (json_int_t)it->offset));
+        else if (json_integer_value(json_object_get(p, "o")) < it->offset)
+            json_object_set_new(p, "o", json_integer(it->offset));
+    }
+    /* the highest offset of each tp, whatever the job */
+    json_t *maxo = json_object();
+    const char *k;
+    json_t *p;
+    json_object_foreach(pairs, k, p)
+    {
+        const char *tp = json_string_value(json_object_get(p, "tp"));
+        json_t *cur = json_object_get(maxo, tp);
+        if (!cur || json_integer_value(cur) < json_integer_value(json_object_get(p, "o")))
+            json_object_set(maxo, tp, json_object_get(p, "o"));
+    }
+    for (size_t i = 0; maxo && i < L->nitems; i++) {
+        char tp[600];
+        linker_item_tp(&L->items[i], tp, sizeof tp);
+        json_t *cur = json_object_get(maxo, tp);
+        if (cur && json_integer_value(cur) < L->items[i].offset)
+            json_object_set_new(maxo, tp, json_integer(L->items[i].offset));
+    }
+    json_object_foreach(pairs, k, p) json_object_set(p, "o", json_object_get(maxo, json_string_value(json_object_get(p, "tp"))));
+    json_decref(maxo);
+    return pairs;
+}
+
+bool linker_jobs_load_applied(linker_t *L, json_t *applied, mdb_error_t *err)
+{
+    json_t *pairs = batch_pairs(L), *docs = json_array();
+    const char **ids = pairs ? malloc((json_object_size(pairs) + 1) * sizeof *ids) : NULL;
+    size_t n = 0;
+    const char *k;
+    json_t *v;
+    bool ok = pairs && docs && ids;
+    if (!ok)
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory loading job progress");
+    if (ok)
+        json_object_foreach(pairs, k, v) ids[n++] = k;
+    if (ok && n > 0) {
+        bson_t filter = BSON_INITIALIZER;
+        bson_t *proj = BCON_NEW("o", BCON_INT32(1));
+        mdb_docs_append_in(&filter, "_id", ids, n);
+        ok = mdb_docs_find(L->mongo, MDB_JOB_PROGRESS_COLL, &filter, proj, NULL, 0, docs, err);
+        bson_destroy(proj);
+        bson_destroy(&filter);
+    }
+    for (size_t i = 0; ok && i < json_array_size(docs); i++) {
+        json_t *d = json_array_get(docs, i);
+        const char *id = json_string_value(json_object_get(d, "_id"));
+        if (id && json_is_integer(json_object_get(d, "o")))
+            json_object_set(applied, id, json_object_get(d, "o"));
+    }
+    free(ids);
+    json_decref(pairs);
+    json_decref(docs);
+    return ok;
+}
+
+/* One upsert per (job, tp) of the batch: $inc the deltas, $max the offset. */
+static bool write_progress(linker_t *L, json_t *deltas, const json_t *link_deltas, const char *now, mdb_error_t *err)
+{
+    json_t *pairs = batch_pairs(L);
+    ops_t o = {json_array()};
+    bool ok = pairs && o.ops;
+    const char *job, *k;
+    json_t *per, *v;
+    json_object_foreach((json_t *)link_deltas, job, per)
+    {
+        json_object_foreach(per, k, v)
+        {
+            if (ok)
+                ok = delta_add(deltas, job, k, "instances_linked", json_integer_value(v));
+        }
+    }
+    json_object_foreach(pairs, k, v)
+    {
+        if (!ok)
+            break;
+        const json_t *d = json_object_get(deltas, k);
+        json_t *op = json_pack("{s:{s:s}, s:{s:{s:I, s:I, s:I}, s:{s:O}, s:{s:O, s:O}, s:{s:s}}}", "sel", "_id", k,
+                               "upd", "$inc", "files_done", json_integer_value(json_object_get(d, "files_done")),
+                               "files_failed", json_integer_value(json_object_get(d, "files_failed")),
+                               "instances_linked", json_integer_value(json_object_get(d, "instances_linked")), "$max",
+                               "o", json_object_get(v, "o"), "$setOnInsert", "job_id", json_object_get(v, "job_id"),
+                               "tp", json_object_get(v, "tp"), "$set", "updated_at", now);
+        ok = op && json_array_append_new(o.ops, op) == 0;
+    }
+    /* a delta for a pair without a record of this batch (cannot happen: every
+     * tag checked belongs to one of the batch's records) would be lost here */
+    ok = ok && mdb_docs_bulk_chunked(L->mongo, MDB_JOB_PROGRESS_COLL, L->wc, L->update_chunk, json_array_size(o.ops),
+                                     add_json_upsert, &o, err);
+    if (!ok && err && !err->message[0])
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory writing job progress");
+    json_decref(pairs);
+    json_decref(o.ops);
+    return ok;
+}
+
+/* Sums of the progress documents of the jobs in ids: job -> {files_done,
+ * files_failed, instances_linked}. */
+static bool sum_progress(linker_t *L, const char *const *ids, size_t n, json_t *sums, mdb_error_t *err)
+{
+    json_t *docs = json_array();
+    bson_t filter = BSON_INITIALIZER;
+    mdb_docs_append_in(&filter, "job_id", ids, n);
+    bool ok = docs && mdb_docs_find(L->mongo, MDB_JOB_PROGRESS_COLL, &filter, NULL, NULL, 0, docs, err);
+    bson_destroy(&filter);
+    static const char *const fields[] = {"files_done", "files_failed", "instances_linked"};
+    for (size_t i = 0; ok && i < json_array_size(docs); i++) {
+        json_t *d = json_array_get(docs, i);
+        const char *job = json_string_value(json_object_get(d, "job_id"));
+        if (!job)
+            continue;
+        json_t *s = json_object_get(sums, job);
+        if (!s) {
+            s = json_pack("{s:I, s:I, s:I}", fields[0], (json_int_t)0, fields[1], (json_int_t)0, fields[2],
+                          (json_int_t)0);
+            json_object_set_new(sums, job, s);
+        }
+        for (size_t f = 0; s && f < 3; f++)
+            json_object_set_new(s, fields[f], json_integer(json_integer_value(json_object_get(s, fields[f])) +
+                                                           json_integer_value(json_object_get(d, fields[f]))));
+    }
+    json_decref(docs);
     return ok;
 }
 
@@ -207,22 +450,23 @@ static json_t *new_errors(linker_t *L)
     return out;
 }
 
-bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *linked, const char *now, mdb_error_t *err)
+bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *link_deltas, const json_t *applied, const char *now,
+                       mdb_error_t *err)
 {
-    json_t *files = file_docs(L, now);
+    json_t *origins = json_object(), *deltas = json_object(), *sums = json_object();
+    json_t *files = origins ? file_docs(L, now, origins) : NULL;
     json_t *errs = new_errors(L);
-    json_t *status_rows = json_array();
     ops_t o = {json_array()};
     const char **ids = NULL;
     size_t n = 0;
-    bool ok = files && errs && status_rows && o.ops;
+    bool ok = files && errs && deltas && sums && o.ops;
     if (!ok) {
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory recording job files");
         goto done;
     }
     if (json_object_size(files) == 0)
         goto done;
-    ok = write_files(L, files, now, err);
+    ok = write_files(L, files, origins, applied, deltas, now, err) && write_progress(L, deltas, link_deltas, now, err);
     if (!ok)
         goto done;
     ids = malloc((json_object_size(jobs) + 1) * sizeof *ids);
@@ -236,23 +480,13 @@ bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *linked, const ch
     json_object_foreach(jobs, k, v) ids[n++] = k;
     if (n == 0)
         goto done; /* files of jobs without a document: recorded, counted when the job appears */
-    ok = count_files(L, ids, n, status_rows, err);
+    ok = sum_progress(L, ids, n, sums, err);
     if (!ok)
         goto done;
     for (size_t i = 0; i < n; i++) {
-        json_int_t done_n = 0, failed_n = 0;
-        for (size_t r = 0; r < json_array_size(status_rows); r++) {
-            json_t *row = json_array_get(status_rows, r), *id = json_object_get(row, "_id");
-            const char *j = json_string_value(json_object_get(id, "j"));
-            const char *s = json_string_value(json_object_get(id, "s"));
-            if (!j || !s || strcmp(j, ids[i]))
-                continue;
-            if (!strcmp(s, "done"))
-                done_n = json_integer_value(json_object_get(row, "n"));
-            else if (!strcmp(s, "failed"))
-                failed_n = json_integer_value(json_object_get(row, "n"));
-        }
-        json_t *nlinked = json_object_get(linked, ids[i]); /* absent: a batch of DLQ records only */
+        json_t *sum = json_object_get(sums, ids[i]);
+        json_int_t done_n = json_integer_value(json_object_get(sum, "files_done"));
+        json_int_t failed_n = json_integer_value(json_object_get(sum, "files_failed"));
         json_t *job = json_object_get(jobs, ids[i]);
         json_int_t problems = json_integer_value(json_object_get(job, "producer_errors"));
         json_int_t room = MDB_JOBS_MAX_ERRORS - json_integer_value(json_object_get(job, "nerrors"));
@@ -264,9 +498,9 @@ bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *linked, const ch
                                                    "$addToSet", "errors", "$each", add, "$set", "updated_at", now));
         }
         const char *final_state = (failed_n > 0 || problems > 0) ? "completed_with_errors" : "completed";
-        json_t *counters = json_pack("{s:I, s:I, s:s}", "files_done", done_n, "files_failed", failed_n, "updated_at", now);
-        if (json_is_integer(nlinked))
-            json_object_set(counters, "instances_linked", nlinked);
+        json_t *counters = json_pack("{s:I, s:I, s:I, s:s}", "files_done", done_n, "files_failed", failed_n,
+                                     "instances_linked", json_integer_value(json_object_get(sum, "instances_linked")),
+                                     "updated_at", now);
         json_t *fin = json_deep_copy(counters);
         json_object_set_new(fin, "state", json_string(final_state));
         json_object_set_new(fin, "completed_at", json_string(now));
@@ -282,8 +516,10 @@ bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *linked, const ch
 done:
     free(ids);
     json_decref(files);
+    json_decref(origins);
+    json_decref(deltas);
+    json_decref(sums);
     json_decref(errs);
-    json_decref(status_rows);
     json_decref(o.ops);
     return ok;
 }

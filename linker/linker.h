@@ -90,11 +90,19 @@ void linker_roots_free(linker_t *L);
  * nerrors}); jobs without a document are absent. */
 bool linker_jobs_load(linker_t *L, const char *const *ids, size_t n, json_t *out, mdb_error_t *err);
 
-/* Record the batch's file outcomes and refresh the touched jobs. jobs is
- * what linker_jobs_load returned for them; linked (may be NULL) maps job
- * ids to their instances_linked as counted by mdb_docs_apply (jobs absent
- * from it keep their value). */
-bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *linked, const char *now, mdb_error_t *err);
+/* applied["job\ntp"] = the offset counted so far by the progress document of
+ * each (job, partition) pair of the batch's records (absent: none yet). */
+bool linker_jobs_load_applied(linker_t *L, json_t *applied, mdb_error_t *err);
+
+/* Record the batch's file outcomes, add what changed to the progress of each
+ * (job, partition) pair and refresh the touched jobs from the sums. jobs is
+ * what linker_jobs_load returned; link_deltas (may be NULL) is
+ * mdb_docs_model_link_deltas; applied what linker_jobs_load_applied gave. */
+bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *link_deltas, const json_t *applied, const char *now,
+                       mdb_error_t *err);
+
+/* "topic:partition" of a record. */
+void linker_item_tp(const linker_item_t *it, char *buf, size_t cap);
 
 int64_t linker_now_ms(void);
 
