@@ -446,6 +446,7 @@ typedef struct {
     bool recount;     /* series: instance_count must be recounted */
     bool uncertain;   /* series: the incremental count cannot decide, recount */
     bool dup;         /* instance: its document existed before this batch's insert */
+    bool parent;      /* series: the current parent of one of the batch's instances */
     int64_t delta;    /* series: instances this batch adds (incremental count) */
     json_t *doc;      /* merged document */
 } ent_t;
@@ -681,7 +682,7 @@ static bool reserved_field(const char *f)
                                         "job_ids",     "collection_ids", "_src",       "_invalid",   "_replaced",
                                         "file",        "dicom",          "feature_set", "created_at", "updated_at",
                                         "series",      "modalities",     "series_count", "instance_count", "_ins",
-                                        "_jl",         "_lo"};
+                                        "_jl",         "_lo",            "_prev_series", "_prev_study"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(f, names[i]))
             return true;
@@ -1310,6 +1311,17 @@ static bool merge_instance(mdb_docs_model_t *m, ent_t *x)
     mdb_docs_sort_strings(jobs);
     json_object_set_new(doc, "paths", paths);
     json_object_set_new(doc, "job_ids", jobs);
+    /* A parent it had: a batch that moves the instance and dies before
+     * writing the series would leave the former parent's count stale, so the
+     * former parents stay on the document and are recounted whenever it is. */
+    static const char *const prev[][2] = {{"series_id", "_prev_series"}, {"study_id", "_prev_study"}};
+    for (int i = 0; ex && i < 2; i++) {
+        const json_t *was = json_object_get(ex, prev[i][0]), *kept = json_object_get(ex, prev[i][1]);
+        if (json_is_string(was) && !json_equal((json_t *)was, json_object_get(doc, prev[i][0])))
+            json_object_set(doc, prev[i][1], (json_t *)was);
+        else if (kept)
+            json_object_set(doc, prev[i][1], (json_t *)kept);
+    }
     if (m->incremental && !set_instance_tags(m, x, doc)) {
         json_decref(doc);
         return false;
@@ -1491,6 +1503,12 @@ static bool write_conflicts(mdb_docs_model_t *m, const mdb_docs_store_t *st, con
     }
     bool ok = json_array_size(docs) == 0 || st->upsert(st->ud, MDB_DOCS_CONFLICTS, docs, now, err);
     m->stats.conflicts_written += json_array_size(docs);
+    /* written: later calls of this apply write only what changes after */
+    json_object_foreach(m->conflicts_new, k, v)
+    {
+        if (ok && !doc_equal_ignoring_ts(v, json_object_get(m->conflicts_old, k)))
+            json_object_set_new(m->conflicts_old, k, json_deep_copy(v));
+    }
     json_decref(docs);
     return ok;
 }
@@ -1541,7 +1559,9 @@ static bool apply_instances(mdb_docs_model_t *m, const mdb_docs_store_t *st, con
                  json_object_set_new(d, "updated_at", json_string(now)) == 0 && json_array_append_new(docs, d) == 0;
         }
     }
-    ok = ok && st->insert(st->ud, MDB_DOCS_INSTANCES, docs, dups, err);
+    /* A disagreement is written before the documents that absorb it: a batch
+     * dying in between must not lose it (its redelivery may not see it again). */
+    ok = ok && write_conflicts(m, st, now, err) && st->insert(st->ud, MDB_DOCS_INSTANCES, docs, dups, err);
     size_t ndup = json_array_size(dups);
     if (ok && ndup > 0) {
         const char **ids = malloc(ndup * sizeof *ids);
@@ -1562,7 +1582,8 @@ static bool apply_instances(mdb_docs_model_t *m, const mdb_docs_store_t *st, con
             if (ok && !doc_equal_ignoring_ts(x->doc, x->existing))
                 json_array_append(changed, x->doc);
         }
-        ok = ok && (json_array_size(changed) == 0 || st->upsert(st->ud, MDB_DOCS_INSTANCES, changed, now, err));
+        ok = ok && write_conflicts(m, st, now, err) &&
+             (json_array_size(changed) == 0 || st->upsert(st->ud, MDB_DOCS_INSTANCES, changed, now, err));
     }
     for (size_t i = 0; ok && m->incremental && i < m->instances.n; i++)
         ok = count_links(m, &m->instances.v[i]);
@@ -1584,12 +1605,17 @@ static bool apply_touch_parents(mdb_docs_model_t *m)
     for (size_t i = 0; i < m->instances.n; i++) {
         const ent_t *x = &m->instances.v[i];
         const char *ps[] = {json_string_value(json_object_get(x->doc, "series_id")),
-                            json_string_value(json_object_get(x->existing, "series_id"))};
+                            json_string_value(json_object_get(x->existing, "series_id")),
+                            json_string_value(json_object_get(x->doc, "_prev_series"))};
         const char *ts[] = {json_string_value(json_object_get(x->doc, "study_id")),
-                            json_string_value(json_object_get(x->existing, "study_id"))};
-        for (int j = 0; j < 2; j++)
+                            json_string_value(json_object_get(x->existing, "study_id")),
+                            json_string_value(json_object_get(x->doc, "_prev_study"))};
+        for (int j = 0; j < 3; j++)
             if (!touch(&m->series, ps[j], true) || !touch(&m->studies, ts[j], false))
                 return false;
+        ent_t *cur = ps[0] ? entset_get(&m->series, ps[0]) : NULL;
+        if (cur)
+            cur->parent = true;
     }
     /* A series may move to another study: its former study's summary changes. */
     size_t n = m->series.n;
@@ -1626,6 +1652,14 @@ static void count_series_incrementally(mdb_docs_model_t *m)
         ent_t *S = ns ? entset_get(&m->series, ns) : NULL;
         if (!S)
             continue;
+        const char *ps = json_string_value(json_object_get(x->doc, "_prev_series"));
+        if (ps) { /* it moved once: both parents are recounted */
+            ent_t *P = entset_get(&m->series, ps);
+            S->uncertain = true;
+            if (P)
+                P->uncertain = true;
+            continue;
+        }
         if (os && strcmp(os, ns)) {
             ent_t *O = entset_get(&m->series, os);
             S->uncertain = true;
@@ -1637,6 +1671,10 @@ static void count_series_incrementally(mdb_docs_model_t *m)
             S->delta++;
             continue;
         }
+        if (!S->existing) {
+            S->uncertain = true; /* an instance of a series never written (a batch died): recount */
+            continue;
+        }
         /* Inserted by a batch of this batch's records that died: counted in
          * S iff S's _lo reached the insert. */
         const json_t *ins = json_object_get(x->existing, "_ins");
@@ -1644,30 +1682,45 @@ static void count_series_incrementally(mdb_docs_model_t *m)
         if (!ins || !tag_in_batch(m, x, ins, NULL) || !tag_o(ins, &io))
             continue; /* inserted by a record counted before (or an untagged one) */
         const json_t *lo = json_object_get(S->existing, "_lo");
-        if (!S->existing)
-            S->uncertain = true; /* the series was never written: recount */
-        else if (tag_o(lo, &lo_o) && lo_o < io)
+        if (tag_o(lo, &lo_o) && lo_o < io)
             S->delta++;
     }
 }
 
 /* _lo of a series written by this batch: its partition and the highest
  * offset its count now includes. */
+/* The partition a series is counted for in this batch: its events' (a
+ * former parent without events: the batch's first event's). */
+static const char *series_tp(const mdb_docs_model_t *m, const ent_t *S)
+{
+    const event_t *f = first_obs(m, S, NULL);
+    return f ? f->origin : m->ev[0].origin;
+}
+
+static int64_t batch_max_offset(const mdb_docs_model_t *m, const char *tp)
+{
+    int64_t o = -1;
+    for (size_t e = 0; e < m->nev; e++)
+        if (!strcmp(m->ev[e].origin, tp) && m->ev[e].offset > o)
+            o = m->ev[e].offset;
+    return o;
+}
+
+/* _lo of a series written by this batch: its partition and the offset up
+ * to which its count includes the instances that partition's records
+ * inserted (a recount leaves out later ones, so it says the batch's end;
+ * an incremental count keeps a higher mark a dead batch's write left). */
 static bool set_series_tag(mdb_docs_model_t *m, ent_t *S)
 {
     const event_t *f = first_obs(m, S, NULL);
-    if (!f)
-        return true; /* a former parent only: keeps its tag */
-    int64_t o = -1, lo_o;
-    for (size_t k = 0; k < S->nobs; k++) {
-        const event_t *e = &m->ev[S->obs[k]];
-        if (!strcmp(e->origin, f->origin) && e->offset > o)
-            o = e->offset;
-    }
+    if (!f && !(S->uncertain && S->recount))
+        return true; /* untouched count: keeps its tag */
+    const char *tp = series_tp(m, S);
+    int64_t o = batch_max_offset(m, tp), lo_o;
     const json_t *lo = json_object_get(S->existing, "_lo");
-    if (lo && !strcmp(tag_t(lo) ? tag_t(lo) : "", f->origin) && tag_o(lo, &lo_o) && lo_o > o)
+    if (!S->uncertain && lo && !strcmp(tag_t(lo) ? tag_t(lo) : "", tp) && tag_o(lo, &lo_o) && lo_o > o)
         o = lo_o;
-    return json_object_set_new(S->doc, "_lo", json_pack("{s:s, s:I}", "t", f->origin, "o", (json_int_t)o)) == 0;
+    return json_object_set_new(S->doc, "_lo", json_pack("{s:s, s:I}", "t", tp, "o", (json_int_t)o)) == 0;
 }
 
 static bool apply_counts(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_error_t *err)
@@ -1695,7 +1748,29 @@ static bool apply_counts(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_er
             jobs[nj++] = m->ev[i].job_id;
         }
     json_object_clear(m->job_counts);
-    ok = ok && (n + nj == 0 || st->count_instances(st->ud, ids, n, jobs, nj, counts, m->job_counts, err));
+    if (m->incremental && st->count_series) {
+        /* per partition: a recount must not include instances that records
+         * after this batch inserted (a dead batch's): their batch counts them */
+        for (size_t i = 0; ok && i < n; i++) {
+            const char *tp = series_tp(m, entset_get(&m->series, ids[i]));
+            bool first = true;
+            for (size_t k = 0; first && k < i; k++)
+                first = strcmp(series_tp(m, entset_get(&m->series, ids[k])), tp) != 0;
+            if (!first)
+                continue; /* counted with an earlier series of the same partition */
+            const char **grp = malloc((n + 1) * sizeof *grp);
+            size_t ng = 0;
+            int64_t upto = batch_max_offset(m, tp);
+            ok = grp != NULL;
+            for (size_t k = i; ok && k < n; k++)
+                if (!strcmp(series_tp(m, entset_get(&m->series, ids[k])), tp))
+                    grp[ng++] = ids[k];
+            ok = ok && st->count_series(st->ud, grp, ng, tp, upto, counts, err);
+            free(grp);
+        }
+    } else {
+        ok = ok && (n + nj == 0 || st->count_instances(st->ud, ids, n, jobs, nj, counts, m->job_counts, err));
+    }
     free(jobs);
     json_decref(seen);
     for (size_t i = 0; ok && i < m->series.n; i++) {
@@ -1727,7 +1802,7 @@ static bool apply_series(mdb_docs_model_t *m)
             x->doc = x->existing ? json_incref(x->existing) : NULL;
             continue;
         }
-        if (x->nobs == 0 && !x->existing) {
+        if (x->nobs == 0 && !x->existing && !x->parent) {
             /* an instance's former parent that has no document: nothing to write */
             json_decref(cnt);
             json_decref(x->doc);
@@ -1792,10 +1867,9 @@ bool mdb_docs_apply(mdb_docs_model_t *m, const mdb_docs_store_t *st, const char 
     json_object_clear(m->link_deltas);
     bool ok = (!st->recover || st->recover(st->ud, now, err)) && apply_load(m, st, err) && apply_instances(m, st, now, err) && apply_touch_parents(m) &&
               load_studies(m, st, err) && load_series_only(m, st, err) && apply_counts(m, st, err) &&
-              apply_series(m) && apply_studies(m) &&
+              apply_series(m) && apply_studies(m) && write_conflicts(m, st, now, err) &&
               write_changed(st, MDB_DOCS_SERIES, &m->series, now, &m->stats.series_written, err) &&
-              write_changed(st, MDB_DOCS_STUDIES, &m->studies, now, &m->stats.studies_written, err) &&
-              write_conflicts(m, st, now, err);
+              write_changed(st, MDB_DOCS_STUDIES, &m->studies, now, &m->stats.studies_written, err);
     if (!ok && err && !err->message[0])
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory merging documents");
     if (stats)

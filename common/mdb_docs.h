@@ -173,6 +173,12 @@ typedef struct {
      * included; one pass over the instances for both). */
     bool (*count_instances)(void *ud, const char *const *series_ids, size_t n, const char *const *job_ids,
                             size_t njobs, json_t *counts, json_t *job_counts, mdb_error_t *err);
+    /* Optional (NULL: count_instances is used): counts[series_id] = number
+     * of instances with that series_id, leaving out those whose _ins is
+     * {t: tp, o > upto} (inserted by records after the batch: their own
+     * batch counts them). */
+    bool (*count_series)(void *ud, const char *const *series_ids, size_t n, const char *tp, int64_t upto,
+                         json_t *counts, mdb_error_t *err);
     /* Write docs (array of full documents) to coll: for each, create it if
      * absent (created_at = now) or $set every top-level field it has. */
     bool (*upsert)(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err);

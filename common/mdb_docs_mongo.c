@@ -343,6 +343,34 @@ static bool st_count_instances(void *ud, const char *const *series_ids, size_t n
     return ok;
 }
 
+/* find {series_id: {$in}} projecting series_id and _ins, counted here (the
+ * exclusion of late inserts needs _ins, and FerretDB's $group is limited). */
+static bool st_count_series(void *ud, const char *const *series_ids, size_t n, const char *tp, int64_t upto,
+                            json_t *counts, mdb_error_t *err)
+{
+    mstore_t *s = ud;
+    json_t *rows = json_array();
+    bson_t filter = BSON_INITIALIZER;
+    bson_t *proj = BCON_NEW("series_id", BCON_INT32(1), "_ins", BCON_INT32(1));
+    mdb_docs_append_in(&filter, "series_id", series_ids, n);
+    bool ok = rows && mdb_docs_find(s->m, MDB_DOCS_INSTANCES, &filter, proj, NULL, 0, rows, err);
+    for (size_t i = 0; ok && i < n; i++)
+        json_object_set_new(counts, series_ids[i], json_integer(0));
+    for (size_t i = 0; ok && i < json_array_size(rows); i++) {
+        json_t *r = json_array_get(rows, i), *ins = json_object_get(r, "_ins");
+        const char *sid = json_string_value(json_object_get(r, "series_id"));
+        const char *t = json_string_value(json_object_get(ins, "t"));
+        json_t *c = sid ? json_object_get(counts, sid) : NULL;
+        if (!c || (tp && t && !strcmp(t, tp) && json_integer_value(json_object_get(ins, "o")) > upto))
+            continue;
+        json_object_set_new(counts, sid, json_integer(json_integer_value(c) + 1));
+    }
+    json_decref(rows);
+    bson_destroy(proj);
+    bson_destroy(&filter);
+    return ok;
+}
+
 typedef struct {
     const json_t *docs;
     const char *now;
@@ -596,6 +624,7 @@ mdb_docs_store_t *mdb_docs_mongo_store_new(mdb_mongo_t *m, const char *wc)
     st->load_instances = st_load_instances;
     st->insert = st_insert;
     st->count_instances = st_count_instances;
+    st->count_series = st_count_series;
     st->upsert = st_upsert;
     st->recover = st_recover;
     s->ferret = detect_ferret(m);

@@ -49,6 +49,8 @@ json_t *mdb_dump_canonical(const char *coll, const json_t *doc)
     json_object_del(out, "_ins");
     json_object_del(out, "_jl");
     json_object_del(out, "_lo");
+    json_object_del(out, "_prev_series"); /* whether an instance moved depends on the arrival order */
+    json_object_del(out, "_prev_study");
     sort_set(out, "paths");
     sort_set(out, "collection_ids");
     sort_set(out, "modalities");

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 
@@ -472,6 +473,24 @@ static bool run_chunk(mdb_bulk_t *b, const size_t *idx, size_t n, int64_t *total
  * statements that match existing documents (reproduced: 90 works, 110
  * hangs), so the default is 50; with a real mongod set
  * mongo.max_batch_updates=0 for one command per collection and batch. */
+/* Test hook: METADB_TEST_EXIT_AFTER_WRITES=N makes the process _exit(137)
+ * right after the N-th write command was answered, as a kill -9 at that
+ * moment would (the linker's crash-window test in tests/e2e/test_pipeline.py). */
+static void test_exit_after_write(void)
+{
+    static long left = -2;
+    if (left == -2) {
+        const char *v = getenv("METADB_TEST_EXIT_AFTER_WRITES");
+        left = v && *v ? atol(v) : -1;
+    }
+    if (left > 0 && --left == 0) {
+        static const char msg[] = "METADB_TEST_EXIT_AFTER_WRITES: exiting after this write\n";
+        ssize_t w = write(2, msg, sizeof msg - 1);
+        (void)w;
+        _exit(137);
+    }
+}
+
 bool mdb_bulk_execute(mdb_bulk_t *b, bson_t *reply, mdb_error_t *err)
 {
     bson_error_t be = {0};
@@ -508,6 +527,7 @@ bool mdb_bulk_execute(mdb_bulk_t *b, bson_t *reply, mdb_error_t *err)
             ok = false;
             be = cbe;
         }
+        test_exit_after_write();
         start = i;
     }
     free(idx);
