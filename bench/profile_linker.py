@@ -39,7 +39,7 @@ import bench_run as br  # noqa: E402
 OP = re.compile(r"mongo: (?:(find|aggregate) (?:in|on) (\S+): \d+ \S+ in ([0-9.]+) s|"
                 r"insert of (\d+) document\(s\) into (\S+) in ([0-9.]+) s|"
                 r"(\d+) update\(s\) on (\S+) in ([0-9.]+) s)")
-BATCH = re.compile(r"batch of (\d+) record\(s\).* written in ([0-9.]+) s, (\d+) round trip")
+BATCH = re.compile(r"batch of (\d+) record\(s\).* (?:written|recounted) in ([0-9.]+) s, (\d+) round trip")
 
 
 def parse(text):

@@ -237,14 +237,16 @@ void mdb_docs_sort_strings(json_t *arr);
  * ("1", "majority" or NULL). Free with mdb_docs_mongo_store_destroy.
  *
  * On FerretDB (detected with buildInfo, one round trip here) an update
- * scans the whole collection per document, so existing instances that
- * change are replaced in four commands whatever their number: their new
- * versions go to MDB_DOCS_JOURNAL, the old ones are deleted, the new ones
- * inserted, the journal entries deleted. recover() (run by mdb_docs_apply
- * before it reads) re-inserts any journalled version whose instance is
- * missing (a writer died between delete and insert) and drops journal
- * entries older than five minutes whose instance exists. On MongoDB
- * instances are updated in place. NULL on OOM. */
+ * scans the whole collection per document, so existing instances, series
+ * and studies that change are replaced in four commands whatever their
+ * number: their new versions go to MDB_DOCS_JOURNAL ({_id, coll, at, doc};
+ * _id is the instance's _id, or "<coll>\n<_id>"), the old ones are deleted,
+ * the new ones inserted, the journal entries deleted. recover() (run by
+ * mdb_docs_apply before it reads) re-inserts any journalled version whose
+ * document is missing (a writer died between delete and insert) and drops
+ * journal entries older than five minutes whose document exists. A reader
+ * can miss a document for the few milliseconds between delete and insert.
+ * On MongoDB documents are updated in place. NULL on OOM. */
 mdb_docs_store_t *mdb_docs_mongo_store_new(mdb_mongo_t *m, const char *wc);
 /* Whether the store replaces instances through the journal (FerretDB). */
 bool mdb_docs_mongo_store_journaled(const mdb_docs_store_t *st);

@@ -454,39 +454,62 @@ static const char **ids_of(const json_t *docs, size_t *n)
     return ids;
 }
 
-/* FerretDB: replace existing instances in four commands (see mdb_docs.h). */
-static bool replace_instances(mstore_t *s, const json_t *docs, const char *now, mdb_error_t *err)
+/* The journal entry _id of a document: its _id for instances (as before
+ * other collections were journalled), "<coll>\n<_id>" otherwise. */
+static char *journal_id(const char *coll, const char *id)
 {
-    size_t n = 0;
+    if (!strcmp(coll, MDB_DOCS_INSTANCES))
+        return strdup(id);
+    size_t n = strlen(coll) + strlen(id) + 2;
+    char *j = malloc(n);
+    if (j)
+        snprintf(j, n, "%s\n%s", coll, id);
+    return j;
+}
+
+/* FerretDB: replace documents of coll in four commands whatever their
+ * number (see mdb_docs.h): journal the new versions, delete the old ones,
+ * insert the new ones, drop the journal entries. */
+static bool replace_docs(mstore_t *s, const char *coll, const json_t *docs, const char *now, mdb_error_t *err)
+{
+    size_t n = 0, nj = 0;
     const char **ids = ids_of(docs, &n);
+    const char **jids = calloc(json_array_size(docs) + 1, sizeof *jids);
     json_t *versions = json_array(), *journal = json_array(), *dups = json_array();
-    bool ok = ids && versions && journal && dups;
+    bool ok = ids && jids && versions && journal && dups;
     for (size_t i = 0; ok && i < json_array_size(docs); i++) {
         json_t *d = json_deep_copy(json_array_get(docs, i));
-        ok = d != NULL;
-        if (!ok)
+        const char *id = json_string_value(json_object_get(d, "_id"));
+        char *jid = id ? journal_id(coll, id) : NULL;
+        ok = d && jid;
+        if (!ok) {
+            json_decref(d);
+            free(jid);
             break;
+        }
+        jids[nj++] = jid;
         if (!json_object_get(d, "created_at"))
             json_object_set_new(d, "created_at", json_string(now));
         json_object_set_new(d, "updated_at", json_string(now));
         json_array_append(versions, d);
-        json_array_append_new(journal, json_pack("{s:O, s:s, s:o}", "_id", json_object_get(d, "_id"), "at", now,
-                                                 "doc", d));
+        json_array_append_new(journal, json_pack("{s:s, s:s, s:s, s:o}", "_id", jid, "coll", coll, "at", now, "doc", d));
     }
     if (!ok && err && !err->message[0])
-        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory replacing instances");
-    ok = ok && delete_ids(s, MDB_DOCS_JOURNAL, ids, n, err) &&
-         st_insert(s, MDB_DOCS_JOURNAL, journal, dups, err);
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory replacing documents of %s", coll);
+    ok = ok && delete_ids(s, MDB_DOCS_JOURNAL, jids, nj, err) && st_insert(s, MDB_DOCS_JOURNAL, journal, dups, err);
     if (ok && json_array_size(dups) > 0) {
-        mdb_error_set(err, MDB_ERR_MONGO, EAGAIN, "instance journal: %zu entr%s written concurrently, retrying",
+        mdb_error_set(err, MDB_ERR_MONGO, EAGAIN, "document journal: %zu entr%s written concurrently, retrying",
                       json_array_size(dups), json_array_size(dups) == 1 ? "y" : "ies");
         ok = false;
     }
     json_array_clear(dups);
     /* A concurrent recovery may have inserted a journalled version already:
      * the same document, so a duplicate here is success. */
-    ok = ok && delete_ids(s, MDB_DOCS_INSTANCES, ids, n, err) && st_insert(s, MDB_DOCS_INSTANCES, versions, dups, err) &&
-         delete_ids(s, MDB_DOCS_JOURNAL, ids, n, err);
+    ok = ok && delete_ids(s, coll, ids, n, err) && st_insert(s, coll, versions, dups, err) &&
+         delete_ids(s, MDB_DOCS_JOURNAL, jids, nj, err);
+    for (size_t i = 0; jids && i < nj; i++)
+        free((char *)jids[i]);
+    free(jids);
     free(ids);
     json_decref(versions);
     json_decref(journal);
@@ -497,8 +520,9 @@ static bool replace_instances(mstore_t *s, const json_t *docs, const char *now, 
 static bool st_upsert(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err)
 {
     mstore_t *s = ud;
-    if (s->ferret && !strcmp(coll, MDB_DOCS_INSTANCES))
-        return replace_instances(s, docs, now, err);
+    if (s->ferret && (!strcmp(coll, MDB_DOCS_INSTANCES) || !strcmp(coll, MDB_DOCS_SERIES) ||
+                      !strcmp(coll, MDB_DOCS_STUDIES)))
+        return replace_docs(s, coll, docs, now, err);
     upsert_ctx_t c = {docs, now};
     return mdb_docs_bulk_chunked(s->m, coll, s->wc, s->ferret ? MDB_DOCS_UPDATE_CHUNK : MDB_DOCS_UPDATE_CHUNK_MONGO,
                                  json_array_size(docs), add_upsert, &c, err);
@@ -506,37 +530,69 @@ static bool st_upsert(void *ud, const char *coll, const json_t *docs, const char
 
 #define JOURNAL_STALE_SECONDS 300
 
+/* Restore the journalled documents of one collection that are missing
+ * there; collect the entries to drop. */
+static bool recover_coll(mstore_t *s, const char *coll, json_t *entries, json_t *drop, const char *cutoff,
+                         size_t *restored, mdb_error_t *err)
+{
+    json_t *present = json_array(), *restore = json_array(), *dups = json_array(), *have = json_object();
+    const char **ids = malloc((json_array_size(entries) + 1) * sizeof *ids);
+    size_t n = 0;
+    bool ok = present && restore && dups && have && ids;
+    for (size_t i = 0; ok && i < json_array_size(entries); i++) {
+        const char *id = json_string_value(json_object_get(json_object_get(json_array_get(entries, i), "doc"), "_id"));
+        if (id)
+            ids[n++] = id;
+    }
+    if (ok && n > 0) {
+        bson_t f = BSON_INITIALIZER;
+        bson_t *proj = BCON_NEW("_id", BCON_INT32(1));
+        mdb_docs_append_in(&f, "_id", ids, n);
+        ok = mdb_docs_find(s->m, coll, &f, proj, NULL, 0, present, err);
+        bson_destroy(&f);
+        bson_destroy(proj);
+    }
+    for (size_t i = 0; ok && i < json_array_size(present); i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(present, i), "_id"));
+        if (id)
+            json_object_set_new(have, id, json_true());
+    }
+    for (size_t i = 0; ok && i < json_array_size(entries); i++) {
+        json_t *e = json_array_get(entries, i), *d = json_object_get(e, "doc");
+        const char *id = json_string_value(json_object_get(d, "_id"));
+        const char *at = json_string_value(json_object_get(e, "at"));
+        if (!id || !json_is_object(d))
+            continue;
+        if (!json_object_get(have, id)) {
+            json_array_append(restore, d);
+            json_array_append(drop, e);
+        } else if (at && strcmp(at, cutoff) < 0) {
+            json_array_append(drop, e);
+        }
+    }
+    ok = ok && st_insert(s, coll, restore, dups, err);
+    if (ok)
+        *restored += json_array_size(restore) - json_array_size(dups);
+    free(ids);
+    json_decref(present);
+    json_decref(restore);
+    json_decref(dups);
+    json_decref(have);
+    return ok;
+}
+
 static bool st_recover(void *ud, const char *now, mdb_error_t *err)
 {
     mstore_t *s = ud;
     if (!s->ferret)
         return true;
-    json_t *entries = json_array(), *present = json_array(), *restore = json_array(), *drop = json_array(),
-           *dups = json_array();
+    json_t *entries = json_array(), *drop = json_array(), *by = json_object();
     bson_t filter = BSON_INITIALIZER;
-    bool ok = entries && present && restore && drop && dups &&
-              mdb_docs_find(s->m, MDB_DOCS_JOURNAL, &filter, NULL, NULL, 0, entries, err);
+    bool ok = entries && drop && by && mdb_docs_find(s->m, MDB_DOCS_JOURNAL, &filter, NULL, NULL, 0, entries, err);
     bson_destroy(&filter);
     if (!ok || json_array_size(entries) == 0)
         goto done;
-    size_t n = 0;
-    const char **ids = ids_of(entries, &n);
-    bson_t f2 = BSON_INITIALIZER;
-    bson_t *proj = BCON_NEW("_id", BCON_INT32(1));
-    mdb_docs_append_in(&f2, "_id", ids, n);
-    ok = ids && mdb_docs_find(s->m, MDB_DOCS_INSTANCES, &f2, proj, NULL, 0, present, err);
-    bson_destroy(&f2);
-    bson_destroy(proj);
-    free(ids);
-    if (!ok)
-        goto done;
-    json_t *have = json_object();
-    for (size_t i = 0; i < json_array_size(present); i++) {
-        const char *id = json_string_value(json_object_get(json_array_get(present, i), "_id"));
-        if (id)
-            json_object_set_new(have, id, json_true());
-    }
-    /* entries older than this whose instance exists are leftovers */
+    /* entries older than this whose document exists are leftovers */
     time_t t = time(NULL) - JOURNAL_STALE_SECONDS;
     struct tm tm;
     char cutoff[40];
@@ -544,35 +600,37 @@ static bool st_recover(void *ud, const char *now, mdb_error_t *err)
     strftime(cutoff, sizeof cutoff, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
     for (size_t i = 0; i < json_array_size(entries); i++) {
         json_t *e = json_array_get(entries, i);
-        const char *id = json_string_value(json_object_get(e, "_id"));
-        const char *at = json_string_value(json_object_get(e, "at"));
-        if (!id)
+        const char *coll = json_string_value(json_object_get(e, "coll"));
+        if (!coll)
+            coll = MDB_DOCS_INSTANCES;
+        if (strcmp(coll, MDB_DOCS_INSTANCES) && strcmp(coll, MDB_DOCS_SERIES) && strcmp(coll, MDB_DOCS_STUDIES))
             continue;
-        if (!json_object_get(have, id)) {
-            json_t *d = json_object_get(e, "doc");
-            if (json_is_object(d)) {
-                json_array_append(restore, d);
-                json_array_append(drop, e);
-            }
-        } else if (at && strcmp(at, cutoff) < 0) {
-            json_array_append(drop, e);
+        json_t *arr = json_object_get(by, coll);
+        if (!arr) {
+            arr = json_array();
+            json_object_set_new(by, coll, arr);
         }
+        json_array_append(arr, e);
     }
-    json_decref(have);
-    ok = st_insert(s, MDB_DOCS_INSTANCES, restore, dups, err);
+    size_t restored = 0;
+    const char *coll;
+    json_t *arr;
+    json_object_foreach(by, coll, arr)
+    {
+        if (ok)
+            ok = recover_coll(s, coll, arr, drop, cutoff, &restored, err);
+    }
     size_t nd = 0;
     const char **dids = ok ? ids_of(drop, &nd) : NULL;
     ok = ok && dids && delete_ids(s, MDB_DOCS_JOURNAL, dids, nd, err);
     free(dids);
-    if (ok && json_array_size(restore) > 0)
-        MDB_LOG(MDB_LOG_WARN, "instance journal: restored %zu instance document(s) an interrupted writer had "
-                              "removed (%s)", json_array_size(restore) - json_array_size(dups), now);
+    if (ok && restored > 0)
+        MDB_LOG(MDB_LOG_WARN, "document journal: restored %zu document(s) an interrupted writer had removed (%s)",
+                restored, now);
 done:
     json_decref(entries);
-    json_decref(present);
-    json_decref(restore);
     json_decref(drop);
-    json_decref(dups);
+    json_decref(by);
     return ok;
 }
 

@@ -226,8 +226,8 @@ int main(int argc, char **argv)
     }
     L.update_chunk = mdb_docs_mongo_store_update_chunk(L.store);
     if (mdb_docs_mongo_store_journaled(L.store))
-        MDB_LOG(MDB_LOG_INFO, "FerretDB: instances that change are replaced through %s (one scan per batch instead "
-                              "of one per document)", MDB_DOCS_JOURNAL);
+        MDB_LOG(MDB_LOG_INFO, "FerretDB: instances, series and studies that change are replaced through %s (a few "
+                              "commands per batch instead of one scan per document)", MDB_DOCS_JOURNAL);
     const char *topics[] = {L.topic_instances, L.topic_dlq};
     if (!mdb_kafka_ensure_topics(cfg, topics, 2, (int)mdb_config_get_int(cfg, "topic.partitions"), &err)) {
         MDB_LOG(MDB_LOG_ERROR, "topics: %s", err.message);
