@@ -1127,10 +1127,10 @@ static json_t *instance_doc_from_event(const event_t *e)
     if (e->feature_set)
         json_object_set_new(doc, "feature_set", json_string(e->feature_set));
     json_object_set_new(doc, "_src", json_string(e->path));
-    /* A deep copy so later edits never reach the event's objects. */
-    json_t *copy = json_deep_copy(doc);
-    json_decref(doc);
-    return copy;
+    /* Values are shared with the event (reference counted); the document is
+     * only ever edited at its top level (paths, job ids, tags), never inside
+     * a value, so no copy is needed. */
+    return doc;
 }
 
 static const json_t *get_ev_series(const event_t *e, const char *name)
@@ -1289,7 +1289,7 @@ static bool merge_instance(mdb_docs_model_t *m, ent_t *x)
     }
     json_t *doc;
     if (ex && (!best || (ex_src && strcmp(ex_src, best->path) <= 0)))
-        doc = json_deep_copy(ex);
+        doc = json_copy((json_t *)ex); /* top-level edits only: a shallow copy leaves ex intact */
     else {
         doc = instance_doc_from_event(best);
         if (doc && ex) {
@@ -1554,7 +1554,7 @@ static bool apply_instances(mdb_docs_model_t *m, const mdb_docs_store_t *st, con
         ent_t *x = &m->instances.v[i];
         ok = merge_instance(m, x);
         if (ok) {
-            json_t *d = json_deep_copy(x->doc);
+            json_t *d = json_copy(x->doc); /* timestamps are top-level */
             ok = d && json_object_set_new(d, "created_at", json_string(now)) == 0 &&
                  json_object_set_new(d, "updated_at", json_string(now)) == 0 && json_array_append_new(docs, d) == 0;
         }

@@ -159,6 +159,7 @@ typedef struct {
     mdb_mongo_t *m;
     char *wc;
     bool ferret; /* FerretDB: replace changed instances through the journal */
+    bool journal_empty; /* recover() found no entry: nothing of ours can be left to clear first */
 } mstore_t;
 
 static bool find_in(mstore_t *s, const char *coll, const char *key, const char *const *ids, size_t n, json_t *out,
@@ -478,7 +479,7 @@ static bool replace_docs(mstore_t *s, const char *coll, const json_t *docs, cons
     json_t *versions = json_array(), *journal = json_array(), *dups = json_array();
     bool ok = ids && jids && versions && journal && dups;
     for (size_t i = 0; ok && i < json_array_size(docs); i++) {
-        json_t *d = json_deep_copy(json_array_get(docs, i));
+        json_t *d = json_copy(json_array_get(docs, i)); /* timestamps are top-level */
         const char *id = json_string_value(json_object_get(d, "_id"));
         char *jid = id ? journal_id(coll, id) : NULL;
         ok = d && jid;
@@ -496,7 +497,8 @@ static bool replace_docs(mstore_t *s, const char *coll, const json_t *docs, cons
     }
     if (!ok && err && !err->message[0])
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory replacing documents of %s", coll);
-    ok = ok && delete_ids(s, MDB_DOCS_JOURNAL, jids, nj, err) && st_insert(s, MDB_DOCS_JOURNAL, journal, dups, err);
+    ok = ok && (s->journal_empty || delete_ids(s, MDB_DOCS_JOURNAL, jids, nj, err)) &&
+         st_insert(s, MDB_DOCS_JOURNAL, journal, dups, err);
     if (ok && json_array_size(dups) > 0) {
         mdb_error_set(err, MDB_ERR_MONGO, EAGAIN, "document journal: %zu entr%s written concurrently, retrying",
                       json_array_size(dups), json_array_size(dups) == 1 ? "y" : "ies");
@@ -588,8 +590,10 @@ static bool st_recover(void *ud, const char *now, mdb_error_t *err)
         return true;
     json_t *entries = json_array(), *drop = json_array(), *by = json_object();
     bson_t filter = BSON_INITIALIZER;
+    s->journal_empty = false;
     bool ok = entries && drop && by && mdb_docs_find(s->m, MDB_DOCS_JOURNAL, &filter, NULL, NULL, 0, entries, err);
     bson_destroy(&filter);
+    s->journal_empty = ok && json_array_size(entries) == 0;
     if (!ok || json_array_size(entries) == 0)
         goto done;
     /* entries older than this whose document exists are leftovers */
