@@ -1471,21 +1471,38 @@ static bool touch(entset_t *s, const char *uid, bool recount)
     return true;
 }
 
+/* Write the documents of s that change: new ones with one insert (cheap
+ * everywhere; a duplicate - created meanwhile - joins the others), existing
+ * ones through the store's upsert. */
 static bool write_changed(const mdb_docs_store_t *st, const char *coll, entset_t *s, const char *now, size_t *count,
                           mdb_error_t *err)
 {
-    json_t *docs = json_array();
-    if (!docs)
-        return false;
-    for (size_t i = 0; i < s->n; i++) {
+    json_t *docs = json_array(), *fresh = json_array(), *dups = json_array();
+    bool ok = docs && fresh && dups;
+    for (size_t i = 0; ok && i < s->n; i++) {
         ent_t *x = &s->v[i];
-        if (x->doc && !doc_equal_ignoring_ts(x->doc, x->existing))
+        if (!x->doc || doc_equal_ignoring_ts(x->doc, x->existing))
+            continue;
+        if (x->existing) {
+            json_array_append(docs, x->doc);
+            continue;
+        }
+        json_t *d = json_copy(x->doc); /* timestamps are top-level */
+        ok = d && json_object_set_new(d, "created_at", json_string(now)) == 0 &&
+             json_object_set_new(d, "updated_at", json_string(now)) == 0 && json_array_append_new(fresh, d) == 0;
+    }
+    ok = ok && (json_array_size(fresh) == 0 || st->insert(st->ud, coll, fresh, dups, err));
+    for (size_t i = 0; ok && i < json_array_size(dups); i++) {
+        ent_t *x = entset_get(s, json_string_value(json_array_get(dups, i)));
+        if (x && x->doc)
             json_array_append(docs, x->doc);
     }
-    bool ok = json_array_size(docs) == 0 || st->upsert(st->ud, coll, docs, now, err);
+    ok = ok && (json_array_size(docs) == 0 || st->upsert(st->ud, coll, docs, now, err));
     if (count)
-        *count += json_array_size(docs);
+        *count += json_array_size(docs) + json_array_size(fresh) - json_array_size(dups);
     json_decref(docs);
+    json_decref(fresh);
+    json_decref(dups);
     return ok;
 }
 
