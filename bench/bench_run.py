@@ -8,8 +8,9 @@ mostly cancels out:
   extraction     bench/bench_extract.sh (metadb's reader+extractor per CPU-second
                  vs pydicom and vs bare open+read(4 KiB)+close)
   ceiling        bench_dbload ceiling: the linker's final documents bulk-written
-                 straight into the database (no Kafka), --mode upsert and insert;
-                 the ceiling is the faster of the two
+                 straight into the database (no Kafka), --mode upsert (the issue's
+                 definition) and insert; reported against both, the faster being
+                 the stricter
   refshape       bench_dbload refshape: one synchronous insert per document plus a
                  find per parent (the reference pipeline's shape)
   orthanc        bench/orthanc_load.py: the same files into Orthanc's REST API,
@@ -53,6 +54,7 @@ GEN = os.path.join(SRC, "tests", "gen", "gen_archive.py")
 FINAL = ("completed", "completed_with_errors", "failed")
 
 LIDC_PATIENTS = 1010
+LIDC_SECOND_STUDY = 0.31
 LIDC_INSTANCES = 244527
 
 
@@ -83,14 +85,15 @@ def wait_for(fn, timeout, interval=0.1):
 
 # ---------------------------------------------------------------- archives
 
-def ensure_archive(path, files, small, seed=2024, patients=None):
+def ensure_archive(path, files, small, seed=2024, patients=None, second_study=None):
     """Generate (or reuse, when its manifest matches) an archive; return its manifest."""
     mf = os.path.join(path, "manifest.json")
     if os.path.exists(mf):
         with open(mf) as f:
             m = json.load(f)
         if m["counts"]["instances"] == files and bool(m["small"]) == small and \
-                (patients is None or m["counts"]["patients"] == patients):
+                (patients is None or m["counts"]["patients"] == patients) and \
+                (second_study is None or m.get("second_study") == second_study):
             return m
     log("generating %d %s files into %s ..." % (files, "small" if small else "full-size", path))
     shutil.rmtree(path, ignore_errors=True)
@@ -99,9 +102,16 @@ def ensure_archive(path, files, small, seed=2024, patients=None):
         cmd += ["--patients", str(patients)]
     if small:
         cmd.append("--small")
+    if second_study is not None:
+        cmd += ["--second-study", str(second_study)]
     sh(cmd, timeout=6 * 3600)
     with open(mf) as f:
-        return json.load(f)
+        m = json.load(f)
+    if second_study is not None:
+        m["second_study"] = second_study
+        with open(mf, "w") as f:
+            json.dump(m, f)
+    return m
 
 
 def write_list(manifest, path, limit=None):
@@ -767,8 +777,7 @@ def main():
     ap.add_argument("--job-timeout", type=int, default=3600)
     ap.add_argument("--nice", type=int, default=0, help="run the daemons with nice -n N")
     ap.add_argument("--linker-flags", default=None,
-                    help="extra flags of the pipeline's linker (default: none; with --lidc "
-                         "--linker.batch_size=20000 --kafka.max.poll.interval.ms=7200000)")
+                    help="extra flags of the pipeline's linker (default: none, the linker's defaults)")
     ap.add_argument("--skip", default="", help="comma-separated: extraction,ceiling,refshape,orthanc,e2e,stages")
     ap.add_argument("--brokers", default=os.environ.get("METADB_KAFKA_BROKERS", "127.0.0.1:9092"))
     ap.add_argument("--mongo-uri", default=os.environ.get("METADB_MONGO_URI", "mongodb://127.0.0.1:27017"))
@@ -780,10 +789,10 @@ def main():
     if args.lidc and not args.nice:
         args.nice = 10  # a long run on a machine shared with other work
     if args.linker_flags is None:
-        # FerretDB 1.24 scans a whole collection for every non-_id query, and
-        # the linker pays a few such scans per batch: at LIDC scale, fewer and
-        # larger batches (and a poll interval above the longest flush)
-        args.linker_flags = "--linker.batch_size=20000 --kafka.max.poll.interval.ms=7200000" if args.lidc else ""
+        # the linker's defaults, at LIDC scale too (it counts incrementally, so
+        # no batch reads a whole collection any more; until then LIDC needed
+        # batches of 20000 and a poll interval above the longest flush)
+        args.linker_flags = ""
     if args.lidc and args.job_timeout == 3600:
         args.job_timeout = 8 * 3600
     skip = set(x for x in args.skip.split(",") if x)
@@ -842,6 +851,7 @@ def main():
             rate = {k: v.get("instances_per_s") for k, v in got.items()}
             ceil_r = max([x for x in (rate.get("ceiling_upsert"), rate.get("ceiling_insert")) if x] or [None])
             rr.append({"e2e_vs_ceiling": rel(rate.get("e2e"), ceil_r),
+                       "e2e_vs_ceiling_upsert": rel(rate.get("e2e"), rate.get("ceiling_upsert")),
                        "e2e_vs_orthanc": rel(rate.get("e2e"), rate.get("orthanc")),
                        "e2e_vs_refshape": rel(rate.get("e2e"), rate.get("refshape"))})
             log("repeat %d ratios: %s" % (r + 1, ", ".join("%s %s" % (k, fmt(v)) for k, v in rr[-1].items())))
@@ -867,8 +877,12 @@ def main():
                                            "extraction files/s per core vs pydicom"),
             "extraction_cost_vs_bare": ratio(ex.get("cost_vs_bare"), "<=", 3,
                                              "extraction cost per file / bare open+read(4 KiB)+close"),
+            "e2e_vs_ceiling_upsert": ratio(med_ratio("e2e_vs_ceiling_upsert"), ">=", 0.7,
+                                           "end-to-end instances/s / database ceiling as the issue defines it "
+                                           "(bulk upserts of the same documents)"),
             "e2e_vs_ceiling": ratio(med_ratio("e2e_vs_ceiling"), ">=", 0.7,
-                                    "end-to-end instances/s / database ceiling (faster of upsert and insert)"),
+                                    "end-to-end instances/s / database ceiling, stricter (faster of upsert and "
+                                    "insert)"),
             "e2e_vs_orthanc": ratio(med_ratio("e2e_vs_orthanc"), ">=", 5,
                                     "end-to-end instances/s / Orthanc REST with 2 uploaders"),
             "e2e_vs_refshape": ratio(med_ratio("e2e_vs_refshape"), ">=", 20,
@@ -895,7 +909,8 @@ def main():
             print(fh.read())
         return 0
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not os.environ.get("MDB_BENCH_KEEP"):
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def render(out):
@@ -912,7 +927,9 @@ def render(out):
 
 def run_lidc(args, bench_home, workdir):
     archive = os.path.join(bench_home, "lidc")
-    manifest = ensure_archive(archive, LIDC_INSTANCES, small=True, seed=1010, patients=LIDC_PATIENTS)
+    # LIDC-IDRI: 1,010 patients, 1,308 studies (1,018 CT scans and CR/DX), 244,527 images
+    manifest = ensure_archive(archive, LIDC_INSTANCES, small=True, seed=1010, patients=LIDC_PATIENTS,
+                              second_study=LIDC_SECOND_STUDY)
     c = manifest["counts"]
     log("LIDC-shaped archive: %d patients, %d studies, %d series, %d instances" % (
         c["patients"], c["studies"], c["series"], c["instances"]))
