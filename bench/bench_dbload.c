@@ -123,12 +123,19 @@ static bool rec_load_series(void *ud, const char *const *ids, size_t n, const ch
     return true;
 }
 
+static bool rec_upsert(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err);
+
+/* Instances are kept apart (they are the inserts); new series and studies,
+ * which mdb_docs_apply inserts too, are written documents like upserted
+ * ones (they carry their timestamps already). */
 static bool rec_insert(void *ud, const char *coll, const json_t *docs, json_t *dups, mdb_error_t *err)
 {
     recorder_t *r = ud;
-    (void)dups, (void)err;
-    if (strcmp(coll, MDB_DOCS_INSTANCES))
-        return true;
+    (void)dups;
+    if (strcmp(coll, MDB_DOCS_INSTANCES)) {
+        const char *now = json_string_value(json_object_get(json_array_get(docs, 0), "created_at"));
+        return rec_upsert(ud, coll, docs, now ? now : "1970-01-01T00:00:00.000Z", err);
+    }
     return json_array_extend(r->inserted, (json_t *)docs) == 0;
 }
 
@@ -650,6 +657,11 @@ int main(int argc, char **argv)
         nstudies += groups[k].studies.n;
         nconf += groups[k].conflicts.n;
     }
+    /* the linker's documents, all of them: a baseline without its series and
+     * studies would be cheaper than what the linker writes */
+    if (ninst > 0 && (nseries == 0 || nstudies == 0))
+        die("recorded %zu instance(s) but %zu series and %zu studies: the recording store misses writes", ninst,
+            nseries, nstudies);
     /* instance documents back in LIST order for the reference shape (a
      * group's instance docs follow its events' study-sorted order only
      * loosely, so match them by path) */
