@@ -129,6 +129,21 @@ def sections(dump):
     return out
 
 
+def replay_deployment(name, root, base, src, payload, deps):
+    """A fresh deployment holding src's jobs (reset to running, zero counters)
+    and payload (key\\tvalue lines) published to its instances topic."""
+    d = Deployment(name, root, base)
+    deps.append(d)
+    d.metadb("topics")
+    for jdoc in src.env.db.jobs.find({}):
+        jdoc.update({"state": "running", "files_done": 0, "files_failed": 0, "instances_linked": 0})
+        d.env.db.jobs.insert_one(jdoc)
+    pp = subprocess.run(["kcat", "-P", "-b", ps.BROKERS, "-t", d.env.topics["instances"], "-K", "\t"],
+                        input=payload, capture_output=True, text=True, timeout=120)
+    c.check(pp.returncode == 0, "%s: republish the events" % name, pp.stderr)
+    return d
+
+
 def wait_job(dep, job_id, timeout=300):
     def probe():
         j = dep.env.db.jobs.find_one({"_id": job_id})
@@ -374,16 +389,8 @@ def main():
         events = ps.kcat_consume_all(a.env.topics["instances"])
         c.eq(len(events), 2 * nfiles, "instance topic holds one event per file and job")
         random.Random(7).shuffle(events)
-        o = Deployment("pipeline_ooo", root, base)
-        deps.append(o)
-        o.metadb("topics")
-        for jdoc in a.env.db.jobs.find({}):
-            jdoc.update({"state": "running", "files_done": 0, "files_failed": 0, "instances_linked": 0})
-            o.env.db.jobs.insert_one(jdoc)
         payload = "".join("%s\t%s\n" % (k, v) for k, v in events)
-        pp = subprocess.run(["kcat", "-P", "-b", ps.BROKERS, "-t", o.env.topics["instances"], "-K", "\t"],
-                            input=payload, capture_output=True, text=True, timeout=120)
-        c.check(pp.returncode == 0, "republish shuffled events", pp.stderr)
+        o = replay_deployment("pipeline_ooo", root, base, a, payload, deps)
         port = free_port()
         o.start("linker", ["--linker.metrics_port=%d" % port])
         done = ps.wait_for(lambda: o.env.db.jobs.count_documents({"state": "completed"}) == 2, timeout=300)
@@ -412,15 +419,7 @@ def main():
         # restarted each time until both jobs complete. Counts are
         # incremental (origin tags decide redelivery), so this is where a
         # double count or a lost one would show.
-        cp = Deployment("pipeline_cp", root, base)
-        deps.append(cp)
-        cp.metadb("topics")
-        for jdoc in a.env.db.jobs.find({}):
-            jdoc.update({"state": "running", "files_done": 0, "files_failed": 0, "instances_linked": 0})
-            cp.env.db.jobs.insert_one(jdoc)
-        pp = subprocess.run(["kcat", "-P", "-b", ps.BROKERS, "-t", cp.env.topics["instances"], "-K", "\t"],
-                            input=payload, capture_output=True, text=True, timeout=120)
-        c.check(pp.returncode == 0, "republish shuffled events for the crash-point run", pp.stderr)
+        cp = replay_deployment("pipeline_cp", root, base, a, payload, deps)
         rnd = random.Random(11)
         crashes = 0
         t_cp = time.time()

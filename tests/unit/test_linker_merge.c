@@ -279,14 +279,18 @@ static json_t *make_event_json(const ev_spec_t *s, json_t **study, json_t **seri
     return *study;
 }
 
-static void add_events(mdb_docs_model_t *m, const ev_spec_t *specs, const size_t *idx, size_t n)
+/* origin NULL: events without an origin (the recounting model); else
+ * event i has offset first_offset + i. */
+static void add_events_at(mdb_docs_model_t *m, const ev_spec_t *specs, const size_t *idx, size_t n,
+                          const char *origin, int64_t first_offset)
 {
     for (size_t i = 0; i < n; i++) {
         const ev_spec_t *s = &specs[idx[i]];
         json_t *study, *series, *inst, *file;
         make_event_json(s, &study, &series, &inst, &file);
         mdb_docs_event_t ev = {.job_id = s->job, .path = s->path, .collection = s->coll, .feature_set = "default",
-                               .study = study, .series = series, .instance = inst, .file = file};
+                               .study = study, .series = series, .instance = inst, .file = file,
+                               .origin = origin, .offset = origin ? first_offset + (int64_t)i : -1};
         mdb_error_t err = {0};
         assert_true(mdb_docs_model_add_event(m, &ev, &err));
         json_decref(study);
@@ -294,6 +298,11 @@ static void add_events(mdb_docs_model_t *m, const ev_spec_t *specs, const size_t
         json_decref(inst);
         json_decref(file);
     }
+}
+
+static void add_events(mdb_docs_model_t *m, const ev_spec_t *specs, const size_t *idx, size_t n)
+{
+    add_events_at(m, specs, idx, n, NULL, -1);
 }
 
 static void apply_batch(mdb_docs_store_t *st, const ev_spec_t *specs, const size_t *idx, size_t n,
@@ -591,20 +600,7 @@ static void run_incremental(unsigned seed, const size_t *stream, size_t n, mem_t
         if (pos + len > n)
             len = n - pos;
         mdb_docs_model_t *m = mdb_docs_model_new();
-        for (size_t i = 0; i < len; i++) {
-            const ev_spec_t *s = &SPECS[stream[pos + i]];
-            json_t *study, *series, *inst, *file;
-            make_event_json(s, &study, &series, &inst, &file);
-            mdb_docs_event_t ev = {.job_id = s->job, .path = s->path, .collection = s->coll, .feature_set = "default",
-                                   .study = study, .series = series, .instance = inst, .file = file,
-                                   .origin = "metadb.instances:0", .offset = (int64_t)(pos + i)};
-            mdb_error_t err = {0};
-            assert_true(mdb_docs_model_add_event(m, &ev, &err));
-            json_decref(study);
-            json_decref(series);
-            json_decref(inst);
-            json_decref(file);
-        }
+        add_events_at(m, SPECS, stream + pos, len, "metadb.instances:0", (int64_t)pos);
         mdb_docs_model_set_applied(m, applied);
         mem->fail_at = crashes < 10 && rand_r(&seed) % 2 == 0 ? 1 + rand_r(&seed) % 9 : 0;
         mdb_error_t err = {0};
