@@ -12,11 +12,9 @@ modality, date ranges, patient wildcards, accession numbers and body part,
 the set of UIDs metadb-api returns (GET /api/studies, /api/series) must equal
 the set Orthanc's POST /tools/find returns, and for the series ones also
 metadb's raw query and `metadb query` (one query builder, three doors)."""
-import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,60 +24,17 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mdb_api_support import Api, CLI_BIN, Checker  # noqa: E402
 import nl_support  # noqa: E402
+from orthanc_support import OrthancServer  # noqa: E402
 
 PID = os.getpid()
 DB = "t_orthx_%d" % PID
 c = Checker()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Orthanc:
+class Orthanc(OrthancServer):
     def __init__(self, workdir):
-        os.makedirs(workdir, exist_ok=True)
-        self.port = free_port()
-        cfg = {"Name": "metadb-crosscheck", "StorageDirectory": os.path.join(workdir, "storage"),
-               "IndexDirectory": os.path.join(workdir, "index"), "HttpPort": self.port, "DicomPort": free_port(),
-               "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomServerEnabled": False,
-               "HttpThreadsCount": 4, "ConcurrentJobs": 1, "Plugins": [], "LimitFindResults": 0,
-               "LimitFindInstances": 0}
-        path = os.path.join(workdir, "orthanc.json")
-        with open(path, "w") as f:
-            json.dump(cfg, f)
-        self.logf = open(os.path.join(workdir, "orthanc.log"), "w")
-        self.proc = subprocess.Popen(["Orthanc", path], stdout=self.logf, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if self.request("GET", "/system")[0] == 200:
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("Orthanc did not start; log: " + open(os.path.join(workdir, "orthanc.log")).read()[-2000:])
-
-    def request(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        data = r.read()
-        conn.close()
-        return r.status, data
-
-    def upload(self, path):
-        with open(path, "rb") as f:
-            st, data = self.request("POST", "/instances", f.read(), {"Content-Type": "application/dicom"})
-        if st != 200:
-            raise RuntimeError("Orthanc refused %s: %s %s" % (path, st, data[:200]))
+        super().__init__(workdir, "metadb-crosscheck",
+                         {"DicomServerEnabled": False, "LimitFindResults": 0, "LimitFindInstances": 0})
 
     def find(self, level, query):
         body = json.dumps({"Level": level, "Query": query, "Expand": True, "CaseSensitive": True})
@@ -88,16 +43,6 @@ class Orthanc:
             raise RuntimeError("Orthanc /tools/find %s: %s %s" % (query, st, data[:300]))
         key = "StudyInstanceUID" if level == "Study" else "SeriesInstanceUID"
         return sorted(r["MainDicomTags"][key] for r in json.loads(data))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.logf.close()
 
 
 def metadb_ids(api, level, params):

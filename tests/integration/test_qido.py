@@ -15,19 +15,17 @@ see deploy/install.sh) lists studies, series and instances from metadb.
 Finally metadb's refusals: unsupported parameters and values -> 400 with a
 Warning header, Accept without JSON -> 406, other methods -> 405.
 """
-import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nl_support  # noqa: E402
+from orthanc_support import OrthancServer  # noqa: E402
 from mdb_api_support import Api, Checker  # noqa: E402
 
 ORTHANC_PLUGIN_DIRS = ["/usr/share/orthanc/plugins", "/usr/lib/orthanc"]
@@ -35,14 +33,6 @@ METADB_HOME = os.environ.get("METADB_HOME", os.path.expanduser("~/.metadb"))
 VENV_PY = os.path.join(METADB_HOME, "cache", "venv", "bin", "python")
 
 UID_TAG = {"studies": "0020000D", "series": "0020000E", "instances": "00080018"}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def find_plugin():
@@ -54,63 +44,26 @@ def find_plugin():
     raise SystemExit("FAIL: the Orthanc DICOMweb plugin (orthanc-dicomweb) is not installed")
 
 
-class Orthanc:
+class Orthanc(OrthancServer):
     def __init__(self, workdir):
-        self.http = free_port()
-        cfg = {
-            "Name": "metadb-qido-check", "StorageDirectory": os.path.join(workdir, "storage"),
-            "IndexDirectory": os.path.join(workdir, "index"), "HttpPort": self.http, "DicomPort": free_port(),
-            "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": [find_plugin()],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
-            "HttpThreadsCount": 4, "ConcurrentJobs": 1, "StableAge": 1,
-        }
-        path = os.path.join(workdir, "orthanc.json")
-        with open(path, "w") as f:
-            json.dump(cfg, f)
-        self.log = open(os.path.join(workdir, "orthanc.log"), "w")
-        self.proc = subprocess.Popen(["Orthanc", path], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if self.request("GET", "/system")[0] == 200:
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit("FAIL: Orthanc did not start; see " + self.log.name)
-
-    def request(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.http, timeout=60)
-        conn.request(method, path, body=body, headers=headers or {})
-        r = conn.getresponse()
-        data = r.read()
-        conn.close()
-        return r.status, data
+        try:
+            super().__init__(workdir, "metadb-qido-check",
+                             {"Plugins": [find_plugin()], "StableAge": 1,
+                              "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False}})
+        except RuntimeError as e:
+            raise SystemExit("FAIL: " + str(e))
 
     def upload(self, path):
-        with open(path, "rb") as f:
-            status, data = self.request("POST", "/instances", f.read(), {"Content-Type": "application/dicom"})
-        if status != 200:
-            raise SystemExit("FAIL: Orthanc refused %s: %s %s" % (path, status, data[:200]))
+        try:
+            super().upload(path)
+        except RuntimeError as e:
+            raise SystemExit("FAIL: " + str(e))
 
     def qido(self, resource, params):
         q = qs(params)
         status, data = self.request("GET", "/dicom-web/" + resource + ("?" + q if q else ""),
                                     headers={"Accept": "application/dicom+json"})
         return status, json.loads(data) if data else []
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 def qs(params):
