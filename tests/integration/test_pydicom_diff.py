@@ -5,7 +5,7 @@ charset_files (recursively, non-DICOM files included).
 
 For each file, `metadb extract` runs with a feature set of '*' at every level
 plus the private tags pydicom finds, and each attribute we emit must equal
-pydicom's value under the typing rules of common/mdb_extract.h:
+pydicom's value under the typing rules of common/dicom/mdb_extract.h:
 strings after charset decoding (trailing padding removed), IS -> int,
 DS -> float, binary numbers, VM>1 -> lists, SQ -> lists of objects, AT ->
 "GGGGEEEE", binary VRs absent. Values pydicom cannot convert (IS "1.5",
