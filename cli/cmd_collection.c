@@ -15,6 +15,7 @@
 #include "mdb_cases.h"
 #include "mdb_cli.h"
 #include "mdb_jobs.h"
+#include "mdb_ops.h"
 #include "mdb_strmap.h"
 
 static void collection_usage(FILE *out)
@@ -63,26 +64,22 @@ static int collection_create(mdb_config_t *cfg, int argc, char **argv)
     int rc = 1;
     char now[40];
     mdb_msg_now_iso(now, sizeof now);
-    mongoc_client_t *client = mdb_mongo_pop(m);
-    mongoc_collection_t *coll = mdb_mongo_collection(m, client, MDB_COLLECTIONS_COLL);
     bson_t *sel = BCON_NEW("_id", BCON_UTF8(name));
     bson_t *upd = BCON_NEW("$setOnInsert", "{", "description", BCON_UTF8(desc), "cases", "[", "]", "job_ids", "[",
                            "]", "rev", BCON_INT64(0), "created_at", BCON_UTF8(now), "updated_at", BCON_UTF8(now), "}");
-    bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
-    bson_t reply;
-    bson_error_t be;
-    if (!mongoc_collection_update_one(coll, sel, upd, opts, &reply, &be)) {
-        fprintf(stderr, "metadb collection create: %s\n", be.message);
-    } else if (mdb_jobs_doc_int(&reply, "upsertedCount") > 0) {
+    mdb_ops_result_t res;
+    mdb_error_t err = {0};
+    bson_t *doc = NULL;
+    if (!mdb_ops_update_one(m, MDB_COLLECTIONS_COLL, sel, upd, true, &res, &err)) {
+        fprintf(stderr, "metadb collection create: %s\n", err.message);
+    } else if (res.upserted > 0) {
         printf("collection %s created\n", name);
         rc = 0;
+    } else if (!mdb_ops_find_one(m, MDB_COLLECTIONS_COLL, sel, NULL, &doc, &err)) {
+        fprintf(stderr, "metadb collection create: %s\n", err.message);
     } else {
         /* Exists already: fine when the description agrees (idempotent scripts). */
-        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, sel, NULL, NULL);
-        const bson_t *d;
-        const char *old = NULL;
-        if (mongoc_cursor_next(cur, &d))
-            old = mdb_jobs_doc_str(d, "description");
+        const char *old = mdb_jobs_doc_str(doc, "description");
         if (old && !strcmp(old, desc)) {
             printf("collection %s already exists (unchanged)\n", name);
             rc = 0;
@@ -90,14 +87,10 @@ static int collection_create(mdb_config_t *cfg, int argc, char **argv)
             fprintf(stderr, "metadb collection create: collection %s already exists with description \"%s\"\n", name,
                     old ? old : "");
         }
-        mongoc_cursor_destroy(cur);
     }
-    bson_destroy(&reply);
+    bson_destroy(doc);
     bson_destroy(sel);
     bson_destroy(upd);
-    bson_destroy(opts);
-    mongoc_collection_destroy(coll);
-    mdb_mongo_push(m, client);
     mdb_mongo_destroy(m);
     return rc;
 }
@@ -256,21 +249,13 @@ static int collection_add_cases(mdb_config_t *cfg, int argc, char **argv)
         return 1;
     }
     int rc = 1;
-    mongoc_client_t *client = mdb_mongo_pop(m);
-    mongoc_collection_t *coll = mdb_mongo_collection(m, client, MDB_COLLECTIONS_COLL);
     for (int attempt = 0; attempt < 10; attempt++) {
         bson_t *filter = BCON_NEW("_id", BCON_UTF8(name));
-        mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
-        const bson_t *d;
         bson_t *doc = NULL;
-        bson_error_t be;
-        if (mongoc_cursor_next(cur, &d))
-            doc = bson_copy(d);
-        bool cur_err = mongoc_cursor_error(cur, &be);
-        mongoc_cursor_destroy(cur);
+        bool found = mdb_ops_find_one(m, MDB_COLLECTIONS_COLL, filter, NULL, &doc, &err);
         bson_destroy(filter);
-        if (cur_err) {
-            fprintf(stderr, "metadb collection add-cases: %s\n", be.message);
+        if (!found) {
+            fprintf(stderr, "metadb collection add-cases: %s\n", err.message);
             break;
         }
         if (!doc) {
@@ -315,17 +300,15 @@ static int collection_add_cases(mdb_config_t *cfg, int argc, char **argv)
         bson_append_document_begin(&upd, "$set", -1, &set);
         BSON_APPEND_UTF8(&set, "updated_at", now);
         bson_append_document_end(&upd, &set);
-        bson_t reply;
-        bool ok = mongoc_collection_update_one(coll, &sel, &upd, NULL, &reply, &be);
-        int64_t matched = ok ? mdb_jobs_doc_int(&reply, "matchedCount") : 0;
-        bson_destroy(&reply);
+        mdb_ops_result_t res;
+        bool ok = mdb_ops_update_one(m, MDB_COLLECTIONS_COLL, &sel, &upd, false, &res, &err);
         bson_destroy(&sel);
         bson_destroy(&upd);
         if (!ok) {
-            fprintf(stderr, "metadb collection add-cases: %s (nothing was added)\n", be.message);
+            fprintf(stderr, "metadb collection add-cases: %s (nothing was added)\n", err.message);
             break;
         }
-        if (matched == 1) {
+        if (res.matched == 1) {
             printf("collection %s: %zu case%s added (%zu already present)\n", name, fresh.n, fresh.n == 1 ? "" : "s",
                    already);
             rc = 0;
@@ -338,8 +321,6 @@ static int collection_add_cases(mdb_config_t *cfg, int argc, char **argv)
     mdb_cases_clear(&cases);
     mdb_cases_clear(&existing);
     mdb_cases_clear(&fresh);
-    mongoc_collection_destroy(coll);
-    mdb_mongo_push(m, client);
     mdb_mongo_destroy(m);
     return rc;
 }
@@ -374,45 +355,49 @@ static void print_collection(const bson_t *doc)
     mdb_cases_clear(&cases);
 }
 
+typedef struct {
+    const char *name;
+    bool json;
+    size_t n;
+} list_ctx_t;
+
+static bool list_one(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    list_ctx_t *lc = ud;
+    (void)err;
+    lc->n++;
+    if (lc->json)
+        cli_print_json(stdout, doc);
+    else if (lc->name)
+        print_collection(doc);
+    else
+        printf("%-32s %7zu %6zu  %s\n", mdb_jobs_doc_str(doc, "_id"), array_len(doc, "cases"),
+               array_len(doc, "job_ids"),
+               mdb_jobs_doc_str(doc, "description") ? mdb_jobs_doc_str(doc, "description") : "");
+    return true;
+}
+
 static int collection_list(mdb_config_t *cfg, const char *name, bool json)
 {
     mdb_mongo_t *m = cli_mongo("collection", cfg);
     if (!m)
         return 1;
     int rc = 0;
-    size_t n = 0;
-    mongoc_client_t *client = mdb_mongo_pop(m);
-    mongoc_collection_t *coll = mdb_mongo_collection(m, client, MDB_COLLECTIONS_COLL);
+    list_ctx_t lc = {name, json, 0};
+    mdb_error_t err = {0};
     bson_t *filter = name ? BCON_NEW("_id", BCON_UTF8(name)) : bson_new();
     bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
-    const bson_t *doc;
-    bson_error_t be;
     if (!json && !name)
         printf("%-32s %7s %6s  %s\n", "COLLECTION", "CASES", "JOBS", "DESCRIPTION");
-    while (mongoc_cursor_next(cur, &doc)) {
-        n++;
-        if (json)
-            cli_print_json(stdout, doc);
-        else if (name)
-            print_collection(doc);
-        else
-            printf("%-32s %7zu %6zu  %s\n", mdb_jobs_doc_str(doc, "_id"), array_len(doc, "cases"),
-                   array_len(doc, "job_ids"),
-                   mdb_jobs_doc_str(doc, "description") ? mdb_jobs_doc_str(doc, "description") : "");
-    }
-    if (mongoc_cursor_error(cur, &be)) {
-        fprintf(stderr, "metadb collection: %s\n", be.message);
+    if (!mdb_ops_find(m, MDB_COLLECTIONS_COLL, filter, opts, list_one, &lc, &err)) {
+        fprintf(stderr, "metadb collection: %s\n", err.message);
         rc = 1;
-    } else if (name && n == 0) {
+    } else if (name && lc.n == 0) {
         fprintf(stderr, "metadb collection: no collection '%s'\n", name);
         rc = 1;
     }
-    mongoc_cursor_destroy(cur);
     bson_destroy(filter);
     bson_destroy(opts);
-    mongoc_collection_destroy(coll);
-    mdb_mongo_push(m, client);
     mdb_mongo_destroy(m);
     return rc;
 }

@@ -11,6 +11,7 @@
 #include "mdb_cases.h"
 #include "mdb_cli.h"
 #include "mdb_jobs.h"
+#include "mdb_ops.h"
 
 static void researcher_usage(FILE *out)
 {
@@ -64,33 +65,26 @@ static int researcher_add(mdb_config_t *cfg, int argc, char **argv)
     int rc = 1;
     char now[40];
     mdb_msg_now_iso(now, sizeof now);
-    mongoc_client_t *client = mdb_mongo_pop(m);
-    mongoc_collection_t *coll = mdb_mongo_collection(m, client, MDB_RESEARCHERS_COLL);
     bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
     bson_t *upd = BCON_NEW("$setOnInsert", "{", "name", BCON_UTF8(name), "email", BCON_UTF8(email), "job_ids", "[",
                            "]", "created_at", BCON_UTF8(now), "updated_at", BCON_UTF8(now), "}");
-    bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
-    bson_t reply;
-    bson_error_t be;
-    if (!mongoc_collection_update_one(coll, sel, upd, opts, &reply, &be)) {
-        fprintf(stderr, "metadb researcher add: %s\n", be.message);
-        bson_destroy(&reply);
+    bson_t *doc = NULL;
+    mdb_ops_result_t res;
+    mdb_error_t err = {0};
+    if (!mdb_ops_update_one(m, MDB_RESEARCHERS_COLL, sel, upd, true, &res, &err)) {
+        fprintf(stderr, "metadb researcher add: %s\n", err.message);
         goto done;
     }
-    bool created = mdb_jobs_doc_int(&reply, "upsertedCount") > 0;
-    bson_destroy(&reply);
-    if (created) {
+    if (res.upserted > 0) {
         printf("researcher %s added\n", id);
         rc = 0;
         goto done;
     }
     /* It existed: same data is fine, different data needs --update. */
-    bson_t *doc = NULL;
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, sel, NULL, NULL);
-    const bson_t *d;
-    if (mongoc_cursor_next(cur, &d))
-        doc = bson_copy(d);
-    mongoc_cursor_destroy(cur);
+    if (!mdb_ops_find_one(m, MDB_RESEARCHERS_COLL, sel, NULL, &doc, &err)) {
+        fprintf(stderr, "metadb researcher add: %s\n", err.message);
+        goto done;
+    }
     const char *old_name = mdb_jobs_doc_str(doc, "name"), *old_email = mdb_jobs_doc_str(doc, "email");
     bool same = old_name && old_email && !strcmp(old_name, name) && !strcmp(old_email, email);
     if (same) {
@@ -103,21 +97,18 @@ static int researcher_add(mdb_config_t *cfg, int argc, char **argv)
     } else {
         bson_t *set = BCON_NEW("$set", "{", "name", BCON_UTF8(name), "email", BCON_UTF8(email), "updated_at",
                                BCON_UTF8(now), "}");
-        if (mongoc_collection_update_one(coll, sel, set, NULL, NULL, &be)) {
+        if (mdb_ops_update_one(m, MDB_RESEARCHERS_COLL, sel, set, false, NULL, &err)) {
             printf("researcher %s updated\n", id);
             rc = 0;
         } else {
-            fprintf(stderr, "metadb researcher add: %s\n", be.message);
+            fprintf(stderr, "metadb researcher add: %s\n", err.message);
         }
         bson_destroy(set);
     }
-    bson_destroy(doc);
 done:
+    bson_destroy(doc);
     bson_destroy(sel);
     bson_destroy(upd);
-    bson_destroy(opts);
-    mongoc_collection_destroy(coll);
-    mdb_mongo_push(m, client);
     mdb_mongo_destroy(m);
     return rc;
 }
@@ -132,55 +123,59 @@ static size_t array_len(const bson_t *doc, const char *key)
     return n;
 }
 
+typedef struct {
+    const char *id;
+    bool json;
+    size_t n;
+} list_ctx_t;
+
+static bool list_one(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    list_ctx_t *lc = ud;
+    (void)err;
+    lc->n++;
+    if (lc->json) {
+        cli_print_json(stdout, doc);
+    } else if (lc->id) {
+        bson_iter_t it, arr;
+        printf("researcher %s\nname       %s\nemail      %s\ncreated    %s\njobs      ",
+               mdb_jobs_doc_str(doc, "_id"), mdb_jobs_doc_str(doc, "name") ? mdb_jobs_doc_str(doc, "name") : "",
+               mdb_jobs_doc_str(doc, "email") ? mdb_jobs_doc_str(doc, "email") : "",
+               mdb_jobs_doc_str(doc, "created_at") ? mdb_jobs_doc_str(doc, "created_at") : "-");
+        if (bson_iter_init_find(&it, doc, "job_ids") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr))
+            while (bson_iter_next(&arr))
+                if (BSON_ITER_HOLDS_UTF8(&arr))
+                    printf(" %s", bson_iter_utf8(&arr, NULL));
+        printf("\n");
+    } else {
+        printf("%-24s %-30s %-36s %zu\n", mdb_jobs_doc_str(doc, "_id"),
+               mdb_jobs_doc_str(doc, "name") ? mdb_jobs_doc_str(doc, "name") : "",
+               mdb_jobs_doc_str(doc, "email") ? mdb_jobs_doc_str(doc, "email") : "", array_len(doc, "job_ids"));
+    }
+    return true;
+}
+
 static int researcher_list(mdb_config_t *cfg, const char *id, bool json)
 {
     mdb_mongo_t *m = cli_mongo("researcher", cfg);
     if (!m)
         return 1;
     int rc = 0;
-    size_t n = 0;
-    mongoc_client_t *client = mdb_mongo_pop(m);
-    mongoc_collection_t *coll = mdb_mongo_collection(m, client, MDB_RESEARCHERS_COLL);
+    list_ctx_t lc = {id, json, 0};
+    mdb_error_t err = {0};
     bson_t *filter = id ? BCON_NEW("_id", BCON_UTF8(id)) : bson_new();
     bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
-    const bson_t *doc;
-    bson_error_t be;
     if (!json && !id)
         printf("%-24s %-30s %-36s %s\n", "RESEARCHER", "NAME", "EMAIL", "JOBS");
-    while (mongoc_cursor_next(cur, &doc)) {
-        n++;
-        if (json) {
-            cli_print_json(stdout, doc);
-        } else if (id) {
-            bson_iter_t it, arr;
-            printf("researcher %s\nname       %s\nemail      %s\ncreated    %s\njobs      ",
-                   mdb_jobs_doc_str(doc, "_id"), mdb_jobs_doc_str(doc, "name") ? mdb_jobs_doc_str(doc, "name") : "",
-                   mdb_jobs_doc_str(doc, "email") ? mdb_jobs_doc_str(doc, "email") : "",
-                   mdb_jobs_doc_str(doc, "created_at") ? mdb_jobs_doc_str(doc, "created_at") : "-");
-            if (bson_iter_init_find(&it, doc, "job_ids") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr))
-                while (bson_iter_next(&arr))
-                    if (BSON_ITER_HOLDS_UTF8(&arr))
-                        printf(" %s", bson_iter_utf8(&arr, NULL));
-            printf("\n");
-        } else {
-            printf("%-24s %-30s %-36s %zu\n", mdb_jobs_doc_str(doc, "_id"),
-                   mdb_jobs_doc_str(doc, "name") ? mdb_jobs_doc_str(doc, "name") : "",
-                   mdb_jobs_doc_str(doc, "email") ? mdb_jobs_doc_str(doc, "email") : "", array_len(doc, "job_ids"));
-        }
-    }
-    if (mongoc_cursor_error(cur, &be)) {
-        fprintf(stderr, "metadb researcher: %s\n", be.message);
+    if (!mdb_ops_find(m, MDB_RESEARCHERS_COLL, filter, opts, list_one, &lc, &err)) {
+        fprintf(stderr, "metadb researcher: %s\n", err.message);
         rc = 1;
-    } else if (id && n == 0) {
+    } else if (id && lc.n == 0) {
         fprintf(stderr, "metadb researcher: no researcher '%s'\n", id);
         rc = 1;
     }
-    mongoc_cursor_destroy(cur);
     bson_destroy(filter);
     bson_destroy(opts);
-    mongoc_collection_destroy(coll);
-    mdb_mongo_push(m, client);
     mdb_mongo_destroy(m);
     return rc;
 }

@@ -13,6 +13,7 @@
 #include "mdb_cases.h"
 #include "mdb_cli.h"
 #include "mdb_jobs.h"
+#include "mdb_ops.h"
 #include "mdb_uuid.h"
 
 static void submit_usage(FILE *out)
@@ -70,23 +71,19 @@ static bool check_refs(mdb_mongo_t *m, const char *researcher, const char *colle
                 {MDB_COLLECTIONS_COLL, "collection", "metadb collection create"}};
     const char *ids[] = {researcher, collection};
     bool ok = true;
-    mongoc_client_t *client = mdb_mongo_pop(m);
     for (size_t k = 0; k < 2; k++) {
-        mongoc_collection_t *coll = mdb_mongo_collection(m, client, refs[k].coll);
         bson_t *filter = BCON_NEW("_id", BCON_UTF8(ids[k]));
-        bson_error_t be;
-        int64_t n = mongoc_collection_count_documents(coll, filter, NULL, NULL, NULL, &be);
-        if (n < 0) {
-            fprintf(stderr, "metadb submit: %s\n", be.message);
+        mdb_error_t err = {0};
+        int64_t n = 0;
+        if (!mdb_ops_count(m, refs[k].coll, filter, NULL, &n, &err)) {
+            fprintf(stderr, "metadb submit: %s\n", err.message);
             ok = false;
         } else if (n == 0) {
             fprintf(stderr, "metadb submit: unknown %s '%s' (create it with %s)\n", refs[k].what, ids[k], refs[k].how);
             ok = false;
         }
         bson_destroy(filter);
-        mongoc_collection_destroy(coll);
     }
-    mdb_mongo_push(m, client);
     return ok;
 }
 

@@ -99,7 +99,7 @@ int main(int argc, char **argv)
     mdb_kafka_consumer_t *consumer = NULL;
     mdb_metrics_t *metrics = NULL;
     mdb_lag_gauge_t *lag = NULL;
-    bool mongoc_ready = false;
+    bool driver_ready = false;
     producer_t p = {0};
 
     if (!cfg || !mdb_config_load_all(cfg, argc, argv, &rest, &err)) {
@@ -122,7 +122,7 @@ int main(int argc, char **argv)
         goto done;
     }
     mongoc_init();
-    mongoc_ready = true;
+    driver_ready = true;
     mdb_log_route_mongoc();
     mdb_signal_install();
 
@@ -234,7 +234,7 @@ done:
     mdb_mongo_destroy(mongo);
     if (archive)
         mdb_archive_destroy(archive);
-    if (mongoc_ready)
+    if (driver_ready)
         mongoc_cleanup();
     mdb_config_destroy(cfg);
     return rc;

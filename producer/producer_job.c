@@ -30,6 +30,7 @@
 #include "mdb_jobs.h"
 #include "mdb_log.h"
 #include "mdb_msg.h"
+#include "mdb_ops.h"
 #include "mdb_strmap.h"
 #include "mdb_uuid.h"
 #include "producer.h"
@@ -432,56 +433,50 @@ static bool resolve_selector(resolve_ctx_t *rc, mdb_selectors_t *sels, size_t i)
 static bool add_collection_cases(producer_t *p, const char *collection, mdb_selectors_t *sels, size_t *ncases,
                                  mdb_error_t *err)
 {
-    mongoc_client_t *client = mdb_mongo_pop(p->mongo);
-    mongoc_collection_t *coll = mdb_mongo_collection(p->mongo, client, MDB_COLLECTIONS_COLL);
     bson_t *filter = BCON_NEW("_id", BCON_UTF8(collection));
     bson_t *opts = BCON_NEW("projection", "{", "cases", BCON_INT32(1), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
-    const bson_t *doc;
-    bson_error_t be;
+    bson_t *doc = NULL;
+    bson_iter_t it, arr;
     bool ok = true;
     *ncases = 0;
-    if (mongoc_cursor_next(cur, &doc)) {
-        bson_iter_t it, arr;
-        if (bson_iter_init_find(&it, doc, "cases") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr)) {
-            while (ok && bson_iter_next(&arr)) {
-                const uint8_t *data;
-                uint32_t len;
-                bson_t c;
-                if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
-                    continue;
-                bson_iter_document(&arr, &len, &data);
-                if (!bson_init_static(&c, data, len))
-                    continue;
-                const char *case_id = mdb_jobs_doc_str(&c, "case_id");
-                const char *patient = mdb_jobs_doc_str(&c, "patient_id");
-                mdb_strv_t accs = {0};
-                bson_iter_t ai, aa;
-                if (bson_iter_init_find(&ai, &c, "accession_numbers") && BSON_ITER_HOLDS_ARRAY(&ai) &&
-                    bson_iter_recurse(&ai, &aa))
-                    while (bson_iter_next(&aa))
-                        if (BSON_ITER_HOLDS_UTF8(&aa))
-                            mdb_strv_push(&accs, bson_iter_utf8(&aa, NULL));
-                if (case_id) {
-                    ok = mdb_selectors_add_case(sels, case_id, patient ? patient : "", (const char *const *)accs.v,
-                                                accs.n);
-                    (*ncases)++;
-                }
-                mdb_strv_clear(&accs);
-            }
-        }
-    }
-    if (mongoc_cursor_error(cur, &be)) {
-        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "read collection '%s': %s", collection, be.message);
+    if (!mdb_ops_find_one(p->mongo, MDB_COLLECTIONS_COLL, filter, opts, &doc, err)) {
+        mdb_error_prefix(err, "read collection '%s'", collection);
         ok = false;
-    } else if (!ok) {
-        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        goto done;
     }
-    mongoc_cursor_destroy(cur);
+    if (!doc || !bson_iter_init_find(&it, doc, "cases") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+        !bson_iter_recurse(&it, &arr))
+        goto done;
+    while (ok && bson_iter_next(&arr)) {
+        const uint8_t *data;
+        uint32_t len;
+        bson_t c;
+        if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
+            continue;
+        bson_iter_document(&arr, &len, &data);
+        if (!bson_init_static(&c, data, len))
+            continue;
+        const char *case_id = mdb_jobs_doc_str(&c, "case_id");
+        const char *patient = mdb_jobs_doc_str(&c, "patient_id");
+        mdb_strv_t accs = {0};
+        bson_iter_t ai, aa;
+        if (bson_iter_init_find(&ai, &c, "accession_numbers") && BSON_ITER_HOLDS_ARRAY(&ai) &&
+            bson_iter_recurse(&ai, &aa))
+            while (bson_iter_next(&aa))
+                if (BSON_ITER_HOLDS_UTF8(&aa))
+                    mdb_strv_push(&accs, bson_iter_utf8(&aa, NULL));
+        if (case_id) {
+            ok = mdb_selectors_add_case(sels, case_id, patient ? patient : "", (const char *const *)accs.v, accs.n);
+            (*ncases)++;
+        }
+        mdb_strv_clear(&accs);
+    }
+    if (!ok)
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+done:
+    bson_destroy(doc);
     bson_destroy(filter);
     bson_destroy(opts);
-    mongoc_collection_destroy(coll);
-    mdb_mongo_push(p->mongo, client);
     return ok;
 }
 

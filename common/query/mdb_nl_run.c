@@ -11,15 +11,10 @@
 #include <string.h>
 
 #include "mdb_nl_private.h"
+#include "mdb_ops.h"
 #include "mdb_strmap.h"
 
 /* ---------------------------------------------------------------- vocab */
-
-static void set_mongo_err(mdb_error_t *err, const bson_error_t *be, const char *what)
-{
-    bool refused = be->domain == MONGOC_ERROR_SERVER || be->domain == MONGOC_ERROR_QUERY;
-    mdb_error_set(err, refused ? MDB_ERR_QUERY : MDB_ERR_MONGO, (int)be->code, "%s: %s", what, be->message);
-}
 
 static mdb_qfield_type_t type_of(const bson_iter_t *it, const char *key, bool meta)
 {
@@ -58,60 +53,65 @@ static bool skip_top_key(const char *k)
     return k[0] == '_';
 }
 
-static bool sample_level(mdb_nl_vocab_t *v, mongoc_collection_t *coll, mdb_query_level_t level, int sample,
-                         mdb_error_t *err)
+typedef struct {
+    mdb_nl_vocab_t *v;
+    mdb_query_level_t level;
+    bool failed; /* the vocabulary refused a field, not the database */
+} sample_ctx_t;
+
+/* Fields (and spotted metadata values) of one sampled document. */
+static bool sample_doc(const bson_t *doc, void *ud, mdb_error_t *err)
 {
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
-    BSON_APPEND_INT64(&opts, "limit", sample);
-    BSON_APPEND_INT64(&opts, "maxTimeMS", 10000);
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
-    const bson_t *doc;
+    sample_ctx_t *sc = ud;
+    bson_iter_t it;
     bool ok = true;
     char path[300];
-    while (ok && mongoc_cursor_next(cur, &doc)) {
-        bson_iter_t it;
-        if (!bson_iter_init(&it, doc))
-            continue;
-        while (ok && bson_iter_next(&it)) {
-            const char *k = bson_iter_key(&it);
-            if (!strcmp(k, "metadata") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-                bson_iter_t mi;
-                if (!bson_iter_recurse(&it, &mi))
-                    continue;
-                while (ok && bson_iter_next(&mi)) {
-                    const char *mk = bson_iter_key(&mi);
-                    snprintf(path, sizeof path, "metadata.%s", mk);
-                    ok = mdb_nl_vocab_add_field(v, level, path, type_of(&mi, mk, true), err);
-                    if (ok && spot_keyword(mk) && BSON_ITER_HOLDS_UTF8(&mi))
-                        ok = mdb_nl_vocab_add_value(v, path, bson_iter_utf8(&mi, NULL), err);
-                }
+    if (!bson_iter_init(&it, doc))
+        return true;
+    while (ok && bson_iter_next(&it)) {
+        const char *k = bson_iter_key(&it);
+        if (!strcmp(k, "metadata") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            bson_iter_t mi;
+            if (!bson_iter_recurse(&it, &mi))
                 continue;
+            while (ok && bson_iter_next(&mi)) {
+                const char *mk = bson_iter_key(&mi);
+                snprintf(path, sizeof path, "metadata.%s", mk);
+                ok = mdb_nl_vocab_add_field(sc->v, sc->level, path, type_of(&mi, mk, true), err);
+                if (ok && spot_keyword(mk) && BSON_ITER_HOLDS_UTF8(&mi))
+                    ok = mdb_nl_vocab_add_value(sc->v, path, bson_iter_utf8(&mi, NULL), err);
             }
-            if (skip_top_key(k))
-                continue;
-            ok = mdb_nl_vocab_add_field(v, level, k, type_of(&it, k, false), err);
+            continue;
         }
+        if (skip_top_key(k))
+            continue;
+        ok = mdb_nl_vocab_add_field(sc->v, sc->level, k, type_of(&it, k, false), err);
     }
-    bson_error_t be;
-    if (ok && mongoc_cursor_error(cur, &be)) {
-        set_mongo_err(err, &be, "sampling documents");
-        ok = false;
-    }
-    mongoc_cursor_destroy(cur);
-    bson_destroy(&filter);
+    sc->failed = !ok;
+    return ok;
+}
+
+static bool sample_level(mdb_nl_vocab_t *v, mdb_mongo_t *m, mdb_query_level_t level, int sample, mdb_error_t *err)
+{
+    bson_t opts = BSON_INITIALIZER;
+    sample_ctx_t sc = {v, level, false};
+    BSON_APPEND_INT64(&opts, "limit", sample);
+    BSON_APPEND_INT64(&opts, "maxTimeMS", 10000);
+    bool ok = mdb_ops_find(m, mdb_query_level_name(level), NULL, &opts, sample_doc, &sc, err);
+    if (!ok && !sc.failed)
+        mdb_error_prefix(err, "sampling documents");
     bson_destroy(&opts);
     return ok;
 }
 
-static bool add_distinct(mdb_nl_vocab_t *v, mongoc_collection_t *coll, const char *field, mdb_error_t *err)
+static bool add_distinct(mdb_nl_vocab_t *v, mdb_mongo_t *m, const char *coll, const char *field, mdb_error_t *err)
 {
     bson_t cmd = BSON_INITIALIZER, reply;
-    BSON_APPEND_UTF8(&cmd, "distinct", mongoc_collection_get_name(coll));
+    BSON_APPEND_UTF8(&cmd, "distinct", coll);
     BSON_APPEND_UTF8(&cmd, "key", field);
-    bson_error_t be;
-    bool ok = mongoc_collection_read_command_with_opts(coll, &cmd, NULL, NULL, &reply, &be);
+    bool ok = mdb_ops_command(m, &cmd, true, &reply, err);
     if (!ok) {
-        set_mongo_err(err, &be, "reading distinct values");
+        mdb_error_prefix(err, "reading distinct values");
     } else {
         bson_iter_t it, ai;
         if (bson_iter_init_find(&it, &reply, "values") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &ai))
@@ -139,71 +139,59 @@ bool mdb_nl_vocab_load(mdb_nl_vocab_t *v, mdb_mongo_t *m, int sample, mdb_error_
         return false;
     if (sample <= 0)
         sample = 200;
-    mongoc_client_t *client = mdb_mongo_pop(m);
-    if (!client) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "no database client available");
-        return false;
-    }
     bool ok = true;
-    for (int l = 0; ok && l < MDB_QUERY_LEVEL_COUNT; l++) {
-        mongoc_collection_t *coll = mdb_mongo_collection(m, client, mdb_query_level_name((mdb_query_level_t)l));
-        ok = coll && sample_level(v, coll, (mdb_query_level_t)l, sample, err);
-        mongoc_collection_destroy(coll);
-    }
-    for (size_t i = 0; ok && i < sizeof distinct / sizeof distinct[0]; i++) {
-        mongoc_collection_t *coll = mdb_mongo_collection(m, client, mdb_query_level_name(distinct[i].level));
-        ok = coll && add_distinct(v, coll, distinct[i].field, err);
-        mongoc_collection_destroy(coll);
-    }
-    mdb_mongo_push(m, client);
+    for (int l = 0; ok && l < MDB_QUERY_LEVEL_COUNT; l++)
+        ok = sample_level(v, m, (mdb_query_level_t)l, sample, err);
+    for (size_t i = 0; ok && i < sizeof distinct / sizeof distinct[0]; i++)
+        ok = add_distinct(v, m, mdb_query_level_name(distinct[i].level), distinct[i].field, err);
     return ok;
 }
 
 /* ------------------------------------------------------------- execution */
 
+typedef struct {
+    const char *coll, *field;
+    mdb_strmap_t *set;
+    json_t *out;
+} collect_ctx_t;
+
+static bool collect_doc(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    collect_ctx_t *cc = ud;
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, cc->field) || !BSON_ITER_HOLDS_UTF8(&it))
+        return true;
+    const char *id = bson_iter_utf8(&it, NULL);
+    bool created = false;
+    if (!mdb_strmap_put(cc->set, id, &created)) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
+    if (!created)
+        return true;
+    if (json_array_size(cc->out) >= MDB_NL_MAX_JOIN_IDS) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "the condition on %s matches more than %d documents; add a narrower condition",
+                      cc->coll, MDB_NL_MAX_JOIN_IDS);
+        return false;
+    }
+    if (json_array_append_new(cc->out, json_string(id))) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
+    return true;
+}
+
 /* Collect the distinct string values of `field` over coll docs matching filter. */
-static bool collect_ids(mongoc_collection_t *coll, const bson_t *filter, const char *field, int64_t time_ms,
+static bool collect_ids(mdb_mongo_t *m, const char *coll, const bson_t *filter, const char *field, int64_t time_ms,
                         mdb_strmap_t *set, json_t *out, mdb_error_t *err)
 {
     bson_t opts = BSON_INITIALIZER, proj = BSON_INITIALIZER;
+    collect_ctx_t cc = {coll, field, set, out};
     BSON_APPEND_INT32(&proj, field, 1);
     BSON_APPEND_DOCUMENT(&opts, "projection", &proj);
     if (time_ms > 0)
         BSON_APPEND_INT64(&opts, "maxTimeMS", time_ms);
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, &opts, NULL);
-    const bson_t *doc;
-    bool ok = true;
-    while (ok && mongoc_cursor_next(cur, &doc)) {
-        bson_iter_t it;
-        if (!bson_iter_init_find(&it, doc, field) || !BSON_ITER_HOLDS_UTF8(&it))
-            continue;
-        const char *id = bson_iter_utf8(&it, NULL);
-        bool created = false;
-        if (!mdb_strmap_put(set, id, &created)) {
-            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
-            ok = false;
-            break;
-        }
-        if (!created)
-            continue;
-        if (json_array_size(out) >= MDB_NL_MAX_JOIN_IDS) {
-            mdb_error_set(err, MDB_ERR_QUERY, 0,
-                          "the condition on %s matches more than %d documents; add a narrower condition",
-                          mongoc_collection_get_name(coll), MDB_NL_MAX_JOIN_IDS);
-            ok = false;
-            break;
-        }
-        if (json_array_append_new(out, json_string(id))) {
-            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
-            ok = false;
-        }
-    }
-    bson_error_t be;
-    if (ok && mongoc_cursor_error(cur, &be)) {
-        set_mongo_err(err, &be, mongoc_collection_get_name(coll));
-        ok = false;
-    }
-    mongoc_cursor_destroy(cur);
+    bool ok = mdb_ops_find(m, coll, filter, &opts, collect_doc, &cc, err);
     bson_destroy(&opts);
     bson_destroy(&proj);
     return ok;
@@ -248,7 +236,6 @@ static bool resolve(mdb_mongo_t *m, const mdb_nl_result_t *r, int64_t time_ms, b
 {
     const json_t *joins = mdb_nl_result_joins(r);
     json_t *jitems = json_array();
-    mongoc_client_t *client = NULL;
     bson_t own, arr;
     size_t n = 0;
     bool ok = false, open_arr = false;
@@ -269,13 +256,6 @@ static bool resolve(mdb_mongo_t *m, const mdb_nl_result_t *r, int64_t time_ms, b
         bson_destroy(&own);
         json_array_append(jitems, (json_t *)mdb_nl_result_filter(r));
     }
-    if (json_array_size(joins)) {
-        client = mdb_mongo_pop(m);
-        if (!client) {
-            mdb_error_set(err, MDB_ERR_MONGO, 0, "no database client available");
-            goto done;
-        }
-    }
     size_t i;
     json_t *j;
     json_array_foreach(joins, i, j)
@@ -292,16 +272,12 @@ static bool resolve(mdb_mongo_t *m, const mdb_nl_result_t *r, int64_t time_ms, b
         bson_t jf;
         if (!validated(json_object_get(j, "filter"), &jf, "join filter", err))
             goto done;
-        mongoc_collection_t *coll = mdb_mongo_collection(m, client, coll_name);
         mdb_strmap_t *set = mdb_strmap_new();
         json_t *ids = json_array();
-        bool jok = coll && set && ids;
+        bool jok = set && ids;
         if (!jok)
             mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
-        jok = jok && collect_ids(coll, &jf, foreign, time_ms, set, ids, err);
-        mdb_mongo_count_round_trip(m);
-        if (coll)
-            mongoc_collection_destroy(coll);
+        jok = jok && collect_ids(m, coll_name, &jf, foreign, time_ms, set, ids, err);
         mdb_strmap_destroy(set);
         bson_destroy(&jf);
         if (!jok) {
@@ -325,8 +301,6 @@ static bool resolve(mdb_mongo_t *m, const mdb_nl_result_t *r, int64_t time_ms, b
 done:
     if (open_arr)
         bson_append_array_end(out, &arr);
-    if (client)
-        mdb_mongo_push(m, client);
     json_decref(jitems);
     if (!ok)
         bson_reinit(out);
@@ -346,6 +320,17 @@ json_t *mdb_nl_run(mdb_mongo_t *m, const mdb_nl_result_t *r, int64_t limit, int6
                    int64_t time_ms, mdb_error_t *err)
 {
     return mdb_nl_run_projected(m, r, NULL, limit, offset, max_limit, time_ms, err);
+}
+
+/* One result document, as JSON, onto the items array. */
+static bool append_doc(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    json_t *jd = mdb_query_bson_to_json(doc);
+    if (!jd || json_array_append_new((json_t *)ud, jd)) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
+    return true;
 }
 
 json_t *mdb_nl_run_projected(mdb_mongo_t *m, const mdb_nl_result_t *r, const json_t *projection, int64_t limit,
@@ -370,18 +355,9 @@ json_t *mdb_nl_run_projected(mdb_mongo_t *m, const mdb_nl_result_t *r, const jso
         bson_destroy(&sort);
         return NULL;
     }
-    mongoc_client_t *client = mdb_mongo_pop(m);
-    mongoc_collection_t *coll = NULL;
-    mongoc_cursor_t *cur = NULL;
-    bson_error_t be;
-    if (!client) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "no database client available");
-        goto done;
-    }
     const char *cname = mdb_query_level_name(mdb_nl_result_level(r));
-    coll = mdb_mongo_collection(m, client, cname);
     items = json_array();
-    if (!coll || !items) {
+    if (!items) {
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
         goto done;
     }
@@ -402,42 +378,19 @@ json_t *mdb_nl_run_projected(mdb_mongo_t *m, const mdb_nl_result_t *r, const jso
     if (offset > 0)
         BSON_APPEND_INT64(&opts, "skip", offset);
     BSON_APPEND_INT64(&opts, "limit", limit);
-    cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
-    mdb_mongo_count_round_trip(m);
-    const bson_t *doc;
-    while (mongoc_cursor_next(cur, &doc)) {
-        json_t *jd = mdb_query_bson_to_json(doc);
-        if (!jd || json_array_append_new(items, jd)) {
-            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
-            goto done;
-        }
-    }
-    if (mongoc_cursor_error(cur, &be)) {
-        set_mongo_err(err, &be, cname);
+    if (!mdb_ops_find(m, cname, &filter, &opts, append_doc, items, err))
         goto done;
-    }
     int64_t total;
-    if (offset == 0 && (int64_t)json_array_size(items) < limit) {
+    if (offset == 0 && (int64_t)json_array_size(items) < limit)
         total = (int64_t)json_array_size(items);
-    } else {
-        total = mongoc_collection_count_documents(coll, &filter, &count_opts, NULL, NULL, &be);
-        mdb_mongo_count_round_trip(m);
-        if (total < 0) {
-            set_mongo_err(err, &be, cname);
-            goto done;
-        }
-    }
+    else if (!mdb_ops_count(m, cname, &filter, &count_opts, &total, err))
+        goto done;
     result = json_pack("{s:I, s:I, s:I, s:O}", "total", (json_int_t)total, "limit", (json_int_t)limit, "offset",
                        (json_int_t)offset, "items", items);
     if (!result)
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
 done:
     json_decref(items);
-    mongoc_cursor_destroy(cur);
-    if (coll)
-        mongoc_collection_destroy(coll);
-    if (client)
-        mdb_mongo_push(m, client);
     bson_destroy(&filter);
     bson_destroy(&opts);
     bson_destroy(&count_opts);
