@@ -12,29 +12,7 @@
 /* Largest request body accepted (bytes); larger uploads answer 413. */
 #define API_MAX_BODY (1024 * 1024)
 
-/* ---- the study/series cache (cache.c) ---- */
-typedef struct api_cache api_cache_t;
-typedef struct api_snapshot api_snapshot_t;
-/* Start the refresher thread (loads both collections at once). ttl_ms:
- * age after which a request triggers a background reload. */
-api_cache_t *api_cache_start(mdb_mongo_t *m, int64_t ttl_ms);
-void api_cache_stop(api_cache_t *c); /* accepts NULL */
-/* Current snapshot of level 0 (studies) or 1 (series) with a reference
- * held, or NULL (not loaded yet, disabled, or c NULL). Triggers a reload
- * when stale. Release with api_snapshot_release. */
-api_snapshot_t *api_cache_acquire(api_cache_t *c, int level);
-/* Ask for a reload of both collections soon. */
-void api_cache_invalidate(api_cache_t *c);
-void api_snapshot_release(api_snapshot_t *s); /* accepts NULL */
-size_t api_snapshot_count(const api_snapshot_t *s);
-const bson_t *api_snapshot_doc(const api_snapshot_t *s, size_t i);
-const bson_t *api_snapshot_get(const api_snapshot_t *s, const char *id);
-/* Series of a study (up to max), in load order. */
-size_t api_snapshot_children(const api_snapshot_t *s, const char *parent, const bson_t **out, size_t max);
-int64_t api_snapshot_age_ms(const api_snapshot_t *s);
-
 struct api_ctx {
-    api_cache_t *cache;             /* NULL when api.cache_ms is 0 */
     const mdb_config_t *cfg;
     mdb_mongo_t *mongo;             /* read pool (api.mongo_uri or mongo.uri) */
     mdb_kafka_producer_t *producer; /* job submission; NULL if Kafka was unavailable at start */

@@ -98,11 +98,6 @@ int main(int argc, char **argv)
     if (!ctx.producer)
         MDB_LOG(MDB_LOG_WARN, "job submission unavailable: %s", err.message);
     resolve_web_root(&ctx);
-    if (mdb_config_get_int(cfg, "api.cache_ms") > 0) {
-        ctx.cache = api_cache_start(ctx.mongo, mdb_config_get_int(cfg, "api.cache_ms"));
-        if (!ctx.cache)
-            MDB_LOG(MDB_LOG_WARN, "cannot start the study/series cache; every query goes to the database");
-    }
 
     if (!api_lag_sampler_start(&ctx))
         MDB_LOG(MDB_LOG_WARN, "cannot start the lag sampler; lag history follows requests only");
@@ -128,7 +123,6 @@ int main(int argc, char **argv)
 done:
     api_server_stop(server);
     api_lag_sampler_stop(&ctx);
-    api_cache_stop(ctx.cache);
     if (ctx.producer) {
         if (!mdb_kafka_producer_flush(ctx.producer, 5000, &err))
             MDB_LOG(MDB_LOG_WARN, "%s", err.message);

@@ -4,7 +4,9 @@
  * same thing in every front end. Detail routes add the children a researcher
  * looks at next: a study's series, a page of a series' instances.
  * /api/fields describes what can be filtered: promoted fields and the
- * metadata keywords present, with counts and the commonest values. */
+ * metadata keywords present, with counts and the commonest values.
+ * Everything is read from the database: a database error answers 4xx/5xx
+ * with the JSON error body, never an empty page. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,248 +14,15 @@
 #include "api_private.h"
 #include "mdb_query.h"
 
-#define FIELDS_SAMPLE 5000
+#define FIELDS_SAMPLE 10000          /* studies, series */
+#define FIELDS_SAMPLE_INSTANCES 2000 /* instance documents are the largest and most numerous */
 #define FIELDS_CACHE_MS 30000
 #define FIELDS_TOP_VALUES 20
 
 /* Non-filter arguments every list route accepts besides limit/offset/sort/fields. */
 static bool is_meta_arg(const char *key)
 {
-    return !strcmp(key, "total") || !strcmp(key, "_") || !strcmp(key, "fresh");
-}
-
-/* ?fresh=true: answer from the database, not the in-memory copy. */
-static bool want_fresh(const api_request_t *req, api_response_t *res, bool *out)
-{
-    const char *f = api_arg(req, "fresh");
-    *out = false;
-    if (!f)
-        return true;
-    if (!strcmp(f, "true") || !strcmp(f, "1")) {
-        *out = true;
-        return true;
-    }
-    if (!strcmp(f, "false") || !strcmp(f, "0"))
-        return true;
-    api_respond_error(res, 400, "bad_parameter", "'fresh' expects true or false, got '%.32s'", f);
-    return false;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static const char *bson_str(const bson_t *doc, const char *key)
-{
-    bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_UTF8(&it))
-        return bson_iter_utf8(&it, NULL);
-    return NULL;
-}
-
-/* Page of matched documents → {total, limit, offset, items}. */
-static json_t *page_json(const bson_t **hits, size_t nh, const mdb_query_t *q, bool total)
-{
-    json_t *items = json_array();
-    int64_t off = mdb_query_offset(q), lim = mdb_query_limit(q);
-    for (int64_t i = off; items && i < (int64_t)nh && i < off + lim; i++) {
-        bson_t p;
-        mdb_query_project(hits[i], mdb_query_projection(q), &p);
-        json_array_append_new(items, mdb_query_bson_to_json(&p));
-        bson_destroy(&p);
-    }
-    json_t *out = json_pack("{s:I, s:I, s:o}", "limit", (json_int_t)lim, "offset", (json_int_t)off, "items", items);
-    if (out && total)
-        json_object_set_new(out, "total", json_integer((json_int_t)nh));
-    return out;
-}
-
-/* Fields the instance summary of the cache holds. */
-static bool summary_field(const char *path)
-{
-    static const char *const f[] = {"_id",           "series_id",           "study_id", "instance_number",
-                                    "sop_class_uid", "acquisition_datetime", "paths"};
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-        size_t n = strlen(f[i]);
-        if (!strncmp(path, f[i], n) && (path[n] == '\0' || path[n] == '.'))
-            return true;
-    }
-    return false;
-}
-
-/* Does every field the filter names lie within the instance summary? */
-static bool filter_in_summary(const bson_t *filter, int depth)
-{
-    bson_iter_t it;
-    if (depth > 32 || !bson_iter_init(&it, filter))
-        return false;
-    while (bson_iter_next(&it)) {
-        const char *k = bson_iter_key(&it);
-        if (!strcmp(k, "$and") || !strcmp(k, "$or") || !strcmp(k, "$nor")) {
-            bson_iter_t el;
-            if (!bson_iter_recurse(&it, &el))
-                return false;
-            while (bson_iter_next(&el)) {
-                const uint8_t *data;
-                uint32_t len;
-                bson_t sub;
-                if (!BSON_ITER_HOLDS_DOCUMENT(&el))
-                    return false;
-                bson_iter_document(&el, &len, &data);
-                if (!bson_init_static(&sub, data, len) || !filter_in_summary(&sub, depth + 1))
-                    return false;
-            }
-        } else if (k[0] != '$' && !summary_field(k)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool keys_in_summary(const bson_t *doc)
-{
-    bson_iter_t it;
-    if (!bson_iter_init(&it, doc))
-        return false;
-    while (bson_iter_next(&it))
-        if (!summary_field(bson_iter_key(&it)))
-            return false;
-    return true;
-}
-
-/* A top-level (or top-level $and) equality key = "string" in filter. */
-static const char *link_equality(const bson_t *filter, const char *key)
-{
-    bson_iter_t it;
-    if (!bson_iter_init(&it, filter))
-        return NULL;
-    while (bson_iter_next(&it)) {
-        if (!strcmp(bson_iter_key(&it), key) && BSON_ITER_HOLDS_UTF8(&it))
-            return bson_iter_utf8(&it, NULL);
-        if (!strcmp(bson_iter_key(&it), "$and") && BSON_ITER_HOLDS_ARRAY(&it)) {
-            bson_iter_t el, f;
-            if (!bson_iter_recurse(&it, &el))
-                continue;
-            while (bson_iter_next(&el))
-                if (BSON_ITER_HOLDS_DOCUMENT(&el) && bson_iter_recurse(&el, &f) && bson_iter_find(&f, key) &&
-                    BSON_ITER_HOLDS_UTF8(&f))
-                    return bson_iter_utf8(&f, NULL);
-        }
-    }
-    return NULL;
-}
-
-/* Sorted _ids of the parent snapshot's documents matching pf; NULL on
- * failure (unsupported filter, OOM). */
-static const char **parent_ids(const api_snapshot_t *parent, const bson_t *pf, size_t *n_out)
-{
-    size_t n = api_snapshot_count(parent), k = 0;
-    const char **ids = malloc((n ? n : 1) * sizeof *ids);
-    if (!ids)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        const bson_t *d = api_snapshot_doc(parent, i);
-        int m = mdb_query_match(pf, d);
-        if (m < 0) {
-            free(ids);
-            return NULL;
-        }
-        const char *id = bson_str(d, "_id");
-        if (m && id)
-            ids[k++] = id;
-    }
-    qsort(ids, k, sizeof *ids, cmp_str);
-    *n_out = k;
-    return ids;
-}
-
-/* Answer a filter-parameter query from the cache: studies and series
- * always, instances when the filter, sort and projection stay within the
- * instance summary. NULL when the cache cannot answer it (not loaded, an
- * operator the in-memory evaluator does not implement, fields outside the
- * summary): the caller asks the database. */
-static json_t *run_cached(api_ctx_t *ctx, const mdb_query_t *q, bool total)
-{
-    const char *coll = mdb_query_collection(q);
-    int level = !strcmp(coll, "studies") ? 0 : !strcmp(coll, "series") ? 1 : !strcmp(coll, "instances") ? 2 : -1;
-    static const char *const link[2] = {"study_id", "series_id"};
-    json_t *out = NULL;
-    api_snapshot_t *snap = NULL, *psnap[2] = {NULL, NULL};
-    const char **pids[2] = {NULL, NULL};
-    size_t npids[2] = {0, 0}, nh = 0;
-    const bson_t **hits = NULL;
-    bson_t pf[2];
-    bool has[2] = {false, false};
-    if (level < 0 || !ctx->cache || !mdb_query_match_supported(mdb_query_filter(q)))
-        return NULL;
-    if (level == 2 && (bson_empty(mdb_query_projection(q)) || !keys_in_summary(mdb_query_projection(q)) ||
-                       !keys_in_summary(mdb_query_sort(q)) || !filter_in_summary(mdb_query_filter(q), 0)))
-        return NULL;
-    for (int p = 0; p < level; p++)
-        has[p] = mdb_query_parent_filter(q, (mdb_query_level_t)p, &pf[p]);
-    for (int p = 0; p < level; p++)
-        if (has[p] && !mdb_query_match_supported(&pf[p]))
-            goto done;
-    if (!(snap = api_cache_acquire(ctx->cache, level)))
-        goto done;
-    for (int p = 0; p < level; p++) {
-        if (!has[p])
-            continue;
-        if (!(psnap[p] = api_cache_acquire(ctx->cache, p)) || !(pids[p] = parent_ids(psnap[p], &pf[p], &npids[p])))
-            goto done;
-    }
-    /* Children of one parent (a study's series, a series' instances): only
-     * those documents need to be looked at. */
-    size_t n = api_snapshot_count(snap);
-    const char *parent_uid = level ? link_equality(mdb_query_filter(q), link[level - 1]) : NULL;
-    const bson_t **cand = NULL;
-    if (parent_uid) {
-        if (!(cand = malloc((n ? n : 1) * sizeof *cand)))
-            goto done;
-        n = api_snapshot_children(snap, parent_uid, cand, n);
-    }
-    if (!(hits = malloc((n ? n : 1) * sizeof *hits))) {
-        free(cand);
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const bson_t *d = cand ? cand[i] : api_snapshot_doc(snap, i);
-        bool keep = true;
-        for (int p = 0; p < level && keep; p++) {
-            if (!has[p])
-                continue;
-            const char *ref = bson_str(d, link[p]);
-            keep = ref && bsearch(&ref, pids[p], npids[p], sizeof *pids[p], cmp_str);
-        }
-        if (!keep)
-            continue;
-        int m = mdb_query_match(mdb_query_filter(q), d);
-        if (m < 0) {
-            free(cand);
-            goto done;
-        }
-        if (m)
-            hits[nh++] = d;
-    }
-    free(cand);
-    if (!mdb_query_sort_docs(hits, nh, mdb_query_sort(q)))
-        goto done;
-    out = page_json(hits, nh, q, total);
-    if (out) {
-        json_object_set_new(out, "source", json_string("cache"));
-        json_object_set_new(out, "cache_age_ms", json_integer(api_snapshot_age_ms(snap)));
-    }
-done:
-    for (int p = 0; p < 2; p++) {
-        if (has[p])
-            bson_destroy(&pf[p]);
-        free(pids[p]);
-        api_snapshot_release(psnap[p]);
-    }
-    free(hits);
-    api_snapshot_release(snap);
-    return out;
+    return !strcmp(key, "total") || !strcmp(key, "_");
 }
 
 static bool want_total(const api_request_t *req, api_response_t *res, bool *out)
@@ -284,17 +53,15 @@ static void add_explain(json_t *out, const mdb_query_t *q)
         json_object_set_new(out, "explain", json_pack("{s:s, s:o}", "collection", mdb_query_collection(q), "filter", f));
 }
 
-static void run_and_respond(api_ctx_t *ctx, api_response_t *res, mdb_query_t *q, bool total, bool fresh)
+/* Every answer comes from the database; a database error is a 4xx/5xx
+ * with the error body, never an empty page. */
+static void run_and_respond(api_ctx_t *ctx, api_response_t *res, mdb_query_t *q, bool total)
 {
     mdb_error_t err = {0};
-    json_t *out = fresh ? NULL : run_cached(ctx, q, total);
+    json_t *out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, !total, &err);
     if (!out) {
-        out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, !total, &err);
-        if (!out) {
-            api_respond_mdb_error(res, &err);
-            return;
-        }
-        json_object_set_new(out, "source", json_string("database"));
+        api_respond_mdb_error(res, &err);
+        return;
     }
     add_explain(out, q);
     api_respond_json(res, 200, out);
@@ -303,8 +70,8 @@ static void run_and_respond(api_ctx_t *ctx, api_response_t *res, mdb_query_t *q,
 void api_h_list(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, int level)
 {
     mdb_error_t err = {0};
-    bool total, fresh;
-    if (!want_total(req, res, &total) || !want_fresh(req, res, &fresh))
+    bool total;
+    if (!want_total(req, res, &total))
         return;
     mdb_query_t *q = mdb_query_new((mdb_query_level_t)level, ctx->max_limit);
     if (!q) {
@@ -320,7 +87,7 @@ void api_h_list(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, i
             goto done;
         }
     }
-    run_and_respond(ctx, res, q, total, fresh);
+    run_and_respond(ctx, res, q, total);
 done:
     mdb_query_destroy(q);
 }
@@ -335,12 +102,7 @@ static json_t *find_one(api_ctx_t *ctx, api_response_t *res, mdb_query_level_t l
         api_respond_error(res, 400, "bad_uid", "%s", err.message[0] ? err.message : "out of memory");
         goto done;
     }
-    out = run_cached(ctx, q, false);
-    if (out && json_array_size(json_object_get(out, "items")) == 0) { /* maybe newer than the cache */
-        json_decref(out);
-        out = NULL;
-    }
-    if (!out && !(out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, true, &err))) {
+    if (!(out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, true, &err))) {
         api_respond_mdb_error(res, &err);
         goto done;
     }
@@ -380,8 +142,7 @@ static json_t *children(api_ctx_t *ctx, const api_request_t *req, api_response_t
         api_respond_error(res, 400, "bad_parameter", "%s", err.message);
         goto done;
     }
-    out = run_cached(ctx, q, true);
-    if (!out && !(out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, false, &err)))
+    if (!(out = mdb_query_run(ctx->mongo, q, ctx->query_time_ms, false, &err)))
         api_respond_mdb_error(res, &err);
 done:
     mdb_query_destroy(q);
@@ -554,50 +315,66 @@ static void tally(const bson_t *doc, json_t *top, json_t *meta, json_t *values)
     }
 }
 
-/* Studies and series: every document of the cache (exact counts, no
- * database round trip). Instances, or no cache: the first FIELDS_SAMPLE
- * documents from the database; the total then comes from the instance
- * summary when it is loaded (counting on FerretDB scans the collection),
- * else it is null when the sample was full. */
+/* The number of documents of a level: exact (countDocuments) for studies
+ * and series, the server's estimate (collection metadata, no scan) for
+ * instances. -1 with err on failure. */
+static int64_t level_total(api_ctx_t *ctx, mongoc_collection_t *coll, mdb_query_level_t level, mdb_error_t *err)
+{
+    bson_t filter = BSON_INITIALIZER;
+    bson_t *opts = BCON_NEW("maxTimeMS", BCON_INT64(ctx->query_time_ms));
+    bson_error_t be;
+    int64_t n = level == MDB_QUERY_INSTANCES
+                    ? mongoc_collection_estimated_document_count(coll, opts, NULL, NULL, &be)
+                    : mongoc_collection_count_documents(coll, &filter, opts, NULL, NULL, &be);
+    if (n < 0)
+        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "count %s: %s", mdb_query_level_name(level), be.message);
+    bson_destroy(opts);
+    bson_destroy(&filter);
+    return n;
+}
+
+/* A sample of the level's documents from the database (the first
+ * FIELDS_SAMPLE_* in natural order, one find with the query time limit),
+ * tallied; the total comes from a count. When the collection is not larger
+ * than the sample (studies and series of most catalogues) every count is
+ * exact and "sampled" is false. */
 static json_t *compute_fields(api_ctx_t *ctx, mdb_query_level_t level, mdb_error_t *err)
 {
     json_t *out = NULL, *top = json_object(), *meta = json_object(), *values = json_object();
     mongoc_client_t *client = NULL;
     mongoc_collection_t *coll = NULL;
     mongoc_cursor_t *cur = NULL;
-    bson_t *opts = BCON_NEW("limit", BCON_INT64(FIELDS_SAMPLE), "maxTimeMS", BCON_INT64(ctx->query_time_ms));
+    int64_t sample = level == MDB_QUERY_INSTANCES ? FIELDS_SAMPLE_INSTANCES : FIELDS_SAMPLE;
+    bson_t *opts = BCON_NEW("limit", BCON_INT64(sample), "maxTimeMS", BCON_INT64(ctx->query_time_ms));
     bson_t filter = BSON_INITIALIZER;
     bson_error_t be;
-    int64_t scanned = 0, total = -1;
+    const bson_t *doc;
+    int64_t scanned = 0, total;
     size_t nf;
     const mdb_qfield_t *fields = mdb_query_fields(level, &nf);
-    api_snapshot_t *snap = api_cache_acquire(ctx->cache, (int)level);
 
-    if (snap && level != MDB_QUERY_INSTANCES) {
-        for (size_t i = 0; i < api_snapshot_count(snap); i++)
-            tally(api_snapshot_doc(snap, i), top, meta, values);
-        scanned = total = (int64_t)api_snapshot_count(snap);
-    } else {
-        if (!(client = mdb_mongo_pop(ctx->mongo))) {
-            mdb_error_set(err, MDB_ERR_MONGO, 0, "no database client available");
-            goto done;
-        }
-        coll = mdb_mongo_collection(ctx->mongo, client, mdb_query_level_name(level));
-        cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
-        const bson_t *doc;
-        while (mongoc_cursor_next(cur, &doc)) {
-            scanned++;
-            tally(doc, top, meta, values);
-        }
-        if (mongoc_cursor_error(cur, &be)) {
-            mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "%s: %s", mdb_query_level_name(level), be.message);
-            goto done;
-        }
-        if (snap)
-            total = (int64_t)api_snapshot_count(snap);
-        if (scanned < FIELDS_SAMPLE || total < scanned)
-            total = scanned < FIELDS_SAMPLE ? scanned : -1;
+    if (!top || !meta || !values) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, 0, "out of memory");
+        goto done;
     }
+    if (!(client = mdb_mongo_pop(ctx->mongo))) {
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "no database client available");
+        goto done;
+    }
+    coll = mdb_mongo_collection(ctx->mongo, client, mdb_query_level_name(level));
+    if ((total = level_total(ctx, coll, level, err)) < 0)
+        goto done;
+    cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+    while (mongoc_cursor_next(cur, &doc)) {
+        scanned++;
+        tally(doc, top, meta, values);
+    }
+    if (mongoc_cursor_error(cur, &be)) {
+        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "%s: %s", mdb_query_level_name(level), be.message);
+        goto done;
+    }
+    if (total < scanned) /* an estimate older than the sample */
+        total = scanned;
 
     json_t *promoted = json_array(), *metadata = json_array();
     for (size_t i = 0; i < nf; i++) {
@@ -622,11 +399,12 @@ static json_t *compute_fields(api_ctx_t *ctx, mdb_query_level_t level, mdb_error
     {
         json_array_append_new(metadata, json_pack("{s:s, s:O}", "keyword", k, "count", c));
     }
-    out = json_pack("{s:s, s:o, s:o, s:I, s:o, s:b}", "collection", mdb_query_level_name(level), "promoted",
-                    promoted, "metadata", metadata, "scanned", (json_int_t)scanned, "total",
-                    total >= 0 ? json_integer(total) : json_null(), "sampled", total < 0 || scanned < total);
+    out = json_pack("{s:s, s:o, s:o, s:I, s:I, s:b}", "collection", mdb_query_level_name(level), "promoted",
+                    promoted, "metadata", metadata, "scanned", (json_int_t)scanned, "total", (json_int_t)total,
+                    "sampled", scanned < total);
+    if (!out)
+        mdb_error_set(err, MDB_ERR_SYSTEM, 0, "out of memory");
 done:
-    api_snapshot_release(snap);
     mongoc_cursor_destroy(cur);
     if (coll)
         mongoc_collection_destroy(coll);

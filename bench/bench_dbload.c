@@ -49,6 +49,7 @@
 #include "mdb_docs.h"
 #include "mdb_extract.h"
 #include "mdb_features.h"
+#include "mdb_indexes.h"
 #include "mdb_jobs.h"
 #include "mdb_log.h"
 #include "mdb_mongo.h"
@@ -455,7 +456,7 @@ static bool reset_db(mdb_mongo_t *m, bool indexes, mdb_error_t *err)
         mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "dropping %s: %s", mdb_mongo_db_name(m), be.message);
     mongoc_database_destroy(db);
     mdb_mongo_push(m, client);
-    return ok && (!indexes || mdb_docs_ensure_indexes(m, err));
+    return ok && (!indexes || mdb_indexes_ensure(m, err));
 }
 
 static bool run_ceiling(mdb_mongo_t *m, const group_t *g, size_t ng, const opts_t *o, mdb_error_t *err)

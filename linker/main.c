@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "linker.h"
+#include "mdb_indexes.h"
 #include "mdb_lag.h"
 #include "mdb_log.h"
 #include "mdb_signal.h"
@@ -214,7 +215,7 @@ int main(int argc, char **argv)
         MDB_LOG(MDB_LOG_ERROR, "database: %s", err.message);
         goto done;
     }
-    if (!mdb_docs_ensure_indexes(L.mongo, &err)) {
+    if (!mdb_indexes_ensure(L.mongo, &err)) {
         MDB_LOG(MDB_LOG_ERROR, "indexes: %s", err.message);
         goto done;
     }

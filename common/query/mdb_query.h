@@ -128,40 +128,6 @@ int64_t mdb_query_offset(const mdb_query_t *q);
 /* Relaxed extended JSON of the filter (for logs, --explain, the dashboard). Caller frees with bson_free. */
 char *mdb_query_filter_json(const mdb_query_t *q);
 
-/* Parent-level part of a filter-parameter query (a series query's study
- * conditions, an instance query's series or study conditions): true and
- * out initialized with the ANDed clauses when there are any, else false
- * (out untouched). The run resolves it to {study_id|series_id: {$in: ids}}. */
-bool mdb_query_parent_filter(const mdb_query_t *q, mdb_query_level_t parent, bson_t *out);
-
-/* ---- in-memory evaluation ----
- * For callers that keep a copy of a small collection (the API's
- * study/series cache): the same answers as the server for the operators
- * the filter-parameter builder produces. Anything else is reported as
- * unsupported, never guessed. */
-/* 1 when doc matches filter, 0 when not, -1 when the filter uses an
- * operator or regex construct this evaluator does not implement
- * (supported: implicit equality, $eq $ne $gt $gte $lt $lte $in $nin
- * $exists $regex/$options(i) $not $and $or $nor $comment; regexes made of
- * literals, '.', '.*' and anchors). Dotted paths and arrays follow
- * MongoDB: a condition holds if any array element satisfies it. */
-int mdb_query_match(const bson_t *filter, const bson_t *doc);
-/* Does mdb_query_match implement everything in filter? */
-bool mdb_query_match_supported(const bson_t *filter);
-/* Order two documents by sort ({path: 1|-1, ...}) the way the server does:
- * by BSON type order first (missing = null < numbers < strings < objects <
- * arrays < ... ), arrays by their smallest (ascending) or largest
- * (descending) element. <0, 0, >0. */
-int mdb_query_compare(const bson_t *a, const bson_t *b, const bson_t *sort);
-/* Sort an array of documents in place by sort (stable for equal keys is
- * not promised; include _id in sort for a total order). Keys are computed
- * once per document. False on OOM (order unchanged). */
-bool mdb_query_sort_docs(const bson_t **docs, size_t n, const bson_t *sort);
-/* Apply an inclusion or exclusion projection (dotted paths allowed; _id
- * kept unless excluded; empty projection copies the document). out is
- * initialized by the callee. */
-void mdb_query_project(const bson_t *doc, const bson_t *projection, bson_t *out);
-
 /* ---- execution ---- */
 /* Run q on m: count the matches and fetch one page, each with maxTimeMS
  * time_ms (<= 0: none). Returns {"total", "limit", "offset", "items": [...]}
