@@ -7,7 +7,7 @@
  * checked with mdb_archive_resolve). Before walking, the catalog documents of
  * the root are loaded into a hash map (dir -> mtime, signature, file count);
  * each directory is compared with its entry and only changed ones are read.
- * Writes go through one unordered bulk, flushed every few hundred
+ * Writes go through one unordered bulk, flushed every thousand
  * directories. Entries not seen by a complete crawl are deleted. */
 #include "mdb_catalog.h"
 
@@ -23,8 +23,10 @@
 #include <unistd.h>
 
 #include "mdb_dicom.h"
+#include "mdb_indexes.h"
 #include "mdb_jobs.h"
 #include "mdb_log.h"
+#include "mdb_ops.h"
 #include "mdb_strmap.h"
 
 struct mdb_catalog {
@@ -49,15 +51,26 @@ void mdb_catalog_destroy(mdb_catalog_t *c)
     free(c);
 }
 
-static const char *const index_keys[] = {"series.accession_number", "series.patient_id", "series.study_uid",
-                                         "series.series_uid", "root"};
+/* Whether a failed mdb_ops call failed in the database (not in a callback,
+ * which only runs out of memory here). The catalogue is the system's own
+ * data, so a refusal by the server is a database error, not a bad query. */
+static bool from_database(mdb_error_t *err)
+{
+    if (!err || err->domain == MDB_ERR_SYSTEM)
+        return false;
+    if (err->domain == MDB_ERR_QUERY)
+        err->domain = MDB_ERR_MONGO;
+    return true;
+}
 
 bool mdb_catalog_ensure_indexes(mdb_catalog_t *c, mdb_error_t *err)
 {
-    for (size_t i = 0; i < sizeof index_keys / sizeof index_keys[0]; i++)
-        if (!mdb_jobs_ensure_index(c->m, MDB_CATALOG_COLL, index_keys[i], err))
-            return false;
-    return true;
+    static const mdb_index_spec_t specs[] = {
+        {MDB_CATALOG_COLL, {"series.accession_number"}}, {MDB_CATALOG_COLL, {"series.patient_id"}},
+        {MDB_CATALOG_COLL, {"series.study_uid"}},        {MDB_CATALOG_COLL, {"series.series_uid"}},
+        {MDB_CATALOG_COLL, {"root"}},
+    };
+    return mdb_indexes_ensure_specs(c->m, specs, sizeof specs / sizeof specs[0], NULL, err);
 }
 
 /* ---- crawl ---- */
@@ -67,11 +80,11 @@ static const uint32_t crawl_tags[NTAGS] = {MDB_TAG(0x0020, 0x000D), MDB_TAG(0x00
                                            MDB_TAG(0x0008, 0x0050), MDB_TAG(0x0010, 0x0020),
                                            MDB_TAG(0x0008, 0x0060)};
 
-/* Operations per bulk round trip. Small on purpose: FerretDB 1.24 (SQLite)
- * deadlocks for good when one update command carries more than ~100
- * statements that match existing documents (each holds a pooled connection
- * while the next one waits for one). */
-#define BULK_DIRS 50
+/* Directories per bulk round trip: bounds the memory of a pending bulk (one
+ * upsert with the file list per directory) and how much an interrupted
+ * crawl has to redo. The driver itself splits a bulk at the server's
+ * maxWriteBatchSize. */
+#define BULK_DIRS 1000
 
 typedef struct {
     char *name;      /* entry name in the directory */
@@ -569,40 +582,34 @@ done:
     return ok;
 }
 
+static bool known_doc(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    crawl_t *cr = ud;
+    const char *id = mdb_jobs_doc_str(doc, "_id");
+    if (!id)
+        return true;
+    mdb_strmap_entry_t *e = mdb_strmap_put(cr->known, id, NULL);
+    if (!e) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
+    e->value = mdb_jobs_doc_int(doc, "mtime");
+    e->value2 = mdb_jobs_doc_int(doc, "sig");
+    e->value3 = mdb_jobs_doc_int(doc, "files");
+    return true;
+}
+
 /* Load {_id, mtime, sig, files} of every catalog document of root. */
 static bool load_known(crawl_t *cr)
 {
-    mongoc_collection_t *coll = mdb_mongo_collection(cr->c->m, cr->client, MDB_CATALOG_COLL);
     bson_t *filter = BCON_NEW("root", BCON_UTF8(cr->root));
     bson_t *opts = BCON_NEW("projection", "{", "mtime", BCON_INT32(1), "sig", BCON_INT32(1), "files",
                             BCON_INT32(1), "}");
-    const bson_t *doc;
-    bson_error_t be;
-    bool ok = true;
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
-    while (mongoc_cursor_next(cur, &doc)) {
-        const char *id = mdb_jobs_doc_str(doc, "_id");
-        if (!id)
-            continue;
-        mdb_strmap_entry_t *e = mdb_strmap_put(cr->known, id, NULL);
-        if (!e) {
-            mdb_error_set(cr->err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
-            ok = false;
-            break;
-        }
-        e->value = mdb_jobs_doc_int(doc, "mtime");
-        e->value2 = mdb_jobs_doc_int(doc, "sig");
-        e->value3 = mdb_jobs_doc_int(doc, "files");
-    }
-    if (ok && mongoc_cursor_error(cur, &be)) {
-        mdb_error_set(cr->err, MDB_ERR_MONGO, (int)be.code, "read catalog: %s", be.message);
-        ok = false;
-    }
-    mdb_mongo_count_round_trip(cr->c->m);
-    mongoc_cursor_destroy(cur);
+    bool ok = mdb_ops_find(cr->c->m, MDB_CATALOG_COLL, filter, opts, known_doc, cr, cr->err);
+    if (!ok && from_database(cr->err))
+        mdb_error_prefix(cr->err, "read catalog");
     bson_destroy(filter);
     bson_destroy(opts);
-    mongoc_collection_destroy(coll);
     return ok;
 }
 
@@ -666,13 +673,19 @@ bool mdb_catalog_index_root(mdb_catalog_t *c, const char *root, const mdb_catalo
         return false;
     }
     cr.known = mdb_strmap_new();
-    cr.client = mdb_mongo_pop(c->m);
-    if (!cr.known || !cr.client) {
-        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory or no database client");
+    if (!cr.known) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
         goto done;
     }
+    /* Before popping the crawl's own client: with mongo.pool_size=1 a
+     * second pop would wait forever. */
     if (!load_known(&cr))
         goto done;
+    cr.client = mdb_mongo_pop(c->m);
+    if (!cr.client) {
+        mdb_error_set(err, MDB_ERR_MONGO, 0, "index: no database client available");
+        goto done;
+    }
     char *first = strdup(cr.root);
     if (!first || !stack_push(&stack, first)) {
         free(first);
@@ -825,6 +838,20 @@ static bool collect_doc_files(const bson_t *doc, const char *entry_key, const ch
     return true;
 }
 
+typedef struct {
+    const char *entry_key, *value;
+    mdb_strv_t *paths;
+} resolve_ctx_t;
+
+static bool resolve_doc(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    resolve_ctx_t *rc = ud;
+    if (collect_doc_files(doc, rc->entry_key, rc->value, rc->paths))
+        return true;
+    mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+    return false;
+}
+
 static bool catalog_resolve(void *self, int kind, const char *value, mdb_resolver_file_fn fn, void *ud,
                             size_t *nfiles, mdb_error_t *err)
 {
@@ -837,33 +864,14 @@ static bool catalog_resolve(void *self, int kind, const char *value, mdb_resolve
         mdb_error_set(err, MDB_ERR_QUERY, 0, "the catalog cannot resolve %s selectors", mdb_selector_kind_name(kind));
         return false;
     }
-    mongoc_client_t *client = mdb_mongo_pop(c->m);
-    if (!client) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "resolve: no database client");
-        return false;
-    }
-    mongoc_collection_t *coll = mdb_mongo_collection(c->m, client, MDB_CATALOG_COLL);
     bson_t *filter = BCON_NEW(field, BCON_UTF8(value));
     bson_t *opts = BCON_NEW("projection", "{", "dir", BCON_INT32(1), "series", BCON_INT32(1), "}");
-    const bson_t *doc;
-    bson_error_t be;
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
-    while (ok && mongoc_cursor_next(cur, &doc))
-        if (!collect_doc_files(doc, entry_key, value, &paths)) {
-            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
-            ok = false;
-        }
-    if (ok && mongoc_cursor_error(cur, &be)) {
-        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "catalog look-up of %s '%s': %s",
-                      mdb_selector_kind_name(kind), value, be.message);
-        ok = false;
-    }
-    mdb_mongo_count_round_trip(c->m);
-    mongoc_cursor_destroy(cur);
+    resolve_ctx_t rc = {entry_key, value, &paths};
+    ok = mdb_ops_find(c->m, MDB_CATALOG_COLL, filter, opts, resolve_doc, &rc, err);
+    if (!ok && from_database(err))
+        mdb_error_prefix(err, "catalog look-up of %s '%s'", mdb_selector_kind_name(kind), value);
     bson_destroy(filter);
     bson_destroy(opts);
-    mongoc_collection_destroy(coll);
-    mdb_mongo_push(c->m, client);
     if (ok && paths.n > 1)
         qsort(paths.v, paths.n, sizeof(char *), cmp_cstr);
     for (size_t i = 0; ok && i < paths.n; i++) {
@@ -916,7 +924,23 @@ static bool collect_many(const bson_t *doc, const char *entry_key, mdb_strmap_t 
     return true;
 }
 
+/* Values per look-up: keeps each $in list (and the command) small. */
 #define RESOLVE_CHUNK 500
+
+typedef struct {
+    const char *entry_key;
+    mdb_strmap_t *wanted;
+    mdb_strv_t *out;
+} many_ctx_t;
+
+static bool many_doc(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    many_ctx_t *mc = ud;
+    if (collect_many(doc, mc->entry_key, mc->wanted, mc->out))
+        return true;
+    mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+    return false;
+}
 
 static bool catalog_resolve_many(void *self, int kind, const char *const *values, size_t n, mdb_strv_t *out,
                                  mdb_error_t *err)
@@ -929,12 +953,6 @@ static bool catalog_resolve_many(void *self, int kind, const char *const *values
         mdb_error_set(err, MDB_ERR_QUERY, 0, "the catalog cannot resolve %s selectors", mdb_selector_kind_name(kind));
         return false;
     }
-    mongoc_client_t *client = mdb_mongo_pop(c->m);
-    if (!client) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "resolve: no database client");
-        return false;
-    }
-    mongoc_collection_t *coll = mdb_mongo_collection(c->m, client, MDB_CATALOG_COLL);
     for (size_t start = 0; ok && start < n; start += RESOLVE_CHUNK) {
         size_t end = start + RESOLVE_CHUNK < n ? start + RESOLVE_CHUNK : n;
         mdb_strmap_t *wanted = mdb_strmap_new();
@@ -951,6 +969,7 @@ static bool catalog_resolve_many(void *self, int kind, const char *const *values
         for (size_t i = start; ok && i < end; i++) {
             mdb_strmap_entry_t *w = mdb_strmap_put(wanted, values[i], NULL);
             if (!w) {
+                mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
                 ok = false;
                 break;
             }
@@ -961,26 +980,17 @@ static bool catalog_resolve_many(void *self, int kind, const char *const *values
         bson_append_array_end(&cond, &in);
         bson_append_document_end(&filter, &cond);
         bson_t *opts = BCON_NEW("projection", "{", "dir", BCON_INT32(1), "series", BCON_INT32(1), "}");
-        mongoc_cursor_t *cur = ok ? mongoc_collection_find_with_opts(coll, &filter, opts, NULL) : NULL;
-        const bson_t *doc;
-        bson_error_t be;
-        while (ok && cur && mongoc_cursor_next(cur, &doc))
-            ok = collect_many(doc, entry_key, wanted, out);
-        if (!ok)
-            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
-        else if (cur && mongoc_cursor_error(cur, &be)) {
-            mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "catalog look-up of %zu %s value(s): %s", end - start,
-                          mdb_selector_kind_name(kind), be.message);
+        many_ctx_t mc = {entry_key, wanted, out};
+        if (ok && !mdb_ops_find(c->m, MDB_CATALOG_COLL, &filter, opts, many_doc, &mc, err)) {
             ok = false;
+            if (from_database(err))
+                mdb_error_prefix(err, "catalog look-up of %zu %s value(s)", end - start,
+                                 mdb_selector_kind_name(kind));
         }
-        mdb_mongo_count_round_trip(c->m);
-        mongoc_cursor_destroy(cur);
         bson_destroy(opts);
         bson_destroy(&filter);
         mdb_strmap_destroy(wanted);
     }
-    mongoc_collection_destroy(coll);
-    mdb_mongo_push(c->m, client);
     /* Sorted and unique per value, as resolve() reports them. */
     for (size_t i = 0; ok && i < n; i++) {
         mdb_strv_t *v = &out[i];

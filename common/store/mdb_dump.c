@@ -1,13 +1,16 @@
 /* mdb_dump: canonical, byte-comparable text of the catalogue documents
  * (format in mdb_dump.h). Streams each collection sorted by _id from one
- * cursor, canonicalises each document and writes it as one line. */
+ * find (mdb_ops), canonicalises each document and writes it as one line. */
 #include "mdb_dump.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "mdb_bson_json.h"
 #include "mdb_docs.h"
+#include "mdb_msg.h"
+#include "mdb_ops.h"
 
 static const char *const TIME_KEYS[] = {"created_at", "updated_at", "completed_at", "submitted_at", "running_at"};
 
@@ -67,33 +70,43 @@ static bool write_line(FILE *out, const json_t *v)
     return ok;
 }
 
-static bool count_docs(mdb_mongo_t *m, const char *coll, int64_t *n, mdb_error_t *err)
+typedef struct {
+    FILE *out;
+    const char *coll;
+    int64_t written;
+} dump_ctx_t;
+
+static bool dump_doc(const bson_t *doc, void *ud, mdb_error_t *err)
 {
-    mongoc_client_t *client = mdb_mongo_pop(m);
-    if (!client) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "count %s: no database client", coll);
-        return false;
-    }
-    mongoc_collection_t *c = mdb_mongo_collection(m, client, coll);
-    bson_t filter = BSON_INITIALIZER;
-    bson_error_t be;
-    *n = mongoc_collection_count_documents(c, &filter, NULL, NULL, NULL, &be);
-    mdb_mongo_count_round_trip(m);
-    bool ok = *n >= 0;
+    dump_ctx_t *dc = ud;
+    json_t *j = mdb_docs_bson_to_json(doc);
+    json_t *canon = j ? mdb_dump_canonical(dc->coll, j) : NULL;
+    bool ok = canon && write_line(dc->out, canon);
     if (!ok)
-        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "count %s: %s", coll, be.message);
-    bson_destroy(&filter);
-    mongoc_collection_destroy(c);
-    mdb_mongo_push(m, client);
+        mdb_error_set(err, MDB_ERR_IO, errno, "dump %s: write failed", dc->coll);
+    json_decref(canon);
+    json_decref(j);
+    dc->written++;
     return ok;
+}
+
+/* The collection's documents are the system's own: a refusal by the server
+ * is a database error here, not a bad query. */
+static void as_db_error(mdb_error_t *err)
+{
+    if (err && err->domain == MDB_ERR_QUERY)
+        err->domain = MDB_ERR_MONGO;
 }
 
 /* Write one collection sorted by _id, streaming from one cursor. */
 static bool dump_sorted(mdb_mongo_t *m, FILE *out, const char *coll, size_t *ndocs, mdb_error_t *err)
 {
     int64_t total = 0;
-    if (!count_docs(m, coll, &total, err))
+    if (!mdb_ops_count(m, coll, NULL, NULL, &total, err)) {
+        as_db_error(err);
+        mdb_error_prefix(err, "dump");
         return false;
+    }
     json_t *hdr = json_pack("{s:s, s:I}", "section", coll, "count", (json_int_t)total);
     bool ok = hdr && write_line(out, hdr);
     json_decref(hdr);
@@ -101,45 +114,21 @@ static bool dump_sorted(mdb_mongo_t *m, FILE *out, const char *coll, size_t *ndo
         mdb_error_set(err, MDB_ERR_IO, errno, "dump %s: write failed", coll);
         return false;
     }
-    mongoc_client_t *client = mdb_mongo_pop(m);
-    if (!client) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "dump %s: no database client", coll);
-        return false;
-    }
-    mongoc_collection_t *c = mdb_mongo_collection(m, client, coll);
-    bson_t filter = BSON_INITIALIZER;
     bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(c, &filter, opts, NULL);
-    mdb_mongo_count_round_trip(m);
-    const bson_t *doc;
-    bson_error_t be;
-    int64_t written = 0;
-    while (ok && mongoc_cursor_next(cur, &doc)) {
-        json_t *j = mdb_docs_bson_to_json(doc);
-        json_t *canon = j ? mdb_dump_canonical(coll, j) : NULL;
-        ok = canon && write_line(out, canon);
-        if (!ok)
-            mdb_error_set(err, MDB_ERR_IO, errno, "dump %s: write failed", coll);
-        json_decref(canon);
-        json_decref(j);
-        written++;
-    }
-    if (ok && mongoc_cursor_error(cur, &be)) {
-        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "dump %s: %s", coll, be.message);
-        ok = false;
-    }
-    mongoc_cursor_destroy(cur);
+    dump_ctx_t dc = {out, coll, 0};
+    ok = mdb_ops_find(m, coll, NULL, opts, dump_doc, &dc, err);
     bson_destroy(opts);
-    bson_destroy(&filter);
-    mongoc_collection_destroy(c);
-    mdb_mongo_push(m, client);
-    if (ok && written != total) {
+    if (!ok && err && err->domain != MDB_ERR_IO) {
+        as_db_error(err);
+        mdb_error_prefix(err, "dump");
+    }
+    if (ok && dc.written != total) {
         mdb_error_set(err, MDB_ERR_MONGO, EAGAIN, "dump %s: counted %lld documents but read %lld (changed meanwhile?)",
-                      coll, (long long)total, (long long)written);
+                      coll, (long long)total, (long long)dc.written);
         ok = false;
     }
     if (ndocs)
-        *ndocs += (size_t)written;
+        *ndocs += (size_t)dc.written;
     return ok;
 }
 
@@ -148,38 +137,44 @@ static int cmp_lines(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Canonical text of one job document onto lines (a strv). */
+static bool job_line(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    json_t *j = mdb_docs_bson_to_json(doc);
+    json_t *c = j ? mdb_dump_canonical("jobs", j) : NULL;
+    char *line = c ? json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    bool ok = line && mdb_strv_push((mdb_strv_t *)ud, line);
+    if (!ok)
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "dump jobs: out of memory");
+    free(line);
+    json_decref(c);
+    json_decref(j);
+    return ok;
+}
+
 /* Jobs: canonical lines sorted as text (their _ids differ between runs). */
 static bool dump_jobs(mdb_mongo_t *m, FILE *out, size_t *ndocs, mdb_error_t *err)
 {
-    json_t *docs = json_array();
-    bson_t filter = BSON_INITIALIZER;
-    bool ok = docs && mdb_docs_find(m, "jobs", &filter, NULL, NULL, 0, docs, err);
-    bson_destroy(&filter);
-    size_t n = json_array_size(docs);
-    char **lines = ok ? calloc(n + 1, sizeof *lines) : NULL;
-    ok = ok && lines;
-    for (size_t i = 0; ok && i < n; i++) {
-        json_t *c = mdb_dump_canonical("jobs", json_array_get(docs, i));
-        lines[i] = c ? json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-        json_decref(c);
-        ok = lines[i] != NULL;
+    mdb_strv_t lines = {0};
+    bool ok = mdb_ops_find(m, "jobs", NULL, NULL, job_line, &lines, err);
+    if (!ok && err && err->domain != MDB_ERR_SYSTEM) {
+        as_db_error(err);
+        mdb_error_prefix(err, "dump");
     }
     if (ok) {
-        qsort(lines, n, sizeof *lines, cmp_lines);
-        json_t *hdr = json_pack("{s:s, s:I}", "section", "jobs", "count", (json_int_t)n);
+        if (lines.n > 1)
+            qsort(lines.v, lines.n, sizeof *lines.v, cmp_lines);
+        json_t *hdr = json_pack("{s:s, s:I}", "section", "jobs", "count", (json_int_t)lines.n);
         ok = hdr && write_line(out, hdr);
         json_decref(hdr);
-        for (size_t i = 0; ok && i < n; i++)
-            ok = fputs(lines[i], out) >= 0 && fputc('\n', out) != EOF;
+        for (size_t i = 0; ok && i < lines.n; i++)
+            ok = fputs(lines.v[i], out) >= 0 && fputc('\n', out) != EOF;
+        if (!ok)
+            mdb_error_set(err, MDB_ERR_IO, errno, "dump jobs: write failed");
         if (ndocs)
-            *ndocs += n;
+            *ndocs += lines.n;
     }
-    for (size_t i = 0; lines && i < n; i++)
-        free(lines[i]);
-    free(lines);
-    json_decref(docs);
-    if (!ok && err && !err->message[0])
-        mdb_error_set(err, MDB_ERR_IO, errno, "dump jobs: write failed");
+    mdb_strv_clear(&lines);
     return ok;
 }
 

@@ -1,8 +1,7 @@
 /* mdb_jobs: job documents and job selectors. Every write is an idempotent,
  * conditional update so that redelivered job messages, a producer restarted
  * mid-publish and several linkers updating progress all converge on the same
- * document. Only operators FerretDB 1.x implements are used ($set,
- * $setOnInsert, $inc, $push, $addToSet, $in, $exists, $group/$match). */
+ * document. */
 #include "mdb_jobs.h"
 
 #include <errno.h>
@@ -10,6 +9,8 @@
 #include <string.h>
 
 #include "mdb_cases.h"
+#include "mdb_indexes.h"
+#include "mdb_ops.h"
 
 static const char *const state_names[MDB_JOB_NSTATES] = {
     "submitted", "resolving", "running", "completed", "completed_with_errors", "failed"};
@@ -217,99 +218,39 @@ const char *mdb_jobs_doc_str(const bson_t *doc, const char *key)
     return bson_iter_utf8(&it, NULL);
 }
 
-static void mongo_err(mdb_error_t *err, const bson_error_t *be, const char *what)
+/* Job documents are the system's own, not a user's query: a refusal by the
+ * server is a database error here, whatever mdb_ops classifies it as. */
+static bool db_fail(mdb_error_t *err, const char *what)
 {
-    mdb_error_set(err, MDB_ERR_MONGO, (int)be->code, "%s: %s", what, be->message);
+    if (err && err->domain == MDB_ERR_QUERY)
+        err->domain = MDB_ERR_MONGO;
+    mdb_error_prefix(err, "%s", what);
+    return false;
 }
 
-/* One pooled client + collection for the duration of a helper. */
-typedef struct {
-    mdb_mongo_t *m;
-    mongoc_client_t *client;
-    mongoc_collection_t *coll;
-} coll_ref_t;
-
-static coll_ref_t coll_open(mdb_mongo_t *m, const char *name)
-{
-    coll_ref_t r = {m, mdb_mongo_pop(m), NULL};
-    if (r.client)
-        r.coll = mdb_mongo_collection(m, r.client, name);
-    return r;
-}
-
-static void coll_close(coll_ref_t *r)
-{
-    if (r->coll)
-        mongoc_collection_destroy(r->coll);
-    if (r->client)
-        mdb_mongo_push(r->m, r->client);
-    r->coll = NULL;
-    r->client = NULL;
-}
-
-/* update_one; *matched receives matchedCount (may be NULL). */
+/* update_one; *matched / *upserted receive the counts (may be NULL). */
 static bool update_one(mdb_mongo_t *m, const char *collname, const bson_t *sel, const bson_t *upd, bool upsert,
                        int64_t *matched, int64_t *upserted, mdb_error_t *err, const char *what)
 {
-    coll_ref_t r = coll_open(m, collname);
-    bson_t reply;
-    bson_error_t be;
-    bson_t opts = BSON_INITIALIZER;
-    bool ok = false;
-    if (!r.coll) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "%s: no database client", what);
-        bson_destroy(&opts);
-        return false;
-    }
-    if (upsert)
-        BSON_APPEND_BOOL(&opts, "upsert", true);
-    ok = mongoc_collection_update_one(r.coll, sel, upd, &opts, &reply, &be);
-    mdb_mongo_count_round_trip(m);
-    if (!ok) {
-        mongo_err(err, &be, what);
-    } else {
-        if (matched)
-            *matched = mdb_jobs_doc_int(&reply, "matchedCount");
-        if (upserted)
-            *upserted = mdb_jobs_doc_int(&reply, "upsertedCount");
-    }
-    bson_destroy(&reply);
-    bson_destroy(&opts);
-    coll_close(&r);
-    return ok;
+    mdb_ops_result_t res;
+    if (!mdb_ops_update_one(m, collname, sel, upd, upsert, &res, err))
+        return db_fail(err, what);
+    if (matched)
+        *matched = res.matched;
+    if (upserted)
+        *upserted = res.upserted;
+    return true;
 }
 
 static bool find_one(mdb_mongo_t *m, const char *collname, const bson_t *filter, const bson_t *projection,
                      bson_t **out, mdb_error_t *err, const char *what)
 {
-    coll_ref_t r = coll_open(m, collname);
     bson_t opts = BSON_INITIALIZER;
-    const bson_t *doc = NULL;
-    bson_error_t be;
-    bool ok = true;
-    *out = NULL;
-    if (!r.coll) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "%s: no database client", what);
-        bson_destroy(&opts);
-        return false;
-    }
-    BSON_APPEND_INT64(&opts, "limit", 1);
     if (projection)
         BSON_APPEND_DOCUMENT(&opts, "projection", projection);
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(r.coll, filter, &opts, NULL);
-    if (mongoc_cursor_next(cur, &doc))
-        *out = bson_copy(doc);
-    if (mongoc_cursor_error(cur, &be)) {
-        mongo_err(err, &be, what);
-        bson_destroy(*out);
-        *out = NULL;
-        ok = false;
-    }
-    mdb_mongo_count_round_trip(m);
-    mongoc_cursor_destroy(cur);
+    bool ok = mdb_ops_find_one(m, collname, filter, &opts, out, err);
     bson_destroy(&opts);
-    coll_close(&r);
-    return ok;
+    return ok || db_fail(err, what);
 }
 
 static void now_iso(char buf[40])
@@ -319,59 +260,15 @@ static void now_iso(char buf[40])
 
 /* ---- indexes ---- */
 
-bool mdb_jobs_ensure_index(mdb_mongo_t *m, const char *collname, const char *key, mdb_error_t *err)
-{
-    mongoc_client_t *client = mdb_mongo_pop(m);
-    bson_t cmd = BSON_INITIALIZER, arr, item, k;
-    bson_error_t be;
-    char name[160];
-    bool ok;
-    if (!client) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "create index: no database client");
-        return false;
-    }
-    /* Index names without dots: FerretDB is happier with plain names. */
-    snprintf(name, sizeof name, "%s_1", key);
-    for (char *p = name; *p; p++)
-        if (*p == '.')
-            *p = '_';
-    BSON_APPEND_UTF8(&cmd, "createIndexes", collname);
-    bson_append_array_begin(&cmd, "indexes", -1, &arr);
-    bson_append_document_begin(&arr, "0", -1, &item);
-    bson_append_document_begin(&item, "key", -1, &k);
-    BSON_APPEND_INT32(&k, key, 1);
-    bson_append_document_end(&item, &k);
-    BSON_APPEND_UTF8(&item, "name", name);
-    bson_append_document_end(&arr, &item);
-    bson_append_array_end(&cmd, &arr);
-    ok = mongoc_client_write_command_with_opts(client, mdb_mongo_db_name(m), &cmd, NULL, NULL, &be);
-    if (!ok)
-        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "create index %s.%s: %s", collname, key, be.message);
-    mdb_mongo_count_round_trip(m);
-    bson_destroy(&cmd);
-    mdb_mongo_push(m, client);
-    return ok;
-}
-
-static bool create_indexes(mdb_mongo_t *m, const char *collname, const char *const *keys, size_t nkeys,
-                           mdb_error_t *err)
-{
-    /* One index per command: FerretDB 1.24 drops the connection when a
-     * multi-index createIndexes names an index that already exists. */
-    for (size_t i = 0; i < nkeys; i++)
-        if (!mdb_jobs_ensure_index(m, collname, keys[i], err))
-            return false;
-    return true;
-}
-
 bool mdb_jobs_ensure_indexes(mdb_mongo_t *m, mdb_error_t *err)
 {
-    static const char *const job_keys[] = {"state", "submitted_at", "researcher_id", "collection"};
-    static const char *const file_keys[] = {"job_id", "status"};
-    static const char *const progress_keys[] = {"job_id"};
-    return create_indexes(m, MDB_JOBS_COLL, job_keys, 4, err) &&
-           create_indexes(m, MDB_JOB_FILES_COLL, file_keys, 2, err) &&
-           create_indexes(m, MDB_JOB_PROGRESS_COLL, progress_keys, 1, err);
+    static const mdb_index_spec_t specs[] = {
+        {MDB_JOBS_COLL, {"state"}},           {MDB_JOBS_COLL, {"submitted_at"}},
+        {MDB_JOBS_COLL, {"researcher_id"}},   {MDB_JOBS_COLL, {"collection"}},
+        {MDB_JOB_FILES_COLL, {"job_id"}},     {MDB_JOB_FILES_COLL, {"status"}},
+        {MDB_JOB_PROGRESS_COLL, {"job_id"}},
+    };
+    return mdb_indexes_ensure_specs(m, specs, sizeof specs / sizeof specs[0], NULL, err);
 }
 
 /* ---- job documents ---- */
@@ -531,19 +428,17 @@ bool mdb_jobs_set_state(mdb_mongo_t *m, const char *job_id, int to, const int *f
 bool mdb_jobs_add_error(mdb_mongo_t *m, const char *job_id, const char *path, const char *stage,
                         const char *error, const char *message, bool count_as_problem, mdb_error_t *err)
 {
-    char now[40], capkey[32];
+    char now[40];
     now_iso(now);
-    bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, doc, sub, ex;
-    int64_t matched = 0;
-    bool ok;
-    snprintf(capkey, sizeof capkey, "errors.%d", MDB_JOBS_MAX_ERRORS - 1);
+    bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, doc, field, each, sub;
     BSON_APPEND_UTF8(&sel, "_id", job_id);
-    bson_append_document_begin(&sel, capkey, -1, &ex);
-    BSON_APPEND_BOOL(&ex, "$exists", false);
-    bson_append_document_end(&sel, &ex);
 
+    /* $slice keeps the first MDB_JOBS_MAX_ERRORS: once the list is full a
+     * new error is dropped, but still counted below, in the same update. */
     bson_append_document_begin(&upd, "$push", -1, &doc);
-    bson_append_document_begin(&doc, "errors", -1, &sub);
+    bson_append_document_begin(&doc, "errors", -1, &field);
+    bson_append_array_begin(&field, "$each", -1, &each);
+    bson_append_document_begin(&each, "0", -1, &sub);
     if (path)
         BSON_APPEND_UTF8(&sub, "path", path);
     else
@@ -553,7 +448,10 @@ bool mdb_jobs_add_error(mdb_mongo_t *m, const char *job_id, const char *path, co
     if (message)
         BSON_APPEND_UTF8(&sub, "message", message);
     BSON_APPEND_UTF8(&sub, "at", now);
-    bson_append_document_end(&doc, &sub);
+    bson_append_document_end(&each, &sub);
+    bson_append_array_end(&field, &each);
+    BSON_APPEND_INT32(&field, "$slice", MDB_JOBS_MAX_ERRORS);
+    bson_append_document_end(&doc, &field);
     bson_append_document_end(&upd, &doc);
     bson_append_document_begin(&upd, "$set", -1, &doc);
     BSON_APPEND_UTF8(&doc, "updated_at", now);
@@ -563,17 +461,9 @@ bool mdb_jobs_add_error(mdb_mongo_t *m, const char *job_id, const char *path, co
         BSON_APPEND_INT64(&doc, "producer_errors", 1);
         bson_append_document_end(&upd, &doc);
     }
-    ok = update_one(m, MDB_JOBS_COLL, &sel, &upd, false, &matched, NULL, err, "record job error");
+    bool ok = update_one(m, MDB_JOBS_COLL, &sel, &upd, false, NULL, NULL, err, "record job error");
     bson_destroy(&sel);
     bson_destroy(&upd);
-    if (ok && matched == 0 && count_as_problem) {
-        /* The list is full: still count the problem. */
-        bson_t *s2 = BCON_NEW("_id", BCON_UTF8(job_id));
-        bson_t *u2 = BCON_NEW("$inc", "{", "producer_errors", BCON_INT64(1), "}");
-        ok = update_one(m, MDB_JOBS_COLL, s2, u2, false, NULL, NULL, err, "record job error");
-        bson_destroy(s2);
-        bson_destroy(u2);
-    }
     return ok;
 }
 
@@ -625,40 +515,34 @@ bool mdb_jobs_start_running(mdb_mongo_t *m, const char *job_id, int64_t files_to
     return mdb_jobs_refresh_progress(m, job_id, state_out, err);
 }
 
-/* done/failed counts of a job from job_files ($match + $group works on FerretDB). */
+typedef struct {
+    int64_t done, failed;
+} file_counts_t;
+
+static bool count_status(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    file_counts_t *fc = ud;
+    const char *st = mdb_jobs_doc_str(doc, "_id");
+    (void)err;
+    if (st && !strcmp(st, "done"))
+        fc->done = mdb_jobs_doc_int(doc, "n");
+    else if (st && !strcmp(st, "failed"))
+        fc->failed = mdb_jobs_doc_int(doc, "n");
+    return true;
+}
+
+/* done/failed counts of a job from job_files (indexed on job_id). */
 static bool count_job_files(mdb_mongo_t *m, const char *job_id, int64_t *done, int64_t *failed, mdb_error_t *err)
 {
-    coll_ref_t r = coll_open(m, MDB_JOB_FILES_COLL);
     bson_t *pipeline = BCON_NEW("pipeline", "[", "{", "$match", "{", "job_id", BCON_UTF8(job_id), "}", "}", "{",
                                 "$group", "{", "_id", BCON_UTF8("$status"), "n", "{", "$sum", BCON_INT32(1), "}",
                                 "}", "}", "]");
-    const bson_t *doc;
-    bson_error_t be;
-    bool ok = true;
-    *done = *failed = 0;
-    if (!r.coll) {
-        bson_destroy(pipeline);
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "count job files: no database client");
-        return false;
-    }
-    mongoc_cursor_t *cur = mongoc_collection_aggregate(r.coll, MONGOC_QUERY_NONE, pipeline, NULL, NULL);
-    while (mongoc_cursor_next(cur, &doc)) {
-        const char *st = mdb_jobs_doc_str(doc, "_id");
-        int64_t n = mdb_jobs_doc_int(doc, "n");
-        if (st && !strcmp(st, "done"))
-            *done = n;
-        else if (st && !strcmp(st, "failed"))
-            *failed = n;
-    }
-    if (mongoc_cursor_error(cur, &be)) {
-        mongo_err(err, &be, "count job files");
-        ok = false;
-    }
-    mdb_mongo_count_round_trip(m);
-    mongoc_cursor_destroy(cur);
+    file_counts_t fc = {0, 0};
+    bool ok = mdb_ops_aggregate(m, MDB_JOB_FILES_COLL, pipeline, NULL, count_status, &fc, err);
     bson_destroy(pipeline);
-    coll_close(&r);
-    return ok;
+    *done = fc.done;
+    *failed = fc.failed;
+    return ok || db_fail(err, "count job files");
 }
 
 bool mdb_jobs_refresh_progress(mdb_mongo_t *m, const char *job_id, int *state_out, mdb_error_t *err)
@@ -704,33 +588,27 @@ bool mdb_jobs_refresh_progress(mdb_mongo_t *m, const char *job_id, int *state_ou
     return ok;
 }
 
+typedef struct {
+    mdb_jobs_visit_fn fn;
+    void *ud;
+    bool stopped;
+} visit_ctx_t;
+
+static bool visit_job(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    visit_ctx_t *vc = ud;
+    (void)err;
+    vc->stopped = !vc->fn(doc, vc->ud);
+    return !vc->stopped;
+}
+
 bool mdb_jobs_list_recent(mdb_mongo_t *m, int64_t limit, mdb_jobs_visit_fn fn, void *ud, mdb_error_t *err)
 {
-    coll_ref_t r = coll_open(m, MDB_JOBS_COLL);
-    bson_t filter = BSON_INITIALIZER;
     bson_t *opts = BCON_NEW("sort", "{", "submitted_at", BCON_INT32(-1), "}", "limit", BCON_INT64(limit));
-    const bson_t *doc;
-    bson_error_t be;
-    bool ok = true;
-    if (!r.coll) {
-        bson_destroy(opts);
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "list jobs: no database client");
-        return false;
-    }
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(r.coll, &filter, opts, NULL);
-    while (mongoc_cursor_next(cur, &doc))
-        if (!fn(doc, ud))
-            break;
-    if (mongoc_cursor_error(cur, &be)) {
-        mongo_err(err, &be, "list jobs");
-        ok = false;
-    }
-    mdb_mongo_count_round_trip(m);
-    mongoc_cursor_destroy(cur);
+    visit_ctx_t vc = {fn, ud, false};
+    bool ok = mdb_ops_find(m, MDB_JOBS_COLL, NULL, opts, visit_job, &vc, err);
     bson_destroy(opts);
-    bson_destroy(&filter);
-    coll_close(&r);
-    return ok;
+    return ok || vc.stopped || db_fail(err, "list jobs");
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -738,42 +616,38 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+typedef struct {
+    mdb_strv_t *failed, *done;
+} failed_ctx_t;
+
+static bool sort_file(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    failed_ctx_t *fc = ud;
+    const char *path = mdb_jobs_doc_str(doc, "path");
+    const char *st = mdb_jobs_doc_str(doc, "status");
+    (void)err;
+    if (!path || !st)
+        return true;
+    if (!strcmp(st, "failed"))
+        mdb_strv_push(fc->failed, path);
+    else if (!strcmp(st, "done"))
+        mdb_strv_push(fc->done, path);
+    return true;
+}
+
 bool mdb_jobs_failed_paths(mdb_mongo_t *m, const char *job_id, mdb_strv_t *out, mdb_error_t *err)
 {
     mdb_strv_t done = {0};
-    const bson_t *doc;
-    bson_error_t be;
-    bool ok = true;
+    bool ok;
     mdb_strv_clear(out);
 
     /* job_files: failed paths (and done ones, to filter errors[] below). */
-    coll_ref_t r = coll_open(m, MDB_JOB_FILES_COLL);
-    if (!r.coll) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "read failed files: no database client");
-        return false;
-    }
     bson_t *filter = BCON_NEW("job_id", BCON_UTF8(job_id));
     bson_t *opts = BCON_NEW("projection", "{", "path", BCON_INT32(1), "status", BCON_INT32(1), "}");
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(r.coll, filter, opts, NULL);
-    while (mongoc_cursor_next(cur, &doc)) {
-        const char *path = mdb_jobs_doc_str(doc, "path");
-        const char *st = mdb_jobs_doc_str(doc, "status");
-        if (!path || !st)
-            continue;
-        if (!strcmp(st, "failed"))
-            mdb_strv_push(out, path);
-        else if (!strcmp(st, "done"))
-            mdb_strv_push(&done, path);
-    }
-    if (mongoc_cursor_error(cur, &be)) {
-        mongo_err(err, &be, "read failed files");
-        ok = false;
-    }
-    mdb_mongo_count_round_trip(m);
-    mongoc_cursor_destroy(cur);
+    failed_ctx_t fc = {out, &done};
+    ok = mdb_ops_find(m, MDB_JOB_FILES_COLL, filter, opts, sort_file, &fc, err) || db_fail(err, "read failed files");
     bson_destroy(filter);
     bson_destroy(opts);
-    coll_close(&r);
 
     /* errors[] of the job: worker/linker errors carrying a path. */
     bson_t *job = NULL;

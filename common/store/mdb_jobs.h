@@ -15,10 +15,7 @@
  * ({_id, state: <allowed previous>}), so concurrent writers (producer,
  * linker, redelivered messages) cannot move a job backwards. A job is
  * "with errors" when any file failed, or the producer recorded a problem
- * (a refused selector, a file that vanished): producer_errors > 0.
- *
- * Works on FerretDB: no $elemMatch, no $push/$slice (the error cap is an
- * "errors.<N-1>": {$exists: false} filter). */
+ * (a refused selector, a file that vanished): producer_errors > 0. */
 #ifndef MDB_JOBS_H
 #define MDB_JOBS_H
 
@@ -127,13 +124,10 @@ bool mdb_selectors_append_bson(const mdb_selectors_t *s, bson_t *doc, const char
 
 /* ---- job documents ---- */
 
-/* Ascending index on one key of collname, named "<key with '.'->'_'>_1";
- * idempotent. One index per createIndexes command (FerretDB 1.24 closes the
- * connection when a multi-index command names an index that exists). */
-bool mdb_jobs_ensure_index(mdb_mongo_t *m, const char *collname, const char *key, mdb_error_t *err);
-
-/* Indexes on jobs (state, submitted_at, researcher_id) and job_files (job_id,
- * status). Idempotent. */
+/* Indexes on jobs (state, submitted_at, researcher_id, collection),
+ * job_files (job_id, status) and job_progress (job_id), through
+ * mdb_indexes_ensure_specs: only missing ones are created, one command per
+ * collection. Idempotent. */
 bool mdb_jobs_ensure_indexes(mdb_mongo_t *m, mdb_error_t *err);
 
 /* Create the job document if it does not exist (state submitted, counters 0,
@@ -160,9 +154,10 @@ bool mdb_jobs_record_selectors(mdb_mongo_t *m, const char *job_id, const mdb_sel
                                int64_t producer_errors, mdb_error_t *err);
 
 /* Append {path, stage, error, message} to errors unless MDB_JOBS_MAX_ERRORS
- * are recorded already. When count_as_problem, producer_errors is
- * incremented too (so the job ends completed_with_errors). path/message may
- * be NULL. */
+ * are recorded already (one update, $push with $slice). When
+ * count_as_problem, producer_errors is incremented too (so the job ends
+ * completed_with_errors), also when the list is full. path/message may be
+ * NULL. */
 bool mdb_jobs_add_error(mdb_mongo_t *m, const char *job_id, const char *path, const char *stage,
                         const char *error, const char *message, bool count_as_problem, mdb_error_t *err);
 
