@@ -5,7 +5,6 @@
  * creates a counters file /dev/shm/mongoc-<pid> (left behind on kill -9). */
 #include <mongoc/mongoc.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "mdb_log.h"
 
@@ -23,10 +22,6 @@ static void mongoc_handler(mongoc_log_level_t lvl, const char *domain, const cha
     }
     if (lvl == MONGOC_LOG_LEVEL_TRACE)
         return; /* tracing is a driver-debugging aid, far too chatty */
-    /* Servers without sessions (FerretDB) refuse the driver's endSessions at
-     * shutdown: harmless, so not worth a warning on every exit. */
-    if (message && strstr(message, "endSessions"))
-        level = MDB_LOG_DEBUG;
     if (level > mdb_log_current_level)
         return;
     char *masked = mdb_log_mask_uri(message ? message : "");
