@@ -68,6 +68,7 @@ int mdb_cmd_retry(mdb_config_t *cfg, int argc, char **argv)
     bson_t *doc = NULL;
     mdb_strv_t ids = {0};
     int rc = 1;
+    bool db_failed = false;
     if (!mdb_jobs_get(m, job, &doc, &err)) {
         fprintf(stderr, "metadb retry: %s\n", err.message);
         goto done;
@@ -125,7 +126,11 @@ int mdb_cmd_retry(mdb_config_t *cfg, int argc, char **argv)
             mdb_msg_job_clear(&jm);
             goto done;
         }
-        mdb_jobs_note_retry(m, job, jm.job_id, &err);
+        /* The producer records the link too; a failure here is still reported. */
+        if (!mdb_jobs_note_retry(m, job, jm.job_id, &err)) {
+            fprintf(stderr, "metadb retry: %s\n", err.message);
+            db_failed = true;
+        }
         mdb_strv_push(&ids, jm.job_id);
         if (!json)
             printf("%s\n", jm.job_id);
@@ -133,7 +138,7 @@ int mdb_cmd_retry(mdb_config_t *cfg, int argc, char **argv)
         mdb_msg_job_clear(&jm);
     }
     fflush(stdout);
-    rc = 0;
+    rc = db_failed ? 1 : 0;
     for (size_t i = 0; wait && i < ids.n; i++) {
         int r = cli_wait_job(m, ids.v[i], timeout_s, json);
         if (r > rc)
@@ -141,10 +146,13 @@ int mdb_cmd_retry(mdb_config_t *cfg, int argc, char **argv)
     }
     for (size_t i = 0; json && i < ids.n; i++) {
         bson_t *j = NULL;
-        if (mdb_jobs_get(m, ids.v[i], &j, &err)) {
-            cli_print_json(stdout, j);
-            bson_destroy(j);
+        if (!mdb_jobs_get(m, ids.v[i], &j, &err)) {
+            fprintf(stderr, "metadb retry: %s\n", err.message);
+            rc = rc > 1 ? rc : 1;
+            continue;
         }
+        cli_print_json(stdout, j);
+        bson_destroy(j);
     }
 done:
     mdb_strv_clear(&ids);

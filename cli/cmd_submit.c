@@ -256,20 +256,23 @@ int mdb_cmd_submit(mdb_config_t *cfg, int argc, char **argv)
     rc = 0;
     if (wait)
         rc = cli_wait_job(m, jm.job_id, timeout_s, json);
-    if (json) {
+    if (json || wait) {
+        /* The job is submitted either way; a failed read-back is still a
+         * database error, reported (the id stays on stdout for scripts). */
         bson_t *doc = NULL;
-        if (mdb_jobs_get(m, jm.job_id, &doc, &err)) {
+        if (!mdb_jobs_get(m, jm.job_id, &doc, &err)) {
+            fprintf(stderr, "metadb submit: job %s submitted, but reading it back failed: %s\n", jm.job_id,
+                    err.message);
+            if (json)
+                printf("{\"job_id\": \"%s\"}\n", jm.job_id);
+            if (rc == 0)
+                rc = 1;
+        } else if (json) {
             cli_print_json(stdout, doc);
-            bson_destroy(doc);
         } else {
-            printf("{\"job_id\": \"%s\", \"state\": \"submitted\"}\n", jm.job_id);
-        }
-    } else if (wait) {
-        bson_t *doc = NULL;
-        if (mdb_jobs_get(m, jm.job_id, &doc, &err)) {
             cli_print_job(stderr, doc, 10);
-            bson_destroy(doc);
         }
+        bson_destroy(doc);
     }
 done:
     mdb_selectors_clear(&sels);
