@@ -6,9 +6,8 @@
  *       pre-built in memory, written with bulk commands (no Kafka, no
  *       extraction, no reads). --mode upsert (default): one update-with-upsert
  *       statement per document ($set + $setOnInsert created_at, exactly the
- *       linker's statement shape; update commands chunked at
- *       mongo.max_batch_updates, FerretDB hangs above ~100), new instances
- *       and job files inserted as the linker does; --mode insert: every
+ *       linker's statement shape, one bulk write per --batch documents),
+ *       new instances and job files inserted as the linker does; --mode insert: every
  *       document in plain insert commands of --batch documents.
  *   bench_dbload refshape LIST [options]   the reference pipeline's shape: per
  *       instance, in file order, an existence check (find by _id) of its
@@ -28,9 +27,7 @@
  * Options: --features DIR (conf), --uri URI, --db NAME (required; dropped at
  * the end unless --keep), --batch N (events per linker-like batch, 1000),
  * --repeats R (1), --limit N (first N files only), --mode upsert|insert,
- * --max-updates N (statements per update command; default: the linker's
- * for this database, 20 on FerretDB), --job-id ID,
- * --collection NAME, --no-indexes (write without the linker's secondary
+ * --job-id ID, --collection NAME, --no-indexes (write without the linker's secondary
  * indexes: what they cost). Prints one JSON object: per-repeat seconds, the median,
  * instances/s at the median, round trips, document counts. */
 #include <errno.h>
@@ -59,7 +56,7 @@
 
 typedef struct {
     const char *cmd, *list, *features, *uri, *db, *mode, *job_id, *collection;
-    size_t batch, limit, max_updates;
+    size_t batch, limit;
     int repeats;
     bool keep, no_indexes;
 } opts_t;
@@ -302,7 +299,7 @@ static void docs_clear(docs_t *d)
 static void build_group(item_t *items, size_t n, const opts_t *o, const char *now, group_t *g)
 {
     recorder_t rec = {json_array(), json_object(), now};
-    mdb_docs_store_t st = {.ud = &rec,
+    mdb_store_t st = {.ud = &rec,
                            .load_studies = rec_load_none,
                            .load_series = rec_load_series,
                            .load_conflicts = rec_load_none,
@@ -413,8 +410,7 @@ static bool add_upsert(mdb_bulk_t *b, const bson_t *doc, mdb_error_t *err)
     return ok;
 }
 
-/* Write docs to coll in commands of at most batch documents (the bulk
- * itself chunks update statements at max_batch_updates). */
+/* Write docs to coll in bulk writes of at most batch documents. */
 static bool write_docs(mdb_mongo_t *m, mongoc_client_t *client, const char *coll, const docs_t *d, size_t batch,
                        add_fn add, mdb_error_t *err)
 {
@@ -491,7 +487,7 @@ static bool exists(mongoc_collection_t *c, const char *id, mdb_mongo_t *m, bool 
     bson_error_t be;
     mdb_mongo_count_round_trip(m);
     *found = false;
-    while (mongoc_cursor_next(cur, &doc)) /* read to the end: FerretDB never times cursors out */
+    while (mongoc_cursor_next(cur, &doc)) /* read to the end: the cursor is closed, not left to time out */
         *found = true;
     bool ok = !mongoc_cursor_error(cur, &be);
     if (!ok)
@@ -592,11 +588,10 @@ static void parse_opts(int argc, char **argv, opts_t *o)
                   .job_id = "bench-job",
                   .collection = "BENCH",
                   .batch = 1000,
-                  .max_updates = SIZE_MAX, /* as the linker's store on this database */
                   .repeats = 1};
     if (argc < 3 || (strcmp(argv[1], "ceiling") && strcmp(argv[1], "refshape")))
         die("usage: bench_dbload ceiling|refshape LIST --db NAME [--features DIR] [--uri URI] [--batch N] "
-            "[--repeats R] [--limit N] [--mode upsert|insert] [--max-updates N] [--job-id ID] [--collection C] "
+            "[--repeats R] [--limit N] [--mode upsert|insert] [--job-id ID] [--collection C] "
             "[--keep] [--no-indexes]");
     o->cmd = argv[1];
     o->list = argv[2];
@@ -625,8 +620,6 @@ static void parse_opts(int argc, char **argv, opts_t *o)
             o->batch = (size_t)atol(v);
         else if (!strcmp(a, "--limit") && atol(v) >= 0)
             o->limit = (size_t)atol(v);
-        else if (!strcmp(a, "--max-updates") && atol(v) >= 0)
-            o->max_updates = (size_t)atol(v);
         else if (!strcmp(a, "--repeats") && atoi(v) > 0 && atoi(v) <= MAX_REPEATS)
             o->repeats = atoi(v);
         else
@@ -685,16 +678,6 @@ int main(int argc, char **argv)
     mdb_mongo_t *m = mdb_mongo_new(o.uri, o.db, 2, &err);
     if (!m || !mdb_mongo_wait_ready(m, 10000, &err))
         die("database: %s", err.message);
-    if (o.max_updates == SIZE_MAX) {
-        /* the linker's statements per update command on this database
-         * (FerretDB is detected by the store) */
-        mdb_docs_store_t *st = mdb_docs_mongo_store_new(m, "1");
-        if (!st)
-            die("out of memory");
-        o.max_updates = mdb_docs_mongo_store_update_chunk(st);
-        mdb_docs_mongo_store_destroy(st);
-    }
-    mdb_mongo_set_max_batch_updates(m, o.max_updates);
     double secs[MAX_REPEATS];
     uint64_t rts = 0;
     bool refshape = !strcmp(o.cmd, "refshape");
@@ -714,11 +697,11 @@ int main(int argc, char **argv)
     memcpy(sorted, secs, sizeof secs);
     qsort(sorted, (size_t)o.repeats, sizeof *sorted, cmp_double);
     double median = o.repeats % 2 ? sorted[o.repeats / 2] : (sorted[o.repeats / 2 - 1] + sorted[o.repeats / 2]) / 2;
-    json_t *out = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:I, s:f}", "bench",
+    json_t *out = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:I, s:f}", "bench",
                             o.cmd, "mode", refshape ? "per-document" : o.mode, "files", (json_int_t)npaths, "failed",
                             (json_int_t)failed, "instances", (json_int_t)ninst, "series", (json_int_t)nseries,
                             "studies", (json_int_t)nstudies, "conflicts", (json_int_t)nconf, "batch",
-                            (json_int_t)o.batch, "max_updates", (json_int_t)o.max_updates, "prepare_seconds", prep,
+                            (json_int_t)o.batch, "prepare_seconds", prep,
                             "median_seconds", median, "instances_per_s", median > 0 ? (double)ninst / median : 0.0,
                             "round_trips", (json_int_t)rts, "round_trips_per_instance",
                             ninst ? (double)rts / (double)ninst : 0.0);

@@ -49,6 +49,7 @@
 #include "mdb_log.h"
 #include "mdb_mongo.h"
 #include "mdb_msg.h"
+#include "mdb_store.h"
 
 #define REPLAY_CHUNK 500
 
@@ -560,7 +561,7 @@ static void analyse(const db_t *d, report_t *r)
 typedef struct {
     mdb_mongo_t *m;
     const mdb_config_t *cfg;
-    mdb_docs_store_t *store;
+    mdb_store_t *store;
     mdb_archive_t *archive;
     mdb_featuresets_t *sets;
     mdb_extract_ctx_t *ctx;
@@ -690,9 +691,8 @@ static bool add_set_op(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
 static bool write_sets(repair_t *rp, const char *coll, json_t *ops, mdb_error_t *err)
 {
     set_ops_t o = {ops};
-    return mdb_docs_bulk_chunked(rp->m, coll, mdb_config_get(rp->cfg, "mongo.write_concern"),
-                                 mdb_docs_mongo_store_update_chunk(rp->store), json_array_size(ops),
-                                 add_set_op, &o, err);
+    return mdb_docs_bulk_write(rp->m, coll, mdb_config_get(rp->cfg, "mongo.write_concern"), json_array_size(ops),
+                               add_set_op, &o, err);
 }
 
 /* Counts first, then links, then summaries (which read the counts). */
@@ -788,7 +788,7 @@ static bool setup_repair(repair_t *rp, mdb_config_t *cfg, mdb_mongo_t *m, mdb_er
     memset(rp, 0, sizeof *rp);
     rp->m = m;
     rp->cfg = cfg;
-    rp->store = mdb_docs_mongo_store_new(m, mdb_config_get(cfg, "mongo.write_concern"));
+    rp->store = mdb_store_mongo_new(m, mdb_config_get(cfg, "mongo.write_concern"));
     if (!rp->store) {
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
         return false;
@@ -825,7 +825,7 @@ static void teardown_repair(repair_t *rp)
     mdb_extract_ctx_destroy(rp->ctx);
     mdb_featuresets_destroy(rp->sets);
     mdb_archive_destroy(rp->archive);
-    mdb_docs_mongo_store_destroy(rp->store);
+    mdb_store_mongo_destroy(rp->store);
 }
 
 int mdb_cmd_reconcile(mdb_config_t *cfg, int argc, char **argv)

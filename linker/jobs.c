@@ -270,7 +270,7 @@ static bool write_files(linker_t *L, json_t *files, const json_t *origins, const
             ok = op && json_array_append_new(o.ops, op) == 0 && delta_add(deltas, job, t, "files_done", 1) &&
                  delta_add(deltas, job, t, "files_failed", -1);
         }
-        ok = ok && mdb_docs_bulk_chunked(L->mongo, MDB_JOB_FILES_COLL, L->wc, L->update_chunk, json_array_size(o.ops),
+        ok = ok && mdb_docs_bulk_write(L->mongo, MDB_JOB_FILES_COLL, L->wc, json_array_size(o.ops),
                                          add_json_op, &o, err);
     }
     json_decref(docs);
@@ -389,7 +389,7 @@ static bool write_progress(linker_t *L, json_t *deltas, const json_t *link_delta
     }
     /* a delta for a pair without a record of this batch (cannot happen: every
      * tag checked belongs to one of the batch's records) would be lost here */
-    ok = ok && mdb_docs_bulk_chunked(L->mongo, MDB_JOB_PROGRESS_COLL, L->wc, L->update_chunk, json_array_size(o.ops),
+    ok = ok && mdb_docs_bulk_write(L->mongo, MDB_JOB_PROGRESS_COLL, L->wc, json_array_size(o.ops),
                                      add_json_upsert, &o, err);
     if (!ok && err && !err->message[0])
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory writing job progress");
@@ -511,7 +511,7 @@ bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *link_deltas, con
                                                "running", "files_total", "$lte", done_n + failed_n, "upd", "$set",
                                                fin));
     }
-    ok = mdb_docs_bulk_chunked(L->mongo, MDB_JOBS_COLL, L->wc, L->update_chunk, json_array_size(o.ops), add_json_op,
+    ok = mdb_docs_bulk_write(L->mongo, MDB_JOBS_COLL, L->wc, json_array_size(o.ops), add_json_op,
                                &o, err);
 done:
     free(ids);

@@ -1,7 +1,7 @@
 /* mdb_docs: the merge model that turns instance events into study, series
  * and instance documents (rules in mdb_docs.h). Pure: all I/O goes through
- * an mdb_docs_store_t, so the linker (MongoDB store, mdb_docs_mongo.c),
- * reconcile and the unit tests (an in-memory store) run the same code.
+ * an mdb_store_t, so the linker (MongoDB store, mdb_store_mongo.c),
+ * reconcile and the unit tests (mdb_store_mem.c) run the same code.
  *
  * The model keeps, per UID, the events that mention it and the document the
  * store holds (if any); mdb_docs_apply loads what exists in a few bulk
@@ -19,151 +19,6 @@
 #include <string.h>
 
 #include "mdb_strmap.h"
-
-/* ------------------------------------------------------------------ */
-/* JSON <-> BSON                                                        */
-
-bool mdb_docs_append_json(bson_t *b, const char *key, const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        bson_t child;
-        if (!bson_append_document_begin(b, key, -1, &child))
-            return false;
-        bool ok = mdb_docs_json_to_bson(v, &child);
-        return bson_append_document_end(b, &child) && ok;
-    }
-    case JSON_ARRAY: {
-        bson_t child;
-        if (!bson_append_array_begin(b, key, -1, &child))
-            return false;
-        bool ok = true;
-        char buf[16];
-        for (size_t i = 0; ok && i < json_array_size(v); i++) {
-            const char *k;
-            bson_uint32_to_string((uint32_t)i, &k, buf, sizeof buf);
-            ok = mdb_docs_append_json(&child, k, json_array_get(v, i));
-        }
-        return bson_append_array_end(b, &child) && ok;
-    }
-    case JSON_STRING:
-        return bson_append_utf8(b, key, -1, json_string_value(v), (int)json_string_length(v));
-    case JSON_INTEGER: {
-        json_int_t i = json_integer_value(v);
-        if (i >= INT32_MIN && i <= INT32_MAX)
-            return bson_append_int32(b, key, -1, (int32_t)i);
-        return bson_append_int64(b, key, -1, (int64_t)i);
-    }
-    case JSON_REAL:
-        return bson_append_double(b, key, -1, json_real_value(v));
-    case JSON_TRUE:
-        return bson_append_bool(b, key, -1, true);
-    case JSON_FALSE:
-        return bson_append_bool(b, key, -1, false);
-    case JSON_NULL:
-        return bson_append_null(b, key, -1);
-    }
-    return false;
-}
-
-bool mdb_docs_json_to_bson(const json_t *obj, bson_t *b)
-{
-    const char *k;
-    json_t *v;
-    if (!json_is_object(obj))
-        return false;
-    json_object_foreach((json_t *)obj, k, v)
-    {
-        if (!mdb_docs_append_json(b, k, v))
-            return false;
-    }
-    return true;
-}
-
-static json_t *iter_to_json(bson_iter_t *it);
-
-static json_t *bson_level_to_json(bson_iter_t *it, bool array)
-{
-    json_t *out = array ? json_array() : json_object();
-    if (!out)
-        return NULL;
-    while (bson_iter_next(it)) {
-        json_t *v = iter_to_json(it);
-        if (!v) {
-            json_decref(out);
-            return NULL;
-        }
-        int rc = array ? json_array_append_new(out, v) : json_object_set_new(out, bson_iter_key(it), v);
-        if (rc != 0) {
-            json_decref(out);
-            return NULL;
-        }
-    }
-    return out;
-}
-
-static json_t *iter_to_json(bson_iter_t *it)
-{
-    switch (bson_iter_type(it)) {
-    case BSON_TYPE_UTF8: {
-        uint32_t len = 0;
-        const char *s = bson_iter_utf8(it, &len);
-        return json_stringn(s, len);
-    }
-    case BSON_TYPE_INT32:
-        return json_integer(bson_iter_int32(it));
-    case BSON_TYPE_INT64:
-        return json_integer((json_int_t)bson_iter_int64(it));
-    case BSON_TYPE_DOUBLE: {
-        double d = bson_iter_double(it);
-        return isfinite(d) ? json_real(d) : json_null();
-    }
-    case BSON_TYPE_BOOL:
-        return json_boolean(bson_iter_bool(it));
-    case BSON_TYPE_NULL:
-    case BSON_TYPE_UNDEFINED:
-        return json_null();
-    case BSON_TYPE_DOCUMENT:
-    case BSON_TYPE_ARRAY: {
-        bson_iter_t child;
-        if (!bson_iter_recurse(it, &child))
-            return NULL;
-        return bson_level_to_json(&child, bson_iter_type(it) == BSON_TYPE_ARRAY);
-    }
-    case BSON_TYPE_OID: {
-        char hex[25];
-        bson_oid_to_string(bson_iter_oid(it), hex);
-        return json_string(hex);
-    }
-    case BSON_TYPE_DATE_TIME: {
-        int64_t ms = bson_iter_date_time(it);
-        time_t secs = (time_t)(ms / 1000);
-        struct tm tm;
-        char buf[96];
-        gmtime_r(&secs, &tm);
-        snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                 tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000 + 1000) % 1000);
-        return json_string(buf);
-    }
-    case BSON_TYPE_DECIMAL128: {
-        char buf[BSON_DECIMAL128_STRING];
-        bson_decimal128_t d;
-        bson_iter_decimal128(it, &d);
-        bson_decimal128_to_string(&d, buf);
-        return json_string(buf);
-    }
-    default:
-        return json_null(); /* binary, regex, ...: metadb never writes them */
-    }
-}
-
-json_t *mdb_docs_bson_to_json(const bson_t *b)
-{
-    bson_iter_t it;
-    if (!bson_iter_init(&it, b))
-        return NULL;
-    return bson_level_to_json(&it, false);
-}
 
 /* ------------------------------------------------------------------ */
 /* values                                                              */
@@ -1419,7 +1274,7 @@ static void mark_loaded(entset_t *s, const char *const *ids, size_t n)
 }
 
 /* Load studies not yet loaded, and for each newly loaded study its series. */
-static bool load_studies(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_error_t *err)
+static bool load_studies(mdb_docs_model_t *m, const mdb_store_t *st, mdb_error_t *err)
 {
     size_t n = 0;
     const char **ids = collect_ids(&m->studies, not_loaded, &n);
@@ -1442,7 +1297,7 @@ static bool load_studies(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_er
     return ok;
 }
 
-static bool load_series_only(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_error_t *err)
+static bool load_series_only(mdb_docs_model_t *m, const mdb_store_t *st, mdb_error_t *err)
 {
     size_t n = 0;
     const char **ids = collect_ids(&m->series, not_loaded, &n);
@@ -1474,7 +1329,7 @@ static bool touch(entset_t *s, const char *uid, bool recount)
 /* Write the documents of s that change: new ones with one insert (cheap
  * everywhere; a duplicate - created meanwhile - joins the others), existing
  * ones through the store's upsert. */
-static bool write_changed(const mdb_docs_store_t *st, const char *coll, entset_t *s, const char *now, size_t *count,
+static bool write_changed(const mdb_store_t *st, const char *coll, entset_t *s, const char *now, size_t *count,
                           mdb_error_t *err)
 {
     json_t *docs = json_array(), *fresh = json_array(), *dups = json_array();
@@ -1506,7 +1361,7 @@ static bool write_changed(const mdb_docs_store_t *st, const char *coll, entset_t
     return ok;
 }
 
-static bool write_conflicts(mdb_docs_model_t *m, const mdb_docs_store_t *st, const char *now, mdb_error_t *err)
+static bool write_conflicts(mdb_docs_model_t *m, const mdb_store_t *st, const char *now, mdb_error_t *err)
 {
     json_t *docs = json_array();
     const char *k;
@@ -1531,7 +1386,7 @@ static bool write_conflicts(mdb_docs_model_t *m, const mdb_docs_store_t *st, con
 }
 
 /* Step 1: load studies (+ their series), batch series, conflicts. */
-static bool apply_load(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_error_t *err)
+static bool apply_load(mdb_docs_model_t *m, const mdb_store_t *st, mdb_error_t *err)
 {
     if (!load_studies(m, st, err) || !load_series_only(m, st, err))
         return false;
@@ -1563,7 +1418,7 @@ static bool apply_load(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_erro
 }
 
 /* Step 2: insert new instances; merge and update the ones that existed. */
-static bool apply_instances(mdb_docs_model_t *m, const mdb_docs_store_t *st, const char *now, mdb_error_t *err)
+static bool apply_instances(mdb_docs_model_t *m, const mdb_store_t *st, const char *now, mdb_error_t *err)
 {
     json_t *docs = json_array(), *dups = json_array(), *loaded = json_array(), *changed = json_array();
     bool ok = docs && dups && loaded && changed;
@@ -1740,7 +1595,7 @@ static bool set_series_tag(mdb_docs_model_t *m, ent_t *S)
     return json_object_set_new(S->doc, "_lo", json_pack("{s:s, s:I}", "t", tp, "o", (json_int_t)o)) == 0;
 }
 
-static bool apply_counts(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_error_t *err)
+static bool apply_counts(mdb_docs_model_t *m, const mdb_store_t *st, mdb_error_t *err)
 {
     if (m->incremental)
         count_series_incrementally(m);
@@ -1765,7 +1620,7 @@ static bool apply_counts(mdb_docs_model_t *m, const mdb_docs_store_t *st, mdb_er
             jobs[nj++] = m->ev[i].job_id;
         }
     json_object_clear(m->job_counts);
-    if (m->incremental && st->count_series) {
+    if (m->incremental) {
         /* per partition: a recount must not include instances that records
          * after this batch inserted (a dead batch's): their batch counts them */
         for (size_t i = 0; ok && i < n; i++) {
@@ -1872,7 +1727,7 @@ static bool apply_studies(mdb_docs_model_t *m)
     return ok;
 }
 
-bool mdb_docs_apply(mdb_docs_model_t *m, const mdb_docs_store_t *st, const char *now, mdb_docs_stats_t *stats,
+bool mdb_docs_apply(mdb_docs_model_t *m, const mdb_store_t *st, const char *now, mdb_docs_stats_t *stats,
                     mdb_error_t *err)
 {
     memset(&m->stats, 0, sizeof m->stats);
@@ -1882,7 +1737,7 @@ bool mdb_docs_apply(mdb_docs_model_t *m, const mdb_docs_store_t *st, const char 
         if (!m->ev[i].origin)
             m->incremental = false;
     json_object_clear(m->link_deltas);
-    bool ok = (!st->recover || st->recover(st->ud, now, err)) && apply_load(m, st, err) && apply_instances(m, st, now, err) && apply_touch_parents(m) &&
+    bool ok = apply_load(m, st, err) && apply_instances(m, st, now, err) && apply_touch_parents(m) &&
               load_studies(m, st, err) && load_series_only(m, st, err) && apply_counts(m, st, err) &&
               apply_series(m) && apply_studies(m) && write_conflicts(m, st, now, err) &&
               write_changed(st, MDB_DOCS_SERIES, &m->series, now, &m->stats.series_written, err) &&

@@ -1,6 +1,6 @@
-/* Unit tests of the linker's merge model (mdb_docs) against an in-memory
- * store: documents built from a set of instance events are byte-identical
- * whatever the event order, the batch boundaries and the redeliveries;
+/* Unit tests of the linker's merge model (mdb_docs) against the in-memory
+ * store (mdb_store_mem): documents built from a set of instance events are
+ * byte-identical whatever the event order, the batch boundaries and the redeliveries;
  * applying events again writes nothing; disagreements land in conflicts;
  * counts and study summaries are exact; an instance whose smallest path
  * moves to another series changes both counts. Also the JSON<->BSON
@@ -15,221 +15,35 @@
 
 #include <cmocka.h>
 
+#include "mdb_bson_json.h"
 #include "mdb_docs.h"
+#include "mdb_store.h"
 
 /* ------------------------------------------------------------------ */
-/* in-memory store                                                     */
+/* the in-memory store (mdb_store_mem)                                 */
 
-typedef struct {
-    json_t *coll[4]; /* studies, series, instances, conflicts: _id -> doc */
-    int writes;      /* documents inserted or upserted */
-    int inserts_dup;
-    int fail_at;     /* > 0: the fail_at-th write call from now writes half its documents and fails */
-} mem_t;
+static const char *const COLLS[] = {MDB_DOCS_STUDIES, MDB_DOCS_SERIES, MDB_DOCS_INSTANCES, MDB_DOCS_CONFLICTS};
 
-/* Injected failure: true if this write call must fail after writing *n of its documents. */
-static bool mem_fails(mem_t *m, size_t *n)
+/* Collection c (0 studies, 1 series, 2 instances, 3 conflicts): _id -> doc. */
+static json_t *coll(mdb_store_t *st, int c)
 {
-    if (m->fail_at <= 0 || --m->fail_at > 0)
-        return false;
-    *n /= 2;
-    return true;
+    return mdb_store_mem_collection(st, COLLS[c]);
 }
 
-static json_t *mem_coll(mem_t *m, const char *name)
+static mdb_store_t *mem_new(void)
 {
-    if (!strcmp(name, MDB_DOCS_STUDIES))
-        return m->coll[0];
-    if (!strcmp(name, MDB_DOCS_SERIES))
-        return m->coll[1];
-    if (!strcmp(name, MDB_DOCS_INSTANCES))
-        return m->coll[2];
-    return m->coll[3];
-}
-
-static bool in_list(const char *s, const char *const *ids, size_t n)
-{
-    for (size_t i = 0; s && i < n; i++)
-        if (!strcmp(s, ids[i]))
-            return true;
-    return false;
-}
-
-static bool load_by(mem_t *m, const char *coll, const char *key, const char *const *ids, size_t n, json_t *out)
-{
-    const char *k;
-    json_t *d;
-    json_object_foreach(mem_coll(m, coll), k, d)
-    {
-        if (in_list(json_string_value(json_object_get(d, key)), ids, n))
-            json_array_append_new(out, json_deep_copy(d));
-    }
-    return true;
-}
-
-static bool m_load_studies(void *ud, const char *const *ids, size_t n, json_t *out, mdb_error_t *err)
-{
-    (void)err;
-    return load_by(ud, MDB_DOCS_STUDIES, "_id", ids, n, out);
-}
-
-static bool m_load_series(void *ud, const char *const *ids, size_t n, const char *const *sids, size_t ns, json_t *out,
-                          mdb_error_t *err)
-{
-    (void)err;
-    mem_t *m = ud;
-    const char *k;
-    json_t *d;
-    json_object_foreach(m->coll[1], k, d)
-    {
-        if (in_list(k, ids, n) || in_list(json_string_value(json_object_get(d, "study_id")), sids, ns))
-            json_array_append_new(out, json_deep_copy(d));
-    }
-    return true;
-}
-
-static bool m_load_conflicts(void *ud, const char *const *uids, size_t n, json_t *out, mdb_error_t *err)
-{
-    (void)err;
-    return load_by(ud, MDB_DOCS_CONFLICTS, "uid", uids, n, out);
-}
-
-static bool m_load_instances(void *ud, const char *const *ids, size_t n, json_t *out, mdb_error_t *err)
-{
-    (void)err;
-    return load_by(ud, MDB_DOCS_INSTANCES, "_id", ids, n, out);
-}
-
-static bool m_insert(void *ud, const char *coll, const json_t *docs, json_t *dups, mdb_error_t *err)
-{
-    (void)err;
-    mem_t *m = ud;
-    json_t *c = mem_coll(m, coll);
-    size_t n = json_array_size(docs);
-    bool fail = mem_fails(m, &n);
-    for (size_t i = 0; i < n; i++) {
-        json_t *d = json_array_get(docs, i);
-        const char *id = json_string_value(json_object_get(d, "_id"));
-        if (json_object_get(c, id)) {
-            json_array_append(dups, json_object_get(d, "_id"));
-            m->inserts_dup++;
-            continue;
-        }
-        json_object_set_new(c, id, json_deep_copy(d));
-        m->writes++;
-    }
-    if (fail)
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "injected failure");
-    return !fail;
-}
-
-static bool m_count(void *ud, const char *const *ids, size_t n, const char *const *jobs, size_t nj, json_t *counts,
-                    json_t *job_counts, mdb_error_t *err)
-{
-    (void)err;
-    mem_t *m = ud;
-    for (size_t i = 0; i < n; i++)
-        json_object_set_new(counts, ids[i], json_integer(0));
-    for (size_t i = 0; i < nj; i++)
-        json_object_set_new(job_counts, jobs[i], json_integer(0));
-    const char *k;
-    json_t *d;
-    json_object_foreach(m->coll[2], k, d)
-    {
-        const char *s = json_string_value(json_object_get(d, "series_id"));
-        if (in_list(s, ids, n))
-            json_object_set_new(counts, s, json_integer(json_integer_value(json_object_get(counts, s)) + 1));
-        json_t *jl = json_object_get(d, "job_ids");
-        for (size_t i = 0; i < json_array_size(jl); i++) {
-            const char *j = json_string_value(json_array_get(jl, i));
-            if (in_list(j, jobs, nj))
-                json_object_set_new(job_counts, j, json_integer(json_integer_value(json_object_get(job_counts, j)) + 1));
-        }
-    }
-    return true;
-}
-
-static bool m_count_series(void *ud, const char *const *ids, size_t n, const char *tp, int64_t upto, json_t *counts,
-                           mdb_error_t *err)
-{
-    (void)err;
-    mem_t *m = ud;
-    for (size_t i = 0; i < n; i++)
-        json_object_set_new(counts, ids[i], json_integer(0));
-    const char *k;
-    json_t *d;
-    json_object_foreach(m->coll[2], k, d)
-    {
-        const char *s = json_string_value(json_object_get(d, "series_id"));
-        json_t *ins = json_object_get(d, "_ins");
-        const char *t = json_string_value(json_object_get(ins, "t"));
-        if (!in_list(s, ids, n) || (t && !strcmp(t, tp) && json_integer_value(json_object_get(ins, "o")) > upto))
-            continue;
-        json_object_set_new(counts, s, json_integer(json_integer_value(json_object_get(counts, s)) + 1));
-    }
-    return true;
-}
-
-static bool m_upsert(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err)
-{
-    (void)err;
-    mem_t *m = ud;
-    json_t *c = mem_coll(m, coll);
-    size_t n = json_array_size(docs);
-    bool fail = mem_fails(m, &n);
-    for (size_t i = 0; i < n; i++) {
-        json_t *d = json_array_get(docs, i);
-        const char *id = json_string_value(json_object_get(d, "_id"));
-        json_t *cur = json_object_get(c, id);
-        if (!cur) {
-            cur = json_object();
-            json_object_set_new(cur, "created_at", json_string(now));
-            json_object_set_new(c, id, cur);
-        }
-        const char *k;
-        json_t *v;
-        json_object_foreach(d, k, v)
-        {
-            if (strcmp(k, "created_at") && strcmp(k, "updated_at"))
-                json_object_set_new(cur, k, json_deep_copy(v));
-        }
-        json_object_set_new(cur, "updated_at", json_string(now));
-        m->writes++;
-    }
-    if (fail)
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "injected failure");
-    return !fail;
-}
-
-static void mem_init(mem_t *m, mdb_docs_store_t *st)
-{
-    memset(m, 0, sizeof *m);
-    for (int i = 0; i < 4; i++)
-        m->coll[i] = json_object();
-    memset(st, 0, sizeof *st);
-    st->ud = m;
-    st->load_studies = m_load_studies;
-    st->load_series = m_load_series;
-    st->load_conflicts = m_load_conflicts;
-    st->load_instances = m_load_instances;
-    st->insert = m_insert;
-    st->count_instances = m_count;
-    st->upsert = m_upsert;
-}
-
-static void mem_clear(mem_t *m)
-{
-    for (int i = 0; i < 4; i++)
-        json_decref(m->coll[i]);
+    mdb_store_t *st = mdb_store_mem_new();
+    assert_non_null(st);
+    return st;
 }
 
 /* Canonical text of the whole store without timestamps. */
-static char *mem_dump(mem_t *m)
+static char *mem_dump(mdb_store_t *st)
 {
     json_t *all = json_object();
     static const char *const names[] = {"studies", "series", "instances", "conflicts"};
     for (int i = 0; i < 4; i++) {
-        json_t *c = json_deep_copy(m->coll[i]);
+        json_t *c = json_deep_copy(coll(st, i));
         const char *k;
         json_t *d;
         json_object_foreach(c, k, d)
@@ -305,7 +119,7 @@ static void add_events(mdb_docs_model_t *m, const ev_spec_t *specs, const size_t
     add_events_at(m, specs, idx, n, NULL, -1);
 }
 
-static void apply_batch(mdb_docs_store_t *st, const ev_spec_t *specs, const size_t *idx, size_t n,
+static void apply_batch(mdb_store_t *st, const ev_spec_t *specs, const size_t *idx, size_t n,
                         mdb_docs_stats_t *stats)
 {
     mdb_docs_model_t *m = mdb_docs_model_new();
@@ -337,25 +151,23 @@ static const ev_spec_t SPECS[] = {
 };
 #define NSPECS (sizeof SPECS / sizeof SPECS[0])
 
-static char *run_order(const size_t *order, size_t n, unsigned seed, mem_t *keep)
+static char *run_order(const size_t *order, size_t n, unsigned seed, mdb_store_t **keep)
 {
-    mem_t mem;
-    mdb_docs_store_t st;
-    mem_init(&mem, &st);
+    mdb_store_t *st = mem_new();
     srand(seed);
     size_t i = 0;
     while (i < n) {
         size_t len = 1 + (size_t)rand() % 5;
         if (i + len > n)
             len = n - i;
-        apply_batch(&st, SPECS, order + i, len, NULL);
+        apply_batch(st, SPECS, order + i, len, NULL);
         i += len;
     }
-    char *dump = mem_dump(&mem);
+    char *dump = mem_dump(st);
     if (keep)
-        *keep = mem;
+        *keep = st;
     else
-        mem_clear(&mem);
+        mdb_store_mem_destroy(st);
     return dump;
 }
 
@@ -369,9 +181,9 @@ static void shuffle(size_t *v, size_t n, unsigned *seed)
     }
 }
 
-static json_t *doc(mem_t *m, int c, const char *id)
+static json_t *doc(mdb_store_t *st, int c, const char *id)
 {
-    return json_object_get(m->coll[c], id);
+    return json_object_get(coll(st, c), id);
 }
 
 static void test_documents(void **state)
@@ -380,28 +192,28 @@ static void test_documents(void **state)
     size_t order[NSPECS];
     for (size_t i = 0; i < NSPECS; i++)
         order[i] = i;
-    mem_t mem;
-    char *dump = run_order(order, NSPECS, 1, &mem);
+    mdb_store_t *st = NULL;
+    char *dump = run_order(order, NSPECS, 1, &st);
     free(dump);
 
     /* instances: 8 distinct SOPs */
-    assert_int_equal(json_object_size(mem.coll[2]), 8);
-    json_t *x = doc(&mem, 2, "x");
+    assert_int_equal(json_object_size(coll(st, 2)), 8);
+    json_t *x = doc(st, 2, "x");
     assert_string_equal(json_string_value(json_object_get(x, "series_id")), "S1"); /* /arch/a/x < /arch/z/x */
     assert_string_equal(json_string_value(json_object_get(x, "study_id")), "ST1");
     assert_int_equal(json_array_size(json_object_get(x, "paths")), 2);
-    json_t *i2 = doc(&mem, 2, "i2");
+    json_t *i2 = doc(st, 2, "i2");
     assert_int_equal(json_array_size(json_object_get(i2, "paths")), 2);
     assert_string_equal(json_string_value(json_array_get(json_object_get(i2, "paths"), 0)), "/arch/a/2");
-    json_t *i1 = doc(&mem, 2, "i1");
+    json_t *i1 = doc(st, 2, "i1");
     assert_int_equal(json_array_size(json_object_get(i1, "job_ids")), 2);
     assert_string_equal(json_string_value(json_object_get(i1, "sop_instance_uid")), "i1");
     assert_true(json_is_number(json_object_get(json_object_get(i1, "metadata"), "SliceLocation")));
 
     /* series: exact counts (x counts for S1 only) */
-    json_t *s1 = doc(&mem, 1, "S1"), *s3 = doc(&mem, 1, "S3");
+    json_t *s1 = doc(st, 1, "S1"), *s3 = doc(st, 1, "S3");
     assert_int_equal(json_integer_value(json_object_get(s1, "instance_count")), 5);
-    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 1, "S2"), "instance_count")), 1);
+    assert_int_equal(json_integer_value(json_object_get(doc(st, 1, "S2"), "instance_count")), 1);
     assert_int_equal(json_integer_value(json_object_get(s3, "instance_count")), 2);
     /* smallest path wins: /arch/a/1 says AXIAL */
     assert_string_equal(json_string_value(json_object_get(json_object_get(s1, "metadata"), "SeriesDescription")),
@@ -415,7 +227,7 @@ static void test_documents(void **state)
     assert_string_equal(json_string_value(json_array_get(cids, 1)), "OTHER");
 
     /* study: summary sorted by series number, totals, modalities, job ids */
-    json_t *st1 = doc(&mem, 0, "ST1");
+    json_t *st1 = doc(st, 0, "ST1");
     json_t *sum = json_object_get(st1, "series");
     assert_int_equal(json_array_size(sum), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(sum, 0), "series_instance_uid")), "S2");
@@ -426,31 +238,31 @@ static void test_documents(void **state)
     assert_int_equal(json_array_size(json_object_get(st1, "job_ids")), 2);
     /* the empty accession on /arch/a/3 does not beat ACC1 nor conflict */
     assert_string_equal(json_string_value(json_object_get(st1, "accession_number")), "ACC1");
-    json_t *st2sum = json_array_get(json_object_get(doc(&mem, 0, "ST2"), "series"), 0);
+    json_t *st2sum = json_array_get(json_object_get(doc(st, 0, "ST2"), "series"), 0);
     assert_string_equal(json_string_value(json_object_get(st2sum, "series_instance_uid")), "S3");
     assert_string_equal(json_string_value(json_object_get(st2sum, "modality")), "CR");
     assert_int_equal(json_integer_value(json_object_get(st2sum, "instance_count")), 2);
 
     /* conflicts: description of S1 (2 values), parent of x (S1 vs S3, ST1 vs ST2), nothing for positions */
-    json_t *c = doc(&mem, 3, "series_attribute:S1:SeriesDescription");
+    json_t *c = doc(st, 3, "series_attribute:S1:SeriesDescription");
     assert_non_null(c);
     json_t *vals = json_object_get(c, "values");
     assert_int_equal(json_array_size(vals), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(vals, 0), "value")), "AXIAL");
     assert_string_equal(json_string_value(json_object_get(json_array_get(vals, 0), "path")), "/arch/a/1");
     assert_string_equal(json_string_value(json_object_get(json_array_get(vals, 1), "value")), "AXIAL LUNG");
-    json_t *cx = doc(&mem, 3, "instance_parent:x:series_id");
+    json_t *cx = doc(st, 3, "instance_parent:x:series_id");
     assert_non_null(cx);
     assert_string_equal(json_string_value(json_object_get(cx, "kind")), "instance_parent");
     assert_string_equal(json_string_value(json_object_get(cx, "uid")), "x");
     vals = json_object_get(cx, "values");
     assert_int_equal(json_array_size(vals), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(vals, 1), "path")), "/arch/z/x");
-    assert_non_null(doc(&mem, 3, "instance_parent:x:study_id"));
-    assert_null(doc(&mem, 3, "series_attribute:S1:ImagePositionPatient"));
-    assert_null(doc(&mem, 3, "study_attribute:ST1:AccessionNumber"));
-    assert_int_equal(json_object_size(mem.coll[3]), 3);
-    mem_clear(&mem);
+    assert_non_null(doc(st, 3, "instance_parent:x:study_id"));
+    assert_null(doc(st, 3, "series_attribute:S1:ImagePositionPatient"));
+    assert_null(doc(st, 3, "study_attribute:ST1:AccessionNumber"));
+    assert_int_equal(json_object_size(coll(st, 3)), 3);
+    mdb_store_mem_destroy(st);
 }
 
 static void test_order_independent(void **state)
@@ -474,14 +286,12 @@ static void test_order_independent(void **state)
     size_t twice[2 * NSPECS];
     for (size_t i = 0; i < 2 * NSPECS; i++)
         twice[i] = i % NSPECS;
-    mem_t mem;
-    mdb_docs_store_t st;
-    mem_init(&mem, &st);
-    apply_batch(&st, SPECS, twice, 2 * NSPECS, NULL);
-    char *d = mem_dump(&mem);
+    mdb_store_t *st = mem_new();
+    apply_batch(st, SPECS, twice, 2 * NSPECS, NULL);
+    char *d = mem_dump(st);
     assert_string_equal(ref, d);
     free(d);
-    mem_clear(&mem);
+    mdb_store_mem_destroy(st);
     free(ref);
 }
 
@@ -491,25 +301,23 @@ static void test_idempotent(void **state)
     size_t order[NSPECS];
     for (size_t i = 0; i < NSPECS; i++)
         order[i] = i;
-    mem_t mem;
-    mdb_docs_store_t st;
-    mem_init(&mem, &st);
-    apply_batch(&st, SPECS, order, NSPECS, NULL);
-    char *before = mem_dump(&mem);
-    int writes = mem.writes;
+    mdb_store_t *st = mem_new();
+    apply_batch(st, SPECS, order, NSPECS, NULL);
+    char *before = mem_dump(st);
+    size_t writes = mdb_store_mem_writes(st);
     /* replay everything, in two batches */
     mdb_docs_stats_t s1, s2;
-    apply_batch(&st, SPECS, order, 5, &s1);
-    apply_batch(&st, SPECS, order + 5, NSPECS - 5, &s2);
-    assert_int_equal(mem.writes, writes);
+    apply_batch(st, SPECS, order, 5, &s1);
+    apply_batch(st, SPECS, order + 5, NSPECS - 5, &s2);
+    assert_int_equal(mdb_store_mem_writes(st), writes);
     assert_int_equal(s1.instances_new + s2.instances_new, 0);
     assert_int_equal(s1.series_written + s2.series_written + s1.studies_written + s2.studies_written, 0);
     assert_int_equal(s1.conflicts_written + s2.conflicts_written, 0);
-    char *after = mem_dump(&mem);
+    char *after = mem_dump(st);
     assert_string_equal(before, after);
     free(before);
     free(after);
-    mem_clear(&mem);
+    mdb_store_mem_destroy(st);
 }
 
 /* An instance first seen under S3 (/arch/z/x) moves to S1 when the smaller
@@ -517,22 +325,20 @@ static void test_idempotent(void **state)
 static void test_parent_moves(void **state)
 {
     (void)state;
-    mem_t mem;
-    mdb_docs_store_t st;
-    mem_init(&mem, &st);
+    mdb_store_t *st = mem_new();
     size_t first[] = {0, 6, 8};
-    apply_batch(&st, SPECS, first, 3, NULL);
-    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 1, "S3"), "instance_count")), 2);
-    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 0, "ST2"), "instance_count")), 2);
+    apply_batch(st, SPECS, first, 3, NULL);
+    assert_int_equal(json_integer_value(json_object_get(doc(st, 1, "S3"), "instance_count")), 2);
+    assert_int_equal(json_integer_value(json_object_get(doc(st, 0, "ST2"), "instance_count")), 2);
     size_t second[] = {4};
-    apply_batch(&st, SPECS, second, 1, NULL);
-    assert_string_equal(json_string_value(json_object_get(doc(&mem, 2, "x"), "series_id")), "S1");
-    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 1, "S3"), "instance_count")), 1);
-    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 1, "S1"), "instance_count")), 2);
-    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 0, "ST2"), "instance_count")), 1);
-    assert_int_equal(json_integer_value(json_object_get(doc(&mem, 0, "ST1"), "instance_count")), 2);
-    assert_non_null(doc(&mem, 3, "instance_parent:x:series_id"));
-    mem_clear(&mem);
+    apply_batch(st, SPECS, second, 1, NULL);
+    assert_string_equal(json_string_value(json_object_get(doc(st, 2, "x"), "series_id")), "S1");
+    assert_int_equal(json_integer_value(json_object_get(doc(st, 1, "S3"), "instance_count")), 1);
+    assert_int_equal(json_integer_value(json_object_get(doc(st, 1, "S1"), "instance_count")), 2);
+    assert_int_equal(json_integer_value(json_object_get(doc(st, 0, "ST2"), "instance_count")), 1);
+    assert_int_equal(json_integer_value(json_object_get(doc(st, 0, "ST1"), "instance_count")), 2);
+    assert_non_null(doc(st, 3, "instance_parent:x:series_id"));
+    mdb_store_mem_destroy(st);
 }
 
 /* A series reported under two studies: one parent wins, the other is a conflict. */
@@ -543,42 +349,38 @@ static void test_series_two_studies(void **state)
         {"J1", "/p/2", "STB", "SX", "q2", NULL, "D", "MR", 1, 0.0, "A"},
         {"J1", "/p/1", "STA", "SX", "q1", NULL, "D", "MR", 1, 0.0, "A"},
     };
-    mem_t mem;
-    mdb_docs_store_t st;
-    mem_init(&mem, &st);
+    mdb_store_t *st = mem_new();
     size_t a[] = {0}, b[] = {1};
-    apply_batch(&st, specs, a, 1, NULL);
-    apply_batch(&st, specs, b, 1, NULL);
-    json_t *sx = doc(&mem, 1, "SX");
+    apply_batch(st, specs, a, 1, NULL);
+    apply_batch(st, specs, b, 1, NULL);
+    json_t *sx = doc(st, 1, "SX");
     assert_string_equal(json_string_value(json_object_get(sx, "study_id")), "STA");
-    json_t *c = doc(&mem, 3, "series_parent:SX:study_id");
+    json_t *c = doc(st, 3, "series_parent:SX:study_id");
     assert_non_null(c);
     assert_int_equal(json_array_size(json_object_get(c, "values")), 2);
     /* STB no longer lists SX; STA does */
-    assert_int_equal(json_array_size(json_object_get(doc(&mem, 0, "STB"), "series")), 0);
-    assert_int_equal(json_array_size(json_object_get(doc(&mem, 0, "STA"), "series")), 1);
-    mem_clear(&mem);
+    assert_int_equal(json_array_size(json_object_get(doc(st, 0, "STB"), "series")), 0);
+    assert_int_equal(json_array_size(json_object_get(doc(st, 0, "STA"), "series")), 1);
+    mdb_store_mem_destroy(st);
 }
 
 /* instances_linked per job: instance documents whose job_ids contain the job. */
 static void test_job_counts(void **state)
 {
     (void)state;
-    mem_t mem;
-    mdb_docs_store_t st;
-    mem_init(&mem, &st);
+    mdb_store_t *st = mem_new();
     size_t first[] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
-    apply_batch(&st, SPECS, first, 9, NULL);
+    apply_batch(st, SPECS, first, 9, NULL);
     mdb_docs_model_t *m = mdb_docs_model_new();
     size_t second[] = {9, 10, 11}; /* J2 links i1; J1 redelivers i2 and a copy of it */
     add_events(m, SPECS, second, 3);
     mdb_error_t err = {0};
-    assert_true(mdb_docs_apply(m, &st, "2026-01-01T00:00:00.000Z", NULL, &err));
+    assert_true(mdb_docs_apply(m, st, "2026-01-01T00:00:00.000Z", NULL, &err));
     const json_t *jc = mdb_docs_model_job_counts(m);
     assert_int_equal(json_integer_value(json_object_get(jc, "J1")), 8);
     assert_int_equal(json_integer_value(json_object_get(jc, "J2")), 1);
     mdb_docs_model_destroy(m);
-    mem_clear(&mem);
+    mdb_store_mem_destroy(st);
 }
 
 /* Incremental counting (events with origins): a stream of records with
@@ -587,11 +389,8 @@ static void test_job_counts(void **state)
  * record, as the linker does. The documents equal the recounting run's,
  * and the link deltas of the successful batches, counted against the
  * applied offsets those batches leave, sum to the exact instances_linked. */
-static void run_incremental(unsigned seed, const size_t *stream, size_t n, mem_t *mem, json_t *linked)
+static void run_incremental(unsigned seed, const size_t *stream, size_t n, mdb_store_t *st, json_t *linked)
 {
-    mdb_docs_store_t st;
-    mem_init(mem, &st);
-    st.count_series = m_count_series;
     json_t *applied = json_object();
     size_t pos = 0;
     int crashes = 0;
@@ -602,11 +401,10 @@ static void run_incremental(unsigned seed, const size_t *stream, size_t n, mem_t
         mdb_docs_model_t *m = mdb_docs_model_new();
         add_events_at(m, SPECS, stream + pos, len, "metadb.instances:0", (int64_t)pos);
         mdb_docs_model_set_applied(m, applied);
-        mem->fail_at = crashes < 10 && rand_r(&seed) % 2 == 0 ? 1 + rand_r(&seed) % 9 : 0;
+        mdb_store_mem_fail_at(st, crashes < 10 && rand_r(&seed) % 2 == 0 ? 1 + (int)(rand_r(&seed) % 9) : 0);
         mdb_error_t err = {0};
-        bool ok = mdb_docs_apply(m, &st, "2026-01-01T00:00:00.000Z", NULL, &err);
-        if (mem->fail_at > 0)
-            mem->fail_at = 0; /* the batch needed fewer writes: it did not die */
+        bool ok = mdb_docs_apply(m, st, "2026-01-01T00:00:00.000Z", NULL, &err);
+        mdb_store_mem_fail_at(st, 0); /* a batch that needed fewer writes did not die */
         if (!ok) {
             assert_string_equal(err.message, "injected failure");
             crashes++;
@@ -643,10 +441,10 @@ static void test_incremental_crashes(void **state)
     for (unsigned seed = 1; seed <= 1500; seed++) {
         unsigned s2 = seed;
         shuffle(stream, NSPECS, &s2);
-        mem_t mem;
+        mdb_store_t *st = mem_new();
         json_t *linked = json_object();
-        run_incremental(seed, stream, NSPECS, &mem, linked);
-        char *dump = mem_dump(&mem);
+        run_incremental(seed, stream, NSPECS, st, linked);
+        char *dump = mem_dump(st);
         if (strcmp(dump, reference)) {
             FILE *f1 = fopen("/tmp/linker_merge_incremental.json", "w"), *f2 = fopen("/tmp/linker_merge_recount.json", "w");
             if (f1 && f2) {
@@ -665,7 +463,7 @@ static void test_incremental_crashes(void **state)
         const char *k;
         json_t *d;
         json_int_t j1 = 0, j2 = 0;
-        json_object_foreach(mem.coll[2], k, d)
+        json_object_foreach(coll(st, 2), k, d)
         {
             json_t *jl = json_object_get(d, "job_ids");
             for (size_t i = 0; i < json_array_size(jl); i++) {
@@ -679,7 +477,7 @@ static void test_incremental_crashes(void **state)
                      (long long)json_integer_value(json_object_get(linked, "J1")), (long long)j1,
                      (long long)json_integer_value(json_object_get(linked, "J2")), (long long)j2);
         json_decref(linked);
-        mem_clear(&mem);
+        mdb_store_mem_destroy(st);
     }
     free(reference);
 }
