@@ -23,6 +23,8 @@ The producer runs under strace for the whole test. Checked:
     carried by every task; unknown researcher -> job failed;
   - `metadb retry` re-publishes exactly the failed files as a new job;
   - `metadb status` (text and JSON);
+  - database errors surface: as the read-only user, `researcher add` and
+    `collection add-cases` exit 1 with the server's refusal, reads still work;
   - strace: the producer opened nothing outside the archive root (it opens no
     DICOM file at all) and exits 0 on SIGTERM.
 """
@@ -49,6 +51,16 @@ def tasks_by_job(env):
             continue
         out.setdefault(m.get("job_id"), []).append((key, m.get("path"), m.get("selector"), m.get("feature_set")))
     return out
+
+
+def read_only_uri():
+    """The read-only user's URI: tests/run.sh exports it; the local stack keeps it in a file."""
+    uri = os.environ.get("MDB_TEST_MONGO_RO_URI", "")
+    path = os.path.join(os.environ.get("METADB_HOME", os.path.expanduser("~/.metadb")), "database", "metadb_ro.uri")
+    if not uri and os.path.exists(path):
+        with open(path) as f:
+            uri = f.read().strip()
+    return uri
 
 
 def job(env, job_id):
@@ -161,6 +173,26 @@ def main():
              "nothing written by refused manifests")
         p = env.metadb("collection", "show", "LIDC")
         c.check("case-1" in p.stdout and "cases       3" in p.stdout, "collection show lists the cases", p.stdout)
+
+        # --- database errors surface: a write the server refuses (read-only user) ---
+        ro_uri = read_only_uri()
+        if c.check(ro_uri, "a read-only URI (MDB_TEST_MONGO_RO_URI or $METADB_HOME/database/metadb_ro.uri)"):
+            def as_ro(*args):
+                flags = [f if not f.startswith("--mongo.uri=") else "--mongo.uri=" + ro_uri for f in env.config_flags()]
+                return subprocess.run([ps.METADB] + flags + list(args), capture_output=True, text=True, timeout=120,
+                                      env=env.env())
+            p = as_ro("researcher", "add", "bob", "--name", "Bob", "--email", "bob@example.org")
+            c.check(p.returncode == 1 and "metadb researcher add:" in p.stderr and "authoriz" in p.stderr.lower(),
+                    "a refused write exits 1 with the server's message", p.stderr)
+            more_csv = os.path.join(base, "more.csv")
+            with open(more_csv, "w") as f:
+                f.write("case_id,patient_id,accession_numbers\ncase-ro,RO-PATIENT,\n")
+            p = as_ro("collection", "add-cases", "LIDC", "--manifest", more_csv)
+            c.check(p.returncode == 1 and "nothing was added" in p.stderr and "authoriz" in p.stderr.lower(),
+                    "add-cases refused by the server: exit 1, the server's message", p.stderr)
+            p = as_ro("researcher", "list")
+            c.check(p.returncode == 0 and "alice" in p.stdout, "reads still work as the read-only user", p.stderr)
+            c.eq(env.db.researchers.find_one({"_id": "bob"}), None, "nothing written through the read-only user")
 
         prod_cmd = ["strace", "-f", "-qq", "-e", "trace=open,openat,openat2,creat", "-o", trace,
                     ps.PRODUCER] + env.config_flags()
