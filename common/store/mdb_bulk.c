@@ -15,6 +15,7 @@
 
 #include "mdb_log.h"
 #include "mdb_mongo.h"
+#include "mdb_ops.h"
 
 typedef enum { OP_UPDATE_ONE, OP_UPDATE_MANY, OP_DELETE_ONE, OP_INSERT_ONE, OP_REPLACE_ONE } op_kind_t;
 
@@ -218,7 +219,7 @@ static size_t duplicate_key_ops(const mdb_bulk_t *b, const bson_t *reply, size_t
         }
         /* Only an upsert that lost the insert race becomes an update when rerun;
          * a plain insert of an existing _id is a real error. */
-        if (code != MDB_BULK_DUPLICATE_KEY || index < 0 || (size_t)index >= b->n || !b->ops[index].upsert)
+        if (code != MDB_OPS_DUPLICATE_KEY || index < 0 || (size_t)index >= b->n || !b->ops[index].upsert)
             goto not_all;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;

@@ -17,10 +17,6 @@ extern "C" {
 
 typedef struct mdb_mongo mdb_mongo_t; /* mdb_mongo.h */
 
-/* The server's error code for a duplicate key (MongoDB and DocumentDB
- * alike; their message texts differ, so only the code is ever matched). */
-#define MDB_BULK_DUPLICATE_KEY 11000
-
 typedef struct mdb_bulk mdb_bulk_t;
 
 /* Unordered bulk on collection `coll` using client (not owned; it must
@@ -44,12 +40,13 @@ bool mdb_bulk_replace_one(mdb_bulk_t *b, const bson_t *selector, const bson_t *d
 /* Number of operations added. */
 size_t mdb_bulk_count(const mdb_bulk_t *b);
 
-/* Execute every operation as one unordered bulk write (one round trip; an
- * empty bulk makes none). reply may be NULL; if given it is initialized
+/* Execute every operation as one unordered bulk write: one round trip (an
+ * empty bulk makes none), plus one when upserts that lost a duplicate-key
+ * race are retried (once). reply may be NULL; if given it is initialized
  * with the counts (nInserted, nMatched, nModified, nRemoved, nUpserted) and
  * the server's writeErrors / writeConcernErrors, and the caller destroys
- * it, also on failure. On failure err->code is the server's code (11000 for
- * a duplicate key). Upserts that lost a duplicate-key race are retried once. */
+ * it, also on failure. On failure err->code is the server's code
+ * (MDB_OPS_DUPLICATE_KEY for a duplicate key, mdb_ops.h). */
 bool mdb_bulk_execute(mdb_bulk_t *b, bson_t *reply, mdb_error_t *err);
 void mdb_bulk_destroy(mdb_bulk_t *b); /* accepts NULL */
 

@@ -15,6 +15,7 @@
 #include "mdb_find.h"
 #include "mdb_log.h"
 #include "mdb_mongo.h"
+#include "mdb_ops.h"
 #include "mdb_store.h"
 
 static double now_s(void)
@@ -99,7 +100,7 @@ static bool collect_dups(const bson_t *reply, const json_t *docs, json_t *dups, 
                     index = bson_iter_as_int64(&e);
             }
             any = true;
-            if (code == MDB_BULK_DUPLICATE_KEY && index >= 0 && (size_t)index < json_array_size(docs))
+            if (code == MDB_OPS_DUPLICATE_KEY && index >= 0 && (size_t)index < json_array_size(docs))
                 json_array_append(dups, json_object_get(json_array_get(docs, (size_t)index), "_id"));
             else
                 other = true;

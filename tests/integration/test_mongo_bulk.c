@@ -14,6 +14,7 @@
 #include "core_itest.h"
 #include "mdb_bulk.h"
 #include "mdb_mongo.h"
+#include "mdb_ops.h"
 
 static int64_t count_docs(mdb_mongo_t *m, const char *coll, const bson_t *filter)
 {
@@ -161,8 +162,8 @@ static void server_errors(mdb_mongo_t *m)
     CHECK(!mdb_bulk_execute(b, &reply, &err), "duplicate insert succeeded");
     CHECK(mdb_mongo_round_trips(m) - rt0 == 1, "insert duplicate must not be retried");
     CHECK(err.domain == MDB_ERR_MONGO, "domain");
-    CHECK(err.code == MDB_BULK_DUPLICATE_KEY, "duplicate key: code %d, expected %d (%s)", err.code,
-          MDB_BULK_DUPLICATE_KEY, err.message);
+    CHECK(err.code == MDB_OPS_DUPLICATE_KEY, "duplicate key: code %d, expected %d (%s)", err.code,
+          MDB_OPS_DUPLICATE_KEY, err.message);
     CHECK(strstr(err.message, "failed: ") && strlen(strstr(err.message, "failed: ")) > strlen("failed: ") + 5,
           "no server message in: %s", err.message);
     CHECK(strstr(err.message, "studies"), "collection missing from: %s", err.message);
