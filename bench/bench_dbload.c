@@ -121,7 +121,8 @@ static bool rec_load_series(void *ud, const char *const *ids, size_t n, const ch
     return true;
 }
 
-static bool rec_upsert(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err);
+static bool rec_upsert(void *ud, const char *coll, const json_t *docs, const json_t *unset, const char *now,
+                       mdb_error_t *err);
 
 /* Instances are kept apart (they are the inserts); new series and studies,
  * which mdb_docs_apply inserts too, are written documents like upserted
@@ -132,7 +133,7 @@ static bool rec_insert(void *ud, const char *coll, const json_t *docs, json_t *d
     (void)dups;
     if (strcmp(coll, MDB_DOCS_INSTANCES)) {
         const char *now = json_string_value(json_object_get(json_array_get(docs, 0), "created_at"));
-        return rec_upsert(ud, coll, docs, now ? now : "1970-01-01T00:00:00.000Z", err);
+        return rec_upsert(ud, coll, docs, NULL, now ? now : "1970-01-01T00:00:00.000Z", err);
     }
     return json_array_extend(r->inserted, (json_t *)docs) == 0;
 }
@@ -168,10 +169,12 @@ static bool rec_count(void *ud, const char *const *series_ids, size_t n, const c
     return true;
 }
 
-static bool rec_upsert(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err)
+/* Every document written is new on the empty database: nothing to unset. */
+static bool rec_upsert(void *ud, const char *coll, const json_t *docs, const json_t *unset, const char *now,
+                       mdb_error_t *err)
 {
     recorder_t *r = ud;
-    (void)err;
+    (void)err, (void)unset;
     json_t *arr = json_object_get(r->written, coll);
     if (!arr) {
         arr = json_array();

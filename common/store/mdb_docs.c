@@ -1326,20 +1326,41 @@ static bool touch(entset_t *s, const char *uid, bool recount)
     return true;
 }
 
+/* The top-level fields of existing that doc no longer has (timestamps
+ * aside), as an array of names, or null when there are none: the store
+ * removes them, so an updated document is exactly the merged one (a copy
+ * with a smaller path may lack a field the former source had). */
+static json_t *dropped_fields(const json_t *doc, const json_t *existing)
+{
+    json_t *names = NULL;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)existing, k, v)
+    {
+        if (!strcmp(k, "created_at") || !strcmp(k, "updated_at") || json_object_get(doc, k))
+            continue;
+        if (!names)
+            names = json_array();
+        json_array_append_new(names, json_string(k));
+    }
+    return names ? names : json_null();
+}
+
 /* Write the documents of s that change: new ones with one insert (cheap
  * everywhere; a duplicate - created meanwhile - joins the others), existing
  * ones through the store's upsert. */
 static bool write_changed(const mdb_store_t *st, const char *coll, entset_t *s, const char *now, size_t *count,
                           mdb_error_t *err)
 {
-    json_t *docs = json_array(), *fresh = json_array(), *dups = json_array();
-    bool ok = docs && fresh && dups;
+    json_t *docs = json_array(), *unset = json_array(), *fresh = json_array(), *dups = json_array();
+    bool ok = docs && unset && fresh && dups;
     for (size_t i = 0; ok && i < s->n; i++) {
         ent_t *x = &s->v[i];
         if (!x->doc || doc_equal_ignoring_ts(x->doc, x->existing))
             continue;
         if (x->existing) {
             json_array_append(docs, x->doc);
+            json_array_append_new(unset, dropped_fields(x->doc, x->existing));
             continue;
         }
         json_t *d = json_copy(x->doc); /* timestamps are top-level */
@@ -1349,13 +1370,16 @@ static bool write_changed(const mdb_store_t *st, const char *coll, entset_t *s, 
     ok = ok && (json_array_size(fresh) == 0 || st->insert(st->ud, coll, fresh, dups, err));
     for (size_t i = 0; ok && i < json_array_size(dups); i++) {
         ent_t *x = entset_get(s, json_string_value(json_array_get(dups, i)));
-        if (x && x->doc)
+        if (x && x->doc) {
             json_array_append(docs, x->doc);
+            json_array_append_new(unset, json_null()); /* created meanwhile: its fields are unknown */
+        }
     }
-    ok = ok && (json_array_size(docs) == 0 || st->upsert(st->ud, coll, docs, now, err));
+    ok = ok && (json_array_size(docs) == 0 || st->upsert(st->ud, coll, docs, unset, now, err));
     if (count)
         *count += json_array_size(docs) + json_array_size(fresh) - json_array_size(dups);
     json_decref(docs);
+    json_decref(unset);
     json_decref(fresh);
     json_decref(dups);
     return ok;
@@ -1373,7 +1397,7 @@ static bool write_conflicts(mdb_docs_model_t *m, const mdb_store_t *st, const ch
         if (!doc_equal_ignoring_ts(v, json_object_get(m->conflicts_old, k)))
             json_array_append(docs, v);
     }
-    bool ok = json_array_size(docs) == 0 || st->upsert(st->ud, MDB_DOCS_CONFLICTS, docs, now, err);
+    bool ok = json_array_size(docs) == 0 || st->upsert(st->ud, MDB_DOCS_CONFLICTS, docs, NULL, now, err);
     m->stats.conflicts_written += json_array_size(docs);
     /* written: later calls of this apply write only what changes after */
     json_object_foreach(m->conflicts_new, k, v)
@@ -1421,7 +1445,8 @@ static bool apply_load(mdb_docs_model_t *m, const mdb_store_t *st, mdb_error_t *
 static bool apply_instances(mdb_docs_model_t *m, const mdb_store_t *st, const char *now, mdb_error_t *err)
 {
     json_t *docs = json_array(), *dups = json_array(), *loaded = json_array(), *changed = json_array();
-    bool ok = docs && dups && loaded && changed;
+    json_t *unset = json_array();
+    bool ok = docs && dups && loaded && changed && unset;
     for (size_t i = 0; ok && i < m->instances.n; i++) {
         ent_t *x = &m->instances.v[i];
         ok = merge_instance(m, x);
@@ -1451,11 +1476,13 @@ static bool apply_instances(mdb_docs_model_t *m, const mdb_store_t *st, const ch
             x->existing = json_incref(d);
             x->dup = true;
             ok = merge_instance(m, x);
-            if (ok && !doc_equal_ignoring_ts(x->doc, x->existing))
+            if (ok && !doc_equal_ignoring_ts(x->doc, x->existing)) {
                 json_array_append(changed, x->doc);
+                json_array_append_new(unset, dropped_fields(x->doc, x->existing));
+            }
         }
         ok = ok && write_conflicts(m, st, now, err) &&
-             (json_array_size(changed) == 0 || st->upsert(st->ud, MDB_DOCS_INSTANCES, changed, now, err));
+             (json_array_size(changed) == 0 || st->upsert(st->ud, MDB_DOCS_INSTANCES, changed, unset, now, err));
     }
     for (size_t i = 0; ok && m->incremental && i < m->instances.n; i++)
         ok = count_links(m, &m->instances.v[i]);
@@ -1468,6 +1495,7 @@ static bool apply_instances(mdb_docs_model_t *m, const mdb_store_t *st, const ch
     json_decref(dups);
     json_decref(loaded);
     json_decref(changed);
+    json_decref(unset);
     return ok;
 }
 

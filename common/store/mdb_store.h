@@ -7,8 +7,8 @@
  *    injectable failure that writes part of a call and then fails, as a
  *    process killed in the middle of a bulk write would.
  * Both keep MongoDB semantics: documents are keyed by _id, an upsert sets
- * the fields it is given in place, inserts of an existing _id are reported
- * as duplicates, never overwrite.
+ * (and unsets) the fields it is given in place, inserts of an existing _id
+ * are reported as duplicates, never overwrite.
  *
  * Every callback returns false and fills err on failure; what it wrote
  * before failing stays written (the model is built to be re-run). Documents
@@ -67,8 +67,11 @@ typedef struct {
 
     /* Write docs (array of full documents) to coll, in place by _id: create
      * a missing one (created_at = now), else $set every top-level field it
-     * has (created_at kept); updated_at = now either way. */
-    bool (*upsert)(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err);
+     * has (created_at kept) and remove the top-level fields named in
+     * unset[i]; updated_at = now either way. unset is NULL or an array
+     * parallel to docs whose entries are arrays of field names or null. */
+    bool (*upsert)(void *ud, const char *coll, const json_t *docs, const json_t *unset, const char *now,
+                   mdb_error_t *err);
 } mdb_store_t;
 
 /* ---- the MongoDB store (mdb_store_mongo.c) ---- */

@@ -184,7 +184,8 @@ static bool m_count_series(void *ud, const char *const *ids, size_t n, const cha
     return true;
 }
 
-static bool m_upsert(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err)
+static bool m_upsert(void *ud, const char *coll, const json_t *docs, const json_t *unset, const char *now,
+                     mdb_error_t *err)
 {
     mem_t *m = ud;
     json_t *c = mem_coll(m, coll);
@@ -212,6 +213,9 @@ static bool m_upsert(void *ud, const char *coll, const json_t *docs, const char 
             if (strcmp(k, "created_at") && strcmp(k, "updated_at"))
                 json_object_set_new(cur, k, json_deep_copy(v));
         }
+        size_t j;
+        json_t *name;
+        json_array_foreach(json_array_get(unset, i), j, name) json_object_del(cur, json_string_value(name));
         json_object_set_new(cur, "updated_at", json_string(now));
         m->writes++;
     }

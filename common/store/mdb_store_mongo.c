@@ -3,8 +3,8 @@
  * with $in on an indexed field (_id, study_id, uid, series_id, job_ids),
  * new documents one insert bulk whose duplicate-key errors (code 11000,
  * matched by code, never by message) report the _ids that exist already,
- * and existing documents one bulk of update-one {$set} upserts by _id, so
- * documents change in place. Counting groups on the server: the rows that
+ * and existing documents one bulk of update-one {$set, $unset} upserts by
+ * _id, so documents change in place. Counting groups on the server: the rows that
  * come back are one per series (and job), not one per instance. */
 #include <errno.h>
 #include <stdlib.h>
@@ -259,19 +259,21 @@ static bool st_count_series(void *ud, const char *const *series_ids, size_t n, c
 }
 
 typedef struct {
-    const json_t *docs;
+    const json_t *docs, *unset;
     const char *now;
 } upsert_ctx_t;
 
 /* {_id} -> {$set: every field but _id/created_at, updated_at: now;
+ *           $unset: {each field unset[i] names: ""};
  *           $setOnInsert: {created_at: now}} */
 static bool add_upsert(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
 {
     upsert_ctx_t *c = ud;
-    const json_t *doc = json_array_get(c->docs, i);
-    bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set, soi;
+    const json_t *doc = json_array_get(c->docs, i), *drop = json_array_get(c->unset, i);
+    bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set, uns, soi;
     const char *k;
     json_t *v;
+    size_t j;
     bool ok = mdb_docs_append_json(&sel, "_id", json_object_get(doc, "_id"));
     bson_append_document_begin(&upd, "$set", -1, &set);
     json_object_foreach((json_t *)doc, k, v)
@@ -282,6 +284,11 @@ static bool add_upsert(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
     }
     BSON_APPEND_UTF8(&set, "updated_at", c->now);
     bson_append_document_end(&upd, &set);
+    if (json_array_size(drop) > 0) {
+        bson_append_document_begin(&upd, "$unset", -1, &uns);
+        json_array_foreach(drop, j, v) BSON_APPEND_UTF8(&uns, json_string_value(v), "");
+        bson_append_document_end(&upd, &uns);
+    }
     bson_append_document_begin(&upd, "$setOnInsert", -1, &soi);
     BSON_APPEND_UTF8(&soi, "created_at", c->now);
     bson_append_document_end(&upd, &soi);
@@ -291,11 +298,12 @@ static bool add_upsert(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
     return ok;
 }
 
-/* One bulk of update-one $set upserts by _id: documents change in place. */
-static bool st_upsert(void *ud, const char *coll, const json_t *docs, const char *now, mdb_error_t *err)
+/* One bulk of update-one upserts by _id: documents change in place. */
+static bool st_upsert(void *ud, const char *coll, const json_t *docs, const json_t *unset, const char *now,
+                      mdb_error_t *err)
 {
     mstore_t *s = ud;
-    upsert_ctx_t c = {docs, now};
+    upsert_ctx_t c = {docs, unset, now};
     return mdb_docs_bulk_write(s->m, coll, s->wc, json_array_size(docs), add_upsert, &c, err);
 }
 

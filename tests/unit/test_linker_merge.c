@@ -364,6 +364,48 @@ static void test_series_two_studies(void **state)
     mdb_store_mem_destroy(st);
 }
 
+/* A copy at a smaller path becomes the instance's source: a field only the
+ * former source had (here its "dicom" object) leaves the stored document,
+ * so the result is the same whichever copy came first. */
+static void apply_copy(mdb_store_t *st, const char *path, bool with_dicom)
+{
+    static const ev_spec_t spec = {"J1", NULL, "STC", "SC", "c1", NULL, "D", "CT", 1, 0.0, "A"};
+    json_t *study, *series, *inst, *file;
+    make_event_json(&spec, &study, &series, &inst, &file);
+    json_t *dicom = with_dicom ? json_pack("{s:s}", "TransferSyntaxUID", "1.2.840.10008.1.2.1") : NULL;
+    mdb_docs_event_t ev = {.job_id = "J1", .path = path, .study = study, .series = series, .instance = inst,
+                           .file = file, .dicom = dicom};
+    mdb_docs_model_t *m = mdb_docs_model_new();
+    mdb_error_t err = {0};
+    assert_true(mdb_docs_model_add_event(m, &ev, &err));
+    if (!mdb_docs_apply(m, st, "2026-01-01T00:00:00.000Z", NULL, &err))
+        fail_msg("apply: %s", err.message);
+    mdb_docs_model_destroy(m);
+    json_decref(study);
+    json_decref(series);
+    json_decref(inst);
+    json_decref(file);
+    json_decref(dicom);
+}
+
+static void test_smaller_path_drops_fields(void **state)
+{
+    (void)state;
+    mdb_store_t *a = mem_new(), *b = mem_new();
+    apply_copy(a, "/arch/b/c1", true);
+    assert_non_null(json_object_get(doc(a, 2, "c1"), "dicom"));
+    apply_copy(a, "/arch/a/c1", false);
+    apply_copy(b, "/arch/a/c1", false);
+    apply_copy(b, "/arch/b/c1", true);
+    assert_null(json_object_get(doc(a, 2, "c1"), "dicom"));
+    char *da = mem_dump(a), *db = mem_dump(b);
+    assert_string_equal(da, db);
+    free(da);
+    free(db);
+    mdb_store_mem_destroy(a);
+    mdb_store_mem_destroy(b);
+}
+
 /* instances_linked per job: instance documents whose job_ids contain the job. */
 static void test_job_counts(void **state)
 {
@@ -550,7 +592,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_documents),     cmocka_unit_test(test_order_independent),
         cmocka_unit_test(test_idempotent),    cmocka_unit_test(test_parent_moves),
-        cmocka_unit_test(test_series_two_studies), cmocka_unit_test(test_job_counts),
+        cmocka_unit_test(test_series_two_studies), cmocka_unit_test(test_smaller_path_drops_fields),
+        cmocka_unit_test(test_job_counts),
         cmocka_unit_test(test_incremental_crashes), cmocka_unit_test(test_values),
         cmocka_unit_test(test_bad_event),
     };
