@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # deploy/install.sh — takes a fresh Debian 12 machine to "ready to build and run
-# metadb": Debian packages, Apache Kafka's broker jars from Maven Central, FerretDB
-# 1.24.2 built from the Go module proxy (only when no mongod is on PATH),
-# playwright-core for the browser tests and the docker compose v2 CLI plugin.
+# metadb": Debian packages, Apache Kafka's broker jars from Maven Central, the local
+# database (DocumentDB's PostgreSQL extensions and its gateway, built from the pinned
+# sources in ../shared/vendor or $METADB_DEPLOY_VENDOR_DIR by deploy/build_documentdb.sh;
+# skipped when a mongod is on PATH), playwright-core for the browser tests and the
+# docker compose v2 CLI plugin.
 #
 # Idempotent and cached: everything downloaded or built lands under
 # $METADB_HOME/cache (default $HOME/.metadb/cache) and every step checks its
@@ -20,12 +22,11 @@ METADB_HOME=${METADB_HOME:-$HOME/.metadb}
 CACHE=$METADB_HOME/cache
 
 # Debian packages. Other engineers append what they need to this line.
-APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libjansson-dev uuid-dev libmicrohttpd-dev libcmocka-dev kcat python3-pydicom dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind jq python3-yaml python3-pymongo libcurl4-openssl-dev python3-venv"
+APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libjansson-dev uuid-dev libmicrohttpd-dev libcmocka-dev kcat python3-pydicom dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind jq python3-yaml python3-pymongo libcurl4-openssl-dev python3-venv python3-numpy openssl postgresql-15 postgresql-server-dev-15 libpcre2-dev libkrb5-dev libintelrdfpmath-dev postgresql-15-postgis-3 postgresql-15-rum libssl-dev"
 # Toolchains the later steps need; installed from Debian only when the command is missing.
 #   command:package
 TOOL_PACKAGES="java:default-jre-headless mvn:maven node:nodejs npm:npm go:golang-go curl:curl"
 
-FERRETDB_VERSION=v1.24.2
 COMPOSE_VERSION=v2.40.3
 PLAYWRIGHT_VERSION=1.65.1
 
@@ -96,14 +97,13 @@ kafka_step() {
 
 # ---------------------------------------------------------------- Go builds
 go_env() {
-    command -v go >/dev/null || die "go not found: install Go >= 1.24 (Debian 12's golang-go is too old for FerretDB $FERRETDB_VERSION)"
+    command -v go >/dev/null || die "go not found: install Go >= 1.24 (Debian 12's golang-go is too old for docker compose $COMPOSE_VERSION)"
     export GOPATH=$CACHE/go GOFLAGS=-modcacherw
     export GOCACHE=${GOCACHE:-$(go env GOCACHE)}
 }
 
 # Copies a module from the module cache into $2 as a writable tree and builds there
-# (plain `go install mod@ver` refuses modules with exclude directives and leaves
-# FerretDB without its version file).
+# (plain `go install mod@ver` refuses modules with exclude directives).
 go_module_src() {
     local mod=$1 ver=$2 dst=$3 dir
     dir=$(go mod download -json "$mod@$ver" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
@@ -113,24 +113,17 @@ go_module_src() {
     chmod -R u+w "$dst"
 }
 
-ferretdb_step() {
+# The local database: DocumentDB + gateway (deploy/build_documentdb.sh caches its build).
+documentdb_step() {
     if command -v mongod >/dev/null 2>&1; then
-        log "ferretdb: not needed (mongod found at $(command -v mongod))"
+        log "documentdb: not needed (mongod found at $(command -v mongod))"
         return
     fi
-    local bin=$CACHE/bin/ferretdb
-    if [ -x "$bin" ] && [[ "$("$bin" --version 2>/dev/null)" == *"version: $FERRETDB_VERSION"* ]]; then
-        log "ferretdb: cached ($bin, $FERRETDB_VERSION)"
-        return
+    # Debian 12's pg_cron 1.4 refuses DocumentDB's schedules in seconds; 1.6.3 is built instead.
+    if [ "$(dpkg-query -W -f='${Status}' postgresql-15-cron 2>/dev/null)" = "install ok installed" ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q postgresql-15-cron
     fi
-    go_env
-    log "ferretdb: building $FERRETDB_VERSION (SQLite backend) from the Go module proxy"
-    local src=$CACHE/ferretdb-src
-    go_module_src github.com/FerretDB/FerretDB "$FERRETDB_VERSION" "$src"
-    echo "$FERRETDB_VERSION" >"$src/build/version/version.txt"
-    (cd "$src" && go build -trimpath -o "$bin.tmp" ./cmd/ferretdb) || die "building FerretDB failed"
-    mv "$bin.tmp" "$bin"
-    [[ "$("$bin" --version 2>/dev/null)" == *"version: $FERRETDB_VERSION"* ]] || die "built FerretDB does not report $FERRETDB_VERSION"
+    METADB_HOME=$METADB_HOME bash "$SRC_DIR/deploy/build_documentdb.sh"
 }
 
 compose_step() {
@@ -191,7 +184,7 @@ dicomweb_client_step() {
 
 apt_step
 kafka_step
-ferretdb_step
+documentdb_step
 compose_step
 playwright_step
 dicomweb_client_step

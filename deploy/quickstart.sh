@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # deploy/quickstart.sh — from a fresh Debian 12 machine to a first research catalogue:
-#   1. deploy/install.sh (packages, Kafka jars, FerretDB; cached after the first run)
+#   1. deploy/install.sh (packages, Kafka jars, DocumentDB + its gateway; cached after the first run)
 #   2. builds build/ (cmake, -DMDB_WERROR=ON)
 #   3. deploy/stack.sh start (Kafka + database + the four topics)
 #   4. generates a small synthetic LIDC-IDRI-like archive (tests/gen/gen_archive.py),
@@ -90,12 +90,21 @@ fi
 echo "archive: $ARCHIVE ($("$PY" -c 'import json,sys; c=json.load(open(sys.argv[1]))["counts"]; print("%d patients, %d studies, %d series, %d instances" % (c["patients"], c["studies"], c["series"], c["instances"]))' "$ARCHIVE/manifest.json"))"
 
 # One configuration for every command and daemon below (flags and METADB_* still win).
+(umask 077; : >"$QS/metadb.conf") # it holds the database passwords below
 cat >"$QS/metadb.conf" <<EOF
 # written by deploy/quickstart.sh
 archive.roots = $ARCHIVE
 features.dir = $SRC/conf
 api.web_dir = $SRC/api/web
 EOF
+# The local database's users (deploy/stack.sh): read-write for the pipeline and the
+# CLI, read-only for the API. An external METADB_MONGO_URI still wins (environment).
+if [ -s "$METADB_HOME/database/metadb.uri" ]; then
+    (umask 077; {
+        echo "mongo.uri = $(cat "$METADB_HOME/database/metadb.uri")"
+        echo "api.mongo_uri = $(cat "$METADB_HOME/database/metadb_ro.uri")"
+    } >>"$QS/metadb.conf")
+fi
 export METADB_CONFIG=$QS/metadb.conf
 
 "$METADB" index --archive "$ARCHIVE"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # deploy/stack.sh — the local single-node stack metadb runs against on one
 # machine: Apache Kafka in KRaft mode (broker+controller in one JVM, from the jars
-# deploy/install.sh fetched) and a MongoDB-wire database (a real mongod when one is
-# on PATH, otherwise FerretDB with its SQLite backend).
+# deploy/install.sh fetched) and a MongoDB-wire database: DocumentDB in a private
+# PostgreSQL 15 cluster behind DocumentDB's gateway (pg_documentdb_gw) on 127.0.0.1:27017,
+# or a real mongod when one is on PATH.
 #
 #   deploy/stack.sh start [--partitions N]   start what is not running, wait until
 #                                            ready, create the four topics (idempotent)
@@ -17,17 +18,21 @@
 # Layout under $METADB_HOME (default $HOME/.metadb):
 #   kafka/server.properties, kafka/log4j2.yaml, kafka/data/, kafka/sasl.password,
 #   kafka/sasl-client.conf (metadb.conf snippet for the SASL listener),
-#   ferretdb/ (SQLite files) or mongo/ (mongod dbpath), logs/*.log,
-#   kafka.pid, ferretdb.pid | mongod.pid, cache/ (install.sh's downloads).
+#   postgres/data (the PostgreSQL cluster), postgres/run (its socket, 0700),
+#   database/ (0700: gateway.json, its self-signed certificate, and per user
+#   metadb|metadb_ro: <user>.password and <user>.uri, mode 0600; metadb is read-write,
+#   metadb_ro has readAnyDatabase and is the API's api.mongo_uri), gateway.pid,
+#   or mongo/ (mongod dbpath) + mongod.pid; logs/*.log, kafka.pid, cache/.
 #
 # Environment (defaults in brackets):
 #   METADB_HOME [~/.metadb]  METADB_DEPLOY_CACHE [$METADB_HOME/cache]
 #   METADB_KAFKA_PORT [9092]  METADB_KAFKA_CONTROLLER_PORT [9093]
-#   METADB_DEPLOY_SASL_PORT [9094]  METADB_MONGO_PORT [27017]
+#   METADB_DEPLOY_SASL_PORT [9094]  METADB_MONGO_PORT [27017] (the gateway)
+#   METADB_PG_PORT [9712] (PostgreSQL, 127.0.0.1)  METADB_PG_BINDIR [/usr/lib/postgresql/15/bin]
 #   METADB_TOPIC_PARTITIONS [6]  METADB_TOPIC_JOBS|FILES|INSTANCES|DLQ [metadb.*]
 #   METADB_DEPLOY_KAFKA_HEAP [512m]  METADB_DEPLOY_TIMEOUT [120] seconds to wait for readiness
-#   METADB_KAFKA_BROKERS / METADB_MONGO_URI: external services. When set, nothing is
-#   started for that service; start/status only check that it is reachable
+#   METADB_KAFKA_BROKERS / METADB_MONGO_URI: external services. When set (and not the
+#   local stack's own database/metadb.uri), nothing is started for that service; start/status only check that it is reachable
 #   (METADB_DEPLOY_KCAT_ARGS adds kcat options, e.g. "-X security.protocol=SASL_SSL ...").
 set -euo pipefail
 
@@ -40,7 +45,6 @@ MONGO_PORT=${METADB_MONGO_PORT:-27017}
 PARTITIONS=${METADB_TOPIC_PARTITIONS:-6}
 KAFKA_HEAP=${METADB_DEPLOY_KAFKA_HEAP:-512m}
 TIMEOUT=${METADB_DEPLOY_TIMEOUT:-120}
-FERRETDB_DEBUG_ADDR=${METADB_DEPLOY_FERRETDB_DEBUG_ADDR:--}
 TOPICS=("${METADB_TOPIC_JOBS:-metadb.jobs}" "${METADB_TOPIC_FILES:-metadb.files}"
         "${METADB_TOPIC_INSTANCES:-metadb.instances}" "${METADB_TOPIC_DLQ:-metadb.dlq}")
 EXT_BROKERS=${METADB_KAFKA_BROKERS:-}
@@ -124,70 +128,330 @@ sasl_password() { cat "$KDIR/sasl.password"; }
 sasl_args() { echo "-X security.protocol=SASL_PLAINTEXT -X sasl.mechanisms=PLAIN -X sasl.username=metadb -X sasl.password=$(sasl_password)"; }
 
 # ---------------------------------------------------------------- database
+# The local database is DocumentDB (a PostgreSQL extension) in a private PostgreSQL 15
+# cluster under $PGDATA, behind DocumentDB's own gateway (pg_documentdb_gw) on
+# 127.0.0.1:$MONGO_PORT. A mongod on PATH replaces both; METADB_MONGO_URI replaces
+# everything (unless it is exactly the local stack's own read-write URI, which
+# tests/run.sh exports so that every client finds the credentials).
+PGDIR=$METADB_HOME/postgres
+PGDATA=$PGDIR/data
+PGRUN=$PGDIR/run
+PG_PORT=${METADB_PG_PORT:-9712}
+PGBIN=${METADB_PG_BINDIR:-/usr/lib/postgresql/15/bin}
+DBDIR=$METADB_HOME/database
+GW_PID=$METADB_HOME/gateway.pid
+
+if [ -n "$EXT_MONGO" ] && [ -s "$DBDIR/metadb.uri" ] && [ "$EXT_MONGO" = "$(cat "$DBDIR/metadb.uri")" ]; then
+    EXT_MONGO=
+fi
+
 mongo_kind() {
     if [ -n "$EXT_MONGO" ]; then echo external
     elif command -v mongod >/dev/null 2>&1; then echo mongod
-    else echo ferretdb; fi
-}
-mongo_pidfile() { echo "$METADB_HOME/$(mongo_kind).pid"; }
-mongo_pattern() { [ "$(mongo_kind)" = mongod ] && echo mongod || echo "ferretdb --listen-addr=127.0.0.1:$MONGO_PORT"; }
-ferretdb_bin() {
-    if [ -x "$CACHE/bin/ferretdb" ]; then echo "$CACHE/bin/ferretdb"
-    elif command -v ferretdb >/dev/null 2>&1; then command -v ferretdb
-    else die "ferretdb not found in $CACHE/bin or on PATH: run deploy/install.sh first"; fi
+    else echo documentdb; fi
 }
 
-# mongo_ping URI: a wire-protocol ping (pymongo), prints the server version.
-# Bounded: a server that accepts connections but never answers (a wedged FerretDB)
-# fails the ping after a few seconds instead of hanging the caller.
+# PostgreSQL refuses to run as root. As root, it runs in a user namespace where root
+# appears as the postgres account: the files stay root's (no chmod of $HOME), and the
+# server is an unprivileged process all the same.
+pg_as() {
+    if [ "$(id -u)" = 0 ]; then
+        unshare --user --map-user="$(id -u postgres)" --map-group="$(id -g postgres)" "$@"
+    else "$@"; fi
+}
+pg_ctl_() { pg_as "$PGBIN/pg_ctl" -D "$PGDATA" "$@"; }
+psql_() { pg_as "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGRUN" -p "$PG_PORT" -U postgres -d postgres "$@"; }
+pg_alive() { [ -f "$PGDATA/PG_VERSION" ] && pg_ctl_ status >/dev/null 2>&1; }
+pg_ready() { "$PGBIN/pg_isready" -q -h "$PGRUN" -p "$PG_PORT" -U postgres -d postgres 2>/dev/null; }
+
+need_pg() {
+    [ -x "$PGBIN/initdb" ] || die "PostgreSQL 15 not found in $PGBIN: run deploy/install.sh first"
+    [ -f /usr/share/postgresql/15/extension/documentdb.control ] || die "the documentdb extension is not installed: run deploy/install.sh first"
+    [ -x "$CACHE/bin/pg_documentdb_gw" ] || die "the gateway $CACHE/bin/pg_documentdb_gw is missing: run deploy/install.sh first"
+    id postgres >/dev/null 2>&1 || die "no 'postgres' account (apt-get install postgresql-15)"
+}
+
+pg_init() {
+    [ -f "$PGDATA/PG_VERSION" ] && return 0
+    mkdir -p "$PGDIR" "$PGRUN" "$LOGS"
+    chmod 0700 "$PGDIR" "$PGRUN"
+    pg_as "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+        --encoding=UTF8 --locale=C.UTF-8 >>"$LOGS/postgres.log" 2>&1 || die "initdb $PGDATA failed (see $LOGS/postgres.log)"
+    # Sized for the 2-core / 24 GiB machines metadb runs on (a linker batch of 5,000
+    # instances is ~25 MB of BSON; the LIDC catalogue of 244,527 instances ~1.2 GB):
+    #  - shared_buffers 1 GB keeps the indexes and recent pages of a 250k catalogue in
+    #    PostgreSQL's cache (peak ~1.0 GiB PSS measured for the 250k load); the OS page
+    #    cache holds the rest (effective_cache_size tells the planner so).
+    #  - max_wal_size 4 GB: bulk upserts of whole batches would otherwise force a
+    #    checkpoint every few batches. synchronous_commit stays on: the linker commits
+    #    Kafka offsets as soon as a bulk write is acknowledged, so an acknowledged write
+    #    must survive a crash.
+    #  - work_mem 32 MB: facet aggregations and $in look-ups of 5,000 ids sort in memory.
+    #  - max_connections 200: the gateway's pools (system, authentication, one per user)
+    #    plus daemons, API and tests on one machine.
+    #  - jit off: the queries are short index look-ups; JIT costs more than it saves.
+    #  - parallel workers fit two cores; random_page_cost 1.1 for SSD storage keeps the
+    #    planner on the indexes.
+    cat >>"$PGDATA/postgresql.conf" <<PGCONF
+
+# ---- metadb (deploy/stack.sh) ----
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PGRUN'
+unix_socket_permissions = 0700
+shared_buffers = 1GB
+effective_cache_size = 8GB
+work_mem = 32MB
+maintenance_work_mem = 256MB
+max_connections = 200
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+synchronous_commit = on
+jit = off
+random_page_cost = 1.1
+max_worker_processes = 8
+max_parallel_workers = 2
+max_parallel_workers_per_gather = 1
+shared_preload_libraries = 'pg_cron, pg_documentdb_core, pg_documentdb'
+cron.database_name = 'postgres'
+cron.host = '$PGRUN'
+documentdb.enableBackgroundWorker = 'true'
+documentdb.localhost_connection_string = 'host=$PGRUN'
+log_min_messages = warning
+PGCONF
+    # The private socket (its folder is 0700, so only this account reaches it) trusts
+    # every role: the gateway checks each client's SCRAM proof itself, then opens that
+    # user's PostgreSQL sessions over the socket without a password, and pg_cron and
+    # DocumentDB's background index builds connect the same way (cron.host and
+    # localhost_connection_string above). Over TCP (127.0.0.1 only) every role needs
+    # its SCRAM password.
+    printf '%s\n' '# generated by deploy/stack.sh' 'local all all trust' \
+        'host  all all 127.0.0.1/32 scram-sha-256' >"$PGDATA/pg_hba.conf"
+    say "database: initialised the PostgreSQL cluster $PGDATA (port $PG_PORT)"
+}
+
+pg_start() {
+    need_pg
+    pg_init
+    if pg_alive; then
+        say "database: PostgreSQL already running ($PGDATA)"
+    else
+        port_busy "$PG_PORT" && die "port $PG_PORT is in use by another process (not our PostgreSQL): set METADB_PG_PORT"
+        mkdir -p "$PGRUN"
+        # fd 9 is our lock: the server must not inherit it.
+        pg_ctl_ -l "$LOGS/postgres.log" -w -t "$TIMEOUT" start >/dev/null 9>&- ||
+            { tail -n 20 "$LOGS/postgres.log" >&2; die "PostgreSQL did not start (log: $LOGS/postgres.log)"; }
+        say "database: started PostgreSQL ($PGDATA, 127.0.0.1:$PG_PORT)"
+    fi
+    local deadline=$((SECONDS + TIMEOUT))
+    until pg_ready; do
+        [ $SECONDS -lt $deadline ] || die "PostgreSQL not accepting connections after ${TIMEOUT}s"
+        sleep 0.2
+    done
+    if [ -z "$(psql_ -At -c "SELECT 1 FROM pg_extension WHERE extname = 'documentdb'")" ]; then
+        psql_ -c 'CREATE EXTENSION IF NOT EXISTS documentdb CASCADE' >>"$LOGS/postgres.log" 2>&1 ||
+            { tail -n 20 "$LOGS/postgres.log" >&2; die "CREATE EXTENSION documentdb failed (run deploy/install.sh)"; }
+        say "database: created the documentdb extension"
+    fi
+}
+
+gw_write_config() {
+    mkdir -p "$DBDIR"
+    chmod 0700 "$DBDIR"
+    if [ ! -s "$DBDIR/gateway.key" ] || [ ! -s "$DBDIR/gateway.crt" ]; then
+        # Release builds of the gateway panic without a certificate: a self-signed pair.
+        # Plain TCP stays allowed on 127.0.0.1 (EnforceSslTcp false); TLS is offered too.
+        (umask 077; openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
+            -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+            -keyout "$DBDIR/gateway.key" -out "$DBDIR/gateway.crt" >/dev/null 2>&1) ||
+            die "openssl could not make the gateway's certificate"
+    fi
+    (umask 077; cat >"$DBDIR/gateway.json.tmp" <<GWCONF
+{
+  "NodeHostName": "localhost",
+  "BlockedRolePrefixes": ["documentdb", "pg", "internal_role"],
+  "UseLocalHost": true,
+  "GatewayListenPort": $MONGO_PORT,
+  "PostgresHostName": "$PGRUN",
+  "PostgresPort": $PG_PORT,
+  "PostgresSystemUser": "postgres",
+  "PostgresDatabase": "postgres",
+  "EnforceSslTcp": false,
+  "TransactionTimeoutSecs": 30,
+  "CursorTimeoutSecs": 600,
+  "PostgresCommandTimeoutSecs": 300,
+  "CertificateOptions": {"CertType": "pem_file", "FilePath": "$DBDIR/gateway.crt", "KeyFilePath": "$DBDIR/gateway.key"}
+}
+GWCONF
+    )
+    mv "$DBDIR/gateway.json.tmp" "$DBDIR/gateway.json"
+}
+
+gw_alive() { pid_alive "$GW_PID" pg_documentdb_gw; }
+
+gw_start() {
+    if gw_alive; then
+        say "database: gateway already running (pid $(cat "$GW_PID"))"
+        return
+    fi
+    port_busy "$MONGO_PORT" && die "port $MONGO_PORT is in use by another process (not our gateway): set METADB_MONGO_PORT"
+    gw_write_config
+    launch "$GW_PID" "$LOGS/gateway.log" "$DBDIR" "$CACHE/bin/pg_documentdb_gw" "$DBDIR/gateway.json"
+    say "database: started the gateway (pid $(cat "$GW_PID")) on 127.0.0.1:$MONGO_PORT"
+}
+
+scram_verifier() {
+    "$PY" - "$1" <<'PYEOF'
+import base64, hashlib, hmac, os, sys
+pw, salt = sys.argv[1].encode(), os.urandom(28)
+salted = hashlib.pbkdf2_hmac("sha256", pw, salt, 4096)
+ck = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+sk = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+b = lambda x: base64.b64encode(x).decode()
+print("SCRAM-SHA-256$4096:%s$%s:%s" % (b(salt), b(hashlib.sha256(ck).digest()), b(sk)))
+PYEOF
+}
+
+# The two users: metadb (read-write: producer, linker, CLI) and metadb_ro
+# (readAnyDatabase: the API). Passwords are generated once into files of mode 0600,
+# and stored in PostgreSQL as SCRAM-SHA-256 verifiers with a 28-byte salt, which
+# Debian's mongo-c-driver 1.23 requires (PostgreSQL's own have 16-byte salts:
+# "SCRAM Failure: invalid salt length of 16"). Idempotent.
+db_users() {
+    local u role pw
+    for u in metadb metadb_ro; do
+        [ -s "$DBDIR/$u.password" ] ||
+            (umask 077; head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 >"$DBDIR/$u.password")
+        pw=$(cat "$DBDIR/$u.password")
+        if [ "$u" = metadb ]; then role='[{"role":"clusterAdmin","db":"admin"},{"role":"readWriteAnyDatabase","db":"admin"}]'
+        else role='[{"role":"readAnyDatabase","db":"admin"}]'; fi
+        if [ -z "$(psql_ -At -c "SELECT 1 FROM pg_roles WHERE rolname = '$u'")" ]; then
+            psql_ -c "SELECT documentdb_api.create_user('{\"createUser\":\"$u\",\"pwd\":\"$pw\",\"roles\":$role}')" >/dev/null ||
+                die "creating the database user $u failed"
+            say "database: created user $u"
+        fi
+        psql_ -c "ALTER ROLE $u PASSWORD '$(scram_verifier "$pw")'" >/dev/null || die "setting the password of $u failed"
+        (umask 077; printf 'mongodb://%s:%s@127.0.0.1:%s/?authSource=admin\n' "$u" "$pw" "$MONGO_PORT" >"$DBDIR/$u.uri.tmp")
+        mv "$DBDIR/$u.uri.tmp" "$DBDIR/$u.uri"
+    done
+}
+
+# mongo_ping URI: a wire-protocol ping (pymongo), prints the server version. Bounded:
+# a server that accepts connections but never answers fails after a few seconds.
 mongo_ping() {
-    timeout 15 "$PY" - "$1" <<'EOF' 2>/dev/null
+    timeout 15 "$PY" - "$1" <<'PYEOF' 2>/dev/null
 import sys, pymongo
 c = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=1500, connectTimeoutMS=1500,
                         socketTimeoutMS=5000)
 c.admin.command("ping")
 print(c.server_info().get("version", "?"))
-EOF
+PYEOF
+}
+
+# user_check URI: logs in, reads, and tries a write into a scratch database (removed
+# again): prints "read-write" or "read-only (...)", so status shows the roles hold.
+user_check() {
+    timeout 20 "$PY" - "$1" <<'PYEOF' 2>/dev/null
+import sys, pymongo
+c = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=3000, connectTimeoutMS=3000, socketTimeoutMS=10000)
+db = c["metadb_stack_probe"]
+db["probe"].find_one({})
+try:
+    db["probe"].insert_one({"probe": 1})
+    c.drop_database("metadb_stack_probe")
+    print("read-write")
+except pymongo.errors.OperationFailure as e:
+    print("read-only (a write is refused: code %s)" % e.code)
+PYEOF
+}
+
+local_uri() { cat "$DBDIR/metadb.uri"; }
+
+mongod_start() {
+    if pid_alive "$METADB_HOME/mongod.pid" mongod; then
+        say "database: mongod already running (pid $(cat "$METADB_HOME/mongod.pid"))"
+    else
+        port_busy "$MONGO_PORT" && die "port $MONGO_PORT is in use by another process (not our mongod): set METADB_MONGO_PORT"
+        mkdir -p "$METADB_HOME/mongo"
+        launch "$METADB_HOME/mongod.pid" "$LOGS/mongod.log" "$METADB_HOME/mongo" \
+            mongod --dbpath "$METADB_HOME/mongo" --bind_ip 127.0.0.1 --port "$MONGO_PORT"
+    fi
+    local deadline=$((SECONDS + TIMEOUT))
+    until mongo_ping "$MONGO_URI" >/dev/null; do
+        pid_alive "$METADB_HOME/mongod.pid" mongod || { tail -n 20 "$LOGS/mongod.log" >&2; die "mongod exited during start-up"; }
+        [ $SECONDS -lt $deadline ] || die "mongod not answering a ping on $MONGO_URI after ${TIMEOUT}s"
+        sleep 0.2
+    done
+    say "database: mongod $MONGO_URI answers ping"
 }
 
 mongo_start() {
-    local kind pidfile deadline
-    kind=$(mongo_kind)
-    if [ "$kind" = external ]; then
-        mongo_ping "$MONGO_URI" >/dev/null || die "external database $MONGO_URI (METADB_MONGO_URI) is not reachable"
-        say "database: external $MONGO_URI reachable"
-        return
-    fi
-    pidfile=$(mongo_pidfile)
-    if pid_alive "$pidfile" "$(mongo_pattern)"; then
-        say "database: $kind already running (pid $(cat "$pidfile"))"
-    else
-        port_busy "$MONGO_PORT" && die "port $MONGO_PORT is in use by another process (not our $kind): set METADB_MONGO_PORT"
-        if [ "$kind" = mongod ]; then
-            mkdir -p "$METADB_HOME/mongo"
-            launch "$pidfile" "$LOGS/mongod.log" "$METADB_HOME/mongo" \
-                mongod --dbpath "$METADB_HOME/mongo" --bind_ip 127.0.0.1 --port "$MONGO_PORT"
-        else
-            local bin
-            bin=$(ferretdb_bin)
-            mkdir -p "$METADB_HOME/ferretdb"
-            launch "$pidfile" "$LOGS/ferretdb.log" "$METADB_HOME/ferretdb" \
-                "$bin" --listen-addr="127.0.0.1:$MONGO_PORT" --handler=sqlite \
-                --sqlite-url="file:$METADB_HOME/ferretdb/" --state-dir="$METADB_HOME/ferretdb" \
-                --debug-addr="$FERRETDB_DEBUG_ADDR" --telemetry=disable --log-level=warn
-        fi
-        say "database: started $kind (pid $(cat "$pidfile")) on 127.0.0.1:$MONGO_PORT"
-    fi
+    local deadline
+    case $(mongo_kind) in
+        external)
+            mongo_ping "$MONGO_URI" >/dev/null || die "external database $MONGO_URI (METADB_MONGO_URI) is not reachable"
+            say "database: external $MONGO_URI reachable"
+            return ;;
+        mongod) mongod_start; return ;;
+    esac
+    pg_start
+    gw_start
+    db_users
     deadline=$((SECONDS + TIMEOUT))
-    until mongo_ping "$MONGO_URI" >/dev/null; do
-        if ! pid_alive "$pidfile" "$(mongo_pattern)"; then
-            tail -n 20 "$LOGS/$kind.log" >&2 || true
-            die "$kind exited during start-up (log: $LOGS/$kind.log)"
+    until mongo_ping "$(local_uri)" >/dev/null; do
+        if ! gw_alive; then
+            tail -n 20 "$LOGS/gateway.log" >&2 || true
+            die "the gateway exited during start-up (log: $LOGS/gateway.log)"
         fi
-        [ $SECONDS -lt $deadline ] || die "$kind (pid $(cat "$pidfile")) not answering a ping on $MONGO_URI after ${TIMEOUT}s; if it is wedged: deploy/stack.sh stop --only database && deploy/stack.sh start"
+        [ $SECONDS -lt $deadline ] || die "the gateway (pid $(cat "$GW_PID")) not answering on 127.0.0.1:$MONGO_PORT after ${TIMEOUT}s (log: $LOGS/gateway.log)"
         sleep 0.2
     done
-    say "database: $MONGO_URI answers ping"
+    say "database: DocumentDB gateway answers on 127.0.0.1:$MONGO_PORT (users metadb and metadb_ro; URIs in $DBDIR/*.uri, mode 0600)"
+}
+
+mongo_status() {
+    local rc=0 v u r
+    case $(mongo_kind) in
+        external)
+            if v=$(mongo_ping "$MONGO_URI"); then say "database: external $MONGO_URI answers ping (server version $v)"
+            else say "database: external $MONGO_URI NOT reachable"; rc=1; fi ;;
+        mongod)
+            if pid_alive "$METADB_HOME/mongod.pid" mongod && v=$(mongo_ping "$MONGO_URI"); then
+                say "database: mongod running (pid $(cat "$METADB_HOME/mongod.pid")) $MONGO_URI (server version $v)"
+            else say "database: mongod stopped or not answering"; rc=1; fi ;;
+        documentdb)
+            if pg_alive && pg_ready; then say "database: PostgreSQL running ($PGDATA, 127.0.0.1:$PG_PORT)"
+            else say "database: PostgreSQL stopped"; rc=1; fi
+            if gw_alive; then say "database: gateway running (pid $(cat "$GW_PID")) on 127.0.0.1:$MONGO_PORT"
+            else say "database: gateway stopped"; rc=1; fi
+            for u in metadb metadb_ro; do
+                if [ -s "$DBDIR/$u.uri" ] && r=$(user_check "$(cat "$DBDIR/$u.uri")") && [ -n "$r" ]; then
+                    say "database: user $u logs in, $r"
+                else say "database: user $u cannot log in"; rc=1; fi
+            done ;;
+    esac
+    return $rc
+}
+
+mongo_stop() {
+    case $(mongo_kind) in
+        external) say "database: external, nothing to stop" ;;
+        mongod) stop_pid "$METADB_HOME/mongod.pid" mongod mongod 30 ;;
+        documentdb)
+            stop_pid "$GW_PID" pg_documentdb_gw gateway 15
+            if pg_alive; then
+                pg_ctl_ -m fast -w -t 60 stop >/dev/null || die "PostgreSQL did not stop"
+                say "PostgreSQL: stopped"
+            else say "PostgreSQL: not running"; fi ;;
+    esac
+}
+
+mongo_running() {
+    case $(mongo_kind) in
+        mongod) pid_alive "$METADB_HOME/mongod.pid" mongod ;;
+        documentdb) gw_alive || pg_alive ;;
+        *) return 1 ;;
+    esac
 }
 
 # ---------------------------------------------------------------- kafka
@@ -365,7 +629,7 @@ cmd_start() {
 }
 
 cmd_status() {
-    local rc=0 kind pidfile v
+    local rc=0
     if [ -n "$EXT_BROKERS" ]; then
         if kcat_ok "$BROKERS" 5 "${KCAT_EXTRA[@]}"; then say "kafka:    external $BROKERS reachable"
         else say "kafka:    external $BROKERS NOT reachable"; rc=1; fi
@@ -386,17 +650,7 @@ cmd_status() {
             if [ -n "$n" ]; then say "  topic $t: $n partitions"; else say "  topic $t: MISSING"; rc=1; fi
         done
     fi
-    kind=$(mongo_kind)
-    if [ "$kind" != external ]; then
-        pidfile=$(mongo_pidfile)
-        if pid_alive "$pidfile" "$(mongo_pattern)"; then
-            say "database: $kind running (pid $(cat "$pidfile")) $MONGO_URI"
-        else
-            say "database: $kind stopped"; rc=1
-        fi
-    fi
-    if v=$(mongo_ping "$MONGO_URI"); then say "database: $MONGO_URI answers ping (server version $v)"
-    else say "database: $MONGO_URI NOT reachable"; rc=1; fi
+    mongo_status || rc=1
     say "state:    $METADB_HOME"
     return $rc
 }
@@ -406,27 +660,21 @@ cmd_stop() {
         if [ -n "$EXT_BROKERS" ]; then say "kafka: external, nothing to stop"
         else stop_pid "$KAFKA_PID" kafka.Kafka kafka 60; fi
     fi
-    if [ "$ONLY" != kafka ]; then
-        local kind
-        kind=$(mongo_kind)
-        if [ "$kind" = external ]; then say "database: external, nothing to stop"
-        else stop_pid "$(mongo_pidfile)" "$(mongo_pattern)" "$kind" 30; fi
-    fi
+    [ "$ONLY" != kafka ] && mongo_stop
+    return 0
 }
 
 # running_services: prints "kafka" and/or "database" for the local services running now.
 cmd_running() {
     if [ -z "$EXT_BROKERS" ] && pid_alive "$KAFKA_PID" kafka.Kafka; then echo kafka; fi
-    local kind
-    kind=$(mongo_kind)
-    if [ "$kind" != external ] && pid_alive "$(mongo_pidfile)" "$(mongo_pattern)"; then echo database; fi
+    if mongo_running; then echo database; fi
     return 0
 }
 
 cmd_reset() {
     cmd_stop
-    rm -rf "$KDIR/data" "$METADB_HOME/ferretdb" "$METADB_HOME/mongo" "$LOGS"
-    say "wiped Kafka data, database files and logs under $METADB_HOME (cache and SASL password kept)"
+    rm -rf "$KDIR/data" "$PGDIR" "$METADB_HOME/mongo" "$LOGS"
+    say "wiped Kafka data, database files and logs under $METADB_HOME (cache, SASL password and database passwords kept)"
 }
 
 main() {

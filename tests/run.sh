@@ -95,6 +95,20 @@ if ! bash "$STACK" start; then
     TOTAL_FAIL=$((TOTAL_FAIL + 1))
 fi
 
+# The local database needs credentials: every client of the tests (daemons, CLI,
+# pymongo, kcat-side scripts) takes the read-write user's URI from METADB_MONGO_URI
+# (stack.sh still treats that URI as its own, not as an external database), and
+# every metadb-api the tests start reads as the read-only user (api.mongo_uri).
+DBDIR=$METADB_HOME/database
+if [ -z "${METADB_MONGO_URI:-}" ] && [ -s "$DBDIR/metadb.uri" ]; then
+    METADB_MONGO_URI=$(cat "$DBDIR/metadb.uri")
+    export METADB_MONGO_URI MDB_TEST_MONGO_URI=$METADB_MONGO_URI
+    if [ -s "$DBDIR/metadb_ro.uri" ]; then
+        METADB_API_MONGO_URI=$(cat "$DBDIR/metadb_ro.uri")
+        export METADB_API_MONGO_URI MDB_TEST_MONGO_RO_URI=$METADB_API_MONGO_URI
+    fi
+fi
+
 # ---------------------------------------------------------------- tests
 # run_ctest NAME DIR CTEST-ARGS...: runs ctest, adds its counts to the totals.
 run_ctest() {

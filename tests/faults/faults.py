@@ -33,8 +33,8 @@ byte-identical to the clean run's. The suite prints a table:
 counters are short of; "duplicated": counter surplus (done+failed over total,
 instances_linked over files), instance_count surplus over the children, and
 repeated entries in paths[]/job_ids[].
-A database that stops answering (FerretDB 1.x can wedge on cursors leaked by
-killed clients) is detected by a bounded ping, reported, and restarted.
+A database that stops answering is detected by a bounded ping, reported, and
+restarted ("restart-database" stops and starts PostgreSQL and the gateway).
 Exit status 0 only when every run of every fault is exact.
 """
 import json

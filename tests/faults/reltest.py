@@ -11,8 +11,8 @@ What it gives a test:
     kill -9, SIGSTOP/SIGCONT; everything still running is killed at exit, even
     when the test dies of an exception or a signal;
   - bounded helpers: kcat produce/consume, `metadb lag --json` commit checks,
-    a database ping with socket timeouts (a wedged FerretDB is reported, never
-    waited on forever), wait_for.
+    a database ping with socket timeouts (a database that stops answering is
+    reported, never waited on forever), wait_for.
 
 Every blocking call has a timeout. Nothing here talks to a service the test
 did not name."""
@@ -130,9 +130,19 @@ class Stack:
 
     def __init__(self, brokers, mongo_uri, home=None, env=None):
         self.brokers = brokers
-        self.mongo_uri = mongo_uri
+        self._mongo_uri = mongo_uri
         self.home = home
         self.env = env or {}
+
+    @property
+    def mongo_uri(self):
+        """The read-write user's URI: an isolated stack's own DocumentDB writes it
+        (with its generated password) when it starts."""
+        if self.home:
+            f = os.path.join(self.home, "database", "metadb.uri")
+            if os.path.exists(f):
+                return open(f).read().strip()
+        return self._mongo_uri
 
     @classmethod
     def shared(cls):
@@ -142,12 +152,12 @@ class Stack:
     @classmethod
     def isolated(cls, partitions=3):
         home = tempfile.mkdtemp(prefix="mdb-rel-stack.", dir="/tmp")
-        kp, cp, sp, mp = free_ports(4)
+        kp, cp, sp, mp, pgp = free_ports(5)
         cache = os.environ.get("METADB_DEPLOY_CACHE") or os.path.join(
             os.environ.get("METADB_HOME") or os.path.expanduser("~/.metadb"), "cache")
         env = {"METADB_HOME": home, "METADB_DEPLOY_CACHE": cache, "METADB_KAFKA_PORT": str(kp),
                "METADB_KAFKA_CONTROLLER_PORT": str(cp), "METADB_DEPLOY_SASL_PORT": str(sp),
-               "METADB_MONGO_PORT": str(mp), "METADB_DEPLOY_TIMEOUT": "150",
+               "METADB_MONGO_PORT": str(mp), "METADB_PG_PORT": str(pgp), "METADB_DEPLOY_TIMEOUT": "150",
                "METADB_TOPIC_PARTITIONS": str(partitions), "METADB_DEPLOY_KAFKA_HEAP": "384m"}
         st = cls("127.0.0.1:%d" % kp, "mongodb://127.0.0.1:%d" % mp, home, env)
         _ISOLATED.append(st)
@@ -166,7 +176,7 @@ class Stack:
             return 124, "deploy/stack.sh %s timed out after %ds: %s" % (" ".join(args), timeout, e.output)
 
     def pidfile(self, what):
-        names = ["kafka.pid"] if what == "kafka" else ["ferretdb.pid", "mongod.pid"]
+        names = ["kafka.pid"] if what == "kafka" else ["gateway.pid", "mongod.pid"]
         for n in names:
             p = os.path.join(self.home, n)
             if os.path.exists(p):

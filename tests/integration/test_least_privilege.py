@@ -15,12 +15,14 @@ private database/topics/groups):
    '..' and '/', double encoding, backslashes, NUL, absolute paths, dot-files,
    a symlink in the web folder leading out - get a 4xx and never the content
    of the target; the dashboard itself is served (200).
-3. The API reads through api.mongo_uri: with mongo.uri pointing at a dead
-   port and api.mongo_uri at the database, queries work; the other way round
-   they fail (503) - so a read-only user given in api.mongo_uri is the one
-   the API uses. (FerretDB 1.24 cannot create a read-only user: createUser
-   accepts only roles: [], and roles are not enforced; see
-   docs/reliability.md. With MongoDB, use a user with the `read` role.)
+3. The API reads through api.mongo_uri, as the read-only database user
+   metadb_ro (readAnyDatabase) that deploy/stack.sh creates
+   (MDB_TEST_MONGO_RO_URI, exported by tests/run.sh): a write through that
+   connection is refused by the server (Unauthorized, code 13); an API given
+   mongo.uri at a dead port and api.mongo_uri = the read-only user answers
+   every read endpoint (studies, series, instances, one document of each,
+   fields, raw query, jobs, QIDO-RS, NL); with api.mongo_uri dead and
+   mongo.uri alive, reads fail (5xx) - mongo.uri is never used for reads.
 """
 import glob
 import http.client
@@ -31,6 +33,8 @@ import shutil
 import subprocess
 import sys
 import time
+
+import pymongo
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "faults"))
 import reltest as rt  # noqa: E402
@@ -206,30 +210,76 @@ def api_part(c, stack, base):
 
 
 def api_uri_part(c, stack, base):
+    ro_uri = os.environ.get("MDB_TEST_MONGO_RO_URI", "")
+    if not c.check(ro_uri != "", "MDB_TEST_MONGO_RO_URI names the read-only user (tests/run.sh exports it)"):
+        return
     dead = "mongodb://127.0.0.1:%d/?serverSelectionTimeoutMS=1500&connectTimeoutMS=1500" % rt.free_ports(1)[0]
     names = rt.Names("t_lpriv_uri_%d" % os.getpid(), stack, [base], partitions=1)
     mc = stack.mongo()
-    mc[names.db].studies.insert_one({"_id": "1.2.3.4", "study_instance_uid": "1.2.3.4", "patient_id": "LP-1",
-                                     "series": [], "collection_ids": [], "job_ids": []})
+    db = mc[names.db]
+    db.studies.insert_one({"_id": "1.2.3.4", "study_instance_uid": "1.2.3.4", "patient_id": "LP-1",
+                           "modality": "CT", "series": [], "collection_ids": [], "job_ids": []})
+    db.series.insert_one({"_id": "1.2.3.4.5", "study_id": "1.2.3.4", "series_instance_uid": "1.2.3.4.5",
+                          "modality": "CT", "instance_count": 1, "collection_ids": []})
+    db.instances.insert_one({"_id": "1.2.3.4.5.6", "series_id": "1.2.3.4.5", "study_id": "1.2.3.4",
+                             "sop_instance_uid": "1.2.3.4.5.6", "paths": ["/nonexistent/a.dcm"], "job_ids": []})
+    ro = pymongo.MongoClient(ro_uri, serverSelectionTimeoutMS=10000)
     try:
-        for tag, extra, want_ok in (("ro-uri", ["--mongo.uri=" + dead, "--api.mongo_uri=" + stack.mongo_uri], True),
+        c.eq(ro[names.db].studies.find_one({"_id": "1.2.3.4"})["patient_id"], "LP-1",
+             "the read-only user reads the catalogue")
+        for what, fn in (("insert", lambda: ro[names.db].studies.insert_one({"_id": "x"})),
+                         ("update", lambda: ro[names.db].studies.update_one({"_id": "1.2.3.4"},
+                                                                            {"$set": {"patient_id": "HACK"}})),
+                         ("delete", lambda: ro[names.db].instances.delete_many({})),
+                         ("createIndexes", lambda: ro[names.db].studies.create_index("hack_field")),
+                         ("drop", lambda: ro[names.db].series.drop())):
+            try:
+                fn()
+                c.check(False, "a %s through api.mongo_uri (read-only user) is refused" % what)
+            except pymongo.errors.OperationFailure as e:
+                c.check(e.code == 13, "a %s through api.mongo_uri is refused by the server: code %s (Unauthorized = 13)"
+                        % (what, e.code), str(e)[:300])
+        c.eq(db.studies.find_one({"_id": "1.2.3.4"})["patient_id"], "LP-1", "nothing was written by the refused update")
+        c.eq(db.instances.count_documents({}), 1, "nothing was deleted by the refused delete")
+
+        reads = ["/api/studies?limit=5", "/api/studies/1.2.3.4", "/api/series?modality=CT",
+                 "/api/series/1.2.3.4.5", "/api/instances?series_id=1.2.3.4.5", "/api/instances/1.2.3.4.5.6",
+                 "/api/fields?collection=studies", "/api/fields?collection=series", "/api/jobs",
+                 "/dicomweb/studies?PatientID=LP-1", "/dicomweb/studies/1.2.3.4/series",
+                 "/api/nl?q=CT%20series"]
+        for tag, extra, want_ok in (("ro-uri", ["--mongo.uri=" + dead, "--api.mongo_uri=" + ro_uri], True),
                                     ("dead-ro-uri", ["--mongo.uri=" + stack.mongo_uri, "--api.mongo_uri=" + dead],
                                      False)):
             p, port, up = start_api(names, base, extra, tag)
             try:
                 if not c.check(up, "metadb-api starts (%s)" % tag):
                     continue
-                st, body = raw_get(port, "/api/studies?limit=5")
-                if want_ok:
-                    c.check(st == 200 and b"1.2.3.4" in body,
-                            "api.mongo_uri is used for reads (mongo.uri dead): GET /api/studies -> %d" % st, body[:300])
-                else:
+                if not want_ok:
+                    st, body = raw_get(port, "/api/studies?limit=5")
                     c.check(st >= 500, "api.mongo_uri dead, mongo.uri alive: reads fail (%d), mongo.uri is not used"
                             % st, body[:300])
+                    continue
+                for path in reads:
+                    st, body = raw_get(port, path)
+                    c.check(st == 200, "read-only API: GET %s -> %d" % (path, st), body[:300])
+                st, body = raw_get(port, "/api/studies?limit=5")
+                c.check(b"1.2.3.4" in body, "read-only API lists the study", body[:300])
+                st, body = raw_post(port, "/api/query", json.dumps({"collection": "series", "filter": {"modality": "CT"}}))
+                c.check(st == 200 and b"1.2.3.4.5" in body, "read-only API: POST /api/query -> %d" % st, body[:300])
             finally:
                 stop_api(p)
     finally:
+        ro.close()
         mc.drop_database(names.db)
+
+
+def raw_post(port, path, body):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    conn.request("POST", path, body=body.encode(), headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, data
 
 
 def main():

@@ -4,7 +4,9 @@
 # the four topics listed by kcat with the requested partition count → SASL/PLAIN
 # listener accepts the generated password and refuses a wrong one → start again is
 # a no-op → stop → start keeps Kafka messages and database documents → reset wipes
-# them → external-service mode starts nothing → stop. Every stack command is
+# them → external-service mode starts nothing → stop. The database is DocumentDB in a
+# private PostgreSQL cluster behind its gateway (unless a mongod is on PATH): its two
+# users' files are private, the read-only one is refused a write. Every stack command is
 # bounded by `timeout`; the whole test by the ctest TIMEOUT.
 set -uo pipefail
 
@@ -20,16 +22,20 @@ PARTS=3
 TOPICS="metadb.jobs metadb.files metadb.instances metadb.dlq"
 
 # Four free loopback ports, chosen by the kernel (other test runs may be using the usual ones).
-read -r KP CP SP MP < <("$PY" -c '
+read -r KP CP SP MP PGP < <("$PY" -c '
 import socket
-ss = [socket.socket() for _ in range(4)]
+ss = [socket.socket() for _ in range(5)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])
 for s in ss: s.close()')
 export METADB_KAFKA_PORT=$KP METADB_KAFKA_CONTROLLER_PORT=$CP METADB_DEPLOY_SASL_PORT=$SP METADB_MONGO_PORT=$MP
+export METADB_PG_PORT=$PGP
 export METADB_DEPLOY_TIMEOUT=120
 B=127.0.0.1:$KP
 URI=mongodb://127.0.0.1:$MP
+DOCDB=1; command -v mongod >/dev/null 2>&1 && DOCDB=0
+# The local database's read-write URI (with credentials) once start made it.
+uri() { if [ $DOCDB = 1 ]; then cat "$METADB_HOME/database/metadb.uri"; else echo "$URI"; fi; }
 
 PASS=0 FAIL=0
 ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
@@ -48,7 +54,8 @@ trap cleanup EXIT
 
 stack() { timeout 240 bash "$STACK" "$@"; }
 kpid() { cat "$METADB_HOME/kafka.pid" 2>/dev/null; }
-dbpid() { cat "$METADB_HOME"/ferretdb.pid "$METADB_HOME"/mongod.pid 2>/dev/null | head -n1; }
+dbpid() { cat "$METADB_HOME"/gateway.pid "$METADB_HOME"/mongod.pid 2>/dev/null | head -n1; }
+pgpid() { head -n1 "$METADB_HOME/postgres/data/postmaster.pid" 2>/dev/null; }
 
 # topics_ok N: kcat lists all four topics, each with exactly N partitions.
 topics_ok() {
@@ -65,7 +72,7 @@ sasl_ok() {
 }
 db() { "$PY" -c "
 import sys, pymongo
-c = pymongo.MongoClient('$URI', serverSelectionTimeoutMS=5000)
+c = pymongo.MongoClient('$(uri)', serverSelectionTimeoutMS=5000)
 col = c['t_stack']['probe']
 $1" ; }
 # high watermark (message count) of metadb.jobs partition 0, via kcat's consumer.
@@ -88,7 +95,22 @@ check "sasl password is private" test "$(stat -c %a "$METADB_HOME/kafka/sasl.pas
 out=$(stack status 2>&1); rc=$?
 check "status exits 0 when up" [ $rc = 0 ]
 check "status shows metadb.files with $PARTS partitions" grep -q "topic metadb.files: $PARTS partitions" <<<"$out"
-check "status pings the database" grep -q "answers ping" <<<"$out"
+if [ $DOCDB = 1 ]; then
+    check "status reports PostgreSQL running" grep -q "PostgreSQL running" <<<"$out"
+    check "status reports the gateway running" grep -q "gateway running" <<<"$out"
+    check "status: user metadb logs in, read-write" grep -q "user metadb logs in, read-write" <<<"$out"
+    check "status: user metadb_ro logs in, read-only" grep -q "user metadb_ro logs in, read-only" <<<"$out"
+    check "the gateway listens on 127.0.0.1:$MP" grep -q pg_documentdb_gw "/proc/$(dbpid)/cmdline"
+    check "PostgreSQL runs from METADB_HOME/postgres" grep -q "$METADB_HOME/postgres/data" "/proc/$(pgpid)/cmdline"
+    check "PostgreSQL listens on 127.0.0.1 only" grep -qx "listen_addresses = '127.0.0.1'" "$METADB_HOME/postgres/data/postgresql.conf"
+    for f in metadb.password metadb_ro.password metadb.uri metadb_ro.uri; do
+        check "database/$f is private (0600)" test "$(stat -c %a "$METADB_HOME/database/$f")" = 600
+    done
+    check "an unauthenticated client is refused" not "$PY" -c "
+import pymongo; pymongo.MongoClient('$URI', serverSelectionTimeoutMS=5000)['t']['x'].find_one()" 2>/dev/null
+else
+    check "status pings the database" grep -q "answers ping" <<<"$out"
+fi
 
 # 3. topics via kcat
 check "kcat -L lists the four topics with $PARTS partitions" topics_ok "$PARTS"
@@ -121,6 +143,7 @@ stack stop >/dev/null 2>&1; rc=$?
 check "stop exits 0" [ $rc = 0 ]
 check "kafka process gone after stop" not kill -0 "$k1" 2>/dev/null
 check "database process gone after stop" not kill -0 "$d1" 2>/dev/null
+[ $DOCDB = 1 ] && check "PostgreSQL gone after stop" [ -z "$(pgpid)" ]
 stack status >/dev/null 2>&1; rc=$?
 check "status exits non-zero when stopped" [ $rc != 0 ]
 
@@ -134,11 +157,11 @@ check "topics still have $PARTS partitions" topics_ok "$PARTS"
 
 # 10. external mode: starts nothing, only checks reachability
 k2=$(kpid)
-out=$(METADB_KAFKA_BROKERS=$B METADB_MONGO_URI=$URI timeout 60 bash "$STACK" start 2>&1); rc=$?
+out=$(METADB_KAFKA_BROKERS=$B METADB_MONGO_URI=$(uri) timeout 60 bash "$STACK" start 2>&1); rc=$?
 check "external mode start succeeds against reachable services" [ $rc = 0 ]
 check "external mode reports external services" grep -q "external $B reachable" <<<"$out"
 check "external mode started no new Kafka" [ "$(kpid)" = "$k2" ]
-METADB_KAFKA_BROKERS=127.0.0.1:1 METADB_MONGO_URI=$URI timeout 60 bash "$STACK" start >/dev/null 2>&1; rc=$?
+METADB_KAFKA_BROKERS=127.0.0.1:1 METADB_MONGO_URI=$(uri) timeout 60 bash "$STACK" start >/dev/null 2>&1; rc=$?
 check "external mode fails on an unreachable broker" [ $rc != 0 ]
 
 # 11. reset wipes
