@@ -93,14 +93,14 @@ static void basic_ops(mdb_mongo_t *m)
     mdb_error_clear(&err);
     CHECK(!mdb_ops_count(m, "ops", bad, NULL, &n, &err) && err.domain == MDB_ERR_QUERY, "refused count: %s",
           err.message);
-    bson_t *idx = BCON_NEW("createIndexes", BCON_UTF8("ops"), "indexes", "[", "{", "key", "{", "u", BCON_INT32(1),
+    bson_t *idx = BCON_NEW("createIndexes", BCON_UTF8("uniq"), "indexes", "[", "{", "key", "{", "u", BCON_INT32(1),
                            "}", "name", BCON_UTF8("u_1"), "unique", BCON_BOOL(true), "}", "]");
     CHECK(mdb_ops_command(m, idx, false, NULL, &err), "createIndexes: %s", err.message);
     bson_t *u1 = BCON_NEW("_id", BCON_UTF8("d1")), *u2 = BCON_NEW("_id", BCON_UTF8("d2"));
     bson_t *setu = BCON_NEW("$set", "{", "u", BCON_UTF8("same"), "}");
-    CHECK(mdb_ops_update_one(m, "ops", u1, setu, false, NULL, &err), "%s", err.message);
+    CHECK(mdb_ops_update_one(m, "uniq", u1, setu, true, NULL, &err), "%s", err.message);
     mdb_error_clear(&err);
-    CHECK(!mdb_ops_update_one(m, "ops", u2, setu, false, NULL, &err), "a duplicate key is refused");
+    CHECK(!mdb_ops_update_one(m, "uniq", u2, setu, true, NULL, &err), "a duplicate key is refused");
     CHECK(err.code == MDB_OPS_DUPLICATE_KEY && err.domain == MDB_ERR_MONGO, "duplicate key by code: %d %s", err.code,
           err.message);
 
