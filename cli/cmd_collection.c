@@ -361,11 +361,20 @@ typedef struct {
     size_t n;
 } list_ctx_t;
 
+/* The table header, printed with the first row (or after an empty, successful
+ * find), so that a failed find leaves stdout empty. */
+static void list_header(const list_ctx_t *lc)
+{
+    if (!lc->json && !lc->name)
+        printf("%-32s %7s %6s  %s\n", "COLLECTION", "CASES", "JOBS", "DESCRIPTION");
+}
+
 static bool list_one(const bson_t *doc, void *ud, mdb_error_t *err)
 {
     list_ctx_t *lc = ud;
     (void)err;
-    lc->n++;
+    if (lc->n++ == 0)
+        list_header(lc);
     if (lc->json)
         cli_print_json(stdout, doc);
     else if (lc->name)
@@ -387,11 +396,11 @@ static int collection_list(mdb_config_t *cfg, const char *name, bool json)
     mdb_error_t err = {0};
     bson_t *filter = name ? BCON_NEW("_id", BCON_UTF8(name)) : bson_new();
     bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
-    if (!json && !name)
-        printf("%-32s %7s %6s  %s\n", "COLLECTION", "CASES", "JOBS", "DESCRIPTION");
     if (!mdb_ops_find(m, MDB_COLLECTIONS_COLL, filter, opts, list_one, &lc, &err)) {
         fprintf(stderr, "metadb collection: %s\n", err.message);
         rc = 1;
+    } else if (lc.n == 0 && !name) {
+        list_header(&lc);
     } else if (name && lc.n == 0) {
         fprintf(stderr, "metadb collection: no collection '%s'\n", name);
         rc = 1;

@@ -129,11 +129,20 @@ typedef struct {
     size_t n;
 } list_ctx_t;
 
+/* The table header, printed with the first row (or after an empty, successful
+ * find), so that a failed find leaves stdout empty. */
+static void list_header(const list_ctx_t *lc)
+{
+    if (!lc->json && !lc->id)
+        printf("%-24s %-30s %-36s %s\n", "RESEARCHER", "NAME", "EMAIL", "JOBS");
+}
+
 static bool list_one(const bson_t *doc, void *ud, mdb_error_t *err)
 {
     list_ctx_t *lc = ud;
     (void)err;
-    lc->n++;
+    if (lc->n++ == 0)
+        list_header(lc);
     if (lc->json) {
         cli_print_json(stdout, doc);
     } else if (lc->id) {
@@ -165,11 +174,11 @@ static int researcher_list(mdb_config_t *cfg, const char *id, bool json)
     mdb_error_t err = {0};
     bson_t *filter = id ? BCON_NEW("_id", BCON_UTF8(id)) : bson_new();
     bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
-    if (!json && !id)
-        printf("%-24s %-30s %-36s %s\n", "RESEARCHER", "NAME", "EMAIL", "JOBS");
     if (!mdb_ops_find(m, MDB_RESEARCHERS_COLL, filter, opts, list_one, &lc, &err)) {
         fprintf(stderr, "metadb researcher: %s\n", err.message);
         rc = 1;
+    } else if (lc.n == 0 && !id) {
+        list_header(&lc);
     } else if (id && lc.n == 0) {
         fprintf(stderr, "metadb researcher: no researcher '%s'\n", id);
         rc = 1;
