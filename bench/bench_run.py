@@ -25,10 +25,21 @@ mostly cancels out:
                  Kafka timestamp
   linker_backlog one linker over the instance events of the scaling run
                  (instances/s and round trips per instance without the workers)
+  database PSS   during every end-to-end run (and --lidc), every second: the
+                 sum of Pss (/proc/PID/smaps_rollup) over PostgreSQL's
+                 postmaster and all its descendants plus DocumentDB's gateway
+                 (the local stack's pid files); the peak is reported
 
 Writes OUT/report.json and OUT/report.md (OUT = bench/out by default).
---lidc runs the LIDC-IDRI-shaped archive through the pipeline instead and
-writes OUT/lidc.json (report.md shows it when present)."""
+--lidc runs the LIDC-IDRI-shaped archive through the pipeline instead, then,
+before its private database is dropped, starts metadb-api on it as the
+read-only user and times filtered study/series queries, the instances of one
+series and counts of >= 100,000 instances (bench/bench_queries.py), and
+writes OUT/lidc.json (report.md shows it when present).
+
+Database URIs carry credentials: --mongo-uri / $METADB_MONGO_URI (read-write),
+--api-mongo-uri / $METADB_API_MONGO_URI (read-only, metadb-api), else the local
+stack's $METADB_HOME/database/metadb.uri and metadb_ro.uri."""
 
 import argparse
 import csv
@@ -48,6 +59,8 @@ import time
 import pymongo
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import bench_queries as bq  # noqa: E402
 SRC = os.path.dirname(HERE)
 PY = "/usr/bin/python3"
 GEN = os.path.join(SRC, "tests", "gen", "gen_archive.py")
@@ -148,14 +161,7 @@ def machine(args):
             for line in f:
                 k, _, v = line.strip().partition("=")
                 osr[k] = v.strip('"')
-    db_version = None
-    try:
-        c = pymongo.MongoClient(args.mongo_uri, serverSelectionTimeoutMS=5000)
-        bi = c.admin.command("buildInfo")
-        db_version = ("FerretDB %s (MongoDB %s wire)" % (bi["ferretdbVersion"], bi.get("version"))
-                      if "ferretdbVersion" in bi else "MongoDB %s" % bi.get("version"))
-    except Exception as e:  # noqa: BLE001 - description only
-        db_version = "unknown (%s)" % e
+    db_version = database_version(args)
     kafka_version = None
     pom = os.path.join(SRC, "deploy", "pom.xml")
     if os.path.exists(pom):
@@ -195,6 +201,174 @@ def machine(args):
             "python": platform.python_version(),
         },
     }
+
+
+# ---------------------------------------------------------------- the database
+
+def local_stack_pids(home):
+    """(postmaster pid, gateway pid) of the local stack (deploy/stack.sh), each
+    None when its pid file is missing or the process is gone."""
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+            return pid
+        except (OSError, TypeError):
+            return None
+
+    def first_int(path):
+        try:
+            with open(path) as f:
+                return int(f.readline().strip())
+        except (OSError, ValueError):
+            return None
+    return (alive(first_int(os.path.join(home, "postgres", "data", "postmaster.pid"))),
+            alive(first_int(os.path.join(home, "gateway.pid"))))
+
+
+def psql(home, sql):
+    """One value from the local cluster's psql as the postgres superuser (the
+    cluster's files belong to postgres; as root, map to it in a user namespace)."""
+    binp = os.path.join(os.environ.get("METADB_PG_BINDIR", "/usr/lib/postgresql/15/bin"), "psql")
+    cmd = [binp, "-h", os.path.join(home, "postgres", "run"), "-p", os.environ.get("METADB_PG_PORT", "9712"),
+           "-U", "postgres", "-At", "-c", sql]
+    if os.geteuid() == 0:
+        import pwd
+        pw = pwd.getpwnam("postgres")
+        cmd = ["unshare", "--user", "--map-user=%d" % pw.pw_uid, "--map-group=%d" % pw.pw_gid] + cmd
+    p = sh(cmd, timeout=30, check=False)
+    return p.stdout.strip() if p.returncode == 0 and p.stdout.strip() else None
+
+
+def database_version(args):
+    """One line: which MongoDB-wire database the run measured."""
+    try:
+        c = pymongo.MongoClient(args.mongo_uri, serverSelectionTimeoutMS=5000)
+        bi = c.admin.command("buildInfo")
+        c.close()
+    except Exception as e:  # noqa: BLE001 - description only
+        return "unknown (%s)" % e
+    wire = bi.get("version")
+    if "ferretdbVersion" in bi:  # a description only; nothing else depends on it
+        return "FerretDB %s (MongoDB %s wire)" % (bi["ferretdbVersion"], wire)
+    pm, gw = local_stack_pids(args.home)
+    if gw:
+        ext = pg = None
+        try:
+            ext = psql(args.home, "SELECT extversion FROM pg_extension WHERE extname='documentdb'")
+            pg = psql(args.home, "SHOW server_version")
+        except Exception:  # noqa: BLE001 - psql unavailable: the short form
+            pass
+        if ext:
+            return "DocumentDB %s in PostgreSQL %s, gateway (MongoDB %s wire)" % (ext, (pg or "15").split()[0], wire)
+        return "DocumentDB (gateway, MongoDB %s wire)" % wire
+    return "MongoDB %s" % wire
+
+
+def proc_children():
+    """{ppid: [pid, ...]} of every process."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def pss_bytes(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class DbMemory:
+    """The local database's memory, sampled every second in a thread: the sum
+    of Pss (/proc/PID/smaps_rollup) over PostgreSQL's postmaster and all its
+    descendants (backends, DocumentDB's background workers) plus the gateway.
+    PSS charges shared pages (shared_buffers) once across the processes.
+    Unavailable (None) when the database is not the local stack's."""
+
+    def __init__(self, home, interval=1.0):
+        self.home = home
+        self.interval = interval
+        self.samples = []  # (t, postgres bytes, gateway bytes, processes)
+        self.stop_ev = None
+        self.thread = None
+
+    def sample(self):
+        pm, gw = local_stack_pids(self.home)
+        if not pm and not gw:
+            return None
+        kids = proc_children()
+        pg, todo = [], [pm] if pm else []
+        while todo:
+            p = todo.pop()
+            pg.append(p)
+            todo.extend(kids.get(p, []))
+        gws, todo = [], [gw] if gw else []
+        while todo:
+            p = todo.pop()
+            gws.append(p)
+            todo.extend(kids.get(p, []))
+        return (time.time(), sum(pss_bytes(p) for p in pg), sum(pss_bytes(p) for p in gws), len(pg) + len(gws))
+
+    def start(self):
+        import threading
+        first = self.sample()
+        if first is None:
+            return self
+        self.samples.append(first)
+        self.stop_ev = threading.Event()
+
+        def loop():
+            while not self.stop_ev.wait(self.interval):
+                s = self.sample()
+                if s:
+                    self.samples.append(s)
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        if self.thread:
+            self.stop_ev.set()
+            self.thread.join()
+            self.thread = None
+        return self.result()
+
+    def result(self):
+        if not self.samples:
+            return {"available": False, "why": "no local database processes (deploy/stack.sh pid files) found"}
+        tot = [s[1] + s[2] for s in self.samples]
+        i = max(range(len(tot)), key=lambda k: tot[k])
+        return {"available": True, "samples": len(self.samples), "interval_s": self.interval,
+                "start_pss_bytes": tot[0], "peak_pss_bytes": tot[i], "end_pss_bytes": tot[-1],
+                "peak_postgres_pss_bytes": self.samples[i][1], "peak_gateway_pss_bytes": self.samples[i][2],
+                "max_postgres_pss_bytes": max(s[1] for s in self.samples),
+                "max_gateway_pss_bytes": max(s[2] for s in self.samples),
+                "processes_at_peak": self.samples[i][3],
+                "what": "sum of Pss over the postmaster, its descendants and the gateway, sampled every %.0f s"
+                        % self.interval}
+
+
+def merge_mem(results):
+    """The peak of several DbMemory results."""
+    ok = [r for r in results if r and r.get("available")]
+    if not ok:
+        return results[0] if results else None
+    best = dict(max(ok, key=lambda r: r["peak_pss_bytes"]))
+    best["runs_peak_pss_bytes"] = [r["peak_pss_bytes"] for r in ok]
+    return best
 
 
 # ---------------------------------------------------------------- extraction
@@ -462,11 +636,15 @@ def run_job(pipe, n, timeout):
     return job, wall
 
 
-def bench_e2e_once(args, manifest, root, workdir, label, measure_kafka):
+def bench_e2e_once(args, manifest, root, workdir, label, measure_kafka, after=None):
+    """One pipeline run. after(pipe, res), if given, runs on the finished
+    catalogue before the private database is dropped."""
     n = manifest["counts"]["instances"]
     pipe = Pipe(args, label, [root], workdir)
+    mem = DbMemory(args.home)
     try:
         index_s = pipe.prepare(manifest)
+        mem.start()
         pipe.start("producer")
         for _ in range(args.workers):
             pipe.start("worker", ["--worker.threads=%d" % args.worker_threads])
@@ -482,6 +660,7 @@ def bench_e2e_once(args, manifest, root, workdir, label, measure_kafka):
         ninst = pipe.db.instances.count_documents({})
         rss_w, rss_l = pipe.peak_rss("worker"), pipe.peak_rss("linker")
         pipe.stop()
+        db_mem = mem.stop()
         rep = pipe.linker_report() or {}
         res = {"instances_expected": n, "instances_in_db": ninst, "state": job.get("state"),
                "files_total": job.get("files_total"), "files_done": job.get("files_done"),
@@ -496,7 +675,9 @@ def bench_e2e_once(args, manifest, root, workdir, label, measure_kafka):
                "worker_peak_rss_bytes": max(rss_w) if rss_w else None,
                "linker_peak_rss_bytes": max(rss_l) if rss_l else None,
                "linker": rep,
-               "round_trips_per_instance": rep["round_trips"] / ninst if rep and ninst else None}
+               "round_trips_per_instance": rep["round_trips"] / ninst if rep and ninst else None,
+               # the database's memory from the daemons' start to the job's end
+               "database_memory": db_mem}
         if measure_kafka:
             files = topic_records(args.brokers, pipe.topics["files"])
             inst = topic_records(args.brokers, pipe.topics["instances"])
@@ -506,11 +687,15 @@ def bench_e2e_once(args, manifest, root, workdir, label, measure_kafka):
         ok = job.get("state") == "completed" and ninst == n and job.get("files_done") == n
         res["ok"] = ok
         log("%s: %s, %d/%d instances in the database, %.2f s submit->completed (job document: %.2f s) = %.0f instances/s, "
-            "%s round trips/instance" % (label, job.get("state"), ninst, n, wall, job_s, res["instances_per_s"] or 0,
-                                         "%.4f" % res["round_trips_per_instance"]
-                                         if res["round_trips_per_instance"] is not None else "?"))
+            "%s round trips/instance, database peak PSS %s" % (
+                label, job.get("state"), ninst, n, wall, job_s, res["instances_per_s"] or 0,
+                "%.4f" % res["round_trips_per_instance"] if res["round_trips_per_instance"] is not None else "?",
+                mib(db_mem.get("peak_pss_bytes"))))
+        if after:
+            after(pipe, res)
         return res
     finally:
+        mem.stop()
         pipe.cleanup()
 
 
@@ -526,6 +711,7 @@ def summarise_e2e(args, runs):
         "kafka": runs[0].get("kafka"),
         "worker_peak_rss_bytes": max(r["worker_peak_rss_bytes"] or 0 for r in runs),
         "linker_peak_rss_bytes": max(r["linker_peak_rss_bytes"] or 0 for r in runs),
+        "database_memory": merge_mem([r.get("database_memory") for r in runs]),
     }
 
 
@@ -638,6 +824,16 @@ def mib(v):
     return "n/a" if not v else "%.1f MiB" % (v / 1048576.0)
 
 
+def mem_line(m):
+    if not m:
+        return "n/a"
+    if not m.get("available"):
+        return "not measured (%s)" % m.get("why")
+    return "%s (PostgreSQL %s + gateway %s; %s at the start; %d samples)" % (
+        mib(m["peak_pss_bytes"]), mib(m["peak_postgres_pss_bytes"]), mib(m["peak_gateway_pss_bytes"]),
+        mib(m["start_pss_bytes"]), m["samples"])
+
+
 def write_markdown(rep, path, lidc):
     f = rep["figures"]
     r = rep["ratios"]
@@ -704,11 +900,13 @@ def write_markdown(rep, path, lidc):
         e2e.get("kafka_bytes_per_instance"), "%.0f"))
     L.append("| worker peak RSS (VmHWM) | %s |" % mib(e2e.get("worker_peak_rss_bytes")))
     L.append("| linker peak RSS (VmHWM) | %s |" % mib(e2e.get("linker_peak_rss_bytes")))
+    L.append("| database peak PSS during the runs (PostgreSQL + gateway) | %s |" % mem_line(
+        e2e.get("database_memory")))
     L.append("")
     L.append("### Baselines\n")
     L.append("| baseline | instances | instances/s (median) | round trips/instance |\n|---|---|---|---|")
-    for key, name in (("ceiling_upsert", "ceiling: linker's documents, bulk upserts (update commands of %s)" %
-                       (f.get("ceiling_upsert") or {}).get("max_updates")),
+    for key, name in (("ceiling_upsert", "ceiling: linker's documents, bulk upserts (batches of %s)" %
+                       (f.get("ceiling_upsert") or {}).get("batch")),
                       ("ceiling_insert", "ceiling: linker's documents, bulk inserts"),
                       ("refshape", "reference shape: find per parent + one insert per document")):
         x = f.get(key) or {}
@@ -747,6 +945,38 @@ def write_markdown(rep, path, lidc):
             L.append("| %s | %s |" % (name, "n/a" if v is None else spec % v))
         L.append("| worker / linker peak RSS | %s / %s |" % (mib(lidc.get("worker_peak_rss_bytes")),
                                                            mib(lidc.get("linker_peak_rss_bytes"))))
+        L.append("| database peak PSS during the pipeline run (PostgreSQL + gateway) | %s |" % mem_line(
+            lidc.get("database_memory")))
+        q = lidc.get("queries")
+        if q and q.get("queries"):
+            L.append("| database peak PSS during the queries | %s |" % mem_line(q.get("database_memory")))
+            L.append("")
+            L.append("### Queries on the LIDC-IDRI-shaped catalogue, answered by the database\n")
+            L.append("metadb-api as the read-only user on the run's database (%s studies, %s series, %s instances), "
+                     "%s; each query %s warm-up rounds, then %s measured. `matches` is the answer's exact `total` "
+                     "(a count on the server).\n" % (
+                         q["counts"].get("studies"), q["counts"].get("series"), q["counts"].get("instances"),
+                         q.get("connection"), q.get("warmup_rounds"), q.get("rounds")))
+            L.append("| figure | value | goal | met |\n|---|---|---|---|")
+            g = q.get("goals") or {}
+            cnt = q.get("count") or {}
+            yes = {True: "yes", False: "**no**", None: "n/a"}
+            L.append("| filtered study and series queries, worst median | %s ms | < 50 ms | %s |" % (
+                fmt(q.get("filtered_worst_median_ms"), "%.1f"), yes[g.get("filtered_median_lt_50ms")]))
+            L.append("| instances of one series (`/api/instances?series_id=`), median | %s ms | < 50 ms | %s |" % (
+                fmt(q.get("instances_of_series_median_ms"), "%.1f"), yes[g.get("instances_of_series_median_lt_50ms")]))
+            L.append("| count of %s instances (%s, through the API's `total`), median | %s ms | < 500 ms | %s |" % (
+                "{:,}".format(cnt["matches"]) if cnt.get("matches") else "n/a", cnt.get("query"),
+                fmt(cnt.get("median_ms"), "%.1f"), yes[g.get("count_100k_lt_500ms")]))
+            L.append("")
+            L.append("| query | median | p90 | max | matches | bytes |\n|---|---:|---:|---:|---:|---:|")
+            for x in q["queries"]:
+                L.append("| %s<br>`%s` | %s ms | %s ms | %s ms | %s | %s |" % (
+                    x["query"], x["path"], fmt(x["median_ms"], "%.1f"), fmt(x["p90_ms"], "%.1f"),
+                    fmt(x["max_ms"], "%.1f"), x.get("matches"), x.get("response_bytes") or ""))
+        elif lidc.get("queries_error"):
+            L.append("")
+            L.append("Queries: not measured (%s)" % lidc["queries_error"])
         L.append("")
     L.append("## Method\n")
     L.append(__doc__.split("\n\n", 1)[1].split("\n\nWrites")[0])
@@ -780,8 +1010,18 @@ def main():
                     help="extra flags of the pipeline's linker (default: none, the linker's defaults)")
     ap.add_argument("--skip", default="", help="comma-separated: extraction,ceiling,refshape,orthanc,e2e,stages")
     ap.add_argument("--brokers", default=os.environ.get("METADB_KAFKA_BROKERS", "127.0.0.1:9092"))
-    ap.add_argument("--mongo-uri", default=os.environ.get("METADB_MONGO_URI", "mongodb://127.0.0.1:27017"))
+    ap.add_argument("--mongo-uri", default=None,
+                    help="read-write URI with credentials (default: $METADB_MONGO_URI, else the local stack's "
+                         "$METADB_HOME/database/metadb.uri)")
+    ap.add_argument("--api-mongo-uri", default=None,
+                    help="read-only URI for metadb-api in --lidc's queries (default: $METADB_API_MONGO_URI, else "
+                         "$METADB_HOME/database/metadb_ro.uri)")
+    ap.add_argument("--query-rounds", type=int, default=30, help="--lidc: measured rounds of each query")
     args = ap.parse_args()
+    args.mongo_uri = args.mongo_uri or bq.default_uri()
+    args.api_mongo_uri = args.api_mongo_uri or bq.default_uri(read_only=True)
+    if not args.mongo_uri and not args.render:
+        sys.exit("bench: no database URI: export METADB_MONGO_URI=$(cat ~/.metadb/database/metadb.uri)")
     if args.quick:
         args.files, args.repeats = min(args.files, 50), 1
         args.orthanc_files = min(args.orthanc_files, 50)
@@ -935,7 +1175,38 @@ def run_lidc(args, bench_home, workdir):
         c["patients"], c["studies"], c["series"], c["instances"]))
     if c["instances"] != LIDC_INSTANCES:
         raise RuntimeError("the archive has %d instances, not %d" % (c["instances"], LIDC_INSTANCES))
-    res = bench_e2e_once(args, manifest, os.path.realpath(archive), workdir, "lidc", False)
+    def queries(pipe, res):
+        """The catalogue is complete: time the API's queries on it, answered
+        by the database, before the private database is dropped."""
+        if res["instances_in_db"] != LIDC_INSTANCES:
+            res["queries_error"] = "the pipeline run did not end with %d instances" % LIDC_INSTANCES
+            return
+        if not os.path.exists(os.path.join(args.build, "api", "metadb-api")):
+            res["queries_error"] = "no %s/api/metadb-api" % args.build
+            return
+        uri = args.api_mongo_uri
+        if not uri:
+            log("warning: no read-only URI; metadb-api uses the read-write one")
+            uri = args.mongo_uri
+        log("LIDC queries through metadb-api (read-only user), %d rounds each ..." % args.query_rounds)
+        mem = DbMemory(args.home).start()
+        try:
+            q = bq.run(args.build, pipe.tag, uri, args.brokers, args.query_rounds, workdir, log=log,
+                       mongo_db=pipe.db)
+        except Exception as e:  # noqa: BLE001 - the pipeline's figures are kept
+            res["queries_error"] = str(e)[-2000:]
+            log("queries failed: %s" % e)
+            return
+        finally:
+            m = mem.stop()
+        q["database_memory"] = m
+        q["read_only_user"] = uri != args.mongo_uri
+        res["queries"] = q
+        log("queries: worst filtered median %s ms, instances of a series %s ms, count %s; goals %s" % (
+            fmt(q["filtered_worst_median_ms"], "%.1f"), fmt(q["instances_of_series_median_ms"], "%.1f"),
+            q["count"] and "%.1f ms (%d matches)" % (q["count"]["median_ms"], q["count"]["matches"]), q["goals"]))
+
+    res = bench_e2e_once(args, manifest, os.path.realpath(archive), workdir, "lidc", False, after=queries)
     res.update({"generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "linker_flags": args.linker_flags,
                 "patients": c["patients"], "studies": c["studies"], "series": c["series"],

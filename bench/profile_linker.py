@@ -12,9 +12,8 @@ This prints and writes (bench/out/profile_linker[_LABEL].json):
     growing cost per batch is a scan of a growing collection);
   - per batch: events, seconds, round trips;
   - the database's cost model on the result: a find by _id, by $in on _id,
-    by a secondary field, and a count, on the instances collection the run
-    just wrote (FerretDB 1.24/SQLite pushes only _id equality down to SQL and
-    uses no secondary index, so everything else decodes the whole collection).
+    by a secondary (indexed) field, and a count, on the instances collection
+    the run just wrote (a cost that grows with the collection means a scan).
 
 --callgrind also runs the linker under valgrind --tool=callgrind (CPU
 instructions of the linker itself: decoding, merging, BSON), writing the
@@ -34,6 +33,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import bench_queries as bq  # noqa: E402
 import bench_run as br  # noqa: E402
 
 OP = re.compile(r"mongo: (?:(find|aggregate) (?:in|on) (\S+): \d+ \S+ in ([0-9.]+) s|"
@@ -110,9 +110,13 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "out"))
     ap.add_argument("--callgrind", action="store_true")
     ap.add_argument("--brokers", default="127.0.0.1:9092")
-    ap.add_argument("--mongo-uri", default="mongodb://127.0.0.1:27017")
+    ap.add_argument("--mongo-uri", default=bq.default_uri(),
+                    help="read-write URI with credentials (default: $METADB_MONGO_URI, else "
+                         "$METADB_HOME/database/metadb.uri)")
     ap.add_argument("linker_flags", nargs="*")
     a = ap.parse_args()
+    if not a.mongo_uri:
+        sys.exit("profile_linker: no database URI: export METADB_MONGO_URI=$(cat ~/.metadb/database/metadb.uri)")
     args = argparse.Namespace(build=a.build, brokers=a.brokers, mongo_uri=a.mongo_uri, partitions=6, nice=0,
                               job_timeout=7200, repeats=1)
     home = os.environ.get("METADB_HOME", os.path.expanduser("~/.metadb"))

@@ -17,13 +17,23 @@
 #     parent, goal >= 20x)                           (bench/bench_dbload.c)
 #   - database round trips per instance (goal <= 0.02), Kafka bytes per
 #     instance, worker and linker peak RSS, worker scaling 1 -> 2
+#   - the database's peak PSS (PostgreSQL's processes + DocumentDB's gateway,
+#     sampled every second) during the end-to-end runs
 # and writes bench/out/report.md and bench/out/report.json (machine
 # description included). --quick: ~50 files, 1 repeat (a smoke run; its
 # numbers mean little). --lidc: an LIDC-IDRI-shaped archive (1,010 patients,
 # 244,527 instances, small pixel data) through the whole pipeline (daemons
-# nice'd); asserts the database then holds exactly 244,527 instances and
-# writes bench/out/lidc.json (report.md shows it). It needs ~2.5 GB of disk
-# and takes long on 2 cores.
+# nice'd); asserts the database then holds exactly 244,527 instances, then
+# starts metadb-api on that catalogue as the read-only user and times
+# filtered study/series queries (goal: median < 50 ms), the instances of one
+# series (< 50 ms) and a count of >= 100,000 instances (< 500 ms), all
+# answered by the database (bench/bench_queries.py), with the database's
+# peak PSS; writes bench/out/lidc.json (report.md shows it). It needs ~2.5 GB
+# of disk and takes long on 2 cores.
+#
+# The database: METADB_MONGO_URI (read-write) and METADB_API_MONGO_URI
+# (read-only, for metadb-api), else the local stack's generated
+# $METADB_HOME/database/metadb.uri and metadb_ro.uri.
 #
 # The build: --build DIR or $MDB_BUILD_DIR, else build-release/ of this
 # checkout, configured with -DCMAKE_BUILD_TYPE=Release and built here if
@@ -46,14 +56,15 @@ while (( $# )); do
     esac
 done
 build=${build:-$src/build-release}
-need=(cli/metadb producer/metadb-producer workers/metadb-worker linker/metadb-linker bench/bench_extract
-      bench/bench_dbload)
+need=(cli/metadb producer/metadb-producer workers/metadb-worker linker/metadb-linker api/metadb-api
+      bench/bench_extract bench/bench_dbload)
 missing=0
 for b in "${need[@]}"; do [[ -x $build/$b ]] || missing=1; done
 if (( missing )); then
     echo "bench: building $build (Release) ..."
     [[ -f $build/CMakeCache.txt ]] || cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-    make -C "$build" -j2 metadb metadb-producer metadb-worker metadb-linker bench_extract bench_dbload >/dev/null
+    make -C "$build" -j2 metadb metadb-producer metadb-worker metadb-linker metadb-api bench_extract \
+        bench_dbload >/dev/null
 fi
 if [[ -f $build/CMakeCache.txt ]] && ! grep -q '^CMAKE_BUILD_TYPE:STRING=Release' "$build/CMakeCache.txt"; then
     echo "bench: warning: $build is not a Release build; numbers will be pessimistic" >&2
