@@ -315,17 +315,15 @@ static void tally(const bson_t *doc, json_t *top, json_t *meta, json_t *values)
     }
 }
 
-/* The number of documents of a level: exact (countDocuments) for studies
- * and series, the server's estimate (collection metadata, no scan) for
- * instances. -1 with err on failure. */
+/* The exact number of documents of a level (countDocuments; the server's
+ * estimate is not used: DocumentDB's comes from PostgreSQL statistics and
+ * lags behind loads). -1 with err on failure. */
 static int64_t level_total(api_ctx_t *ctx, mongoc_collection_t *coll, mdb_query_level_t level, mdb_error_t *err)
 {
     bson_t filter = BSON_INITIALIZER;
     bson_t *opts = BCON_NEW("maxTimeMS", BCON_INT64(ctx->query_time_ms));
     bson_error_t be;
-    int64_t n = level == MDB_QUERY_INSTANCES
-                    ? mongoc_collection_estimated_document_count(coll, opts, NULL, NULL, &be)
-                    : mongoc_collection_count_documents(coll, &filter, opts, NULL, NULL, &be);
+    int64_t n = mongoc_collection_count_documents(coll, &filter, opts, NULL, NULL, &be);
     if (n < 0)
         mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "count %s: %s", mdb_query_level_name(level), be.message);
     bson_destroy(opts);
@@ -373,7 +371,7 @@ static json_t *compute_fields(api_ctx_t *ctx, mdb_query_level_t level, mdb_error
         mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "%s: %s", mdb_query_level_name(level), be.message);
         goto done;
     }
-    if (total < scanned) /* an estimate older than the sample */
+    if (total < scanned) /* documents added between the count and the sample */
         total = scanned;
 
     json_t *promoted = json_array(), *metadata = json_array();
