@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mdb_indexes.h"
 #include "mdb_query.h"
 
 /* Build a query on level from "name=value" strings and compare its filter
@@ -498,10 +499,47 @@ static void test_bson_to_json(void **state)
     bson_destroy(b);
 }
 
+/* Every filterable field of every level has an index (mdb_indexes.c),
+ * named as mdb_jobs_ensure_index always named them; the table holds no
+ * entry twice. tests/integration/test_indexes.py checks the plans. */
+static void test_every_field_indexed(void **state)
+{
+    (void)state;
+    size_t ni;
+    const mdb_index_spec_t *idx = mdb_indexes_table(&ni);
+    assert_true(ni > 0);
+    for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++) {
+        size_t nf;
+        const mdb_qfield_t *f = mdb_query_fields((mdb_query_level_t)l, &nf);
+        for (size_t i = 0; i < nf; i++) {
+            bool found = !strcmp(f[i].name, "_id");
+            for (size_t k = 0; k < ni && !found; k++)
+                found = !strcmp(idx[k].collection, mdb_query_level_name((mdb_query_level_t)l)) &&
+                        !strcmp(idx[k].keys[0], f[i].name);
+            if (!found)
+                fail_msg("%s.%s has no index in mdb_indexes.c", mdb_query_level_name((mdb_query_level_t)l),
+                         f[i].name);
+        }
+    }
+    for (size_t a = 0; a < ni; a++)
+        for (size_t b = a + 1; b < ni; b++)
+            if (!strcmp(idx[a].collection, idx[b].collection) && !strcmp(idx[a].keys[0], idx[b].keys[0]) &&
+                !idx[a].keys[1] && !idx[b].keys[1])
+                fail_msg("index %s.%s listed twice", idx[a].collection, idx[a].keys[0]);
+    char name[128];
+    mdb_index_spec_t one = {"studies", {"metadata.PatientName"}};
+    mdb_indexes_name(&one, name, sizeof name);
+    assert_string_equal(name, "metadata_PatientName_1");
+    mdb_index_spec_t two = {"instances", {"series_id", "instance_number"}};
+    mdb_indexes_name(&two, name, sizeof name);
+    assert_string_equal(name, "series_id_1_instance_number_1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_equality_and_lists),
+        cmocka_unit_test(test_every_field_indexed),
         cmocka_unit_test(test_dates),
         cmocka_unit_test(test_numbers_and_comparisons),
         cmocka_unit_test(test_wildcards),
