@@ -14,6 +14,9 @@
 #   deploy/stack.sh reset                    stop both and wipe their data and logs
 #   deploy/stack.sh running                  print the local services running now
 #                                            ("kafka", "database"), one a line
+#   deploy/stack.sh user add NAME rw|ro PWFILE  another database user (DocumentDB),
+#                                            password read from PWFILE
+#   deploy/stack.sh user drop NAME           remove such a user
 #
 # Layout under $METADB_HOME (default $HOME/.metadb):
 #   kafka/server.properties, kafka/log4j2.yaml, kafka/data/, kafka/sasl.password,
@@ -318,22 +321,56 @@ PYEOF
 # Debian's mongo-c-driver 1.23 requires (PostgreSQL's own have 16-byte salts:
 # "SCRAM Failure: invalid salt length of 16"). Idempotent.
 db_users() {
-    local u role pw
+    local u pw
     for u in metadb metadb_ro; do
         [ -s "$DBDIR/$u.password" ] ||
             (umask 077; head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 >"$DBDIR/$u.password")
         pw=$(cat "$DBDIR/$u.password")
-        if [ "$u" = metadb ]; then role='[{"role":"clusterAdmin","db":"admin"},{"role":"readWriteAnyDatabase","db":"admin"}]'
-        else role='[{"role":"readAnyDatabase","db":"admin"}]'; fi
-        if [ -z "$(psql_ -At -c "SELECT 1 FROM pg_roles WHERE rolname = '$u'")" ]; then
-            psql_ -c "SELECT documentdb_api.create_user('{\"createUser\":\"$u\",\"pwd\":\"$pw\",\"roles\":$role}')" >/dev/null ||
-                die "creating the database user $u failed"
-            say "database: created user $u"
-        fi
-        psql_ -c "ALTER ROLE $u PASSWORD '$(scram_verifier "$pw")'" >/dev/null || die "setting the password of $u failed"
+        db_user_set "$u" "$([ $u = metadb ] && echo rw || echo ro)" "$pw"
         (umask 077; printf 'mongodb://%s:%s@127.0.0.1:%s/?authSource=admin\n' "$u" "$pw" "$MONGO_PORT" >"$DBDIR/$u.uri.tmp")
         mv "$DBDIR/$u.uri.tmp" "$DBDIR/$u.uri"
     done
+}
+
+# db_user_set NAME rw|ro PASSWORD: creates the user if missing (DocumentDB's createUser,
+# as the superuser: the gateway's users cannot create users) and sets its password.
+db_user_set() {
+    local u=$1 kind=$2 pw=$3 role pwjson
+    [[ $u =~ ^[A-Za-z][A-Za-z0-9_]{0,62}$ ]] || die "bad user name '$u' (letters, digits, _)"
+    if [ "$kind" = rw ]; then role='[{"role":"clusterAdmin","db":"admin"},{"role":"readWriteAnyDatabase","db":"admin"}]'
+    else role='[{"role":"readAnyDatabase","db":"admin"}]'; fi
+    if [ -z "$(psql_ -At -c "SELECT 1 FROM pg_roles WHERE rolname = '$u'")" ]; then
+        # The initial password is random (createUser's verifier is replaced just below),
+        # so the real one never appears on a command line or in a JSON string.
+        pwjson=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+        psql_ -c "SELECT documentdb_api.create_user('{\"createUser\":\"$u\",\"pwd\":\"$pwjson\",\"roles\":$role}')" >/dev/null ||
+            die "creating the database user $u failed"
+        say "database: created user $u ($kind)"
+    fi
+    printf "ALTER ROLE %s PASSWORD '%s'\n" "$u" "$(scram_verifier "$pw")" | psql_ -f - >/dev/null ||
+        die "setting the password of $u failed"
+}
+
+# user add NAME rw|ro PASSWORD-FILE / user drop NAME: more database users (for tests,
+# other tools or people); the password is read from a file, never from the command line.
+cmd_user() {
+    [ "$(mongo_kind)" = documentdb ] || die "user management is for the local DocumentDB only (mongod: use createUser)"
+    pg_alive || die "the local database is not running (deploy/stack.sh start)"
+    case ${1:-} in
+        add)
+            [ $# = 4 ] || die "usage: deploy/stack.sh user add NAME rw|ro PASSWORD-FILE"
+            case $3 in rw|ro) ;; *) die "user kind must be rw or ro, got '$3'" ;; esac
+            [ -r "$4" ] || die "cannot read the password file $4"
+            db_user_set "$2" "$3" "$(head -n1 "$4")"
+            say "database: user $2 ($3) ready" ;;
+        drop)
+            [ $# = 2 ] || die "usage: deploy/stack.sh user drop NAME"
+            case $2 in metadb|metadb_ro|postgres) die "refusing to drop $2" ;; esac
+            [[ $2 =~ ^[A-Za-z][A-Za-z0-9_]{0,62}$ ]] || die "bad user name '$2'"
+            psql_ -c "DROP ROLE IF EXISTS $2" >/dev/null || die "dropping user $2 failed"
+            say "database: user $2 dropped" ;;
+        *) die "usage: deploy/stack.sh user add NAME rw|ro PASSWORD-FILE | user drop NAME" ;;
+    esac
 }
 
 # mongo_ping URI: a wire-protocol ping (pymongo), prints the server version. Bounded:
@@ -682,6 +719,8 @@ main() {
     ONLY=
     [ -n "$cmd" ] || usage 2
     shift
+    ARGS=()
+    if [ "$cmd" = user ]; then ARGS=("$@"); set --; fi
     while [ $# -gt 0 ]; do
         case $1 in
             --partitions) [ $# -ge 2 ] || die "--partitions needs a value"; PARTITIONS=$2; shift 2 ;;
@@ -707,6 +746,7 @@ main() {
         stop) cmd_stop ;;
         reset) ONLY=; cmd_reset ;;
         running) cmd_running ;;
+        user) cmd_user "${ARGS[@]}" ;;
         help|-h|--help) usage 0 ;;
         *) die "unknown command '$cmd' (start|stop|status|reset)" ;;
     esac

@@ -102,12 +102,14 @@ fi
 DBDIR=$METADB_HOME/database
 if [ -z "${METADB_MONGO_URI:-}" ] && [ -s "$DBDIR/metadb.uri" ]; then
     METADB_MONGO_URI=$(cat "$DBDIR/metadb.uri")
-    export METADB_MONGO_URI MDB_TEST_MONGO_URI=$METADB_MONGO_URI
-    if [ -s "$DBDIR/metadb_ro.uri" ]; then
-        METADB_API_MONGO_URI=$(cat "$DBDIR/metadb_ro.uri")
-        export METADB_API_MONGO_URI MDB_TEST_MONGO_RO_URI=$METADB_API_MONGO_URI
-    fi
+    export METADB_MONGO_URI
 fi
+if [ -z "${METADB_API_MONGO_URI:-}" ] && [ -s "$DBDIR/metadb_ro.uri" ]; then
+    METADB_API_MONGO_URI=$(cat "$DBDIR/metadb_ro.uri")
+    export METADB_API_MONGO_URI
+fi
+[ -n "${METADB_MONGO_URI:-}" ] && export MDB_TEST_MONGO_URI=${MDB_TEST_MONGO_URI:-$METADB_MONGO_URI}
+[ -n "${METADB_API_MONGO_URI:-}" ] && export MDB_TEST_MONGO_RO_URI=${MDB_TEST_MONGO_RO_URI:-$METADB_API_MONGO_URI}
 
 # ---------------------------------------------------------------- tests
 # run_ctest NAME DIR CTEST-ARGS...: runs ctest, adds its counts to the totals.

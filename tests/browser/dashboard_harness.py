@@ -64,7 +64,6 @@ def main():
         log("loaded %d patients in %.0f s" % (len(first), time.time() - t0))
         token = "dash-%d-token" % os.getpid()
         api = procs.start("api", names, extra=["--api.listen=127.0.0.1:0", "--api.tokens=" + token,
-                                               "--api.cache_ms=1000",
                                                "--api.web_dir=" + os.path.join(SRC, "api", "web")])
         port = None
         deadline = time.time() + 30

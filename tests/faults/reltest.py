@@ -147,7 +147,7 @@ class Stack:
     @classmethod
     def shared(cls):
         return cls(os.environ.get("MDB_TEST_BROKERS", "127.0.0.1:9092"),
-                   os.environ.get("MDB_TEST_MONGO_URI", "mongodb://127.0.0.1:27017"))
+                   os.environ.get("MDB_TEST_MONGO_URI") or os.environ.get("METADB_MONGO_URI", "mongodb://127.0.0.1:27017"))
 
     @classmethod
     def isolated(cls, partitions=3):

@@ -17,7 +17,7 @@ import time
 import pymongo
 
 BROKERS = os.environ.get("MDB_TEST_BROKERS", "127.0.0.1:9092")
-MONGO_URI = os.environ.get("MDB_TEST_MONGO_URI", "mongodb://127.0.0.1:27017")
+MONGO_URI = os.environ.get("MDB_TEST_MONGO_URI") or os.environ.get("METADB_MONGO_URI", "mongodb://127.0.0.1:27017")
 SRC = os.environ.get("MDB_SOURCE_DIR") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("MDB_BUILD_DIR") or os.path.join(SRC, "build")
 METADB = os.path.join(BUILD, "cli", "metadb")

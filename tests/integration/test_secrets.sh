@@ -30,6 +30,8 @@ PWFILE=$MDB_HOME/kafka/sasl.password
 SASL=127.0.0.1:${METADB_DEPLOY_SASL_PORT:-9094}
 PLAIN=127.0.0.1:${METADB_KAFKA_PORT:-9092}
 MONGO_HOSTPORT=127.0.0.1:${METADB_MONGO_PORT:-27017}
+# The stack's own read-write URI (cleanup and the final database search use it).
+ADMIN_URI=${METADB_MONGO_URI:-$(cat "$MDB_HOME/database/metadb.uri" 2>/dev/null)}
 for v in $(compgen -e | grep '^METADB_'); do unset "$v"; done
 
 PASS=0 FAIL=0
@@ -41,12 +43,14 @@ ID=t_secrets_$$
 TMP=$(mktemp -d /tmp/mdb-secrets.XXXXXX)
 OUT=$TMP/out   # every log and captured output goes here
 mkdir -p "$OUT"
-PIDS=()
+PIDS=() USERS=()
+stack_user() { METADB_HOME=$MDB_HOME bash "$SRC/deploy/stack.sh" user "$@"; }
 cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     "$PY" -c 'import pymongo,sys; pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000).drop_database(sys.argv[2])' \
-        "mongodb://$MONGO_HOSTPORT" "$ID" >/dev/null 2>&1
+        "$ADMIN_URI" "$ID" >/dev/null 2>&1
+    for u in "${USERS[@]}"; do stack_user drop "$u" >/dev/null 2>&1; done
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -78,6 +82,18 @@ SECRETS=("$S_SASL" "$S_SASL_WRONG" "$S_MONGO" "$S_MONGO_ENC" "$S_MONGO_ENC_DEC" 
 SECRET_NAMES=(kafka-sasl kafka-sasl-wrong mongo-uri mongo-uri-encoded mongo-uri-decoded mongo-uri-invalid api-mongo-uri
               api-token read-token llm-key)
 printf '%s\n' "$S_TOKEN" >"$TMP/api.tokens"
+# Real database users whose passwords are planted secrets (the local DocumentDB checks
+# them): read-write with S_MONGO, read-only with S_APIMONGO, and one whose password is
+# S_MONGO_ENC's decoded form (written percent-encoded in its URI).
+[ -s "$MDB_HOME/database/metadb.uri" ] || { bad "the local DocumentDB stack is not running ($MDB_HOME/database/metadb.uri)"; finish; }
+U_RW=t_sec_rw_$$ U_RO=t_sec_ro_$$ U_ENC=t_sec_enc_$$
+for spec in "$U_RW rw $S_MONGO" "$U_RO ro $S_APIMONGO" "$U_ENC rw $S_MONGO_ENC_DEC"; do
+    read -r u kind pw <<<"$spec"
+    (umask 077; printf '%s\n' "$pw" >"$TMP/pw.$u")
+    USERS+=("$u")
+    stack_user add "$u" "$kind" "$TMP/pw.$u" >"$OUT/stack-user-$u.txt" 2>&1 || { bad "creating database user $u"; finish; }
+    rm -f "$TMP/pw.$u"
+done
 chmod 600 "$TMP/api.tokens"
 
 # ---------------------------------------------------------------- the configuration
@@ -97,8 +113,8 @@ export METADB_KAFKA_SASL_MECHANISMS=PLAIN
 export METADB_KAFKA_SASL_USERNAME=metadb
 export METADB_KAFKA_SASL_PASSWORD=$S_SASL
 export METADB_KAFKA_DEBUG=conf,security,broker,generic
-export METADB_MONGO_URI="mongodb://metadb:$S_MONGO@$MONGO_HOSTPORT/?authMechanism=PLAIN"
-export METADB_API_MONGO_URI="mongodb://apiro:$S_APIMONGO@$MONGO_HOSTPORT/?authMechanism=PLAIN&appname=metadb-api-ro"
+export METADB_MONGO_URI="mongodb://$U_RW:$S_MONGO@$MONGO_HOSTPORT/?authSource=admin"
+export METADB_API_MONGO_URI="mongodb://$U_RO:$S_APIMONGO@$MONGO_HOSTPORT/?authSource=admin&appname=metadb-api-ro"
 export METADB_API_TOKENS=@$TMP/api.tokens
 export METADB_API_READ_TOKENS=$S_READ
 export METADB_API_NL_LLM_URL=http://127.0.0.1:$DEAD_PORT/v1/chat/completions
@@ -187,11 +203,11 @@ check "wrong SASL password: metadb lag fails" [ $? != 0 ]
 check "wrong SASL password: the error says authentication failed" grep -qi "auth" "$OUT/cli-lag-wrong-sasl.txt"
 METADB_KAFKA_SASL_PASSWORD=$S_SASL_WRONG METADB_WORKER_METRICS_PORT=0 METADB_WORKER_GROUP=$ID.wrong \
     timeout -s TERM 8 "$BUILD/workers/metadb-worker" >"$OUT/worker-wrong-sasl.log" 2>&1
-METADB_MONGO_URI="mongodb://metadb:$S_MONGO@127.0.0.1:$DEAD_PORT/?authMechanism=PLAIN&serverSelectionTimeoutMS=1500" \
+METADB_MONGO_URI="mongodb://$U_RW:$S_MONGO@127.0.0.1:$DEAD_PORT/?authSource=admin&serverSelectionTimeoutMS=1500" \
     run status-dead-db status
 check "unreachable database: metadb status fails" [ $? != 0 ]
-METADB_MONGO_URI="mongodb://metadb:$S_MONGO_ENC@$MONGO_HOSTPORT/?authMechanism=PLAIN" run status-encoded status
-METADB_MONGO_URI="mongodb://metadb:$S_MONGO@[bad-host/?authMechanism=PLAIN" run status-bad-uri status
+METADB_MONGO_URI="mongodb://$U_ENC:$S_MONGO_ENC@$MONGO_HOSTPORT/?authSource=admin" run status-encoded status
+METADB_MONGO_URI="mongodb://$U_RW:$S_MONGO@[bad-host/?authSource=admin" run status-bad-uri status
 check "malformed mongo.uri: metadb status fails" [ $? != 0 ]
 run misspelled-key "--mongo.urii=mongodb://metadb:$S_MONGO@$MONGO_HOSTPORT/" status
 check "misspelled key carrying a URI: refused" [ $? != 0 ]
@@ -205,7 +221,7 @@ check "a URI made invalid by its password: refused" [ $? != 0 ]
 env -u METADB_API_MONGO_URI METADB_API_LISTEN=127.0.0.1:0 timeout -s TERM 4 "$BUILD/api/metadb-api" \
     >"$OUT/api-mongo-uri-only.log" 2>&1
 check "the API logs the database it reads (masked)" grep -q "mongodb://\*\*\*:\*\*\*@" "$OUT/api-mongo-uri-only.log"
-METADB_API_MONGO_URI="mongodb://apiro:$S_APIMONGO@127.0.0.1:$DEAD_PORT/?serverSelectionTimeoutMS=1000&authMechanism=PLAIN" \
+METADB_API_MONGO_URI="mongodb://$U_RO:$S_APIMONGO@127.0.0.1:$DEAD_PORT/?serverSelectionTimeoutMS=1000&authSource=admin" \
 METADB_API_LISTEN=127.0.0.1:0 timeout -s TERM 6 "$BUILD/api/metadb-api" >"$OUT/api-dead-db.log" 2>&1 &
 PIDS+=($!)
 DEADAPI=$!
@@ -228,7 +244,7 @@ wait "$DEADAPI" 2>/dev/null
 for t in jobs files instances dlq; do
     kcat -C -b "$PLAIN" -t "$ID.$t" -o beginning -e -q -f '%k %s\n' >"$OUT/topic-$t.txt" 2>&1
 done
-"$PY" - "mongodb://$MONGO_HOSTPORT" "$ID" >"$OUT/database.txt" 2>&1 <<'EOF'
+"$PY" - "$ADMIN_URI" "$ID" >"$OUT/database.txt" 2>&1 <<'EOF'
 import sys, pymongo
 from bson import json_util
 db = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000)[sys.argv[2]]
