@@ -47,7 +47,7 @@ static const key_def_t schema[] = {
 static const char *const env_ignore[] = {
     "METADB_CONFIG",     "METADB_HOME",      "METADB_STATE",      "METADB_STATE_DIR",
     "METADB_LOG_DIR",    "METADB_PREFIX",    "METADB_KAFKA_PORT", "METADB_KAFKA_CONTROLLER_PORT",
-    "METADB_MONGO_PORT", "METADB_KAFKA_HOME", "METADB_FERRETDB",  "METADB_JAVA_HOME",
+    "METADB_MONGO_PORT", "METADB_KAFKA_HOME", "METADB_PG_PORT",   "METADB_PG_BINDIR", "METADB_JAVA_HOME",
     "METADB_PARTITIONS", "METADB_VERSION",   NULL,
 };
 /* Prefixes of script-owned variables. */
