@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# deploy/install.sh — takes a fresh Debian 12 machine to "ready to build and run
-# metadb": Debian packages, Apache Kafka's broker jars from Maven Central, the local
-# database (DocumentDB's PostgreSQL extensions and its gateway, built from the pinned
-# sources in ../shared/vendor or $METADB_DEPLOY_VENDOR_DIR by deploy/build_documentdb.sh;
-# skipped when a mongod is on PATH), playwright-core for the browser tests and the
-# docker compose v2 CLI plugin.
+# deploy/install.sh [--with-tests] — takes a fresh Debian 12 machine to "ready to
+# build and run metadb": the Debian packages the product needs, Apache Kafka's broker
+# jars from Maven Central, and the local database (DocumentDB's PostgreSQL extensions
+# and its gateway, built from the pinned sources in ../shared/vendor or
+# $METADB_DEPLOY_VENDOR_DIR by deploy/build_documentdb.sh; skipped when a mongod is on
+# PATH). That is all deploy/quickstart.sh uses.
+#
+# --with-tests adds what the test suite and the benchmarks call (tests/run.sh and
+# bench/run.sh pass it): cmocka, DCMTK and GDCM's tools, Orthanc, Burrow, Prometheus,
+# Chromium with playwright-core (npm), clang for the fuzzers, strace, valgrind,
+# debootstrap, the docker compose v2 CLI plugin (built from the Go module proxy) and a
+# Python venv with dicomweb-client. Every Python module and program any script of the
+# project imports or calls is named here (never left to a package's Recommends).
 #
 # Idempotent and cached: everything downloaded or built lands under
 # $METADB_HOME/cache (default $HOME/.metadb/cache) and every step checks its
@@ -21,11 +28,31 @@ SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 METADB_HOME=${METADB_HOME:-$HOME/.metadb}
 CACHE=$METADB_HOME/cache
 
-# Debian packages. Other engineers append what they need to this line.
-APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libjansson-dev uuid-dev libmicrohttpd-dev libcmocka-dev kcat python3-pydicom dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind jq python3-yaml python3-pymongo libcurl4-openssl-dev python3-venv python3-numpy openssl postgresql-15 postgresql-server-dev-15 libpcre2-dev libkrb5-dev libintelrdfpmath-dev postgresql-15-postgis-3 postgresql-15-rum libssl-dev"
+WITH_TESTS=0
+for a in "$@"; do
+    case $a in
+        --with-tests) WITH_TESTS=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "install: unknown argument '$a' (--with-tests)" >&2; exit 2 ;;
+    esac
+done
+
+# Debian packages of the product: build (C toolchain, the C libraries), run (Kafka's
+# JVM through TOOL_PACKAGES, kcat and jq for the stack's readiness checks, python3 with
+# pymongo for its database pings, pydicom + numpy for the quick start's synthetic
+# archive, openssl for the gateway's certificate) and the database build (PostgreSQL 15,
+# its server headers and DocumentDB's build dependencies).
+APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libjansson-dev uuid-dev libmicrohttpd-dev libcurl4-openssl-dev kcat jq python3 python3-pymongo python3-pydicom python3-numpy openssl ca-certificates util-linux postgresql-15 postgresql-server-dev-15 libpcre2-dev libkrb5-dev libintelrdfpmath-dev postgresql-15-postgis-3 postgresql-15-rum libssl-dev"
+# Test and benchmark tools (--with-tests).
+TEST_APT_PACKAGES="libcmocka-dev dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind python3-yaml python3-venv iproute2 procps debootstrap"
 # Toolchains the later steps need; installed from Debian only when the command is missing.
 #   command:package
-TOOL_PACKAGES="java:default-jre-headless mvn:maven node:nodejs npm:npm go:golang-go curl:curl"
+TOOL_PACKAGES="java:default-jre-headless mvn:maven curl:curl"
+TEST_TOOL_PACKAGES="node:nodejs npm:npm go:golang-go"
+if [ $WITH_TESTS = 1 ]; then
+    APT_PACKAGES="$APT_PACKAGES $TEST_APT_PACKAGES"
+    TOOL_PACKAGES="$TOOL_PACKAGES $TEST_TOOL_PACKAGES"
+fi
 
 COMPOSE_VERSION=v2.40.3
 PLAYWRIGHT_VERSION=1.65.1
@@ -185,7 +212,9 @@ dicomweb_client_step() {
 apt_step
 kafka_step
 documentdb_step
-compose_step
-playwright_step
-dicomweb_client_step
+if [ $WITH_TESTS = 1 ]; then
+    compose_step
+    playwright_step
+    dicomweb_client_step
+fi
 log "done in $(( $(date +%s) - START ))s (METADB_HOME=$METADB_HOME)"

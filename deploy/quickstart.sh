@@ -142,7 +142,10 @@ say "query results"
 "$METADB" query studies --limit 5 --fields study_instance_uid,patient_id,accession_number,study_date,modality
 "$METADB" query series --limit 5 --fields series_instance_uid,series_number,modality,series_description,instance_count
 
+LISTEN=${METADB_API_LISTEN:-127.0.0.1:8080}
 if [ $KEEP = 1 ]; then
-    say "daemons left running (deploy/quickstart.sh --stop stops them); dashboard: see $METADB_HOME/logs/quickstart-api.log"
+    say "daemons left running (deploy/quickstart.sh --stop stops them); dashboard: http://$LISTEN/"
+else
+    say "dashboard: deploy/quickstart.sh --keep leaves metadb-api running at http://$LISTEN/"
 fi
 say "done in $((SECONDS - T0))s — stack still running (deploy/stack.sh status | stop)"

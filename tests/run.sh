@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/run.sh — THE test command of metadb (CI's .ci/run calls exactly this).
 #
-#   1. deploy/install.sh (cached: a no-op on a ready machine)
+#   1. deploy/install.sh --with-tests (cached: a no-op on a ready machine)
 #   2. builds build/ (-DMDB_WERROR=ON), build-asan/ (-DMDB_SANITIZE=ON) and, when
 #      clang is present, build-fuzz/ (clang, -DMDB_FUZZ=ON -DMDB_SANITIZE=ON)
 #   3. starts the local stack (deploy/stack.sh) if it is not running
@@ -32,7 +32,7 @@ record() { SUMMARY+=("$(printf '%-44s %s' "$1" "$2")"); }
 
 # ---------------------------------------------------------------- install
 note "install (deploy/install.sh)"
-if ! bash "$SRC/deploy/install.sh"; then
+if ! bash "$SRC/deploy/install.sh" --with-tests; then
     echo "run: deploy/install.sh failed; nothing can be built or tested"
     echo "0 passed, 1 failed"
     exit 1
