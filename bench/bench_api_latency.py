@@ -1,30 +1,42 @@
 #!/usr/bin/python3
-"""Latency of filtered study/series queries through metadb-api on a catalogue
-of 250,000 instances (issue 6: < 50 ms median on this machine).
+"""Latency of filtered study/series queries through metadb-api on a synthetic
+catalogue of 250,000 instances, answered by the database (the API keeps no
+copy of the catalogue; issue 13: < 50 ms median on this machine).
 
-The catalogue is generated directly in MongoDB (no DICOM files): 1,250
-studies (patients LIDC-IDRI-0001.., dates 1998-2005, CT/CR/DX/MR), 2 series
-each (2,500 series, slice thickness 0.625-5 mm, CHEST/ABDOMEN/HEAD), 100
-instances per series with ~30 metadata attributes each, shaped like the
-linker's documents, plus the indexes the linker creates on promoted fields.
-Then metadb-api is started against it and each query is asked --rounds
-times over one keep-alive connection; median, p90 and p99 are reported and
-written to bench/out/api_latency.json.
+The catalogue is generated directly in the database (no DICOM files, no
+pipeline): 1,250 studies (patients LIDC-IDRI-0001.., dates 1998-2005,
+CT/CR/DX/MR), 2 series each (2,500 series, slice thickness 0.625-5 mm,
+CHEST/ABDOMEN/HEAD), 100 instances per series with ~30 metadata attributes
+each, shaped like the linker's documents, plus the linker's indexes (the
+table of common/store/mdb_indexes.c). Then metadb-api is started against it
+as the read-only user and each query is asked --rounds times over one
+keep-alive connection (3 warm-up rounds not counted); median, p90 and p99 are
+reported and written to bench/out/api_latency.json.
 
   /usr/bin/python3 bench/bench_api_latency.py [--instances 250000] [--rounds 100] [--keep] [--db NAME]
 
---keep leaves the database in place (and reuses it next time if its instance
-count matches), otherwise it is dropped at the end."""
+`bench/run.sh --lidc` measures the same kind of queries on the catalogue the
+pipeline itself wrote (bench/bench_queries.py); this tool is the quick way to
+a large catalogue without the pipeline. The database URIs come from
+METADB_MONGO_URI (read-write, to generate) and METADB_API_MONGO_URI
+(read-only, for metadb-api), else the local stack's files under
+$METADB_HOME/database/. --keep leaves the database in place (and reuses it
+next time if its instance count matches), otherwise it is dropped at the end."""
 import argparse
-import http.client
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import bench_queries as bq  # noqa: E402
+
+if not os.environ.get("METADB_MONGO_URI") and bq.default_uri():
+    os.environ["METADB_MONGO_URI"] = bq.default_uri()  # before mdb_api_support reads it
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 from mdb_api_support import Api, mongo_db  # noqa: E402
 
@@ -102,12 +114,21 @@ def generate(db, n_instances, per_series=100, series_per_study=2):
     db.series.insert_many(series)
     print("\r  generated %d studies, %d series, %d instances in %.0f s" %
           (len(studies), len(series), inserted, time.time() - t0))
-    for coll, fields in (("studies", ["patient_id", "study_date", "modality", "modalities", "accession_number",
-                                      "collection_ids"]),
-                         ("series", ["study_id", "modality", "body_part_examined", "slice_thickness", "series_date"]),
-                         ("instances", ["series_id", "study_id"])):
-        for f in fields:
-            db[coll].create_index(f)
+    for coll, keys in linker_indexes():
+        if coll in ("studies", "series", "instances"):
+            db[coll].create_index([(k, 1) for k in keys])
+
+
+def linker_indexes():
+    """[(collection, [keys])] of the linker's index table (common/store/mdb_indexes.c)."""
+    with open(os.path.join(HERE, "..", "common", "store", "mdb_indexes.c")) as f:
+        text = f.read()
+    out = []
+    for m in re.finditer(r'^\s*\{"(\w+)", \{((?:"[^"]+"(?:, )?)+)\}\},', text, re.M):
+        out.append((m.group(1), re.findall(r'"([^"]+)"', m.group(2))))
+    if not out:
+        raise SystemExit("no index table found in common/store/mdb_indexes.c")
+    return out
 
 
 QUERIES = [
@@ -125,24 +146,16 @@ QUERIES = [
 ]
 
 
-def measure(port, path, rounds):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    times = []
-    total = None
+def measure(conn, path, rounds):
+    times, total = [], None
     for r in range(rounds + 3):
-        t = time.perf_counter()
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        dt = (time.perf_counter() - t) * 1000
-        if resp.status != 200:
-            raise SystemExit("%s -> %d %s" % (path, resp.status, body[:300]))
+        status, body, dt = conn.get(path)
+        if status != 200:
+            raise SystemExit("%s -> %d %s" % (path, status, body[:300]))
         if r >= 3:  # warm-up rounds are not counted
             times.append(dt)
         if total is None:
-            j = json.loads(body)
-            total = j.get("total", 1)
-    conn.close()
+            total = json.loads(body).get("total", 1)
     times.sort()
     return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))],
             "p99_ms": times[int(0.99 * (len(times) - 1))], "min_ms": times[0], "matches": total}
@@ -155,6 +168,9 @@ def main():
     ap.add_argument("--db", default=None)
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
+    if not os.environ.get("METADB_MONGO_URI"):
+        raise SystemExit("no database URI: export METADB_MONGO_URI=$(cat ~/.metadb/database/metadb.uri)")
+    ro = bq.default_uri(read_only=True)
     name = a.db or ("b_api_latency_%d" % a.instances if a.keep else "b_api_latency_%d" % os.getpid())
     client, db = mongo_db(name)
     try:
@@ -165,40 +181,23 @@ def main():
         else:
             print("reusing database %s (%d instances)" % (name, have))
         counts = {c: db[c].estimated_document_count() for c in ("studies", "series", "instances")}
-        with Api(name) as api:
-            # the instance summary takes one scan of the instances collection
-            t0 = time.time()
-            while time.time() - t0 < 600:
-                conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=60)
-                conn.request("GET", QUERIES[-1][1])
-                r = conn.getresponse()
-                body = json.loads(r.read())
-                conn.close()
-                if body.get("source") == "cache":
-                    break
-                time.sleep(2)
-            print("cache warm after %.0f s (studies, series, instance summary)" % (time.time() - t0))
+        # metadb-api reads as the read-only user when there is one (api.mongo_uri)
+        with Api(name, *(["--api.mongo_uri=" + ro] if ro else [])) as api:
+            conn = bq.Conn(api.port)
             results = []
             print("\n%-52s %9s %9s %9s %8s" % ("query", "median", "p90", "p99", "matches"))
             for label, path in QUERIES:
-                r = measure(api.port, path, a.rounds)
+                r = measure(conn, path, a.rounds)
                 r.update(query=label, path=path)
                 results.append(r)
                 print("%-52s %7.1fms %7.1fms %7.1fms %8s" % (label, r["median_ms"], r["p90_ms"], r["p99_ms"],
                                                              r["matches"]))
-            # the same queries straight from the database, for comparison (not part of the target)
-            for label, path in QUERIES[:1] + QUERIES[5:6]:
-                r = measure(api.port, path + "&fresh=true", max(5, a.rounds // 10))
-                r.update(query=label + " [database, fresh=true]", path=path + "&fresh=true", reference=True)
-                results.append(r)
-                print("%-52s %7.1fms %7.1fms %7.1fms %8s" % (r["query"][:52], r["median_ms"], r["p90_ms"],
-                                                             r["p99_ms"], r["matches"]))
-        filtered = [r for r in results if "detail" not in r["query"] and "instances of" not in r["query"]
-                    and not r.get("reference")]
+            conn.close()
+        filtered = [r for r in results if "detail" not in r["query"] and "instances of" not in r["query"]]
         worst = max(r["median_ms"] for r in filtered)
-        report = {"counts": counts, "rounds": a.rounds, "results": results,
+        report = {"counts": counts, "rounds": a.rounds, "results": results, "read_only_user": bool(ro),
                   "worst_filtered_median_ms": worst, "target_ms": 50, "ok": worst < 50,
-                  "machine": os.uname().nodename, "cpus": os.cpu_count(),
+                  "machine": os.uname().nodename, "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
                   "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
         with open(os.path.join(HERE, "out", "api_latency.json"), "w") as f:

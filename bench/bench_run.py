@@ -971,6 +971,12 @@ def write_markdown(rep, path, lidc):
             L.append("")
             L.append("| query | median | p90 | max | matches | bytes |\n|---|---:|---:|---:|---:|---:|")
             for x in q["queries"]:
+                if x.get("median_ms") is None:
+                    L.append("| %s<br>`%s` | failed: HTTP %s (%s) | | | %s | |" % (
+                        x["query"], x["path"], x.get("error_status"),
+                        ((x.get("errors") or [{}])[0].get("body") or "")[:120].replace("|", "/"),
+                        x.get("matches_from_pymongo", "")))
+                    continue
                 L.append("| %s<br>`%s` | %s ms | %s ms | %s ms | %s | %s |" % (
                     x["query"], x["path"], fmt(x["median_ms"], "%.1f"), fmt(x["p90_ms"], "%.1f"),
                     fmt(x["max_ms"], "%.1f"), x.get("matches"), x.get("response_bytes") or ""))
@@ -1204,7 +1210,8 @@ def run_lidc(args, bench_home, workdir):
         res["queries"] = q
         log("queries: worst filtered median %s ms, instances of a series %s ms, count %s; goals %s" % (
             fmt(q["filtered_worst_median_ms"], "%.1f"), fmt(q["instances_of_series_median_ms"], "%.1f"),
-            q["count"] and "%.1f ms (%d matches)" % (q["count"]["median_ms"], q["count"]["matches"]), q["goals"]))
+            q["count"] and "%s ms (%s matches)" % (fmt(q["count"]["median_ms"], "%.1f"), q["count"]["matches"]),
+            q["goals"]))
 
     res = bench_e2e_once(args, manifest, os.path.realpath(archive), workdir, "lidc", False, after=queries)
     res.update({"generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
