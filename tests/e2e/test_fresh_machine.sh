@@ -71,6 +71,13 @@ cleanup() {
 trap cleanup EXIT
 tar -C "$R" -xzf "$BASE"
 cp /etc/resolv.conf "$R/etc/resolv.conf"
+# The machine's own extra trust anchors (a network's TLS-inspecting egress CA, say) are
+# the machine's, not the project's: ca-certificates picks them up when install.sh
+# installs it, as it does on a machine where they were placed before.
+if [ -d /usr/local/share/ca-certificates ]; then
+    mkdir -p "$R/usr/local/share/ca-certificates"
+    cp -r /usr/local/share/ca-certificates/. "$R/usr/local/share/ca-certificates/"
+fi
 # No service starts inside the tree on package installation (PostgreSQL's own cluster).
 printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d" && chmod 755 "$R/usr/sbin/policy-rc.d"
 mkdir -p "$R/work/shared" "$R/root/.metadb/cache/m2" "$R/root/.cargo/registry" "$R$TOOLCHAIN"
