@@ -43,6 +43,7 @@
 #include <jansson.h>
 #include <mongoc/mongoc.h>
 
+#include "mdb_find.h"
 #include "mdb_docs.h"
 #include "mdb_extract.h"
 #include "mdb_features.h"

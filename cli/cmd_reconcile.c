@@ -40,6 +40,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mdb_find.h"
 #include "mdb_archive.h"
 #include "mdb_cli.h"
 #include "mdb_docs.h"

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "linker.h"
+#include "mdb_find.h"
 #include "mdb_jobs.h"
 #include "mdb_log.h"
 

@@ -14,6 +14,7 @@
  * operator, aggregation expression inside $expr); everything else is a field
  * name and may not contain a '$'-segment. The JSON is converted to BSON by
  * hand so nothing like extended-JSON type wrappers sneaks in. */
+#include "mdb_find.h"
 #include "mdb_query.h"
 
 #include "mdb_docs.h"

@@ -9,6 +9,7 @@
  * each directory is compared with its entry and only changed ones are read.
  * Writes go through one unordered bulk, flushed every thousand
  * directories. Entries not seen by a complete crawl are deleted. */
+#include "mdb_find.h"
 #include "mdb_catalog.h"
 
 #include <dirent.h>

@@ -50,7 +50,4 @@ void mdb_mongo_count_round_trip(mdb_mongo_t *m);
 }
 #endif
 
-#include "mdb_bulk.h"
-#include "mdb_find.h"
-
 #endif

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 
 #include "core_itest.h"
+#include "mdb_find.h"
 #include "mdb_docs.h"
 #include "mdb_dump.h"
 #include "mdb_mongo.h"
