@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "api.h"
+#include "limits.h"
 
 /* Largest request body accepted (bytes); larger uploads answer 413. */
 #define API_MAX_BODY (1024 * 1024)
@@ -20,6 +21,7 @@ struct api_ctx {
     char web_root[4096];            /* realpath of api.web_dir, "" when it does not exist */
     char **tokens;                  /* api.tokens (NULL-terminated, may be NULL) */
     char **read_tokens;             /* api.read_tokens */
+    api_limits_t *limits;           /* per-client and database concurrency, failed tokens */
     int64_t query_time_ms;
     int64_t max_limit;
     pthread_mutex_t produce_lock; /* one submit at a time produces+polls */
@@ -50,6 +52,14 @@ void api_lag_sampler_stop(api_ctx_t *ctx);
 
 #define API_LAG_HISTORY 720
 #define API_LAG_CACHE_MS 1000
+
+/* Shortest token accepted in api.tokens and api.read_tokens. */
+#define API_MIN_TOKEN_LEN 16
+
+/* true when the request carries a valid token (read or write); a wrong one
+ * counts against the client's api.auth_failures. Never fills a response:
+ * for answers that only show more detail to a token holder (/healthz). */
+bool api_auth_has_token(api_ctx_t *ctx, const api_request_t *req);
 
 /* Monotonic milliseconds. */
 int64_t api_now_ms(void);

@@ -16,6 +16,27 @@
 
 void api_jobs_delivery_cb(void *msg_opaque, bool ok, const char *errstr, void *ud);
 
+/* Every token of key must have API_MIN_TOKEN_LEN characters: a short token
+ * is guessed quickly even with api.auth_failures. The message names the key
+ * and the token's position and length, never the token. */
+static bool tokens_long_enough(char **tokens, const char *key)
+{
+    size_t n = 0;
+    while (tokens && tokens[n])
+        n++;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(tokens[i]);
+        if (len >= API_MIN_TOKEN_LEN)
+            continue;
+        MDB_LOG(MDB_LOG_ERROR,
+                "%s: token %zu of %zu has %zu characters; tokens must have at least %d (make one with "
+                "'openssl rand -hex 16')",
+                key, i + 1, n, len, API_MIN_TOKEN_LEN);
+        return false;
+    }
+    return true;
+}
+
 static void resolve_web_root(api_ctx_t *ctx)
 {
     const char *dir = mdb_config_get(ctx->cfg, "api.web_dir");
@@ -66,6 +87,8 @@ int main(int argc, char **argv)
         mdb_config_destroy(cfg);
         return 2;
     }
+    /* one line per malformed request would let any client flood the log */
+    mdb_log_set_rate_limit(20, 10000);
     mongoc_init();
     mdb_log_route_mongoc();
     mdb_signal_install();
@@ -79,9 +102,25 @@ int main(int argc, char **argv)
     }
     ctx.tokens = mdb_config_get_list(cfg, "api.tokens", NULL);
     ctx.read_tokens = mdb_config_get_list(cfg, "api.read_tokens", NULL);
+    if (!tokens_long_enough(ctx.tokens, "api.tokens") || !tokens_long_enough(ctx.read_tokens, "api.read_tokens"))
+        goto done;
+    {
+        int64_t per_client = mdb_config_get_int(cfg, "api.client_concurrency");
+        int64_t queries = mdb_config_get_int(cfg, "api.query_concurrency");
+        int64_t pool = mdb_config_get_int(cfg, "mongo.pool_size");
+        int64_t auth = mdb_config_get_int(cfg, "api.auth_failures");
+        if (queries == 0)
+            queries = pool > 1 ? pool - 1 : 1;
+        if (per_client < 0 || per_client > 10000 || queries < 1 || queries > 10000 || auth < 0 || auth > 1000000) {
+            MDB_LOG(MDB_LOG_ERROR, "api.client_concurrency must be 0..10000, api.query_concurrency 0..10000 and "
+                                   "api.auth_failures 0..1000000");
+            goto done;
+        }
+        ctx.limits = api_limits_new((int)per_client, (int)queries, (int)auth);
+    }
     ctx.lag_history = json_array();
     ctx.metrics = mdb_metrics_new("api");
-    if (!ctx.metrics || !ctx.lag_history) {
+    if (!ctx.metrics || !ctx.lag_history || !ctx.limits) {
         MDB_LOG(MDB_LOG_ERROR, "out of memory");
         goto done;
     }
@@ -136,6 +175,7 @@ done:
     mdb_metrics_destroy(ctx.metrics);
     mdb_config_strv_free(ctx.tokens);
     mdb_config_strv_free(ctx.read_tokens);
+    api_limits_destroy(ctx.limits);
     mdb_config_destroy(cfg);
     mongoc_cleanup();
     return rc;

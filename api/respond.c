@@ -163,20 +163,16 @@ bool api_arg_int(const api_request_t *req, const char *key, int64_t def, int64_t
 
 json_t *api_request_json(const api_request_t *req, api_response_t *res)
 {
-    if (req->content_type) {
-        /* application/json, application/json; charset=utf-8, application/x+json */
-        const char *ct = req->content_type;
-        size_t n = strcspn(ct, ";");
-        bool json = (n >= 16 && !strncasecmp(ct, "application/json", 16)) ||
-                    (n >= 5 && !strncasecmp(ct + n - 5, "+json", 5));
-        /* curl -d sends form-urlencoded; a JSON body is still accepted from it. */
-        bool lenient = (n >= 10 && !strncasecmp(ct, "text/plain", 10)) ||
-                       (n >= 33 && !strncasecmp(ct, "application/x-www-form-urlencoded", 33));
-        if (!json && !lenient) {
-            api_respond_error(res, 415, "unsupported_media_type", "expected Content-Type application/json, got '%.64s'",
-                              ct);
-            return NULL;
-        }
+    /* Only application/json: a browser sends text/plain, form-encoded and
+     * multipart bodies (or a body without a type) cross-site without asking
+     * first; application/json needs a CORS preflight this server never grants. */
+    const char *ct = req->content_type ? req->content_type : "";
+    size_t n = strcspn(ct, "; \t");
+    if (n != 16 || strncasecmp(ct, "application/json", 16) != 0) {
+        api_respond_error(res, 415, "unsupported_media_type",
+                          "request bodies must be sent with Content-Type: application/json, got '%.64s'",
+                          req->content_type ? req->content_type : "(none)");
+        return NULL;
     }
     if (req->body_len == 0) {
         api_respond_error(res, 400, "bad_json", "the request body is empty; expected a JSON object");
@@ -238,6 +234,26 @@ static void unauthorized(api_response_t *res, const char *detail)
     api_response_header(res, "WWW-Authenticate", "Bearer realm=\"metadb\"");
 }
 
+/* A client that sent api.auth_failures wrong tokens this minute gets 429 for
+ * any token until the window ends, the right one included: guessing stays slow. */
+static bool auth_blocked(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
+{
+    int retry = api_limits_auth_blocked(ctx->limits, req->remote_addr ? req->remote_addr : "?");
+    if (!retry)
+        return false;
+    char after[16];
+    snprintf(after, sizeof after, "%d", retry);
+    api_respond_error(res, 429, "too_many_auth_failures",
+                      "too many wrong tokens from this client; try again in %d s", retry);
+    api_response_header(res, "Retry-After", after);
+    return true;
+}
+
+static void auth_failed(api_ctx_t *ctx, const api_request_t *req)
+{
+    api_limits_auth_failed(ctx->limits, req->remote_addr ? req->remote_addr : "?");
+}
+
 bool api_auth_read(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
 {
     if (!ctx->read_tokens || !ctx->read_tokens[0])
@@ -247,8 +263,11 @@ bool api_auth_read(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
         unauthorized(res, "this server requires a read token: send 'Authorization: Bearer <token>'");
         return false;
     }
+    if (auth_blocked(ctx, req, res))
+        return false;
     if (token_in(ctx->read_tokens, tok) || token_in(ctx->tokens, tok))
         return true;
+    auth_failed(ctx, req);
     unauthorized(res, "the token is not valid for reading");
     return false;
 }
@@ -265,8 +284,22 @@ bool api_auth_write(api_ctx_t *ctx, const api_request_t *req, api_response_t *re
         unauthorized(res, "job submission requires a token: send 'Authorization: Bearer <token>'");
         return false;
     }
+    if (auth_blocked(ctx, req, res))
+        return false;
     if (token_in(ctx->tokens, tok))
         return true;
+    auth_failed(ctx, req);
     api_respond_error(res, 403, "forbidden", "the token is not allowed to submit jobs");
+    return false;
+}
+
+bool api_auth_has_token(api_ctx_t *ctx, const api_request_t *req)
+{
+    const char *tok = bearer(req);
+    if (!tok || api_limits_auth_blocked(ctx->limits, req->remote_addr ? req->remote_addr : "?"))
+        return false;
+    if (token_in(ctx->read_tokens, tok) || token_in(ctx->tokens, tok))
+        return true;
+    auth_failed(ctx, req);
     return false;
 }

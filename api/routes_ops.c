@@ -205,13 +205,17 @@ void api_h_metrics(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
     free(text);
 }
 
+/* The database's address and the driver's error are for operators: with
+ * read tokens configured they are shown only to a request carrying a token;
+ * anyone may see whether the service is up. */
 void api_h_health(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
 {
-    (void)req;
     mdb_error_t err = {0};
     bool mongo_ok = mdb_mongo_ping(ctx->mongo, &err);
+    bool detail = !ctx->read_tokens || !ctx->read_tokens[0] || api_auth_has_token(ctx, req);
     json_t *out = json_pack("{s:s, s:s, s:s}", "status", mongo_ok ? "ok" : "degraded", "mongo",
-                            mongo_ok ? "ok" : err.message, "kafka_producer", ctx->producer ? "ok" : "unavailable");
+                            mongo_ok ? "ok" : detail ? err.message : "unavailable", "kafka_producer",
+                            ctx->producer ? "ok" : "unavailable");
     json_object_set_new(out, "database", json_string(mdb_mongo_db_name(ctx->mongo)));
     api_respond_json(res, mongo_ok ? 200 : 503, out);
 }

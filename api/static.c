@@ -1,7 +1,9 @@
 /* static.c: the dashboard's files from api.web_dir. Only regular files whose
  * canonical path lies inside the canonical web root are served: "..",
  * symlinks leading out, NUL bytes and dot-files are refused, and a directory
- * is never listed ("/" serves index.html). */
+ * is never listed ("/" serves index.html). Files are opened non-blocking and
+ * checked with fstat before anything is read: a FIFO or device planted in
+ * the folder answers 404 at once instead of pinning a thread forever. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -66,7 +68,7 @@ void api_h_static(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
         api_respond_error(res, 403, "forbidden", "%.200s is outside the dashboard folder", req->path);
         return;
     }
-    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_STATIC_BYTES) {
         if (fd >= 0)

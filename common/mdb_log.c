@@ -6,7 +6,9 @@
 #include "mdb_log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,16 +101,26 @@ static void sb_add_json(sb_t *b, const char *s)
     }
 }
 
-/* Plain lines must stay one line: newlines in messages become spaces. */
+/* Plain lines must stay one line and must not drive the terminal that shows
+ * them: newlines in messages become spaces, every other control byte but tab
+ * (ESC of an ANSI sequence in a request path, a bell, a DEL) becomes \xNN. */
 static void sb_add_plain(sb_t *b, const char *s)
 {
-    size_t start = b->len;
-    sb_adds(b, s);
-    if (b->oom)
-        return;
-    for (size_t i = start; i < b->len; i++)
-        if (b->buf[i] == '\n' || b->buf[i] == '\r')
-            b->buf[i] = ' ';
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        const unsigned char *run = p;
+        while (*p && (*p >= 0x20 || *p == '\t') && *p != 0x7f)
+            p++;
+        sb_add(b, (const char *)run, (size_t)(p - run));
+        if (!*p)
+            break;
+        if (*p == '\n' || *p == '\r') {
+            sb_add(b, " ", 1);
+        } else {
+            char esc[8];
+            snprintf(esc, sizeof esc, "\\x%02x", *p);
+            sb_add(b, esc, 4);
+        }
+    }
 }
 
 bool mdb_log_init(const char *daemon, const char *level_name, const char *format)
@@ -217,8 +229,83 @@ static void emit(int level, const char *job, const char *path, const char *msg)
         free(b.buf);
 }
 
+/* Rate limiting of repeated warnings and errors, keyed by the format string
+ * (one call site = one kind of event). Off until mdb_log_set_rate_limit. */
+#define RL_SLOTS 64
+static pthread_mutex_t rl_lock = PTHREAD_MUTEX_INITIALIZER;
+static int rl_burst = 0, rl_window_ms = 0;
+static struct {
+    const char *fmt;
+    int64_t start_ms;
+    int count;
+    long suppressed;
+} rl[RL_SLOTS];
+
+void mdb_log_set_rate_limit(int burst, int window_ms)
+{
+    pthread_mutex_lock(&rl_lock);
+    rl_burst = burst > 0 && window_ms > 0 ? burst : 0;
+    rl_window_ms = window_ms;
+    memset(rl, 0, sizeof rl);
+    pthread_mutex_unlock(&rl_lock);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* true when this line may be written; *dropped is set to the number of lines
+ * of the same kind suppressed in the window that just ended (report them). */
+static bool rl_admit(const char *fmt, long *dropped, int *window_s)
+{
+    *dropped = 0;
+    pthread_mutex_lock(&rl_lock);
+    if (!rl_burst) {
+        pthread_mutex_unlock(&rl_lock);
+        return true;
+    }
+    int64_t now = mono_ms();
+    size_t slot = ((uintptr_t)fmt >> 3) % RL_SLOTS;
+    if (rl[slot].fmt != fmt) { /* a new kind takes the slot over; a collision only loosens the limit */
+        rl[slot].fmt = fmt;
+        rl[slot].start_ms = now;
+        rl[slot].count = 0;
+        rl[slot].suppressed = 0;
+    }
+    if (now - rl[slot].start_ms >= rl_window_ms) {
+        *dropped = rl[slot].suppressed;
+        rl[slot].start_ms = now;
+        rl[slot].count = 0;
+        rl[slot].suppressed = 0;
+    }
+    bool ok = rl[slot].count < rl_burst;
+    if (ok)
+        rl[slot].count++;
+    else
+        rl[slot].suppressed++;
+    *window_s = (rl_window_ms + 999) / 1000;
+    pthread_mutex_unlock(&rl_lock);
+    return ok;
+}
+
 void mdb_log_write(int level, const char *job, const char *path, const char *fmt, ...)
 {
+    if (level <= MDB_LOG_WARN) {
+        long dropped;
+        int window_s;
+        bool ok = rl_admit(fmt, &dropped, &window_s);
+        if (dropped) {
+            char note[200];
+            snprintf(note, sizeof note, "%ld more %s lines like the next one were suppressed in %d s", dropped,
+                     level == MDB_LOG_ERROR ? "error" : "warning", window_s);
+            emit(level, NULL, NULL, note);
+        }
+        if (!ok)
+            return;
+    }
     char stack[512];
     char *msg = stack;
     va_list ap;

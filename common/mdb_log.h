@@ -3,7 +3,8 @@
  * formatting so disabled levels cost one comparison. libmongoc's log handler
  * is routed here by mdb_log_route_mongoc(); librdkafka's log_cb/error_cb by
  * mdb_kafka_conf_apply() (every handle made by mdb_kafka gets them).
- * Plain: "2026-11-25T08:52:12.123Z info  worker[123]: job=J path=P message".
+ * Plain: "2026-11-25T08:52:12.123Z info  worker[123]: job=J path=P message"
+ * (control bytes other than tab escaped as \xNN, newlines as spaces).
  * JSON:  {"ts":"...","level":"info","daemon":"worker","job":"J","path":"P","msg":"..."} */
 #ifndef MDB_LOG_H
 #define MDB_LOG_H
@@ -38,6 +39,13 @@ void mdb_log_write(int level, const char *job, const char *path, const char *fmt
         if ((level) <= mdb_log_current_level)                                \
             mdb_log_write((level), (job), (path), __VA_ARGS__);              \
     } while (0)
+
+/* Rate-limit warnings and errors: at most burst lines per call site (format
+ * string) per window_ms; the rest are dropped and counted, and the count is
+ * reported before the next line of that kind once its window has ended. A
+ * daemon that logs per request (metadb-api) turns this on so that a flood of
+ * malformed requests cannot flood the log. burst 0 = off (the default). */
+void mdb_log_set_rate_limit(int burst, int window_ms);
 
 /* Route libmongoc's log handler into MDB_LOG (call after mongoc_init). */
 void mdb_log_route_mongoc(void);

@@ -62,7 +62,7 @@ def main():
         if p.returncode != 0:
             raise RuntimeError("first job did not complete: %s %s" % (p.stdout[-1500:], p.stderr[-1500:]))
         log("loaded %d patients in %.0f s" % (len(first), time.time() - t0))
-        token = "dash-%d-token" % os.getpid()
+        token = "dash-%d-token-0123456789" % os.getpid()  # api.tokens: at least 16 characters
         api = procs.start("api", names, extra=["--api.listen=127.0.0.1:0", "--api.tokens=" + token,
                                                "--api.web_dir=" + os.path.join(SRC, "api", "web")])
         port = None

@@ -21,8 +21,8 @@ from mdb_api_support import (Api, Checker, API_BIN, BROKERS, CLI_BIN, make_catal
 PID = os.getpid()
 DB = "t_api_%d" % PID
 TOPIC_JOBS = "t_api_%d.jobs" % PID
-TOKEN = "tok-%d-write" % PID
-READ_TOKEN = "tok-%d-read" % PID
+TOKEN = "tok-%d-write-0123456789" % PID  # api.tokens: at least 16 characters
+READ_TOKEN = "tok-%d-read-0123456789" % PID
 
 c = Checker()
 client, db = mongo_db(DB)
