@@ -17,6 +17,13 @@
  * what was read) until the walk reaches Pixel Data or EOF; the buffers of a
  * mdb_dicom_t are reused from file to file.
  *
+ * After a full read the Pixel Data element is checked against the file
+ * (check_pixels): its length, and for encapsulated pixel data each
+ * fragment's item header, are compared with the bytes the file holds, so a
+ * copy cut short inside the pixels is reported (mdb_dcm_pixels_t) rather
+ * than refused; a file cut inside the Pixel Data tag itself counts as a
+ * whole header. Pixel values are never read.
+ *
  * Files without a meta header are accepted when the first element looks
  * like a DICOM data set (group <= 0010, valid VR or plausible length), and
  * any structural error in such a file is reported as "not_dicom". */
@@ -318,6 +325,24 @@ static ps_t parse_items(parser_t *p, int32_t seq, size_t *pos, size_t seq_end, s
     }
 }
 
+/* Are the n (< 4) bytes at b the start of a Pixel Data tag (7FE0,0010 /
+ * 0008 / 0009) in the data set's byte order? */
+static bool pixel_tag_prefix(const uint8_t *b, size_t n, bool le)
+{
+    static const uint32_t tags[3] = {TAG_PIXEL_DATA, TAG_FLOAT_PIXEL_DATA, TAG_DOUBLE_PIXEL_DATA};
+    for (int k = 0; k < 3; k++) {
+        uint8_t t[4];
+        uint16_t g = MDB_TAG_GROUP(tags[k]), e = MDB_TAG_ELEMENT(tags[k]);
+        t[0] = le ? (uint8_t)g : (uint8_t)(g >> 8);
+        t[1] = le ? (uint8_t)(g >> 8) : (uint8_t)g;
+        t[2] = le ? (uint8_t)e : (uint8_t)(e >> 8);
+        t[3] = le ? (uint8_t)(e >> 8) : (uint8_t)e;
+        if (n > 0 && n < 4 && !memcmp(b, t, n))
+            return true;
+    }
+    return false;
+}
+
 /* One data set: from *pos to limit (defined length), to an item delimiter
  * (undef_item), or to the end of the file / Pixel Data (top). */
 static ps_t parse_dataset(parser_t *p, size_t *pos, size_t limit, bool le, bool explicit_vr, bool top,
@@ -337,12 +362,20 @@ static ps_t parse_dataset(parser_t *p, size_t *pos, size_t limit, bool le, bool 
             p->need = *pos + 8;
             return PS_NEED;
         }
+        if (top && p->complete && *pos + 4 > p->len && pixel_tag_prefix(p->b + *pos, p->len - *pos, le)) {
+            /* the file ends inside the Pixel Data tag: the header is whole */
+            p->d->stopped_at_pixels = true;
+            p->d->pixel_off = *pos;
+            p->d->header_end = *pos + 12;
+            return PS_OK;
+        }
         ps_t r = need_bytes(p, *pos, top ? 4 : 8, limit);
         if (r != PS_OK)
             return r;
         uint32_t tag = rdtag(p->b + *pos, le);
         if (top && (tag == TAG_PIXEL_DATA || tag == TAG_FLOAT_PIXEL_DATA || tag == TAG_DOUBLE_PIXEL_DATA)) {
             p->d->stopped_at_pixels = true;
+            p->d->pixel_off = *pos;
             p->d->header_end = *pos + 12;
             return PS_OK;
         }
@@ -613,6 +646,8 @@ static void dicom_reset(mdb_dicom_t *d)
     d->root = -1;
     d->ts[0] = d->sop_class[0] = '\0';
     d->has_meta = d->deflated = d->stopped_at_pixels = false; /* header_end is kept: a read-size hint */
+    d->pixel_off = 0;
+    memset(&d->pixels, 0, sizeof d->pixels);
     d->little = d->explicit_vr = true;
 }
 
@@ -691,6 +726,107 @@ out:
         return true;
     }
     return r == PS_OK;
+}
+
+/* Where the bytes after the header buffer come from: the file (fd) or the
+ * caller's memory image (mem); a deflated data set has none beyond buf. */
+typedef struct {
+    int fd;
+    const uint8_t *mem;
+    size_t total; /* bytes of the (inflated) file */
+} pixsrc_t;
+
+/* Up to n bytes at off into dst; *got = bytes copied (fewer at the end). */
+static bool pixsrc_read(const mdb_dicom_t *d, const pixsrc_t *s, size_t off, uint8_t *dst, size_t n, size_t *got,
+                        mdb_error_t *err)
+{
+    *got = 0;
+    if (off >= s->total)
+        return true;
+    if (n > s->total - off)
+        n = s->total - off;
+    if (off + n <= d->len || d->deflated) {
+        size_t have = off < d->len ? d->len - off : 0;
+        *got = n < have ? n : have;
+        memcpy(dst, d->buf + off, *got);
+        return true;
+    }
+    if (s->mem) {
+        memcpy(dst, s->mem + off, n);
+        *got = n;
+        return true;
+    }
+    while (*got < n) {
+        ssize_t k = pread(s->fd, dst + *got, n - *got, (off_t)(off + *got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0) {
+            int e = errno;
+            mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "read failed: %s", strerror(e));
+            return false;
+        }
+        if (k == 0)
+            break;
+        *got += (size_t)k;
+    }
+    return true;
+}
+
+#define MAX_FRAGMENTS (1u << 20)
+
+/* d->pixels: does the file hold the whole Pixel Data value? Reads only the
+ * element's header and, for encapsulated pixel data, each fragment's 8-byte
+ * item header (one pread per fragment), never a pixel. A fragment stream
+ * that is malformed rather than cut short is left alone: nothing is said. */
+static bool check_pixels(mdb_dicom_t *d, const pixsrc_t *s, mdb_error_t *err)
+{
+    mdb_dcm_pixels_t *px = &d->pixels;
+    memset(px, 0, sizeof *px);
+    if (!d->stopped_at_pixels)
+        return true;
+    uint8_t h[12];
+    size_t got = 0, pos = d->pixel_off, hdr = 8;
+    if (!pixsrc_read(d, s, pos, h, sizeof h, &got, err))
+        return false;
+    bool le = d->little, ex = d->explicit_vr && got >= 6 && vr_letters(h + 4);
+    if (ex && vr_long((const char *)h + 4))
+        hdr = 12;
+    if (got < hdr || (d->explicit_vr && got < 6)) {
+        px->truncated = true; /* the element's own header is cut: its length is unknown */
+        return true;
+    }
+    uint32_t len = ex && hdr == 8 ? rd16(h + 6, le) : rd32(h + hdr - 4, le);
+    size_t vpos = pos + hdr, avail = s->total - vpos;
+    px->expected_known = true;
+    px->present = avail;
+    if (len != UNDEFINED_LENGTH) {
+        px->expected = len;
+        px->present = avail < len ? avail : len;
+        px->truncated = avail < len;
+        return true;
+    }
+    px->encapsulated = true;
+    size_t o = vpos;
+    for (uint32_t n = 0; n < MAX_FRAGMENTS; n++) {
+        if (!pixsrc_read(d, s, o, h, 8, &got, err))
+            return false;
+        if (got < 8) {
+            px->truncated = true;
+            px->expected = o + 8 - vpos;
+            return true;
+        }
+        uint32_t tag = rdtag(h, le), ilen = rd32(h + 4, le);
+        if (tag == TAG_SEQ_DELIM || tag != TAG_ITEM || ilen == UNDEFINED_LENGTH)
+            break;
+        if ((uint64_t)o + 8 + ilen > s->total) {
+            px->truncated = true;
+            px->expected = o + 8 + (uint64_t)ilen - vpos;
+            return true;
+        }
+        o += 8 + (size_t)ilen;
+    }
+    px->expected = o - vpos;
+    return true;
 }
 
 static mdb_dicom_t *dicom_new(void)
@@ -811,7 +947,8 @@ bool mdb_dicom_read_fd_into(mdb_dicom_t *d, int fd, size_t max_header_bytes, uin
         if (need == 0) {
             if (!d->stopped_at_pixels && !d->deflated)
                 d->header_end = have < 65536 ? have : 65536;
-            return true;
+            pixsrc_t src = {.fd = fd, .total = d->deflated ? d->len : fsize};
+            return stop_after != 0 || check_pixels(d, &src, err);
         }
         if (deflate_before || want >= cap) {
             mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_ETOOLARGE,
@@ -864,8 +1001,12 @@ mdb_dicom_t *mdb_dicom_read_buffer(const void *data, size_t len, size_t max_head
     memcpy(d->buf, data, cap);
     size_t need = 0;
     bool ok = parse_image(d, cap, cap == len, 0, max_header_bytes, len, &need, err);
-    if (ok && need == 0)
-        return d;
+    pixsrc_t src = {.fd = -1, .mem = data, .total = d->deflated ? d->len : len};
+    if (ok && need == 0) {
+        if (check_pixels(d, &src, err))
+            return d;
+        ok = false;
+    }
     mdb_dicom_destroy(d);
     if (ok)
         mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_ETOOLARGE,

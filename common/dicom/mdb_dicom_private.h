@@ -41,6 +41,16 @@ typedef struct {
     int32_t next;  /* next item of the same sequence, -1 */
 } mdb_dcm_item_t;
 
+/* What the file holds of its Pixel Data (the header reader checks the
+ * element's length against the file without reading any pixel). */
+typedef struct {
+    bool truncated;     /* the file ends before the Pixel Data value does */
+    bool encapsulated;  /* undefined length: fragments (expected is then a lower bound) */
+    bool expected_known; /* false when the file ends inside the element's own header */
+    uint64_t expected;  /* value bytes the element declares (encapsulated: fragments up to the cut) */
+    uint64_t present;   /* value bytes the file holds */
+} mdb_dcm_pixels_t;
+
 struct mdb_dicom {
     uint8_t *buf; /* owned: header bytes (for deflate: meta + inflated data set) */
     size_t len;
@@ -57,6 +67,8 @@ struct mdb_dicom {
     bool explicit_vr;    /* data set VR encoding */
     bool deflated;
     bool stopped_at_pixels;
+    size_t pixel_off;       /* offset of the Pixel Data tag in buf (when stopped_at_pixels) */
+    mdb_dcm_pixels_t pixels; /* checked after a full read (stop_after 0); zero otherwise */
     size_t header_end; /* bytes the last parse needed: the next read's size hint */
 };
 

@@ -50,6 +50,7 @@ struct mdb_extract_ctx {
     mdb_buf_t nest_rep;
     mdb_buf_t level[NLEV];  /* finished level objects */
     mdb_buf_t dicom;        /* finished "dicom" object */
+    mdb_buf_t integ;        /* finished "integrity" object, empty when the file is whole */
     mdb_buf_t event;        /* the whole event (fast path) */
     mdb_buf_t uid[3];       /* study, series, SOP instance UID text */
     mdb_dicom_t *dcm;       /* parse buffers, reused file to file */
@@ -107,6 +108,7 @@ void mdb_extract_ctx_destroy(mdb_extract_ctx_t *ctx)
         mdb_buf_free(&ctx->uid[l]);
     }
     mdb_buf_free(&ctx->dicom);
+    mdb_buf_free(&ctx->integ);
     mdb_buf_free(&ctx->event);
     mdb_dicom_destroy(ctx->dcm);
     free(ctx);
@@ -125,6 +127,8 @@ void mdb_extract_result_clear(mdb_extract_result_t *r)
     json_decref(r->series);
     json_decref(r->instance);
     json_decref(r->dicom);
+    json_decref(r->integrity);
+    free(r->integrity_json);
     free(r->study_json);
     free(r->series_json);
     free(r->instance_json);
@@ -824,6 +828,14 @@ static bool wanted_public(uint32_t tag)
     return !(g & 1) && MDB_TAG_ELEMENT(tag) != 0 && g > 0x0002 && g != 0xFFFE;
 }
 
+/* (gggg,0010-00FF) of an odd group: a private creator element (pydicom's
+ * is_private_creator). */
+static bool is_private_creator(uint32_t tag)
+{
+    uint16_t e = MDB_TAG_ELEMENT(tag);
+    return (MDB_TAG_GROUP(tag) & 1) && e >= 0x0010 && e <= 0x00FF;
+}
+
 static void key_for(uint32_t tag, char out[16], const char **key)
 {
     const mdb_dicom_dict_entry_t *de = !(MDB_TAG_GROUP(tag) & 1) ? mdb_dicom_dict_by_tag(tag) : NULL;
@@ -1041,6 +1053,27 @@ static bool put_raw_text(conv_t *c, mdb_buf_t *out, const char *raw)
            put_jstr(out, d->data ? d->data : "", d->len);
 }
 
+/* The event's "integrity" object (mdb_extract.h) into ctx->integ; left
+ * empty when the file holds everything it declares. */
+static bool integrity_text(mdb_extract_ctx_t *ctx, const mdb_dicom_t *d)
+{
+    const mdb_dcm_pixels_t *px = &d->pixels;
+    mdb_buf_t *b = &ctx->integ;
+    char num[160];
+    b->len = 0;
+    if (!px->truncated)
+        return true;
+    if (!puts_(b, "{\"pixel_data_truncated\":true"))
+        return false;
+    if (px->expected_known) {
+        snprintf(num, sizeof num, ",\"pixel_data_bytes_expected\":%llu", (unsigned long long)px->expected);
+        if (!puts_(b, num))
+            return false;
+    }
+    snprintf(num, sizeof num, ",\"pixel_data_bytes_present\":%llu", (unsigned long long)px->present);
+    return puts_(b, num) && (!px->encapsulated || puts_(b, ",\"pixel_data_encapsulated\":true")) && put(b, "}", 1);
+}
+
 static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const mdb_dicom_t *d,
                          mdb_extract_result_t *out, mdb_error_t *err)
 {
@@ -1051,8 +1084,12 @@ static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const
     c.d = d;
     reset_buffers(ctx);
     bool star[NLEV], ok = true;
-    for (int l = 0; l < NLEV; l++)
+    unsigned creators = 0; /* levels asking for "Private Creator" */
+    for (int l = 0; l < NLEV; l++) {
         star[l] = mdb_features_star(fs, l);
+        if (mdb_features_private_creators(fs, l))
+            creators |= 1u << l;
+    }
     /* one walk for what the conversion needs to know up front */
     const mdb_dcm_elem_t *scs = NULL, *pr = NULL, *lut = NULL;
     bool ordered = true;
@@ -1102,6 +1139,8 @@ static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const
             for (int l = 0; l < NLEV; l++)
                 if (star[l])
                     mask |= 1u << l;
+        if (creators && is_private_creator(e->tag))
+            mask |= creators;
         bool promoted = slot && slot->promoted >= 0;
         if ((!mask && !promoted) || (!ordered && superseded(d, i)))
             continue;
@@ -1187,7 +1226,7 @@ static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const
          finish_level(ctx, L_SERIES, series_uids, series_keys, series_listed) &&
          finish_level(ctx, L_INSTANCE, sop_uids, sop_keys, sop_listed) && puts_(dj, "{\"transfer_syntax\":") &&
          put_raw_text(&c, dj, d->ts) && puts_(dj, ",\"specific_character_set\":") &&
-         put_raw_text(&c, dj, mdb_charset_current(ctx->cs)) && put(dj, "}", 1);
+         put_raw_text(&c, dj, mdb_charset_current(ctx->cs)) && put(dj, "}", 1) && integrity_text(ctx, d);
     if (!ok)
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory while extracting");
     return ok;
@@ -1203,6 +1242,8 @@ static bool copy_out(mdb_extract_ctx_t *ctx, mdb_extract_result_t *out, mdb_erro
         ok = (*dst[k] = strndup(src[k]->data, src[k]->len)) != NULL;
     if (ok && ctx->uid[0].len)
         ok = (out->study_uid = strndup(ctx->uid[0].data, ctx->uid[0].len)) != NULL;
+    if (ok && ctx->integ.len)
+        ok = (out->integrity_json = strndup(ctx->integ.data, ctx->integ.len)) != NULL;
     if (!ok) {
         mdb_extract_result_clear(out);
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory while extracting");
@@ -1228,6 +1269,10 @@ static bool extract_dicom(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, cons
                 mdb_error_set(err, MDB_ERR_SYSTEM, EINVAL, "internal: extracted JSON does not parse: %s", je.text);
                 ok = false;
             }
+        }
+        if (ok && out->integrity_json && !(out->integrity = json_loads(out->integrity_json, 0, &je))) {
+            mdb_error_set(err, MDB_ERR_SYSTEM, EINVAL, "internal: integrity JSON does not parse: %s", je.text);
+            ok = false;
         }
         if (!ok)
             mdb_extract_result_clear(out);
@@ -1274,7 +1319,8 @@ static bool extract_fd(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int fd,
 
 /* The event text from the finished objects in ctx (or a result). */
 static bool build_event(mdb_buf_t *b, const char *job_id, const char *path, const char *feature_set,
-                        const char *const texts[4], const size_t lens[4], int64_t size, int64_t mtime)
+                        const char *const texts[4], const size_t lens[4], int64_t size, int64_t mtime,
+                        const char *integrity, size_t integrity_len)
 {
     static const char *const names[4] = {",\"study\":", ",\"series\":", ",\"instance\":", ",\"dicom\":"};
     char num[64];
@@ -1293,6 +1339,8 @@ static bool build_event(mdb_buf_t *b, const char *job_id, const char *path, cons
         if (ok && k == 2) {
             snprintf(num, sizeof num, ",\"file\":{\"size\":%lld,\"mtime\":%lld}", (long long)size, (long long)mtime);
             ok = puts_(b, num);
+            if (ok && integrity && integrity_len)
+                ok = puts_(b, ",\"integrity\":") && put(b, integrity, integrity_len);
         }
     }
     return ok && put(b, "}", 1);
@@ -1318,7 +1366,8 @@ bool mdb_extract_fd_event(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int 
         return false;
     const char *texts[4] = {ctx->level[0].data, ctx->level[1].data, ctx->level[2].data, ctx->dicom.data};
     const size_t lens[4] = {ctx->level[0].len, ctx->level[1].len, ctx->level[2].len, ctx->dicom.len};
-    if (!build_event(&ctx->event, job_id, path, feature_set, texts, lens, size, mtime)) {
+    if (!build_event(&ctx->event, job_id, path, feature_set, texts, lens, size, mtime, ctx->integ.data,
+                     ctx->integ.len)) {
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory encoding the event");
         return false;
     }
@@ -1381,8 +1430,16 @@ char *mdb_extract_event_text(const mdb_extract_result_t *r, const char *job_id, 
             ok = false;
         lens[k] = texts[k] ? strlen(texts[k]) : 0;
     }
+    const char *integ = r->integrity_json;
+    char *integ_dumped = NULL;
+    if (!integ && r->integrity)
+        integ = integ_dumped = json_dumps(r->integrity, JSON_COMPACT);
+    if (r->integrity && !integ)
+        ok = false;
     mdb_buf_t b = {0};
-    ok = ok && build_event(&b, job_id, path, feature_set, texts, lens, r->file_size, r->file_mtime);
+    ok = ok && build_event(&b, job_id, path, feature_set, texts, lens, r->file_size, r->file_mtime, integ,
+                           integ ? strlen(integ) : 0);
+    free(integ_dumped);
     for (int k = 0; k < 4; k++)
         free(dumped[k]);
     if (!ok) {

@@ -24,8 +24,27 @@
  *       "<keyword>": <value>, ..., "promoted": {...}, "_invalid": [...], "_replaced": [...]
  *     },
  *     "file": { "size": <bytes>, "mtime": <seconds since epoch> },
+ *     "integrity": { ... },                     only if the file is damaged (below)
  *     "dicom": { "transfer_syntax": "<UID or ''>", "specific_character_set": "<as used>" }
  *   }
+ *
+ * "integrity" says what is wrong with a file whose header (everything before
+ * Pixel Data) is whole, so it is catalogued, but which cannot be used as an
+ * image. Today one defect: Pixel Data cut short (an archive copy that
+ * stopped early). Only the element headers are read to find it, no pixel:
+ *   "pixel_data_truncated": true
+ *   "pixel_data_bytes_expected": N   the value length the element declares;
+ *                                    for encapsulated (compressed) pixel data
+ *                                    the bytes of the fragments up to and
+ *                                    including the one the file ends in (a
+ *                                    lower bound); absent when the file ends
+ *                                    inside the element's own tag/length
+ *   "pixel_data_bytes_present": M    value bytes the file holds (M < N)
+ *   "pixel_data_encapsulated": true  only for encapsulated pixel data
+ * The linker copies the object to the instance document's "integrity"
+ * (absent on whole files, so ?integrity=exists:true lists the damaged
+ * ones) and counts the file in its job's files_flagged. A file cut inside
+ * the header is still refused ("truncated").
  *
  * Keys of a level are DICOM keywords (retired ones included, e.g.
  * "ImagePosition"); a private or unknown tag is keyed "GGGGEEEE" (upper-case
@@ -103,6 +122,9 @@ typedef struct {
     char *series_json;
     char *instance_json;
     char *dicom_json;
+    /* the event's "integrity" object; both NULL when the file is whole (owned) */
+    json_t *integrity;
+    char *integrity_json;
     char *study_uid; /* the event key (owned); NULL only with --no-uid-check */
     int64_t file_size;
     int64_t file_mtime;

@@ -22,6 +22,7 @@ struct mdb_features {
     mdb_feature_t *lists[MDB_LEVEL_COUNT];
     size_t counts[MDB_LEVEL_COUNT];
     bool star[MDB_LEVEL_COUNT];
+    bool creators[MDB_LEVEL_COUNT]; /* "Private Creator": every (gggg,0010-00FF), odd gggg */
     mdb_promoted_t *promoted;
     int32_t *promoted_next;
     size_t npromoted;
@@ -152,6 +153,10 @@ static bool add_list_line(mdb_features_t *fs, int level, const char *file, int l
         return true;
     if (!strcmp(s, "*")) {
         fs->star[level] = true;
+        return true;
+    }
+    if (mdb_features_is_private_creator_entry(s)) {
+        fs->creators[level] = true;
         return true;
     }
     uint32_t tag;
@@ -525,6 +530,27 @@ const mdb_feature_t *mdb_features_get(const mdb_features_t *fs, int level, size_
 bool mdb_features_star(const mdb_features_t *fs, int level)
 {
     return level >= 0 && level < MDB_LEVEL_COUNT && fs->star[level];
+}
+
+bool mdb_features_private_creators(const mdb_features_t *fs, int level)
+{
+    return level >= 0 && level < MDB_LEVEL_COUNT && fs->creators[level];
+}
+
+/* "Private Creator" as the reference lists spell it (the dictionary's name
+ * of (gggg,0010-00FF)), or "PrivateCreator"; spaces and case do not matter. */
+bool mdb_features_is_private_creator_entry(const char *entry)
+{
+    static const char want[] = "privatecreator";
+    size_t k = 0;
+    for (const char *p = entry; *p; p++) {
+        if (*p == ' ' || *p == '\t')
+            continue;
+        if (k >= sizeof want - 1 || tolower((unsigned char)*p) != want[k])
+            return false;
+        k++;
+    }
+    return k == sizeof want - 1;
 }
 
 size_t mdb_features_promoted_count(const mdb_features_t *fs)

@@ -7,6 +7,11 @@
  *   (0010,0010)  00100010    a tag, also "0010,0010"; private (odd group) tags too
  *   (0009,1001) LO           optional VR for a private tag in implicit-VR files
  *   *                        every public attribute except bulk data (binary VRs)
+ *   Private Creator          every private creator element present in the file,
+ *                            (gggg,0010)-(gggg,00FF) for odd gggg, top level,
+ *                            each keyed "GGGGEEEE" like any private tag, value
+ *                            the creator string (e.g. "00090010": "GEMS_IDEN_01");
+ *                            also "PrivateCreator" (case and spaces ignored)
  * Entries that resolve to nothing (not a keyword, not a tag) are kept as
  * warnings for the caller to log once; they are never fatal.
  *
@@ -98,7 +103,14 @@ const mdb_feature_slot_t *mdb_features_lookup(const mdb_features_t *fs, uint32_t
 /* Next promoted field of the same tag after index i, or -1. */
 int32_t mdb_features_promoted_next(const mdb_features_t *fs, int32_t i);
 
-/* Warnings gathered while loading ("StudyFeatures.txt:12: 'Private Creator'
+/* Does the level list contain "Private Creator" (every private creator
+ * element of the file, see the list format above)? */
+bool mdb_features_private_creators(const mdb_features_t *fs, int level);
+/* Is a list entry the "Private Creator" request ("Private Creator",
+ * "PrivateCreator", any case, spaces ignored)? */
+bool mdb_features_is_private_creator_entry(const char *entry);
+
+/* Warnings gathered while loading ("StudyFeatures.txt:12: 'Bogus Name'
  * is not a DICOM keyword or tag; ignored"). Owned by fs. */
 size_t mdb_features_warning_count(const mdb_features_t *fs);
 const char *mdb_features_warning(const mdb_features_t *fs, size_t i);

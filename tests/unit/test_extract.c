@@ -6,8 +6,10 @@
  * sequences, AT, ambiguous US/SS, private tags, promoted fields, binary left
  * out); Pixel Data is never read; every truncation of a valid file ends in a
  * reason, not a crash; refusals carry the right reason code; the header
- * bound holds; the event validates with mdb_msg's decoder; and files from
- * tests/gen/gen_archive.py match its manifest. */
+ * bound holds; the event validates with mdb_msg's decoder; files from
+ * tests/gen/gen_archive.py match its manifest; a file whose Pixel Data is
+ * cut short (every cut, native and encapsulated) is extracted with an exact
+ * "integrity" object; "Private Creator" lists the creator elements. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -205,6 +207,7 @@ static void dataset(bld_t *b, bool undef_seq, bool with_sop)
     us(b, 0x00280010, "US", 16);
     us(b, 0x00280103, "US", 1);
     us(b, 0x00280120, "SS", 0xF830); /* PixelPaddingValue -2000, US or SS */
+    str(b, 0x00290010, "LO", "PRIV 2");
     uint8_t ob[6] = {1, 2, 3, 4, 5, 6};
     elem(b, 0x00291010, "OB", ob, sizeof ob);
     /* Pixel Data claims far more than the file holds: it must never be read */
@@ -609,6 +612,224 @@ static void test_charset_override(void **state)
     mdb_features_destroy(fs);
 }
 
+/* ---- truncated Pixel Data: catalogued and flagged ---- */
+
+/* A small image: the three UIDs, then Pixel Data of 64 bytes (native) or
+ * an empty offset table and two fragments of 40 and 24 bytes plus the
+ * delimiter (encapsulated). *pix: offset of the Pixel Data tag. */
+static bld_t pixel_file(bool le, bool explicit_vr, bool encapsulated, size_t *pix)
+{
+    bld_t f = {.le = true, .explicit_vr = true};
+    const char *ts = encapsulated ? "1.2.840.10008.1.2.4.70"
+                     : !explicit_vr ? "1.2.840.10008.1.2"
+                     : !le          ? "1.2.840.10008.1.2.2"
+                                    : "1.2.840.10008.1.2.1";
+    meta(&f, ts, "1.2.840.10008.5.1.4.1.1.2", true);
+    bld_t ds = {.le = le, .explicit_vr = explicit_vr};
+    str(&ds, 0x00080018, "UI", SOP_UID);
+    str(&ds, 0x0020000D, "UI", STUDY_UID);
+    str(&ds, 0x0020000E, "UI", SERIES_UID);
+    us(&ds, 0x00280010, "US", 4);
+    *pix = f.n + ds.n;
+    uint8_t px[64];
+    for (size_t i = 0; i < sizeof px; i++)
+        px[i] = (uint8_t)(i + 1);
+    if (!encapsulated) {
+        elem(&ds, 0x7FE00010, "OW", px, sizeof px);
+    } else {
+        hdr(&ds, 0x7FE00010, "OB", 0xFFFFFFFFu);
+        raw_tag(&ds, 0xFFFEE000, 0); /* basic offset table, empty */
+        raw_tag(&ds, 0xFFFEE000, 40);
+        put(&ds, px, 40);
+        raw_tag(&ds, 0xFFFEE000, 24);
+        put(&ds, px + 40, 24);
+        raw_tag(&ds, 0xFFFEE0DD, 0);
+    }
+    put(&f, ds.d, ds.n);
+    free(ds.d);
+    return f;
+}
+
+static json_int_t integ_num(const json_t *integ, const char *k)
+{
+    const json_t *v = json_object_get(integ, k);
+    return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
+/* Every cut from the Pixel Data tag on: the header is whole, so the file is
+ * extracted, and the integrity object says how much of the value is there.
+ * The whole file has none. */
+static void test_pixel_truncation(void **state)
+{
+    (void)state;
+    mdb_features_t *fs = test_features();
+    mdb_extract_ctx_t *ctx = mdb_extract_ctx_new(0);
+    static const struct {
+        bool le, ex, encap;
+        const char *name;
+    } kinds[] = {{true, true, false, "explicit LE"},
+                 {true, false, false, "implicit LE"},
+                 {false, true, false, "explicit BE"},
+                 {true, true, true, "encapsulated"}};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        size_t pix = 0;
+        bld_t f = pixel_file(kinds[k].le, kinds[k].ex, kinds[k].encap, &pix);
+        size_t hdr_len = kinds[k].ex ? 12 : 8, vpos = pix + hdr_len;
+        mdb_extract_result_t r;
+        mdb_error_t err = {0};
+        /* whole: nothing to say */
+        if (!mdb_extract_buffer(ctx, fs, f.d, f.n, NULL, &r, &err))
+            fail_msg("%s whole: %s", kinds[k].name, err.message);
+        assert_null(r.integrity);
+        assert_null(r.integrity_json);
+        char *text = mdb_extract_event_text(&r, "j", "/p", "unit", NULL);
+        assert_null(strstr(text, "integrity"));
+        free(text);
+        mdb_extract_result_clear(&r);
+        for (size_t cut = pix + 1; cut < f.n; cut++) {
+            if (!mdb_extract_buffer(ctx, fs, f.d, cut, NULL, &r, &err))
+                fail_msg("%s cut at %zu (Pixel Data at %zu): refused: %s", kinds[k].name, cut, pix, err.message);
+            assert_string_equal(json_string_value(json_object_get(r.instance, "SOPInstanceUID")), SOP_UID);
+            const json_t *in = r.integrity;
+            if (!in)
+                fail_msg("%s cut at %zu: no integrity object", kinds[k].name, cut);
+            assert_true(json_is_true(json_object_get(in, "pixel_data_truncated")));
+            json_int_t exp = integ_num(in, "pixel_data_bytes_expected"), got = integ_num(in, "pixel_data_bytes_present");
+            if (cut < vpos) { /* inside the element's own header */
+                assert_int_equal(exp, -1);
+                assert_int_equal(got, 0);
+            } else if (!kinds[k].encap) {
+                assert_int_equal(exp, 64);
+                assert_int_equal(got, (json_int_t)(cut - vpos));
+            } else {
+                /* fragments: offset table item [0,8), item 1 [8,56), item 2 [56,88),
+                 * delimiter [88,96): expected runs to the end of what the cut falls in */
+                size_t rel = cut - vpos;
+                json_int_t want = rel < 8 ? 8 : rel < 16 ? 16 : rel < 56 ? 56 : rel < 64 ? 64 : rel < 88 ? 88 : 96;
+                assert_int_equal(exp, want);
+                assert_int_equal(got, (json_int_t)rel);
+                assert_true(json_is_true(json_object_get(in, "pixel_data_encapsulated")));
+            }
+            assert_true(got < exp || exp == -1);
+            /* the event carries it, and still decodes */
+            text = mdb_extract_event_text(&r, "j", "/p", "unit", NULL);
+            json_error_t je;
+            json_t *ev = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+            assert_non_null(ev);
+            assert_true(json_equal(json_object_get(ev, "integrity"), in));
+            mdb_instance_msg_t m;
+            if (!mdb_msg_instance_decode(text, strlen(text), 1 << 20, &m, &err))
+                fail_msg("decode: %s", err.message);
+            mdb_msg_instance_clear(&m);
+            json_decref(ev);
+            free(text);
+            mdb_extract_result_clear(&r);
+        }
+        /* a cut before the Pixel Data tag loses no pixel: a header-only file */
+        if (!mdb_extract_buffer(ctx, fs, f.d, pix, NULL, &r, &err))
+            fail_msg("%s cut at the tag: %s", kinds[k].name, err.message);
+        assert_null(r.integrity);
+        mdb_extract_result_clear(&r);
+        /* a cut inside the header is still refused */
+        mdb_error_t e2 = extract_bytes(f.d, pix - 3, 0, fs, NULL);
+        assert_int_equal(e2.domain, MDB_ERR_DICOM);
+        assert_int_equal(e2.code, MDB_DICOM_ETRUNCATED);
+        free(f.d);
+    }
+    mdb_extract_ctx_destroy(ctx);
+    mdb_features_destroy(fs);
+}
+
+/* The worker's path (fd, pread past the header buffer, event text): the
+ * flag rides on the event; a whole file's event has none. */
+static void test_pixel_truncation_fd(void **state)
+{
+    (void)state;
+    mdb_features_t *fs = test_features();
+    mdb_extract_ctx_t *ctx = mdb_extract_ctx_new(0);
+    size_t pix = 0;
+    bld_t f = pixel_file(true, true, false, &pix);
+    /* 200 kB of pixels, so the value lies far past the first read */
+    bld_t big = {.le = true, .explicit_vr = true};
+    put(&big, f.d, pix);
+    uint8_t *blob = calloc(1, 200000);
+    elem(&big, 0x7FE00010, "OW", blob, 200000);
+    bld_t enc = pixel_file(true, true, true, &pix);
+    struct {
+        const uint8_t *d;
+        size_t n;
+        const char *want; /* integrity text, NULL for none */
+    } cases[] = {
+        {big.d, big.n, NULL},
+        {big.d, big.n - 150000, "{\"pixel_data_truncated\":true,\"pixel_data_bytes_expected\":200000,"
+                                "\"pixel_data_bytes_present\":50000}"},
+        {enc.d, enc.n, NULL},
+        {enc.d, enc.n - 20, "{\"pixel_data_truncated\":true,\"pixel_data_bytes_expected\":88,"
+                            "\"pixel_data_bytes_present\":76,\"pixel_data_encapsulated\":true}"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char path[] = "/tmp/mdb_test_pixels_XXXXXX";
+        int fdd = mkstemp(path);
+        assert_true(fdd >= 0);
+        assert_int_equal(write(fdd, cases[k].d, cases[k].n), (ssize_t)cases[k].n);
+        const char *ev = NULL, *key = NULL;
+        size_t len = 0;
+        mdb_error_t err = {0};
+        if (!mdb_extract_fd_event(ctx, fs, fdd, NULL, "j", "p", "unit", &ev, &len, &key, &err))
+            fail_msg("case %zu: %s", k, err.message);
+        json_error_t je;
+        json_t *o = json_loadb(ev, len, JSON_REJECT_DUPLICATES, &je);
+        assert_non_null(o);
+        if (!cases[k].want)
+            assert_null(json_object_get(o, "integrity"));
+        else
+            assert_json(json_object_get(o, "integrity"), cases[k].want, "integrity");
+        json_decref(o);
+        /* the tree path agrees */
+        mdb_extract_result_t r;
+        assert_true(mdb_extract_fd(ctx, fs, fdd, NULL, &r, &err));
+        if (!cases[k].want)
+            assert_null(r.integrity);
+        else
+            assert_json(r.integrity, cases[k].want, "integrity (tree)");
+        mdb_extract_result_clear(&r);
+        close(fdd);
+        unlink(path);
+    }
+    free(blob);
+    free(big.d);
+    free(enc.d);
+    free(f.d);
+    mdb_extract_ctx_destroy(ctx);
+    mdb_features_destroy(fs);
+}
+
+/* "Private Creator" in a list: every (gggg,0010-00FF) of an odd group,
+ * keyed "GGGGEEEE", whatever the encoding; the private data elements
+ * themselves only when listed. */
+static void test_private_creators(void **state)
+{
+    (void)state;
+    mdb_error_t err = {0};
+    mdb_features_t *fs = mdb_features_from_text("pc", "StudyInstanceUID\n", "SeriesInstanceUID\n",
+                                                "SOPInstanceUID\nPrivate Creator\n", NULL, &err);
+    assert_non_null(fs);
+    assert_int_equal(mdb_features_warning_count(fs), 0);
+    for (int enc = 0; enc < ENC_COUNT; enc++) {
+        bld_t f = make_file((enc_t)enc);
+        mdb_extract_result_t r;
+        if (extract_bytes(f.d, f.n, 0, fs, &r).code != MDB_DICOM_EOK)
+            fail_msg("encoding %d refused", enc);
+        assert_json(r.instance,
+                    "{\"SOPInstanceUID\":\"" SOP_UID "\",\"00090010\":\"ACME 1.0\",\"00290010\":\"PRIV 2\",\"promoted\":{}}",
+                    "private creators");
+        assert_null(json_object_get(r.study, "00090010"));
+        mdb_extract_result_clear(&r);
+        free(f.d);
+    }
+    mdb_features_destroy(fs);
+}
+
 /* The event validates with the instance decoder the linker uses. */
 static void test_event_roundtrip(void **state)
 {
@@ -734,6 +955,8 @@ int main(void)
         cmocka_unit_test(test_nesting),         cmocka_unit_test(test_charset_override),
         cmocka_unit_test(test_event_roundtrip), cmocka_unit_test(test_read_tags),
         cmocka_unit_test(test_generated_archive), cmocka_unit_test(test_ctx_reuse),
+        cmocka_unit_test(test_pixel_truncation), cmocka_unit_test(test_pixel_truncation_fd),
+        cmocka_unit_test(test_private_creators),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -56,7 +56,13 @@ static void test_resolve(void **state)
     assert_int_equal(tag, 0x00080025);
     assert_true(mdb_features_resolve("UID", &tag));
     assert_int_equal(tag, 0x0040A124);
-    assert_false(mdb_features_resolve("Private Creator", &tag));
+    assert_false(mdb_features_resolve("Private Creator", &tag)); /* not a tag: a list request */
+    assert_true(mdb_features_is_private_creator_entry("Private Creator"));
+    assert_true(mdb_features_is_private_creator_entry("PrivateCreator"));
+    assert_true(mdb_features_is_private_creator_entry("private  creator"));
+    assert_false(mdb_features_is_private_creator_entry("Private Creators"));
+    assert_false(mdb_features_is_private_creator_entry("Private"));
+    assert_false(mdb_features_is_private_creator_entry(""));
     assert_false(mdb_features_resolve("patientname", &tag));
     assert_false(mdb_features_resolve("(zzzz,0010)", &tag));
     assert_false(mdb_features_resolve("0010001", &tag));
@@ -111,7 +117,10 @@ static void test_lists(void **state)
     assert_string_equal(priv->keyword, "00091001");
     assert_string_equal(priv->vr, "LO");
     assert_int_equal(mdb_features_count(fs, MDB_LEVEL_INSTANCE), 1);
-    assert_true(has_warning(fs, "'Private Creator' is not a DICOM keyword or tag"));
+    assert_false(has_warning(fs, "Private Creator")); /* understood: no warning */
+    assert_true(mdb_features_private_creators(fs, MDB_LEVEL_STUDY));
+    assert_false(mdb_features_private_creators(fs, MDB_LEVEL_SERIES));
+    assert_false(mdb_features_private_creators(fs, MDB_LEVEL_INSTANCE));
     assert_true(has_warning(fs, "StudyFeatures.txt:8: 'NotAKeyword'"));
     assert_true(has_warning(fs, "'7FE00010' is not an extractable attribute"));
     assert_true(has_warning(fs, "unknown level 'galaxy'"));
@@ -150,10 +159,11 @@ static void test_shipped_defaults(void **state)
     assert_non_null(fs);
     assert_int_equal(mdb_features_count(fs, MDB_LEVEL_STUDY), 17);
     assert_int_equal(mdb_features_count(fs, MDB_LEVEL_SERIES), 17);
-    /* 184 lines: one blank, 'Private Creator' does not resolve */
+    /* 184 lines: one blank, 'Private Creator' asks for the creator elements */
     assert_int_equal(mdb_features_count(fs, MDB_LEVEL_INSTANCE), 182);
-    assert_int_equal(mdb_features_warning_count(fs), 1);
-    assert_true(has_warning(fs, "'Private Creator'"));
+    assert_int_equal(mdb_features_warning_count(fs), 0); /* nothing to print on every run */
+    assert_true(mdb_features_private_creators(fs, MDB_LEVEL_INSTANCE));
+    assert_false(mdb_features_private_creators(fs, MDB_LEVEL_STUDY));
     assert_int_equal(mdb_features_promoted_count(fs), 25);
     const mdb_feature_slot_t *s = mdb_features_lookup(fs, 0x00080060); /* Modality: study list + promoted */
     assert_non_null(s);
