@@ -83,7 +83,8 @@ def parse_answer(out):
 
 
 def get_raw(port, target, host=None, headers=None, source=None):
-    lines = ["GET %s HTTP/1.1" % target, "Host: %s" % ("127.0.0.1:%d" % port if host is None else host), "Connection: close"]
+    host = "127.0.0.1:%d" % port if host is None else host
+    lines = ["GET %s HTTP/1.1" % target, "Host: %s" % host, "Connection: close"]
     lines += ["%s: %s" % kv for kv in (headers or {}).items()]
     return raw(port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), source=source)
 
@@ -138,7 +139,8 @@ def test_fifo_in_web_dir():
 
 # ---------------------------------------------------------------- finding 2
 def test_host_allow_list():
-    with Api(DB, "--api.tokens=" + TOKEN) as api:
+    # a private jobs topic: nothing these probes submit may reach a real producer
+    with Api(DB, "--api.tokens=" + TOKEN, "--topic.jobs=t_harden_%d.jobs" % PID) as api:
         p = api.port
         for host in ("evil.example", "evil.example:%d" % p, "127.0.0.1.nip.io:%d" % p, "localhost.evil.example",
                      "[::2]:%d" % p, "127.0.0.1:%d:1" % p, ""):
@@ -235,7 +237,8 @@ def test_tokens():
         c.check(tok not in out.replace(key, "") or len(tok) < 2, "%s: the error does not print the token" % key,
                 out[-600:])
 
-    with Api(DB, "--api.read_tokens=" + READ_TOKEN, "--api.tokens=" + TOKEN, "--api.auth_failures=5") as api:
+    with Api(DB, "--api.read_tokens=" + READ_TOKEN, "--api.tokens=" + TOKEN, "--api.auth_failures=5",
+             "--topic.jobs=t_harden_%d.jobs" % PID) as api:
         p = api.port
         for i in range(5):
             st, _, b = api.get("/api/studies", headers={"Authorization": "Bearer wrong-token-%02d-xxxxxxxx" % i})
