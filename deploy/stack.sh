@@ -7,6 +7,11 @@
 #
 #   deploy/stack.sh start [--partitions N]   start what is not running, wait until
 #                                            ready, create the four topics (idempotent)
+#   deploy/stack.sh start --brokers 3        a 3-broker KRaft cluster instead of one broker
+#                                            (replication factor 3, min.insync.replicas 2;
+#                                            remembered: later commands need no flag)
+#   deploy/stack.sh start|stop --broker I    start/stop broker I of the cluster only
+#   deploy/stack.sh start --only kafka|database   start one of them
 #   deploy/stack.sh status                   show processes, topics, database ping
 #                                            (exit 0 only when everything is up)
 #   deploy/stack.sh stop                     stop both, keep the data
@@ -20,6 +25,8 @@
 #
 # Layout under $METADB_HOME (default $HOME/.metadb):
 #   kafka/server.properties, kafka/log4j2.yaml, kafka/data/, kafka/sasl.password,
+#   (a cluster: kafka/brokers, kafka/cluster.id, and kafka-I/{server.properties,data/},
+#   kafka-I.pid, logs/kafka-I.log for brokers I >= 2),
 #   kafka/sasl-client.conf (metadb.conf snippet for the SASL listener),
 #   postgres/data (the PostgreSQL cluster), postgres/run (its socket, 0700),
 #   database/ (0700: gateway.json, its self-signed certificate, and per user
@@ -33,7 +40,11 @@
 #   METADB_DEPLOY_SASL_PORT [9094]  METADB_MONGO_PORT [27017] (the gateway)
 #   METADB_PG_PORT [9712] (PostgreSQL, 127.0.0.1)  METADB_PG_BINDIR [/usr/lib/postgresql/15/bin]
 #   METADB_TOPIC_PARTITIONS [6]  METADB_TOPIC_JOBS|FILES|INSTANCES|DLQ [metadb.*]
-#   METADB_DEPLOY_KAFKA_HEAP [512m]  METADB_DEPLOY_TIMEOUT [120] seconds to wait for readiness
+#   METADB_DEPLOY_KAFKA_HEAP [512m; 384m per broker in a cluster]  METADB_DEPLOY_TIMEOUT [120] seconds to wait for readiness
+#   Cluster (--brokers N): METADB_KAFKA_PORTS, METADB_KAFKA_CONTROLLER_PORTS, METADB_DEPLOY_SASL_PORTS
+#   (comma lists, one port per broker; default: the ports above + 100 per broker);
+#   METADB_KAFKA_EXTRA_HOST (+ METADB_KAFKA_EXTRA_PORTS [PLAINTEXT port + 4]): one more listener,
+#   NODES://HOST:PORT, for clients in other network namespaces (tests/faults/netns.py)
 #   METADB_KAFKA_BROKERS / METADB_MONGO_URI: external services. When set (and not the
 #   local stack's own database/metadb.uri), nothing is started for that service; start/status only check that it is reachable
 #   (METADB_DEPLOY_KCAT_ARGS adds kcat options, e.g. "-X security.protocol=SASL_SSL ...").
@@ -492,39 +503,131 @@ mongo_running() {
 }
 
 # ---------------------------------------------------------------- kafka
+# One broker by default (node 1: kafka/, kafka.pid, logs/kafka.log, exactly the
+# single-node stack). `start --brokers N` makes an N-node KRaft cluster on 127.0.0.1
+# (each node broker+controller, controller quorum of N): node i > 1 lives in kafka-i/,
+# kafka-i.pid, logs/kafka-i.log. The count is remembered in kafka/brokers, so later
+# start/stop/status need no flag. With N >= 3, topics get replication factor 3 and
+# min.insync.replicas=2 (an acknowledged write is on two brokers; with one broker left
+# a partition refuses writes instead of losing them); with N = 2, RF 2 and min ISR 1.
+NBROKERS_FILE=$KDIR/brokers
+
+# kafka_layout: the node list, ports and bootstrap list for NBROKERS nodes (after
+# argument parsing). Ports of node i: METADB_KAFKA_PORTS / METADB_KAFKA_CONTROLLER_PORTS /
+# METADB_DEPLOY_SASL_PORTS (comma lists) or the single-node ports + 100*(i-1).
+# METADB_KAFKA_EXTRA_HOST adds a listener NODES://HOST:PORT on every node (an address
+# of this machine that other network namespaces reach, e.g. a test's 10.231.0.1) with
+# ports METADB_KAFKA_EXTRA_PORTS or the PLAINTEXT port + 4; it is advertised on that
+# listener only, so clients bootstrapping there are given that host for every broker.
+kafka_layout() {
+    local i list
+    if [ -z "$NBROKERS" ]; then
+        NBROKERS=1
+        [ -s "$NBROKERS_FILE" ] && NBROKERS=$(cat "$NBROKERS_FILE")
+    fi
+    { is_int "$NBROKERS" && [ "$NBROKERS" -ge 1 ] && [ "$NBROKERS" -le 9 ]; } || die "broker count must be 1..9, got '$NBROKERS'"
+    KP=() KC=() KS=() KE=()
+    _kafka_ports KP "${METADB_KAFKA_PORTS:-}" "$KAFKA_PORT" 0
+    _kafka_ports KC "${METADB_KAFKA_CONTROLLER_PORTS:-}" "$CONTROLLER_PORT" 0
+    _kafka_ports KS "${METADB_DEPLOY_SASL_PORTS:-}" "$SASL_PORT" 0
+    _kafka_ports KE "${METADB_KAFKA_EXTRA_PORTS:-}" "$KAFKA_PORT" 4
+    EXTRA_HOST=${METADB_KAFKA_EXTRA_HOST:-}
+    if [ -n "$EXTRA_HOST" ]; then
+        [[ $EXTRA_HOST =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "METADB_KAFKA_EXTRA_HOST must be an IPv4 address, got '$EXTRA_HOST'"
+    fi
+    if [ "$NBROKERS" -ge 3 ]; then KRF=3; KMINISR=2
+    elif [ "$NBROKERS" = 2 ]; then KRF=2; KMINISR=1
+    else KRF=1; KMINISR=1; fi
+    list=
+    for ((i = 1; i <= NBROKERS; i++)); do list+=${list:+,}127.0.0.1:${KP[i]}; done
+    BROKERS=${EXT_BROKERS:-$list}
+    [ "$NBROKERS" -gt 1 ] && [ -z "${METADB_DEPLOY_KAFKA_HEAP:-}" ] && KAFKA_HEAP=384m
+    return 0
+}
+
+# _kafka_ports ARRAY LIST BASE ADD: ARRAY[i] for i in 1..NBROKERS from the comma LIST
+# or BASE + ADD + 100*(i-1).
+_kafka_ports() {
+    local -n _arr=$1
+    local i p
+    local -a given=()
+    [ -n "$2" ] && IFS=, read -r -a given <<<"$2"
+    for ((i = 1; i <= NBROKERS; i++)); do
+        if [ -n "$2" ]; then p=${given[i - 1]:-}; else p=$(($3 + $4 + 100 * (i - 1))); fi
+        { is_int "$p" && [ "$p" -ge 1 ] && [ "$p" -le 65535 ]; } || die "no valid port for broker $i in '${2:-$3}'"
+        _arr[i]=$p
+    done
+}
+
+kdir() { if [ "$1" = 1 ]; then echo "$KDIR"; else echo "$METADB_HOME/kafka-$1"; fi; }
+kpid() { if [ "$1" = 1 ]; then echo "$KAFKA_PID"; else echo "$METADB_HOME/kafka-$1.pid"; fi; }
+klog() { if [ "$1" = 1 ]; then echo "$LOGS/kafka.log"; else echo "$LOGS/kafka-$1.log"; fi; }
+kalive() { pid_alive "$(kpid "$1")" kafka.Kafka; }
+# the nodes a command acts on: --broker I, or all of them
+knodes() { if [ -n "$ONE_BROKER" ]; then echo "$ONE_BROKER"; else seq 1 "$NBROKERS"; fi; }
+
 kafka_write_config() {
-    mkdir -p "$KDIR/data" "$LOGS"
+    local i=${1:-1} d
+    d=$(kdir "$i")
+    mkdir -p "$d/data" "$LOGS" "$KDIR"
     if [ ! -s "$KDIR/sasl.password" ]; then
         (umask 077; head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24 >"$KDIR/sasl.password")
     fi
-    local pw tmp
+    local pw tmp voters listeners advertised protomap j
     pw=$(sasl_password)
-    tmp=$KDIR/server.properties.tmp
-    (umask 077; cat >"$tmp" <<EOF
-# generated by deploy/stack.sh — single-node KRaft broker for metadb (edit deploy/stack.sh, not this file)
+    tmp=$d/server.properties.tmp
+    voters=
+    for ((j = 1; j <= NBROKERS; j++)); do voters+=${voters:+,}$j@127.0.0.1:${KC[j]}; done
+    listeners=PLAINTEXT://127.0.0.1:${KP[i]},CONTROLLER://127.0.0.1:${KC[i]},SASL_PLAINTEXT://127.0.0.1:${KS[i]}
+    advertised=PLAINTEXT://127.0.0.1:${KP[i]},SASL_PLAINTEXT://127.0.0.1:${KS[i]}
+    protomap=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+    if [ -n "$EXTRA_HOST" ]; then
+        listeners+=,NODES://$EXTRA_HOST:${KE[i]}
+        advertised+=,NODES://$EXTRA_HOST:${KE[i]}
+        protomap+=,NODES:PLAINTEXT
+    fi
+    (umask 077; {
+     if [ "$NBROKERS" = 1 ]; then
+         echo "# generated by deploy/stack.sh — single-node KRaft broker for metadb (edit deploy/stack.sh, not this file)"
+     else
+         echo "# generated by deploy/stack.sh — node $i of a $NBROKERS-node KRaft cluster for metadb (edit deploy/stack.sh, not this file)"
+     fi
+     cat <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT
+node.id=$i
+controller.quorum.voters=$voters
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+listener.security.protocol.map=$protomap
 listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="metadb" password="$pw" user_metadb="$pw";
-log.dirs=$KDIR/data
+log.dirs=$d/data
 num.partitions=$PARTITIONS
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor=$KRF
 offsets.topic.num.partitions=6
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=$KRF
+transaction.state.log.min.isr=$KMINISR
+share.coordinator.state.topic.replication.factor=$KRF
+share.coordinator.state.topic.min.isr=$KMINISR
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 EOF
-    )
-    mv "$tmp" "$KDIR/server.properties"
+     if [ "$NBROKERS" -gt 1 ]; then
+         cat <<EOF
+# replication: every topic created without an explicit factor (metadb's own topic
+# creation asks for the broker default) gets $KRF replicas; a write with acks=all (what
+# metadb's idempotent producers use) is acknowledged once $KMINISR of them have it.
+default.replication.factor=$KRF
+min.insync.replicas=$KMINISR
+unclean.leader.election.enable=false
+# a broker back from a failure leads its preferred partitions again within ~30 s
+leader.imbalance.check.interval.seconds=30
+EOF
+     fi
+    } >"$tmp")
+    mv "$tmp" "$d/server.properties"
     [ -f "$KDIR/log4j2.yaml" ] || cat >"$KDIR/log4j2.yaml" <<'EOF'
 Configuration:
   Appenders:
@@ -542,10 +645,11 @@ EOF
 
 # metadb.conf snippet for clients of the authenticated listener.
 kafka_write_client_conf() {
-    local tmp=$KDIR/sasl-client.conf.tmp
+    local tmp=$KDIR/sasl-client.conf.tmp i list=
+    for ((i = 1; i <= NBROKERS; i++)); do list+=${list:+,}127.0.0.1:${KS[i]}; done
     (umask 077; cat >"$tmp" <<EOF
 # metadb configuration for the local SASL/PLAIN listener (generated by deploy/stack.sh)
-kafka.brokers = 127.0.0.1:$SASL_PORT
+kafka.brokers = $list
 kafka.security.protocol = SASL_PLAINTEXT
 kafka.sasl.mechanisms = PLAIN
 kafka.sasl.username = metadb
@@ -559,6 +663,48 @@ kafka_java() {
     java "-Dlog4j2.configurationFile=$KDIR/log4j2.yaml" -cp "$LIBS/*" "$@"
 }
 
+# kafka_cluster_id: the id every node is formatted with (node 1's, once it exists).
+kafka_cluster_id() {
+    local cid=
+    [ -s "$KDIR/data/meta.properties" ] && cid=$(sed -n 's/^cluster\.id=//p' "$KDIR/data/meta.properties" | head -n 1)
+    [ -z "$cid" ] && [ -s "$KDIR/cluster.id" ] && cid=$(head -n 1 "$KDIR/cluster.id")
+    if [ -n "$cid" ]; then echo "$cid"; return; fi
+    # 16 random bytes, base64url (Kafka's cluster id form); never starting with
+    # '-', which the tool's argument parser would take for an option.
+    cid=-
+    while [[ $cid == -* ]]; do cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='); done
+    [ "$NBROKERS" = 1 ] || echo "$cid" >"$KDIR/cluster.id"
+    echo "$cid"
+}
+
+# kafka_start_node I: start node I unless it runs (no waiting).
+kafka_start_node() {
+    local i=$1 d p cid
+    d=$(kdir "$i")
+    if kalive "$i"; then
+        say "kafka: broker $i already running (pid $(cat "$(kpid "$i")"))"
+        return 0
+    fi
+    for p in "${KP[i]}" "${KC[i]}" "${KS[i]}"; do
+        port_busy "$p" && die "port $p is in use by another process (not our Kafka): set METADB_KAFKA_PORT / _CONTROLLER_PORT / _SASL_PORT"
+    done
+    kafka_write_config "$i"
+    if [ ! -f "$d/data/meta.properties" ]; then
+        cid=$(kafka_cluster_id)
+        kafka_java -Xmx256m kafka.tools.StorageTool format --config "$d/server.properties" \
+            --cluster-id "$cid" >>"$(klog "$i")" 2>&1 || die "formatting $d/data failed (see $(klog "$i"))"
+        say "kafka: formatted $d/data (cluster id $cid)"
+    fi
+    launch "$(kpid "$i")" "$(klog "$i")" "$d" \
+        java "-Xmx$KAFKA_HEAP" -Xms256m "-Dlog4j2.configurationFile=$KDIR/log4j2.yaml" \
+        -cp "$LIBS/*" kafka.Kafka "$d/server.properties"
+    if [ "$NBROKERS" = 1 ]; then
+        say "kafka: started (pid $(cat "$KAFKA_PID")) on 127.0.0.1:$KAFKA_PORT, SASL_PLAINTEXT on 127.0.0.1:$SASL_PORT"
+    else
+        say "kafka: started broker $i (pid $(cat "$(kpid "$i")")) on 127.0.0.1:${KP[i]}, SASL_PLAINTEXT on 127.0.0.1:${KS[i]}${EXTRA_HOST:+, NODES on $EXTRA_HOST:${KE[i]}}"
+    fi
+}
+
 kafka_start() {
     if [ -n "$EXT_BROKERS" ]; then
         kcat_ok "$BROKERS" 10 "${KCAT_EXTRA[@]}" || die "external Kafka $BROKERS (METADB_KAFKA_BROKERS) is not reachable"
@@ -568,69 +714,70 @@ kafka_start() {
     need_cmd java
     need_cmd kcat
     ls "$LIBS"/kafka_2.13-*.jar >/dev/null 2>&1 || die "no Kafka jars in $LIBS: run deploy/install.sh first"
-    if pid_alive "$KAFKA_PID" kafka.Kafka; then
-        say "kafka: already running (pid $(cat "$KAFKA_PID"))"
-    else
-        local p
-        for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$SASL_PORT"; do
-            port_busy "$p" && die "port $p is in use by another process (not our Kafka): set METADB_KAFKA_PORT / _CONTROLLER_PORT / _SASL_PORT"
-        done
-        kafka_write_config
-        if [ ! -f "$KDIR/data/meta.properties" ]; then
-            local cid
-            # 16 random bytes, base64url (Kafka's cluster id form); never starting with
-            # '-', which the tool's argument parser would take for an option.
-            cid=-
-            while [[ $cid == -* ]]; do cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='); done
-            kafka_java -Xmx256m kafka.tools.StorageTool format --config "$KDIR/server.properties" \
-                --cluster-id "$cid" >>"$LOGS/kafka.log" 2>&1 || die "formatting $KDIR/data failed (see $LOGS/kafka.log)"
-            say "kafka: formatted $KDIR/data (cluster id $cid)"
-        fi
-        launch "$KAFKA_PID" "$LOGS/kafka.log" "$KDIR" \
-            java "-Xmx$KAFKA_HEAP" -Xms256m "-Dlog4j2.configurationFile=$KDIR/log4j2.yaml" \
-            -cp "$LIBS/*" kafka.Kafka "$KDIR/server.properties"
-        say "kafka: started (pid $(cat "$KAFKA_PID")) on 127.0.0.1:$KAFKA_PORT, SASL_PLAINTEXT on 127.0.0.1:$SASL_PORT"
+    local i
+    if [ -s "$NBROKERS_FILE" ] && [ "$(cat "$NBROKERS_FILE")" != "$NBROKERS" ] && [ -f "$KDIR/data/meta.properties" ]; then
+        die "the Kafka data under $METADB_HOME belongs to a $(cat "$NBROKERS_FILE")-broker stack, not $NBROKERS: deploy/stack.sh reset first"
     fi
+    if [ ! -s "$NBROKERS_FILE" ] && [ "$NBROKERS" != 1 ] && [ -f "$KDIR/data/meta.properties" ]; then
+        die "the Kafka data under $METADB_HOME belongs to a single-broker stack: deploy/stack.sh reset first"
+    fi
+    mkdir -p "$KDIR"
+    [ "$NBROKERS" = 1 ] || echo "$NBROKERS" >"$NBROKERS_FILE"
+    for i in $(knodes); do kafka_start_node "$i"; done
+    # Every node answers metadata requests on its own listener (each needs a
+    # controller quorum, i.e. a majority of the nodes, to finish starting).
     local deadline=$((SECONDS + TIMEOUT))
-    until kcat_ok "$BROKERS" 2; do
-        if ! pid_alive "$KAFKA_PID" kafka.Kafka; then
-            tail -n 30 "$LOGS/kafka.log" >&2 || true
-            die "Kafka exited during start-up (log: $LOGS/kafka.log)"
-        fi
-        [ $SECONDS -lt $deadline ] || die "Kafka not answering metadata requests on $BROKERS after ${TIMEOUT}s"
-        sleep 0.3
+    for i in $(knodes); do
+        until kcat_ok "127.0.0.1:${KP[i]}" 2; do
+            if ! kalive "$i"; then
+                tail -n 30 "$(klog "$i")" >&2 || true
+                die "Kafka broker $i exited during start-up (log: $(klog "$i"))"
+            fi
+            [ $SECONDS -lt $deadline ] || die "Kafka broker $i not answering metadata requests on 127.0.0.1:${KP[i]} after ${TIMEOUT}s"
+            sleep 0.3
+        done
     done
     if ! grep -q "^listeners=.*SASL_PLAINTEXT://127.0.0.1:$SASL_PORT" "$KDIR/server.properties" 2>/dev/null; then
         say "kafka: WARNING: the running broker was started without the SASL listener on 127.0.0.1:$SASL_PORT;"
         say "       restart it to add it: deploy/stack.sh stop --only kafka && deploy/stack.sh start"
         return 0
     fi
-    # shellcheck disable=SC2046
-    until kcat_ok "127.0.0.1:$SASL_PORT" 2 $(sasl_args); do
-        [ $SECONDS -lt $deadline ] || die "Kafka SASL listener 127.0.0.1:$SASL_PORT not ready after ${TIMEOUT}s"
-        sleep 0.3
+    for i in $(knodes); do
+        # shellcheck disable=SC2046
+        until kcat_ok "127.0.0.1:${KS[i]}" 2 $(sasl_args); do
+            [ $SECONDS -lt $deadline ] || die "Kafka SASL listener 127.0.0.1:${KS[i]} not ready after ${TIMEOUT}s"
+            sleep 0.3
+        done
     done
     kafka_write_client_conf
-    say "kafka: ready on $BROKERS (SASL/PLAIN user metadb on 127.0.0.1:$SASL_PORT, password in $KDIR/sasl.password)"
+    if [ "$NBROKERS" = 1 ]; then
+        say "kafka: ready on $BROKERS (SASL/PLAIN user metadb on 127.0.0.1:$SASL_PORT, password in $KDIR/sasl.password)"
+    else
+        say "kafka: $NBROKERS-broker cluster ready on $BROKERS (replication factor $KRF, min.insync.replicas $KMINISR; SASL/PLAIN user metadb, client settings in $KDIR/sasl-client.conf)"
+    fi
 }
+
+kafka_metadata() { kcat -L -J -b "$BROKERS" -m 5 "${KCAT_EXTRA[@]}" 2>/dev/null; }
 
 # topic_partitions: "name count" per topic, from the broker's metadata.
 topic_partitions() {
-    kcat -L -J -b "$BROKERS" -m 5 "${KCAT_EXTRA[@]}" 2>/dev/null |
-        jq -r '.topics[] | select(.topic | startswith("__") | not) | "\(.topic) \(.partitions | length)"'
+    kafka_metadata | jq -r '.topics[] | select(.topic | startswith("__") | not) | "\(.topic) \(.partitions | length)"'
 }
 
 kafka_topics() {
     [ -n "$EXT_BROKERS" ] && return 0
     local have t n deadline
+    local -a cfg=()
+    [ "$NBROKERS" -gt 1 ] && cfg=(--config "min.insync.replicas=$KMINISR")
     have=$(topic_partitions) || die "cannot read topic metadata from $BROKERS"
     for t in "${TOPICS[@]}"; do
         n=$(awk -v t="$t" '$1 == t { print $2 }' <<<"$have")
         if [ -z "$n" ]; then
             kafka_java -Xmx256m org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
-                --create --if-not-exists --topic "$t" --partitions "$PARTITIONS" --replication-factor 1 >/dev/null ||
-                die "creating topic $t failed"
-            say "kafka: created topic $t ($PARTITIONS partitions)"
+                --create --if-not-exists --topic "$t" --partitions "$PARTITIONS" --replication-factor "$KRF" \
+                "${cfg[@]}" >/dev/null || die "creating topic $t failed"
+            if [ "$NBROKERS" = 1 ]; then say "kafka: created topic $t ($PARTITIONS partitions)"
+            else say "kafka: created topic $t ($PARTITIONS partitions, replication factor $KRF, min.insync.replicas $KMINISR)"; fi
         elif [ "$n" -lt "$PARTITIONS" ]; then
             kafka_java -Xmx256m org.apache.kafka.tools.TopicCommand --bootstrap-server "$BROKERS" \
                 --alter --topic "$t" --partitions "$PARTITIONS" >/dev/null || die "adding partitions to $t failed"
@@ -656,67 +803,129 @@ kafka_topics() {
     done
 }
 
+# kafka_status: one line per broker; per topic its partitions and, on a cluster,
+# replication, leaders per broker and the under-replicated partitions (ISR shorter
+# than the replica list: a replica is down or catching up). Returns 1 when a broker
+# is down or a topic is missing.
+kafka_status() {
+    local rc=0 i up=0 meta have t n
+    if [ -n "$EXT_BROKERS" ]; then
+        if kcat_ok "$BROKERS" 5 "${KCAT_EXTRA[@]}"; then say "kafka:    external $BROKERS reachable"
+        else say "kafka:    external $BROKERS NOT reachable"; return 1; fi
+    elif [ "$NBROKERS" = 1 ]; then
+        if pid_alive "$KAFKA_PID" kafka.Kafka; then
+            if kcat_ok "$BROKERS" 3; then
+                say "kafka:    running (pid $(cat "$KAFKA_PID")) $BROKERS, SASL_PLAINTEXT 127.0.0.1:$SASL_PORT"
+            else
+                say "kafka:    process running (pid $(cat "$KAFKA_PID")) but $BROKERS not answering"; return 1
+            fi
+        else
+            say "kafka:    stopped"; return 1
+        fi
+    else
+        for ((i = 1; i <= NBROKERS; i++)); do
+            if kalive "$i"; then
+                if kcat_ok "127.0.0.1:${KP[i]}" 3; then
+                    say "kafka:    broker $i running (pid $(cat "$(kpid "$i")")) 127.0.0.1:${KP[i]}, SASL_PLAINTEXT 127.0.0.1:${KS[i]}${EXTRA_HOST:+, NODES $EXTRA_HOST:${KE[i]}}"
+                    up=$((up + 1))
+                else
+                    say "kafka:    broker $i process running (pid $(cat "$(kpid "$i")")) but 127.0.0.1:${KP[i]} not answering"; rc=1
+                fi
+            else
+                say "kafka:    broker $i stopped"; rc=1
+            fi
+        done
+        say "kafka:    $up of $NBROKERS brokers up (controller quorum needs $((NBROKERS / 2 + 1)); writes need $KMINISR in-sync replicas)"
+        [ "$up" -gt 0 ] || return 1
+    fi
+    meta=$(kafka_metadata || true)
+    if [ -z "$meta" ]; then say "kafka:    no metadata from $BROKERS"; return 1; fi
+    if [ -n "$EXT_BROKERS" ] || [ "$NBROKERS" = 1 ]; then
+        have=$(jq -r '.topics[] | select(.topic | startswith("__") | not) | "\(.topic) \(.partitions | length)"' <<<"$meta")
+        for t in "${TOPICS[@]}"; do
+            n=$(awk -v t="$t" '$1 == t { print $2 }' <<<"$have")
+            if [ -n "$n" ]; then say "  topic $t: $n partitions"; else say "  topic $t: MISSING"; rc=1; fi
+        done
+        return $rc
+    fi
+    say "  brokers in metadata: $(jq -r '[.brokers[] | "\(.id)@\(.name)"] | join(" ")' <<<"$meta")"
+    for t in "${TOPICS[@]}" __consumer_offsets; do
+        n=$(jq -r --arg t "$t" '
+            [.topics[] | select(.topic == $t)][0] // empty |
+            .partitions as $p |
+            ($p | map(select((.isrs | length) < (.replicas | length)))) as $under |
+            "\($p | length) partitions, replication \([$p[] | .replicas | length] | max // 0), leaders " +
+            ([$p[] | .leader] | group_by(.) | map("b\(.[0]):\(length)") | join(" ")) +
+            (if ($under | length) == 0 then ", all in sync"
+             else ", \($under | length) UNDER-REPLICATED (" +
+                  ($under | map("p\(.partition) isr \([.isrs[].id] | join(","))/\([.replicas[].id] | join(","))") | join("; ")) + ")"
+             end)' <<<"$meta")
+        if [ -n "$n" ]; then say "  topic $t: $n"
+        elif [ "$t" != __consumer_offsets ]; then say "  topic $t: MISSING"; rc=1; fi
+    done
+    return $rc
+}
+
+kafka_stop() {
+    local i
+    if [ -n "$EXT_BROKERS" ]; then say "kafka: external, nothing to stop"; return 0; fi
+    if [ "$NBROKERS" = 1 ]; then stop_pid "$KAFKA_PID" kafka.Kafka kafka 60; return 0; fi
+    # All at once: a node shutting down while the others already left waits for a
+    # controller quorum that will not come back (stop_pid kills it after 60 s).
+    for i in $(knodes); do stop_pid "$(kpid "$i")" kafka.Kafka "kafka broker $i" 60 & done
+    wait
+}
+
+kafka_running() {
+    local i
+    [ -n "$EXT_BROKERS" ] && return 1
+    for ((i = 1; i <= NBROKERS; i++)); do kalive "$i" && return 0; done
+    return 1
+}
+
 # ---------------------------------------------------------------- commands
 cmd_start() {
     mkdir -p "$METADB_HOME" "$LOGS"
-    kafka_start
-    kafka_topics
-    mongo_start
+    if [ "$ONLY" != database ]; then
+        kafka_start
+        kafka_topics
+    fi
+    [ "$ONLY" = kafka ] || mongo_start
     say "stack up: kafka $BROKERS, database $MONGO_URI, topics ${TOPICS[*]}"
 }
 
 cmd_status() {
     local rc=0
-    if [ -n "$EXT_BROKERS" ]; then
-        if kcat_ok "$BROKERS" 5 "${KCAT_EXTRA[@]}"; then say "kafka:    external $BROKERS reachable"
-        else say "kafka:    external $BROKERS NOT reachable"; rc=1; fi
-    elif pid_alive "$KAFKA_PID" kafka.Kafka; then
-        if kcat_ok "$BROKERS" 3; then
-            say "kafka:    running (pid $(cat "$KAFKA_PID")) $BROKERS, SASL_PLAINTEXT 127.0.0.1:$SASL_PORT"
-        else
-            say "kafka:    process running (pid $(cat "$KAFKA_PID")) but $BROKERS not answering"; rc=1
-        fi
-    else
-        say "kafka:    stopped"; rc=1
-    fi
-    if [ $rc = 0 ]; then
-        local have t n
-        have=$(topic_partitions || true)
-        for t in "${TOPICS[@]}"; do
-            n=$(awk -v t="$t" '$1 == t { print $2 }' <<<"$have")
-            if [ -n "$n" ]; then say "  topic $t: $n partitions"; else say "  topic $t: MISSING"; rc=1; fi
-        done
-    fi
+    kafka_status || rc=1
     mongo_status || rc=1
     say "state:    $METADB_HOME"
     return $rc
 }
 
 cmd_stop() {
-    if [ "$ONLY" != database ]; then
-        if [ -n "$EXT_BROKERS" ]; then say "kafka: external, nothing to stop"
-        else stop_pid "$KAFKA_PID" kafka.Kafka kafka 60; fi
-    fi
+    [ "$ONLY" != database ] && kafka_stop
     [ "$ONLY" != kafka ] && mongo_stop
     return 0
 }
 
 # running_services: prints "kafka" and/or "database" for the local services running now.
 cmd_running() {
-    if [ -z "$EXT_BROKERS" ] && pid_alive "$KAFKA_PID" kafka.Kafka; then echo kafka; fi
+    if kafka_running; then echo kafka; fi
     if mongo_running; then echo database; fi
     return 0
 }
 
 cmd_reset() {
     cmd_stop
-    rm -rf "$KDIR/data" "$PGDIR" "$METADB_HOME/mongo" "$LOGS"
+    rm -rf "$KDIR/data" "$NBROKERS_FILE" "$KDIR/cluster.id" "$METADB_HOME"/kafka-[0-9] "$PGDIR" "$METADB_HOME/mongo" "$LOGS"
     say "wiped Kafka data, database files and logs under $METADB_HOME (cache, SASL password and database passwords kept)"
 }
 
 main() {
     local cmd=${1:-}
     ONLY=
+    NBROKERS=
+    ONE_BROKER=
     [ -n "$cmd" ] || usage 2
     shift
     ARGS=()
@@ -726,6 +935,10 @@ main() {
             --partitions) [ $# -ge 2 ] || die "--partitions needs a value"; PARTITIONS=$2; shift 2 ;;
             --partitions=*) PARTITIONS=${1#*=}; shift ;;
             --only) [ $# -ge 2 ] || die "--only needs kafka or database"; ONLY=$2; shift 2 ;;
+            --brokers) [ $# -ge 2 ] || die "--brokers needs a count"; NBROKERS=$2; shift 2 ;;
+            --brokers=*) NBROKERS=${1#*=}; shift ;;
+            --broker) [ $# -ge 2 ] || die "--broker needs a node number"; ONE_BROKER=$2; shift 2 ;;
+            --broker=*) ONE_BROKER=${1#*=}; shift ;;
             -h|--help) usage 0 ;;
             *) die "unknown argument: $1 (see deploy/stack.sh --help)" ;;
         esac
@@ -735,6 +948,12 @@ main() {
     for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$SASL_PORT" "$MONGO_PORT"; do
         { is_int "$p" && [ "$p" -ge 1 ] && [ "$p" -le 65535 ]; } || die "bad port '$p'"
     done
+    kafka_layout
+    if [ -n "$ONE_BROKER" ]; then
+        { is_int "$ONE_BROKER" && [ "$ONE_BROKER" -ge 1 ] && [ "$ONE_BROKER" -le "$NBROKERS" ]; } ||
+            die "--broker takes 1..$NBROKERS, got '$ONE_BROKER'"
+        ONLY=kafka
+    fi
     [ -x "$PY" ] || die "$PY not found (Debian python3 with python3-pymongo): run deploy/install.sh"
     mkdir -p "$METADB_HOME"
     # One stack command at a time per state directory.
