@@ -618,7 +618,8 @@ static bool replay_file(repair_t *rp, mdb_docs_model_t *model, const db_t *d, co
                                .series = ev.series,
                                .instance = ev.instance,
                                .file = file,
-                               .dicom = json_object_get(root_json, "dicom")};
+                               .dicom = json_object_get(root_json, "dicom"),
+                               .integrity = json_object_get(root_json, "integrity")};
         ok = mdb_docs_model_add_event(model, &de, err);
         rp->events++;
     }

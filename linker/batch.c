@@ -38,6 +38,7 @@ static void item_clear(linker_item_t *it)
     free(it->topic);
     mdb_msg_instance_clear(&it->ev);
     json_decref(it->dicom);
+    json_decref(it->integrity);
     free(it->feature_set);
     mdb_msg_dlq_clear(&it->dlq);
     memset(it, 0, sizeof *it);
@@ -111,7 +112,7 @@ static bool send_invalid(linker_t *L, const rd_kafka_message_t *msg, const char 
     return ok;
 }
 
-/* The "dicom" object and "feature_set" that mdb_msg's decoder leaves out,
+/* The "dicom" and "integrity" objects and "feature_set" that mdb_msg's decoder leaves out,
  * from the message it parsed (parsing an event twice was a third of the
  * linker's CPU time). */
 static void extras(linker_item_t *it, const json_t *root)
@@ -119,6 +120,9 @@ static void extras(linker_item_t *it, const json_t *root)
     json_t *d = json_object_get(root, "dicom");
     if (json_is_object(d))
         it->dicom = json_incref(d);
+    json_t *integ = json_object_get(root, "integrity");
+    if (json_is_object(integ) && json_object_size(integ) > 0)
+        it->integrity = json_incref(integ);
     const char *fs = json_string_value(json_object_get(root, "feature_set"));
     if (fs && *fs)
         it->feature_set = strdup(fs);
@@ -302,6 +306,7 @@ static bool build_model(linker_t *L, mdb_docs_model_t *model, const json_t *jobs
                                .instance = it->ev.instance,
                                .file = file,
                                .dicom = it->dicom,
+                               .integrity = it->integrity,
                                .origin = tp,
                                .offset = it->offset};
         bool ok = file && mdb_docs_model_add_event(model, &ev, err);

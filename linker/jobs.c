@@ -16,6 +16,12 @@
  * that died after writing the document and before counting it: counted now.
  * instances_linked comes the same way from mdb_docs_apply (link deltas).
  *
+ * files_flagged counts the done files whose event carried an "integrity"
+ * object (catalogued, but damaged: mdb_extract.h): the job_files document
+ * gets flagged: true from the record that makes it done (its insert, or
+ * the failed -> done update), and is counted with files_done by the same
+ * rules, so it is exact under redelivery as well.
+ *
  * Counters are only written while the job is not final, so a slower linker
  * finishing an older batch cannot overwrite the final numbers. errors[]
  * gets the batch's DLQ reasons ($addToSet, so a redelivered record is not
@@ -96,9 +102,12 @@ static json_t *file_docs(linker_t *L, const char *now, json_t *origins)
         json_t *d = NULL;
         if (!tag)
             goto oom;
-        if (is_done)
+        if (is_done) {
             d = json_pack("{s:s, s:s, s:s, s:s?, s:s}", "job_id", job, "path", path, "status", "done",
                           "sop_instance_uid", mdb_msg_instance_sop_uid(&it->ev), "updated_at", now);
+            if (d && it->integrity)
+                json_object_set_new(d, "flagged", json_true());
+        }
         else
             d = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s}", "job_id", job, "path", path, "status", "failed",
                           "stage", it->dlq.stage, "error", it->dlq.error, "message", it->dlq.message, "updated_at",
@@ -174,8 +183,8 @@ static bool delta_add(json_t *deltas, const char *job, const char *tp, const cha
     snprintf(key, sizeof key, "%s\n%s", job, tp);
     json_t *d = json_object_get(deltas, key);
     if (!d) {
-        d = json_pack("{s:s, s:s, s:I, s:I, s:I}", "job_id", job, "tp", tp, "files_done", (json_int_t)0, "files_failed",
-                      (json_int_t)0, "instances_linked", (json_int_t)0);
+        d = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I}", "job_id", job, "tp", tp, "files_done", (json_int_t)0,
+                      "files_failed", (json_int_t)0, "files_flagged", (json_int_t)0, "instances_linked", (json_int_t)0);
         if (!d || json_object_set_new(deltas, key, d) != 0)
             return false;
     }
@@ -219,10 +228,12 @@ static bool write_files(linker_t *L, json_t *files, const json_t *origins, const
         if (!ok || json_object_get(dupset, k))
             continue;
         const json_t *fi = json_object_get(d, "_fi");
-        ok = delta_add(deltas, json_string_value(json_object_get(d, "job_id")),
-                       json_string_value(json_object_get(fi, "t")),
+        const char *job = json_string_value(json_object_get(d, "job_id")), *t = json_string_value(json_object_get(fi, "t"));
+        ok = delta_add(deltas, job, t,
                        strcmp(json_string_value(json_object_get(d, "status")), "done") ? "files_failed" : "files_done",
                        1);
+        if (ok && json_is_true(json_object_get(d, "flagged")))
+            ok = delta_add(deltas, job, t, "files_flagged", 1);
     }
     size_t n = json_array_size(dups);
     if (ok && n > 0) {
@@ -231,7 +242,8 @@ static bool write_files(linker_t *L, json_t *files, const json_t *origins, const
         for (size_t i = 0; ok && i < n; i++)
             ids[i] = json_string_value(json_array_get(dups, i));
         bson_t filter = BSON_INITIALIZER;
-        bson_t *proj = BCON_NEW("status", BCON_INT32(1), "_fi", BCON_INT32(1), "_fd", BCON_INT32(1));
+        bson_t *proj = BCON_NEW("status", BCON_INT32(1), "_fi", BCON_INT32(1), "_fd", BCON_INT32(1), "flagged",
+                                BCON_INT32(1));
         if (ok)
             mdb_docs_append_in(&filter, "_id", ids, n);
         ok = ok && mdb_docs_find(L->mongo, MDB_JOB_FILES_COLL, &filter, proj, NULL, 0, existing, err);
@@ -248,16 +260,21 @@ static bool write_files(linker_t *L, json_t *files, const json_t *origins, const
             const char *st = json_string_value(json_object_get(e, "status"));
             const json_t *orig = json_object_get(origins, id), *fi = json_object_get(e, "_fi"),
                          *fd = json_object_get(e, "_fd");
-            bool e_done = st && !strcmp(st, "done");
+            bool e_done = st && !strcmp(st, "done"), e_flagged = json_is_true(json_object_get(e, "flagged"));
             /* changes made by a batch of these records that died before counting them */
             if (uncounted(fi, orig, applied, job)) {
                 const char *s = json_string_value(json_object_get(fi, "s"));
-                ok = delta_add(deltas, job, json_string_value(json_object_get(fi, "t")),
-                               s && !strcmp(s, "done") ? "files_done" : "files_failed", 1);
+                bool fi_done = s && !strcmp(s, "done");
+                const char *t = json_string_value(json_object_get(fi, "t"));
+                ok = delta_add(deltas, job, t, fi_done ? "files_done" : "files_failed", 1);
+                if (ok && fi_done && e_flagged)
+                    ok = delta_add(deltas, job, t, "files_flagged", 1);
             }
             if (ok && uncounted(fd, orig, applied, job)) {
                 const char *t = json_string_value(json_object_get(fd, "t"));
                 ok = delta_add(deltas, job, t, "files_done", 1) && delta_add(deltas, job, t, "files_failed", -1);
+                if (ok && e_flagged)
+                    ok = delta_add(deltas, job, t, "files_flagged", 1);
             }
             if (!ok || strcmp(json_string_value(json_object_get(want, "status")), "done") || e_done)
                 continue;
@@ -268,8 +285,12 @@ static bool write_files(linker_t *L, json_t *files, const json_t *origins, const
                                    "failed", "upd", "$set", "status", "done", "sop_instance_uid",
                                    json_object_get(want, "sop_instance_uid"), "_fd", "t", t, "o",
                                    json_object_get(wfi, "o"), "updated_at", now);
+            bool flagged = json_is_true(json_object_get(want, "flagged"));
+            if (op && flagged)
+                json_object_set_new(json_object_get(json_object_get(op, "upd"), "$set"), "flagged", json_true());
             ok = op && json_array_append_new(o.ops, op) == 0 && delta_add(deltas, job, t, "files_done", 1) &&
-                 delta_add(deltas, job, t, "files_failed", -1);
+                 delta_add(deltas, job, t, "files_failed", -1) &&
+                 (!flagged || delta_add(deltas, job, t, "files_flagged", 1));
         }
         ok = ok && mdb_docs_bulk_write(L->mongo, MDB_JOB_FILES_COLL, L->wc, json_array_size(o.ops),
                                          add_json_op, &o, err);
@@ -380,9 +401,10 @@ static bool write_progress(linker_t *L, json_t *deltas, const json_t *link_delta
         if (!ok)
             break;
         const json_t *d = json_object_get(deltas, k);
-        json_t *op = json_pack("{s:{s:s}, s:{s:{s:I, s:I, s:I}, s:{s:O}, s:{s:O, s:O}, s:{s:s}}}", "sel", "_id", k,
-                               "upd", "$inc", "files_done", json_integer_value(json_object_get(d, "files_done")),
-                               "files_failed", json_integer_value(json_object_get(d, "files_failed")),
+        json_t *op = json_pack("{s:{s:s}, s:{s:{s:I, s:I, s:I, s:I}, s:{s:O}, s:{s:O, s:O}, s:{s:s}}}", "sel", "_id",
+                               k, "upd", "$inc", "files_done", json_integer_value(json_object_get(d, "files_done")),
+                               "files_failed", json_integer_value(json_object_get(d, "files_failed")), "files_flagged",
+                               json_integer_value(json_object_get(d, "files_flagged")),
                                "instances_linked", json_integer_value(json_object_get(d, "instances_linked")), "$max",
                                "o", json_object_get(v, "o"), "$setOnInsert", "job_id", json_object_get(v, "job_id"),
                                "tp", json_object_get(v, "tp"), "$set", "updated_at", now);
@@ -400,7 +422,8 @@ static bool write_progress(linker_t *L, json_t *deltas, const json_t *link_delta
 }
 
 /* Sums of the progress documents of the jobs in ids: job -> {files_done,
- * files_failed, instances_linked}. */
+ * files_failed, files_flagged, instances_linked} (a field a document lacks,
+ * written before it existed, counts 0). */
 static bool sum_progress(linker_t *L, const char *const *ids, size_t n, json_t *sums, mdb_error_t *err)
 {
     json_t *docs = json_array();
@@ -408,7 +431,8 @@ static bool sum_progress(linker_t *L, const char *const *ids, size_t n, json_t *
     mdb_docs_append_in(&filter, "job_id", ids, n);
     bool ok = docs && mdb_docs_find(L->mongo, MDB_JOB_PROGRESS_COLL, &filter, NULL, NULL, 0, docs, err);
     bson_destroy(&filter);
-    static const char *const fields[] = {"files_done", "files_failed", "instances_linked"};
+    static const char *const fields[] = {"files_done", "files_failed", "files_flagged", "instances_linked"};
+    const size_t nfields = sizeof fields / sizeof fields[0];
     for (size_t i = 0; ok && i < json_array_size(docs); i++) {
         json_t *d = json_array_get(docs, i);
         const char *job = json_string_value(json_object_get(d, "job_id"));
@@ -416,11 +440,11 @@ static bool sum_progress(linker_t *L, const char *const *ids, size_t n, json_t *
             continue;
         json_t *s = json_object_get(sums, job);
         if (!s) {
-            s = json_pack("{s:I, s:I, s:I}", fields[0], (json_int_t)0, fields[1], (json_int_t)0, fields[2],
-                          (json_int_t)0);
+            s = json_pack("{s:I, s:I, s:I, s:I}", fields[0], (json_int_t)0, fields[1], (json_int_t)0, fields[2],
+                          (json_int_t)0, fields[3], (json_int_t)0);
             json_object_set_new(sums, job, s);
         }
-        for (size_t f = 0; s && f < 3; f++)
+        for (size_t f = 0; s && f < nfields; f++)
             json_object_set_new(s, fields[f], json_integer(json_integer_value(json_object_get(s, fields[f])) +
                                                            json_integer_value(json_object_get(d, fields[f]))));
     }
@@ -499,7 +523,8 @@ bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *link_deltas, con
                                                    "$addToSet", "errors", "$each", add, "$set", "updated_at", now));
         }
         const char *final_state = (failed_n > 0 || problems > 0) ? "completed_with_errors" : "completed";
-        json_t *counters = json_pack("{s:I, s:I, s:I, s:s}", "files_done", done_n, "files_failed", failed_n,
+        json_t *counters = json_pack("{s:I, s:I, s:I, s:I, s:s}", "files_done", done_n, "files_failed", failed_n,
+                                     "files_flagged", json_integer_value(json_object_get(sum, "files_flagged")),
                                      "instances_linked", json_integer_value(json_object_get(sum, "instances_linked")),
                                      "updated_at", now);
         json_t *fin = json_deep_copy(counters);

@@ -33,6 +33,7 @@ typedef struct {
     mdb_instance_msg_t ev; /* ITEM_EVENT */
     json_t *dicom;         /* ITEM_EVENT: the event's "dicom" object (may be NULL) */
     char *feature_set;     /* ITEM_EVENT (may be NULL) */
+    json_t *integrity;     /* ITEM_EVENT: the event's "integrity" object, NULL for a whole file */
     mdb_dlq_msg_t dlq;     /* ITEM_DLQ */
 } linker_item_t;
 

@@ -287,7 +287,7 @@ typedef struct {
     char *job_id, *path, *collection, *feature_set;
     char *origin;   /* "topic:partition" (NULL: none) */
     int64_t offset; /* of the record (-1: none) */
-    json_t *study, *series, *instance, *file, *dicom;
+    json_t *study, *series, *instance, *file, *dicom, *integrity;
     const char *study_uid, *series_uid, *sop_uid, *series_parent;
     json_t *j_study_uid, *j_series_uid, *j_parent; /* the same as JSON strings */
 } event_t;
@@ -423,6 +423,7 @@ void mdb_docs_model_destroy(mdb_docs_model_t *m)
         json_decref(e->instance);
         json_decref(e->file);
         json_decref(e->dicom);
+        json_decref(e->integrity);
         json_decref(e->j_study_uid);
         json_decref(e->j_series_uid);
         json_decref(e->j_parent);
@@ -504,6 +505,7 @@ bool mdb_docs_model_add_event(mdb_docs_model_t *m, const mdb_docs_event_t *in, m
     e->instance = json_incref((json_t *)in->instance);
     e->file = in->file ? json_incref((json_t *)in->file) : NULL;
     e->dicom = in->dicom ? json_incref((json_t *)in->dicom) : NULL;
+    e->integrity = json_is_object(in->integrity) ? json_incref((json_t *)in->integrity) : NULL;
     e->study_uid = st;
     e->series_uid = se;
     e->sop_uid = so;
@@ -537,7 +539,7 @@ static bool reserved_field(const char *f)
                                         "job_ids",     "collection_ids", "_src",       "_invalid",   "_replaced",
                                         "file",        "dicom",          "feature_set", "created_at", "updated_at",
                                         "series",      "modalities",     "series_count", "instance_count", "_ins",
-                                        "_jl",         "_lo",            "_prev_series", "_prev_study"};
+                                        "_jl",         "_lo",            "_prev_series", "_prev_study", "integrity"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(f, names[i]))
             return true;
@@ -979,6 +981,8 @@ static json_t *instance_doc_from_event(const event_t *e)
         json_object_set(doc, "file", e->file);
     if (e->dicom)
         json_object_set(doc, "dicom", e->dicom);
+    if (e->integrity)
+        json_object_set(doc, "integrity", e->integrity);
     if (e->feature_set)
         json_object_set_new(doc, "feature_set", json_string(e->feature_set));
     json_object_set_new(doc, "_src", json_string(e->path));

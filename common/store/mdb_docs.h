@@ -6,7 +6,7 @@
  *
  * MERGE RULES (order-independent, idempotent):
  *  - An instance document's content (parents, promoted fields, metadata,
- *    file, dicom) comes from the event with the smallest path (strcmp);
+ *    file, dicom, integrity) comes from the event with the smallest path (strcmp);
  *    paths[] and job_ids[] are the sorted union of every event's.
  *  - A study/series field (metadata keyword "m:<Keyword>", promoted field
  *    "p:<field>", the series' parent "study_id") takes the value of the
@@ -91,6 +91,7 @@ typedef struct {
     const json_t *instance;
     const json_t *file;
     const json_t *dicom;
+    const json_t *integrity; /* the event's "integrity" object (damaged file), NULL if none */
     /* Where the event was consumed ("topic:partition") and its offset; NULL
      * / negative when it has none. When every event of a model has an origin,
      * mdb_docs_apply counts incrementally (see "Counting" below). */

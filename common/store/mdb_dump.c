@@ -33,7 +33,7 @@ json_t *mdb_dump_canonical(const char *coll, const json_t *doc)
         json_t *out = json_object();
         static const char *const keep[] = {"state",           "collection",    "feature_set",
                                            "files_total",     "files_done",    "files_failed",
-                                           "instances_linked", "producer_errors"};
+                                           "files_flagged",   "instances_linked", "producer_errors"};
         for (size_t i = 0; out && i < sizeof keep / sizeof keep[0]; i++) {
             json_t *v = json_object_get(doc, keep[i]);
             if (v)

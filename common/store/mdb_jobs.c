@@ -348,6 +348,7 @@ bool mdb_jobs_create(mdb_mongo_t *m, const char *job_id, const mdb_job_msg_t *ms
     BSON_APPEND_INT64(&soi, "files_total", 0);
     BSON_APPEND_INT64(&soi, "files_done", 0);
     BSON_APPEND_INT64(&soi, "files_failed", 0);
+    BSON_APPEND_INT64(&soi, "files_flagged", 0);
     BSON_APPEND_INT64(&soi, "instances_linked", 0);
     BSON_APPEND_INT64(&soi, "producer_errors", 0);
     BSON_APPEND_UTF8(&soi, "submitted_at", msg->submitted_at && *msg->submitted_at ? msg->submitted_at : now);
@@ -516,7 +517,7 @@ bool mdb_jobs_start_running(mdb_mongo_t *m, const char *job_id, int64_t files_to
 }
 
 typedef struct {
-    int64_t done, failed;
+    int64_t done, failed, flagged;
 } file_counts_t;
 
 static bool count_status(const bson_t *doc, void *ud, mdb_error_t *err)
@@ -524,36 +525,40 @@ static bool count_status(const bson_t *doc, void *ud, mdb_error_t *err)
     file_counts_t *fc = ud;
     const char *st = mdb_jobs_doc_str(doc, "_id");
     (void)err;
-    if (st && !strcmp(st, "done"))
+    if (st && !strcmp(st, "done")) {
         fc->done = mdb_jobs_doc_int(doc, "n");
+        fc->flagged = mdb_jobs_doc_int(doc, "flagged");
+    }
     else if (st && !strcmp(st, "failed"))
         fc->failed = mdb_jobs_doc_int(doc, "n");
     return true;
 }
 
-/* done/failed counts of a job from job_files (indexed on job_id). */
-static bool count_job_files(mdb_mongo_t *m, const char *job_id, int64_t *done, int64_t *failed, mdb_error_t *err)
+/* done/failed/flagged counts of a job from job_files (indexed on job_id). */
+static bool count_job_files(mdb_mongo_t *m, const char *job_id, file_counts_t *out, mdb_error_t *err)
 {
     bson_t *pipeline = BCON_NEW("pipeline", "[", "{", "$match", "{", "job_id", BCON_UTF8(job_id), "}", "}", "{",
                                 "$group", "{", "_id", BCON_UTF8("$status"), "n", "{", "$sum", BCON_INT32(1), "}",
-                                "}", "}", "]");
-    file_counts_t fc = {0, 0};
+                                "flagged", "{", "$sum", "{", "$cond", "[", "{", "$eq", "[", BCON_UTF8("$flagged"),
+                                BCON_BOOL(true), "]", "}", BCON_INT32(1), BCON_INT32(0), "]", "}", "}", "}", "}",
+                                "]");
+    file_counts_t fc = {0, 0, 0};
     bool ok = mdb_ops_aggregate(m, MDB_JOB_FILES_COLL, pipeline, NULL, count_status, &fc, err);
     bson_destroy(pipeline);
-    *done = fc.done;
-    *failed = fc.failed;
+    *out = fc;
     return ok || db_fail(err, "count job files");
 }
 
 bool mdb_jobs_refresh_progress(mdb_mongo_t *m, const char *job_id, int *state_out, mdb_error_t *err)
 {
-    int64_t done = 0, failed = 0;
+    file_counts_t fc = {0, 0, 0};
     bson_t *doc = NULL;
     bool ok = false;
     char now[40];
     now_iso(now);
-    if (!count_job_files(m, job_id, &done, &failed, err))
+    if (!count_job_files(m, job_id, &fc, err))
         return false;
+    int64_t done = fc.done, failed = fc.failed;
     if (!mdb_jobs_get(m, job_id, &doc, err))
         return false;
     int state = MDB_JOB_SUBMITTED;
@@ -566,6 +571,7 @@ bool mdb_jobs_refresh_progress(mdb_mongo_t *m, const char *job_id, int *state_ou
     bson_append_document_begin(&upd, "$set", -1, &set);
     BSON_APPEND_INT64(&set, "files_done", done);
     BSON_APPEND_INT64(&set, "files_failed", failed);
+    BSON_APPEND_INT64(&set, "files_flagged", fc.flagged);
     BSON_APPEND_UTF8(&set, "updated_at", now);
     int final_state = -1;
     if (state == MDB_JOB_RUNNING && done + failed >= total) {

@@ -5,10 +5,13 @@
  *
  * Document shape (DESIGN.md): {state, researcher_id, collection, feature_set,
  * retry_of?, selectors:[{selector, kind, value, files, status, reason?}],
- * files_total, files_done, files_failed, instances_linked, producer_errors,
+ * files_total, files_done, files_failed, files_flagged, instances_linked, producer_errors,
  * errors:[{path, stage, error, message}] (at most MDB_JOBS_MAX_ERRORS),
  * submitted_at, updated_at, completed_at}; timestamps are ISO 8601 UTC
- * strings ("2026-11-25T08:52:12.123Z"), which sort as text.
+ * strings ("2026-11-25T08:52:12.123Z"), which sort as text. files_flagged
+ * is the part of files_done whose file was catalogued with an "integrity"
+ * flag (e.g. Pixel Data cut short; job_files {status: done, flagged: true}).
+ * It does not make a job "with errors": the metadata was catalogued.
  *
  * State machine: submitted -> resolving -> running -> completed |
  * completed_with_errors | failed. Every transition is a conditional update
@@ -36,7 +39,7 @@ extern "C" {
 #define MDB_JOB_FILES_COLL "job_files"
 /* Per (job, "topic:partition") counters the linker owning that partition
  * adds to: {_id: job "\n" tp, job_id, tp, files_done, files_failed,
- * instances_linked, o (highest offset counted)}; a job's counters are their
+ * files_flagged, instances_linked, o (highest offset counted)}; a job's counters are their
  * sums (linker/jobs.c). */
 #define MDB_JOB_PROGRESS_COLL "job_progress"
 #define MDB_RESEARCHERS_COLL "researchers"
@@ -169,8 +172,8 @@ bool mdb_jobs_add_error(mdb_mongo_t *m, const char *job_id, const char *path, co
 bool mdb_jobs_start_running(mdb_mongo_t *m, const char *job_id, int64_t files_total, int *state_out,
                             mdb_error_t *err);
 
-/* Recount files_done / files_failed from job_files {job_id, status:
- * done|failed}, store them, and if the job is running and done + failed >=
+/* Recount files_done / files_failed / files_flagged from job_files {job_id,
+ * status: done|failed, flagged?}, store them, and if the job is running and done + failed >=
  * files_total move it to completed (or completed_with_errors when anything
  * failed or producer_errors > 0). Idempotent; safe to call from any process
  * at any time. *state_out may be NULL. */

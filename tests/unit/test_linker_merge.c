@@ -102,15 +102,23 @@ static void add_events_at(mdb_docs_model_t *m, const ev_spec_t *specs, const siz
         const ev_spec_t *s = &specs[idx[i]];
         json_t *study, *series, *inst, *file;
         make_event_json(s, &study, &series, &inst, &file);
+        /* some copies are damaged (cut in their pixels): content like any other */
+        size_t plen = strlen(s->path);
+        json_t *integ = plen && s->path[plen - 1] == '3'
+                            ? json_pack("{s:b, s:i, s:i}", "pixel_data_truncated", 1, "pixel_data_bytes_expected", 512,
+                                        "pixel_data_bytes_present", 100)
+                            : NULL;
         mdb_docs_event_t ev = {.job_id = s->job, .path = s->path, .collection = s->coll, .feature_set = "default",
                                .study = study, .series = series, .instance = inst, .file = file,
-                               .origin = origin, .offset = origin ? first_offset + (int64_t)i : -1};
+                               .integrity = integ, .origin = origin,
+                               .offset = origin ? first_offset + (int64_t)i : -1};
         mdb_error_t err = {0};
         assert_true(mdb_docs_model_add_event(m, &ev, &err));
         json_decref(study);
         json_decref(series);
         json_decref(inst);
         json_decref(file);
+        json_decref(integ);
     }
 }
 
@@ -365,7 +373,7 @@ static void test_series_two_studies(void **state)
 }
 
 /* A copy at a smaller path becomes the instance's source: a field only the
- * former source had (here its "dicom" object) leaves the stored document,
+ * former source had (here its "dicom" and "integrity" objects) leaves the stored document,
  * so the result is the same whichever copy came first. */
 static void apply_copy(mdb_store_t *st, const char *path, bool with_dicom)
 {
@@ -373,8 +381,11 @@ static void apply_copy(mdb_store_t *st, const char *path, bool with_dicom)
     json_t *study, *series, *inst, *file;
     make_event_json(&spec, &study, &series, &inst, &file);
     json_t *dicom = with_dicom ? json_pack("{s:s}", "TransferSyntaxUID", "1.2.840.10008.1.2.1") : NULL;
+    json_t *integ = with_dicom ? json_pack("{s:b, s:i, s:i}", "pixel_data_truncated", 1, "pixel_data_bytes_expected",
+                                           524288, "pixel_data_bytes_present", 4096)
+                               : NULL;
     mdb_docs_event_t ev = {.job_id = "J1", .path = path, .study = study, .series = series, .instance = inst,
-                           .file = file, .dicom = dicom};
+                           .file = file, .dicom = dicom, .integrity = integ};
     mdb_docs_model_t *m = mdb_docs_model_new();
     mdb_error_t err = {0};
     assert_true(mdb_docs_model_add_event(m, &ev, &err));
@@ -386,6 +397,7 @@ static void apply_copy(mdb_store_t *st, const char *path, bool with_dicom)
     json_decref(inst);
     json_decref(file);
     json_decref(dicom);
+    json_decref(integ);
 }
 
 static void test_smaller_path_drops_fields(void **state)
@@ -394,10 +406,14 @@ static void test_smaller_path_drops_fields(void **state)
     mdb_store_t *a = mem_new(), *b = mem_new();
     apply_copy(a, "/arch/b/c1", true);
     assert_non_null(json_object_get(doc(a, 2, "c1"), "dicom"));
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(doc(a, 2, "c1"), "integrity"),
+                                                        "pixel_data_bytes_present")),
+                     4096);
     apply_copy(a, "/arch/a/c1", false);
     apply_copy(b, "/arch/a/c1", false);
     apply_copy(b, "/arch/b/c1", true);
     assert_null(json_object_get(doc(a, 2, "c1"), "dicom"));
+    assert_null(json_object_get(doc(a, 2, "c1"), "integrity"));
     char *da = mem_dump(a), *db = mem_dump(b);
     assert_string_equal(da, db);
     free(da);
