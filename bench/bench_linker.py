@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Linker efficiency on the live stack: database round trips per linked
-instance and linked instances per second, with the default batching
-(linker.batch_size 1000, linker.batch_ms 200).
+instance and linked instances per second, with the linker's default
+batching (linker.batch_size, linker.batch_ms: conf defaults).
 
 A generated archive (--files N, default 3000) is extracted by the producer
 and two workers while no linker runs, so the instance events wait in the
@@ -25,6 +25,13 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import bench_queries as bq  # noqa: E402
+
+# the database needs credentials: METADB_MONGO_URI, else the local stack's
+# generated URI (set before producer_support reads it)
+if not (os.environ.get("MDB_TEST_MONGO_URI") or os.environ.get("METADB_MONGO_URI")) and bq.default_uri():
+    os.environ["METADB_MONGO_URI"] = bq.default_uri()
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import producer_support as ps  # noqa: E402
 

@@ -67,10 +67,11 @@ class ApiProcess:
 
     def __init__(self, build, db, uri, brokers, workdir):
         self.log_path = os.path.join(workdir, "metadb-api-%s.log" % db)
-        cmd = [os.path.join(build, "api", "metadb-api"), "--mongo.uri=" + uri, "--api.mongo_uri=" + uri,
-               "--mongo.db=" + db, "--kafka.brokers=" + brokers, "--api.listen=127.0.0.1:0",
-               "--api.web_dir=" + os.path.join(SRC, "api", "web"), "--log.level=info"]
+        cmd = [os.path.join(build, "api", "metadb-api"), "--mongo.db=" + db, "--kafka.brokers=" + brokers,
+               "--api.listen=127.0.0.1:0", "--api.web_dir=" + os.path.join(SRC, "api", "web"), "--log.level=info"]
+        # the URI (with its password) in the environment, not in the process list
         env = {k: v for k, v in os.environ.items() if not k.startswith("METADB_")}
+        env["METADB_MONGO_URI"] = env["METADB_API_MONGO_URI"] = uri
         self.proc = subprocess.Popen(cmd, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, env=env)
         self.port = None
         end = time.time() + 30

@@ -466,7 +466,9 @@ class Pipe:
 
     def flags(self, instances_topic=None, files_topic=None):
         t = self.topics
-        return ["--kafka.brokers=" + self.args.brokers, "--mongo.uri=" + self.args.mongo_uri,
+        # (the database URI, with its password, goes in the environment, not
+        # in the process list: env())
+        return ["--kafka.brokers=" + self.args.brokers,
                 "--mongo.db=" + self.tag, "--archive.roots=" + ",".join(self.roots),
                 "--topic.jobs=" + t["jobs"], "--topic.files=" + (files_topic or t["files"]),
                 "--topic.instances=" + (instances_topic or t["instances"]), "--topic.dlq=" + t["dlq"],
@@ -476,7 +478,9 @@ class Pipe:
                 "--linker.group=%s.linkers" % self.tag, "--linker.metrics_port=0", "--log.level=info"]
 
     def env(self):
-        return {k: v for k, v in os.environ.items() if not k.startswith("METADB_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("METADB_")}
+        env["METADB_MONGO_URI"] = self.args.mongo_uri
+        return env
 
     def metadb(self, *a, timeout=3600, flags=None):
         return sh([os.path.join(self.args.build, "cli", "metadb")] + (flags or self.flags()) + list(a),

@@ -56,8 +56,9 @@ while (( $# )); do
     esac
 done
 build=${build:-$src/build-release}
-need=(cli/metadb producer/metadb-producer workers/metadb-worker linker/metadb-linker api/metadb-api
-      bench/bench_extract bench/bench_dbload)
+need=(cli/metadb producer/metadb-producer workers/metadb-worker linker/metadb-linker bench/bench_extract
+      bench/bench_dbload)
+[[ " ${args[*]-} " == *" --lidc "* ]] && need+=(api/metadb-api)  # the queries on the LIDC catalogue
 missing=0
 for b in "${need[@]}"; do [[ -x $build/$b ]] || missing=1; done
 if (( missing )); then
