@@ -216,6 +216,11 @@ void cli_print_job(FILE *out, const bson_t *job, size_t max_errors)
             failed = mdb_jobs_doc_int(job, "files_failed");
     fprintf(out, "files       %lld total, %lld done, %lld failed, %lld pending\n", (long long)total, (long long)done,
             (long long)failed, (long long)(total - done - failed > 0 ? total - done - failed : 0));
+    int64_t flagged = mdb_jobs_doc_int(job, "files_flagged");
+    if (flagged > 0)
+        fprintf(out, "flagged     %lld of the done files are damaged (catalogued with an integrity flag: "
+                     "instances?integrity=exists:true)\n",
+                (long long)flagged);
     fprintf(out, "instances   %lld linked\n", (long long)mdb_jobs_doc_int(job, "instances_linked"));
     if (bson_iter_init_find(&it, job, "retries") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr)) {
         fprintf(out, "retries    ");

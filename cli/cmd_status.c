@@ -1,5 +1,6 @@
 /* metadb status [JOB]: a job's state, file totals, per-selector resolution
- * and last errors (or, without JOB, the most recent jobs). --json prints the
+ * and last errors (or, without JOB, the most recent jobs). FLAGGED counts
+ * the done files catalogued with an integrity flag (Pixel Data cut short). --json prints the
  * job document(s) as JSON, one per line. Exit code for a single job follows
  * its state: 0 completed, 3 completed with errors, 1 failed, 5 still going. */
 #include <stdio.h>
@@ -37,8 +38,9 @@ static bool list_one(const bson_t *doc, void *ud)
     char files[64];
     snprintf(files, sizeof files, "%lld/%lld", (long long)mdb_jobs_doc_int(doc, "files_done"),
              (long long)mdb_jobs_doc_int(doc, "files_total"));
-    printf("%-36s %-21s %13s %7lld %-16s %-20s %s\n", id ? id : "?", state ? state : "?", files,
-           (long long)mdb_jobs_doc_int(doc, "files_failed"), r ? r : "-", col ? col : "-", at ? at : "-");
+    printf("%-36s %-21s %13s %7lld %7lld %-16s %-20s %s\n", id ? id : "?", state ? state : "?", files,
+           (long long)mdb_jobs_doc_int(doc, "files_failed"), (long long)mdb_jobs_doc_int(doc, "files_flagged"),
+           r ? r : "-", col ? col : "-", at ? at : "-");
     return true;
 }
 
@@ -94,8 +96,8 @@ int mdb_cmd_status(mdb_config_t *cfg, int argc, char **argv)
     } else {
         list_ctx_t c = {json, 0};
         if (!json)
-            printf("%-36s %-21s %13s %7s %-16s %-20s %s\n", "JOB", "STATE", "DONE/TOTAL", "FAILED", "RESEARCHER",
-                   "COLLECTION", "SUBMITTED");
+            printf("%-36s %-21s %13s %7s %7s %-16s %-20s %s\n", "JOB", "STATE", "DONE/TOTAL", "FAILED", "FLAGGED",
+                   "RESEARCHER", "COLLECTION", "SUBMITTED");
         if (!mdb_jobs_list_recent(m, limit, list_one, &c, &err)) {
             fprintf(stderr, "metadb status: %s\n", err.message);
             rc = 1;

@@ -81,6 +81,8 @@ static const mdb_qfield_t instance_fields[] = {
     {"acquisition_datetime", MDB_QFIELD_STRING, NULL, "AcquisitionDateTime"},
     {"paths", MDB_QFIELD_STRING, "path", "archive path of the file"},
     {"job_ids", MDB_QFIELD_STRING, "job", "job that loaded the instance"},
+    {"integrity", MDB_QFIELD_STRING, NULL,
+     "present when the file is damaged (Pixel Data cut short): integrity=exists:true or exists:false"},
     {"created_at", MDB_QFIELD_STRING, NULL, "first load time (ISO 8601)"},
     {"updated_at", MDB_QFIELD_STRING, NULL, "last update time (ISO 8601)"},
 };
@@ -1062,6 +1064,11 @@ bool mdb_query_add_param(mdb_query_t *q, const char *name, const char *value, md
         return false;
     }
     const char *path = meta ? name : f->name;
+    if (!meta && !strcmp(f->name, "integrity") && strncmp(value, "exists:", 7)) {
+        /* an object, not a value: only its presence is a question */
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "'%s' takes exists:true or exists:false, got '%s'", name, value);
+        return false;
+    }
     bson_t *c = param_clause(name, path, f->type, value, err);
     if (!c)
         return false;

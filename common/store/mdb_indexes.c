@@ -63,6 +63,7 @@ static const mdb_index_spec_t INDEXES[] = {
     {"instances", {"acquisition_datetime"}},
     {"instances", {"paths"}},
     {"instances", {"job_ids"}},
+    {"instances", {"integrity"}},
     {"instances", {"created_at"}},
     {"instances", {"updated_at"}},
     {"instances", {"metadata.NumberOfFrames"}},

@@ -154,6 +154,9 @@ def make_docs():
                                  "BitsAllocated": 8 if ri else 16, "NumberOfFrames": 7 if ri else 1,
                                  "InstanceNumber": k + 1},
                 })
+                if ri:  # a damaged file (Pixel Data cut short): the field exists only then
+                    instances[-1]["integrity"] = {"pixel_data_truncated": True, "pixel_data_bytes_expected": 524288,
+                                                  "pixel_data_bytes_present": 4096}
         st["modalities"] = sorted(mods)
         studies.append(st)
     return {"studies": studies, "series": series, "instances": instances}
@@ -183,6 +186,7 @@ def api_cases(docs):
             "_id": i0["_id"], "series_id": se0["_id"], "study_id": s0["_id"],
             "sop_class_uid": "1.2.840.10008.5.1.4.1.1.128", "instance_number": "9999",
             "acquisition_datetime": "19870321103000", "paths": i0["paths"][0], "job_ids": "job-rare-i",
+            "integrity": "exists:true",
             "created_at": "2025-03-01T00:00:00.000Z", "updated_at": "2025-03-02T00:00:00.000Z",
         },
     }
@@ -199,7 +203,10 @@ def holds(doc, path, value):
 
 
 def expected_count(docs, level, field, value, ftype):
-    """Documents of a level whose field equals value (number fields compare as numbers)."""
+    """Documents of a level whose field equals value (number fields compare as numbers;
+    "exists:true": documents that have the field)."""
+    if value == "exists:true":
+        return sum(field in d for d in docs[level])
     v = (float(value) if "." in value else int(value)) if ftype == "number" else value
     n = 0
     for d in docs[level]:

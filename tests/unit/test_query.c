@@ -156,6 +156,11 @@ static void test_numbers_and_comparisons(void **state)
     expect_refused(MDB_QUERY_SERIES, "slice_thickness", "inf", "expects a number");
     expect_refused(MDB_QUERY_SERIES, "slice_thickness", "0x10", "expects a number");
     expect_refused(MDB_QUERY_SERIES, "body_part", "exists:maybe", "exists: expects true or false");
+    /* integrity (damaged files) is an object: only its presence is asked */
+    EXPECT(MDB_QUERY_INSTANCES, "{\"integrity\":{\"$exists\":true}}", "integrity=exists:true");
+    EXPECT(MDB_QUERY_INSTANCES, "{\"integrity\":{\"$exists\":false}}", "integrity=exists:false");
+    expect_refused(MDB_QUERY_INSTANCES, "integrity", "true", "takes exists:true or exists:false");
+    expect_refused(MDB_QUERY_INSTANCES, "integrity", "exists:maybe", "exists: expects true or false");
 }
 
 static void test_wildcards(void **state)
