@@ -183,6 +183,7 @@
     series_number: 'No.', instance_count: 'Images', manufacturer: 'Manufacturer', study_id: 'Study UID',
     series_date: 'Series date', kvp: 'kVp', manufacturer_model_name: 'Model', protocol_name: 'Protocol',
     series_time: 'Series time', acquisition_datetime: 'Acquired', created_at: 'Loaded', updated_at: 'Updated',
+    files_flagged: 'Files flagged (damaged)',
   };
   const label = (c) => LABELS[c] || c.replace(/^metadata\./, '');
   const NUMERIC = new Set(['slice_thickness', 'series_number', 'instance_count', 'kvp', 'instance_number']);
@@ -196,7 +197,22 @@
     return LEVELS[level].columns.slice();
   }
 
+  // A damaged file's instance (its "integrity" object, e.g. Pixel Data cut
+  // short): catalogued, but not usable as an image.
+  function integrityText(ig) {
+    if (!ig) return '';
+    if (ig.pixel_data_truncated) {
+      return 'Pixel Data truncated: ' + num(ig.pixel_data_bytes_present || 0) + ' of ' +
+        (ig.pixel_data_bytes_expected !== undefined ? num(ig.pixel_data_bytes_expected) : '?') + ' bytes present';
+    }
+    return 'damaged: ' + JSON.stringify(ig);
+  }
+  function integrityFlag(ig) {
+    return h('span', { class: 'badge damaged', 'data-testid': 'integrity-flag', title: integrityText(ig), text: '⚠ truncated' });
+  }
+
   function cell(col, v) {
+    if (col === 'integrity') return v ? integrityFlag(v) : '';
     if (col === 'study_date' || col === 'series_date' || col === 'metadata.StudyDate') return fmtDate(v);
     if ((col === 'modality' || col === 'modalities') && v) {
       return [].concat(v).map((m) => h('span', { class: 'badge ' + m, text: m }));
@@ -493,6 +509,16 @@
     const fields = ['modality', 'body_part_examined', 'slice_thickness', 'instance_count', 'series_date', 'series_time', 'manufacturer', 'manufacturer_model_name', 'protocol_name', 'kvp', 'collection_ids', 'study_id'];
     const studyPart = st ? kvGrid(st, ['patient_id', 'study_date', 'accession_number', 'study_description']) : null;
     main.appendChild(h('div', { class: 'panel' }, kvGrid(se, fields), studyPart ? h('hr', { style: { border: 0, borderTop: '1px solid var(--line)', margin: '12px 0' } }) : null, studyPart));
+    // damaged instances of the series: one indexed query, shown as a note and on their rows
+    const damaged = new Map();
+    const dmg = await api('/api/instances?series_id=' + encodeURIComponent(uid) + '&integrity=exists:true&fields=integrity&limit=1000').catch(() => null);
+    if (!alive(gen)) return;
+    (dmg && dmg.items || []).forEach((d) => damaged.set(d._id, d.integrity));
+    if (dmg && dmg.total > 0) {
+      main.appendChild(h('div', { class: 'panel damaged-note', 'data-testid': 'series-integrity' },
+        integrityFlag(null), ' ', num(dmg.total) + ' of ' + num(se.instance_count) + ' instance' + (dmg.total === 1 ? '' : 's') +
+        ' come from damaged files (Pixel Data cut short): metadata catalogued, images not usable.'));
+    }
     const instPanel = h('div', { class: 'panel flush', 'data-testid': 'instances' });
     main.appendChild(h('div', { class: 'split' }, h('div', { class: 'panel' }, metadataTable(se.metadata)), instPanel));
     renderInstances(se.instances, 0);
@@ -501,7 +527,8 @@
       clear(instPanel);
       instPanel.appendChild(h('div', { style: { padding: '12px 14px 4px' } }, h('h2', { text: 'Instances (' + num(page0.total) + ')' })));
       const rows = page0.items.map((d) => h('tr', { class: 'clickable', 'data-testid': 'instance-row', onclick: () => showInstance(d._id) },
-        h('td', { class: 'num', text: fmt(d.instance_number) }), h('td', { class: 'mono', title: d._id, text: d._id }),
+        h('td', { class: 'num', text: fmt(d.instance_number) }),
+        h('td', { class: 'mono', title: d._id }, damaged.has(d._id) ? [integrityFlag(damaged.get(d._id)), ' '] : null, d._id),
         h('td', { class: 'mono', title: fmt(d.paths), text: fmt(d.paths) })));
       instPanel.appendChild(h('div', { class: 'tablewrap' }, h('table', {}, h('thead', {}, h('tr', {}, h('th', { class: 'num', text: 'No.' }), h('th', { text: 'SOP Instance UID' }), h('th', { text: 'Path' }))), h('tbody', {}, rows))));
       const to = offset + page0.items.length;
@@ -520,6 +547,8 @@
         const d = await api('/api/instances/' + encodeURIComponent(iuid));
         modal('Instance ' + (d.instance_number !== undefined ? '#' + d.instance_number : ''), h('div', {},
           h('div', { class: 'mono muted', style: { marginBottom: '10px' }, text: iuid }),
+          d.integrity ? h('div', { class: 'damaged-note', 'data-testid': 'instance-integrity', style: { marginBottom: '10px' } },
+            integrityFlag(d.integrity), ' ', integrityText(d.integrity) + ' — metadata catalogued, image not usable.') : null,
           kvGrid(d, ['sop_class_uid', 'acquisition_datetime', 'paths', 'job_ids']), h('div', { style: { height: '12px' } }), metadataTable(d.metadata)));
       } catch (e) { toast(e.message, true); }
     }
@@ -709,7 +738,7 @@
         const sel = (j.selectors || []).map((s) => h('tr', {}, h('td', { text: s.kind }), h('td', { class: 'mono', text: s.value }), h('td', { text: s.status }), h('td', { class: 'num', text: num(s.files) }), h('td', { text: s.reason || '' })));
         const errs = (j.errors || []).map((e) => h('tr', {}, h('td', { text: e.stage }), h('td', { text: e.error }), h('td', { class: 'mono', text: e.path || '' }), h('td', { text: e.message || '' })));
         modal('Job ' + id, h('div', {}, progressBar(j), h('div', { style: { height: '10px' } }),
-          kvGrid(j, ['state', 'researcher_id', 'collection', 'feature_set', 'files_total', 'files_done', 'files_failed', 'instances_linked', 'submitted_at', 'completed_at']),
+          kvGrid(j, ['state', 'researcher_id', 'collection', 'feature_set', 'files_total', 'files_done', 'files_failed', 'files_flagged', 'instances_linked', 'submitted_at', 'completed_at']),
           h('h2', { style: { marginTop: '14px' }, text: 'Selectors (' + sel.length + ')' }),
           sel.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Kind', 'Value', 'Status', 'Files', 'Reason'].map((t, i) => h('th', { class: i === 3 ? 'num' : '', text: t })))), h('tbody', {}, sel)) : h('div', { class: 'muted', text: 'none recorded yet' }),
           h('h2', { style: { marginTop: '14px' }, text: 'Errors (' + errs.length + ')' }),
