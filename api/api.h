@@ -52,7 +52,7 @@ typedef struct {
     const char *content_type;  /* Content-Type header or NULL */
     const char *accept;        /* Accept header or NULL */
     const char *authorization; /* Authorization header or NULL */
-    const char *remote_addr;   /* textual client address, for logs */
+    const char *remote_addr;   /* textual client address: logs, per-client limits */
 } api_request_t;
 
 #define API_MAX_HEADERS 8
@@ -105,8 +105,9 @@ const char *api_arg(const api_request_t *req, const char *key);
 bool api_arg_int(const api_request_t *req, const char *key, int64_t def, int64_t min, int64_t max,
                  int64_t *out, api_response_t *res);
 /* Parse the body as a JSON object. NULL (res filled: 400 bad_json with line
- * and column, or 415 when the content type is not JSON) on failure. Caller
- * decrefs. */
+ * and column, or 415 unless the Content-Type is application/json: a browser
+ * sends other types, or none, cross-site without a preflight) on failure.
+ * Caller decrefs. */
 json_t *api_request_json(const api_request_t *req, api_response_t *res);
 /* If path starts with prefix, return the rest (may be ""), else NULL. */
 const char *api_path_after(const api_request_t *req, const char *prefix);
