@@ -181,6 +181,15 @@ check(not bad, "ConfigMap sets only known METADB_* keys %s" % (bad or ""))
 check(not any(re.search(r"PASSWORD|TOKEN", k) for k in cm) and "@" not in cm.get("METADB_MONGO_URI", ""),
       "ConfigMap holds no secrets")
 check(cm.get("METADB_METRICS_BIND") == "0.0.0.0", "ConfigMap lets Prometheus reach the metrics endpoints")
+# the producer/consumer properties the cluster suite (tests/e2e/test_cluster.sh) relies on
+check(cm.get("METADB_KAFKA_ENABLE_IDEMPOTENCE") == "true" and cm.get("METADB_KAFKA_ACKS") in ("all", "-1"),
+      "ConfigMap keeps the producers idempotent with acks=all")
+check(int(cm.get("METADB_KAFKA_SESSION_TIMEOUT_MS", "0")) >= 6000 and
+      int(cm.get("METADB_KAFKA_MESSAGE_TIMEOUT_MS", "0")) >= 60000,
+      "ConfigMap sets the consumer session timeout and the producer message timeout")
+mdb_kafka = open(os.path.join(SRC, "common", "mdb_kafka.c"), encoding="utf-8").read()
+check('"enable.idempotence", "true"' in mdb_kafka and not re.search(r'"acks"\s*,\s*"(0|1)"', mdb_kafka),
+      "common/mdb_kafka.c makes every producer idempotent (acks=all)")
 
 deps = {d["metadata"]["name"]: d for d in by_kind("Deployment")}
 for name in ["producer", "worker", "linker", "api"]:
