@@ -22,6 +22,13 @@ struct api_ctx {
     char **tokens;                  /* api.tokens (NULL-terminated, may be NULL) */
     char **read_tokens;             /* api.read_tokens */
     api_limits_t *limits;           /* per-client and database concurrency, failed tokens */
+    /* /healthz: one ping at a time; requests that arrive while it runs share
+     * its answer, so a flood of health checks holds one pool connection, the
+     * one api.query_concurrency leaves free. */
+    pthread_mutex_t health_lock;
+    int64_t health_at_ms; /* when the last ping finished (monotonic) */
+    bool health_ok;
+    char health_err[MDB_ERROR_MSG_MAX];
     int64_t query_time_ms;
     int64_t max_limit;
     pthread_mutex_t produce_lock; /* one submit at a time produces+polls */

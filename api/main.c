@@ -64,6 +64,7 @@ int main(int argc, char **argv)
     pthread_mutex_init(&ctx.produce_lock, NULL);
     pthread_mutex_init(&ctx.fields_lock, NULL);
     pthread_mutex_init(&ctx.lag_lock, NULL);
+    pthread_mutex_init(&ctx.health_lock, NULL);
     mdb_config_t *cfg = mdb_config_new();
 
     if (!cfg || !mdb_config_load_all(cfg, argc, argv, &rest, &err)) {

@@ -3,7 +3,8 @@
  * (lag and committed offsets per group/topic) so the dashboard can draw lag
  * over time and throughput (committed offsets per second) the moment the
  * page opens. GET /metrics renders the Prometheus registry; GET /healthz
- * says whether the database answers. */
+ * says whether the database answers (one ping at a time, shared by the
+ * requests that wait for it). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,10 +212,20 @@ void api_h_metrics(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
 void api_h_health(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
 {
     mdb_error_t err = {0};
-    bool mongo_ok = mdb_mongo_ping(ctx->mongo, &err);
+    int64_t arrived = api_now_ms();
+    char why[sizeof ctx->health_err];
+    pthread_mutex_lock(&ctx->health_lock);
+    if (ctx->health_at_ms < arrived || !ctx->health_at_ms) { /* no ping finished since this request came */
+        ctx->health_ok = mdb_mongo_ping(ctx->mongo, &err);
+        snprintf(ctx->health_err, sizeof ctx->health_err, "%s", ctx->health_ok ? "" : err.message);
+        ctx->health_at_ms = api_now_ms();
+    }
+    bool mongo_ok = ctx->health_ok;
+    snprintf(why, sizeof why, "%s", ctx->health_err);
+    pthread_mutex_unlock(&ctx->health_lock);
     bool detail = !ctx->read_tokens || !ctx->read_tokens[0] || api_auth_has_token(ctx, req);
     json_t *out = json_pack("{s:s, s:s, s:s}", "status", mongo_ok ? "ok" : "degraded", "mongo",
-                            mongo_ok ? "ok" : detail ? err.message : "unavailable", "kafka_producer",
+                            mongo_ok ? "ok" : detail ? why : "unavailable", "kafka_producer",
                             ctx->producer ? "ok" : "unavailable");
     json_object_set_new(out, "database", json_string(mdb_mongo_db_name(ctx->mongo)));
     api_respond_json(res, mongo_ok ? 200 : 503, out);
