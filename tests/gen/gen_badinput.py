@@ -3,7 +3,8 @@
 
 Usage: /usr/bin/python3 tests/gen/gen_badinput.py --out DIR [--seed N]
 
-Cases: valid file, truncated copies at many offsets, zero length, random
+Cases: valid file, truncated copies at many offsets, files whose Pixel Data
+is cut short (native and encapsulated; catalogued and flagged), zero length, random
 bytes and text with a .dcm name, a 4 MB private tag, 64-deep nested
 sequences, lying length fields (one claiming ~2 GB), an unterminated
 undefined-length sequence, a raw data set without preamble, invalid/lying/
@@ -13,7 +14,10 @@ a symlink escaping the tree.
 
 Writes DIR/<case files> and DIR/expected.json, a list of
 {path, case, expect} where expect is "document" (a correct document must be
-built), "dlq" (exactly one DLQ record with a reason) or "either" (a document
+built; with "integrity": the file is damaged and its event and instance
+document must carry exactly that object, files without the key must carry
+none), "dlq" (exactly one DLQ record with a reason; with "reason": that one)
+or "either" (a document
 or a DLQ record is acceptable, e.g. a truncated copy whose cut fell after
 every attribute the feature sets ask for). The corpus is deterministic from
 the seed. The directory symlink loop and the unreadable file are created
@@ -248,6 +252,61 @@ def main():
     write(d, os.path.join(out, "unreadable.dcm"))
     os.chmod(os.path.join(out, "unreadable.dcm"), 0)
     add("unreadable.dcm", "unreadable", "either")
+
+    # Header whole, Pixel Data cut short (an archive copy that stopped early):
+    # catalogued with an "integrity" object (expected exactly as listed), and
+    # the job counts them in files_flagged. Each has its own SOPInstanceUID.
+    def pixel_file(name, encapsulated=False):
+        d = base_dataset(rng, study, series, uid(rng, 12, len(expected)))
+        d.Rows = d.Columns = 64
+        frame = bytes((i * 7) & 0xFF for i in range(64 * 64 * 2))
+        if encapsulated:
+            from pydicom.encaps import encapsulate
+            d.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.70"  # JPEG lossless: fragments
+            d.PixelData = encapsulate([frame[:3000], frame[3000:5000]], has_bot=False)
+            d["PixelData"].VR = "OB"
+            d["PixelData"].is_undefined_length = True
+        else:
+            d.PixelData = frame
+        path = os.path.join(out, name)
+        write(d, path)
+        data = open(path, "rb").read()
+        tag = data.rfind(b"\xe0\x7f\x10\x00")
+        return path, data, tag
+
+    path, data, tag = pixel_file("pixcut_native.dcm")
+    vpos = tag + 12  # explicit VR OW: tag, VR, reserved, 4-byte length
+    cut = vpos + 3000
+    open(path, "wb").write(data[:cut])
+    add("pixcut_native.dcm", "pixel_data_truncated", "document")
+    expected[-1]["integrity"] = {"pixel_data_truncated": True, "pixel_data_bytes_expected": 8192,
+                                 "pixel_data_bytes_present": 3000}
+    path, data, tag = pixel_file("pixcut_at_value.dcm")
+    open(path, "wb").write(data[:tag + 12])
+    add("pixcut_at_value.dcm", "pixel_data_truncated", "document")
+    expected[-1]["integrity"] = {"pixel_data_truncated": True, "pixel_data_bytes_expected": 8192,
+                                 "pixel_data_bytes_present": 0}
+    path, data, tag = pixel_file("pixcut_in_element_header.dcm")
+    open(path, "wb").write(data[:tag + 6])
+    add("pixcut_in_element_header.dcm", "pixel_data_truncated", "document")
+    expected[-1]["integrity"] = {"pixel_data_truncated": True, "pixel_data_bytes_present": 0}
+    path, data, tag = pixel_file("pixcut_encapsulated.dcm", encapsulated=True)
+    # value: empty offset table item (8), fragment 1 (8 + 3000), fragment 2 (8 + 2000), delimiter (8);
+    # the cut falls in fragment 2
+    vpos = tag + 12
+    open(path, "wb").write(data[:vpos + 8 + 3008 + 500])
+    add("pixcut_encapsulated.dcm", "pixel_data_truncated", "document")
+    expected[-1]["integrity"] = {"pixel_data_truncated": True, "pixel_data_bytes_expected": 8 + 3008 + 2008,
+                                 "pixel_data_bytes_present": 8 + 3008 + 500, "pixel_data_encapsulated": True}
+    # the same file whole: no integrity object
+    pixel_file("pixel_whole_encapsulated.dcm", encapsulated=True)
+    add("pixel_whole_encapsulated.dcm", "valid", "document")
+    # cut inside the header (in the middle of PatientName): still refused
+    path, data, tag = pixel_file("header_cut.dcm")
+    at = data.find(b"Bad^Input")
+    open(path, "wb").write(data[:at + 4])
+    add("header_cut.dcm", "header_truncated", "dlq")
+    expected[-1]["reason"] = "truncated"
 
     # A directory symlink loop: loop/self -> loop.
     os.makedirs(os.path.join(out, "loop"), exist_ok=True)

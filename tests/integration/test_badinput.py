@@ -227,6 +227,8 @@ def check_pass(c, stack, names, db, job, expected, truth, with_linker, o):
             d = next(d for d in o["dlq"] if d.get("path") == p)
             c.check(d.get("stage") == "worker" and d.get("error"), "%s: DLQ record has stage worker and a reason" % name,
                     d)
+            if e.get("reason"):
+                c.eq(d.get("error"), e["reason"], "%s: refused as %s" % (name, e["reason"]))
             reasons[name] = d.get("error")
         if nj:
             je = next(x for x in o["job"]["errors"] if x.get("path") == p)
@@ -240,6 +242,11 @@ def check_pass(c, stack, names, db, job, expected, truth, with_linker, o):
             if want and all(want[:3]):
                 c.check(got[:3] == want[:3] and (got[3] or "") == want[3],
                         "%s: event UIDs/PatientID equal pydicom's" % name, {"got": got, "pydicom": want})
+            if "integrity" in e:  # header whole, pixels cut: catalogued and flagged, exactly
+                c.eq(ev.get("integrity"), e["integrity"], "%s: event flags the damage exactly" % name)
+            elif e["case"] == "valid":
+                c.check("integrity" not in ev, "%s: a whole file's event has no integrity object" % name,
+                        ev.get("integrity"))
             reasons[name] = "document"
     rt.note("outcomes: " + json.dumps(reasons, sort_keys=True))
     if not with_linker:
@@ -250,6 +257,10 @@ def check_pass(c, stack, names, db, job, expected, truth, with_linker, o):
     ndlq = sum(1 for v in outcomes.values() if v[1])
     nev = sum(1 for v in outcomes.values() if v[0])
     c.eq((jd.get("files_done"), jd.get("files_failed")), (nev, ndlq), "job files_done/files_failed exact")
+    nflag = sum(1 for e in o["events"] if e.get("integrity") and e.get("job_id") == job)
+    want_flag = sum(1 for e in expected if "integrity" in e)
+    c.check(nflag >= want_flag, "the %d damaged-pixel files of the corpus gave flagged events (%d)" % (want_flag, nflag))
+    c.eq(jd.get("files_flagged"), nflag, "job files_flagged = events with an integrity object")
     c.eq(jd.get("state"), "completed_with_errors", "job state")
     for e in expected:
         p = e["path"]
@@ -262,6 +273,9 @@ def check_pass(c, stack, names, db, job, expected, truth, with_linker, o):
                 d.get("study_id") == ev["study"]["StudyInstanceUID"],
                 "%s: instance document %s with its path and parents" % (os.path.basename(p), sop),
                 {k: d.get(k) for k in ("paths", "series_id", "study_id")})
+        if "integrity" in e:
+            c.eq(d.get("integrity"), e["integrity"], "%s: instance document carries the integrity object" %
+                 os.path.basename(p))
         c.check(db.series.count_documents({"_id": ev["series"]["SeriesInstanceUID"]}) == 1 and
                 db.studies.count_documents({"_id": ev["study"]["StudyInstanceUID"]}) == 1,
                 "%s: its series and study documents exist" % os.path.basename(p))
