@@ -22,12 +22,26 @@ with reason "dicomdir") and files we call "truncated" that dcmtk's dcmdump,
 a third implementation, also finds cut short (pydicom silently keeps what it
 got of a sequence whose declared length runs past the end of the file).
 
+Truncated pixel data: every file pydicom reads normally whose top-level
+Pixel Data is in the file (not deflated) is also copied cut short inside its
+Pixel Data (native: half the value, and inside the element's own length
+field; encapsulated: in the middle of the last fragment). Each copy must be
+extracted, not refused (its header is whole): its values are compared with
+pydicom's reading of the copy like any file, and its "integrity" object must
+equal what this test computes from the original (declared length vs bytes
+left, fragment item headers walked here) and, for native pixel data, what
+pydicom's raw Pixel Data element of the copy says (declared length, bytes
+read). For the original files, an "integrity" object must agree with
+pydicom's raw element too (flagged iff pydicom reads fewer bytes than
+declared).
+
 Prints every file with the number of values compared, then the totals, and
 exits 1 on any mismatch.
 """
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -276,6 +290,108 @@ def dcmtk_truncated(path):
     return p.returncode != 0 and ("premature end of stream" in text or "than remaining bytes" in text)
 
 
+PIXEL_DATA = 0x7FE00010
+UNDEFINED = 0xFFFFFFFF
+DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def raw_pixels(path):
+    """pydicom's raw top-level Pixel Data element of a file (RawDataElement,
+    value not converted), or None."""
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        raw = ds._dict.get(PIXEL_DATA)
+        return raw if raw is not None and hasattr(raw, "value_tell") else None
+    except Exception:
+        return None
+
+
+def pydicom_integrity(raw):
+    """For native pixel data: the integrity object pydicom's raw element
+    implies (None when the value is whole), or "unknown"."""
+    if raw is None or raw.length == UNDEFINED or raw.value is None:
+        return "unknown"
+    got = len(raw.value)
+    if got >= raw.length:
+        return None
+    return {"pixel_data_truncated": True, "pixel_data_bytes_expected": raw.length, "pixel_data_bytes_present": got}
+
+
+def fragment_ends(data, vpos, little):
+    """End offsets (relative to vpos) of the items of an encapsulated value."""
+    fmt = "<HHI" if little else ">HHI"
+    ends, o = [], vpos
+    while o + 8 <= len(data):
+        g, e, n = struct.unpack(fmt, data[o:o + 8])
+        if (g, e) == (0xFFFE, 0xE0DD):
+            ends.append(o + 8 - vpos)
+            break
+        if (g, e) != (0xFFFE, 0xE000) or n == UNDEFINED:
+            return None
+        o += 8 + n
+        ends.append(o - vpos)
+    return ends
+
+
+def make_pixel_cuts(files, outdir):
+    """Copies of files cut short inside their Pixel Data:
+    {copy path: (original, expected integrity object, reference)}. pydicom
+    cannot read a file that ends inside the Pixel Data element's own header
+    (not even with stop_before_pixels), so such a copy's values are compared
+    with pydicom's reading of the reference: the same file cut right before
+    the Pixel Data tag (otherwise the reference is the copy itself)."""
+    cuts = {}
+    for f in files:
+        if os.path.getsize(f) > 8 << 20:
+            continue
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+        except Exception:
+            continue
+        raw = raw_pixels(f)
+        if ts == DEFLATED or raw is None or raw.value_tell is None:
+            continue
+        data = open(f, "rb").read()
+        vt = raw.value_tell
+        if vt > len(data) or data[vt - 8:vt - 6] not in (b"\xe0\x7f", b"\x7f\xe0") and \
+                data[vt - 12:vt - 10] not in (b"\xe0\x7f", b"\x7f\xe0"):
+            continue  # not where a top-level element header would be
+        base = os.path.join(outdir, "cut_" + os.path.relpath(f, DATA).replace(os.sep, "_"))
+        tag_at = vt - 12 if data[vt - 12:vt - 10] in (b"\xe0\x7f", b"\x7f\xe0") else vt - 8
+        ref = base + ".tag"
+        with open(ref, "wb") as fh:
+            fh.write(data[:tag_at])
+        wanted = []
+        if raw.length != UNDEFINED:
+            if vt + raw.length > len(data) or raw.length < 2:
+                continue  # already short, or nothing to cut
+            half = raw.length // 2
+            wanted.append((base + ".half", vt + half, {"pixel_data_truncated": True,
+                                                      "pixel_data_bytes_expected": raw.length,
+                                                      "pixel_data_bytes_present": half}, None))
+            wanted.append((base + ".len", vt - 2, {"pixel_data_truncated": True, "pixel_data_bytes_present": 0},
+                           ref))
+        else:
+            ends = fragment_ends(data, vt, raw.is_little_endian)
+            if not ends or len(ends) < 2 or ends[-2] + 16 > ends[-1]:
+                continue
+            last_frag_end = ends[-2]  # ends[-1] is the delimiter's
+            start = ends[-3] if len(ends) >= 3 else 0
+            cut = (start + last_frag_end) // 2
+            if cut <= start + 8:
+                cut = start + 8 + 1 if start + 9 < last_frag_end else last_frag_end - 1
+            wanted.append((base + ".frag", vt + cut, {"pixel_data_truncated": True,
+                                                     "pixel_data_bytes_expected": last_frag_end,
+                                                     "pixel_data_bytes_present": cut,
+                                                     "pixel_data_encapsulated": True}, None))
+        for path, at, integ, reference in wanted:
+            with open(path, "wb") as fh:
+                fh.write(data[:at])
+            cuts[path] = (f, integ, reference or path)
+    return cuts
+
+
 def main():
     build = os.environ.get("MDB_BUILD_DIR")
     if not build:
@@ -285,8 +401,11 @@ def main():
     if not os.access(metadb, os.X_OK):
         print("FAIL: %s not built" % metadb)
         return 1
-    files = find_files()
-    pyds = {f: pydicom_read(f) for f in files}
+    originals = find_files()
+    cutdir = tempfile.TemporaryDirectory(prefix="mdb_diff_cuts_")
+    cuts = make_pixel_cuts(originals, cutdir.name)
+    files = originals + sorted(cuts)
+    pyds = {f: pydicom_read(cuts[f][2] if f in cuts else f) for f in files}
     private = set()
     for f, (ds, how) in pyds.items():
         if ds is not None:
@@ -315,11 +434,38 @@ def main():
                                                                  proc.stderr.decode()[-2000:]))
         return 1
     cmp = Comparer()
-    compared_files = refused_ok = 0
+    compared_files = refused_ok = flagged_ok = 0
+    results = {}
     for f, line in zip(files, lines):
-        rel = os.path.relpath(f, DATA)
-        ours = json.loads(line)
+        results[f] = json.loads(line)
+    for f, line in zip(files, lines):
+        rel = "cut/" + os.path.basename(f) if f in cuts else os.path.relpath(f, DATA)
+        ours = results[f]
         ds, how = pyds[f]
+        if f in cuts:
+            orig, want, _ref = cuts[f]
+            if "error" in results[orig]:
+                continue  # the original is refused (judged above); its copies say nothing new
+            if "error" in ours:
+                cmp.fail(f, "file", "header whole, Pixel Data cut: must be extracted, refused: %s: %s" %
+                         (ours["error"], ours.get("message")))
+                print("  %-55s MISMATCH: refused (%s), header is whole" % (rel, ours["error"]))
+                continue
+            if ours.get("integrity") != want:
+                cmp.fail(f, "integrity", "ours %r != expected %r" % (ours.get("integrity"), want))
+            elif "pixel_data_bytes_expected" in want and not want.get("pixel_data_encapsulated"):
+                py = pydicom_integrity(raw_pixels(f))
+                if py != "unknown" and py != want:
+                    cmp.fail(f, "integrity", "ours %r != pydicom's raw Pixel Data element %r" % (want, py))
+                else:
+                    flagged_ok += 1
+            else:
+                flagged_ok += 1
+        elif "error" not in ours:
+            py = pydicom_integrity(raw_pixels(f)) if ds is not None else "unknown"
+            if py != "unknown" and ours.get("integrity") != py:
+                cmp.fail(f, "integrity", "ours %r, pydicom's raw Pixel Data element implies %r" %
+                         (ours.get("integrity"), py))
         if "error" in ours:
             usable, why = (False, how) if ds is None else complete(ds, how)
             if ours["error"] == "dicomdir":
@@ -350,11 +496,13 @@ def main():
                     cmp.fail(f, lvl + "." + k, "differs from instance level: %r vs %r" % (v, inst.get(k)))
         compared_files += 1
         print("  %-55s %4d values compared (%s read)" % (rel, cmp.values - before, how))
-    print("\n%d files: %d extracted and compared (%d values), %d refused with a reason, %d mismatches" %
-          (len(files), compared_files, cmp.values, refused_ok, len(cmp.mismatches)))
+    cutdir.cleanup()
+    print("\n%d files (%d of them copies cut inside their Pixel Data): %d extracted and compared (%d values), "
+          "%d refused with a reason, %d cut copies flagged exactly, %d mismatches" %
+          (len(files), len(cuts), compared_files, cmp.values, refused_ok, flagged_ok, len(cmp.mismatches)))
     for m in cmp.mismatches:
         print("MISMATCH " + m)
-    if cmp.mismatches or compared_files == 0:
+    if cmp.mismatches or compared_files == 0 or flagged_ok == 0:
         return 1
     print("OK")
     return 0
