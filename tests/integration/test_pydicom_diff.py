@@ -374,13 +374,11 @@ def make_pixel_cuts(files, outdir):
                            ref))
         else:
             ends = fragment_ends(data, vt, raw.is_little_endian)
-            if not ends or len(ends) < 2 or ends[-2] + 16 > ends[-1]:
+            # offset table item, at least one fragment, the delimiter
+            if not ends or len(ends) < 3 or ends[-2] - ends[-3] < 16 or vt + ends[-1] > len(data):
                 continue
-            last_frag_end = ends[-2]  # ends[-1] is the delimiter's
-            start = ends[-3] if len(ends) >= 3 else 0
-            cut = (start + last_frag_end) // 2
-            if cut <= start + 8:
-                cut = start + 8 + 1 if start + 9 < last_frag_end else last_frag_end - 1
+            start, last_frag_end = ends[-3], ends[-2]  # the last fragment's item
+            cut = start + 8 + (last_frag_end - start - 8) // 2
             wanted.append((base + ".frag", vt + cut, {"pixel_data_truncated": True,
                                                      "pixel_data_bytes_expected": last_frag_end,
                                                      "pixel_data_bytes_present": cut,
