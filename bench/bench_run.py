@@ -185,6 +185,7 @@ def machine(args):
         "kernel": platform.release(),
         "os": osr.get("PRETTY_NAME"),
         "loadavg_at_start": os.getloadavg(),
+        "cpu_pressure_at_start": cpu_pressure(),
         "compiler": first(["cc", "--version"]).splitlines()[0] if first(["cc", "--version"]) else None,
         "build_dir": args.build,
         "build_type": build_type,
@@ -369,6 +370,31 @@ def merge_mem(results):
     best = dict(max(ok, key=lambda r: r["peak_pss_bytes"]))
     best["runs_peak_pss_bytes"] = [r["peak_pss_bytes"] for r in ok]
     return best
+
+
+def cpu_pressure():
+    """/proc/pressure/cpu "some" averages (share of time some task waited for
+    a CPU: how busy the shared machine was), or None."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            line = f.readline().split()
+        return {k: float(v) for k, v in (x.split("=") for x in line[1:4])}
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def busy_line(m, end):
+    """How busy the machine was: load averages and CPU pressure at start and end."""
+    def one(load, psi):
+        out = "load %s" % ", ".join("%.2f" % x for x in load) if load else "load n/a"
+        if psi:
+            out += "; CPU pressure (some) %.0f %% / %.0f %% / %.0f %% (10 s / 60 s / 300 s)" % (
+                psi["avg10"], psi["avg60"], psi["avg300"])
+        return out
+    s = "start: " + one(m.get("loadavg_at_start"), m.get("cpu_pressure_at_start"))
+    if end:
+        s += "<br>end: " + one(end.get("loadavg"), end.get("cpu_pressure"))
+    return s
 
 
 # ---------------------------------------------------------------- extraction
@@ -852,7 +878,7 @@ def write_markdown(rep, path, lidc):
     L.append("| CPU | %s, %d logical CPUs |" % (m["cpu_model"], m["cpus"]))
     L.append("| memory | %.1f GiB |" % (m["memory_bytes"] / 2 ** 30))
     L.append("| OS, kernel | %s, %s |" % (m["os"], m["kernel"]))
-    L.append("| load average at start | %s |" % ", ".join("%.2f" % x for x in m["loadavg_at_start"]))
+    L.append("| how busy (other work on the machine) | %s |" % busy_line(m, rep.get("at_end")))
     L.append("| compiler | %s |" % m["compiler"])
     for k, v in m["versions"].items():
         L.append("| %s | %s |" % (k, v))
@@ -935,8 +961,9 @@ def write_markdown(rep, path, lidc):
     if lidc:
         L.append("## LIDC-IDRI scale (`bench/run.sh --lidc`, %s)\n" % lidc.get("generated_at"))
         L.append("A generated archive with the LIDC-IDRI shape (small pixel data) through the whole pipeline: "
-                 "%s worker(s) x %s thread(s), 1 linker (%s), daemons nice'd.\n" % (
-                     lidc.get("workers"), lidc.get("worker_threads"), lidc.get("linker_flags") or "default settings"))
+                 "%s worker(s) x %s thread(s), 1 linker (%s), daemons nice'd. Machine %s.\n" % (
+                     lidc.get("workers"), lidc.get("worker_threads"), lidc.get("linker_flags") or "default settings",
+                     busy_line(lidc.get("machine") or {}, lidc.get("at_end")).replace("<br>", "; ")))
         L.append("| | value |\n|---|---|")
         for k, name, spec in (("patients", "patients", "%d"), ("studies", "studies", "%d"), ("series", "series", "%d"),
                               ("instances_expected", "instances in the archive", "%d"),
@@ -1143,6 +1170,7 @@ def main():
                                             "worker stage speed-up from 1 to 2 workers"),
         }
         rep["ratios_per_repeat"] = rr
+        rep["at_end"] = {"loadavg": os.getloadavg(), "cpu_pressure": cpu_pressure()}
         rep["config"]["private_databases"] = PRIVATE_DBS
         rep["elapsed_seconds"] = time.time() - started
         with open(os.path.join(args.out, "report.json"), "w") as fh:
@@ -1185,6 +1213,8 @@ def run_lidc(args, bench_home, workdir):
         c["patients"], c["studies"], c["series"], c["instances"]))
     if c["instances"] != LIDC_INSTANCES:
         raise RuntimeError("the archive has %d instances, not %d" % (c["instances"], LIDC_INSTANCES))
+    lidc_machine = machine(args)  # (load and CPU pressure at the start)
+
     def queries(pipe, res):
         """The catalogue is complete: time the API's queries on it, answered
         by the database, before the private database is dropped."""
@@ -1221,7 +1251,8 @@ def run_lidc(args, bench_home, workdir):
     res.update({"generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "linker_flags": args.linker_flags,
                 "patients": c["patients"], "studies": c["studies"], "series": c["series"],
-                "workers": args.workers, "worker_threads": args.worker_threads, "machine": machine(args)})
+                "workers": args.workers, "worker_threads": args.worker_threads, "machine": lidc_machine,
+                "at_end": {"loadavg": os.getloadavg(), "cpu_pressure": cpu_pressure()}})
     with open(os.path.join(args.out, "lidc.json"), "w") as fh:
         json.dump(res, fh, indent=2, default=str)
     if os.path.exists(os.path.join(args.out, "report.json")):
