@@ -7,7 +7,10 @@ Phase A, file tasks in -> events out, poison -> DLQ:
   junk, a directory, a symlink escaping the root) plus paths outside the root
   or missing, plus undecodable task messages, plus the bad-input corpus of
   tests/gen/gen_badinput.py. Every good file yields exactly one event (key =
-  StudyInstanceUID, values checked against manifest.json); every garbage file
+  StudyInstanceUID, values checked against manifest.json, no "integrity");
+  copies whose Pixel Data is cut short one event with the same values and an
+  exact "integrity" object; the default feature set ("Private Creator"
+  included) loads without a warning and yields (0009,0010); every garbage file
   or poison message exactly one DLQ record {stage: "worker", error: <reason>}
   with the expected reason; no crash. After SIGTERM (exit 0) a restarted
   worker in the same group consumes nothing again (offsets were committed).
@@ -152,6 +155,26 @@ def dcmtk_broken(path):
     return p.returncode != 0
 
 
+def make_damaged(root, archive_manifest):
+    """Copies of archive files whose header is whole but whose Pixel Data is
+    cut short: each must become one event carrying exactly this integrity
+    object (mdb_extract.h). {path: (expected integrity, original path)}."""
+    import pydicom  # Debian's python3-pydicom, like the generators
+    d = os.path.join(root, "damaged")
+    os.makedirs(d)
+    out = {}
+    for k, inst in enumerate(archive_manifest["instances"][1:3]):
+        raw = pydicom.dcmread(inst["path"], force=True)._dict[0x7FE00010]
+        data = open(inst["path"], "rb").read()
+        keep = raw.length // 3
+        p = os.path.join(d, "pixels_cut_%d.dcm" % k)
+        with open(p, "wb") as f:
+            f.write(data[:raw.value_tell + keep])
+        out[p] = ({"pixel_data_truncated": True, "pixel_data_bytes_expected": raw.length,
+                   "pixel_data_bytes_present": keep}, inst["path"])
+    return out
+
+
 def make_garbage(root, archive_manifest, rng):
     """Files that must each end as one DLQ record: {path: expected reason}."""
     g = os.path.join(root, "garbage dir")
@@ -205,6 +228,7 @@ def phase_a(tmp, rng):
                    capture_output=True)
     bad = [e for e in json.load(open(os.path.join(root, "bad", "expected.json"))) if e["expect"] != "none"]
     garbage = make_garbage(root, man, rng)
+    damaged = make_damaged(root, man)
     features = os.path.join(SRC, "conf")
     create_topics(prefix, root, features)
     # an archive folder that lies about its character set (declares Latin-1,
@@ -230,6 +254,7 @@ ds.save_as(sys.argv[1], write_like_original=False)
     good = {i["path"]: i for i in man["instances"]}
     records = [task("job-a", p) for p in good]
     records += [task("job-a", p) for p in garbage]
+    records += [task("job-a", p) for p in damaged]
     records += [task("job-bad", e["path"]) for e in bad]
     poison = [(b"poison-1", b"not json at all"), (b"poison-2", json.dumps({"v": 2, "job_id": "j", "path": "/x"}).encode()),
               (b"poison-3", json.dumps({"v": 1, "job_id": "job-p"}).encode()),
@@ -251,6 +276,10 @@ ds.save_as(sys.argv[1], write_like_original=False)
                120, "phase A outputs (%d)" % total)
     check(w.poll() is None, "worker exited early with %r" % w.poll())
     stop_worker(w, "phase A worker")
+    log.close()
+    wlog = open(os.path.join(tmp, "worker_a.log"), errors="replace").read()
+    check("Private Creator" not in wlog and "not a DICOM keyword" not in wlog,
+          "the default feature set loads without warnings ('Private Creator' is understood)")
     events = consume(prefix + ".instances")
     dlq = consume(prefix + ".dlq")
     print("  %d tasks -> %d events, %d DLQ records" % (total, len(events), len(dlq)), flush=True)
@@ -301,6 +330,23 @@ ds.save_as(sys.argv[1], write_like_original=False)
                                                         se["slice_thickness"], se["kvp"]))
         check(ip.get("instance_number") == inst["instance_number"], "%s: instance_number" % path)
         check(ev["file"]["size"] == os.path.getsize(path), "%s: file.size" % path)
+        check("integrity" not in ev, "%s: a whole file has no integrity object (%r)" % (path, ev.get("integrity")))
+    # header whole, Pixel Data cut short: catalogued (the same header values
+    # as the whole file) and flagged exactly
+    for path, (want, orig) in damaged.items():
+        got = [ev for _, ev in events if ev["path"] == path]
+        if not check(len(got) == 1, "damaged %s: %d events (expected 1)" % (path, len(got))):
+            continue
+        check(got[0].get("integrity") == want, "damaged %s: integrity %r (expected %r)" % (
+            path, got[0].get("integrity"), want))
+        whole = [ev for _, ev in events if ev["path"] == orig and ev["job_id"] == "job-a"]
+        if whole:
+            for lvl in ("study", "series", "instance"):
+                check(got[0][lvl] == whole[0][lvl], "damaged %s: %s values equal the whole file's" % (path, lvl))
+    # "Private Creator" (conf/InstanceFeatures.txt) extracts the creators:
+    # the generated files carry GE's (0009,0010)
+    with_creator = [ev for _, ev in events if ev["path"] in good and "00090010" in ev["instance"]]
+    check(len(with_creator) > 0, "Private Creator: some good file's instance has 00090010 (%d)" % len(with_creator))
     # DLQ: exactly one per garbage file, with the expected reason
     dlq_by_path = {}
     for key, rec in dlq:
@@ -328,6 +374,11 @@ ds.save_as(sys.argv[1], write_like_original=False)
         check(ok, "bad-input %s (%s, expect %s): %d events, %d DLQ %s" % (
             os.path.basename(e["path"]), e["case"], e["expect"], nev, ndlq,
             [r["error"] for r in dlq_by_path.get(e["path"], [])]))
+    for e in bad:
+        if "integrity" in e and len(by_path.get(e["path"], [])) == 1:
+            ev = by_path[e["path"]][0][1]
+            check(ev.get("integrity") == e["integrity"], "bad-input %s: integrity %r (expected %r)" % (
+                os.path.basename(e["path"]), ev.get("integrity"), e["integrity"]))
     # poison: one bad_message each
     poison_dlq = [r for _, r in dlq if r["error"] == "bad_message"]
     check(len(poison_dlq) == len(poison), "poison: %d bad_message records (expected %d)" % (len(poison_dlq), len(poison)))
