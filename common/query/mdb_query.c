@@ -15,6 +15,7 @@
  * name and may not contain a '$'-segment. The JSON is converted to BSON by
  * hand so nothing like extended-JSON type wrappers sneaks in. */
 #include "mdb_find.h"
+#include "mdb_ops.h"
 #include "mdb_query.h"
 
 #include "mdb_docs.h"
@@ -365,9 +366,9 @@ char *mdb_query_filter_json(const mdb_query_t *q)
 
 bool mdb_query_set_limit(mdb_query_t *q, int64_t limit, mdb_error_t *err)
 {
-    if (limit < 1 || limit > q->max_limit) {
-        mdb_error_set(err, MDB_ERR_QUERY, 0, "limit must be between 1 and %lld, got %lld", (long long)q->max_limit,
-                      (long long)limit);
+    if (limit < 0 || limit > q->max_limit) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "limit must be between 0 (the count alone) and %lld, got %lld",
+                      (long long)q->max_limit, (long long)limit);
         return false;
     }
     q->limit = limit;
@@ -1964,65 +1965,46 @@ json_t *mdb_query_bson_to_json(const bson_t *doc)
 /* ------------------------------------------------------------------------ */
 /* execution                                                                 */
 
-/* Server refusals (bad operator for this server, time limit, bad regex)
- * are the query's fault; network and selection errors are the backend's. */
-static void set_mongo_error(mdb_error_t *err, const bson_error_t *be, const char *what)
+/* Appends each document's _id to ids_arr (mdb_ops_find callback). */
+typedef struct {
+    bson_t *arr;
+    size_t n;
+    const char *level;
+} ids_acc_t;
+
+static bool append_id(const bson_t *doc, void *ud, mdb_error_t *err)
 {
-    bool query_fault = be->domain == MONGOC_ERROR_SERVER || be->domain == MONGOC_ERROR_QUERY ||
-                       be->domain == MONGOC_ERROR_WRITE_CONCERN;
-    /* Authentication/authorization failures are the deployment's, not the query's. */
-    if (be->code == 13 || be->code == 18)
-        query_fault = false;
-    mdb_error_set(err, query_fault ? MDB_ERR_QUERY : MDB_ERR_MONGO, (int)be->code, "%s: %s", what, be->message);
+    ids_acc_t *a = ud;
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, "_id"))
+        return true;
+    if (a->n >= MAX_PARENT_IDS) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "the %s filter matches more than %d documents; narrow it or query %s directly",
+                      a->level, MAX_PARENT_IDS, a->level);
+        return false;
+    }
+    char key[16];
+    const char *k;
+    bson_uint32_to_string((uint32_t)a->n, &k, key, sizeof key);
+    bson_append_iter(a->arr, k, -1, &it);
+    a->n++;
+    return true;
 }
 
 /* Resolve a parent filter into the list of matching _ids. */
-static bool parent_ids(mongoc_client_t *client, mdb_mongo_t *m, mdb_query_level_t level, const clause_list_t *cl,
-                       int64_t time_ms, bson_t *ids_arr, size_t *n, mdb_error_t *err)
+static bool parent_ids(mdb_mongo_t *m, mdb_query_level_t level, const clause_list_t *cl, int64_t time_ms,
+                       bson_t *ids_arr, size_t *n, mdb_error_t *err)
 {
     bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
-    bool ok = false;
     build_and(cl, &filter);
     bson_append_document_begin(&opts, "projection", -1, &proj);
     BSON_APPEND_INT32(&proj, "_id", 1);
     bson_append_document_end(&opts, &proj);
     if (time_ms > 0)
         BSON_APPEND_INT64(&opts, "maxTimeMS", time_ms);
-    mongoc_collection_t *coll = mdb_mongo_collection(m, client, level_names[level]);
-    mongoc_cursor_t *cur = coll ? mongoc_collection_find_with_opts(coll, &filter, &opts, NULL) : NULL;
-    const bson_t *doc;
-    bson_error_t be;
-    *n = 0;
-    if (!cur) {
-        mdb_error_set(err, MDB_ERR_SYSTEM, 0, "cannot open a cursor on %s", level_names[level]);
-        goto done;
-    }
-    mdb_mongo_count_round_trip(m);
-    while (mongoc_cursor_next(cur, &doc)) {
-        bson_iter_t it;
-        if (!bson_iter_init_find(&it, doc, "_id"))
-            continue;
-        if (*n >= MAX_PARENT_IDS) {
-            mdb_error_set(err, MDB_ERR_QUERY, 0,
-                          "the %s filter matches more than %d documents; narrow it or query %s directly",
-                          level_names[level], MAX_PARENT_IDS, level_names[level]);
-            goto done;
-        }
-        char key[16];
-        const char *k;
-        bson_uint32_to_string((uint32_t)*n, &k, key, sizeof key);
-        bson_append_iter(ids_arr, k, -1, &it);
-        (*n)++;
-    }
-    if (mongoc_cursor_error(cur, &be)) {
-        set_mongo_error(err, &be, level_names[level]);
-        goto done;
-    }
-    ok = true;
-done:
-    mongoc_cursor_destroy(cur);
-    if (coll)
-        mongoc_collection_destroy(coll);
+    ids_acc_t acc = {.arr = ids_arr, .n = 0, .level = level_names[level]};
+    bool ok = mdb_ops_find(m, level_names[level], &filter, &opts, append_id, &acc, err);
+    *n = acc.n;
     bson_destroy(&filter);
     bson_destroy(&opts);
     return ok;
@@ -2031,8 +2013,8 @@ done:
 /* The effective filter: own clauses plus {study_id|series_id: {$in: ids}}
  * for each parent level with clauses. *empty is set when a parent matched
  * nothing (the answer is then known to be empty). */
-static bool effective_filter(mongoc_client_t *client, mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms,
-                             bson_t *out, bool *empty, mdb_error_t *err)
+static bool effective_filter(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, bson_t *out, bool *empty,
+                             mdb_error_t *err)
 {
     *empty = false;
     bson_init(out);
@@ -2055,7 +2037,7 @@ static bool effective_filter(mongoc_client_t *client, mdb_mongo_t *m, const mdb_
         size_t n = 0;
         bson_append_document_begin(c, l == MDB_QUERY_STUDIES ? "study_id" : "series_id", -1, &sub);
         bson_append_array_begin(&sub, "$in", 3, &arr);
-        if (!parent_ids(client, m, (mdb_query_level_t)l, &q->parent[l], time_ms, &arr, &n, err)) {
+        if (!parent_ids(m, (mdb_query_level_t)l, &q->parent[l], time_ms, &arr, &n, err)) {
             bson_destroy(c);
             goto done;
         }
@@ -2076,34 +2058,31 @@ done:
     return ok;
 }
 
+/* Appends each document, as JSON, to the array ud (mdb_ops_find callback). */
+static bool append_json(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    json_t *j = mdb_query_bson_to_json(doc);
+    if (!j || json_array_append_new(ud, j) != 0) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
+    return true;
+}
+
 json_t *mdb_query_run(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, bool skip_total, mdb_error_t *err)
 {
-    json_t *result = NULL, *items = NULL;
+    json_t *result = NULL, *items = json_array();
     bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, count_opts = BSON_INITIALIZER;
-    mongoc_client_t *client = mdb_mongo_pop(m);
-    mongoc_collection_t *coll = NULL;
-    mongoc_cursor_t *cur = NULL;
-    bson_error_t be;
     bool empty = false;
     int64_t total = -1;
 
-    if (!client) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "no database client available");
-        goto done;
-    }
-    bson_destroy(&filter);
-    if (!effective_filter(client, m, q, time_ms, &filter, &empty, err))
-        goto done;
-    coll = mdb_mongo_collection(m, client, q->collection);
-    if (!coll) {
-        mdb_error_set(err, MDB_ERR_SYSTEM, 0, "cannot open collection %s", q->collection);
-        goto done;
-    }
-    items = json_array();
     if (!items) {
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
         goto done;
     }
+    bson_destroy(&filter);
+    if (!effective_filter(m, q, time_ms, &filter, &empty, err))
+        goto done;
     if (empty) {
         total = 0;
         goto answer;
@@ -2112,40 +2091,25 @@ json_t *mdb_query_run(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, boo
         BSON_APPEND_INT64(&opts, "maxTimeMS", time_ms);
         BSON_APPEND_INT64(&count_opts, "maxTimeMS", time_ms);
     }
-    BSON_APPEND_DOCUMENT(&opts, "sort", &q->sort);
-    if (!bson_empty(&q->projection))
-        BSON_APPEND_DOCUMENT(&opts, "projection", &q->projection);
-    if (q->offset > 0)
-        BSON_APPEND_INT64(&opts, "skip", q->offset);
-    BSON_APPEND_INT64(&opts, "limit", q->limit);
-
-    cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
-    mdb_mongo_count_round_trip(m);
-    const bson_t *doc;
-    while (mongoc_cursor_next(cur, &doc)) {
-        json_t *j = mdb_query_bson_to_json(doc);
-        if (!j || json_array_append_new(items, j) != 0) {
-            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+    /* limit 0: the count alone (a sorted first page of a large match costs
+     * more than the indexed count itself). */
+    if (q->limit > 0) {
+        BSON_APPEND_DOCUMENT(&opts, "sort", &q->sort);
+        if (!bson_empty(&q->projection))
+            BSON_APPEND_DOCUMENT(&opts, "projection", &q->projection);
+        if (q->offset > 0)
+            BSON_APPEND_INT64(&opts, "skip", q->offset);
+        BSON_APPEND_INT64(&opts, "limit", q->limit);
+        if (!mdb_ops_find(m, q->collection, &filter, &opts, append_json, items, err))
             goto done;
-        }
     }
-    if (mongoc_cursor_error(cur, &be)) {
-        set_mongo_error(err, &be, q->collection);
-        goto done;
-    }
-    if (!skip_total) {
+    if (!skip_total || q->limit == 0) {
         /* A short first page already tells the total. */
         size_t got = json_array_size(items);
-        if (q->offset == 0 && (int64_t)got < q->limit) {
+        if (q->limit > 0 && q->offset == 0 && (int64_t)got < q->limit)
             total = (int64_t)got;
-        } else {
-            total = mongoc_collection_count_documents(coll, &filter, &count_opts, NULL, NULL, &be);
-            mdb_mongo_count_round_trip(m);
-            if (total < 0) {
-                set_mongo_error(err, &be, q->collection);
-                goto done;
-            }
-        }
+        else if (!mdb_ops_count(m, q->collection, &filter, &count_opts, &total, err))
+            goto done;
     }
 answer:
     result = json_object();
@@ -2153,7 +2117,7 @@ answer:
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
         goto done;
     }
-    if (!skip_total)
+    if (total >= 0)
         json_object_set_new(result, "total", json_integer(total));
     json_object_set_new(result, "limit", json_integer(q->limit));
     json_object_set_new(result, "offset", json_integer(q->offset));
@@ -2161,11 +2125,6 @@ answer:
     items = NULL;
 done:
     json_decref(items);
-    mongoc_cursor_destroy(cur);
-    if (coll)
-        mongoc_collection_destroy(coll);
-    if (client)
-        mdb_mongo_push(m, client);
     bson_destroy(&filter);
     bson_destroy(&opts);
     bson_destroy(&count_opts);

@@ -92,7 +92,8 @@ bool mdb_query_add_param(mdb_query_t *q, const char *name, const char *value, md
 /* Is name one of the non-filter parameters (limit, offset, sort, fields)? */
 bool mdb_query_is_page_param(const char *name);
 
-/* limit in [1, max_limit]; offset >= 0 (at most 10,000,000). */
+/* limit in [0, max_limit] (0: mdb_query_run counts and returns no items);
+ * offset >= 0 (at most 10,000,000). */
 bool mdb_query_set_limit(mdb_query_t *q, int64_t limit, mdb_error_t *err);
 bool mdb_query_set_offset(mdb_query_t *q, int64_t offset, mdb_error_t *err);
 /* "study_date,-patient_id": comma-separated fields, '-' = descending, '+'

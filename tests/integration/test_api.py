@@ -237,6 +237,10 @@ def test_paging_sort_fields(api):
             "fields projection", b)
     st, _, b = api.get("/api/studies", {"total": "false", "limit": "2"})
     c.check(st == 200 and "total" not in b and len(b["items"]) == 2, "total=false skips the count", b)
+    st, _, b = api.get("/api/studies", {"modality": "CT", "limit": "0"})
+    want = sum(1 for s in studies if s.get("modality") == "CT" or "CT" in (s.get("modalities") or []))
+    c.check(st == 200 and b.get("items") == [] and b.get("total") == want,
+            "limit=0 answers the count alone (%d CT studies)" % want, b)
     st, _, b = api.get("/api/studies", {"modality": "CT", "limit": "1"})
     c.check(st == 200 and "explain" in b and b["explain"]["collection"] == "studies", "explain echoes the filter", b)
 
@@ -406,7 +410,7 @@ BAD = [
     ("GET", "/api/studies?metadata.bad-key=1", None, {}, 400, "bad_parameter"),
     ("GET", "/api/studies?metadata.$where=1", None, {}, 400, "bad_parameter"),
     ("GET", "/api/studies?$where=1", None, {}, 400, "bad_parameter"),
-    ("GET", "/api/studies?limit=0", None, {}, 400, "bad_parameter"),
+    ("GET", "/api/studies?limit=-1", None, {}, 400, "bad_parameter"),
     ("GET", "/api/studies?limit=-5", None, {}, 400, "bad_parameter"),
     ("GET", "/api/studies?limit=abc", None, {}, 400, "bad_parameter"),
     ("GET", "/api/studies?limit=1001", None, {}, 400, "bad_parameter"),
