@@ -7,7 +7,8 @@
  *     job's collection, paths of a copied file; a duplicate SOPInstanceUID
  *     under two series is recorded in conflicts; the job's counters are
  *     exact (done, failed from a worker DLQ record and from an invalid event
- *     the linker itself sends to the DLQ) and the job ends
+ *     the linker itself sends to the DLQ; flagged: two events carry an
+ *     "integrity" object, copied to their instances) and the job ends
  *     completed_with_errors with both reasons in errors[].
  *  B. redelivery: a second linker in a fresh group replays every record;
  *     the canonical dump is byte-identical and no counter moves.
@@ -73,6 +74,10 @@ static char *event_json(const spec_t *s)
                            "path", s->path, "feature_set", "default", "study", study, "series", series, "instance",
                            inst, "file", "size", 1000 + s->inum, "mtime", 1700000000, "dicom", "transfer_syntax",
                            "1.2.840.10008.1.2.1", "specific_character_set", "ISO_IR 100");
+    if (strstr(s->path, "/s1/3.dcm") || strstr(s->path, "/s3/2.dcm")) /* damaged: Pixel Data cut short */
+        json_object_set_new(ev, "integrity",
+                            json_pack("{s:b, s:I, s:I}", "pixel_data_truncated", 1, "pixel_data_bytes_expected",
+                                      (json_int_t)524288, "pixel_data_bytes_present", (json_int_t)1000 + s->inum));
     char *txt = json_dumps(ev, JSON_COMPACT);
     json_decref(ev);
     return txt;
@@ -329,7 +334,14 @@ static void check_documents(const char *db)
     CHECK(num(i2, "instance_number") == 2 && !strcmp(str(i2, "sop_class_uid"), "1.2.840.10008.5.1.4.1.1.2"),
           "instance 2 promoted");
     CHECK(!strcmp(str(json_object_get(i2, "dicom"), "transfer_syntax"), "1.2.840.10008.1.2.1"), "instance dicom");
+    CHECK(!json_object_get(i2, "integrity"), "a whole file's instance has no integrity object");
     json_decref(i2);
+    json_t *i3 = get_doc(db, "instances", "1.2.826.0.1.1.1.3");
+    json_t *ig = i3 ? json_object_get(i3, "integrity") : NULL;
+    CHECK(ig && json_is_true(json_object_get(ig, "pixel_data_truncated")) &&
+              num(ig, "pixel_data_bytes_expected") == 524288 && num(ig, "pixel_data_bytes_present") == 1003,
+          "a damaged file's instance carries the event's integrity object");
+    json_decref(i3);
 
     json_t *x = get_doc(db, "instances", "1.2.826.0.1.9.9");
     CHECK(x && !strcmp(str(x, "series_id"), "1.2.826.0.1.1.1"), "x belongs to the smallest path's series");
@@ -351,6 +363,7 @@ static void check_documents(const char *db)
     CHECK(job, "job missing");
     CHECK(num(job, "files_done") == (json_int_t)NSPECS, "files_done %lld", (long long)num(job, "files_done"));
     CHECK(num(job, "files_failed") == 2, "files_failed %lld", (long long)num(job, "files_failed"));
+    CHECK(num(job, "files_flagged") == 2, "files_flagged %lld", (long long)num(job, "files_flagged"));
     CHECK(num(job, "instances_linked") == 8, "instances_linked %lld", (long long)num(job, "instances_linked"));
     CHECK(!strcmp(str(job, "state"), "completed_with_errors"), "state %s", str(job, "state"));
     CHECK(json_object_get(job, "completed_at"), "completed_at");
