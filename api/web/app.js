@@ -516,8 +516,8 @@
     (dmg && dmg.items || []).forEach((d) => damaged.set(d._id, d.integrity));
     if (dmg && dmg.total > 0) {
       main.appendChild(h('div', { class: 'panel damaged-note', 'data-testid': 'series-integrity' },
-        integrityFlag(null), ' ', num(dmg.total) + ' of ' + num(se.instance_count) + ' instance' + (dmg.total === 1 ? '' : 's') +
-        ' come from damaged files (Pixel Data cut short): metadata catalogued, images not usable.'));
+        integrityFlag(null), ' ', num(dmg.total) + ' of ' + num(se.instance_count) +
+        ' instances from damaged files (Pixel Data cut short): metadata catalogued, images not usable.'));
     }
     const instPanel = h('div', { class: 'panel flush', 'data-testid': 'instances' });
     main.appendChild(h('div', { class: 'split' }, h('div', { class: 'panel' }, metadataTable(se.metadata)), instPanel));

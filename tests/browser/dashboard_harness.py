@@ -10,6 +10,8 @@ submitted with `metadb submit --wait`), starts metadb-api with a submission
 token and keeps every daemon running. Then it prints ONE JSON line:
   {"base": "http://127.0.0.1:PORT", "token": T, "db": DB, "collection": C,
    "researcher": R, "remaining_patients": [...], "manifest": {...summary...}}
+("damaged": {series, sop}: one file of the first job cut inside its Pixel
+Data, so the dashboard has a flagged instance to show)
 and waits until stdin closes (or says "stop"), stops the daemons (SIGTERM,
 exit codes reported on stderr), drops the database and removes the archive.
 Every failure goes to stderr and exits non-zero before the JSON line."""
@@ -32,6 +34,21 @@ def log(msg):
     print("harness: " + msg, file=sys.stderr, flush=True)
 
 
+def damage_one(manifest, patients):
+    """Cut one file of the first job inside its Pixel Data (an archive copy
+    that stopped early): it is catalogued with an integrity flag, which the
+    dashboard must show. Returns {series, sop}."""
+    import pydicom  # Debian's python3-pydicom, like the generator
+    studies = {s["uid"] for s in manifest["studies"] if s["patient_id"] in patients}
+    inst = next(i for i in manifest["instances"] if i["study_uid"] in studies)
+    raw = pydicom.dcmread(inst["path"], force=True)._dict[0x7FE00010]
+    with open(inst["path"], "rb") as f:
+        data = f.read()
+    with open(inst["path"], "wb") as f:
+        f.write(data[:raw.value_tell + raw.length // 2])
+    return {"series": inst["series_uid"], "sop": inst["sop_uid"]}
+
+
 def main():
     tag = "t_dash_%d" % os.getpid()
     tmp = rt.tempdir("metadb-dash-")
@@ -50,6 +67,7 @@ def main():
             manifest = json.load(f)
         patients = sorted({s["patient_id"] for s in manifest["studies"]})
         first, rest = patients[: len(patients) // 2], patients[len(patients) // 2:]
+        damaged = damage_one(manifest, first)
         rt.metadb(names, "topics")
         rt.metadb(names, "index", timeout=300)
         rt.metadb(names, "researcher", "add", "dash", "--name", "Dashboard Test", "--email", "dash@example.org")
@@ -83,7 +101,7 @@ def main():
         }
         print(json.dumps({"base": "http://127.0.0.1:%d" % port, "token": token, "db": tag,
                           "collection": "LIDC-IDRI", "researcher": "dash", "remaining_patients": rest,
-                          "manifest": summary}), flush=True)
+                          "manifest": summary, "damaged": damaged}), flush=True)
         for line in sys.stdin:
             if line.strip() == "stop":
                 break

@@ -3,7 +3,7 @@
 // half of a generated archive through index -> producer -> worker -> linker
 // and serves it with metadb-api, all on private names. The test then does
 // what a researcher does: filter studies by modality, sort, choose a column,
-// expand a study, open a series, run a raw query (and see a refused one),
+// expand a study, open a series, see a damaged instance flagged, run a raw query (and see a refused one),
 // submit a job for the other half and watch its bar reach 100 %, and look at
 // the operations page. Every view is compared with the API's own answer.
 // Screenshots: tests/artifacts/dashboard_*.png.
@@ -139,6 +139,24 @@ async function main() {
     await page.waitForSelector('[data-testid=modal] [data-testid=metadata]', { timeout: 15000 });
     check(true, 'an instance opens with its metadata');
     await shot(page, 'series');
+    await page.keyboard.press('Escape');
+
+    // ---- a damaged file's instance (Pixel Data cut short) is flagged
+    await page.goto(env.base + '/#/series/' + encodeURIComponent(env.damaged.series));
+    await page.waitForSelector('[data-testid=series-integrity]', { timeout: 15000 });
+    await page.waitForSelector('[data-testid=instance-row]', { timeout: 15000 });
+    const dmg = await api(env, '/api/instances?series_id=' + encodeURIComponent(env.damaged.series) + '&integrity=exists:true');
+    check(dmg.status === 200 && dmg.body.total === 1 && dmg.body.items[0]._id === env.damaged.sop,
+      'GET /api/instances?integrity=exists:true finds the damaged instance', JSON.stringify(dmg.body).slice(0, 300));
+    const note = await page.textContent('[data-testid=series-integrity]');
+    check(/\b1 of \d+ instance/.test(note), 'the series page says how many of its instances are damaged', note);
+    const flaggedRows = await page.locator('[data-testid=instance-row]:has([data-testid=integrity-flag])').count();
+    check(flaggedRows === 1, 'exactly the damaged instance\'s row carries the flag (' + flaggedRows + ')');
+    await page.click('[data-testid=instance-row]:has([data-testid=integrity-flag])');
+    await page.waitForSelector('[data-testid=modal] [data-testid=instance-integrity]', { timeout: 15000 });
+    const itext = await page.textContent('[data-testid=modal] [data-testid=instance-integrity]');
+    check(/Pixel Data truncated: [\d,]+ of [\d,]+ bytes present/.test(itext), 'the instance view says what is missing', itext);
+    await shot(page, 'series_damaged');
     await page.keyboard.press('Escape');
 
     // ---- raw query
