@@ -7,7 +7,10 @@
  *  - the header reader (mdb_dicom_parse.c): reads a file's data set up to,
  *    not including, Pixel Data (never pixels), zero-copy over one bounded
  *    buffer (at most max_header_bytes), and yields a tree of elements
- *    (mdb_dicom_private.h) that mdb_extract.c turns into typed JSON.
+ *    (mdb_dicom_private.h) that mdb_extract.c turns into typed JSON; it
+ *    also compares Pixel Data's declared length (or fragment item headers)
+ *    with the file's size, so a copy cut inside the pixels is catalogued
+ *    and flagged (mdb_extract.h, "integrity") instead of refused.
  *
  * Why not gdcm::Reader for the parse: it allocates each element's declared
  * length before checking it against the file (a 4-byte lie makes it reserve
