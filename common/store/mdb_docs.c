@@ -1350,6 +1350,22 @@ static json_t *dropped_fields(const json_t *doc, const json_t *existing)
     return names ? names : json_null();
 }
 
+/* doc for an in-place update of existing: a copy carrying the updated_at
+ * it was computed from, so the store writes it only if nobody changed the
+ * document since (MDB_STORE_IF_UPDATED_AT). */
+static json_t *if_unchanged(json_t *doc, const json_t *existing)
+{
+    const char *ts = json_string_value(json_object_get(existing, "updated_at"));
+    if (!ts)
+        return json_incref(doc);
+    json_t *d = json_copy(doc);
+    if (d && json_object_set_new(d, MDB_STORE_IF_UPDATED_AT, json_string(ts)) != 0) {
+        json_decref(d);
+        return NULL;
+    }
+    return d;
+}
+
 /* Write the documents of s that change: new ones with one insert (cheap
  * everywhere; a duplicate - created meanwhile - joins the others), existing
  * ones through the store's upsert. */
@@ -1363,7 +1379,7 @@ static bool write_changed(const mdb_store_t *st, const char *coll, entset_t *s, 
         if (!x->doc || doc_equal_ignoring_ts(x->doc, x->existing))
             continue;
         if (x->existing) {
-            json_array_append(docs, x->doc);
+            ok = json_array_append_new(docs, if_unchanged(x->doc, x->existing)) == 0;
             json_array_append_new(unset, dropped_fields(x->doc, x->existing));
             continue;
         }
@@ -1481,7 +1497,7 @@ static bool apply_instances(mdb_docs_model_t *m, const mdb_store_t *st, const ch
             x->dup = true;
             ok = merge_instance(m, x);
             if (ok && !doc_equal_ignoring_ts(x->doc, x->existing)) {
-                json_array_append(changed, x->doc);
+                ok = json_array_append_new(changed, if_unchanged(x->doc, x->existing)) == 0;
                 json_array_append_new(unset, dropped_fields(x->doc, x->existing));
             }
         }

@@ -69,10 +69,18 @@ typedef struct {
      * a missing one (created_at = now), else $set every top-level field it
      * has (created_at kept) and remove the top-level fields named in
      * unset[i]; updated_at = now either way. unset is NULL or an array
-     * parallel to docs whose entries are arrays of field names or null. */
+     * parallel to docs whose entries are arrays of field names or null.
+     * A doc carrying MDB_STORE_IF_UPDATED_AT (a string; never stored) is
+     * written only if the stored document's updated_at still equals it, else
+     * the call fails: another writer changed the document since it was read
+     * (a linker that lost its partitions in a network partition and comes
+     * back with a write computed from what it read before), and the caller's
+     * retry reads it again. */
     bool (*upsert)(void *ud, const char *coll, const json_t *docs, const json_t *unset, const char *now,
                    mdb_error_t *err);
 } mdb_store_t;
+
+#define MDB_STORE_IF_UPDATED_AT "_if_updated_at"
 
 /* ---- the MongoDB store (mdb_store_mongo.c) ---- */
 

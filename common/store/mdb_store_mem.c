@@ -210,7 +210,7 @@ static bool m_upsert(void *ud, const char *coll, const json_t *docs, const json_
         json_t *v;
         json_object_foreach((json_t *)d, k, v)
         {
-            if (strcmp(k, "created_at") && strcmp(k, "updated_at"))
+            if (strcmp(k, "created_at") && strcmp(k, "updated_at") && strcmp(k, MDB_STORE_IF_UPDATED_AT))
                 json_object_set_new(cur, k, json_deep_copy(v));
         }
         size_t j;

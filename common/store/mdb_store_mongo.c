@@ -275,10 +275,18 @@ static bool add_upsert(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
     json_t *v;
     size_t j;
     bool ok = mdb_docs_append_json(&sel, "_id", json_object_get(doc, "_id"));
+    /* Optimistic concurrency: {_id, updated_at: as read}. When another writer
+     * changed the document meanwhile, nothing matches, the upsert's insert
+     * hits the existing _id (duplicate key, also on mdb_bulk's one retry) and
+     * the bulk fails; the linker retries the batch from a fresh read. */
+    const char *if_ts = json_string_value(json_object_get(doc, MDB_STORE_IF_UPDATED_AT));
+    if (if_ts)
+        BSON_APPEND_UTF8(&sel, "updated_at", if_ts);
     bson_append_document_begin(&upd, "$set", -1, &set);
     json_object_foreach((json_t *)doc, k, v)
     {
-        if (!strcmp(k, "_id") || !strcmp(k, "created_at") || !strcmp(k, "updated_at"))
+        if (!strcmp(k, "_id") || !strcmp(k, "created_at") || !strcmp(k, "updated_at") ||
+            !strcmp(k, MDB_STORE_IF_UPDATED_AT))
             continue;
         ok = ok && mdb_docs_append_json(&set, k, v);
     }
