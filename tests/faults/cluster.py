@@ -247,10 +247,10 @@ def inject(run, fault, cl):
         print("# status with brokers %d and %d down:\n%s" % (a, b, _indent(cl.status())), flush=True)
         time.sleep(max(0.0, t_b + 20 - time.time()))
         j1 = run.job_doc() or {}
+        t_back = time.time()
         rc, out = st.stack_cmd("start", "--broker", str(b), timeout=300)
         if rc != 0:
             raise RuntimeError("restarting broker %d failed: %s" % (b, out[-1500:]))
-        t_back = time.time()
         j = run.final(F.JOB_TIMEOUT)
         t_final = time.time()
         done_alone = bool(j) and cl.broker_pid(a) is not None and not _alive(cl.broker_pid(a))
@@ -258,7 +258,7 @@ def inject(run, fault, cl):
         if rc != 0:
             raise RuntimeError("restarting broker %d failed: %s" % (a, out[-1500:]))
         note += ("; broker %d stopped 12 s later for %.0fs: acks=all probe %s (%s); files done %s -> %s while down;"
-                 " job %s %.0fs after broker %d returned, broker %d still down" % (
+                 " job %s %.0fs after broker %d was started again, broker %d still down" % (
                      b, t_back - t_b, "REFUSED" if not acked else "ACKNOWLEDGED (!)", why,
                      j0.get("files_done"), j1.get("files_done"), "completed" if j else "NOT final",
                      t_final - t_back, b, a))
@@ -345,10 +345,11 @@ def check_producer_config(cl, root, base, patients):
         p.stop(30)
     for p in procs:
         text = p.log_text()
-        # the producer handle's dump: its client configuration has enable.idempotence,
-        # its default topic configuration the acks that idempotence implies
+        # the producer handle's dump shows enable.idempotence = true; librdkafka then
+        # sets acks=all itself and refuses to create a producer whose configured acks
+        # is anything else, so the dump must show no acks, or -1/all
         idem = re.search(r"enable\.idempotence = true", text) is not None
-        acks = re.search(r"(request\.required\.acks|acks) = (-1|all)", text) is not None
+        acks = re.search(r"(request\.required\.acks|acks) = (0|1)\b", text) is None
         out[p.role] = (idem, acks)
     run.drop()
     return out
@@ -423,7 +424,23 @@ def main():
                     pipeline(run)
                     t_fault, note = inject(run, fault, cl)
                     res = F.measure(run, manifest, clean_dump, fault, t_fault)
+                    if fault in ("linker-partition", "worker-netsplit"):
+                        logs = "".join(p.log_text() for p in run.procs.all if p.role in ("linker", "worker"))
+                        note += "; in the logs: %d assignment(s) lost, %d offset commit(s) refused as stale, " \
+                                "%d flush(es) refused because a document changed since it was read" % (
+                                    logs.count("lost ") + logs.count("assignment lost"),
+                                    len(re.findall(r"COMMITFAIL.*(Unknown member|Illegal generation|"
+                                                   r"assignment lost)", logs)),
+                                    len(re.findall(r"flush of .*(E11000|[Dd]uplicate key)", logs)))
                     res["note"] = note
+                    keep = os.environ.get("MDB_CLUSTER_KEEP")
+                    if keep and not res.get("dump_eq"):
+                        os.makedirs(keep, exist_ok=True)
+                        for what, d in (("clean", clean_dump), (run.names.tag, res.get("dump"))):
+                            with open(os.path.join(keep, what + ".dump"), "w") as f:
+                                f.write(d or "")
+                        shutil.copytree(run.procs.logdir, os.path.join(keep, run.names.tag + ".logs"),
+                                        dirs_exist_ok=True)
                     if not run.mid_job:
                         res["ok"] = False
                         res["why"].append("the fault landed after the job had completed: nothing was tested")
