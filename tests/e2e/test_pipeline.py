@@ -19,6 +19,11 @@ metadb-linker) on the live stack, in this test's own database and topics.
   5. crash: a second deployment where the linker and a worker are killed -9
      in the middle of the job and restarted gives a canonical dump
      byte-identical to the clean run's.
+  Three files are cut inside their Pixel Data (header whole): their
+  instances carry the exact "integrity" object and every job counts them in
+  files_flagged, in the clean, repeated, shuffled and crash-point runs (the
+  dumps compare files_flagged and the objects too), and reconcile --repair
+  rebuilds them from the files.
   6. reconcile: a series deleted and a count broken by hand are reported;
      --repair restores the clean dump; a second run finds nothing; a file
      lost from the middle of a series is reported as an InstanceNumber gap.
@@ -187,6 +192,34 @@ def craft_duplicate(manifest, root):
             "dup_series": new_series, "dup_path": os.path.realpath(path), "study": ct["study_uid"]}
 
 
+def damage_some(manifest, dup):
+    """Cut three files inside their Pixel Data (archive copies that stopped
+    early; the header stays whole), one of them in the series step 6 deletes
+    so that reconcile --repair must rebuild its integrity object from the
+    file. Returns {sop_uid: expected integrity object}."""
+    victim = sorted(s["uid"] for s in manifest["series"] if s["modality"] == "CT")[-1]
+    insts = sorted((i for i in manifest["instances"] if i["sop_uid"] != dup["sop"]), key=lambda i: i["path"])
+    chosen = [next(i for i in insts if i["series_uid"] == victim)]
+    chosen += [i for i in insts[::max(1, len(insts) // 3)] if i["series_uid"] != victim][:2]
+    out = {}
+    for i in chosen:
+        raw = pydicom.dcmread(i["path"], force=True)._dict[0x7FE00010]
+        with open(i["path"], "rb") as f:
+            data = f.read()
+        keep = raw.length // 2
+        with open(i["path"], "wb") as f:
+            f.write(data[:raw.value_tell + keep])
+        out[i["sop_uid"]] = {"pixel_data_truncated": True, "pixel_data_bytes_expected": raw.length,
+                             "pixel_data_bytes_present": keep}
+    return out
+
+
+def check_damaged(dep, damaged, what):
+    got = {d["_id"]: d["integrity"] for d in dep.env.db.instances.find({"integrity": {"$exists": True}},
+                                                                        {"integrity": 1})}
+    c.eq(got, damaged, "%s: exactly the damaged files' instances carry their integrity object" % what)
+
+
 def check_documents(dep, manifest, dup, job_id):
     db = dep.env.db
     m_series = {s["uid"]: s for s in manifest["series"]}
@@ -319,6 +352,8 @@ def main():
         manifest = ps.generate_archive(root, patients=patients, seed=2024, extra=["--files", str(files)])
         root = os.path.realpath(root)
         dup = craft_duplicate(manifest, root)
+        damaged = damage_some(manifest, dup)
+        nflag = len(damaged)
         for i in manifest["instances"]:
             i["path"] = os.path.realpath(i["path"])
         cases_csv = os.path.join(base, "cases.csv")
@@ -343,10 +378,12 @@ def main():
         elapsed = time.time() - t0
         c.check(j and j["state"] == "completed", "job completed", j)
         if j:
-            c.eq((j.get("files_total"), j.get("files_done"), j.get("files_failed"), j.get("instances_linked")),
-                 (nfiles, nfiles, 0, len(manifest["instances"])), "job counters exact")
+            c.eq((j.get("files_total"), j.get("files_done"), j.get("files_failed"), j.get("files_flagged"),
+                  j.get("instances_linked")),
+                 (nfiles, nfiles, 0, nflag, len(manifest["instances"])), "job counters exact")
         print("clean run: %d files through producer -> 2 workers -> linker in %.1f s" % (nfiles, elapsed))
         check_documents(a, manifest, dup, job1)
+        check_damaged(a, damaged, "clean run")
         check_sampled_values(a, manifest)
         want_idx = {"studies": ["accession_number", "patient_id", "study_date", "modality", "modalities",
                                 "study_description", "collection_ids", "job_ids"],
@@ -370,8 +407,8 @@ def main():
         j2 = wait_job(a, job2)
         c.check(j2 and j2["state"] == "completed", "second job completed", j2)
         if j2:
-            c.eq((j2.get("files_done"), j2.get("files_failed"), j2.get("instances_linked")),
-                 (nfiles, 0, len(manifest["instances"])), "second job counters exact")
+            c.eq((j2.get("files_done"), j2.get("files_failed"), j2.get("files_flagged"), j2.get("instances_linked")),
+                 (nfiles, 0, nflag, len(manifest["instances"])), "second job counters exact")
         dump2 = a.dump()
         s1, s2 = sections(dump1), sections(dump2)
         for sec in ("studies", "series", "instances", "conflicts"):
@@ -449,8 +486,8 @@ def main():
         c.check(cp.env.db.jobs.count_documents({"state": "completed"}) == 2, "both jobs complete despite the crashes")
         for jid in (job1, job2):
             jd = cp.env.db.jobs.find_one({"_id": jid}) or {}
-            c.eq((jd.get("files_done"), jd.get("files_failed"), jd.get("instances_linked")),
-                 (nfiles, 0, len(manifest["instances"])), "crash-point run: job %s counters exact" % jid[:8])
+            c.eq((jd.get("files_done"), jd.get("files_failed"), jd.get("files_flagged"), jd.get("instances_linked")),
+                 (nfiles, 0, nflag, len(manifest["instances"])), "crash-point run: job %s counters exact" % jid[:8])
         dump_cp = cp.dump()
         c.check(dump_cp == dump2, "crash-point run gives a byte-identical dump")
         if dump_cp != dump2:
@@ -515,6 +552,7 @@ def main():
         rc, rep, p = reconcile(a, "--repair")
         c.check(rc == 0 and rep and rep["after"]["total_problems"] == 0, "reconcile --repair fixes everything",
                 p.stdout[-3000:] + p.stderr[-2000:])
+        check_damaged(a, damaged, "after reconcile --repair")
         dump_r = a.dump()
         c.check(sections(dump_r).get("series") == s2.get("series") and
                 sections(dump_r).get("studies") == s2.get("studies") and dump_r == dump2,
