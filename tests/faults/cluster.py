@@ -428,7 +428,7 @@ def main():
                         logs = "".join(p.log_text() for p in run.procs.all if p.role in ("linker", "worker"))
                         note += "; in the logs: %d assignment(s) lost, %d offset commit(s) refused as stale, " \
                                 "%d flush(es) refused because a document changed since it was read" % (
-                                    logs.count("lost ") + logs.count("assignment lost"),
+                                    len(re.findall(r"kafka: lost \d+ partition", logs)),
                                     len(re.findall(r"COMMITFAIL.*(Unknown member|Illegal generation|"
                                                    r"assignment lost)", logs)),
                                     len(re.findall(r"flush of .*(E11000|[Dd]uplicate key)", logs)))
