@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "api_private.h"
+#include "mdb_ops.h"
 #include "mdb_query.h"
 
 #define FIELDS_SAMPLE 10000          /* studies, series */
@@ -315,62 +316,48 @@ static void tally(const bson_t *doc, json_t *top, json_t *meta, json_t *values)
     }
 }
 
-/* The exact number of documents of a level (countDocuments; the server's
- * estimate is not used: DocumentDB's comes from PostgreSQL statistics and
- * lags behind loads). -1 with err on failure. */
-static int64_t level_total(api_ctx_t *ctx, mongoc_collection_t *coll, mdb_query_level_t level, mdb_error_t *err)
+/* Tallies one sampled document (mdb_ops_find callback). */
+typedef struct {
+    json_t *top, *meta, *values;
+    int64_t scanned;
+} tally_acc_t;
+
+static bool tally_doc(const bson_t *doc, void *ud, mdb_error_t *err)
 {
-    bson_t filter = BSON_INITIALIZER;
-    bson_t *opts = BCON_NEW("maxTimeMS", BCON_INT64(ctx->query_time_ms));
-    bson_error_t be;
-    int64_t n = mongoc_collection_count_documents(coll, &filter, opts, NULL, NULL, &be);
-    if (n < 0)
-        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "count %s: %s", mdb_query_level_name(level), be.message);
-    bson_destroy(opts);
-    bson_destroy(&filter);
-    return n;
+    (void)err;
+    tally_acc_t *a = ud;
+    a->scanned++;
+    tally(doc, a->top, a->meta, a->values);
+    return true;
 }
 
 /* A sample of the level's documents from the database (the first
  * FIELDS_SAMPLE_* in natural order, one find with the query time limit),
- * tallied; the total comes from a count. When the collection is not larger
- * than the sample (studies and series of most catalogues) every count is
- * exact and "sampled" is false. */
+ * tallied; the total is the exact count (countDocuments; the server's
+ * estimate is not used: DocumentDB's comes from PostgreSQL statistics and
+ * lags behind loads). When the collection is not larger than the sample
+ * (studies and series of most catalogues) every count is exact and
+ * "sampled" is false. */
 static json_t *compute_fields(api_ctx_t *ctx, mdb_query_level_t level, mdb_error_t *err)
 {
     json_t *out = NULL, *top = json_object(), *meta = json_object(), *values = json_object();
-    mongoc_client_t *client = NULL;
-    mongoc_collection_t *coll = NULL;
-    mongoc_cursor_t *cur = NULL;
     int64_t sample = level == MDB_QUERY_INSTANCES ? FIELDS_SAMPLE_INSTANCES : FIELDS_SAMPLE;
     bson_t *opts = BCON_NEW("limit", BCON_INT64(sample), "maxTimeMS", BCON_INT64(ctx->query_time_ms));
-    bson_t filter = BSON_INITIALIZER;
-    bson_error_t be;
-    const bson_t *doc;
-    int64_t scanned = 0, total;
+    bson_t *count_opts = BCON_NEW("maxTimeMS", BCON_INT64(ctx->query_time_ms));
+    const char *coll = mdb_query_level_name(level);
+    int64_t total = 0;
     size_t nf;
     const mdb_qfield_t *fields = mdb_query_fields(level, &nf);
+    tally_acc_t acc = {.top = top, .meta = meta, .values = values, .scanned = 0};
 
     if (!top || !meta || !values) {
         mdb_error_set(err, MDB_ERR_SYSTEM, 0, "out of memory");
         goto done;
     }
-    if (!(client = mdb_mongo_pop(ctx->mongo))) {
-        mdb_error_set(err, MDB_ERR_MONGO, 0, "no database client available");
+    if (!mdb_ops_count(ctx->mongo, coll, NULL, count_opts, &total, err) ||
+        !mdb_ops_find(ctx->mongo, coll, NULL, opts, tally_doc, &acc, err))
         goto done;
-    }
-    coll = mdb_mongo_collection(ctx->mongo, client, mdb_query_level_name(level));
-    if ((total = level_total(ctx, coll, level, err)) < 0)
-        goto done;
-    cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
-    while (mongoc_cursor_next(cur, &doc)) {
-        scanned++;
-        tally(doc, top, meta, values);
-    }
-    if (mongoc_cursor_error(cur, &be)) {
-        mdb_error_set(err, MDB_ERR_MONGO, (int)be.code, "%s: %s", mdb_query_level_name(level), be.message);
-        goto done;
-    }
+    int64_t scanned = acc.scanned;
     if (total < scanned) /* documents added between the count and the sample */
         total = scanned;
 
@@ -403,13 +390,8 @@ static json_t *compute_fields(api_ctx_t *ctx, mdb_query_level_t level, mdb_error
     if (!out)
         mdb_error_set(err, MDB_ERR_SYSTEM, 0, "out of memory");
 done:
-    mongoc_cursor_destroy(cur);
-    if (coll)
-        mongoc_collection_destroy(coll);
-    if (client)
-        mdb_mongo_push(ctx->mongo, client);
     bson_destroy(opts);
-    bson_destroy(&filter);
+    bson_destroy(count_opts);
     json_decref(top);
     json_decref(meta);
     json_decref(values);
