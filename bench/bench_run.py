@@ -305,6 +305,7 @@ class DbMemory:
         self.samples = []  # (t, postgres bytes, gateway bytes, processes)
         self.stop_ev = None
         self.thread = None
+        self.why = "no local database processes (deploy/stack.sh pid files) found"
 
     def sample(self):
         pm, gw = local_stack_pids(self.home)
@@ -321,7 +322,11 @@ class DbMemory:
             p = todo.pop()
             gws.append(p)
             todo.extend(kids.get(p, []))
-        return (time.time(), sum(pss_bytes(p) for p in pg), sum(pss_bytes(p) for p in gws), len(pg) + len(gws))
+        out = (time.time(), sum(pss_bytes(p) for p in pg), sum(pss_bytes(p) for p in gws), len(pg) + len(gws))
+        if not out[1] and not out[2]:
+            self.why = "cannot read /proc/PID/smaps_rollup of the database's processes (another user's?)"
+            return None
+        return out
 
     def start(self):
         import threading
@@ -349,7 +354,7 @@ class DbMemory:
 
     def result(self):
         if not self.samples:
-            return {"available": False, "why": "no local database processes (deploy/stack.sh pid files) found"}
+            return {"available": False, "why": self.why}
         tot = [s[1] + s[2] for s in self.samples]
         i = max(range(len(tot)), key=lambda k: tot[k])
         return {"available": True, "samples": len(self.samples), "interval_s": self.interval,
