@@ -19,9 +19,10 @@ connection, each query 3 times unmeasured and then --rounds times:
   - the instances of one series (`/api/instances?series_id=UID`, default page,
     then the whole series in one page, then only summary fields);
   - counts of filters matching >= 100,000 instances, through the API: the list
-    endpoint's `total` is one countDocuments on the server (`limit=1`,
-    `fields=_id`, so the page itself costs nothing); the same count with
-    pymongo `count_documents` for reference.
+    endpoint's exact `total` (`limit=1&fields=_id`; the API runs the page,
+    find(filter).sort({_id: 1}).limit(1), then countDocuments); for each
+    direct filter, pymongo `count_documents` and that page alone as
+    references (what the count costs by itself, what the page adds).
 
 Goals (issue 13): filtered study/series median < 50 ms, instances of one
 series median < 50 ms, a count of >= 100,000 instances < 500 ms. Prints a
