@@ -249,8 +249,12 @@ def database_version(args):
     except Exception as e:  # noqa: BLE001 - description only
         return "unknown (%s)" % e
     wire = bi.get("version")
-    if "ferretdbVersion" in bi:  # a description only; nothing else depends on it
-        return "FerretDB %s (MongoDB %s wire)" % (bi["ferretdbVersion"], wire)
+    # servers that speak the wire protocol over another engine name it in
+    # buildInfo (e.g. "<engine>Version"): a description only
+    other = ["%s %s" % (k[:-len("Version")], v) for k, v in sorted(bi.items())
+             if k.endswith("Version") and k != "version" and isinstance(v, str)]
+    if other:
+        return "%s (MongoDB %s wire)" % (", ".join(other), wire)
     pm, gw = local_stack_pids(args.home)
     if gw:
         ext = pg = None
