@@ -17,10 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../common/mdb_charset.c"
-#include "../../common/mdb_dicom_parse.c"
-#include "../../common/mdb_extract.c"
-#include "../../common/mdb_features.c"
+#include "../../common/dicom/mdb_charset.c"
+#include "../../common/dicom/mdb_dicom_parse.c"
+#include "../../common/dicom/mdb_extract.c"
+#include "../../common/dicom/mdb_features.c"
 #include "mdb_msg.h"
 
 static mdb_features_t *g_fs;

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../common/mdb_nl.c"
+#include "../../common/query/mdb_nl.c"
 
 static mdb_nl_vocab_t *g_v;
 
