@@ -1367,8 +1367,9 @@ static json_t *if_unchanged(json_t *doc, const json_t *existing)
 }
 
 /* Write the documents of s that change: new ones with one insert (cheap
- * everywhere; a duplicate - created meanwhile - joins the others), existing
- * ones through the store's upsert. */
+ * everywhere; a duplicate - created by another writer meanwhile - fails the
+ * call, to be redone from a fresh read), existing ones through the store's
+ * upsert, conditional on the updated_at they were read with. */
 static bool write_changed(const mdb_store_t *st, const char *coll, entset_t *s, const char *now, size_t *count,
                           mdb_error_t *err)
 {
@@ -1388,12 +1389,17 @@ static bool write_changed(const mdb_store_t *st, const char *coll, entset_t *s, 
              json_object_set_new(d, "updated_at", json_string(now)) == 0 && json_array_append_new(fresh, d) == 0;
     }
     ok = ok && (json_array_size(fresh) == 0 || st->insert(st->ud, coll, fresh, dups, err));
-    for (size_t i = 0; ok && i < json_array_size(dups); i++) {
-        ent_t *x = entset_get(s, json_string_value(json_array_get(dups, i)));
-        if (x && x->doc) {
-            json_array_append(docs, x->doc);
-            json_array_append_new(unset, json_null()); /* created meanwhile: its fields are unknown */
-        }
+    if (ok && json_array_size(dups) > 0) {
+        /* Created by another writer since this batch read it (e.g. the linker
+         * that took over the partitions of one cut off from the network, while
+         * this one was away): what this batch computed lacks that writer's
+         * part, so writing it would lose it. Fail: the caller redoes the batch
+         * from a fresh read, where the document exists and is merged. */
+        mdb_error_set(err, MDB_ERR_MONGO, 0,
+                      "%zu %s document(s) created by another writer since this batch read them (first %s): "
+                      "redoing the batch from a fresh read",
+                      json_array_size(dups), coll, json_string_value(json_array_get(dups, 0)));
+        ok = false;
     }
     ok = ok && (json_array_size(docs) == 0 || st->upsert(st->ud, coll, docs, unset, now, err));
     if (count)
