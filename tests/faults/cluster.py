@@ -431,7 +431,7 @@ def main():
                                     len(re.findall(r"kafka: lost \d+ partition", logs)),
                                     len(re.findall(r"COMMITFAIL.*(Unknown member|Illegal generation|"
                                                    r"assignment lost)", logs)),
-                                    len(re.findall(r"flush of .*(E11000|[Dd]uplicate key)", logs)))
+                                    len(re.findall(r"flush of .*(E11000|[Dd]uplicate key|created by another writer)", logs)))
                     res["note"] = note
                     keep = os.environ.get("MDB_CLUSTER_KEEP")
                     if keep and not res.get("dump_eq"):
