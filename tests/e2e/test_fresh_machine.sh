@@ -45,6 +45,8 @@ for c in debootstrap unshare pivot_root git ip; do
     command -v "$c" >/dev/null || { bad "$c not installed (deploy/install.sh --with-tests)"; finish; }
 done
 [ -f "$VENDOR/SHA256SUMS" ] || { bad "no vendored database sources at $VENDOR"; finish; }
+# rustup's cargo, also when ~/.cargo/bin is not on this shell's PATH.
+export PATH=$PATH:$HOME/.cargo/bin
 CARGO_BIN=$(command -v cargo) || { bad "no cargo on this machine (rustup)"; finish; }
 TOOLCHAIN=$(cd "$(dirname "$(rustup which cargo 2>/dev/null || readlink -f "$CARGO_BIN")")/.." && pwd)
 [ -x "$TOOLCHAIN/bin/cargo" ] || { bad "cannot find the Rust toolchain folder (got $TOOLCHAIN)"; finish; }
