@@ -147,6 +147,24 @@ static bool st_insert(void *ud, const char *coll, const json_t *docs, json_t *du
     return ok;
 }
 
+/* Appends stage "1" to pipeline: {$group: {_id: gid, n: {$sum: 1}}}, where
+ * gid is a compound key document, or "$series_id" when gid is NULL. */
+static void append_count_stage(bson_t *pipeline, const bson_t *gid)
+{
+    bson_t st, group, sum;
+    bson_append_document_begin(pipeline, "1", -1, &st);
+    bson_append_document_begin(&st, "$group", -1, &group);
+    if (gid)
+        BSON_APPEND_DOCUMENT(&group, "_id", gid);
+    else
+        BSON_APPEND_UTF8(&group, "_id", "$series_id");
+    bson_append_document_begin(&group, "n", -1, &sum);
+    BSON_APPEND_INT32(&sum, "$sum", 1);
+    bson_append_document_end(&group, &sum);
+    bson_append_document_end(&st, &group);
+    bson_append_document_end(pipeline, &st);
+}
+
 /* One pass over the instances of the touched series and jobs:
  * {$match: {$or: [{series_id: {$in}}, {job_ids: {$in}}]}},
  * {$group: {_id: {s: "$series_id", j: "$job_ids"}, n: {$sum: 1}}}
@@ -155,7 +173,7 @@ static bool st_count_instances(void *ud, const char *const *series_ids, size_t n
                                size_t njobs, json_t *counts, json_t *job_counts, mdb_error_t *err)
 {
     mstore_t *s = ud;
-    bson_t pipeline = BSON_INITIALIZER, st0, match, ors, o0, o1, st1, group, gid, sum;
+    bson_t pipeline = BSON_INITIALIZER, st0, match, ors, o0, o1;
     bson_append_document_begin(&pipeline, "0", -1, &st0);
     bson_append_document_begin(&st0, "$match", -1, &match);
     if (njobs == 0) {
@@ -174,18 +192,12 @@ static bool st_count_instances(void *ud, const char *const *series_ids, size_t n
     }
     bson_append_document_end(&st0, &match);
     bson_append_document_end(&pipeline, &st0);
-    bson_append_document_begin(&pipeline, "1", -1, &st1);
-    bson_append_document_begin(&st1, "$group", -1, &group);
-    bson_append_document_begin(&group, "_id", -1, &gid);
+    bson_t gid = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&gid, "s", "$series_id");
     if (njobs > 0)
         BSON_APPEND_UTF8(&gid, "j", "$job_ids");
-    bson_append_document_end(&group, &gid);
-    bson_append_document_begin(&group, "n", -1, &sum);
-    BSON_APPEND_INT32(&sum, "$sum", 1);
-    bson_append_document_end(&group, &sum);
-    bson_append_document_end(&st1, &group);
-    bson_append_document_end(&pipeline, &st1);
+    append_count_stage(&pipeline, &gid);
+    bson_destroy(&gid);
     json_t *rows = json_array();
     bool ok = rows && mdb_docs_aggregate(s->m, MDB_DOCS_INSTANCES, &pipeline, rows, err);
     for (size_t i = 0; ok && i < n; i++)
@@ -219,7 +231,7 @@ static bool st_count_series(void *ud, const char *const *series_ids, size_t n, c
                             json_t *counts, mdb_error_t *err)
 {
     mstore_t *s = ud;
-    bson_t pipeline = BSON_INITIALIZER, st0, match, nor, late, gt, st1, group, sum;
+    bson_t pipeline = BSON_INITIALIZER, st0, match, nor, late, gt;
     bson_append_document_begin(&pipeline, "0", -1, &st0);
     bson_append_document_begin(&st0, "$match", -1, &match);
     mdb_docs_append_in(&match, "series_id", series_ids, n);
@@ -235,14 +247,7 @@ static bool st_count_series(void *ud, const char *const *series_ids, size_t n, c
     }
     bson_append_document_end(&st0, &match);
     bson_append_document_end(&pipeline, &st0);
-    bson_append_document_begin(&pipeline, "1", -1, &st1);
-    bson_append_document_begin(&st1, "$group", -1, &group);
-    BSON_APPEND_UTF8(&group, "_id", "$series_id");
-    bson_append_document_begin(&group, "n", -1, &sum);
-    BSON_APPEND_INT32(&sum, "$sum", 1);
-    bson_append_document_end(&group, &sum);
-    bson_append_document_end(&st1, &group);
-    bson_append_document_end(&pipeline, &st1);
+    append_count_stage(&pipeline, NULL);
     json_t *rows = json_array();
     bool ok = rows && mdb_docs_aggregate(s->m, MDB_DOCS_INSTANCES, &pipeline, rows, err);
     for (size_t i = 0; ok && i < n; i++)
