@@ -103,26 +103,44 @@ static void wait_until(api_limits_t *l, int64_t deadline)
     pthread_cond_timedwait(&l->changed, &l->lock, &ts);
 }
 
+/* Slot takers for take_slot (called with l->lock held): true when a slot
+ * was free and is now taken. */
+static bool client_slot(api_limits_t *l, void *addr)
+{
+    client_t *c = client_get(l, addr, true);
+    if (!c || c->inflight >= l->per_client)
+        return false;
+    c->inflight++;
+    return true;
+}
+
+static bool db_slot(api_limits_t *l, void *unused)
+{
+    (void)unused;
+    if (l->db_inflight >= l->db_slots)
+        return false;
+    l->db_inflight++;
+    return true;
+}
+
+/* Waits up to wait_ms for take(l, arg) to succeed, re-trying whenever a slot
+ * is released. */
+static bool take_slot(api_limits_t *l, bool (*take)(api_limits_t *, void *), void *arg, int wait_ms)
+{
+    int64_t deadline = mono_ms() + wait_ms;
+    bool ok;
+    pthread_mutex_lock(&l->lock);
+    while (!(ok = take(l, arg)) && mono_ms() < deadline)
+        wait_until(l, deadline);
+    pthread_mutex_unlock(&l->lock);
+    return ok;
+}
+
 bool api_limits_client_enter(api_limits_t *l, const char *addr, int wait_ms)
 {
     if (!l || l->per_client <= 0)
         return true;
-    int64_t deadline = mono_ms() + wait_ms;
-    bool ok = false;
-    pthread_mutex_lock(&l->lock);
-    for (;;) {
-        client_t *c = client_get(l, addr, true);
-        if (c && c->inflight < l->per_client) {
-            c->inflight++;
-            ok = true;
-            break;
-        }
-        if (mono_ms() >= deadline)
-            break;
-        wait_until(l, deadline);
-    }
-    pthread_mutex_unlock(&l->lock);
-    return ok;
+    return take_slot(l, client_slot, (void *)addr, wait_ms);
 }
 
 void api_limits_client_leave(api_limits_t *l, const char *addr)
@@ -141,21 +159,7 @@ bool api_limits_db_enter(api_limits_t *l, int wait_ms)
 {
     if (!l || l->db_slots <= 0)
         return true;
-    int64_t deadline = mono_ms() + wait_ms;
-    bool ok = false;
-    pthread_mutex_lock(&l->lock);
-    for (;;) {
-        if (l->db_inflight < l->db_slots) {
-            l->db_inflight++;
-            ok = true;
-            break;
-        }
-        if (mono_ms() >= deadline)
-            break;
-        wait_until(l, deadline);
-    }
-    pthread_mutex_unlock(&l->lock);
-    return ok;
+    return take_slot(l, db_slot, NULL, wait_ms);
 }
 
 void api_limits_db_leave(api_limits_t *l)
