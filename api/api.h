@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "mdb_config.h"
 #include "mdb_error.h"
@@ -57,12 +58,24 @@ typedef struct {
 
 #define API_MAX_HEADERS 8
 
+/* A streamed body (exports, WADO-RS): see api_respond_stream. read fills at
+ * most max bytes of buf and returns how many (> 0), 0 at the end of the
+ * body, or -1 to abort (the connection is closed mid-body). done is called
+ * exactly once: after the last read, when the client went away, or when the
+ * response is replaced before it was sent. */
+typedef ssize_t (*api_stream_read_fn)(void *cls, char *buf, size_t max);
+typedef void (*api_stream_done_fn)(void *cls);
+
 /* What the handler answers. Start state (set by the server): status 0, no
  * body. Use the api_respond_* helpers: each replaces any earlier body. */
 typedef struct {
     int status;
     char *body;          /* malloc'd, owned by the response; freed by the server */
     size_t body_len;
+    api_stream_read_fn stream_read; /* non-NULL: the body is streamed instead */
+    api_stream_done_fn stream_done;
+    void *stream_cls;
+    int64_t stream_size; /* -1: unknown (chunked transfer encoding) */
     char content_type[96];
     struct {
         char name[48];
@@ -94,6 +107,17 @@ void api_respond_error(api_response_t *res, int status, const char *error, const
 void api_respond_mdb_error(api_response_t *res, const mdb_error_t *err);
 /* Copy bytes as the body with the given content type. */
 void api_respond_bytes(api_response_t *res, int status, const char *ctype, const void *data, size_t len);
+/* Stream the body: the server calls read(cls, ...) from the connection's
+ * own thread (it may block on a cursor or a file) until it returns 0, then
+ * done(cls). size is the exact body length or -1 (chunked). Decide the
+ * status before streaming: once bytes are out, a failure can only abort the
+ * connection (read returns -1), so check what can fail (the query, the
+ * file's existence) in the handler and answer an ordinary error instead.
+ * The request's database slot (api.query_concurrency) stays taken until
+ * done, so a stream holding a cursor counts as a running query. A later
+ * api_respond_* call on the same response calls done and replaces it. */
+void api_respond_stream(api_response_t *res, int status, const char *ctype, int64_t size, api_stream_read_fn read,
+                        api_stream_done_fn done, void *cls);
 /* Add a response header (silently ignored beyond API_MAX_HEADERS). */
 void api_response_header(api_response_t *res, const char *name, const char *value);
 

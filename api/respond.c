@@ -31,8 +31,20 @@ mdb_metrics_t *api_ctx_metrics(api_ctx_t *ctx)
     return ctx->metrics;
 }
 
+/* Drop a stream the response held (its done runs now: it was never sent). */
+static void drop_stream(api_response_t *res)
+{
+    if (res->stream_read && res->stream_done)
+        res->stream_done(res->stream_cls);
+    res->stream_read = NULL;
+    res->stream_done = NULL;
+    res->stream_cls = NULL;
+    res->stream_size = 0;
+}
+
 static void set_body(api_response_t *res, int status, const char *ctype, char *body, size_t len)
 {
+    drop_stream(res);
     free(res->body);
     res->status = status;
     res->body = body;
@@ -118,6 +130,16 @@ void api_respond_bytes(api_response_t *res, int status, const char *ctype, const
         memcpy(b, data, len);
     b[len] = '\0';
     set_body(res, status, ctype, b, len);
+}
+
+void api_respond_stream(api_response_t *res, int status, const char *ctype, int64_t size, api_stream_read_fn read,
+                        api_stream_done_fn done, void *cls)
+{
+    set_body(res, status, ctype, NULL, 0);
+    res->stream_read = read;
+    res->stream_done = done;
+    res->stream_cls = cls;
+    res->stream_size = size < 0 ? -1 : size;
 }
 
 void api_response_header(api_response_t *res, const char *name, const char *value)

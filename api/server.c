@@ -177,12 +177,90 @@ static bool is_static(const char *path)
            strcmp(path, "/healthz") != 0;
 }
 
-static enum MHD_Result send_response(struct MHD_Connection *conn, const char *path, api_response_t *res)
+/* The limit slots a request holds after its handler returned. */
+typedef struct {
+    bool db, client;
+    char addr[64];
+} limit_slots_t;
+
+static void release_slots(api_server_t *s, const limit_slots_t *slots)
+{
+    if (!slots)
+        return;
+    if (slots->db)
+        api_limits_db_leave(s->ctx->limits);
+    if (slots->client)
+        api_limits_client_leave(s->ctx->limits, slots->addr);
+}
+
+/* A streamed body on its way out, with the request's limit slots it holds
+ * until the last byte (or the client going away). */
+typedef struct {
+    api_server_t *s;
+    api_stream_read_fn read;
+    api_stream_done_fn done;
+    void *cls;
+    bool db;     /* holds a database slot */
+    bool client; /* holds a client slot of addr */
+    char addr[64];
+} stream_t;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    stream_t *st = cls;
+    ssize_t n = st->read(st->cls, buf, max);
+    if (n > 0)
+        return n;
+    return n == 0 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_free(void *cls)
+{
+    stream_t *st = cls;
+    if (st->done)
+        st->done(st->cls);
+    if (st->db)
+        api_limits_db_leave(st->s->ctx->limits);
+    if (st->client)
+        api_limits_client_leave(st->s->ctx->limits, st->addr);
+    free(st);
+}
+
+/* slots: what route_limited left taken for a streamed response (handed to
+ * the stream, released when it ends). */
+static enum MHD_Result send_response(api_server_t *s, struct MHD_Connection *conn, const char *path,
+                                     api_response_t *res, const limit_slots_t *slots)
 {
     if (res->status == 0)
         api_respond_error(res, 500, "internal", "the handler gave no answer");
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(res->body_len, res->body ? res->body : (void *)"", MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r;
+    if (res->stream_read) {
+        stream_t *st = calloc(1, sizeof *st);
+        if (!st) {
+            api_respond_error(res, 503, "out_of_memory", "the server is out of memory");
+            release_slots(s, slots);
+            return send_response(s, conn, path, res, NULL);
+        }
+        *st = (stream_t){.s = s, .read = res->stream_read, .done = res->stream_done, .cls = res->stream_cls};
+        if (slots) {
+            st->db = slots->db;
+            st->client = slots->client;
+            snprintf(st->addr, sizeof st->addr, "%s", slots->addr);
+        }
+        res->stream_read = NULL; /* the stream owns them now */
+        res->stream_done = NULL;
+        r = MHD_create_response_from_callback(res->stream_size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)res->stream_size,
+                                              64 * 1024, stream_read, st, stream_free);
+        if (!r) {
+            stream_free(st);
+            return MHD_NO;
+        }
+    } else {
+        release_slots(s, slots);
+        r = MHD_create_response_from_buffer(res->body_len, res->body ? res->body : (void *)"",
+                                            MHD_RESPMEM_MUST_COPY);
+    }
     if (!r)
         return MHD_NO;
     if (res->content_type[0])
@@ -405,11 +483,13 @@ static bool take_body(api_server_t *s, req_state_t *st, const char *data, size_t
 /* API requests take one of the client's slots; those that read the catalogue
  * also take a database slot (not /api/lag, which asks Kafka, nor job
  * submission, which only produces). Static files, /healthz and /metrics take
- * neither: the health check must answer while queries queue. */
-static void route_limited(api_server_t *s, const api_request_t *req, api_response_t *res)
+ * neither: the health check must answer while queries queue. The slots taken
+ * are left in *slots: released by send_response, or by the end of a stream. */
+static void route_limited(api_server_t *s, const api_request_t *req, api_response_t *res, limit_slots_t *slots)
 {
     api_ctx_t *ctx = s->ctx;
     const char *p = req->path;
+    memset(slots, 0, sizeof *slots);
     if (is_static(p) || !strcmp(p, "/healthz") || !strcmp(p, "/metrics")) {
         api_route(ctx, req, res);
         return;
@@ -423,16 +503,16 @@ static void route_limited(api_server_t *s, const api_request_t *req, api_respons
         mdb_metric_inc(s->refused, 1);
         return;
     }
+    slots->client = true;
+    snprintf(slots->addr, sizeof slots->addr, "%s", req->remote_addr);
     if (db && !api_limits_db_enter(ctx->limits, DB_WAIT_MS)) {
         api_respond_error(res, 503, "busy", "every database connection for queries is busy; try again shortly");
         api_response_header(res, "Retry-After", "1");
         mdb_metric_inc(s->refused, 1);
-    } else {
-        api_route(ctx, req, res);
-        if (db)
-            api_limits_db_leave(ctx->limits);
+        return;
     }
-    api_limits_client_leave(ctx->limits, req->remote_addr);
+    slots->db = db;
+    api_route(ctx, req, res);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -444,6 +524,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     req_state_t *st = *con_cls;
     api_response_t res;
     memset(&res, 0, sizeof res);
+    limit_slots_t slots = {0};
     char addr[64];
     client_address(conn, addr, sizeof addr);
     if (!st) { /* on_uri could not allocate */
@@ -485,7 +566,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         else if (st->len && memchr(st->body, '\0', st->len))
             api_respond_error(&res, 400, "bad_body", "the request body contains a NUL byte");
         else
-            route_limited(s, &req, &res);
+            route_limited(s, &req, &res, &slots);
         free(args.v);
     }
     double secs = (double)(api_now_ms() - st->start_ms) / 1000.0;
@@ -494,7 +575,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         MDB_LOG(MDB_LOG_WARN, "%s %s %s -> %d (%.1f ms)", addr, method, url, res.status, secs * 1000);
     else
         MDB_LOG(MDB_LOG_DEBUG, "%s %s %s -> %d (%.1f ms)", addr, method, url, res.status, secs * 1000);
-    enum MHD_Result ret = send_response(conn, url, &res);
+    enum MHD_Result ret = send_response(s, conn, url, &res, &slots);
     free(res.body);
     return ret;
 }
