@@ -19,6 +19,7 @@ struct api_ctx {
     mdb_kafka_producer_t *producer; /* job submission; NULL if Kafka was unavailable at start */
     mdb_metrics_t *metrics;
     char web_root[4096];            /* realpath of api.web_dir, "" when it does not exist */
+    char viewer_root[4096];         /* realpath of api.viewer_dir (the OHIF build), "" when absent */
     char **tokens;                  /* api.tokens (NULL-terminated, may be NULL) */
     char **read_tokens;             /* api.read_tokens */
     api_limits_t *limits;           /* per-client and database concurrency, failed tokens */
@@ -76,6 +77,7 @@ void api_h_list(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, i
 void api_h_get_one(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, int level, const char *uid);
 void api_h_query(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
 void api_h_fields(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
+void api_h_facets(api_ctx_t *ctx, const api_request_t *req, api_response_t *res); /* routes_facets.c */
 void api_h_jobs_submit(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
 void api_h_jobs_list(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
 void api_h_job_get(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *id);
@@ -83,6 +85,8 @@ void api_h_lag(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
 void api_h_metrics(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
 void api_h_health(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
 void api_h_static(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
+/* /viewer/...: the OHIF build from api.viewer_dir (static.c) */
+void api_h_viewer(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
 
 /* ---- server (server.c) ---- */
 typedef struct api_server api_server_t;

@@ -54,6 +54,27 @@ static void resolve_web_root(api_ctx_t *ctx)
     MDB_LOG(MDB_LOG_WARN, "dashboard folder '%s' not found; only the API is served", dir ? dir : "");
 }
 
+/* api.viewer_dir; empty = $METADB_HOME/cache/ohif/viewer (where deploy/install.sh
+ * puts the OHIF build), METADB_HOME defaulting to ~/.metadb. */
+static void resolve_viewer_root(api_ctx_t *ctx)
+{
+    const char *dir = mdb_config_get(ctx->cfg, "api.viewer_dir");
+    char buf[PATH_MAX];
+    ctx->viewer_root[0] = '\0';
+    if (!dir || !*dir) {
+        const char *home = getenv("METADB_HOME"), *user = getenv("HOME");
+        if (home && *home)
+            snprintf(buf, sizeof buf, "%s/cache/ohif/viewer", home);
+        else
+            snprintf(buf, sizeof buf, "%s/.metadb/cache/ohif/viewer", user && *user ? user : "/root");
+        dir = buf;
+    }
+    if (realpath(dir, ctx->viewer_root))
+        return;
+    ctx->viewer_root[0] = '\0';
+    MDB_LOG(MDB_LOG_INFO, "OHIF viewer folder '%s' not found; /viewer/ is off (deploy/install.sh installs it)", dir);
+}
+
 int main(int argc, char **argv)
 {
     mdb_error_t err = {0};
@@ -138,6 +159,7 @@ int main(int argc, char **argv)
     if (!ctx.producer)
         MDB_LOG(MDB_LOG_WARN, "job submission unavailable: %s", err.message);
     resolve_web_root(&ctx);
+    resolve_viewer_root(&ctx);
 
     if (!api_lag_sampler_start(&ctx))
         MDB_LOG(MDB_LOG_WARN, "cannot start the lag sampler; lag history follows requests only");

@@ -151,6 +151,11 @@ void api_route(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
                 api_h_fields(ctx, req, res);
             return;
         }
+        if (!strcmp(p, "/api/facets")) {
+            if (route_exact(req, res, p, false) && api_auth_read(ctx, req, res))
+                api_h_facets(ctx, req, res);
+            return;
+        }
         if (!strcmp(p, "/api/lag")) {
             if (route_exact(req, res, p, false) && api_auth_read(ctx, req, res))
                 api_h_lag(ctx, req, res);
@@ -161,6 +166,15 @@ void api_route(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
     }
     if (!is_get(req)) {
         method_not_allowed(res, req, "GET, HEAD");
+        return;
+    }
+    if (!strcmp(p, "/viewer")) {
+        api_response_header(res, "Location", "/viewer/");
+        api_respond_error(res, 301, "moved", "the viewer is at /viewer/");
+        return;
+    }
+    if (under(p, "/viewer")) {
+        api_h_viewer(ctx, req, res);
         return;
     }
     api_h_static(ctx, req, res);

@@ -1,9 +1,14 @@
-/* static.c: the dashboard's files from api.web_dir. Only regular files whose
- * canonical path lies inside the canonical web root are served: "..",
- * symlinks leading out, NUL bytes and dot-files are refused, and a directory
- * is never listed ("/" serves index.html). Files are opened non-blocking and
- * checked with fstat before anything is read: a FIFO or device planted in
- * the folder answers 404 at once instead of pinning a thread forever. */
+/* static.c: the dashboard's files from api.web_dir, and the OHIF viewer's
+ * build from api.viewer_dir under /viewer/. Only regular files whose
+ * canonical path lies inside the canonical root are served: "..", symlinks
+ * leading out, NUL bytes and dot-files are refused, and a directory is never
+ * listed ("/" serves index.html). Files are opened non-blocking and checked
+ * with fstat before anything is read: a FIFO or device planted in the folder
+ * answers 404 at once instead of pinning a thread forever. The body is
+ * streamed from the open file (the viewer's bundles are tens of MB). Under
+ * /viewer/ a path whose last segment has no extension is one of the single-
+ * page app's routes (/viewer/viewer?StudyInstanceUIDs=...) and gets its
+ * index.html. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -15,7 +20,7 @@
 
 #include "api_private.h"
 
-#define MAX_STATIC_BYTES (16 * 1024 * 1024)
+#define MAX_STATIC_BYTES ((off_t)256 * 1024 * 1024)
 
 static const char *mime_type(const char *path)
 {
@@ -26,6 +31,12 @@ static const char *mime_type(const char *path)
                  {".js", "text/javascript; charset=utf-8"},
                  {".mjs", "text/javascript; charset=utf-8"},
                  {".json", "application/json"},
+                 {".wasm", "application/wasm"},
+                 {".map", "application/json"},
+                 {".jpg", "image/jpeg"},
+                 {".woff", "font/woff"},
+                 {".ttf", "font/ttf"},
+                 {".xml", "application/xml"},
                  {".svg", "image/svg+xml"},
                  {".png", "image/png"},
                  {".ico", "image/x-icon"},
@@ -43,29 +54,51 @@ static void not_found(api_response_t *res, const char *path)
     api_respond_error(res, 404, "not_found", "no such file: %.200s", path);
 }
 
-void api_h_static(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
+typedef struct {
+    int fd;
+} file_stream_t;
+
+static ssize_t file_read(void *cls, char *buf, size_t max)
 {
-    const char *p = req->path;
-    char rel[PATH_MAX], full[PATH_MAX * 2], real[PATH_MAX];
-    if (!ctx->web_root[0]) {
-        api_respond_error(res, 404, "no_dashboard", "the dashboard folder (api.web_dir) does not exist");
-        return;
+    file_stream_t *f = cls;
+    for (;;) {
+        ssize_t n = read(f->fd, buf, max);
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n < 0 ? -1 : n;
     }
-    if (!strcmp(p, "/") || !strcmp(p, "/index.html"))
-        p = "/index.html";
-    if (strlen(p) >= sizeof rel || strstr(p, "/.") || strstr(p, "..") || strchr(p, '\\') || strstr(p, "//")) {
+}
+
+static void file_done(void *cls)
+{
+    file_stream_t *f = cls;
+    close(f->fd);
+    free(f);
+}
+
+/* rel: the path below root, starting with '/'. spa: a missing extension-less
+ * path serves root/index.html. */
+static void serve_file(const char *root, const char *what, const char *rel, bool spa, const api_request_t *req,
+                       api_response_t *res)
+{
+    char full[PATH_MAX * 2], real[PATH_MAX];
+    if (strlen(rel) >= PATH_MAX || strstr(rel, "/.") || strstr(rel, "..") || strchr(rel, '\\') || strstr(rel, "//")) {
         not_found(res, req->path);
         return;
     }
-    snprintf(rel, sizeof rel, "%s", p);
-    snprintf(full, sizeof full, "%s%s", ctx->web_root, rel);
+    snprintf(full, sizeof full, "%s%s", root, rel);
     if (!realpath(full, real)) {
+        const char *last = strrchr(rel, '/');
+        if (spa && errno == ENOENT && last && !strchr(last, '.')) {
+            serve_file(root, what, "/index.html", false, req, res);
+            return;
+        }
         not_found(res, req->path);
         return;
     }
-    size_t rl = strlen(ctx->web_root);
-    if (strncmp(real, ctx->web_root, rl) != 0 || real[rl] != '/') {
-        api_respond_error(res, 403, "forbidden", "%.200s is outside the dashboard folder", req->path);
+    size_t rl = strlen(root);
+    if (strncmp(real, root, rl) != 0 || real[rl] != '/') {
+        api_respond_error(res, 403, "forbidden", "%.200s is outside the %s folder", req->path, what);
         return;
     }
     int fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
@@ -76,22 +109,37 @@ void api_h_static(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
         not_found(res, req->path);
         return;
     }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (buf && got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
-    close(fd);
-    if (!buf || got != (size_t)st.st_size) {
-        free(buf);
-        api_respond_error(res, 503, "read_failed", "cannot read %.200s", req->path);
+    file_stream_t *f = malloc(sizeof *f);
+    if (!f) {
+        close(fd);
+        api_respond_error(res, 503, "out_of_memory", "the server is out of memory");
         return;
     }
-    api_respond_bytes(res, 200, mime_type(real), buf, got);
-    free(buf);
+    f->fd = fd;
+    api_respond_stream(res, 200, mime_type(real), (int64_t)st.st_size, file_read, file_done, f);
+}
+
+void api_h_static(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
+{
+    const char *p = req->path;
+    if (!ctx->web_root[0]) {
+        api_respond_error(res, 404, "no_dashboard", "the dashboard folder (api.web_dir) does not exist");
+        return;
+    }
+    if (!strcmp(p, "/"))
+        p = "/index.html";
+    serve_file(ctx->web_root, "dashboard", p, false, req, res);
+}
+
+void api_h_viewer(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
+{
+    const char *p = req->path + strlen("/viewer");
+    if (!ctx->viewer_root[0]) {
+        api_respond_error(res, 404, "no_viewer",
+                          "the OHIF viewer is not installed (api.viewer_dir; deploy/install.sh installs it)");
+        return;
+    }
+    if (!strcmp(p, "/"))
+        p = "/index.html";
+    serve_file(ctx->viewer_root, "viewer", p, true, req, res);
 }

@@ -4,7 +4,8 @@
 # jars from Maven Central, and the local database (DocumentDB's PostgreSQL extensions
 # and its gateway, built from the pinned sources in ../shared/vendor or
 # $METADB_DEPLOY_VENDOR_DIR by deploy/build_documentdb.sh; skipped when a mongod is on
-# PATH). That is all deploy/quickstart.sh uses.
+# PATH), and the OHIF viewer (npm @ohif/app, pinned) that metadb-api serves under
+# /viewer/. That is all deploy/quickstart.sh uses.
 #
 # --with-tests adds what the test suite and the benchmarks call (tests/run.sh and
 # bench/run.sh pass it): cmocka, DCMTK and GDCM's tools, Orthanc, Burrow, Prometheus,
@@ -22,6 +23,7 @@
 #   METADB_HOME           state + cache directory (default $HOME/.metadb)
 #   METADB_DEPLOY_SKIP_BROWSER=1 skip playwright-core (no browser tests)
 #   METADB_DEPLOY_SKIP_COMPOSE=1 skip building the docker compose plugin
+#   METADB_DEPLOY_SKIP_VIEWER=1  skip the OHIF viewer (npm @ohif/app, served under /viewer/)
 set -euo pipefail
 
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -47,7 +49,7 @@ APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libb
 TEST_APT_PACKAGES="libcmocka-dev dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind python3-yaml python3-venv iproute2 procps debootstrap"
 # Toolchains the later steps need; installed from Debian only when the command is missing.
 #   command:package
-TOOL_PACKAGES="java:default-jre-headless mvn:maven curl:curl"
+TOOL_PACKAGES="java:default-jre-headless mvn:maven curl:curl npm:npm"
 TEST_TOOL_PACKAGES="node:nodejs npm:npm go:golang-go"
 if [ $WITH_TESTS = 1 ]; then
     APT_PACKAGES="$APT_PACKAGES $TEST_APT_PACKAGES"
@@ -209,8 +211,50 @@ dicomweb_client_step() {
 }
 # <<< dicomweb-client venv
 
+# ---------------------------------------------------------------- OHIF viewer (viewer helper)
+# >>> OHIF viewer: the @ohif/app npm package ships a built dist/ (webpack, public
+# path "/"). It is unpacked into $CACHE/ohif/viewer-$OHIF_VERSION, moved under
+# /viewer/ (index.html's absolute URLs, window.PUBLIC_URL and webpack's chunk
+# public path) and given an app-config.js that points at metadb's own /dicomweb;
+# $CACHE/ohif/viewer is a symlink to it, the default of api.viewer_dir.
+OHIF_VERSION=3.13.2
+ohif_step() {
+    if [ "${METADB_DEPLOY_SKIP_VIEWER:-0}" = 1 ]; then log "OHIF viewer: skipped (METADB_DEPLOY_SKIP_VIEWER=1)"; return; fi
+    local base=$CACHE/ohif dir=$CACHE/ohif/viewer-$OHIF_VERSION
+    if [ -f "$dir/.metadb-ready" ] && [ "$(readlink "$base/viewer")" = "viewer-$OHIF_VERSION" ]; then
+        log "OHIF viewer: cached ($dir)"
+        return
+    fi
+    command -v npm >/dev/null || die "npm not found (apt-get install npm)"
+    log "OHIF viewer: installing @ohif/app $OHIF_VERSION into $dir"
+    mkdir -p "$base"
+    local tgz=$base/ohif-app-$OHIF_VERSION.tgz tmp=$base/.unpack-$$
+    if [ ! -s "$tgz" ]; then
+        (cd "$base" && npm pack --silent --loglevel=error "@ohif/app@$OHIF_VERSION" >/dev/null) \
+            || die "npm pack @ohif/app@$OHIF_VERSION failed"
+    fi
+    rm -rf "$tmp" "$dir" && mkdir -p "$tmp"
+    tar -xzf "$tgz" -C "$tmp" || die "cannot unpack $tgz"
+    [ -f "$tmp/package/dist/index.html" ] || die "@ohif/app $OHIF_VERSION has no dist/index.html"
+    mv "$tmp/package/dist" "$dir" && rm -rf "$tmp"
+    # served under /viewer/: absolute URLs in index.html, the app's PUBLIC_URL, and
+    # the chunk loaders' public path; no service worker (it would cache patient data)
+    sed -i -e 's#\(href\|src\)="/#\1="/viewer/#g' -e 's#window.PUBLIC_URL="/"#window.PUBLIC_URL="/viewer/"#g' \
+        -e 's#<script rel="preload" as="script" type="module" src="/viewer/init-service-worker.js"></script>##' \
+        "$dir/index.html"
+    grep -q 'PUBLIC_URL="/viewer/"' "$dir/index.html" || die "OHIF's index.html has an unknown layout (PUBLIC_URL)"
+    grep -l '__webpack_require__.p = "/";' "$dir"/*.js | xargs -r sed -i 's#__webpack_require__.p = "/";#__webpack_require__.p = "/viewer/";#'
+    rm -f "$dir/sw.js" "$dir/init-service-worker.js" "$dir/_headers" "$dir/_redirects" "$dir/serve.json"
+    cp "$SRC_DIR/deploy/ohif-app-config.js" "$dir/app-config.js"
+    touch "$dir/.metadb-ready"
+    ln -sfn "viewer-$OHIF_VERSION" "$base/viewer"
+    log "OHIF viewer: installed $dir ($(du -sh "$dir" | cut -f1))"
+}
+# <<< OHIF viewer
+
 apt_step
 kafka_step
+ohif_step
 documentdb_step
 if [ $WITH_TESTS = 1 ]; then
     compose_step

@@ -134,9 +134,12 @@ check "the quick start printed query results" grep -q 'of [0-9]* series' "$LOG"
 check "the quick start printed the dashboard URL" grep -q 'http://127.0.0.1:8080/' "$LOG"
 check "the database was the DocumentDB gateway" grep -q 'DocumentDB gateway answers' "$LOG"
 check "the second install run (inside the quick start) was cached" grep -q 'documentdb: cached' "$LOG"
-for pkg in orthanc chromium valgrind strace clang dcmtk libcmocka-dev burrow prometheus nodejs golang-go; do
+# (nodejs is no longer in this list: npm installs the product's OHIF viewer)
+for pkg in orthanc chromium valgrind strace clang dcmtk libcmocka-dev burrow prometheus golang-go; do
     check "no test tool installed: $pkg" bash -c "! chroot '$R' dpkg-query -W -f='\${Status}' $pkg 2>/dev/null | grep -q 'install ok installed'"
 done
+check "the product install put the OHIF viewer under /root/.metadb/cache/ohif/viewer" \
+    grep -q 'PUBLIC_URL="/viewer/"' "$R/root/.metadb/cache/ohif/viewer/index.html"
 check "no test caches (playwright, venv, docker compose) in the fresh tree" \
     bash -c "[ ! -e '$R/root/.metadb/cache/node' ] && [ ! -e '$R/root/.metadb/cache/venv' ] && [ ! -e '$R/root/.metadb/cache/bin/docker-compose' ]"
 echo "# took $((SECONDS - T0))s in all"
