@@ -377,6 +377,7 @@
       p.set('sort', sort);
       const need = new Set(cols);
       if (level === 'studies') need.add('modalities');
+      if (level === 'series') need.add('study_id'); // images: thumbnail column (viewer.js)
       p.set('fields', Array.from(need).join(','));
       let res;
       try {
@@ -400,7 +401,7 @@
 
     function renderTable(res) {
       clear(tablePanel);
-      const ths = [level === 'studies' ? h('th', {}) : null, h('th', { text: level === 'studies' ? 'Study UID' : 'Series UID' })];
+      const ths = [level === 'studies' ? h('th', {}) : null, level === 'series' ? h('th', { class: 'thumbcell', text: 'Image' }) : null, h('th', { text: level === 'studies' ? 'Study UID' : 'Series UID' })];
       for (const c of cols) {
         const s = sortState(c);
         ths.push(h('th', {
@@ -419,6 +420,7 @@
         } else {
           tr.addEventListener('click', () => go('#/series/' + encodeURIComponent(doc._id)));
         }
+        if (level === 'series') tr.appendChild(window.MetadbImages.thumbCell(doc.study_id, doc._id));
         tr.appendChild(h('td', { class: 'mono', title: doc._id, text: doc._id }));
         for (const c of cols) {
           const v = c.startsWith('metadata.') ? (doc.metadata || {})[c.slice(9)] : doc[c];
@@ -429,6 +431,7 @@
       }
       const table = h('table', { 'data-testid': 'table' }, h('thead', {}, h('tr', {}, ths)), tbody);
       tablePanel.appendChild(h('div', { class: 'tablewrap' }, res.items.length ? table : h('div', { class: 'empty', text: 'Nothing matches these filters.' })));
+      if (level === 'series') window.MetadbImages.lazyThumbs(tablePanel); // after the table is in: thumbnails load as rows scroll in
       const total = res.total;
       const from = total ? offset + 1 : 0, to = offset + res.items.length;
       const sizeSel = h('select', { onchange: (ev) => navigate((p) => { p.set('limit', ev.target.value); p.delete('offset'); }) },
@@ -505,10 +508,12 @@
       st ? h('a', { href: '#/studies/' + encodeURIComponent(st._id), text: (st.patient_id || 'study') + ' · ' + fmtDate(st.study_date) }) : 'study', ' / ', se.series_description || uid));
     main.appendChild(h('div', { class: 'pagehead' }, h('div', {},
       h('h1', { 'data-testid': 'series-title', text: (se.series_description || 'Series') + (se.series_number !== undefined ? ' (#' + se.series_number + ')' : '') }),
-      h('div', { class: 'mono muted', text: uid }))));
+      h('div', { class: 'mono muted', text: uid })),
+      se.study_id ? h('a', { class: 'btn', href: window.MetadbImages.viewerUrl(se.study_id, uid), target: '_blank', rel: 'noopener', 'data-testid': 'open-viewer' }, 'Open in viewer') : null));
     const fields = ['modality', 'body_part_examined', 'slice_thickness', 'instance_count', 'series_date', 'series_time', 'manufacturer', 'manufacturer_model_name', 'protocol_name', 'kvp', 'collection_ids', 'study_id'];
     const studyPart = st ? kvGrid(st, ['patient_id', 'study_date', 'accession_number', 'study_description']) : null;
     main.appendChild(h('div', { class: 'panel' }, kvGrid(se, fields), studyPart ? h('hr', { style: { border: 0, borderTop: '1px solid var(--line)', margin: '12px 0' } }) : null, studyPart));
+    if (se.study_id) main.appendChild(window.MetadbImages.seriesViewer({ study: se.study_id, series: uid, api, alive: () => alive(gen) }));
     // damaged instances of the series: one indexed query, shown as a note and on their rows
     const damaged = new Map();
     const dmg = await api('/api/instances?series_id=' + encodeURIComponent(uid) + '&integrity=exists:true&fields=integrity&limit=1000').catch(() => null);
@@ -560,7 +565,8 @@
     try { st = await api('/api/studies/' + encodeURIComponent(uid)); } catch (e) { if (alive(gen)) main.appendChild(errorBox(e)); return; }
     if (!alive(gen)) return;
     main.appendChild(h('div', { class: 'crumbs' }, h('a', { href: '#/studies', text: 'Studies' }), ' / ', st.patient_id || uid));
-    main.appendChild(h('div', { class: 'pagehead' }, h('div', {}, h('h1', { text: (st.study_description || 'Study') + ' — ' + (st.patient_id || '') }), h('div', { class: 'mono muted', text: uid }))));
+    main.appendChild(h('div', { class: 'pagehead' }, h('div', {}, h('h1', { text: (st.study_description || 'Study') + ' — ' + (st.patient_id || '') }), h('div', { class: 'mono muted', text: uid })),
+      h('a', { class: 'btn', href: window.MetadbImages.viewerUrl(uid), target: '_blank', rel: 'noopener', 'data-testid': 'open-viewer' }, 'Open in viewer')));
     main.appendChild(h('div', { class: 'panel' }, kvGrid(st, ['patient_id', 'study_date', 'accession_number', 'modalities', 'study_description', 'collection_ids', 'job_ids', 'created_at', 'updated_at'])));
     const rows = (st.series || []).map((s) => h('tr', { class: 'clickable', onclick: () => go('#/series/' + encodeURIComponent(s._id)) },
       h('td', { class: 'num', text: fmt(s.series_number) }), h('td', {}, cell('modality', s.modality)), h('td', { text: fmt(s.series_description) }),
