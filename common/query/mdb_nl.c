@@ -24,7 +24,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "mdb_nl_lexicon.h"
 #include "mdb_nl_private.h"
+#include "mdb_nl_spell.h"
 
 #define NL_MAX_VALUES_PER_FIELD 20000
 #define NL_MAX_VALUE_LEN 128
@@ -340,6 +342,9 @@ typedef struct {
     bool glued;  /* joined to the previous token by '-' or '/' with no space */
     bool upper;  /* typed in capitals */
     bool used;
+    bool ignored; /* listed as not understood */
+    const char *src; /* where the token starts in the tokenized string (spelling rewrites) */
+    size_t srclen;
 } tok_t;
 
 typedef struct {
@@ -376,6 +381,8 @@ static tok_t *toks_push(toks_t *ts, tkind_t kind, const char *s, size_t n)
     tok_t *t = &ts->t[ts->n];
     memset(t, 0, sizeof *t);
     t->kind = kind;
+    t->src = s;
+    t->srclen = n;
     t->text = strndup(s, n);
     t->low = strndup(s, n);
     if (!t->text || !t->low) {
@@ -742,7 +749,7 @@ static void u8trim(char *s)
 
 typedef enum { C_IN, C_RANGE, C_REGEX, C_PRESENT } ckind_t;
 
-typedef struct {
+typedef struct cond {
     char *paths[NL_LEVELS]; /* field per level; NULL where documents lack it */
     ckind_t kind;
     bool neg;
@@ -759,6 +766,8 @@ typedef struct {
     char *note;        /* where it came from, e.g. "\"thin slice\" default" */
     const char *unit;  /* "mm", "kV" or NULL */
     bool is_date;
+    struct cond *ors;  /* further conditions on the same field ORed in ("Philips or Hitachi") */
+    size_t nors;
 } cond_t;
 
 static void cond_free(cond_t *c)
@@ -774,6 +783,9 @@ static void cond_free(cond_t *c)
     json_decref(c->alts);
     free(c->label);
     free(c->note);
+    for (size_t k = 0; k < c->nors; k++)
+        cond_free(&c->ors[k]);
+    free(c->ors);
     memset(c, 0, sizeof *c);
 }
 
@@ -817,11 +829,16 @@ typedef struct {
     json_t *ignored;
     json_t *notes;
     int ref_y, ref_m, ref_d;
+    bool partial;            /* a condition was dropped or an "or" could not be kept */
+    mdb_nl_words_t *collect; /* when set, every word the grammar tries is added (spelling dictionary) */
+    json_t *corrections;     /* prefix matches of stored values ({from, to, kind}) */
     bool oom;
 } parser_t;
 
 static bool tok_is(const parser_t *p, size_t i, const char *word)
 {
+    if (p->collect && !mdb_nl_words_add_phrases(p->collect, word))
+        ((parser_t *)p)->oom = true;
     return i < p->n && p->t[i].kind == T_WORD && !strcmp(p->t[i].low, word);
 }
 
@@ -851,6 +868,8 @@ static bool word_match(const tok_t *t, const char *w, size_t wl)
  * returns the number of tokens, 0 when none. */
 static size_t phrase_at(const parser_t *p, size_t i, const char *alts)
 {
+    if (p->collect && !mdb_nl_words_add_phrases(p->collect, alts))
+        ((parser_t *)p)->oom = true;
     size_t best = 0;
     const char *a = alts;
     while (*a) {
@@ -990,6 +1009,34 @@ static char *field_label(const char *path)
     return l;
 }
 
+/* "Philips or Hitachi" where Hitachi is not in the data (a pattern) and
+ * Philips is (a value list): the two readings of one field are ORed, never
+ * ANDed. Moves c into the previous condition's ors and returns true when it
+ * applies. */
+static bool or_merge(parser_t *p, cond_t *c)
+{
+    if (p->nc == 0)
+        return false;
+    cond_t *o = &p->c[p->nc - 1];
+    if (o->neg != c->neg || !cond_same_field(o, c))
+        return false;
+    bool names = (o->kind == C_IN || o->kind == C_REGEX) && (c->kind == C_IN || c->kind == C_REGEX);
+    if (!names || (o->kind == C_IN && c->kind == C_IN) || (o->kind == C_REGEX && c->kind == C_REGEX && o->eq_regex &&
+                                                          c->eq_regex))
+        return false; /* merged as a value list below */
+    if (o->kind == C_REGEX && c->kind == C_REGEX && !p->cont_or && !o->nors)
+        return false; /* "described as 'a' and 'b'": both */
+    cond_t *no = realloc(o->ors, (o->nors + 1) * sizeof *no);
+    if (!no) {
+        p->oom = true;
+        return false;
+    }
+    o->ors = no;
+    o->ors[o->nors++] = *c;
+    memset(c, 0, sizeof *c);
+    return true;
+}
+
 /* Commit the condition at p->c[p->nc] (filled by the caller): apply the
  * pending negation, merge with an earlier same-field value list, or drop it
  * (with a note) when no level carries its field. */
@@ -1002,6 +1049,7 @@ static void cond_commit(parser_t *p, const char *source_words)
              c->label ? c->label : "that field");
         cond_free(c);
         p->neg = false;
+        p->partial = true;
         return;
     }
     bool neg = p->neg || (p->cont && p->have_last && p->last_neg && cond_same_field(&p->last_shape, c));
@@ -1009,8 +1057,18 @@ static void cond_commit(parser_t *p, const char *source_words)
     bool or_range = c->kind == C_RANGE && p->cont && p->cont_or && p->nc > 0 && p->c[p->nc - 1].kind == C_RANGE &&
                     cond_same_field(&p->c[p->nc - 1], c);
     c->neg = c->neg != neg; /* a condition may arrive negated already ("unenhanced") */
+    bool was_or = p->cont && p->cont_or;
     p->neg = false;
     p->cont = false;
+    if (was_cont && or_merge(p, c))
+        return;
+    if (was_or && p->have_last && !cond_same_field(&p->last_shape, c)) {
+        /* "CT or Siemens": an OR across fields is not in the grammar; say so rather than AND silently */
+        note(p, "\"or\" between two different fields was read as \"and\"");
+        if (json_array_append_new(p->ignored, json_string("or")))
+            p->oom = true;
+        p->partial = true;
+    }
     if (or_range && p->c[p->nc - 1].neg == c->neg) {
         /* "from 1998 or 2003": one condition with alternative ranges */
         cond_t *o = &p->c[p->nc - 1];
@@ -2000,7 +2058,7 @@ static const synonym_t MODALITIES[] = {
      "CT", false},
     {"magnetic resonance|magnetic resonance imaging|mri|mris|mr|nmr|mri scan*|mr scan*", "MR", false},
     {"x ray*|xray*|x rays|radiograph*|radiography|plain film*|plain radiograph*|projection radiography|"
-     "chest x ray*|chest film*|roentgen*",
+     "roentgen*",
      "CR DX", false},
     {"computed radiography|cr", "CR", false},
     {"digital radiography|digital x ray*|digital radiograph*|dx", "DX", false},
@@ -3102,16 +3160,184 @@ static size_t rule_level(parser_t *p, size_t i)
 }
 
 /* ======================================================================
+ * presence and absence of any field, prefixes of stored values
+ * ====================================================================== */
+
+/* Everyday names of fields for "with/without a ..." (only used when the
+ * catalogue declares the field). */
+static const struct {
+    const char *phrases;
+    const char *path;
+} PRESENCE_NAMES[] = {
+    {"body part|body part examined|body region", "body_part_examined"},
+    {"model|model name|scanner model|manufacturer model|manufacturer model name", "manufacturer_model_name"},
+    {"kernel|convolution kernel|reconstruction kernel|recon kernel", "metadata.ConvolutionKernel"},
+    {"manufacturer|vendor|maker", "manufacturer"},
+    {"accession|accession number|accession no", "accession_number"},
+    {"slice thickness|thickness", "slice_thickness"},
+    {"station|station name", "metadata.StationName"},
+    {"institution|institution name", "metadata.InstitutionName"},
+    {"protocol|protocol name", "protocol_name"},
+    {"kvp|tube voltage|kv", "kvp"},
+    {"sex|gender|patient sex", "metadata.PatientSex"},
+    {"age|patient age", "metadata.PatientAge"},
+    {"study description", "study_description"},
+    {"series description", "series_description"},
+    {"series number", "series_number"},
+};
+
+/* The longest field name at i: its path (borrowed) and token count. */
+static size_t field_name_at(parser_t *p, size_t i, const char **path)
+{
+    size_t best = 0;
+    *path = NULL;
+    for (size_t a = 0; a < sizeof PRESENCE_NAMES / sizeof PRESENCE_NAMES[0]; a++) {
+        size_t n = phrase_at(p, i, PRESENCE_NAMES[a].phrases);
+        if (n > best) {
+            best = n;
+            *path = PRESENCE_NAMES[a].path;
+        }
+    }
+    for (int l = 0; l < NL_LEVELS; l++) {
+        for (size_t f = 0; f < p->v->nfields[l]; f++) {
+            const char *fp = p->v->fields[l][f].path;
+            char words[160], alt[300];
+            field_words(fp, words, sizeof words);
+            const char *kw = strncmp(fp, "metadata.", 9) ? fp : fp + 9;
+            snprintf(alt, sizeof alt, "%s|%.*s", words, 100, kw);
+            for (char *c = alt; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+            size_t n = phrase_at(p, i, alt);
+            if (n > best) {
+                best = n;
+                *path = fp;
+            }
+        }
+    }
+    return best;
+}
+
+/* Does nothing that looks like a value follow at k (end, separator, a
+ * connector, a level word, a filler such as "from")? */
+static bool no_value_at(parser_t *p, size_t k)
+{
+    if (k >= p->n || p->t[k].kind == T_SEP)
+        return true;
+    if (p->t[k].kind != T_WORD)
+        return false;
+    if (phrase_at(p, k, "of|is|are|was|were|at|set to|equal*|above|below|over|under|between|than|like|"
+                        "containing|contains|starting|ending|matching|named|called"))
+        return false;
+    return is_stopword(p->t[k].low) || phrase_at(p, k, CONNECTORS) || phrase_at(p, k, NEGATIONS) ||
+           phrase_at(p, k, LEVEL_WORDS) || phrase_at(p, k, "series|from|since|before|after|until");
+}
+
+/* "series without a manufacturer model name", "studies with an accession
+ * number", "series whose kernel is missing": presence (recorded, not empty)
+ * or absence (missing or empty) of any field. */
+static size_t rule_presence(parser_t *p, size_t i)
+{
+    size_t k = i, n;
+    int absent = -1; /* -1: no lead word, 0: present, 1: absent */
+    if ((n = phrase_at(p, k, "without|with no|with out|w o|wo|lacking|missing|that lack*|which lack*|"
+                             "that have no|which have no|having no|has no|have no|no"))) {
+        absent = 1;
+    } else if ((n = phrase_at(p, k, "with|having|has|have|that have|which have|that has|which has"))) {
+        absent = 0;
+    }
+    k += n;
+    k += phrase_at(p, k, "a|an|any|the|some|their|its");
+    const char *path = NULL;
+    size_t fl = field_name_at(p, k, &path);
+    if (!fl)
+        return 0;
+    k += fl;
+    size_t st = phrase_at(p, k, "is|are|was|were");
+    size_t sn;
+    if ((sn = phrase_at(p, k + st, "missing|empty|absent|unknown|blank|not recorded|not set|not given|unset|"
+                                   "not present|not filled|not filled in"))) {
+        absent = absent == 1 ? 0 : 1;
+        k += st + sn;
+    } else if ((sn = phrase_at(p, k + st, "recorded|set|present|given|filled|filled in|known|entered|available"))) {
+        if (absent < 0)
+            absent = 0;
+        k += st + sn;
+    } else if (absent < 0) {
+        return 0; /* a bare field name: the value rules read it */
+    } else {
+        k += phrase_at(p, k, "value*|information|info|recorded|set");
+    }
+    if (!no_value_at(p, k))
+        return 0;
+    cond_t *c = cond_new(p);
+    if (!c)
+        return 0;
+    c->kind = C_PRESENT;
+    c->absent = json_array();
+    json_array_append_new(c->absent, json_string(""));
+    c->neg = absent == 1;
+    c->label = field_label(path);
+    cond_field(p, c, path);
+    char words[256];
+    words_text(p, i, k - i, words, sizeof words);
+    mark_used(p, i, k - i);
+    cond_commit(p, words);
+    return k - i;
+}
+
+/* "LightSpeed" for stored LightSpeed16 and LightSpeed Ultra: every stored
+ * value that starts with the typed word (case-insensitive), shown as a
+ * correction. After the other rules, so words they know never get here. */
+static size_t rule_vocab_prefix(parser_t *p, size_t i)
+{
+    static const char *const spot[] = {"manufacturer_model_name", "metadata.ManufacturerModelName",
+                                       "metadata.ConvolutionKernel", "metadata.StationName",
+                                       "metadata.InstitutionName", "manufacturer", "body_part_examined",
+                                       "collection_ids", NULL};
+    const tok_t *t = &p->t[i];
+    if ((t->kind != T_WORD && t->kind != T_ID) || strlen(t->text) < 4 || is_stopword(t->low))
+        return 0;
+    size_t len = strlen(t->text);
+    for (int s = 0; spot[s]; s++) {
+        size_t nv = 0, nm = 0;
+        const char *const *vals = mdb_nl_vocab_values(p->v, spot[s], &nv);
+        const char *match[64];
+        for (size_t k = 0; k < nv && nm < 64; k++)
+            if (strlen(vals[k]) > len && !strncasecmp(vals[k], t->text, len))
+                match[nm++] = vals[k];
+        if (!nm)
+            continue;
+        mdb_nl_buf_t b = {0};
+        for (size_t k = 0; k < nm; k++)
+            mdb_nl_buf_addf(&b, "%s%s", k ? ", " : "", match[k]);
+        char *to = mdb_nl_buf_steal(&b);
+        json_t *corr = json_pack("{s:s, s:s?, s:s}", "from", t->text, "to", to, "kind", "prefix");
+        if (!to || !corr || json_array_append_new(p->corrections, corr))
+            p->oom = true;
+        note(p, "\"%s\" matched the stored %s starting with it: %s", t->text,
+             nm > 1 ? "values" : "value", to ? to : "");
+        free(to);
+        char *label = field_label(spot[s]);
+        mark_used(p, i, 1);
+        add_in_strings(p, spot[s], label ? label : spot[s], match, nm, t->text);
+        free(label);
+        return 1;
+    }
+    return 0;
+}
+
+/* ======================================================================
  * the scan
  * ====================================================================== */
 
 typedef size_t (*rule_fn)(parser_t *p, size_t i);
 
 static const rule_fn RULES[] = {
-    rule_generic_more_stored, rule_uid,        rule_date,         rule_patient,      rule_accession,     rule_collection,
+    rule_generic_more_stored, rule_uid,        rule_presence,  rule_date,         rule_patient,      rule_accession,     rule_collection,
     rule_thin_thick, rule_numeric_field, rule_age,         rule_numeric_unit,  rule_contrast,
     rule_description, rule_modality,    rule_body_part,    rule_manufacturer,  rule_sex,
     rule_generic_field, rule_generic_more, rule_numeric_postfix, rule_vocab_value, rule_level,
+    rule_vocab_prefix,
 };
 
 static void parse(parser_t *p)
@@ -3149,6 +3375,7 @@ static void parse(parser_t *p)
         i++;
         if (t->kind == T_SEP || t->kind == T_SYM || tok_is_filler(t))
             continue;
+        p->t[i - 1].ignored = true;
         if (json_array_append_new(p->ignored, json_string(t->text)))
             p->oom = true;
         p->cont = false;
@@ -3173,8 +3400,22 @@ static json_t *range_ops(const json_t *lo, const json_t *hi, bool lo_incl, bool 
 
 static json_t *cond_ops(const cond_t *c, bool neg);
 
-/* {path: ops} for c, or {$or|$nor: [...]} when c has alternative ranges. */
+static json_t *cond_item_one(const cond_t *c, const char *path, bool neg);
+
+/* {path: ops} for c, or {$or|$nor: [...]} when c has alternative ranges or
+ * ORed conditions on the same field. */
 static json_t *cond_item(const cond_t *c, const char *path, bool neg)
+{
+    if (!c->nors)
+        return cond_item_one(c, path, neg);
+    json_t *list = json_array();
+    json_array_append_new(list, cond_item_one(c, path, false));
+    for (size_t k = 0; k < c->nors; k++)
+        json_array_append_new(list, cond_item_one(&c->ors[k], path, false));
+    return json_pack("{s:o}", neg ? "$nor" : "$or", list);
+}
+
+static json_t *cond_item_one(const cond_t *c, const char *path, bool neg)
 {
     if (c->kind != C_RANGE || !json_array_size(c->alts))
         return json_pack("{s:o}", path, cond_ops(c, neg));
@@ -3304,7 +3545,18 @@ static void describe_range(mdb_nl_buf_t *b, const cond_t *c, const json_t *lo, c
     }
 }
 
+static void describe_one(mdb_nl_buf_t *b, const cond_t *c, bool neg);
+
 static void describe(mdb_nl_buf_t *b, const cond_t *c, bool neg)
+{
+    describe_one(b, c, neg);
+    for (size_t k = 0; k < c->nors; k++) {
+        mdb_nl_buf_add(b, neg ? ", nor " : ", or ");
+        describe_one(b, &c->ors[k], neg);
+    }
+}
+
+static void describe_one(mdb_nl_buf_t *b, const cond_t *c, bool neg)
 {
     mdb_nl_buf_add(b, c->label ? c->label : "field");
     switch (c->kind) {
@@ -3358,6 +3610,8 @@ struct mdb_nl_result {
     char *message;
     json_t *ignored;
     json_t *notes;
+    json_t *corrections; /* [{from, to, kind}] */
+    bool partial;
 };
 
 void mdb_nl_link_fields(mdb_query_level_t level, mdb_query_level_t other, const char **local, const char **foreign)
@@ -3496,8 +3750,9 @@ mdb_nl_result_t *mdb_nl_result_new(mdb_query_level_t level)
     r->joins = json_array();
     r->ignored = json_array();
     r->notes = json_array();
+    r->corrections = json_array();
     snprintf(r->backend, sizeof r->backend, "offline");
-    if (!r->filter || !r->joins || !r->ignored || !r->notes) {
+    if (!r->filter || !r->joins || !r->ignored || !r->notes || !r->corrections) {
         mdb_nl_result_destroy(r);
         return NULL;
     }
@@ -3512,6 +3767,7 @@ void mdb_nl_result_destroy(mdb_nl_result_t *r)
     json_decref(r->joins);
     json_decref(r->ignored);
     json_decref(r->notes);
+    json_decref(r->corrections);
     free(r->explanation);
     free(r->message);
     free(r);
@@ -3584,11 +3840,25 @@ const char *mdb_nl_result_message(const mdb_nl_result_t *r)
     return r->message;
 }
 
+bool mdb_nl_result_partial(const mdb_nl_result_t *r)
+{
+    return r->partial || json_array_size(r->ignored) > 0;
+}
+
+const json_t *mdb_nl_result_corrections(const mdb_nl_result_t *r)
+{
+    return r->corrections;
+}
+
 json_t *mdb_nl_result_to_json(const mdb_nl_result_t *r)
 {
     json_t *o = json_pack("{s:s, s:O, s:O, s:s, s:s, s:O}", "level", mdb_query_level_name(r->level), "filter",
                           r->filter, "joins", r->joins, "explanation", mdb_nl_result_explanation(r), "backend",
                           r->backend, "ignored", r->ignored);
+    if (o) {
+        json_object_set_new(o, "confidence", json_string(mdb_nl_result_partial(r) ? "partial" : "complete"));
+        json_object_set(o, "corrections", r->corrections);
+    }
     if (o && r->message)
         json_object_set_new(o, "message", json_string(r->message));
     return o;
@@ -3620,34 +3890,157 @@ static bool parse_ref_date(const char *s, int *y, int *m, int *d)
     return valid_ymd(*y, *m, *d) && *m && *d;
 }
 
-mdb_nl_result_t *mdb_nl_translate_offline(const mdb_nl_vocab_t *v, const char *sentence, const mdb_nl_options_t *opt,
-                                          mdb_error_t *err)
+/* Words a correction may be taken from: every word the grammar tried on
+ * this sentence (collected by a second parse), the filler words and the
+ * words of the stored names. NULL on OOM. */
+static mdb_nl_words_t *spell_dictionary(const mdb_nl_vocab_t *v, const char *sentence, const int ref[3]);
+
+static void parser_clear(parser_t *p)
+{
+    for (size_t k = 0; k < p->nc; k++)
+        cond_free(&p->c[k]);
+    free(p->c);
+    cond_free(&p->last_shape);
+    json_decref(p->ignored);
+    json_decref(p->notes);
+    json_decref(p->corrections);
+    memset(p, 0, sizeof *p);
+}
+
+/* Tokenize and parse sentence into p (and ts). false on OOM. */
+static bool parse_sentence(const mdb_nl_vocab_t *v, const char *sentence, const int ref[3], mdb_nl_words_t *collect,
+                           parser_t *p, toks_t *ts)
+{
+    memset(p, 0, sizeof *p);
+    tokenize(sentence, ts);
+    if (ts->oom)
+        return false;
+    p->v = v;
+    p->t = ts->t;
+    p->n = ts->n;
+    p->level = -1;
+    p->ref_y = ref[0], p->ref_m = ref[1], p->ref_d = ref[2];
+    p->collect = collect;
+    p->ignored = json_array();
+    p->notes = json_array();
+    p->corrections = json_array();
+    if (!p->ignored || !p->notes || !p->corrections)
+        return false;
+    parse(p);
+    return !p->oom;
+}
+
+static void add_value_words(mdb_nl_words_t *w, const mdb_nl_vocab_t *v, const char *path, bool *ok)
+{
+    size_t nv = 0;
+    const char *const *vals = mdb_nl_vocab_values(v, path, &nv);
+    for (size_t k = 0; k < nv && k < 2000; k++) {
+        const char *s = vals[k];
+        while (*s) {
+            while (*s && !isalpha((unsigned char)*s))
+                s++;
+            const char *e = s;
+            while (isalpha((unsigned char)*e))
+                e++;
+            if (e - s >= 4 && (!*e || !isdigit((unsigned char)*e)) && !mdb_nl_words_add(w, s, (size_t)(e - s)))
+                *ok = false;
+            s = e;
+        }
+    }
+}
+
+static mdb_nl_words_t *spell_dictionary(const mdb_nl_vocab_t *v, const char *sentence, const int ref[3])
+{
+    static const char *const names[] = {"manufacturer", "manufacturer_model_name", "body_part_examined", "modality",
+                                        "metadata.ConvolutionKernel", "metadata.StationName",
+                                        "metadata.InstitutionName", "collection_ids", NULL};
+    static const char *const extra = "january|february|march|april|may|june|july|august|september|october|november|"
+                                     "december|years|months|weeks|days|than|thinner|thicker";
+    mdb_nl_words_t *w = mdb_nl_words_new();
+    if (!w)
+        return NULL;
+    parser_t p;
+    toks_t ts = {0};
+    bool ok = parse_sentence(v, sentence, ref, w, &p, &ts);
+    parser_clear(&p);
+    toks_free(&ts);
+    ok = ok && mdb_nl_words_add_phrases(w, STOPWORDS) && mdb_nl_words_add_phrases(w, extra);
+    for (int k = 0; names[k]; k++)
+        add_value_words(w, v, names[k], &ok);
+    if (!ok) {
+        mdb_nl_words_destroy(w);
+        return NULL;
+    }
+    return w;
+}
+
+/* The sentence with its ignored, misspelled words replaced by their
+ * corrections (malloc'd), or NULL when none can be corrected. Each
+ * correction is appended to corrections. *oom is set on OOM. */
+static char *respell(const mdb_nl_vocab_t *v, const char *sentence, const int ref[3], const toks_t *ts,
+                     json_t *corrections, bool *oom)
+{
+    bool any = false;
+    for (size_t k = 0; k < ts->n && !any; k++)
+        any = ts->t[k].ignored && ts->t[k].kind == T_WORD;
+    if (!any)
+        return NULL;
+    mdb_nl_words_t *dict = spell_dictionary(v, sentence, ref);
+    if (!dict) {
+        *oom = true;
+        return NULL;
+    }
+    size_t nd = 0;
+    const char *const *words = mdb_nl_words_list(dict, &nd);
+    mdb_nl_buf_t b = {0};
+    size_t copied = 0, fixed = 0;
+    for (size_t k = 0; k < ts->n; k++) {
+        const tok_t *t = &ts->t[k];
+        bool alpha = t->kind == T_WORD && t->src >= sentence && t->src + t->srclen <= sentence + strlen(sentence);
+        for (size_t c = 0; alpha && c < t->srclen; c++)
+            alpha = isalpha((unsigned char)t->src[c]);
+        if (!t->ignored || !alpha)
+            continue;
+        const char *fix = mdb_nl_spell_best(t->low, words, nd, NULL);
+        if (!fix)
+            continue;
+        size_t from = (size_t)(t->src - sentence);
+        mdb_nl_buf_addf(&b, "%.*s%s", (int)(from - copied), sentence + copied, fix);
+        copied = from + t->srclen;
+        json_t *c = json_pack("{s:s, s:s, s:s}", "from", t->text, "to", fix, "kind", "spelling");
+        if (!c || json_array_append_new(corrections, c))
+            *oom = true;
+        fixed++;
+    }
+    mdb_nl_words_destroy(dict);
+    if (!fixed) {
+        mdb_nl_buf_free(&b);
+        return NULL;
+    }
+    mdb_nl_buf_add(&b, sentence + copied);
+    char *out = mdb_nl_buf_steal(&b);
+    if (!out)
+        *oom = true;
+    return out;
+}
+
+/* One reading of an (English) sentence. NULL with err on refusal/OOM. When
+ * respelled is not NULL it gets the sentence with misspellings corrected
+ * (or NULL) and spelling gets the corrections. */
+static mdb_nl_result_t *translate_once(const mdb_nl_vocab_t *v, const char *sentence, const int ref[3],
+                                       char **respelled, json_t *spelling, mdb_error_t *err)
 {
     mdb_nl_result_t *r = NULL;
     toks_t ts = {0};
     parser_t p;
-    memset(&p, 0, sizeof p);
-    if (!sentence) {
-        mdb_error_set(err, MDB_ERR_QUERY, 0, "no sentence given");
-        return NULL;
-    }
-    size_t len = strlen(sentence);
-    if (len > MDB_NL_MAX_SENTENCE) {
-        mdb_error_set(err, MDB_ERR_QUERY, 0, "sentence too long (%zu bytes, at most %d)", len, MDB_NL_MAX_SENTENCE);
-        return NULL;
-    }
-    if (!utf8_valid(sentence)) {
-        mdb_error_set(err, MDB_ERR_QUERY, 0, "sentence is not valid UTF-8");
-        return NULL;
-    }
-    if (!parse_ref_date(opt ? opt->reference_date : NULL, &p.ref_y, &p.ref_m, &p.ref_d)) {
-        mdb_error_set(err, MDB_ERR_QUERY, 0, "reference date '%s' is not a valid YYYYMMDD or YYYY-MM-DD date",
-                      opt->reference_date);
-        return NULL;
-    }
-    tokenize(sentence, &ts);
-    if (ts.oom)
+    bool oom = false;
+    if (!parse_sentence(v, sentence, ref, NULL, &p, &ts))
         goto oom;
+    if (respelled) {
+        *respelled = respell(v, sentence, ref, &ts, spelling, &oom);
+        if (oom)
+            goto oom;
+    }
     size_t content = 0;
     for (size_t k = 0; k < ts.n; k++)
         content += ts.t[k].kind != T_SEP && ts.t[k].kind != T_SYM;
@@ -3655,23 +4048,16 @@ mdb_nl_result_t *mdb_nl_translate_offline(const mdb_nl_vocab_t *v, const char *s
         mdb_error_set(err, MDB_ERR_QUERY, 0, "empty sentence: say what to look for, e.g. \"chest CT series from 2001\"");
         goto done;
     }
-    p.v = v;
-    p.t = ts.t;
-    p.n = ts.n;
-    p.level = -1;
-    p.ignored = json_array();
-    p.notes = json_array();
-    if (!p.ignored || !p.notes)
-        goto oom;
-    parse(&p);
-    if (p.oom)
-        goto oom;
-    if (p.nc == 0 && json_array_size(p.ignored) > 0) {
-        /* nothing but unknown words: answering "everything" would mislead */
+    if (p.nc == 0 && (json_array_size(p.ignored) > 0 || p.level < 0)) {
+        /* nothing but unknown or filler words: answering "everything" would mislead */
         mdb_nl_buf_t b = {0};
         size_t k;
         json_t *w;
         json_array_foreach(p.ignored, k, w) mdb_nl_buf_addf(&b, "%s\"%s\"", k ? ", " : "", json_string_value(w));
+        if (!json_array_size(p.ignored))
+            for (size_t t = 0; t < ts.n; t++)
+                if (ts.t[t].kind == T_WORD)
+                    mdb_nl_buf_addf(&b, "%s\"%s\"", b.len ? ", " : "", ts.t[t].text);
         char *list = mdb_nl_buf_steal(&b);
         mdb_error_set(err, MDB_ERR_QUERY, MDB_NL_ERR_NOT_UNDERSTOOD,
                       "nothing in the sentence was understood (%s); try e.g. \"chest CT series from 2001\"",
@@ -3686,19 +4072,110 @@ mdb_nl_result_t *mdb_nl_translate_offline(const mdb_nl_vocab_t *v, const char *s
     r->ignored = json_incref(p.ignored);
     json_decref(r->notes);
     r->notes = json_incref(p.notes);
+    json_decref(r->corrections);
+    r->corrections = json_incref(p.corrections);
+    r->partial = p.partial;
+    goto done;
+oom:
+    mdb_nl_result_destroy(r);
+    r = NULL;
+    if (respelled) {
+        free(*respelled);
+        *respelled = NULL;
+    }
+    mdb_error_set(err, MDB_ERR_SYSTEM, 0, "out of memory");
+done:
+    parser_clear(&p);
+    toks_free(&ts);
+    return r;
+}
+
+/* Put the corrections (translations, spellings) in front of the result's
+ * own and say them in the explanation. */
+static bool add_corrections(mdb_nl_result_t *r, json_t *before)
+{
+    json_t *all = json_array();
+    if (!all || json_array_extend(all, before) || json_array_extend(all, r->corrections)) {
+        json_decref(all);
+        return false;
+    }
+    json_decref(r->corrections);
+    r->corrections = all;
+    if (!json_array_size(before))
+        return true;
+    mdb_nl_buf_t b = {0};
+    mdb_nl_buf_add(&b, r->explanation ? r->explanation : "");
+    mdb_nl_buf_add(&b, " Read as:");
+    size_t k;
+    json_t *c;
+    json_array_foreach(before, k, c)
+        mdb_nl_buf_addf(&b, "%s \"%s\" → \"%s\"", k ? "," : "", json_string_value(json_object_get(c, "from")),
+                        json_string_value(json_object_get(c, "to")));
+    mdb_nl_buf_add(&b, ".");
+    char *ex = mdb_nl_buf_steal(&b);
+    if (!ex)
+        return false;
+    free(r->explanation);
+    r->explanation = ex;
+    return true;
+}
+
+mdb_nl_result_t *mdb_nl_translate_offline(const mdb_nl_vocab_t *v, const char *sentence, const mdb_nl_options_t *opt,
+                                          mdb_error_t *err)
+{
+    mdb_nl_result_t *r = NULL, *r2 = NULL;
+    char *english = NULL, *respelled = NULL;
+    json_t *corr = NULL, *spelling = NULL;
+    int ref[3];
+    if (!sentence) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "no sentence given");
+        return NULL;
+    }
+    size_t len = strlen(sentence);
+    if (len > MDB_NL_MAX_SENTENCE) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "sentence too long (%zu bytes, at most %d)", len, MDB_NL_MAX_SENTENCE);
+        return NULL;
+    }
+    if (!utf8_valid(sentence)) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "sentence is not valid UTF-8");
+        return NULL;
+    }
+    if (!parse_ref_date(opt ? opt->reference_date : NULL, &ref[0], &ref[1], &ref[2])) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "reference date '%s' is not a valid YYYYMMDD or YYYY-MM-DD date",
+                      opt->reference_date);
+        return NULL;
+    }
+    corr = json_array();
+    spelling = json_array();
+    if (!corr || !spelling || !(english = mdb_nl_lexicon_rewrite(sentence, corr)))
+        goto oom;
+    r = translate_once(v, english, ref, &respelled, spelling, err);
+    if (!r && err && err->domain == MDB_ERR_SYSTEM)
+        goto done;
+    if (respelled) {
+        mdb_error_t err2 = {0};
+        r2 = translate_once(v, respelled, ref, NULL, NULL, &err2);
+        if (r2 && (!r || json_array_size(r2->ignored) < json_array_size(r->ignored))) {
+            mdb_nl_result_destroy(r);
+            r = r2;
+            r2 = NULL;
+            if (json_array_extend(corr, spelling))
+                goto oom;
+        }
+    }
+    if (r && !add_corrections(r, corr))
+        goto oom;
     goto done;
 oom:
     mdb_nl_result_destroy(r);
     r = NULL;
     mdb_error_set(err, MDB_ERR_SYSTEM, 0, "out of memory");
 done:
-    for (size_t k = 0; k < p.nc; k++)
-        cond_free(&p.c[k]);
-    free(p.c);
-    cond_free(&p.last_shape);
-    json_decref(p.ignored);
-    json_decref(p.notes);
-    toks_free(&ts);
+    mdb_nl_result_destroy(r2);
+    free(english);
+    free(respelled);
+    json_decref(corr);
+    json_decref(spelling);
     return r;
 }
 

@@ -159,8 +159,20 @@ const char *mdb_nl_result_explanation(const mdb_nl_result_t *r);
 const char *mdb_nl_result_backend(const mdb_nl_result_t *r);
 /* NULL, or why the LLM answer was not used. */
 const char *mdb_nl_result_message(const mdb_nl_result_t *r);
+/* Is the translation partial: a word that is not a filler was not
+ * understood (listed in ignored), a condition was dropped (its field is not
+ * recorded) or an "or" between different fields could not be kept? The
+ * answer then covers more than the sentence asked for. */
+bool mdb_nl_result_partial(const mdb_nl_result_t *r);
+/* How the sentence was read before the grammar: [{"from", "to", "kind"}]
+ * with kind "translation" (German/French word, plus "language"),
+ * "spelling" (a misspelling within mdb_nl_spell_limit edits of a known word
+ * or stored value) or "prefix" (stored values starting with the typed
+ * word). Borrowed; never NULL, may be []. */
+const json_t *mdb_nl_result_corrections(const mdb_nl_result_t *r);
 /* {"level", "filter", "joins", "explanation", "backend", "message"?,
- * "ignored": [...]} as shown to users. New reference. */
+ * "ignored": [...], "confidence": "complete"|"partial", "corrections": [...]}
+ * as shown to users. New reference. */
 json_t *mdb_nl_result_to_json(const mdb_nl_result_t *r);
 
 /* ---- execution ---- */
