@@ -34,6 +34,7 @@
 #include "api.h"
 #include "mdb_dicom.h"
 #include "mdb_nl.h"
+#include "wado.h"
 
 #define L_STUDY MDB_QUERY_STUDIES
 #define L_SERIES MDB_QUERY_SERIES
@@ -678,6 +679,25 @@ static void put_attr(json_t *ds, const attr_t *a, int level, const json_t *own, 
     encode_value(ds, a->tag, a->vr, NULL);
 }
 
+/* RetrieveURL (0008,1190): the WADO-RS resource of the entry (api/wado.c),
+ * as a path on this server. */
+static void put_retrieve_url(json_t *ds, int level, const json_t *d)
+{
+    const char *id = json_string_value(json_object_get(d, "_id"));
+    const char *st = level == L_STUDY ? id : json_string_value(json_object_get(d, "study_id"));
+    const char *se = level == L_SERIES ? id : json_string_value(json_object_get(d, "series_id"));
+    char url[300];
+    if (!id || !st || (level != L_STUDY && !se))
+        return;
+    if (level == L_STUDY)
+        snprintf(url, sizeof url, "/dicomweb/studies/%s", st);
+    else if (level == L_SERIES)
+        snprintf(url, sizeof url, "/dicomweb/studies/%s/series/%s", st, se);
+    else
+        snprintf(url, sizeof url, "/dicomweb/studies/%s/series/%s/instances/%s", st, se, id);
+    json_object_set_new(ds, "00081190", json_pack("{s:s, s:[s]}", "vr", "UR", "Value", url));
+}
+
 static int cmp_attr(const void *x, const void *y)
 {
     const attr_t *a = x, *b = y;
@@ -919,6 +939,7 @@ static void handle(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
         json_t *ds = json_object();
         for (size_t k = 0; k < mine.n; k++)
             put_attr(ds, &sorted[k], t->level, d, se, st, related);
+        put_retrieve_url(ds, t->level, d);
         json_array_append_new(out, ds);
         free(sorted);
         free(extra.v);
@@ -958,8 +979,10 @@ bool api_route_qido(api_ctx_t *ctx, const api_request_t *req, api_response_t *re
     const char *rest = api_path_after(req, "/dicomweb");
     target_t t;
     char buf[512];
-    if (!rest || strlen(rest) >= sizeof buf || !parse_target(rest, &t, buf, sizeof buf))
+    if (!rest)
         return false;
+    if (strlen(rest) >= sizeof buf || !parse_target(rest, &t, buf, sizeof buf))
+        return api_route_wado(ctx, req, res, rest); /* retrieval: api/wado.c */
     if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
         api_response_header(res, "Allow", "GET, HEAD");
         api_respond_error(res, 405, "method_not_allowed", "QIDO-RS answers GET only (no STOW-RS here)");

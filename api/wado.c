@@ -1,0 +1,614 @@
+/* api/wado.c: DICOMweb WADO-RS (PS3.18 §10.4) over the archive files the
+ * catalogue points at.
+ *
+ *   GET /dicomweb/studies/{st}                               retrieve (multipart/related; type="application/dicom")
+ *   GET /dicomweb/studies/{st}/series/{se}                   retrieve
+ *   GET /dicomweb/studies/{st}/series/{se}/instances/{sop}   retrieve
+ *   GET .../metadata                                         DICOM JSON (wado_metadata.c), study/series/instance
+ *   GET .../instances/{sop}/frames/{list}                    frames (wado_frames.c)
+ *   GET .../series/{se}/rendered|thumbnail                   the middle instance (instance order) as an image
+ *   GET .../instances/{sop}/rendered|thumbnail               PNG / JPEG (window, viewport, quality)
+ *   GET .../instances/{sop}/frames/{n}/rendered              frame n as an image
+ *
+ * Files: an instance document's "paths" (else "_src") are opened through
+ * mdb_archive, the worker's gate: canonical path below archive.roots (no
+ * symlink out), O_NOFOLLOW|O_NONBLOCK, then fstat must show a regular file
+ * (a FIFO or a directory in its place is refused before any byte is read).
+ * A file that is gone answers 404 file_missing; refusals answer 403; each is
+ * counted in metadb_api_wado_file_errors_total{reason}. Retrievals are
+ * streamed file by file (api_respond_stream), never held in memory.
+ *
+ * Rendered images and thumbnails go through the on-disk cache
+ * (thumbcache.c, api.thumbnail_dir / api.thumbnail_cache_mb); the answer
+ * says X-Metadb-Cache: hit|miss. Every answer is Cache-Control: no-store,
+ * except thumbnails when api.thumbnail_cacheable is set. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mdb_archive.h"
+#include "mdb_find.h"
+#include "mdb_log.h"
+#include "wado.h"
+
+/* Module state, built from the configuration at the first WADO request. */
+static struct {
+    pthread_mutex_t lock;
+    bool init;
+    mdb_archive_t *archive;
+    thumbcache_t *cache;
+    char archive_err[MDB_ERROR_MSG_MAX];
+} W = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void default_cache_dir(char *out, size_t cap)
+{
+    const char *home = getenv("METADB_HOME");
+    if (home && *home) {
+        snprintf(out, cap, "%s/cache/thumbnails", home);
+        return;
+    }
+    const char *h = getenv("HOME");
+    snprintf(out, cap, "%s/.metadb/cache/thumbnails", h && *h ? h : "/tmp");
+}
+
+static void state_init(api_ctx_t *ctx)
+{
+    pthread_mutex_lock(&W.lock);
+    if (!W.init) {
+        const mdb_config_t *cfg = api_ctx_config(ctx);
+        mdb_error_t err = {0};
+        W.archive = mdb_archive_new_from_config(cfg, &err);
+        if (!W.archive) {
+            snprintf(W.archive_err, sizeof W.archive_err, "%s", err.message);
+            MDB_LOG(MDB_LOG_ERROR, "wado: archive: %s (image endpoints answer 503)", err.message);
+        }
+        char dir[4096];
+        const char *d = mdb_config_get(cfg, "api.thumbnail_dir");
+        if (!d || !*d) {
+            default_cache_dir(dir, sizeof dir);
+            d = dir;
+        }
+        int64_t mb = mdb_config_get_int(cfg, "api.thumbnail_cache_mb");
+        mdb_error_t cerr = {0};
+        W.cache = thumbcache_new(d, mb * 1024 * 1024, &cerr);
+        if (!W.cache && mb > 0)
+            MDB_LOG(MDB_LOG_WARN, "wado: thumbnail cache off: %s", cerr.message);
+        W.init = true;
+    }
+    pthread_mutex_unlock(&W.lock);
+}
+
+bool wado_uid_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= 64 && strspn(s, "0123456789.") == n;
+}
+
+void wado_count_file_error(api_ctx_t *ctx, const char *reason)
+{
+    char labels[80];
+    snprintf(labels, sizeof labels, "reason=\"%s\"", reason);
+    mdb_metric_inc(mdb_metrics_counter(api_ctx_metrics(ctx), "metadb_api_wado_file_errors_total",
+                                       "archive files WADO-RS could not serve, by reason", labels),
+                   1);
+}
+
+/* ------------------------------------------------------------ catalogue */
+
+static const char *INSTANCE_FIELDS[] = {"paths", "_src", "file", "dicom", "series_id", "study_id", "instance_number"};
+
+static bool find_docs(api_ctx_t *ctx, const char *study, const char *series, const char *sop, json_t *out,
+                      mdb_error_t *err)
+{
+    bson_t filter = BSON_INITIALIZER, proj = BSON_INITIALIZER, sort = BSON_INITIALIZER;
+    if (sop)
+        BSON_APPEND_UTF8(&filter, "_id", sop);
+    if (series)
+        BSON_APPEND_UTF8(&filter, "series_id", series);
+    if (study)
+        BSON_APPEND_UTF8(&filter, "study_id", study);
+    for (size_t i = 0; i < sizeof INSTANCE_FIELDS / sizeof INSTANCE_FIELDS[0]; i++)
+        BSON_APPEND_INT32(&proj, INSTANCE_FIELDS[i], 1);
+    BSON_APPEND_INT32(&sort, "series_id", 1);
+    BSON_APPEND_INT32(&sort, "instance_number", 1);
+    BSON_APPEND_INT32(&sort, "_id", 1);
+    bool ok = mdb_docs_find(api_ctx_mongo(ctx), "instances", &filter, &proj, sop ? NULL : &sort, sop ? 1 : 0, out,
+                            err);
+    bson_destroy(&filter);
+    bson_destroy(&proj);
+    bson_destroy(&sort);
+    return ok;
+}
+
+json_t *wado_list_instances(api_ctx_t *ctx, const char *study, const char *series, api_response_t *res)
+{
+    json_t *out = json_array();
+    mdb_error_t err = {0};
+    if (!find_docs(ctx, study, series, NULL, out, &err)) {
+        json_decref(out);
+        api_respond_mdb_error(res, &err);
+        return NULL;
+    }
+    return out;
+}
+
+/* Open one path through the gate; a regular file only. */
+static int open_path(const char *path, wado_file_t *f, int *status, char *reason, size_t rcap)
+{
+    mdb_error_t err = {0};
+    int fd = mdb_archive_open_ex(W.archive, path, NULL, NULL, &err);
+    if (fd < 0) {
+        bool gone = err.domain == MDB_ERR_NOTFOUND;
+        *status = gone ? 404 : 403;
+        snprintf(reason, rcap, "%s", gone ? "missing" : err.domain == MDB_ERR_SECURITY ? "outside_archive" : "unreadable");
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        *status = 403;
+        snprintf(reason, rcap, "not_regular_file");
+        return -1;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    f->size = st.st_size;
+    f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    return fd;
+}
+
+bool wado_open_doc(api_ctx_t *ctx, const json_t *doc, wado_file_t *f, int *status, char *reason, size_t rcap)
+{
+    (void)ctx;
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+    snprintf(f->sop, sizeof f->sop, "%s", json_string_value(json_object_get(doc, "_id")) ?: "");
+    snprintf(f->series, sizeof f->series, "%s", json_string_value(json_object_get(doc, "series_id")) ?: "");
+    snprintf(f->study, sizeof f->study, "%s", json_string_value(json_object_get(doc, "study_id")) ?: "");
+    snprintf(f->ts, sizeof f->ts, "%s",
+             json_string_value(json_object_get(json_object_get(doc, "dicom"), "transfer_syntax")) ?: "");
+    *status = 404;
+    snprintf(reason, rcap, "no_path");
+    if (!W.archive) {
+        *status = 503;
+        snprintf(reason, rcap, "archive_unavailable");
+        return false;
+    }
+    const json_t *paths = json_object_get(doc, "paths");
+    size_t n = json_array_size(paths);
+    /* the first path that opens; the first refusal is the one reported */
+    int first_status = 0;
+    char first_reason[64] = "";
+    for (size_t i = 0; i <= n; i++) {
+        const char *p = i < n ? json_string_value(json_array_get(paths, i))
+                              : (n ? NULL : json_string_value(json_object_get(doc, "_src")));
+        if (!p)
+            continue;
+        int st;
+        char why[64];
+        int fd = open_path(p, f, &st, why, sizeof why);
+        if (fd >= 0) {
+            f->fd = fd;
+            return true;
+        }
+        if (!first_status) {
+            first_status = st;
+            snprintf(first_reason, sizeof first_reason, "%s", why);
+        }
+    }
+    if (first_status) {
+        *status = first_status;
+        snprintf(reason, rcap, "%s", first_reason);
+    }
+    return false;
+}
+
+static void file_error(api_ctx_t *ctx, api_response_t *res, int status, const char *reason, const char *sop,
+                       bool count)
+{
+    if (count)
+        wado_count_file_error(ctx, reason);
+    if (status == 404)
+        api_respond_error(res, 404, "file_missing",
+                          "the file of instance %s is no longer where the catalogue says (moved or deleted since "
+                          "indexing: %s)",
+                          sop, reason);
+    else if (status == 503)
+        api_respond_error(res, 503, "archive_unavailable", "the archive roots could not be opened: %s", W.archive_err);
+    else
+        api_respond_error(res, 403, "file_refused",
+                          "the file of instance %s is not served (%s: only regular files below archive.roots)", sop,
+                          reason);
+}
+
+bool wado_open_instance(api_ctx_t *ctx, const char *study, const char *series, const char *sop, wado_file_t *f,
+                        api_response_t *res)
+{
+    json_t *docs = json_array();
+    mdb_error_t err = {0};
+    if (!find_docs(ctx, study, series, sop, docs, &err)) {
+        json_decref(docs);
+        api_respond_mdb_error(res, &err);
+        return false;
+    }
+    if (!json_array_size(docs)) {
+        json_decref(docs);
+        api_respond_error(res, 404, "not_found", "no instance %s%s%s in the catalogue", sop, series ? " in series " : "",
+                          series ? series : "");
+        return false;
+    }
+    int status;
+    char reason[64];
+    bool ok = wado_open_doc(ctx, json_array_get(docs, 0), f, &status, reason, sizeof reason);
+    json_decref(docs);
+    if (!ok)
+        file_error(ctx, res, status, reason, sop, true);
+    return ok;
+}
+
+/* ------------------------------------------------------------ retrieve */
+
+typedef struct {
+    api_ctx_t *ctx;
+    json_t *docs;
+    size_t next;
+    int fd;
+    int64_t left;
+    char hdr[640];
+    size_t hdr_len, hdr_off;
+    char boundary[48];
+    bool any, finished;
+} retrieve_t;
+
+static ssize_t retrieve_read(void *cls, char *buf, size_t max)
+{
+    retrieve_t *r = cls;
+    for (;;) {
+        if (r->hdr_off < r->hdr_len) {
+            size_t n = r->hdr_len - r->hdr_off;
+            n = n < max ? n : max;
+            memcpy(buf, r->hdr + r->hdr_off, n);
+            r->hdr_off += n;
+            return (ssize_t)n;
+        }
+        if (r->fd >= 0) {
+            if (r->left > 0) {
+                size_t want = (int64_t)max < r->left ? max : (size_t)r->left;
+                ssize_t n = read(r->fd, buf, want);
+                if (n < 0 && errno == EINTR)
+                    continue;
+                if (n <= 0)
+                    return -1; /* the file shrank under us: the part cannot be completed */
+                r->left -= n;
+                return n;
+            }
+            close(r->fd);
+            r->fd = -1;
+        }
+        if (r->finished)
+            return 0;
+        r->hdr_off = 0;
+        if (r->next < json_array_size(r->docs)) {
+            wado_file_t f;
+            int status;
+            char reason[64];
+            if (!wado_open_doc(r->ctx, json_array_get(r->docs, r->next++), &f, &status, reason, sizeof reason)) {
+                wado_count_file_error(r->ctx, reason);
+                continue; /* gone since the check: left out */
+            }
+            int n = snprintf(r->hdr, sizeof r->hdr,
+                             "%s--%s\r\nContent-Type: application/dicom%s%s\r\nContent-Length: %lld\r\n"
+                             "Content-Location: /dicomweb/studies/%s/series/%s/instances/%s\r\n\r\n",
+                             r->any ? "\r\n" : "", r->boundary, f.ts[0] ? "; transfer-syntax=" : "", f.ts,
+                             (long long)f.size, f.study, f.series, f.sop);
+            r->hdr_len = n > 0 && (size_t)n < sizeof r->hdr ? (size_t)n : 0;
+            r->fd = f.fd;
+            r->left = f.size;
+            r->any = true;
+            continue;
+        }
+        int n = snprintf(r->hdr, sizeof r->hdr, "%s--%s--\r\n", r->any ? "\r\n" : "", r->boundary);
+        r->hdr_len = (size_t)n;
+        r->finished = true;
+    }
+}
+
+static void retrieve_done(void *cls)
+{
+    retrieve_t *r = cls;
+    if (r->fd >= 0)
+        close(r->fd);
+    json_decref(r->docs);
+    free(r);
+}
+
+/* Accept for a retrieve: multipart/related with type application/dicom (or
+ * a wildcard). *ts receives an explicit transfer-syntax parameter ("" or
+ * "*" when any is fine). */
+static bool retrieve_accept(const char *accept, char *ts, size_t cap)
+{
+    ts[0] = '\0';
+    if (!accept || !*accept)
+        return true;
+    const char *p = accept;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char item[256];
+        snprintf(item, sizeof item, "%.*s", (int)(n < sizeof item ? n : sizeof item - 1), p);
+        char *t = item;
+        while (*t == ' ')
+            t++;
+        if (!strncmp(t, "*/*", 3))
+            return true;
+        if (!strncasecmp(t, "multipart/related", 17)) {
+            const char *ty = strcasestr(t, "type=");
+            bool type_ok = !ty || !strncasecmp(ty + 5, "\"application/dicom\"", 19) ||
+                           (!strncasecmp(ty + 5, "application/dicom", 17) && (ty[22] == ';' || ty[22] == '\0' || ty[22] == ' '));
+            if (type_ok) {
+                const char *x = strcasestr(t, "transfer-syntax=");
+                if (x) {
+                    x += 16;
+                    if (*x == '"')
+                        x++;
+                    size_t l = strcspn(x, "\";, ");
+                    snprintf(ts, cap, "%.*s", (int)(l < cap ? l : cap - 1), x);
+                }
+                return true;
+            }
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    return false;
+}
+
+static void h_retrieve(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study,
+                       const char *series, const char *sop)
+{
+    char want_ts[72];
+    if (!retrieve_accept(req->accept, want_ts, sizeof want_ts)) {
+        api_respond_error(res, 406, "not_acceptable",
+                          "retrieve answers multipart/related; type=\"application/dicom\" (Accept: %.100s)",
+                          req->accept);
+        return;
+    }
+    json_t *docs = json_array();
+    mdb_error_t err = {0};
+    if (!find_docs(ctx, study, series, sop, docs, &err)) {
+        json_decref(docs);
+        api_respond_mdb_error(res, &err);
+        return;
+    }
+    size_t total = json_array_size(docs);
+    if (!total) {
+        json_decref(docs);
+        api_respond_error(res, 404, "not_found", "no %s %s in the catalogue", sop ? "instance" : series ? "series" : "study",
+                          sop ? sop : series ? series : study);
+        return;
+    }
+    /* check every file first: what is gone or refused is left out (and
+     * counted) before the status is decided */
+    json_t *ok = json_array();
+    int first_status = 0;
+    char first_reason[64] = "";
+    for (size_t i = 0; i < total; i++) {
+        json_t *d = json_array_get(docs, i);
+        wado_file_t f;
+        int status;
+        char reason[64];
+        if (!wado_open_doc(ctx, d, &f, &status, reason, sizeof reason)) {
+            if (!first_status) {
+                first_status = status;
+                snprintf(first_reason, sizeof first_reason, "%s", reason);
+            }
+            wado_count_file_error(ctx, reason);
+            continue;
+        }
+        close(f.fd);
+        if (want_ts[0] && strcmp(want_ts, "*") && strcmp(want_ts, f.ts)) {
+            json_decref(docs);
+            json_decref(ok);
+            api_respond_error(res, 406, "not_acceptable",
+                              "instance %s is stored as %s; transcoding is not offered (ask transfer-syntax=*)", f.sop,
+                              f.ts[0] ? f.ts : "an unknown transfer syntax");
+            return;
+        }
+        json_array_append(ok, d);
+    }
+    json_decref(docs);
+    if (!json_array_size(ok)) {
+        json_decref(ok);
+        file_error(ctx, res, first_status, first_reason, sop ? sop : "(all)", false);
+        return;
+    }
+    if (json_array_size(ok) < total) {
+        char warn[200];
+        snprintf(warn, sizeof warn, "299 metadb: \"%zu of %zu instances could not be read and are left out\"",
+                 total - json_array_size(ok), total);
+        api_response_header(res, "Warning", warn);
+    }
+    retrieve_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        json_decref(ok);
+        api_respond_error(res, 500, "internal", "out of memory");
+        return;
+    }
+    r->ctx = ctx;
+    r->docs = ok;
+    r->fd = -1;
+    unsigned char rnd[12] = {0};
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        memcpy(rnd, &ts, sizeof rnd < sizeof ts ? sizeof rnd : sizeof ts);
+    }
+    int n = snprintf(r->boundary, sizeof r->boundary, "metadb-");
+    for (size_t i = 0; i < sizeof rnd; i++)
+        n += snprintf(r->boundary + n, sizeof r->boundary - (size_t)n, "%02x", rnd[i]);
+    char ctype[sizeof res->content_type];
+    snprintf(ctype, sizeof ctype, "multipart/related; type=\"application/dicom\"; boundary=%.40s", r->boundary);
+    api_respond_stream(res, 200, ctype, -1, retrieve_read, retrieve_done, r);
+}
+
+/* ------------------------------------------------------------ rendered */
+
+static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study,
+                       const char *series, const char *sop, int frame, bool thumbnail)
+{
+    wado_render_params_t p;
+    if (!wado_render_params_parse(req, thumbnail, &p, res))
+        return;
+    char middle[72];
+    if (!sop) {
+        json_t *docs = wado_list_instances(ctx, study, series, res);
+        if (!docs)
+            return;
+        size_t n = json_array_size(docs);
+        if (!n) {
+            json_decref(docs);
+            api_respond_error(res, 404, "not_found", "no series %s in study %s in the catalogue", series, study);
+            return;
+        }
+        snprintf(middle, sizeof middle, "%s", json_string_value(json_object_get(json_array_get(docs, n / 2), "_id")));
+        json_decref(docs);
+        sop = middle;
+    }
+    wado_file_t f;
+    if (!wado_open_instance(ctx, study, series, sop, &f, res))
+        return;
+    char key[256], pk[200];
+    wado_render_params_key(&p, pk, sizeof pk);
+    snprintf(key, sizeof key, "%s;frame=%d;%s", thumbnail ? "thumb" : "rendered", frame, pk);
+    const char *ctype = p.jpeg ? "image/jpeg" : "image/png";
+    bool cacheable = thumbnail && mdb_config_get_bool(api_ctx_config(ctx), "api.thumbnail_cacheable");
+    if (cacheable)
+        api_response_header(res, "Cache-Control", "private, max-age=86400");
+    uint8_t *img = NULL;
+    size_t len = 0;
+    mdb_metrics_t *m = api_ctx_metrics(ctx);
+    if (W.cache && thumbcache_get(W.cache, sop, key, f.size, f.mtime_ns, &img, &len)) {
+        close(f.fd);
+        mdb_metric_inc(mdb_metrics_counter(m, "metadb_api_wado_cache_total", "rendered-image cache lookups",
+                                           "result=\"hit\""),
+                       1);
+        api_response_header(res, "X-Metadb-Cache", "hit");
+        api_respond_bytes(res, 200, ctype, img, len);
+        free(img);
+        return;
+    }
+    wado_pixels_t px;
+    mdb_error_t err = {0};
+    bool ok = wado_decode_frame(f.fd, frame, &px, &err);
+    close(f.fd);
+    if (!ok) {
+        if (err.domain == MDB_ERR_QUERY)
+            api_respond_error(res, 404, "not_found", "%s", err.message);
+        else if (err.domain == MDB_ERR_SYSTEM)
+            api_respond_error(res, 503, "out_of_memory", "%s", err.message);
+        else
+            api_respond_error(res, 422, "not_renderable", "instance %s: %s", sop, err.message);
+        return;
+    }
+    ok = wado_render(&px, &p, &img, &len, &err);
+    wado_pixels_free(&px);
+    if (!ok) {
+        api_respond_error(res, 500, "internal", "rendering failed: %s", err.message);
+        return;
+    }
+    if (W.cache) {
+        thumbcache_put(W.cache, sop, key, f.size, f.mtime_ns, img, len);
+        mdb_metric_inc(mdb_metrics_counter(m, "metadb_api_wado_cache_total", "rendered-image cache lookups",
+                                           "result=\"miss\""),
+                       1);
+        mdb_metric_set(mdb_metrics_gauge(m, "metadb_api_wado_cache_bytes", "bytes in the rendered-image cache", ""),
+                       (double)thumbcache_bytes(W.cache));
+        api_response_header(res, "X-Metadb-Cache", "miss");
+    }
+    api_respond_bytes(res, 200, ctype, img, len);
+    free(img);
+}
+
+/* ------------------------------------------------------------ routing */
+
+bool api_route_wado(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *rest)
+{
+    char buf[1024];
+    if (strlen(rest) >= sizeof buf)
+        return false;
+    snprintf(buf, sizeof buf, "%s", rest);
+    char *seg[10];
+    int ns = 0;
+    for (char *save = NULL, *s = strtok_r(buf, "/", &save); s; s = strtok_r(NULL, "/", &save)) {
+        if (ns == 10)
+            return false;
+        seg[ns++] = s;
+    }
+    if (ns < 2 || strcmp(seg[0], "studies"))
+        return false;
+    const char *study = seg[1], *series = NULL, *sop = NULL, *frames = NULL, *what = NULL;
+    int i = 2;
+    if (i + 1 < ns && !strcmp(seg[i], "series"))
+        series = seg[i + 1], i += 2;
+    if (series && i + 1 < ns && !strcmp(seg[i], "instances"))
+        sop = seg[i + 1], i += 2;
+    if (sop && i + 1 < ns && !strcmp(seg[i], "frames"))
+        frames = seg[i + 1], i += 2;
+    if (i < ns)
+        what = seg[i++];
+    if (i != ns)
+        return false;
+    if (what && strcmp(what, "metadata") && strcmp(what, "rendered") && strcmp(what, "thumbnail"))
+        return false;
+    if (frames && what && strcmp(what, "rendered") && strcmp(what, "thumbnail"))
+        return false;
+    if (what && strcmp(what, "metadata") && !series)
+        return false; /* study-level rendered/thumbnail: not offered */
+    if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
+        api_response_header(res, "Allow", "GET, HEAD");
+        api_respond_error(res, 405, "method_not_allowed", "WADO-RS answers GET only (no STOW-RS here)");
+        return true;
+    }
+    if (!wado_uid_ok(study) || (series && !wado_uid_ok(series)) || (sop && !wado_uid_ok(sop))) {
+        api_respond_error(res, 400, "bad_uid", "a UID in the path is not a valid UID (digits and dots, at most 64)");
+        return true;
+    }
+    state_init(ctx);
+    if (!W.archive) {
+        api_respond_error(res, 503, "archive_unavailable", "the archive roots could not be opened: %s", W.archive_err);
+        return true;
+    }
+    if (frames && !what) {
+        wado_h_frames(ctx, req, res, study, series, sop, frames);
+        return true;
+    }
+    if (!what) {
+        h_retrieve(ctx, req, res, study, series, sop);
+        return true;
+    }
+    if (!strcmp(what, "metadata")) {
+        wado_h_metadata(ctx, req, res, study, series, sop);
+        return true;
+    }
+    int frame = 1;
+    if (frames) {
+        char *end;
+        long f = strtol(frames, &end, 10);
+        if (*end || f < 1 || f > 1000000) {
+            api_respond_error(res, 400, "bad_frame", "one frame number (1..) is rendered at a time, got '%.40s'", frames);
+            return true;
+        }
+        frame = (int)f;
+    }
+    h_rendered(ctx, req, res, study, series, sop, frame, !strcmp(what, "thumbnail"));
+    return true;
+}
