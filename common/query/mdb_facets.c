@@ -477,7 +477,7 @@ static void append_bucket_facet(const mdb_facets_t *f, const facet_t *x, size_t 
     bson_append_array_end(facet, &arr);
 }
 
-/* d0: counts per date prefix (YYYY or YYYYMM) of string values; null = none. */
+/* d0: counts per date prefix (YYYY or YYYYMM) of date strings; null = none or malformed. */
 static void append_dates_facet(const mdb_facets_t *f, const facet_t *x, size_t idx, bson_t *facet)
 {
     char name[16], ref[PATH_MAX_LEN + 1];
@@ -486,19 +486,31 @@ static void append_dates_facet(const mdb_facets_t *f, const facet_t *x, size_t i
     snprintf(ref, sizeof ref, "$%s", x->path);
     facet_key(name, sizeof name, 'd', idx);
     bson_append_array_begin(facet, name, -1, &arr);
+    /* strings of at least 8 bytes (a whole YYYYMMDD, what the list's date
+     * filters can select), in three steps: DocumentDB evaluates both
+     * branches of a $cond, so $strLenBytes cannot be guarded by a type test. */
     bson_t *st = BCON_NEW("$project", "{", "_id", BCON_INT32(0), "v", "{", "$cond", "[", "{", "$eq", "[", "{",
-                          "$type", BCON_UTF8(ref), "}", BCON_UTF8("string"), "]", "}", "{", "$substrBytes", "[",
-                          BCON_UTF8(ref), BCON_INT32(0), BCON_INT32(x->date_len), "]", "}", BCON_NULL, "]", "}", "}");
+                          "$type", BCON_UTF8(ref), "}", BCON_UTF8("string"), "]", "}", BCON_UTF8(ref), BCON_NULL, "]",
+                          "}", "}");
     append_stage(&arr, 0, st);
     bson_destroy(st);
-    st = BCON_NEW("$group", "{", "_id", BCON_UTF8("$v"), "n", "{", "$sum", BCON_INT32(1), "}", "}");
+    st = BCON_NEW("$project", "{", "v", "{", "$substrBytes", "[", BCON_UTF8("$v"), BCON_INT32(0),
+                  BCON_INT32(x->date_len), "]", "}", "w", "{", "$substrBytes", "[", BCON_UTF8("$v"), BCON_INT32(7),
+                  BCON_INT32(1), "]", "}", "}");
     append_stage(&arr, 1, st);
     bson_destroy(st);
-    st = BCON_NEW("$sort", "{", "_id", BCON_INT32(1), "}");
+    st = BCON_NEW("$project", "{", "v", "{", "$cond", "[", "{", "$eq", "[", BCON_UTF8("$w"), BCON_UTF8(""), "]", "}",
+                  BCON_NULL, BCON_UTF8("$v"), "]", "}", "}");
     append_stage(&arr, 2, st);
     bson_destroy(st);
-    st = BCON_NEW("$limit", BCON_INT32(MDB_FACETS_MAX_DATE_BUCKETS + 1));
+    st = BCON_NEW("$group", "{", "_id", BCON_UTF8("$v"), "n", "{", "$sum", BCON_INT32(1), "}", "}");
     append_stage(&arr, 3, st);
+    bson_destroy(st);
+    st = BCON_NEW("$sort", "{", "_id", BCON_INT32(1), "}");
+    append_stage(&arr, 4, st);
+    bson_destroy(st);
+    st = BCON_NEW("$limit", BCON_INT32(MDB_FACETS_MAX_DATE_BUCKETS + 1));
+    append_stage(&arr, 5, st);
     bson_destroy(st);
     bson_append_array_end(facet, &arr);
 }

@@ -143,9 +143,14 @@ static void test_pipeline_shape(void **state)
     assert_true(json_equal(json_object_get(facet, "n1"), want));
     json_decref(want);
     json_t *d = json_object_get(facet, "d2");
-    want = load("{\"$project\": {\"_id\": 0, \"v\": {\"$cond\": [{\"$eq\": [{\"$type\": \"$series_date\"}, \"string\"]},"
-                " {\"$substrBytes\": [\"$series_date\", 0, 4]}, null]}}}");
-    assert_true(json_equal(json_array_get(d, 0), want));
+    want = load("[{\"$project\": {\"_id\": 0, \"v\": {\"$cond\": [{\"$eq\": [{\"$type\": \"$series_date\"}, \"string\"]},"
+                " \"$series_date\", null]}}},"
+                " {\"$project\": {\"v\": {\"$substrBytes\": [\"$v\", 0, 4]}, \"w\": {\"$substrBytes\": [\"$v\", 7, 1]}}},"
+                " {\"$project\": {\"v\": {\"$cond\": [{\"$eq\": [\"$w\", \"\"]}, null, \"$v\"]}}}]");
+    json_array_remove(d, 5);
+    json_array_remove(d, 4);
+    json_array_remove(d, 3);
+    assert_true(json_equal(d, want));
     json_decref(want);
     json_decref(p);
 
@@ -171,9 +176,9 @@ static void test_options(void **state)
     json_t *want = load("{\"$project\": {\"_id\": 0, \"v\": {\"$ifNull\": [\"$modalities\", \"$modality\"]}}}");
     assert_true(json_equal(json_array_get(v0, 0), want));
     json_decref(want);
-    json_t *sub = json_object_get(json_object_get(json_object_get(json_array_get(facet_of(p, "d1"), 0), "$project"), "v"),
-                                  "$cond");
-    assert_int_equal(json_integer_value(json_array_get(json_object_get(json_array_get(sub, 1), "$substrBytes"), 2)), 6);
+    json_t *sub = json_object_get(json_object_get(json_object_get(json_array_get(facet_of(p, "d1"), 1), "$project"), "v"),
+                                  "$substrBytes");
+    assert_int_equal(json_integer_value(json_array_get(sub, 2)), 6);
     /* the collection alias is a values facet of collection_ids */
     assert_string_equal(mdb_facets_field(f, 2), "collection_ids");
     json_decref(p);
@@ -183,8 +188,9 @@ static void test_options(void **state)
     f = facets(MDB_QUERY_SERIES, "series_date");
     option(f, "interval.series_date", "year");
     p = pipeline_json(f, "{}", false);
-    sub = json_object_get(json_object_get(json_object_get(json_array_get(facet_of(p, "d0"), 0), "$project"), "v"), "$cond");
-    assert_int_equal(json_integer_value(json_array_get(json_object_get(json_array_get(sub, 1), "$substrBytes"), 2)), 4);
+    sub = json_object_get(json_object_get(json_object_get(json_array_get(facet_of(p, "d0"), 1), "$project"), "v"),
+                          "$substrBytes");
+    assert_int_equal(json_integer_value(json_array_get(sub, 2)), 4);
     json_decref(p);
     mdb_facets_destroy(f);
 }
