@@ -5,7 +5,8 @@
 # and its gateway, built from the pinned sources in ../shared/vendor or
 # $METADB_DEPLOY_VENDOR_DIR by deploy/build_documentdb.sh; skipped when a mongod is on
 # PATH), and the OHIF viewer (npm @ohif/app, pinned) that metadb-api serves under
-# /viewer/. That is all deploy/quickstart.sh uses.
+# /viewer/, and the dashboard's chart library (npm chart.js, pinned, copied into
+# api/web/vendor/). That is all deploy/quickstart.sh uses.
 #
 # --with-tests adds what the test suite and the benchmarks call (tests/run.sh and
 # bench/run.sh pass it): cmocka, DCMTK and GDCM's tools, Orthanc, Burrow, Prometheus,
@@ -252,9 +253,42 @@ ohif_step() {
 }
 # <<< OHIF viewer
 
+# ---------------------------------------------------------------- chart library (facets helper)
+# >>> chart.js: the dashboard's distribution charts (api/web/facets.js). The pinned
+# npm package is packed into $CACHE/web; its self-contained UMD build is copied to
+# api/web/vendor/ (git-ignored), inside the folder metadb-api serves (api.web_dir),
+# so the page loads it from its own origin (CSP script-src 'self').
+CHARTJS_VERSION=4.5.1
+chartjs_step() {
+    local base=$CACHE/web dest=$SRC_DIR/api/web/vendor
+    local tgz=$base/chart.js-$CHARTJS_VERSION.tgz file=$dest/chart.umd.min.js stamp=$dest/chart.js.version
+    if [ -f "$file" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$CHARTJS_VERSION" ]; then
+        log "chart.js: cached ($file, $CHARTJS_VERSION)"
+        return
+    fi
+    mkdir -p "$base" "$dest"
+    if [ ! -f "$tgz" ]; then
+        command -v npm >/dev/null || die "npm not found (apt-get install npm)"
+        (cd "$base" && npm pack --silent --loglevel=error "chart.js@$CHARTJS_VERSION" >/dev/null) \
+            || die "npm pack chart.js@$CHARTJS_VERSION failed"
+    fi
+    local tmp=$base/.unpack-$$
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    tar -xzf "$tgz" -C "$tmp" package/dist/chart.umd.min.js package/LICENSE.md \
+        || die "chart.js $CHARTJS_VERSION: no dist/chart.umd.min.js in $tgz"
+    # no source map is shipped: drop the comment that would make browsers ask for it
+    sed '/^\/\/# sourceMappingURL=/d' "$tmp/package/dist/chart.umd.min.js" >"$file.tmp" && mv "$file.tmp" "$file"
+    cp "$tmp/package/LICENSE.md" "$dest/chart.js.LICENSE.md"
+    echo "$CHARTJS_VERSION" >"$stamp"
+    rm -rf "$tmp"
+    log "chart.js: installed $file ($CHARTJS_VERSION)"
+}
+# <<< chart.js
+
 apt_step
 kafka_step
 ohif_step
+chartjs_step
 documentdb_step
 if [ $WITH_TESTS = 1 ]; then
     compose_step
