@@ -23,6 +23,7 @@
 #pragma weak mdb_cmd_query
 #pragma weak mdb_cmd_lag
 #pragma weak mdb_cmd_topics
+#pragma weak mdb_cmd_export
 
 typedef struct {
     const char *name;
@@ -41,6 +42,7 @@ static const command_t commands[] = {
     {"reconcile", mdb_cmd_reconcile, "validate (and --repair) study/series/instance links"},
     {"dump", mdb_cmd_dump, "canonical dump of the catalogue documents (sorted, timestamps removed)"},
     {"query", mdb_cmd_query, "query studies|series|instances|raw|nl"},
+    {"export", mdb_cmd_export, "export a cohort (every matching row) as csv|json|ndjson, or its file manifest"},
     {"lag", mdb_cmd_lag, "consumer lag per group, topic and partition"},
     {"topics", mdb_cmd_topics, "create the metadb topics (idempotent)"},
 };

@@ -49,6 +49,8 @@ static const mdb_qfield_t study_fields[] = {
     {"acquisition_datetime", MDB_QFIELD_STRING, NULL, "AcquisitionDateTime"},
     {"collection_ids", MDB_QFIELD_STRING, "collection", "collection the study belongs to"},
     {"job_ids", MDB_QFIELD_STRING, "job", "job that loaded the study"},
+    {"series_count", MDB_QFIELD_NUMBER, NULL, "number of series of the study"},
+    {"instance_count", MDB_QFIELD_NUMBER, NULL, "number of instances of the study"},
     {"created_at", MDB_QFIELD_STRING, NULL, "first load time (ISO 8601)"},
     {"updated_at", MDB_QFIELD_STRING, NULL, "last update time (ISO 8601)"},
 };
@@ -193,6 +195,28 @@ static const mdb_qfield_t *find_field(mdb_query_level_t level, const char *param
     for (size_t i = 0; i < n; i++)
         if (!strcmp(f[i].name, param) || alias_match(f[i].aliases, param))
             return &f[i];
+    return NULL;
+}
+
+/* The parents of a level and how a child names them: a series or an
+ * instance carries its study's _id in study_id and shows the study's fields
+ * under "study."; an instance carries series_id and shows "series.". */
+static const char *const parent_names[MDB_QUERY_LEVEL_COUNT] = {"study", "series", NULL};
+static const char *const parent_keys[MDB_QUERY_LEVEL_COUNT] = {"study_id", "series_id", NULL};
+
+/* When name is "study.<rest>" or "series.<rest>" naming a parent of level,
+ * set *parent and return rest; else NULL. */
+static const char *parent_prefix(mdb_query_level_t level, const char *name, mdb_query_level_t *parent)
+{
+    if (level >= MDB_QUERY_LEVEL_COUNT) /* raw queries on jobs, collections, conflicts */
+        return NULL;
+    for (int l = 0; l < (int)level; l++) {
+        size_t n = strlen(parent_names[l]);
+        if (!strncmp(name, parent_names[l], n) && name[n] == '.' && name[n + 1]) {
+            *parent = (mdb_query_level_t)l;
+            return name + n + 1;
+        }
+    }
     return NULL;
 }
 
@@ -1040,11 +1064,21 @@ bool mdb_query_add_param(mdb_query_t *q, const char *name, const char *value, md
     if (!strcmp(name, "fields"))
         return mdb_query_set_fields(q, value, err);
 
-    /* Own level first, then the parents (series → studies; instances → series, studies). */
+    /* "study.<field>" / "series.<field>" name a parent's field explicitly;
+     * else own level first, then the parents (series → studies; instances →
+     * series, studies). */
     mdb_query_level_t level = q->level;
     bool meta = false;
-    const mdb_qfield_t *f = find_field(level, name, &meta);
-    if (!f && !meta) {
+    const char *display = name;
+    const char *rest = parent_prefix(q->level, name, &level);
+    const mdb_qfield_t *f = NULL;
+    if (rest) {
+        name = rest;
+        f = find_field(level, name, &meta);
+    } else {
+        f = find_field(level, name, &meta);
+    }
+    if (!f && !meta && !rest) {
         for (int l = (int)q->level - 1; l >= 0 && !f; l--) {
             if ((f = find_field((mdb_query_level_t)l, name, &meta)) != NULL && strcmp(f->name, "_id") != 0)
                 level = (mdb_query_level_t)l;
@@ -1054,14 +1088,17 @@ bool mdb_query_add_param(mdb_query_t *q, const char *name, const char *value, md
     }
     if (!f) {
         char known[768];
-        known_fields(q->level, known, sizeof known);
+        known_fields(level, known, sizeof known);
         if (!strncmp(name, "metadata.", 9))
             mdb_error_set(err, MDB_ERR_QUERY, 0,
                           "'%s' is not a valid metadata keyword path (letters, digits, '_', dots between levels)",
-                          name);
+                          display);
         else
-            mdb_error_set(err, MDB_ERR_QUERY, 0, "unknown filter field '%s' for %s (known: %s)", name,
-                          level_names[q->level], known);
+            mdb_error_set(err, MDB_ERR_QUERY, 0, "unknown filter field '%s' for %s (known: %s%s)", display,
+                          level_names[level], known,
+                          rest || q->level == MDB_QUERY_STUDIES ? ""
+                          : q->level == MDB_QUERY_SERIES        ? "; and study.<field>"
+                                                                : "; and series.<field>, study.<field>");
         return false;
     }
     const char *path = meta ? name : f->name;
@@ -1092,19 +1129,44 @@ bool mdb_query_add_param(mdb_query_t *q, const char *name, const char *value, md
     return true;
 }
 
-/* A sortable/projectable field spec item: own-level field, alias or metadata.* */
-static const char *spec_field(mdb_query_t *q, const char *name, mdb_error_t *err)
+/* A sortable/projectable field spec item: own-level field, alias or
+ * metadata.*, or a parent's field as "study.<field>" / "series.<field>"
+ * (written "study.<document path>"). The path is written to out (cap bytes). */
+static const char *spec_field(mdb_query_t *q, const char *name, char *out, size_t cap, mdb_error_t *err)
 {
     bool meta;
-    const mdb_qfield_t *f = find_field(q->level, name, &meta);
+    mdb_query_level_t level = q->level;
+    const char *rest = q->level < MDB_QUERY_LEVEL_COUNT ? parent_prefix(q->level, name, &level) : NULL;
+    const mdb_qfield_t *f = find_field(level, rest ? rest : name, &meta);
     if (!f) {
         char known[768];
-        known_fields(q->level, known, sizeof known);
-        mdb_error_set(err, MDB_ERR_QUERY, 0, "unknown field '%s' for %s (known: %s)", name, level_names[q->level],
-                      known);
+        known_fields(level, known, sizeof known);
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "unknown field '%s' for %s (known: %s%s)", name, level_names[level],
+                      known,
+                      rest || q->level == MDB_QUERY_STUDIES ? ""
+                      : q->level == MDB_QUERY_SERIES        ? "; and study.<field>"
+                                                            : "; and series.<field>, study.<field>");
         return NULL;
     }
-    return meta ? name : f->name;
+    const char *path = meta ? (rest ? rest : name) : f->name;
+    int w = rest ? snprintf(out, cap, "%s.%s", parent_names[level], path) : snprintf(out, cap, "%s", path);
+    if (w < 0 || (size_t)w >= cap) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "field name '%.64s...' is too long", name);
+        return NULL;
+    }
+    return out;
+}
+
+/* Is key a top-level key of b (dotted keys compared whole, not as paths)? */
+static bool has_key(const bson_t *b, const char *key)
+{
+    bson_iter_t it;
+    if (!bson_iter_init(&it, b))
+        return false;
+    while (bson_iter_next(&it))
+        if (!strcmp(bson_iter_key(&it), key))
+            return true;
+    return false;
 }
 
 bool mdb_query_set_sort(mdb_query_t *q, const char *spec, mdb_error_t *err)
@@ -1128,10 +1190,11 @@ bool mdb_query_set_sort(mdb_query_t *q, const char *spec, mdb_error_t *err)
             dir = *tok == '-' ? -1 : 1;
             tok++;
         }
-        const char *path = spec_field(q, tok, err);
+        char pbuf[256];
+        const char *path = spec_field(q, tok, pbuf, sizeof pbuf, err);
         if (!path)
             goto fail;
-        if (bson_has_field(&sort, path)) {
+        if (has_key(&sort, path)) {
             mdb_error_set(err, MDB_ERR_QUERY, 0, "sort names '%s' twice", tok);
             goto fail;
         }
@@ -1173,10 +1236,11 @@ bool mdb_query_set_fields(mdb_query_t *q, const char *spec, mdb_error_t *err)
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         while (isspace((unsigned char)*tok))
             tok++;
-        const char *path = !strcmp(tok, "metadata") ? "metadata" : spec_field(q, tok, err);
+        char pbuf[256];
+        const char *path = !strcmp(tok, "metadata") ? "metadata" : spec_field(q, tok, pbuf, sizeof pbuf, err);
         if (!path)
             goto fail;
-        if (bson_has_field(&proj, path))
+        if (has_key(&proj, path))
             continue;
         if (++count > 100) {
             mdb_error_set(err, MDB_ERR_QUERY, 0, "fields lists at most 100 fields");
@@ -1716,6 +1780,53 @@ fail:
     return false;
 }
 
+/* "parents": {"studies": {filter}, "series": {filter}}: conditions on the
+ * parent documents (a row matches when its parent does), the raw form of
+ * the parent clauses of filter parameters. */
+static bool raw_parents(mdb_query_t *q, const json_t *parents, mdb_error_t *err)
+{
+    if (!json_is_object(parents)) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "parents must be an object like {\"studies\": {\"study_date\": ...}}");
+        return false;
+    }
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)parents, k, v)
+    {
+        mdb_query_level_t l;
+        if (!mdb_query_level_parse(k, &l) || strcmp(k, level_names[l]) != 0 || q->level >= MDB_QUERY_LEVEL_COUNT ||
+            l >= q->level) {
+            mdb_error_set(err, MDB_ERR_QUERY, 0,
+                          "parents of %s can only name %s, got '%.64s'", q->collection,
+                          q->level == MDB_QUERY_INSTANCES ? "studies and series"
+                          : q->level == MDB_QUERY_SERIES  ? "studies"
+                                                          : "nothing (this collection has no parents)",
+                          k);
+            return false;
+        }
+        bson_t b;
+        if (!json_is_object(v)) {
+            mdb_error_set(err, MDB_ERR_QUERY, 0, "parents.%s must be a filter object", k);
+            return false;
+        }
+        if (!mdb_query_filter_from_json(v, &b, err)) {
+            mdb_error_prefix(err, "parents.%s", k);
+            return false;
+        }
+        if (bson_empty(&b)) {
+            bson_destroy(&b);
+            continue;
+        }
+        bson_t *c = bson_copy(&b);
+        bson_destroy(&b);
+        if (!c || !clauses_push(&q->parent[l], c)) {
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool raw_int(const json_t *v, const char *name, int64_t min, int64_t max, int64_t *out, mdb_error_t *err)
 {
     if (!json_is_integer(v)) {
@@ -1744,7 +1855,7 @@ mdb_query_t *mdb_query_new_raw(const json_t *request, const char *default_collec
     const json_t *v;
     json_object_foreach((json_t *)request, k, v)
     {
-        static const char *const keys[] = {"collection", "filter", "sort", "projection", "limit", "skip"};
+        static const char *const keys[] = {"collection", "filter", "parents", "sort", "projection", "limit", "skip"};
         if (in_list(k, LIST(keys)))
             continue;
         if (!strcmp(k, "pipeline"))
@@ -1754,7 +1865,9 @@ mdb_query_t *mdb_query_new_raw(const json_t *request, const char *default_collec
             ;
         else
             mdb_error_set(err, MDB_ERR_QUERY, 0,
-                          "unknown key '%s' (a raw query has collection, filter, sort, projection, limit, skip)", k);
+                          "unknown key '%s' (a raw query has collection, filter, parents, sort, projection, limit, "
+                          "skip)",
+                          k);
         return NULL;
     }
     const json_t *coll = json_object_get(request, "collection");
@@ -1797,6 +1910,9 @@ mdb_query_t *mdb_query_new_raw(const json_t *request, const char *default_collec
         bson_destroy(&q->filter);
         bson_steal(&q->filter, &b);
     }
+    const json_t *parents = json_object_get(request, "parents");
+    if (parents && !json_is_null(parents) && !raw_parents(q, parents, err))
+        goto fail;
     const json_t *sort = json_object_get(request, "sort");
     if (sort && !json_is_null(sort) && !raw_sort(q, sort, err))
         goto fail;
@@ -2021,13 +2137,15 @@ static bool effective_filter(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_
     bool parents = false;
     for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++)
         parents = parents || q->parent[l].n > 0;
-    if (!parents || q->raw) {
+    if (!parents) {
         bson_concat(out, mdb_query_filter(q));
         return true;
     }
     clause_list_t all = {0};
     bool ok = false;
-    for (size_t i = 0; i < q->clauses.n; i++)
+    if (q->raw && !bson_empty(&q->filter) && !clauses_push(&all, bson_copy(&q->filter)))
+        goto oom;
+    for (size_t i = 0; !q->raw && i < q->clauses.n; i++)
         if (!clauses_push(&all, bson_copy(q->clauses.v[i])))
             goto oom;
     for (int l = 0; l < (int)q->level; l++) {
@@ -2058,11 +2176,321 @@ done:
     return ok;
 }
 
-/* Appends each document, as JSON, to the array ud (mdb_ops_find callback). */
-static bool append_json(const bson_t *doc, void *ud, mdb_error_t *err)
+
+/* ------------------------------------------------------------------------ */
+/* rows: own documents plus the parent fields they ask for                   */
+
+/* How a query's rows are read. Parent fields ("study.patient_id" in the
+ * projection or the sort) are joined by _id: for a plain find, the rows
+ * come in batches and each batch's parents are read with one $in find per
+ * parent level (indexed by _id); a sort on a parent field needs the parent
+ * before the sort, so the database joins with $lookup in an aggregation. */
+typedef struct {
+    bson_t own_proj;                     /* projection of the level's own documents (empty: whole) */
+    bson_t pproj[MDB_QUERY_LEVEL_COUNT]; /* fields wanted from each parent level */
+    bool join[MDB_QUERY_LEVEL_COUNT];    /* that parent level is joined */
+    bool any_join;
+    bool psort; /* the sort names a parent field */
+} plan_t;
+
+static void plan_destroy(plan_t *p)
 {
+    bson_destroy(&p->own_proj);
+    for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++)
+        bson_destroy(&p->pproj[l]);
+}
+
+static void plan_init(const mdb_query_t *q, plan_t *p)
+{
+    memset(p, 0, sizeof *p);
+    bson_init(&p->own_proj);
+    for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++)
+        bson_init(&p->pproj[l]);
+    bson_iter_t it;
+    mdb_query_level_t pl;
+    if (bson_iter_init(&it, &q->projection)) {
+        while (bson_iter_next(&it)) {
+            const char *rest = parent_prefix(q->level, bson_iter_key(&it), &pl);
+            if (!rest) {
+                bson_append_iter(&p->own_proj, NULL, 0, &it);
+                continue;
+            }
+            if (!has_key(&p->pproj[pl], rest))
+                BSON_APPEND_INT32(&p->pproj[pl], rest, 1);
+            p->join[pl] = true;
+        }
+    }
+    if (bson_iter_init(&it, &q->sort)) {
+        while (bson_iter_next(&it)) {
+            const char *rest = parent_prefix(q->level, bson_iter_key(&it), &pl);
+            if (!rest)
+                continue;
+            if (!has_key(&p->pproj[pl], rest))
+                BSON_APPEND_INT32(&p->pproj[pl], rest, 1);
+            p->join[pl] = true;
+            p->psort = true;
+        }
+    }
+    for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++) {
+        if (!p->join[l])
+            continue;
+        p->any_join = true;
+        /* an inclusion projection must keep the key the join follows */
+        if (!bson_empty(&p->own_proj) && !has_key(&p->own_proj, parent_keys[l]))
+            BSON_APPEND_INT32(&p->own_proj, parent_keys[l], 1);
+    }
+}
+
+#define JOIN_BATCH 500
+
+typedef struct {
+    mdb_mongo_t *m;
+    const mdb_query_t *q;
+    const plan_t *plan;
+    int64_t time_ms;
+    mdb_query_row_fn fn;
+    void *ud;
+    bson_t **docs; /* the batch waiting for its parents */
+    size_t n, cap;
+} rows_t;
+
+/* Collects the documents of one parent level by _id into a JSON map. */
+static bool put_parent(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_UTF8(&it))
+        return true;
     json_t *j = mdb_query_bson_to_json(doc);
-    if (!j || json_array_append_new(ud, j) != 0) {
+    if (!j) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
+    json_object_del(j, "_id");
+    json_object_set_new(ud, bson_iter_utf8(&it, NULL), j);
+    return true;
+}
+
+/* Read the parents (level l) of the batch's documents into map. */
+static bool fetch_parents(rows_t *r, int l, json_t *map, mdb_error_t *err)
+{
+    bson_t filter = BSON_INITIALIZER, sub, arr, opts = BSON_INITIALIZER;
+    json_t *seen = json_object();
+    size_t n = 0;
+    bool ok = seen != NULL;
+    bson_append_document_begin(&filter, "_id", 3, &sub);
+    bson_append_array_begin(&sub, "$in", 3, &arr);
+    for (size_t i = 0; ok && i < r->n; i++) {
+        bson_iter_t it;
+        if (!bson_iter_init_find(&it, r->docs[i], parent_keys[l]) || !BSON_ITER_HOLDS_UTF8(&it))
+            continue;
+        const char *id = bson_iter_utf8(&it, NULL);
+        if (json_object_get(seen, id))
+            continue;
+        json_object_set_new(seen, id, json_true());
+        char key[16];
+        const char *k;
+        bson_uint32_to_string((uint32_t)n++, &k, key, sizeof key);
+        BSON_APPEND_UTF8(&arr, k, id);
+    }
+    bson_append_array_end(&sub, &arr);
+    bson_append_document_end(&filter, &sub);
+    BSON_APPEND_DOCUMENT(&opts, "projection", &r->plan->pproj[l]);
+    if (r->time_ms > 0)
+        BSON_APPEND_INT64(&opts, "maxTimeMS", r->time_ms);
+    if (!ok)
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+    else if (n > 0)
+        ok = mdb_ops_find(r->m, level_names[l], &filter, &opts, put_parent, map, err);
+    json_decref(seen);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    return ok;
+}
+
+/* Join the waiting batch with its parents and hand every row to fn. */
+static bool flush_rows(rows_t *r, mdb_error_t *err)
+{
+    json_t *maps[MDB_QUERY_LEVEL_COUNT] = {0};
+    bool ok = true;
+    for (int l = 0; ok && l < MDB_QUERY_LEVEL_COUNT; l++) {
+        if (!r->plan->join[l])
+            continue;
+        maps[l] = json_object();
+        ok = maps[l] && fetch_parents(r, l, maps[l], err);
+        if (!maps[l])
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        if (ok) {
+            json_t *row = mdb_query_bson_to_json(r->docs[i]);
+            if (!row) {
+                mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+                ok = false;
+            }
+            for (int l = 0; ok && l < MDB_QUERY_LEVEL_COUNT; l++) {
+                const char *id = maps[l] ? json_string_value(json_object_get(row, parent_keys[l])) : NULL;
+                json_t *p = id ? json_object_get(maps[l], id) : NULL;
+                if (p)
+                    json_object_set(row, parent_names[l], p);
+            }
+            if (ok)
+                ok = r->fn(row, r->ud, err);
+            json_decref(row);
+        }
+        bson_destroy(r->docs[i]);
+    }
+    r->n = 0;
+    for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++)
+        json_decref(maps[l]);
+    return ok;
+}
+
+/* mdb_ops callback: a row straight to fn, or into the batch when parents
+ * are joined (the batch is joined when the next document finds it full, so
+ * a page that fits in one batch is joined after its cursor is closed). */
+static bool take_row(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    rows_t *r = ud;
+    if (!r->plan->any_join || r->plan->psort) {
+        json_t *row = mdb_query_bson_to_json(doc);
+        if (!row) {
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+            return false;
+        }
+        bool ok = r->fn(row, r->ud, err);
+        json_decref(row);
+        return ok;
+    }
+    if (r->n == r->cap && !flush_rows(r, err))
+        return false;
+    if (!(r->docs[r->n] = bson_copy(doc))) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        return false;
+    }
+    r->n++;
+    return true;
+}
+
+/* The aggregation for a sort on a parent field: match, join each parent
+ * level (only the fields wanted), sort, page, project. */
+static void lookup_pipeline(const mdb_query_t *q, const plan_t *p, const bson_t *filter, int64_t skip, int64_t limit,
+                            bson_t *pipeline)
+{
+    bson_t arr, st, sub, inner, pr;
+    int n = 0;
+    char key[16];
+    const char *k;
+    bson_init(pipeline);
+    bson_append_array_begin(pipeline, "pipeline", -1, &arr);
+#define NEXT_STAGE() (bson_uint32_to_string((uint32_t)n++, &k, key, sizeof key), k)
+    bson_append_document_begin(&arr, NEXT_STAGE(), -1, &st);
+    BSON_APPEND_DOCUMENT(&st, "$match", filter);
+    bson_append_document_end(&arr, &st);
+    for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++) {
+        if (!p->join[l])
+            continue;
+        char path[32];
+        snprintf(path, sizeof path, "$%s", parent_names[l]);
+        bson_append_document_begin(&arr, NEXT_STAGE(), -1, &st);
+        bson_append_document_begin(&st, "$lookup", -1, &sub);
+        BSON_APPEND_UTF8(&sub, "from", level_names[l]);
+        BSON_APPEND_UTF8(&sub, "localField", parent_keys[l]);
+        BSON_APPEND_UTF8(&sub, "foreignField", "_id");
+        BSON_APPEND_UTF8(&sub, "as", parent_names[l]);
+        bson_append_array_begin(&sub, "pipeline", -1, &inner);
+        bson_append_document_begin(&inner, "0", 1, &pr);
+        bson_t proj;
+        bson_append_document_begin(&pr, "$project", -1, &proj);
+        bson_concat(&proj, &p->pproj[l]);
+        BSON_APPEND_INT32(&proj, "_id", 0);
+        bson_append_document_end(&pr, &proj);
+        bson_append_document_end(&inner, &pr);
+        bson_append_array_end(&sub, &inner);
+        bson_append_document_end(&st, &sub);
+        bson_append_document_end(&arr, &st);
+        bson_append_document_begin(&arr, NEXT_STAGE(), -1, &st);
+        bson_append_document_begin(&st, "$unwind", -1, &sub);
+        BSON_APPEND_UTF8(&sub, "path", path);
+        BSON_APPEND_BOOL(&sub, "preserveNullAndEmptyArrays", true);
+        bson_append_document_end(&st, &sub);
+        bson_append_document_end(&arr, &st);
+    }
+    bson_append_document_begin(&arr, NEXT_STAGE(), -1, &st);
+    BSON_APPEND_DOCUMENT(&st, "$sort", &q->sort);
+    bson_append_document_end(&arr, &st);
+    if (skip > 0) {
+        bson_append_document_begin(&arr, NEXT_STAGE(), -1, &st);
+        BSON_APPEND_INT64(&st, "$skip", skip);
+        bson_append_document_end(&arr, &st);
+    }
+    if (limit > 0) {
+        bson_append_document_begin(&arr, NEXT_STAGE(), -1, &st);
+        BSON_APPEND_INT64(&st, "$limit", limit);
+        bson_append_document_end(&arr, &st);
+    }
+    if (!bson_empty(&p->own_proj)) {
+        bson_append_document_begin(&arr, NEXT_STAGE(), -1, &st);
+        bson_append_document_begin(&st, "$project", -1, &sub);
+        bson_concat(&sub, &p->own_proj);
+        for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++)
+            if (p->join[l])
+                BSON_APPEND_INT32(&sub, parent_names[l], 1);
+        bson_append_document_end(&st, &sub);
+        bson_append_document_end(&arr, &st);
+    }
+#undef NEXT_STAGE
+    bson_append_array_end(pipeline, &arr);
+}
+
+/* Read the rows of filter (skip, limit <= 0: all) in q's sort order into fn.
+ * cursor_ms is the main cursor's maxTimeMS (<= 0: none), time_ms that of
+ * the parent look-ups. */
+static bool read_rows(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *filter, int64_t skip, int64_t limit,
+                      int64_t cursor_ms, int64_t time_ms, mdb_query_row_fn fn, void *ud, mdb_error_t *err)
+{
+    plan_t plan;
+    plan_init(q, &plan);
+    rows_t r = {.m = m, .q = q, .plan = &plan, .time_ms = time_ms, .fn = fn, .ud = ud};
+    bson_t opts = BSON_INITIALIZER;
+    bool ok = false;
+    r.cap = limit > 0 && limit <= 10000 ? (size_t)limit : JOIN_BATCH;
+    if (plan.any_join && !plan.psort && !(r.docs = calloc(r.cap, sizeof *r.docs))) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+        goto done;
+    }
+    if (cursor_ms > 0)
+        BSON_APPEND_INT64(&opts, "maxTimeMS", cursor_ms);
+    if (plan.psort) {
+        bson_t pipeline;
+        lookup_pipeline(q, &plan, filter, skip, limit, &pipeline);
+        BSON_APPEND_INT32(&opts, "batchSize", 1000);
+        ok = mdb_ops_aggregate(m, q->collection, &pipeline, &opts, take_row, &r, err);
+        bson_destroy(&pipeline);
+        goto done;
+    }
+    BSON_APPEND_DOCUMENT(&opts, "sort", &q->sort);
+    if (!bson_empty(&plan.own_proj))
+        BSON_APPEND_DOCUMENT(&opts, "projection", &plan.own_proj);
+    if (skip > 0)
+        BSON_APPEND_INT64(&opts, "skip", skip);
+    if (limit > 0)
+        BSON_APPEND_INT64(&opts, "limit", limit);
+    else
+        BSON_APPEND_INT32(&opts, "batchSize", 1000);
+    ok = mdb_ops_find(m, q->collection, filter, &opts, take_row, &r, err) && (r.n == 0 || flush_rows(&r, err));
+done:
+    for (size_t i = 0; i < r.n; i++)
+        bson_destroy(r.docs[i]);
+    free(r.docs);
+    bson_destroy(&opts);
+    plan_destroy(&plan);
+    return ok;
+}
+
+/* Appends each row to the array ud. */
+static bool append_row(json_t *row, void *ud, mdb_error_t *err)
+{
+    if (json_array_append(ud, row) != 0) {
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
         return false;
     }
@@ -2072,7 +2500,7 @@ static bool append_json(const bson_t *doc, void *ud, mdb_error_t *err)
 json_t *mdb_query_run(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, bool skip_total, mdb_error_t *err)
 {
     json_t *result = NULL, *items = json_array();
-    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, count_opts = BSON_INITIALIZER;
+    bson_t filter = BSON_INITIALIZER, count_opts = BSON_INITIALIZER;
     bool empty = false;
     int64_t total = -1;
 
@@ -2087,22 +2515,12 @@ json_t *mdb_query_run(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, boo
         total = 0;
         goto answer;
     }
-    if (time_ms > 0) {
-        BSON_APPEND_INT64(&opts, "maxTimeMS", time_ms);
+    if (time_ms > 0)
         BSON_APPEND_INT64(&count_opts, "maxTimeMS", time_ms);
-    }
     /* limit 0: the count alone (a sorted first page of a large match costs
      * more than the indexed count itself). */
-    if (q->limit > 0) {
-        BSON_APPEND_DOCUMENT(&opts, "sort", &q->sort);
-        if (!bson_empty(&q->projection))
-            BSON_APPEND_DOCUMENT(&opts, "projection", &q->projection);
-        if (q->offset > 0)
-            BSON_APPEND_INT64(&opts, "skip", q->offset);
-        BSON_APPEND_INT64(&opts, "limit", q->limit);
-        if (!mdb_ops_find(m, q->collection, &filter, &opts, append_json, items, err))
-            goto done;
-    }
+    if (q->limit > 0 && !read_rows(m, q, &filter, q->offset, q->limit, time_ms, time_ms, append_row, items, err))
+        goto done;
     if (!skip_total || q->limit == 0) {
         /* A short first page already tells the total. */
         size_t got = json_array_size(items);
@@ -2126,7 +2544,163 @@ answer:
 done:
     json_decref(items);
     bson_destroy(&filter);
-    bson_destroy(&opts);
     bson_destroy(&count_opts);
     return result;
+}
+
+bool mdb_query_foreach(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, int64_t max_rows, mdb_query_row_fn fn,
+                       void *ud, mdb_error_t *err)
+{
+    bson_t filter;
+    bool empty = false;
+    if (!effective_filter(m, q, time_ms, &filter, &empty, err)) {
+        bson_destroy(&filter);
+        return false;
+    }
+    bool ok = empty || read_rows(m, q, &filter, q->offset, max_rows > 0 ? max_rows : 0, 0, time_ms, fn, ud, err);
+    bson_destroy(&filter);
+    return ok;
+}
+
+bool mdb_query_count(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, int64_t *n, mdb_error_t *err)
+{
+    bson_t filter, opts = BSON_INITIALIZER;
+    bool empty = false, ok = false;
+    *n = 0;
+    if (!effective_filter(m, q, time_ms, &filter, &empty, err))
+        goto done;
+    if (empty) {
+        ok = true;
+        goto done;
+    }
+    if (time_ms > 0)
+        BSON_APPEND_INT64(&opts, "maxTimeMS", time_ms);
+    ok = mdb_ops_count(m, q->collection, &filter, &opts, n, err);
+done:
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    return ok;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the raw form of a query                                                   */
+
+/* Does b hold a value JSON cannot carry as a raw query (a BSON regex from a
+ * wildcard inside an eq:/ne: list, or any other typed value)? */
+static bool has_untyped(const bson_t *b)
+{
+    bson_iter_t it;
+    if (!bson_iter_init(&it, b))
+        return false;
+    while (bson_iter_next(&it)) {
+        bson_type_t t = bson_iter_type(&it);
+        if (t == BSON_TYPE_DOCUMENT || t == BSON_TYPE_ARRAY) {
+            bson_t sub;
+            uint32_t len;
+            const uint8_t *data;
+            if (t == BSON_TYPE_DOCUMENT)
+                bson_iter_document(&it, &len, &data);
+            else
+                bson_iter_array(&it, &len, &data);
+            if (bson_init_static(&sub, data, len) && has_untyped(&sub))
+                return true;
+            continue;
+        }
+        if (t != BSON_TYPE_UTF8 && t != BSON_TYPE_INT32 && t != BSON_TYPE_INT64 && t != BSON_TYPE_DOUBLE &&
+            t != BSON_TYPE_BOOL && t != BSON_TYPE_NULL)
+            return true;
+    }
+    return false;
+}
+
+json_t *mdb_query_raw_json(const mdb_query_t *q, mdb_error_t *err)
+{
+    const bson_t *f = mdb_query_filter(q);
+    bool untyped = has_untyped(f);
+    for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++)
+        for (size_t i = 0; i < q->parent[l].n; i++)
+            untyped = untyped || has_untyped(q->parent[l].v[i]);
+    if (untyped) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0,
+                      "a wildcard inside an eq:/ne: list becomes a regular expression inside $in/$nin, which a JSON "
+                      "raw query cannot write; use a wildcard on its own (field=A*) or $regex");
+        return NULL;
+    }
+    json_t *out = json_object(), *parents = json_object();
+    bson_t tmp = BSON_INITIALIZER;
+    if (!out || !parents)
+        goto oom;
+    json_object_set_new(out, "collection", json_string(q->collection));
+    json_object_set_new(out, "filter", mdb_query_bson_to_json(f));
+    for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++) {
+        if (!q->parent[l].n)
+            continue;
+        build_and(&q->parent[l], &tmp);
+        json_object_set_new(parents, level_names[l], mdb_query_bson_to_json(&tmp));
+    }
+    if (json_object_size(parents))
+        json_object_set(out, "parents", parents);
+    json_object_set_new(out, "sort", mdb_query_bson_to_json(&q->sort));
+    if (!bson_empty(&q->projection))
+        json_object_set_new(out, "projection", mdb_query_bson_to_json(&q->projection));
+    json_object_set_new(out, "limit", json_integer(q->limit > 0 ? q->limit : 1));
+    if (q->offset > 0)
+        json_object_set_new(out, "skip", json_integer(q->offset));
+    json_decref(parents);
+    bson_destroy(&tmp);
+    return out;
+oom:
+    json_decref(out);
+    json_decref(parents);
+    bson_destroy(&tmp);
+    mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+    return NULL;
+}
+
+bool mdb_query_effective_filter(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, bson_t *out, bool *empty,
+                                mdb_error_t *err)
+{
+    return effective_filter(m, q, time_ms, out, empty, err);
+}
+
+mdb_query_t *mdb_query_descend(const mdb_query_t *q, mdb_query_level_t child, mdb_error_t *err)
+{
+    if (q->level >= MDB_QUERY_LEVEL_COUNT || child >= MDB_QUERY_LEVEL_COUNT || child < q->level) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "%s has no %s below it", q->collection,
+                      child < MDB_QUERY_LEVEL_COUNT ? level_names[child] : "?");
+        return NULL;
+    }
+    mdb_query_t *d = mdb_query_new(child, q->max_limit);
+    if (!d)
+        goto oom;
+    for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++)
+        for (size_t i = 0; i < q->parent[l].n; i++)
+            if (!clauses_push(l == (int)child ? &d->clauses : &d->parent[l], bson_copy(q->parent[l].v[i])))
+                goto oom;
+    clause_list_t *own = child == q->level ? &d->clauses : &d->parent[q->level];
+    if (q->raw) {
+        if (!bson_empty(&q->filter) && !clauses_push(own, bson_copy(&q->filter)))
+            goto oom;
+    } else {
+        for (size_t i = 0; i < q->clauses.n; i++)
+            if (!clauses_push(own, bson_copy(q->clauses.v[i])))
+                goto oom;
+    }
+    d->filter_dirty = true;
+    return d;
+oom:
+    mdb_query_destroy(d);
+    mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+    return NULL;
+}
+
+bool mdb_query_project_path(mdb_query_t *q, const char *path, mdb_error_t *err)
+{
+    if (!path || !*path || path[0] == '$' || strstr(path, ".$") || strstr(path, "..")) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "'%s' is not a document path", path ? path : "(null)");
+        return false;
+    }
+    if (!has_key(&q->projection, path))
+        BSON_APPEND_INT32(&q->projection, path, 1);
+    return true;
 }

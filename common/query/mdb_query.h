@@ -14,9 +14,17 @@
  *       20000101- / -20011231   either side may be open; numbers: a-b)
  *       lt:2.5 lte: gt: gte: ne: eq:   comparison; exists:true|false
  *       LIDC-IDRI-00* / ?       DICOM wildcards → anchored regex
- *     Repeating a field ANDs the conditions.
- *  2. A raw query ({collection, filter, sort, projection, limit, skip} as
- *     JSON) is validated against an operator whitelist: $where, $function,
+ *     Repeating a field ANDs the conditions. Series and instances also
+ *     take their parents' fields: `study.<field>` (and `series.<field>` on
+ *     instances) names one explicitly; a bare name the level does not have
+ *     falls back to its parents (series?study_date=...). Studies carry
+ *     series_count and instance_count as number fields.
+ *     fields= and sort= accept the same parent names: each row then carries
+ *     a "study" / "series" object with the fields asked for.
+ *  2. A raw query ({collection, filter, parents, sort, projection, limit,
+ *     skip} as JSON; parents = {"studies": {filter}, "series": {filter}}
+ *     for conditions on the parent documents, and "study.<field>" in sort
+ *     and projection) is validated against an operator whitelist: $where, $function,
  *     $accumulator, $expr with JavaScript, $out, $merge and any operator not
  *     on the list are refused with the reason; only catalogue collections
  *     may be named.
@@ -104,6 +112,10 @@ bool mdb_query_set_sort(mdb_query_t *q, const char *spec, mdb_error_t *err);
  * always returned). Fields must be known to the level or metadata.*. */
 bool mdb_query_set_fields(mdb_query_t *q, const char *spec, mdb_error_t *err);
 
+/* Add a document path to the projection as it is (no field-table check):
+ * for builders that need stored sub-fields, e.g. file.size for a manifest. */
+bool mdb_query_project_path(mdb_query_t *q, const char *path, mdb_error_t *err);
+
 /* ---- raw queries ---- */
 /* Validate and adopt a raw query object {collection?, filter?, sort?,
  * projection?, limit?, skip?}. collection defaults to default_collection
@@ -137,6 +149,42 @@ char *mdb_query_filter_json(const mdb_query_t *q);
  * when the database could not be reached. skip_total=true leaves total
  * out (faster; used by cursor-less exports). */
 json_t *mdb_query_run(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, bool skip_total, mdb_error_t *err);
+
+/* One row of mdb_query_foreach: a JSON object, borrowed (valid during the
+ * call; json_incref to keep it). Return false (err filled) to stop. */
+typedef bool (*mdb_query_row_fn)(json_t *row, void *ud, mdb_error_t *err);
+
+/* Call fn for every row q matches, in q's sort order, from q's offset on,
+ * at most max_rows (<= 0: all; q's limit is ignored): the streaming form of
+ * mdb_query_run for exports. Rows are read through one cursor in batches
+ * (memory does not grow with the number of rows); parent fields are joined
+ * per batch. time_ms bounds the parent-filter resolution and the parent
+ * look-ups; the main cursor has no time limit (a slow reader must not turn
+ * into a server-side timeout). false with err as for mdb_query_run, or as
+ * fn filled it. */
+bool mdb_query_foreach(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, int64_t max_rows, mdb_query_row_fn fn,
+                       void *ud, mdb_error_t *err);
+/* The number of rows q matches (parent filters resolved), in *n. */
+bool mdb_query_count(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, int64_t *n, mdb_error_t *err);
+
+/* The raw-query form of q ({collection, filter, parents?, sort,
+ * projection?, limit, skip?}) that mdb_query_new_raw accepts and that
+ * matches exactly the same rows: what "Open as raw query" shows. NULL with
+ * err (MDB_ERR_QUERY, the reason) when a condition has no JSON form (a
+ * wildcard inside an eq:/ne: list). New reference. */
+json_t *mdb_query_raw_json(const mdb_query_t *q, mdb_error_t *err);
+
+/* The filter q runs (parent conditions resolved to {study_id|series_id:
+ * {$in: ids}}) into out (initialized by the callee, also on failure; caller
+ * destroys); *empty when a parent condition matched nothing. */
+bool mdb_query_effective_filter(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, bson_t *out, bool *empty,
+                                mdb_error_t *err);
+/* A new query on level child (q's level or below) matching the rows of
+ * child that belong to q's rows: q's conditions become parent conditions
+ * (the instances of a series cohort, for a file manifest). Default sort,
+ * page and projection. NULL with err (MDB_ERR_QUERY) when child is above
+ * q's level or q is a raw query on another collection. */
+mdb_query_t *mdb_query_descend(const mdb_query_t *q, mdb_query_level_t child, mdb_error_t *err);
 
 /* BSON document → JSON object (strings, numbers, bools, null, arrays,
  * objects; dates as ISO 8601 strings, ObjectIds as hex, binary omitted).

@@ -32,6 +32,8 @@ static const mdb_index_spec_t INDEXES[] = {
     {"studies", {"acquisition_datetime"}},
     {"studies", {"collection_ids"}},
     {"studies", {"job_ids"}},
+    {"studies", {"series_count"}},
+    {"studies", {"instance_count"}},
     {"studies", {"created_at"}},
     {"studies", {"updated_at"}},
     {"studies", {"metadata.StudyTime"}},
