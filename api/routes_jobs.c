@@ -105,7 +105,8 @@ static bool get_strv(json_t *body, const char *key, mdb_strv_t *out, size_t *cou
 static bool parse_job(json_t *body, mdb_job_msg_t *m, api_response_t *res)
 {
     static const char *const keys[] = {"researcher_id", "collection", "accession_numbers", "patient_ids",
-                                       "study_uids",    "series_uids", "all_cases",        "feature_set"};
+                                       "study_uids",    "series_uids", "all_cases",        "feature_set",
+                                       "source"};
     const char *k;
     json_t *v;
     json_object_foreach(body, k, v)
@@ -116,7 +117,7 @@ static bool parse_job(json_t *body, mdb_job_msg_t *m, api_response_t *res)
         if (!known) {
             api_respond_error(res, 400, "bad_job",
                               "unknown key '%.64s' (a job has researcher_id, collection, accession_numbers, "
-                              "patient_ids, study_uids, series_uids, all_cases, feature_set)",
+                              "patient_ids, study_uids, series_uids, all_cases, feature_set, source)",
                               k);
             return false;
         }
@@ -125,6 +126,7 @@ static bool parse_job(json_t *body, mdb_job_msg_t *m, api_response_t *res)
     if (!get_string(body, "researcher_id", &m->researcher_id, res) ||
         !get_string(body, "collection", &m->collection, res) ||
         !get_string(body, "feature_set", &m->feature_set, res) ||
+        !get_string(body, "source", &m->source, res) ||
         !get_strv(body, "accession_numbers", &m->accession_numbers, &count, res) ||
         !get_strv(body, "patient_ids", &m->patient_ids, &count, res) ||
         !get_strv(body, "study_uids", &m->study_uids, &count, res) ||
@@ -146,6 +148,13 @@ static bool parse_job(json_t *body, mdb_job_msg_t *m, api_response_t *res)
         api_respond_error(res, 400, "bad_job",
                           "a job needs at least one selector: accession_numbers, patient_ids, study_uids, "
                           "series_uids or all_cases with a collection");
+        return false;
+    }
+    if (m->source && strcmp(m->source, "archive") && strcmp(m->source, "auto") &&
+        (strncmp(m->source, "pacs:", 5) || !m->source[5] ||
+         strspn(m->source + 5, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+             strlen(m->source + 5))) {
+        api_respond_error(res, 400, "bad_job", "'source' must be \"archive\", \"auto\" or \"pacs:NAME\"");
         return false;
     }
     if (m->feature_set && strspn(m->feature_set, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=

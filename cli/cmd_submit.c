@@ -20,6 +20,7 @@ static void submit_usage(FILE *out)
 {
     fprintf(out,
             "usage: metadb submit --researcher R --collection C [selectors] [--features NAME]\n"
+            "       [--source archive|auto|pacs:NAME]  (where the studies come from; docs/pacs.md)\n"
             "                     [--job-id ID] [--wait [--timeout S]] [--json]\n"
             "selectors (any combination, at least one; each flag takes one or more values):\n"
             "  --accession A...   AccessionNumber\n"
@@ -122,6 +123,7 @@ int mdb_cmd_submit(mdb_config_t *cfg, int argc, char **argv)
     mdb_error_t err = {0};
     mdb_mongo_t *m = NULL;
     const char *researcher = NULL, *collection = NULL, *features = NULL, *job_id = NULL, *timeout = NULL;
+    const char *source = NULL; /* archive | auto | pacs:NAME */
     bool wait = false, json = false;
     int rc = 2;
     char uuid[MDB_UUID_STR_LEN], now[40];
@@ -138,7 +140,8 @@ int mdb_cmd_submit(mdb_config_t *cfg, int argc, char **argv)
             (r = cli_opt("submit", argc, argv, &i, "--collection", &collection)) ||
             (r = cli_opt("submit", argc, argv, &i, "--features", &features)) ||
             (r = cli_opt("submit", argc, argv, &i, "--job-id", &job_id)) ||
-            (r = cli_opt("submit", argc, argv, &i, "--timeout", &timeout))) {
+            (r = cli_opt("submit", argc, argv, &i, "--timeout", &timeout)) ||
+            (r = cli_opt("submit", argc, argv, &i, "--source", &source))) {
             if (r < 0)
                 goto done;
             continue;
@@ -225,6 +228,7 @@ int mdb_cmd_submit(mdb_config_t *cfg, int argc, char **argv)
     jm.researcher_id = strdup(researcher);
     jm.collection = strdup(collection);
     jm.feature_set = features ? strdup(features) : NULL;
+    jm.source = source ? strdup(source) : NULL;
     jm.submitted_at = strdup(now);
     rc = 1;
     if (!jm.job_id || !jm.researcher_id || !jm.collection || !jm.submitted_at || (features && !jm.feature_set)) {

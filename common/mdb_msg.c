@@ -422,7 +422,8 @@ bool mdb_msg_job_decode(const char *buf, size_t len, size_t max_bytes, mdb_job_m
               get_str(JOB, root, "feature_set", OPTIONAL, &out->feature_set, err) &&
               get_str(JOB, root, "submitted_at", OPTIONAL, &out->submitted_at, err) &&
               get_str(JOB, root, "retry_of", OPTIONAL, &out->retry_of, err) &&
-              get_strv(JOB, root, "paths", &out->paths, err);
+              get_strv(JOB, root, "paths", &out->paths, err) &&
+              get_str(JOB, root, "source", OPTIONAL, &out->source, err);
     json_decref(root);
     if (!ok)
         mdb_msg_job_clear(out);
@@ -439,7 +440,8 @@ char *mdb_msg_job_encode(const mdb_job_msg_t *m)
               put_strv(o, "series_uids", &m->series_uids) &&
               json_object_set_new(o, "all_cases", json_boolean(m->all_cases)) == 0 &&
               put_str(o, "feature_set", m->feature_set) && put_str(o, "submitted_at", m->submitted_at) &&
-              put_str(o, "retry_of", m->retry_of) && put_strv(o, "paths", &m->paths);
+              put_str(o, "retry_of", m->retry_of) && put_strv(o, "paths", &m->paths) &&
+              put_str(o, "source", m->source);
     return dump_and_free(o, ok);
 }
 
@@ -457,6 +459,7 @@ void mdb_msg_job_clear(mdb_job_msg_t *m)
     free(m->feature_set);
     free(m->submitted_at);
     free(m->retry_of);
+    free(m->source);
     mdb_strv_clear(&m->paths);
     memset(m, 0, sizeof *m);
 }

@@ -51,6 +51,7 @@ typedef struct {
     char *submitted_at;  /* ISO 8601, may be NULL */
     char *retry_of;      /* set by `metadb retry`: the job whose failed files are re-published */
     mdb_strv_t paths;    /* explicit file paths (retry), each must be under an archive root */
+    char *source;        /* NULL/"archive" = the catalogue; "pacs:NAME" = that PACS; "auto" = catalogue, then the PACS */
 } mdb_job_msg_t;
 
 /* metadb.files, key path */

@@ -145,8 +145,8 @@ int main(int argc, char **argv)
         goto done;
     }
     const char *topics[] = {mdb_config_get(cfg, "topic.jobs"), mdb_config_get(cfg, "topic.files"),
-                            mdb_config_get(cfg, "topic.dlq")};
-    if (!mdb_kafka_ensure_topics(cfg, topics, 3, (int)mdb_config_get_int(cfg, "topic.partitions"), &err)) {
+                            mdb_config_get(cfg, "topic.dlq"), mdb_config_get(cfg, "topic.retrieve")};
+    if (!mdb_kafka_ensure_topics(cfg, topics, 4, (int)mdb_config_get_int(cfg, "topic.partitions"), &err)) {
         MDB_LOG(MDB_LOG_ERROR, "topics: %s", err.message);
         goto done;
     }
@@ -184,6 +184,12 @@ int main(int argc, char **argv)
     p.kp = kp;
     p.topic_files = topics[1];
     p.topic_dlq = topics[2];
+    p.topic_retrieve = topics[3];
+    if (!producer_pacs_names(cfg, &p.pacs_names, &err)) {
+        MDB_LOG(MDB_LOG_ERROR, "pacs.sources: %s", err.message);
+        rc = 1;
+        goto done;
+    }
     p.max_message_bytes = (size_t)mdb_config_get_int(cfg, "kafka.max_message_bytes");
     p.delivery_timeout_ms = 330000; /* librdkafka's message.timeout.ms (300 s) plus a margin */
 
@@ -229,6 +235,7 @@ done:
     }
     mdb_kafka_producer_destroy(kp);
     mdb_metrics_destroy(metrics);
+    mdb_strv_clear(&p.pacs_names);
     mdb_resolver_destroy(resolver);
     mdb_catalog_destroy(catalog);
     mdb_mongo_destroy(mongo);

@@ -32,6 +32,8 @@ typedef struct {
     mdb_kafka_producer_t *kp;
     const char *topic_files;
     const char *topic_dlq;
+    const char *topic_retrieve; /* retrieve tasks for the fetcher (jobs with a PACS source) */
+    mdb_strv_t pacs_names;      /* names of pacs.sources entries, in order ("auto" uses the first) */
     size_t max_message_bytes;
     int delivery_timeout_ms; /* longest wait for all delivery reports of one job */
 
@@ -55,6 +57,28 @@ typedef enum {
     PRODUCER_DONE = 0, /* handled (processed, duplicate, or sent to the DLQ): store the offset */
     PRODUCER_RETRY     /* transient failure (Kafka or MongoDB): do not store; try again later */
 } producer_result_t;
+
+/* ---- PACS sources (producer_retrieve.c) ---- */
+
+typedef enum { PRODUCER_SRC_ARCHIVE = 0, PRODUCER_SRC_AUTO, PRODUCER_SRC_PACS } producer_src_mode_t;
+
+/* The names of pacs.sources entries (text before each entry's first ':'). */
+bool producer_pacs_names(const mdb_config_t *cfg, mdb_strv_t *out, mdb_error_t *err);
+
+/* A job's "source": NULL/"archive", "auto" (needs a configured PACS) or
+ * "pacs:NAME" (NAME configured). *pacs receives the PACS name (points into p
+ * or jm). false + a message for the job's failure otherwise. */
+bool producer_source_mode(const producer_t *p, const char *source, int *mode, const char **pacs, char *why,
+                          size_t why_len);
+
+/* Can this selector kind be fetched from a PACS (accession, patient, study)? */
+bool producer_kind_retrievable(int kind);
+
+/* Publish one retrieve task per selector index in idx (n of them) and wait
+ * for every delivery report. */
+bool producer_publish_retrieves(producer_t *p, const char *job_id, const char *feature_set, const char *pacs,
+                                const void *sels /* mdb_selectors_t* */, const size_t *idx, size_t n,
+                                mdb_error_t *err);
 
 /* Handle one message of topic.jobs. err says what went wrong on RETRY. */
 producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, mdb_error_t *err);

@@ -31,6 +31,7 @@
 #include "mdb_log.h"
 #include "mdb_msg.h"
 #include "mdb_ops.h"
+#include "mdb_retrieval.h"
 #include "mdb_strmap.h"
 #include "mdb_uuid.h"
 #include "producer.h"
@@ -524,6 +525,57 @@ static bool publish_tasks(producer_t *p, const char *job_id, const char *feature
     return ok;
 }
 
+/* One retrieve task per selector to fetch; waits for every delivery report. */
+bool producer_publish_retrieves(producer_t *p, const char *job_id, const char *feature_set, const char *pacs,
+                                const void *selsv, const size_t *idx, size_t n, mdb_error_t *err)
+{
+    const mdb_selectors_t *sels = selsv;
+    producer_delivery_t d = {0};
+    uint64_t produced = 0;
+    bool ok = true;
+    for (size_t i = 0; ok && i < n; i++) {
+        const mdb_selector_t *sel = &sels->v[idx[i]];
+        mdb_retrieve_msg_t rm = {.job_id = (char *)job_id,
+                                 .selector_index = (int64_t)idx[i],
+                                 .selector = sel->text,
+                                 .kind = (char *)mdb_selector_kind_name(sel->kind),
+                                 .value = sel->value,
+                                 .source = (char *)pacs,
+                                 .feature_set = (char *)feature_set};
+        char *json = mdb_retrieve_msg_encode(&rm);
+        if (!json) {
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+            ok = false;
+            break;
+        }
+        ok = mdb_kafka_produce(p->kp, p->topic_retrieve, job_id, strlen(job_id), json, strlen(json), &d, err);
+        free(json);
+        if (ok)
+            produced++;
+    }
+    mdb_error_t werr = {0};
+    bool delivered = wait_deliveries(p, &d, produced, &werr);
+    if (!delivered && d.ok + d.failed < produced) {
+        mdb_kafka_producer_flush(p->kp, 600000, NULL);
+        while (d.ok + d.failed < produced)
+            mdb_kafka_producer_poll(p->kp, 100);
+    }
+    if (ok && !delivered) {
+        if (err)
+            *err = werr;
+        ok = false;
+    }
+    return ok;
+}
+
+static size_t *realloc_idx(size_t *v, size_t n)
+{
+    size_t *nv = realloc(v, n * sizeof *v);
+    if (!nv)
+        free(v);
+    return nv;
+}
+
 static double now_s(void)
 {
     struct timespec t;
@@ -544,6 +596,8 @@ producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, 
     mdb_error_t verr = {0};
     double t0 = now_s();
     int state = 0;
+    size_t *retr_idx = NULL; /* selectors sent to a PACS */
+    size_t n_retr = 0;
 
     inc(p->m_jobs_received, 1);
     if (!msg->payload || msg->len == 0) {
@@ -583,12 +637,19 @@ producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, 
         res = reject(p, msg, &jm, job_id, "invalid_job", verr.message, err);
         goto done;
     }
+    int src_mode = PRODUCER_SRC_ARCHIVE;
+    const char *pacs = NULL;
+    char src_why[256];
+    if (!producer_source_mode(p, jm.source, &src_mode, &pacs, src_why, sizeof src_why)) {
+        res = reject(p, msg, &jm, job_id, "invalid_job", src_why, err);
+        goto done;
+    }
 
     /* 2-3: the job document, and duplicate deliveries. */
     bool created = false;
     if (!mdb_jobs_create(p->mongo, job_id, &jm, &state, &created, err))
         goto done;
-    if (state == MDB_JOB_RUNNING || mdb_job_state_final(state)) {
+    if (state == MDB_JOB_RUNNING || mdb_job_state_final(state)) { /* retrieving: resolved again below */
         inc(p->m_jobs_duplicate, 1);
         MDB_LOGX(MDB_LOG_INFO, job_id, NULL, "job already %s: redelivered request ignored", mdb_job_state_name(state));
         res = PRODUCER_DONE;
@@ -648,9 +709,22 @@ producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, 
     if (!prefetch_run(p, &sels, &pf, err))
         goto done;
     rc.prefetch = &pf;
-    for (size_t i = 0; i < sels.n; i++)
-        if (!resolve_selector(&rc, &sels, i))
+    for (size_t i = 0; i < sels.n; i++) {
+        bool to_pacs = src_mode == PRODUCER_SRC_PACS && producer_kind_retrievable(sels.v[i].kind);
+        if (!to_pacs && !resolve_selector(&rc, &sels, i))
             goto done;
+        if (to_pacs || (src_mode == PRODUCER_SRC_AUTO && producer_kind_retrievable(sels.v[i].kind) &&
+                        sels.v[i].status == MDB_SEL_NOT_FOUND)) {
+            char why[160];
+            snprintf(why, sizeof why, "retrieving from pacs:%s", pacs);
+            mdb_selector_set(&sels.v[i], MDB_SEL_PENDING, 0, why);
+            if (!(retr_idx = realloc_idx(retr_idx, n_retr + 1))) {
+                mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
+                goto done;
+            }
+            retr_idx[n_retr++] = i;
+        }
+    }
     if (!mdb_jobs_record_selectors(p->mongo, job_id, &sels, (int64_t)rc.nproblems, err))
         goto done;
     /* The problem list is pushed once: a job resumed after a crash already has it. */
@@ -665,8 +739,16 @@ producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, 
         goto done;
     }
     int final_state = 0;
-    if (!mdb_jobs_start_running(p->mongo, job_id, (int64_t)rc.paths.n, &final_state, err))
+    if (n_retr > 0) {
+        /* retrieving first (so the fetcher's records land), then the tasks; a
+         * crash in between is repaired by the redelivery (resolved again). */
+        if (!mdb_retrieval_start(p->mongo, job_id, (int64_t)rc.paths.n, (int64_t)n_retr, err) ||
+            !producer_publish_retrieves(p, job_id, jm.feature_set, pacs, &sels, retr_idx, n_retr, err))
+            goto done;
+        final_state = MDB_JOB_RETRIEVING;
+    } else if (!mdb_jobs_start_running(p->mongo, job_id, (int64_t)rc.paths.n, &final_state, err)) {
         goto done;
+    }
     inc(p->m_jobs_published, 1);
     if (p->m_job_seconds)
         mdb_metric_observe(p->m_job_seconds, now_s() - t0);
@@ -676,8 +758,9 @@ producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, 
         nr += sels.v[i].status == MDB_SEL_REFUSED;
     }
     MDB_LOGX(MDB_LOG_INFO, job_id, NULL,
-             "job published: %zu selector(s) (%zu not found, %zu refused), %zu file task(s), state %s", sels.n, nf,
-             nr, rc.paths.n, mdb_job_state_name(final_state));
+             "job published: %zu selector(s) (%zu not found, %zu refused), %zu file task(s), %zu retrieve task(s), "
+             "state %s",
+             sels.n, nf, nr, rc.paths.n, n_retr, mdb_job_state_name(final_state));
     res = PRODUCER_DONE;
 done:
     if (res == PRODUCER_RETRY && err && !err->message[0])
@@ -692,5 +775,6 @@ done:
     mdb_selectors_clear(&sels);
     mdb_msg_job_clear(&jm);
     free(salvaged);
+    free(retr_idx);
     return res;
 }

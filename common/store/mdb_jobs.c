@@ -13,7 +13,7 @@
 #include "mdb_ops.h"
 
 static const char *const state_names[MDB_JOB_NSTATES] = {
-    "submitted", "resolving", "running", "completed", "completed_with_errors", "failed"};
+    "submitted", "resolving", "running", "completed", "completed_with_errors", "failed", "retrieving"};
 static const char *const kind_names[MDB_SEL_NKINDS] = {"accession", "patient", "study", "series", "case", "path"};
 static const char *const status_names[] = {"pending", "found", "not_found", "refused"};
 

@@ -53,6 +53,7 @@ typedef enum {
     MDB_JOB_COMPLETED,
     MDB_JOB_COMPLETED_WITH_ERRORS,
     MDB_JOB_FAILED,
+    MDB_JOB_RETRIEVING, /* waiting for retrieve tasks (PACS) before running; see mdb_jobs_retrieve.h */
     MDB_JOB_NSTATES
 } mdb_job_state_t;
 
