@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "mdb_nl_private.h"
 
@@ -24,7 +25,7 @@ static const lex_t LEXICON[] = {
     /* ---- German: levels */
     DE(true, "studien", "studies"), DE(true, "studie", "study"), DE(true, "untersuchungen", "studies"),
     DE(true, "untersuchung", "study"), DE(true, "serien", "series"), DE(false, "serie", "series"),
-    DE(true, "bilder", "images"), DE(true, "bild", "image"), DE(true, "aufnahmen", "images"),
+    DE(true, "bilder", "images"), DE(true, "bildern", "images"), DE(true, "bild", "image"), DE(true, "aufnahmen", "images"),
     DE(true, "aufnahme", "image"), DE(true, "schichtbilder", "images"), DE(true, "dateien", "files"),
     /* modalities */
     DE(true, "computertomographie", "computed tomography"), DE(true, "computertomografie", "computed tomography"),
@@ -38,7 +39,7 @@ static const lex_t LEXICON[] = {
     DE(true, "kopf", "head"), DE(true, "schädel", "skull"), DE(true, "gehirn", "brain"), DE(true, "bauch", "abdomen"),
     DE(true, "becken", "pelvis"), DE(true, "wirbelsäule", "spine"), DE(true, "knie", "knee"), DE(true, "hals", "neck"),
     DE(true, "herz", "heart"), DE(true, "leber", "liver"), DE(true, "thorakal", "thoracic"),
-    DE(true, "thorax-ct", "chest CT"), DE(true, "abdominal", "abdominal"),
+    DE(true, "abdominal", "abdominal"),
     /* slice thickness and numbers */
     DE(true, "dünnschicht", "thin-slice"), DE(true, "dünnschichtig", "thin-slice"), DE(true, "dickschicht", "thick-slice"),
     DE(true, "schichtdicke", "slice thickness"), DE(true, "schichten", "slices"), DE(true, "schicht", "slice"),
@@ -117,7 +118,7 @@ static const lex_t LEXICON[] = {
     FR(true, "février", "February"), FR(false, "mars", "March"), FR(true, "avril", "April"), FR(false, "mai", "May"),
     FR(true, "juin", "June"), FR(true, "juillet", "July"), FR(true, "août", "August"),
     FR(true, "septembre", "September"), FR(true, "octobre", "October"), FR(true, "novembre", "November"),
-    FR(true, "décembre", "December"), FR(false, "en", "in"), FR(true, "à", "to"), FR(false, "a", "to"),
+    FR(true, "décembre", "December"), FR(false, "en", "in"), FR(true, "à", "to"),
     /* connectors, negation, fillers */
     FR(true, "et", "and"), FR(true, "ou", "or"), FR(true, "pas", "not"), FR(true, "sans", "without"),
     FR(true, "sauf", "except"), FR(false, "non", "non"), FR(true, "avec", "with"), FR(false, "de", "of"),
@@ -126,7 +127,7 @@ static const lex_t LEXICON[] = {
     FR(true, "toutes", "all"), FR(true, "tous", "all"), FR(true, "montre", "show"), FR(true, "montrez", "show"),
     FR(true, "moi", "me"), FR(true, "trouve", "find"), FR(true, "cherche", "find"), FR(true, "au", "at"),
     FR(true, "aux", "at"), FR(true, "qui", "which"), FR(true, "sont", "are"), FR(true, "fabricant", "manufacturer"),
-    FR(true, "modèle", "model"), FR(true, "appareil", "scanner"), FR(true, "appareils", "scanners"),
+    FR(true, "modèle", "model"), FR(true, "noyau", "kernel"), FR(true, "filtre", "kernel"), FR(true, "appareil", "scanner"), FR(true, "appareils", "scanners"),
     /* patients, contrast */
     FR(true, "patientes", "women"), FR(false, "patients", "patients"), FR(true, "hommes", "men"),
     FR(true, "femmes", "women"), FR(true, "masculin", "male"), FR(true, "féminin", "female"),
@@ -285,7 +286,7 @@ char *mdb_nl_lexicon_rewrite(const char *sentence, json_t *corrections)
         mdb_nl_buf_addf(&out, "%.*s", (int)(from - copied), sentence + copied);
         mdb_nl_buf_add(&out, e->english);
         copied = to;
-        if (corrections) {
+        if (corrections && strncasecmp(sentence + from, e->english, to - from)) {
             json_t *c = json_pack("{s:s%, s:s, s:s, s:s}", "from", sentence + from, to - from, "to", e->english,
                                   "kind", "translation", "language", lang == 'd' ? "de" : "fr");
             if (!c || json_array_append_new(corrections, c))

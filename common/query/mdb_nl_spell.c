@@ -54,6 +54,16 @@ int mdb_nl_spell_limit(size_t len)
     return len < 4 ? 0 : len < 6 ? 1 : 2;
 }
 
+/* Typing rarely gets the first letter wrong: a correction keeps it (or
+ * swaps the first two letters), so "motion" never becomes "emotion". */
+static bool same_start(const char *a, const char *b)
+{
+    char a0 = (char)tolower((unsigned char)a[0]), b0 = (char)tolower((unsigned char)b[0]);
+    if (a0 == b0)
+        return true;
+    return a0 && b0 && a[1] && b[1] && a0 == tolower((unsigned char)b[1]) && b0 == tolower((unsigned char)a[1]);
+}
+
 const char *mdb_nl_spell_best(const char *word, const char *const *dict, size_t n, int *dist)
 {
     int limit = mdb_nl_spell_limit(strlen(word));
@@ -63,6 +73,8 @@ const char *mdb_nl_spell_best(const char *word, const char *const *dict, size_t 
     if (limit == 0)
         return NULL;
     for (size_t k = 0; k < n; k++) {
+        if (!same_start(word, dict[k]))
+            continue;
         int d = mdb_nl_spell_distance(word, dict[k], bestd < limit ? bestd : limit);
         if (d == 0)
             return NULL; /* a known word needs no correction */

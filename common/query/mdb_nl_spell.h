@@ -28,7 +28,8 @@ int mdb_nl_spell_distance(const char *a, const char *b, int max);
 int mdb_nl_spell_limit(size_t len);
 
 /* The one entry of dict (n words) closest to word within
- * mdb_nl_spell_limit(strlen(word)) edits, or NULL when none is, when word
+ * mdb_nl_spell_limit(strlen(word)) edits and starting with the same letter
+ * (or with its first two letters swapped), or NULL when none is, when word
  * itself is in dict, or when two different entries are equally close (an
  * ambiguous correction is not made). *dist (may be NULL) gets the distance. */
 const char *mdb_nl_spell_best(const char *word, const char *const *dict, size_t n, int *dist);

@@ -33,6 +33,7 @@ import nl_support  # noqa: E402
 from mdb_api_support import CLI_BIN, MONGO_URI, SRC, Api, Checker  # noqa: E402
 
 REF_DATE = "2006-06-15"
+OUTCOMES = ("exact", "corrected", "partial", "refused")
 PARENT = {"series": {"studies": "study_id"}, "instances": {"studies": "study_id", "series": "series_id"}}
 
 
@@ -69,10 +70,33 @@ def load_sentences(manifest):
             for k, v in subst.items():
                 line = line.replace(k, v)
             parts = line.split("\t")
-            if len(parts) != 3:
-                raise SystemExit("sentences.tsv:%d: expected 3 tab-separated columns, got %d" % (n, len(parts)))
-            out.append((parts[0], parts[1], json.loads(parts[2]), n))
+            if len(parts) not in (3, 4):
+                raise SystemExit("sentences.tsv:%d: expected 3 or 4 tab-separated columns, got %d" % (n, len(parts)))
+            outcome = parts[3] if len(parts) == 4 else "exact"
+            if outcome not in OUTCOMES:
+                raise SystemExit("sentences.tsv:%d: unknown outcome %r" % (n, outcome))
+            out.append((parts[0], parts[1], json.loads(parts[2]), n, outcome))
     return out
+
+
+def judge(outcome, level, want, status, body):
+    """(as expected?, silently wrong?) for one answer of /api/nl or `metadb query nl --json`.
+    Silently wrong: a 200 that claims to be complete but is not exactly the expected set."""
+    if status != 200:
+        return outcome == "refused", False
+    got = {d["_id"] for d in body["items"]}
+    exact = body["level"] == level and got == want and body["total"] == len(got)
+    complete = body.get("confidence") == "complete"
+    silent = complete and not exact
+    if outcome == "exact":
+        ok = exact and complete and not body["ignored"]
+    elif outcome == "corrected":
+        ok = exact and complete and not body["ignored"] and len(body.get("corrections", [])) > 0
+    elif outcome == "partial":
+        ok = body.get("confidence") == "partial" and len(body["ignored"]) > 0
+    else:
+        ok = False
+    return ok, silent
 
 
 def nl_get(api, sentence, **extra):
@@ -151,23 +175,30 @@ def main():
 
         # ---------------------------------------------------------- 1. the set
         with Api(db_name) as api:
-            correct, empty_expected = 0, []
-            for idx, (sentence, level, expected, line) in enumerate(sentences):
-                want = expected_ids(db, level, expected)
-                if not want:
+            correct, empty_expected, silent_wrong = 0, [], []
+            kinds = {k: 0 for k in OUTCOMES}
+            for idx, (sentence, level, expected, line, outcome) in enumerate(sentences):
+                kinds[outcome] += 1
+                want = expected_ids(db, level, expected) if outcome != "refused" else set()
+                if not want and outcome in ("exact", "corrected"):
                     empty_expected.append(sentence)
                 status, _, body = nl_get(api, sentence, backend="offline")
-                if status != 200:
-                    ck.check(False, "line %d %r answers 200" % (line, sentence), "%s %s" % (status, body))
-                    continue
-                got = {d["_id"] for d in body["items"]}
-                ok = body["level"] == level and got == want and body["total"] == len(got) and not body["ignored"]
+                ok, silent = judge(outcome, level, want, status, body)
+                if silent:
+                    silent_wrong.append(sentence)
                 if ok:
                     correct += 1
-                ck.check(ok, "line %d %r -> %s: %d UIDs" % (line, sentence, level, len(want)),
-                         "level %s total %s missing %d extra %d ignored %s\n  filter %s\n  joins %s\n  %s" %
-                         (body["level"], body["total"], len(want - got), len(got - want), body["ignored"],
-                          json.dumps(body["filter"]), json.dumps(body["joins"]), body["explanation"]))
+                if status != 200:
+                    ck.check(ok and "error" in body, "line %d %r -> %s (got %d)" % (line, sentence, outcome, status),
+                             json.dumps(body)[:300])
+                    continue
+                got = {d["_id"] for d in body["items"]}
+                ck.check(ok, "line %d %r -> %s, %s: %d UIDs" % (line, sentence, outcome, level, len(want)),
+                         "level %s total %s missing %d extra %d confidence %s ignored %s corrections %s\n"
+                         "  filter %s\n  joins %s\n  %s" %
+                         (body["level"], body["total"], len(want - got), len(got - want), body.get("confidence"),
+                          body["ignored"], body.get("corrections"), json.dumps(body["filter"]),
+                          json.dumps(body["joins"]), body["explanation"]))
                 # whatever the translation, it must pass the raw-query whitelist
                 wl, detail = whitelist_ok(api, body["level"], body["filter"])
                 for j in body["joins"]:
@@ -180,11 +211,19 @@ def main():
                                         "--reference-date", REF_DATE, sentence],
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                     cli_ok = r.returncode == 0
-                    cli_ids = {d["_id"] for d in json.loads(r.stdout)["items"]} if cli_ok else None
-                    ck.check(cli_ok and cli_ids == got, "line %d: metadb query nl gives the same answer" % line,
-                             r.stderr[-500:])
+                    cli = json.loads(r.stdout) if cli_ok else {}
+                    cli_ids = {d["_id"] for d in cli["items"]} if cli_ok else None
+                    ck.check(cli_ok and cli_ids == got and cli.get("confidence") == body.get("confidence") and
+                             cli.get("corrections") == body.get("corrections"),
+                             "line %d: metadb query nl gives the same answer" % line, r.stderr[-500:])
             accuracy = 100.0 * correct / len(sentences)
-            print("NL accuracy: %d/%d sentences = %.1f %%" % (correct, len(sentences), accuracy))
+            print("NL accuracy: %d/%d sentences = %.1f %% (%s)" % (correct, len(sentences), accuracy,
+                                                                ", ".join("%s %d" % kv for kv in kinds.items())))
+            print("silent wrong answers (200, confidence complete, wrong set): %d %s" % (len(silent_wrong), silent_wrong))
+            ck.check(not silent_wrong, "0 silent wrong answers over the %d sentences" % len(sentences))
+            ck.check(kinds["corrected"] + kinds["partial"] + kinds["refused"] >= 60,
+                     "at least 60 sentences exercise corrections, partial answers and refusals (%d)" %
+                     (kinds["corrected"] + kinds["partial"] + kinds["refused"]))
             print("sentences whose expected set is empty: %d %s" % (len(empty_expected), empty_expected))
             ck.check(accuracy == 100.0, "accuracy is 100 %% (%.1f %%)" % accuracy)
             ck.check(len(empty_expected) <= len(sentences) // 20,
