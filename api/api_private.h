@@ -76,6 +76,10 @@ int64_t api_now_ms(void);
 void api_h_list(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, int level);
 void api_h_get_one(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, int level, const char *uid);
 void api_h_query(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
+/* routes_export.c: /api/<level>?format=..., /api/export/manifest, /api/export/sidecar */
+void api_h_export_list(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, int level);
+void api_h_export_manifest(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
+void api_h_export_sidecar(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
 void api_h_fields(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);
 void api_h_facets(api_ctx_t *ctx, const api_request_t *req, api_response_t *res); /* routes_facets.c */
 void api_h_jobs_submit(api_ctx_t *ctx, const api_request_t *req, api_response_t *res);

@@ -146,6 +146,16 @@ void api_route(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
                 api_h_query(ctx, req, res);
             return;
         }
+        if (!strcmp(p, "/api/export/manifest") || !strcmp(p, "/api/export/sidecar") ||
+            !strcmp(p, "/api/export/manifest.json")) {
+            if (route_exact(req, res, p, false) && api_auth_read(ctx, req, res)) {
+                if (!strcmp(p, "/api/export/manifest"))
+                    api_h_export_manifest(ctx, req, res);
+                else
+                    api_h_export_sidecar(ctx, req, res);
+            }
+            return;
+        }
         if (!strcmp(p, "/api/fields")) {
             if (route_exact(req, res, p, false) && api_auth_read(ctx, req, res))
                 api_h_fields(ctx, req, res);

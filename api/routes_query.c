@@ -42,9 +42,17 @@ static bool want_total(const api_request_t *req, api_response_t *res, bool *out)
     return false;
 }
 
-/* Attach the filter the server actually ran, for "show me the raw query". */
+/* Attach the filter the server actually ran, and the raw query that
+ * matches the same rows ("Open as raw query"; raw_refused says why there
+ * is none). */
 static void add_explain(json_t *out, const mdb_query_t *q)
 {
+    mdb_error_t err = {0};
+    json_t *raw = mdb_query_raw_json(q, &err);
+    if (raw)
+        json_object_set_new(out, "raw", raw);
+    else
+        json_object_set_new(out, "raw_refused", json_string(err.message));
     char *s = mdb_query_filter_json(q);
     if (!s)
         return;
@@ -72,6 +80,10 @@ void api_h_list(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, i
 {
     mdb_error_t err = {0};
     bool total;
+    if (api_arg(req, "format")) { /* every matching row as a file: routes_export.c */
+        api_h_export_list(ctx, req, res, level);
+        return;
+    }
     if (!want_total(req, res, &total))
         return;
     mdb_query_t *q = mdb_query_new((mdb_query_level_t)level, ctx->max_limit);
