@@ -163,6 +163,14 @@ async function main() {
     check(true, 'clicking a thickness bin narrows the table to ' + bin.count + ' series');
     await page.waitForTimeout(300);
     await page.screenshot({ path: path.join(ART, 'dashboard_facets.png'), fullPage: false });
+    // the range's second condition shows as a chip and survives "Search" from the filter bar
+    const chip = await page.locator('.chip').allTextContents();
+    check(chip.some((c) => c.includes('slice_thickness = ' + bin.filter[1])), 'the range\'s upper bound shows as a chip', chip.join(' | '));
+    await page.click('[data-testid=apply]');
+    await page.waitForTimeout(300);
+    const hashNow = decodeURIComponent(await page.evaluate(() => location.hash));
+    check(hashNow.includes('slice_thickness=' + bin.filter[0]) && hashNow.includes('slice_thickness=' + bin.filter[1]),
+      'searching again from the filter bar keeps both bounds of the range', hashNow);
 
     // ---- studies list: a year of the study-date chart
     await page.goto(env.base + '/#/studies');
