@@ -1,6 +1,7 @@
 /* metadb dashboard: a small single-page app over the metadb-api JSON
- * endpoints. No libraries and no external resources (the server's CSP
- * forbids them): DOM built with h(), charts drawn as inline SVG.
+ * endpoints. No external resources (the server's CSP forbids them): DOM
+ * built with h(), charts drawn as inline SVG; the lists' distribution charts
+ * (facets.js) use Chart.js, vendored into vendor/ by deploy/install.sh.
  *
  * Routes (location.hash):
  *   #/studies?<filters>   studies table with filter bar, sorting, column chooser, expandable series
@@ -185,7 +186,7 @@
     series_time: 'Series time', acquisition_datetime: 'Acquired', created_at: 'Loaded', updated_at: 'Updated',
     files_flagged: 'Files flagged (damaged)',
   };
-  const label = (c) => LABELS[c] || c.replace(/^metadata\./, '');
+  const label = (c) => LABELS[c] || (c.startsWith('study.') ? 'Study: ' + label(c.slice(6)) : c.replace(/^metadata\./, ''));
   const NUMERIC = new Set(['slice_thickness', 'series_number', 'instance_count', 'kvp', 'instance_number']);
   const PAGE_PARAMS = new Set(['limit', 'offset', 'sort']);
 
@@ -262,9 +263,11 @@
     function apply() {
       navigate((p) => {
         for (const f of cfg.filters) {
+          const extra = filters.getAll(f.p).slice(1); // a repeated field (a chart's range: gte + lt) keeps its other conditions, shown as chips
           p.delete(f.p);
           const v = inputs[f.p].value.trim();
           if (v) p.set(f.p, v);
+          extra.forEach((x) => p.append(f.p, x));
         }
         if (addField.value && addValue.value.trim()) p.append(addField.value, addValue.value.trim());
         p.delete('offset');
@@ -275,7 +278,7 @@
     const barParams = new Set(cfg.filters.map((f) => f.p));
     const chips = h('div', { class: 'chips' });
     for (const [k, v] of filters) {
-      if (barParams.has(k) || PAGE_PARAMS.has(k)) continue;
+      if ((barParams.has(k) && filters.get(k) === v) || PAGE_PARAMS.has(k)) continue;
       chips.appendChild(h('span', { class: 'chip' }, k + ' = ' + v,
         h('button', { type: 'button', title: 'remove', onclick: () => navigate((p) => { const all = p.getAll(k).filter((x) => x !== v); p.delete(k); all.forEach((x) => p.append(k, x)); p.delete('offset'); }) }, '×')));
     }
@@ -285,6 +288,7 @@
         h('div', { class: 'muted', text: level === 'series' ? 'Filter series by their own fields; study fields such as the study date filter through their studies.' : 'Each row expands to the study\'s series.' })),
       h('div', { class: 'row' },
         h('button', { type: 'button', class: 'ghost', 'data-testid': 'as-raw', onclick: () => openAsRaw() }, 'Open as raw query'),
+        exportMenu(),
         columnChooser()));
     main.appendChild(head);
     main.appendChild(h('div', { class: 'panel' }, bar, chips,
@@ -292,24 +296,26 @@
         h('code', { text: 'lt:2.5' }), ' / ', h('code', { text: 'gte:' }), ' / ', h('code', { text: 'ne:' }), ' comparisons · ',
         h('code', { text: 'LIDC-IDRI-00*' }), ' wildcards (* and ?) · ', h('code', { text: 'metadata.Keyword' }), ' for any extracted attribute')));
     const tablePanel = h('div', { class: 'panel flush', 'data-testid': 'results' }, h('div', { class: 'empty' }, h('span', { class: 'spinner' }), ' Loading…'));
+    if (window.MetadbFacets) { // distribution charts above the table (facets.js); a click adds that bar's filter
+      main.appendChild(window.MetadbFacets.panel({ level, filters, api, alive: () => alive(gen),
+        addFilter: (k, vals) => navigate((p) => { p.delete(k); vals.forEach((v) => p.append(k, v)); p.delete('offset'); }) }));
+    }
     main.appendChild(tablePanel);
 
     let lastExplain = null;
+    // The API answers each list with the raw query that matches exactly the
+    // same rows (parents = the study-level conditions, "study.x" sorts and
+    // columns), or with the reason there is none: carried whole or refused.
     function openAsRaw() {
       if (!lastExplain) return;
-      let f = lastExplain.filter;
-      let note = '';
-      if (f && (f.studies || f.series || f.instances) && Object.keys(f).every((k) => ['studies', 'series', 'instances'].includes(k))) {
-        note = 'study-level conditions were resolved by the API; only the ' + level + ' part is shown';
-        f = f[level] || {};
+      if (!lastExplain.raw) {
+        toast('Cannot open as a raw query: ' + (lastExplain.raw_refused || 'the API gave no raw form'), true);
+        return;
       }
-      sessionStorage.setItem('metadb.raw', JSON.stringify({ collection: level, text: JSON.stringify({ filter: f, sort: sortObj(), limit }, null, 2), note }));
+      const q = Object.assign({}, lastExplain.raw);
+      delete q.collection;
+      sessionStorage.setItem('metadb.raw', JSON.stringify({ collection: level, text: JSON.stringify(q, null, 2) }));
       go('#/query');
-    }
-    function sortObj() {
-      const o = {};
-      for (const s of sort.split(',')) if (s) o[s.replace(/^[-+]/, '')] = s.startsWith('-') ? -1 : 1;
-      return o;
     }
 
     // fill selects and the "more fields" list from /api/fields
@@ -337,6 +343,47 @@
       }
     }).catch(() => {});
 
+    // Export: every matching row (not the page) through the API's streaming
+    // export, the same builder as `metadb export`; the file list of the
+    // cohort and its description (query, counts, catalogue state, version).
+    function exportMenu() {
+      const menu = h('div', { class: 'menu hidden', 'data-testid': 'export-menu' });
+      const btn = h('button', { type: 'button', class: 'ghost', 'data-testid': 'export-btn', onclick: (ev) => { ev.stopPropagation(); menu.classList.toggle('hidden'); } }, 'Export ▾');
+      document.addEventListener('click', (ev) => { if (!menu.contains(ev.target)) menu.classList.add('hidden'); });
+      const filterParams = () => {
+        const p = new URLSearchParams();
+        for (const [k, v] of filters) if (!PAGE_PARAMS.has(k)) p.append(k, v);
+        return p;
+      };
+      const item = (id, text, make) => h('button', { type: 'button', class: 'ghost small', 'data-testid': 'export-' + id, style: { display: 'block', width: '100%', textAlign: 'left' },
+        onclick: () => { menu.classList.add('hidden'); download(make()); } }, text);
+      const table = (format) => () => { const p = filterParams(); p.set('sort', sort); p.set('fields', cols.join(',')); p.set('format', format); return '/api/' + level + '?' + p; };
+      const cohort = (what) => () => { const p = filterParams(); p.set('level', level); return '/api/export/' + what + '?' + p; };
+      menu.appendChild(item('csv', 'Table as CSV (every row, shown columns)', table('csv')));
+      menu.appendChild(item('json', 'Table as JSON', table('json')));
+      menu.appendChild(item('manifest', 'File manifest (CSV: path, UIDs, size)', cohort('manifest')));
+      menu.appendChild(item('sidecar', 'Cohort description (JSON sidecar)', cohort('sidecar')));
+      return h('div', { class: 'dropdown' }, btn, menu);
+    }
+    async function download(url) {
+      toast('Exporting…');
+      const headers = store.token ? { Authorization: 'Bearer ' + store.token } : {};
+      let r;
+      try { r = await fetch(url, { headers }); } catch (e) { toast('Export failed: ' + e.message, true); return; }
+      if (!r.ok) {
+        const b = await r.json().catch(() => null);
+        toast('Export failed: ' + ((b && (b.detail || b.error)) || 'HTTP ' + r.status), true);
+        return;
+      }
+      const blob = await r.blob();
+      const m = /filename="([^"]+)"/.exec(r.headers.get('content-disposition') || '');
+      const a = h('a', { href: URL.createObjectURL(blob), download: m ? m[1] : 'metadb-' + level + '-sidecar.json' });
+      document.body.appendChild(a);
+      a.click();
+      setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+      toast('Exported ' + num(blob.size) + ' bytes');
+    }
+
     function columnChooser() {
       const menu = h('div', { class: 'menu hidden', 'data-testid': 'column-menu' });
       const btn = h('button', { type: 'button', class: 'ghost', 'data-testid': 'columns-btn', onclick: (ev) => { ev.stopPropagation(); menu.classList.toggle('hidden'); if (!menu.dataset.filled) fillMenu(); } }, 'Columns ▾');
@@ -357,6 +404,20 @@
             h('input', { type: 'checkbox', checked: cols.includes(name), 'data-testid': 'col-' + name, onchange: (ev) => toggle(name, ev.target.checked) }), text);
           list.appendChild(h('h3', { text: 'Promoted fields' }));
           for (const f of info.promoted) if (f.name !== '_id' && f.count > 0) list.appendChild(mk(f.name, label(f.name)));
+          if (level === 'series') {
+            // the study's fields as columns (joined by the API: fields=study.<name>)
+            const studyHead = h('h3', { text: 'Study fields' });
+            list.appendChild(studyHead);
+            fieldsOf('studies').then((si) => {
+              let at = studyHead;
+              for (const f of si.promoted) {
+                if (f.name === '_id' || f.count === 0) continue;
+                const el = mk('study.' + f.name, 'Study: ' + label(f.name));
+                at.after(el);
+                at = el;
+              }
+            }).catch(() => {});
+          }
           list.appendChild(h('h3', { text: 'Metadata (' + info.metadata.length + ')' }));
           for (const m of info.metadata.slice().sort((a, b) => a.keyword.localeCompare(b.keyword))) list.appendChild(mk('metadata.' + m.keyword, m.keyword));
           list.appendChild(h('div', { class: 'row', style: { marginTop: '8px' } }, h('button', { type: 'button', class: 'small ghost', onclick: () => { localStorage.removeItem('metadb.cols.' + level); cols = LEVELS[level].columns.slice(); menu.classList.add('hidden'); menu.dataset.filled = ''; clear(menu); load(); } }, 'Reset columns')));
@@ -388,7 +449,7 @@
         return;
       }
       if (!alive(gen)) return;
-      lastExplain = res.explain;
+      lastExplain = Object.assign({}, res.explain, { raw: res.raw, raw_refused: res.raw_refused });
       renderTable(res);
     }
 
@@ -423,7 +484,7 @@
         if (level === 'series') tr.appendChild(window.MetadbImages.thumbCell(doc.study_id, doc._id));
         tr.appendChild(h('td', { class: 'mono', title: doc._id, text: doc._id }));
         for (const c of cols) {
-          const v = c.startsWith('metadata.') ? (doc.metadata || {})[c.slice(9)] : doc[c];
+          const v = c.includes('.') ? c.split('.').reduce((o, k) => (o && typeof o === 'object' ? o[k] : undefined), doc) : doc[c];
           const shown = c === 'modalities' && v === undefined ? doc.modality : v;
           tr.appendChild(h('td', { class: NUMERIC.has(c) ? 'num' : '', title: fmt(shown) }, cell(c, shown)));
         }
