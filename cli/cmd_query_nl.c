@@ -4,8 +4,9 @@
  *   metadb query nl [--format table|json|csv] [--limit N] [--offset N]
  *                   [--reference-date YYYY-MM-DD] [--offline] [--explain] WORDS...
  *
- * The translation (level, filter, joins, explanation) is printed before the
- * results so the user sees how the sentence was read. --explain stops after
+ * The translation (level, filter, joins, explanation, corrections, confidence)
+ * is printed before the results so the user sees how the sentence was read;
+ * a partial translation (words not understood) says so in capitals. --explain stops after
  * the translation; --offline ignores a configured LLM endpoint. The words
  * may be given as one quoted argument or as several. */
 #include <jansson.h>
@@ -105,6 +106,25 @@ static void print_table(const json_t *items, int level)
             free(s);
         }
     }
+}
+
+/* How the sentence was read: corrections, and for a partial translation the
+ * words that were not understood (the answer then covers more than asked). */
+static void print_reading(FILE *tx, const mdb_nl_result_t *r, const json_t *ignored)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(mdb_nl_result_corrections(r), i, c)
+        fprintf(tx, "%s%s → %s (%s)\n", i ? "             " : "read as:     ",
+                json_string_value(json_object_get(c, "from")), json_string_value(json_object_get(c, "to")),
+                json_string_value(json_object_get(c, "kind")));
+    if (!mdb_nl_result_partial(r)) {
+        fprintf(tx, "confidence:  complete\n");
+        return;
+    }
+    fprintf(tx, "confidence:  PARTIAL: the results may include more than asked; not understood:");
+    json_array_foreach(ignored, i, c) fprintf(tx, "%s \"%s\"", i ? "," : "", json_string_value(c));
+    fprintf(tx, "%s\n", json_array_size(ignored) ? "" : " (see the notes in the explanation)");
 }
 
 static void csv_field(const char *s)
@@ -325,6 +345,7 @@ int mdb_cmd_query_nl(mdb_config_t *cfg, int argc, char **argv)
         free(jf);
     }
     fprintf(tx, "explanation: %s\nbackend:     %s\n", mdb_nl_result_explanation(r), mdb_nl_result_backend(r));
+    print_reading(tx, r, json_object_get(out, "ignored"));
     if (explain) {
         rc = 0;
         goto done;

@@ -51,6 +51,10 @@
   color: var(--accent, #1f5fa8); font-size: 12px; font-weight: 600; }
 .nl-expl { margin: 8px 0; line-height: 1.45; }
 .nl-ignored { color: var(--warn, #b7791f); }
+.nl-partial { display: inline-block; padding: 2px 8px; border-radius: 6px; background: #fff3d6; color: #8a5a00;
+  border: 1px solid #e9b949; font-size: 12.5px; font-weight: 600; }
+.nl-corrections { margin: 4px 0; font-size: 13px; color: var(--muted, #5f6b7a); }
+.nl-corrections b { color: inherit; font-weight: 600; }
 .nl-msg { margin: 6px 0; padding: 6px 10px; border-radius: 6px; background: #fff6e5; color: #7a4f00; font-size: 13px; }
 .nl-filter { margin: 6px 0 0; padding: 8px 10px; background: #f3f5f8; border-radius: 6px; max-height: 220px; overflow: auto;
   font-family: var(--mono, monospace); font-size: 12.5px; white-space: pre-wrap; word-break: break-all; }
@@ -102,6 +106,10 @@
     box.append(el('div', { class: 'nl-expl', 'data-testid': 'nl-explanation', text: t.explanation || '' }));
     if (t.ignored && t.ignored.length)
       box.append(el('div', { class: 'nl-ignored', 'data-testid': 'nl-ignored' }, 'Not understood: ', t.ignored.map((w) => '“' + w + '”').join(', ')));
+    if (t.corrections && t.corrections.length)
+      box.append(el('div', { class: 'nl-corrections', 'data-testid': 'nl-corrections' }, 'Read as: ',
+        t.corrections.map((c, i) => el('span', { 'data-kind': c.kind },
+          i ? ', ' : '', el('b', { text: c.from }), ' → ', el('b', { text: c.to })))));
     if (t.message) box.append(el('div', { class: 'nl-msg', 'data-testid': 'nl-message', text: t.message }));
     const shown = { level: t.level, filter: t.filter };
     if (t.joins && t.joins.length) shown.joins = t.joins;
@@ -172,7 +180,14 @@
       try { add((await ask(q, shown)).items); } catch (e) { countEl.textContent = e.message; }
       more.disabled = false;
     });
-    const actions = el('div', { class: 'nl-actions' }, countEl, more,
+    /* a partial translation covers more than the sentence asked for: say so next to the results */
+    const partial = res.confidence === 'partial'
+      ? el('span', { class: 'nl-partial', 'data-testid': 'nl-partial', role: 'status',
+        title: 'Some words were not understood; the results may include more than asked.' },
+      'Partial translation — not understood: ',
+      (res.ignored && res.ignored.length ? res.ignored : ['(see the notes above)']).map((w) => '“' + w + '”').join(', '))
+      : null;
+    const actions = el('div', { class: 'nl-actions' }, countEl, partial, more,
       !res.joins || !res.joins.length
         ? el('button', { type: 'button', class: 'ghost', 'data-testid': 'nl-raw', onclick: () => openRaw(res) }, 'Open in raw-query editor')
         : null,

@@ -3974,11 +3974,21 @@ static mdb_nl_words_t *spell_dictionary(const mdb_nl_vocab_t *v, const char *sen
     return w;
 }
 
+static bool in_strings(const json_t *list, const char *s)
+{
+    size_t i;
+    json_t *x;
+    json_array_foreach(list, i, x) if (!strcasecmp(json_string_value(x), s)) return true;
+    return false;
+}
+
 /* The sentence with its ignored, misspelled words replaced by their
- * corrections (malloc'd), or NULL when none can be corrected. Each
- * correction is appended to corrections. *oom is set on OOM. */
+ * corrections (malloc'd), or NULL when none can be corrected. Words whose
+ * correction is in `useless` (corrections that were not understood either)
+ * are left alone. Each correction is appended to corrections. *oom is set
+ * on OOM. */
 static char *respell(const mdb_nl_vocab_t *v, const char *sentence, const int ref[3], const toks_t *ts,
-                     json_t *corrections, bool *oom)
+                     const json_t *useless, json_t *corrections, bool *oom)
 {
     bool any = false;
     for (size_t k = 0; k < ts->n && !any; k++)
@@ -4002,7 +4012,7 @@ static char *respell(const mdb_nl_vocab_t *v, const char *sentence, const int re
         if (!t->ignored || !alpha)
             continue;
         const char *fix = mdb_nl_spell_best(t->low, words, nd, NULL);
-        if (!fix)
+        if (!fix || (useless && in_strings(useless, fix)))
             continue;
         size_t from = (size_t)(t->src - sentence);
         mdb_nl_buf_addf(&b, "%.*s%s", (int)(from - copied), sentence + copied, fix);
@@ -4028,7 +4038,7 @@ static char *respell(const mdb_nl_vocab_t *v, const char *sentence, const int re
  * respelled is not NULL it gets the sentence with misspellings corrected
  * (or NULL) and spelling gets the corrections. */
 static mdb_nl_result_t *translate_once(const mdb_nl_vocab_t *v, const char *sentence, const int ref[3],
-                                       char **respelled, json_t *spelling, mdb_error_t *err)
+                                       char **respelled, const json_t *useless, json_t *spelling, mdb_error_t *err)
 {
     mdb_nl_result_t *r = NULL;
     toks_t ts = {0};
@@ -4037,7 +4047,7 @@ static mdb_nl_result_t *translate_once(const mdb_nl_vocab_t *v, const char *sent
     if (!parse_sentence(v, sentence, ref, NULL, &p, &ts))
         goto oom;
     if (respelled) {
-        *respelled = respell(v, sentence, ref, &ts, spelling, &oom);
+        *respelled = respell(v, sentence, ref, &ts, useless, spelling, &oom);
         if (oom)
             goto oom;
     }
@@ -4149,12 +4159,38 @@ mdb_nl_result_t *mdb_nl_translate_offline(const mdb_nl_vocab_t *v, const char *s
     spelling = json_array();
     if (!corr || !spelling || !(english = mdb_nl_lexicon_rewrite(sentence, corr)))
         goto oom;
-    r = translate_once(v, english, ref, &respelled, spelling, err);
+    r = translate_once(v, english, ref, &respelled, NULL, spelling, err);
     if (!r && err && err->domain == MDB_ERR_SYSTEM)
         goto done;
     if (respelled) {
         mdb_error_t err2 = {0};
-        r2 = translate_once(v, respelled, ref, NULL, NULL, &err2);
+        r2 = translate_once(v, respelled, ref, NULL, NULL, NULL, &err2);
+        if (r2 && json_array_size(r2->ignored)) {
+            /* a correction that is not understood either ("Mayo" → "may") is not made */
+            json_t *useless = json_array();
+            size_t k;
+            json_t *c;
+            json_array_foreach(spelling, k, c)
+            {
+                const char *to = json_string_value(json_object_get(c, "to"));
+                if (useless && in_strings(r2->ignored, to))
+                    json_array_append_new(useless, json_string(to));
+            }
+            if (!useless)
+                goto oom;
+            if (json_array_size(useless)) {
+                mdb_nl_result_destroy(r2);
+                r2 = NULL;
+                free(respelled);
+                respelled = NULL;
+                json_array_clear(spelling);
+                mdb_nl_result_t *again = translate_once(v, english, ref, &respelled, useless, spelling, &err2);
+                mdb_nl_result_destroy(again);
+                if (respelled)
+                    r2 = translate_once(v, respelled, ref, NULL, NULL, NULL, &err2);
+            }
+            json_decref(useless);
+        }
         if (r2 && (!r || json_array_size(r2->ignored) < json_array_size(r->ignored))) {
             mdb_nl_result_destroy(r);
             r = r2;

@@ -1,7 +1,8 @@
 // Browser test of the dashboard's natural-language search box (api/web/nl.js)
 // in headless Debian Chromium driven by playwright-core: ask a sentence, see
 // the translation (explanation, filter) with the results, get the same rows
-// as GET /api/nl, see words that were not understood, follow a row to the
+// as GET /api/nl, see words that were not understood (and the "partial"
+// warning beside the results), corrections shown, a lone word refused, follow a row to the
 // series page, open a translation in the raw-query editor. Screenshots go to
 // $MDB_BUILD_DIR/test-artifacts/browser/.
 import { spawn, spawnSync } from 'node:child_process';
@@ -84,7 +85,38 @@ async function main() {
     await page.press('[data-testid=nl-input]', 'Enter');
     await page.waitForSelector('[data-testid=nl-ignored]', { timeout: 15000 });
     check(/wombats/.test(await page.textContent('[data-testid=nl-ignored]')), 'words not understood are listed');
+    // ... and, the translation being partial, next to the results in a warning colour
+    const partial = page.locator('[data-testid=nl-partial]');
+    check((await partial.count()) === 1 && /wombats/.test(await partial.textContent()),
+      'a partial translation is flagged next to the results with the ignored words');
+    const look = await partial.evaluate((e) => {
+      const cs = getComputedStyle(e);
+      const near = e.parentElement.querySelector('[data-testid=nl-total]') !== null;
+      return { color: cs.color, bg: cs.backgroundColor, visible: e.offsetWidth > 0 && e.offsetHeight > 0, near };
+    });
+    const [r, g, b] = (look.color.match(/\d+/g) || []).map(Number);
+    check(look.visible && look.near && r > 100 && r > b + 60 && g < r, 'the partial warning is visible, beside the result count, in a warning (amber) colour',
+      JSON.stringify(look));
+    const api1 = await (await fetch(base + '/api/nl?' + new URLSearchParams({ q: 'CT studies with wombats' }))).json();
+    check(api1.confidence === 'partial' && api1.ignored.includes('wombats'), 'GET /api/nl says confidence "partial"', JSON.stringify(api1).slice(0, 200));
     await page.screenshot({ path: path.join(ART, 'nl_search_ignored.png'), fullPage: true });
+
+    // a complete translation shows no warning; a corrected spelling / German word is shown
+    await page.fill('[data-testid=nl-input]', 'Siemmens CT Serien');
+    await page.press('[data-testid=nl-input]', 'Enter');
+    await page.waitForSelector('[data-testid=nl-corrections]', { timeout: 15000 });
+    const corr = await page.textContent('[data-testid=nl-corrections]');
+    check(/Siemmens/.test(corr) && /siemens/i.test(corr) && /Serien/.test(corr) && /series/.test(corr),
+      'corrections are shown ("Siemmens → siemens", "Serien → series")', corr);
+    check((await page.locator('[data-testid=nl-partial]').count()) === 0, 'a complete translation shows no partial warning');
+    await page.screenshot({ path: path.join(ART, 'nl_search_corrected.png'), fullPage: true });
+
+    // a lone unknown word is refused, not answered with everything
+    await page.fill('[data-testid=nl-input]', 'scanner');
+    await page.press('[data-testid=nl-input]', 'Enter');
+    await page.waitForSelector('[data-testid=nl-error]', { timeout: 15000 });
+    check(/nothing in the sentence was understood/.test(await page.textContent('[data-testid=nl-error]')),
+      'a lone filler word is refused with the reason');
 
     // a row leads to the series page
     await page.fill('[data-testid=nl-input]', 'CT series');
