@@ -1,0 +1,275 @@
+// Browser test of the images in the dashboard and of the OHIF viewer, in
+// headless Debian Chromium driven by playwright-core. The backend is real:
+// dashboard_harness.py loads a generated archive through the pipeline and
+// serves it with metadb-api, whose /dicomweb renders the archive's files and
+// whose /viewer/ serves the OHIF build deploy/install.sh put in the cache.
+//
+//   - the series table shows a thumbnail per series (decoded images, loaded
+//     lazily: with the thumbnails held back the table is already there), and
+//     a failing thumbnail leaves a neutral placeholder;
+//   - the series page's viewer shows the instances in instance order; the
+//     arrow keys, the mouse wheel and the slider change the image; a window
+//     preset changes the pixels; the instance's metadata is beside it;
+//   - "Open in viewer" opens OHIF, which asks metadb's DICOMweb for the study
+//     and draws a non-blank image.
+// Screenshots: tests/artifacts/images_*.png.
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+
+const require = createRequire(import.meta.url);
+let chromium;
+try {
+  ({ chromium } = require('playwright-core')); // NODE_PATH from tests/CMakeLists.txt
+} catch (e) {
+  const home = process.env.METADB_HOME || path.join(os.homedir(), '.metadb');
+  ({ chromium } = createRequire(path.join(home, 'cache', 'node', 'node_modules', 'x.js'))('playwright-core'));
+}
+
+const SRC = process.env.MDB_SOURCE_DIR || path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
+const ART = path.join(SRC, 'tests', 'artifacts');
+const HARNESS = path.join(SRC, 'tests', 'browser', 'dashboard_harness.py');
+const HOME = process.env.METADB_HOME || path.join(os.homedir(), '.metadb');
+const OHIF_INDEX = path.join(HOME, 'cache', 'ohif', 'viewer', 'index.html');
+
+let passed = 0, failed = 0;
+function check(cond, what, detail) {
+  if (cond) { passed++; console.log('ok   - ' + what); } else { failed++; console.log('FAIL - ' + what + (detail !== undefined ? '\n       ' + String(detail).slice(0, 1500) : '')); }
+  return cond;
+}
+
+function startHarness() {
+  const p = spawn('/usr/bin/python3', [HARNESS], { stdio: ['pipe', 'pipe', 'inherit'], env: Object.assign({ DASH_PATIENTS: '4' }, process.env) });
+  const exited = new Promise((resolve) => p.on('exit', (code) => resolve(code)));
+  const ready = new Promise((resolve, reject) => {
+    const rl = readline.createInterface({ input: p.stdout });
+    rl.once('line', (line) => { try { resolve(JSON.parse(line)); } catch (e) { reject(new Error('harness said: ' + line)); } });
+    p.on('exit', (code) => reject(new Error('harness exited with ' + code + ' before it was ready')));
+  });
+  return { proc: p, ready, exited };
+}
+
+async function api(env, p) {
+  const r = await fetch(env.base + p);
+  return { status: r.status, body: await r.json() };
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(ART, 'images_' + name + '.png'), fullPage: false });
+}
+
+// Pixels of an <img> (same-origin blob: URL, so the canvas is not tainted):
+// a short digest and the spread of grey levels.
+async function imgPixels(page, sel) {
+  return page.$eval(sel, (img) => {
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let h = 2166136261, min = 255, max = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      h = Math.imul(h ^ d[i], 16777619) >>> 0;
+      min = Math.min(min, d[i]); max = Math.max(max, d[i]);
+    }
+    return { w: c.width, h: c.height, digest: h.toString(16), min, max };
+  });
+}
+
+// A PNG screenshot (Buffer) analysed in a page: how many distinct grey
+// levels, and the share of pixels more than 8 levels away from the most
+// common one (the background). The viewport's text overlays alone stay
+// under 3 %; a drawn image covers far more.
+async function screenshotStats(page, png) {
+  return page.evaluate(async (b64) => {
+    const img = new Image();
+    img.src = 'data:image/png;base64,' + b64;
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const g = c.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    const hist = new Array(256).fill(0);
+    for (let i = 0; i < d.length; i += 4) hist[Math.round(0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2])]++;
+    const mode = hist.indexOf(Math.max(...hist));
+    let away = 0;
+    hist.forEach((n, y) => { if (Math.abs(y - mode) > 8) away += n; });
+    return { w: c.width, h: c.height, levels: hist.filter((n) => n > 0).length, background: mode, image: away / (d.length / 4) };
+  }, png.toString('base64'));
+}
+
+async function main() {
+  fs.mkdirSync(ART, { recursive: true });
+  if (!check(fs.existsSync(OHIF_INDEX), 'the OHIF viewer is installed (' + OHIF_INDEX + ')', 'run deploy/install.sh (ohif_step)')) {
+    console.log(passed + ' passed, ' + failed + ' failed');
+    process.exit(1);
+  }
+  const h = startHarness();
+  let browser = null, code = 1;
+  const pageErrors = [];
+  try {
+    const env = await h.ready;
+    console.log('# backend ' + env.base + ' database ' + env.db);
+    browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium', headless: true,
+      args: ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'],
+    });
+    const ctx = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const page = await ctx.newPage();
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => { if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) pageErrors.push(m.text()); });
+
+    // ---- series table: the table first, thumbnails after
+    const series = await api(env, '/api/series?limit=50&sort=study_id,series_number&fields=study_id,instance_count');
+    check(series.body.total > 0, 'the catalogue has series (' + series.body.total + ')');
+    let release;
+    const held = new Promise((r) => { release = r; });
+    let heldCount = 0;
+    const failSeries = series.body.items[series.body.items.length - 1]._id;
+    await page.route('**/dicomweb/studies/*/series/*/thumbnail*', async (route) => {
+      heldCount++;
+      await held;
+      if (route.request().url().includes(encodeURIComponent(failSeries))) {
+        await route.fulfill({ status: 404, contentType: 'application/json', body: '{"error":"not_found","detail":"test: held back"}' });
+      } else await route.continue();
+    });
+    await page.goto(env.base + '/#/series?limit=50');
+    await page.waitForSelector('[data-testid=row]', { timeout: 20000 });
+    const rows = await page.locator('[data-testid=row]').count();
+    const pending = await page.locator('[data-testid=thumb]:not([data-state=loaded])').count();
+    check(rows === series.body.items.length && pending === rows,
+      'the series table is shown while its thumbnails are still loading (' + rows + ' rows, ' + pending + ' pending)');
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=thumb][data-state=loading]').length > 0, null, { timeout: 10000 });
+    release();
+    await page.waitForFunction(() => Array.from(document.querySelectorAll('[data-testid=thumb]')).every((t) => t.dataset.state === 'loaded' || t.dataset.state === 'error'),
+      null, { timeout: 60000 });
+    const thumbs = await page.$$eval('[data-testid=row]', (trs) => trs.map((tr) => {
+      const box = tr.querySelector('[data-testid=thumb]');
+      const img = box.querySelector('img');
+      return { uid: tr.dataset.uid, state: box.dataset.state, w: img ? img.naturalWidth : 0, h: img ? img.naturalHeight : 0 };
+    }));
+    const damagedSeries = env.damaged.series;
+    const good = thumbs.filter((t) => t.uid !== failSeries && t.uid !== damagedSeries);
+    const bad = good.filter((t) => t.state !== 'loaded' || !(t.w > 0 && t.h > 0));
+    check(good.length > 0 && bad.length === 0, 'every series row shows a decoded thumbnail (' + (good.length - bad.length) + '/' + good.length + ', naturalWidth > 0)',
+      JSON.stringify(bad.slice(0, 5)));
+    const failed404 = thumbs.find((t) => t.uid === failSeries);
+    check(failed404 && failed404.state === 'error' && await page.locator('[data-testid=row][data-uid="' + failSeries + '"] .thumb.missing').count() === 1,
+      'a thumbnail that fails leaves a neutral placeholder', JSON.stringify(failed404));
+    check(heldCount >= Math.min(rows, 4), 'thumbnails are requested from /dicomweb/.../thumbnail (' + heldCount + ' requests)');
+    await shot(page, 'series_table');
+    await page.unroute('**/dicomweb/studies/*/series/*/thumbnail*');
+
+    // ---- series viewer: the series with the most instances (not the damaged one)
+    const pick = series.body.items.filter((s) => s._id !== damagedSeries).sort((a, b) => (b.instance_count || 0) - (a.instance_count || 0))[0];
+    const inst = await api(env, '/api/instances?series_id=' + encodeURIComponent(pick._id) + '&sort=instance_number,_id&fields=instance_number&limit=1000');
+    const order = inst.body.items.map((d) => d._id);
+    check(order.length >= 2, 'the picked series has several instances (' + order.length + ')');
+    await page.goto(env.base + '/#/series/' + encodeURIComponent(pick._id));
+    await page.waitForSelector('[data-testid=series-viewer] [data-testid=viewer-image][data-sop]', { timeout: 30000 });
+    const viewer = page.locator('[data-testid=series-viewer]');
+    const state = async () => page.$eval('[data-testid=viewer-image]', (i) => ({ sop: i.dataset.sop, index: Number(i.dataset.index), preset: i.dataset.preset }));
+    const waitShown = async (pred, what) => {
+      const t0 = Date.now();
+      for (;;) {
+        const s = await state();
+        if (pred(s)) return s;
+        if (Date.now() - t0 > 15000) throw new Error('viewer never showed ' + what + ': ' + JSON.stringify(s));
+        await page.waitForTimeout(50);
+      }
+    };
+    let s0 = await state();
+    check(s0.sop === order[s0.index], 'the viewer opens on an instance in instance order (index ' + s0.index + ' of ' + order.length + ')', JSON.stringify(s0));
+    const metaText = await page.textContent('[data-testid=viewer-meta]');
+    check(metaText.includes(s0.sop) && /Instance/.test(metaText), 'the instance\'s metadata is shown beside the image', metaText.slice(0, 300));
+    await viewer.focus();
+    await page.keyboard.press('Home');
+    s0 = await waitShown((s) => s.index === 0, 'the first instance');
+    const p0 = await imgPixels(page, '[data-testid=viewer-image]');
+    check(s0.sop === order[0] && p0.w > 0, 'Home shows the first instance (' + p0.w + 'x' + p0.h + ')');
+    await page.keyboard.press('ArrowDown');
+    const s1 = await waitShown((s) => s.index === 1, 'the second instance');
+    const p1 = await imgPixels(page, '[data-testid=viewer-image]');
+    check(s1.sop === order[1] && p1.digest !== p0.digest, 'ArrowDown scrolls to the next instance and the image changes',
+      JSON.stringify({ s1, p0: p0.digest, p1: p1.digest }));
+    await page.keyboard.press('ArrowUp');
+    await waitShown((s) => s.index === 0, 'the first instance again');
+    const box = await page.locator('[data-testid=viewer-stage]').boundingBox();
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    await page.mouse.wheel(0, 120);
+    const sw = await waitShown((s) => s.index === 1, 'the instance after a wheel step');
+    check(sw.sop === order[1], 'the mouse wheel scrolls through the instances');
+    const last = order.length;
+    await page.locator('[data-testid=viewer-slider]').fill(String(last));
+    const sl = await waitShown((s) => s.index === last - 1, 'the last instance');
+    check(sl.sop === order[last - 1] && (await page.textContent('[data-testid=viewer-pos]')).trim() === last + ' / ' + last,
+      'the slider goes to the last instance');
+    await page.keyboard.press('Home');
+    await waitShown((s) => s.index === 0 && s.preset === 'default', 'the first instance, default window');
+    const pd = await imgPixels(page, '[data-testid=viewer-image]');
+    await viewer.focus();
+    await page.keyboard.press('2');
+    await waitShown((s) => s.index === 0 && s.preset === 'lung', 'the lung window');
+    const pl = await imgPixels(page, '[data-testid=viewer-image]');
+    check(pl.digest !== pd.digest && (await page.getAttribute('[data-testid=preset-lung]', 'aria-pressed')) === 'true',
+      'key 2 applies the lung window and the pixels change', JSON.stringify({ pd, pl }));
+    await page.click('[data-testid=preset-bone]');
+    await waitShown((s) => s.index === 0 && s.preset === 'bone', 'the bone window');
+    const pb = await imgPixels(page, '[data-testid=viewer-image]');
+    check(pb.digest !== pl.digest, 'the bone preset renders differently from the lung preset', JSON.stringify({ pl, pb }));
+    await shot(page, 'series_viewer');
+
+    // ---- "Open in viewer": OHIF loads the study from metadb's DICOMweb
+    const dicomweb = [];
+    ctx.on('response', (r) => { if (r.url().includes('/dicomweb/')) dicomweb.push({ url: r.url().replace(env.base, ''), status: r.status() }); });
+    const [ohif] = await Promise.all([ctx.waitForEvent('page'), page.click('[data-testid=open-viewer]')]);
+    const ohifErrors = [];
+    ohif.on('pageerror', (e) => ohifErrors.push(e.message));
+    await ohif.waitForLoadState('domcontentloaded');
+    check(new URL(ohif.url()).pathname.startsWith('/viewer/'), 'the link opens metadb\'s own /viewer/ (' + ohif.url().replace(env.base, '') + ')');
+    let drawn = null;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 90000) {
+      await ohif.waitForTimeout(1500);
+      const vp = ohif.locator('.cornerstone-viewport-element, [data-viewportid]').first();
+      if (await vp.count() === 0) continue;
+      const bb = await vp.boundingBox();
+      if (!bb || bb.width < 50 || bb.height < 50) continue;
+      const png = await ohif.screenshot({ clip: bb });
+      const st = await screenshotStats(page, png);
+      if (st.levels > 8 && st.image > 0.1) { drawn = st; break; }
+    }
+    const skipTour = ohif.getByText('Skip all'); // OHIF's first-visit tour
+    if (await skipTour.count()) await skipTour.first().click().catch(() => {});
+    await ohif.waitForTimeout(300);
+    await ohif.screenshot({ path: path.join(ART, 'images_ohif.png') });
+    const metaReq = dicomweb.filter((r) => /\/studies\/[^/]+\/series\/[^/]+\/metadata/.test(r.url));
+    const frames = dicomweb.filter((r) => /\/frames\//.test(r.url));
+    check(metaReq.length > 0 && metaReq.every((r) => r.status === 200), 'OHIF read the series metadata from metadb\'s WADO-RS (' + metaReq.length + ' requests)',
+      JSON.stringify(dicomweb.slice(0, 12)));
+    check(frames.length > 0 && frames.some((r) => r.status === 200), 'OHIF fetched pixel data from /frames/ (' + frames.length + ' requests)', JSON.stringify(dicomweb.filter((r) => r.status >= 400).slice(0, 8)));
+    check(drawn !== null, 'OHIF draws a non-blank image (screenshot tests/artifacts/images_ohif.png)', JSON.stringify(drawn));
+    if (drawn) console.log('# OHIF viewport ' + drawn.w + 'x' + drawn.h + ': ' + drawn.levels + ' grey levels, ' + (100 * drawn.image).toFixed(1) + ' % of pixels away from the background');
+    check(ohifErrors.length === 0, 'no script errors in OHIF', ohifErrors.join('\n'));
+
+    check(pageErrors.length === 0, 'no script errors in the dashboard', pageErrors.join('\n'));
+    code = 0;
+  } catch (e) {
+    check(false, 'browser test ran to the end', e.stack || e);
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    h.proc.stdin.end('stop\n');
+    const hc = await Promise.race([h.exited, new Promise((r) => setTimeout(() => r('timeout'), 120000))]);
+    if (hc === 'timeout') h.proc.kill('SIGKILL');
+    check(hc === 0, 'the backend stopped cleanly', 'harness exit ' + hc);
+  }
+  console.log(passed + ' passed, ' + failed + ' failed');
+  process.exit(failed === 0 && passed > 0 && code === 0 ? 0 : 1);
+}
+
+main();
