@@ -94,7 +94,7 @@ static void test_modalities_and_levels(void **state)
     expect("MRI or CT exams", "studies", "{\"modalities\":{\"$in\":[\"MR\",\"CT\"]}}", NULL);
     expect("computed tomography", "studies", "{\"modalities\":\"CT\"}", NULL);
     expect("series that are not CT", "series", "{\"modality\":{\"$ne\":\"CT\"}}", NULL);
-    expect("show me everything", "studies", "{}", NULL);
+    expect("all studies", "studies", "{}", NULL);
 }
 
 static void test_body_parts(void **state)
@@ -288,6 +288,96 @@ static mdb_nl_result_t *from_json(const mdb_nl_vocab_t *v, const char *text, mdb
     return r;
 }
 
+/* The result's confidence and corrections (NULL: refused). */
+static json_t *answer(const char *sentence)
+{
+    mdb_error_t err = {0};
+    mdb_nl_vocab_t *v = vocab();
+    mdb_nl_result_t *r = mdb_nl_translate(v, sentence, &REF, &err);
+    json_t *j = r ? mdb_nl_result_to_json(r) : NULL;
+    mdb_nl_result_destroy(r);
+    mdb_nl_vocab_destroy(v);
+    return j;
+}
+
+static void expect_confidence(const char *sentence, const char *confidence, size_t ncorrections)
+{
+    json_t *j = answer(sentence);
+    if (!j)
+        fail_msg("'%s' refused", sentence);
+    const char *c = json_string_value(json_object_get(j, "confidence"));
+    size_t n = json_array_size(json_object_get(j, "corrections"));
+    if (!c || strcmp(c, confidence) || n != ncorrections)
+        fail_msg("'%s': confidence %s with %zu corrections, want %s with %zu (%s)", sentence, c ? c : "?", n,
+                 confidence, ncorrections, json_string_value(json_object_get(j, "explanation")));
+    json_decref(j);
+}
+
+/* issue 15: never silently wrong */
+static void test_never_silently_wrong(void **state)
+{
+    (void)state;
+    /* a qualifier is kept: "chest x-rays" is not every x-ray */
+    expect("chest x-rays", "series",
+           "{\"body_part_examined\":{\"$in\":[\"CHEST\",\"LUNG\"]},\"modality\":{\"$in\":[\"CR\",\"DX\"]}}", NULL);
+    /* OR stays OR when one value is not in the catalogue */
+    expect("Philips or Hitachi series", "series",
+           "{\"$or\":[{\"manufacturer\":\"Philips\"},{\"manufacturer\":{\"$regex\":"
+           "\"(^|[^A-Za-z0-9])(HITACHI)([^A-Za-z0-9]|$)\",\"$options\":\"i\"}}]}",
+           NULL);
+    expect("series not made by Hitachi or Siemens", "series",
+           "{\"$nor\":[{\"manufacturer\":{\"$regex\":\"(^|[^A-Za-z0-9])(HITACHI)([^A-Za-z0-9]|$)\",\"$options\":"
+           "\"i\"}},{\"manufacturer\":\"SIEMENS\"}]}",
+           NULL);
+    /* an OR across fields cannot be kept: partial, "or" listed */
+    expect_confidence("CT or Siemens series", "partial", 0);
+    json_t *j = answer("CT or Siemens series");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "ignored"), 0)), "or");
+    json_decref(j);
+    /* presence and absence of any field */
+    expect("series without a manufacturer model name", "series", "{\"manufacturer_model_name\":{\"$in\":[\"\",null]}}",
+           NULL);
+    expect("series with a convolution kernel", "series",
+           "{\"metadata.ConvolutionKernel\":{\"$exists\":true,\"$nin\":[\"\",null]}}", NULL);
+    expect("series whose kernel is missing", "series", "{\"metadata.ConvolutionKernel\":{\"$in\":[\"\",null]}}", NULL);
+    expect("series with kernel B30f", "series", "{\"metadata.ConvolutionKernel\":{\"$regex\":\"^B30f$\",\"$options\":\"i\"}}",
+           NULL);
+    /* prefixes and case of stored values */
+    expect("LightSpeed series", "series", "{\"manufacturer_model_name\":\"LightSpeed16\"}", NULL);
+    expect_confidence("LightSpeed series", "complete", 1);
+    expect("lightspeed16 series", "series", "{\"manufacturer_model_name\":\"LightSpeed16\"}", NULL);
+    expect_confidence("lightspeed16 series", "complete", 0);
+    /* spelling within 2 edits, shown */
+    expect("sereis thiner than 2 mm", "series", "{\"slice_thickness\":{\"$lt\":2}}", NULL);
+    expect_confidence("sereis thiner than 2 mm", "complete", 2);
+    j = answer("sereis thiner than 2 mm");
+    json_t *c0 = json_array_get(json_object_get(j, "corrections"), 0);
+    assert_string_equal(json_string_value(json_object_get(c0, "from")), "sereis");
+    assert_string_equal(json_string_value(json_object_get(c0, "to")), "series");
+    assert_string_equal(json_string_value(json_object_get(c0, "kind")), "spelling");
+    assert_non_null(strstr(json_string_value(json_object_get(j, "explanation")), "\"sereis\" → \"series\""));
+    json_decref(j);
+    expect("Siemmens CT series", "series", "{\"manufacturer\":\"SIEMENS\",\"modality\":\"CT\"}", NULL);
+    /* German and French */
+    expect("Thorax-CT Serien dünner als 2 mm", "series",
+           "{\"body_part_examined\":{\"$in\":[\"CHEST\",\"LUNG\"]},\"modality\":\"CT\",\"slice_thickness\":{\"$lt\":2}}",
+           NULL);
+    expect("scanner thoracique de 2002", "series",
+           "{\"modality\":\"CT\",\"body_part_examined\":{\"$in\":[\"CHEST\",\"LUNG\"]}}",
+           "[{\"collection\":\"studies\",\"filter\":{\"study_date\":{\"$gte\":\"20020101\",\"$lte\":\"20021231\"}},"
+           "\"negate\":false}]");
+    expect("Studien zwischen 2000 und 2001", "studies",
+           "{\"study_date\":{\"$gte\":\"20000101\",\"$lte\":\"20011231\"}}", NULL);
+    /* unknown words: partial, listed; a lone unknown or filler word is refused */
+    expect_confidence("ultra-modern CT series", "partial", 0);
+    expect_confidence("CT series", "complete", 0);
+    assert_null(answer("scanner"));
+    assert_null(answer("please show me everything"));
+    assert_null(answer("wombats"));
+    /* English "scanner" stays a filler word */
+    expect("Siemens scanners", "series", "{\"manufacturer\":\"SIEMENS\"}", NULL);
+}
+
 static void test_external_translations(void **state)
 {
     (void)state;
@@ -352,6 +442,7 @@ int main(void)
         cmocka_unit_test(test_slices_and_units),      cmocka_unit_test(test_dates),
         cmocka_unit_test(test_negation_and_names),    cmocka_unit_test(test_identifiers),
         cmocka_unit_test(test_refusals_and_notes),    cmocka_unit_test(test_external_translations),
+        cmocka_unit_test(test_never_silently_wrong),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
