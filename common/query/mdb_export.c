@@ -124,10 +124,18 @@ const json_t *mdb_export_get(const json_t *row, const char *path)
 
 /* Plain text of a value: strings as they are, arrays joined with ';',
  * numbers and objects as compact JSON, null/missing empty. */
+static bool terminate(char **buf, size_t *len, size_t *cap)
+{
+    if (!grow(buf, cap, *len + 1))
+        return false;
+    (*buf)[*len] = '\0';
+    return true;
+}
+
 static bool cell_text(const json_t *v, char **buf, size_t *len, size_t *cap)
 {
     if (!v || json_is_null(v))
-        return grow(buf, cap, *len + 1);
+        return terminate(buf, len, cap);
     if (json_is_string(v))
         return put(buf, len, cap, json_string_value(v), json_string_length(v));
     if (json_is_array(v)) {
@@ -138,7 +146,7 @@ static bool cell_text(const json_t *v, char **buf, size_t *len, size_t *cap)
             if ((i && !put(buf, len, cap, ";", 1)) || !cell_text(e, buf, len, cap))
                 return false;
         }
-        return grow(buf, cap, *len + 1);
+        return terminate(buf, len, cap);
     }
     char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
     if (!s)
