@@ -270,3 +270,14 @@ void cli_print_job(FILE *out, const bson_t *job, size_t max_errors)
         }
     }
 }
+
+char *cli_job_id(const char *cmd, mdb_mongo_t *m, const char *arg)
+{
+    mdb_error_t err = {0};
+    char *id = NULL;
+    if (!mdb_jobs_resolve(m, arg, &id, &err)) {
+        fprintf(stderr, "metadb %s: %s\n", cmd, err.message);
+        return NULL;
+    }
+    return id;
+}

@@ -31,6 +31,12 @@ bool cli_publish_job(const mdb_config_t *cfg, const mdb_job_msg_t *m, mdb_error_
  * code: 0 completed, 1 failed, 3 completed_with_errors, 4 timeout. */
 int cli_wait_job(mdb_mongo_t *m, const char *job_id, double timeout_s, bool quiet);
 
+/* The full id of the job `arg` names (an id or a unique prefix of at least
+ * MDB_JOBS_MIN_PREFIX characters), malloc'd; NULL with the reason printed
+ * (prefixed with cmd): no such job, or an ambiguous prefix with the
+ * candidates listed. */
+char *cli_job_id(const char *cmd, mdb_mongo_t *m, const char *arg);
+
 /* Human-readable view of a job document (state, totals, selectors, last errors). */
 void cli_print_job(FILE *out, const bson_t *job, size_t max_errors);
 

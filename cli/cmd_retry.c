@@ -16,7 +16,8 @@
 static void retry_usage(FILE *out)
 {
     fprintf(out, "usage: metadb retry JOB [--features NAME] [--force] [--dry-run] [--wait [--timeout S]] [--json]\n"
-                 "  re-publishes the failed files of JOB as a new job (retry_of = JOB)\n"
+                 "  re-publishes the failed files of JOB as a new job (retry_of = JOB); JOB may be a\n"
+                 "  unique prefix of at least 6 characters\n"
                  "  --force    retry even if JOB has not finished yet\n"
                  "  --dry-run  list the files that would be retried\n");
 }
@@ -69,6 +70,10 @@ int mdb_cmd_retry(mdb_config_t *cfg, int argc, char **argv)
     mdb_strv_t ids = {0};
     int rc = 1;
     bool db_failed = false;
+    char *full = cli_job_id("retry", m, job);
+    if (!full)
+        goto done;
+    job = full;
     if (!mdb_jobs_get(m, job, &doc, &err)) {
         fprintf(stderr, "metadb retry: %s\n", err.message);
         goto done;
@@ -158,6 +163,7 @@ done:
     mdb_strv_clear(&ids);
     mdb_strv_clear(&failed);
     bson_destroy(doc);
+    free(full);
     mdb_mongo_destroy(m);
     return rc;
 }

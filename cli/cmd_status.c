@@ -14,7 +14,8 @@
 static void status_usage(FILE *out)
 {
     fprintf(out, "usage: metadb status [JOB] [--json] [--limit N] [--errors N]\n"
-                 "  JOB      show one job (state, totals, selectors, last errors)\n"
+                 "  JOB      show one job (state, totals, selectors, last errors); a unique prefix of\n"
+                 "           at least 6 characters will do (the dashboard shows 8)\n"
                  "  --limit  number of recent jobs listed without JOB (default 20)\n"
                  "  --errors number of last errors shown for a job (default 10)\n");
 }
@@ -78,9 +79,12 @@ int mdb_cmd_status(mdb_config_t *cfg, int argc, char **argv)
         return 1;
     mdb_error_t err = {0};
     int rc = 0;
-    if (job) {
+    char *full = job ? cli_job_id("status", m, job) : NULL;
+    if (job && !full) {
+        rc = 1;
+    } else if (job) {
         bson_t *doc = NULL;
-        if (!mdb_jobs_get(m, job, &doc, &err)) {
+        if (!mdb_jobs_get(m, full, &doc, &err)) {
             fprintf(stderr, "metadb status: %s\n", err.message);
             rc = 1;
         } else {
@@ -105,6 +109,7 @@ int mdb_cmd_status(mdb_config_t *cfg, int argc, char **argv)
             printf("(no jobs)\n");
         }
     }
+    free(full);
     mdb_mongo_destroy(m);
     return rc;
 }

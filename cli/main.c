@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli_help.h"
 #include "mdb_cli.h"
 #include "mdb_log.h"
 #include "mdb_signal.h"
@@ -23,6 +24,7 @@
 #pragma weak mdb_cmd_query
 #pragma weak mdb_cmd_lag
 #pragma weak mdb_cmd_topics
+#pragma weak mdb_cmd_pacs
 #pragma weak mdb_cmd_export
 
 typedef struct {
@@ -45,11 +47,13 @@ static const command_t commands[] = {
     {"export", mdb_cmd_export, "export a cohort (every matching row) as csv|json|ndjson, or its file manifest"},
     {"lag", mdb_cmd_lag, "consumer lag per group, topic and partition"},
     {"topics", mdb_cmd_topics, "create the metadb topics (idempotent)"},
+    {"pacs", mdb_cmd_pacs, "list|echo|find: talk to a configured PACS without retrieving (docs/pacs.md)"},
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: metadb [--config FILE] [--key=value ...] COMMAND [ARGS]\n\ncommands:\n");
+    fprintf(out, "usage: metadb [--config FILE] [--key=value ...] COMMAND [ARGS]\n"
+                 "       metadb help COMMAND   (or metadb COMMAND --help): the command's own usage\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].help);
     fprintf(out, "\nconfiguration keys (flag > METADB_* environment > metadb.conf > default):\n");
@@ -66,7 +70,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "metadb: %s\n", err.message);
         goto done;
     }
-    if (rest >= argc || !strcmp(argv[rest], "help") || !strcmp(argv[rest], "--help") || !strcmp(argv[rest], "-h")) {
+    char *help[3];
+    int nhelp = rest < argc ? cli_help_argv(argc - rest, argv + rest, help) : 0;
+    if (rest >= argc || (!nhelp && !strcmp(argv[rest], "help")) || !strcmp(argv[rest], "--help") ||
+        !strcmp(argv[rest], "-h")) {
         usage(rest >= argc ? stderr : stdout);
         mdb_config_print_help(cfg, rest >= argc ? stderr : stdout);
         rc = rest >= argc ? 2 : 0;
@@ -77,11 +84,12 @@ int main(int argc, char **argv)
         goto done;
     }
     const command_t *cmd = NULL;
+    const char *name = nhelp ? help[0] : argv[rest];
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(commands[i].name, argv[rest]))
+        if (!strcmp(commands[i].name, name))
             cmd = &commands[i];
     if (!cmd) {
-        fprintf(stderr, "metadb: unknown command '%s' (try metadb help)\n", argv[rest]);
+        fprintf(stderr, "metadb: unknown command '%s' (try metadb help)\n", name);
         goto done;
     }
     if (!cmd->fn) {
@@ -92,7 +100,8 @@ int main(int argc, char **argv)
     mongoc_init();
     mdb_log_route_mongoc();
     mdb_signal_install();
-    rc = cmd->fn(cfg, argc - rest, argv + rest);
+    /* `metadb help CMD` and `metadb CMD ... --help` are `CMD [SUB] --help` (cli_help.h) */
+    rc = nhelp ? cmd->fn(cfg, nhelp, help) : cmd->fn(cfg, argc - rest, argv + rest);
     mongoc_cleanup();
 done:
     mdb_config_destroy(cfg);

@@ -4,7 +4,9 @@
  * document. */
 #include "mdb_jobs.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -732,5 +734,91 @@ bool mdb_jobs_note_retry(mdb_mongo_t *m, const char *original, const char *retry
     bool ok = update_one(m, MDB_JOBS_COLL, sel, upd, false, NULL, NULL, err, "note retry");
     bson_destroy(sel);
     bson_destroy(upd);
+    return ok;
+}
+
+/* ---- job id prefixes ("9eb167cc" as the dashboard shows it) ---- */
+
+bool mdb_jobs_prefix_valid(const char *prefix)
+{
+    size_t n = prefix ? strlen(prefix) : 0;
+    if (n < MDB_JOBS_MIN_PREFIX || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)prefix[i]) && prefix[i] != '-' && prefix[i] != '_')
+            return false;
+    return true;
+}
+
+typedef struct {
+    mdb_strv_t ids;
+} prefix_ctx_t;
+
+static bool collect_id(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    prefix_ctx_t *pc = ud;
+    const char *id = mdb_jobs_doc_str(doc, "_id");
+    (void)err;
+    if (id)
+        mdb_strv_push(&pc->ids, id);
+    return true;
+}
+
+bool mdb_jobs_resolve(mdb_mongo_t *m, const char *id_or_prefix, char **job_id, mdb_error_t *err)
+{
+    *job_id = NULL;
+    bson_t *doc = NULL;
+    bson_t *filter = BCON_NEW("_id", BCON_UTF8(id_or_prefix));
+    bool ok = find_one(m, MDB_JOBS_COLL, filter, NULL, &doc, err, "read job");
+    bson_destroy(filter);
+    if (!ok)
+        return false;
+    if (doc) {
+        bson_destroy(doc);
+        *job_id = strdup(id_or_prefix);
+        if (!*job_id)
+            mdb_error_set(err, MDB_ERR_SYSTEM, 0, "out of memory");
+        return *job_id != NULL;
+    }
+    if (!mdb_jobs_prefix_valid(id_or_prefix)) {
+        mdb_error_set(err, MDB_ERR_NOTFOUND, 0, "no job '%s'%s", id_or_prefix,
+                      strlen(id_or_prefix) < MDB_JOBS_MIN_PREFIX ? " (a job id prefix needs at least 6 characters)" : "");
+        return false;
+    }
+    /* the prefix is letters, digits, '-' and '_' only: no regex escaping needed */
+    char rx[80];
+    snprintf(rx, sizeof rx, "^%s", id_or_prefix);
+    filter = BCON_NEW("_id", "{", "$regex", BCON_UTF8(rx), "}");
+    bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}", "sort", "{", "_id", BCON_INT32(1), "}",
+                            "limit", BCON_INT64(MDB_JOBS_MAX_CANDIDATES + 1));
+    prefix_ctx_t pc = {{0}};
+    ok = mdb_ops_find(m, MDB_JOBS_COLL, filter, opts, collect_id, &pc, err) || db_fail(err, "find job by prefix");
+    bson_destroy(filter);
+    bson_destroy(opts);
+    if (ok && pc.ids.n == 0) {
+        mdb_error_set(err, MDB_ERR_NOTFOUND, 0, "no job '%s' (no job id starts with it)", id_or_prefix);
+        ok = false;
+    } else if (ok && pc.ids.n > 1) {
+        char list[1024] = "";
+        size_t len = 0;
+        for (size_t i = 0; i < pc.ids.n && i < MDB_JOBS_MAX_CANDIDATES; i++) {
+            int w = snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", pc.ids.v[i]);
+            if (w < 0 || (size_t)w >= sizeof list - len)
+                break;
+            len += (size_t)w;
+        }
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "job id prefix '%s' is ambiguous; it starts %s%zu jobs: %s%s",
+                      id_or_prefix, pc.ids.n > MDB_JOBS_MAX_CANDIDATES ? "more than " : "",
+                      pc.ids.n > MDB_JOBS_MAX_CANDIDATES ? (size_t)MDB_JOBS_MAX_CANDIDATES : pc.ids.n, list,
+                      pc.ids.n > MDB_JOBS_MAX_CANDIDATES ? ", …" : "");
+        ok = false;
+    } else if (ok) {
+        *job_id = strdup(pc.ids.v[0]);
+        if (!*job_id) {
+            mdb_error_set(err, MDB_ERR_SYSTEM, 0, "out of memory");
+            ok = false;
+        }
+    }
+    mdb_strv_clear(&pc.ids);
     return ok;
 }

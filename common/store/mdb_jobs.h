@@ -184,6 +184,21 @@ bool mdb_jobs_refresh_progress(mdb_mongo_t *m, const char *job_id, int *state_ou
  * MDB_ERR_NOTFOUND if there is none. */
 bool mdb_jobs_get(mdb_mongo_t *m, const char *job_id, bson_t **doc, mdb_error_t *err);
 
+/* Job ids may be abbreviated to a unique prefix of at least
+ * MDB_JOBS_MIN_PREFIX characters (the dashboard shows 8). */
+#define MDB_JOBS_MIN_PREFIX 6
+#define MDB_JOBS_MAX_CANDIDATES 10
+/* Is prefix usable as an abbreviation: MDB_JOBS_MIN_PREFIX..64 letters,
+ * digits, '-' or '_'? Pure. */
+bool mdb_jobs_prefix_valid(const char *prefix);
+/* The full id of the job id_or_prefix names: itself when a job has that
+ * id, else the one job whose id starts with it. *job_id is malloc'd (caller
+ * frees). false with MDB_ERR_NOTFOUND when no job matches (or the prefix is
+ * shorter than MDB_JOBS_MIN_PREFIX), MDB_ERR_QUERY when several do (the
+ * message lists up to MDB_JOBS_MAX_CANDIDATES of them), MDB_ERR_MONGO when
+ * the database cannot be read. */
+bool mdb_jobs_resolve(mdb_mongo_t *m, const char *id_or_prefix, char **job_id, mdb_error_t *err);
+
 /* Current state of a job (false + MDB_ERR_NOTFOUND if none). */
 bool mdb_jobs_get_state(mdb_mongo_t *m, const char *job_id, int *state, mdb_error_t *err);
 
