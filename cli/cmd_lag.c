@@ -24,7 +24,7 @@ static void lag_usage(FILE *out)
 {
     fprintf(out, "usage: metadb lag [--group G ...] [--json] [--watch [SECONDS]]\n"
                  "  --group G        consumer group to show (repeatable or comma-separated);\n"
-                 "                   default: worker.group, linker.group, producer.group\n"
+                 "                   default: worker.group, linker.group, producer.group, fetcher.group\n"
                  "  --json           print JSON (one document per refresh with --watch)\n"
                  "  --watch [S]      refresh every S seconds (default 2) until interrupted;\n"
                  "                   shows consumption rate and time to drain per group\n"

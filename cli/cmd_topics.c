@@ -12,7 +12,7 @@
 static void topics_usage(FILE *out)
 {
     fprintf(out, "usage: metadb topics [--partitions N]\n"
-                 "  creates topic.jobs, topic.files, topic.instances and topic.dlq if missing\n"
+                 "  creates topic.jobs, topic.files, topic.instances, topic.dlq and topic.retrieve if missing\n"
                  "  (N defaults to topic.partitions; existing topics are not changed)\n");
 }
 
@@ -48,12 +48,13 @@ int mdb_cmd_topics(mdb_config_t *cfg, int argc, char **argv)
         return 2;
     }
     const char *topics[] = {mdb_config_get(cfg, "topic.jobs"), mdb_config_get(cfg, "topic.files"),
-                            mdb_config_get(cfg, "topic.instances"), mdb_config_get(cfg, "topic.dlq")};
-    if (!mdb_kafka_ensure_topics(cfg, topics, 4, (int)partitions, &err)) {
+                            mdb_config_get(cfg, "topic.instances"), mdb_config_get(cfg, "topic.dlq"),
+                            mdb_config_get(cfg, "topic.retrieve")};
+    if (!mdb_kafka_ensure_topics(cfg, topics, 5, (int)partitions, &err)) {
         fprintf(stderr, "metadb topics: %s\n", err.message);
         return 1;
     }
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < 5; i++)
         printf("%s\n", topics[i]);
     return 0;
 }

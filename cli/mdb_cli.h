@@ -21,6 +21,7 @@ int mdb_cmd_dump(mdb_config_t *cfg, int argc, char **argv);       /* linker issu
 int mdb_cmd_query(mdb_config_t *cfg, int argc, char **argv);      /* api issue */
 int mdb_cmd_lag(mdb_config_t *cfg, int argc, char **argv);        /* operations issue */
 int mdb_cmd_topics(mdb_config_t *cfg, int argc, char **argv);     /* foundation: create topics */
+int mdb_cmd_pacs(mdb_config_t *cfg, int argc, char **argv);       /* PACS issue: list|echo|find */
 int mdb_cmd_export(mdb_config_t *cfg, int argc, char **argv);     /* cohort export (issue 15) */
 
 #endif

@@ -280,7 +280,8 @@ static json_t *group_topics(const mdb_config_t *cfg, const char *group, const rd
     } known[] = {{"producer.group", "topic.jobs"},
                  {"worker.group", "topic.files"},
                  {"linker.group", "topic.instances"},
-                 {"linker.group", "topic.dlq"}};
+                 {"linker.group", "topic.dlq"},
+                 {"fetcher.group", "topic.retrieve"}};
 
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (!strcmp(group, mdb_config_get(cfg, known[i].group_key)))
@@ -381,7 +382,7 @@ static void iso_now(char *buf, size_t len)
 json_t *mdb_lag_collect(const mdb_config_t *cfg, const char *const *groups, size_t ngroups, mdb_error_t *err)
 {
     lag_client_state_t st = {0};
-    const char *defaults[3];
+    const char *defaults[4];
     const rd_kafka_metadata_t *md = NULL;
     rd_kafka_queue_t *q = NULL;
     json_t *out = NULL, *entries = NULL, *descs = NULL;
@@ -393,8 +394,9 @@ json_t *mdb_lag_collect(const mdb_config_t *cfg, const char *const *groups, size
         defaults[0] = mdb_config_get(cfg, "worker.group");
         defaults[1] = mdb_config_get(cfg, "linker.group");
         defaults[2] = mdb_config_get(cfg, "producer.group");
+        defaults[3] = mdb_config_get(cfg, "fetcher.group");
         groups = defaults;
-        ngroups = 3;
+        ngroups = 4;
     }
     for (size_t i = 0; i < ngroups; i++)
         if (!groups[i] || !*groups[i]) {

@@ -1,0 +1,173 @@
+"""Shared by the PACS retrieval tests (test_pacs_*.py): a private Orthanc
+(Debian's, as the PACS) that knows metadb's AE for C-MOVE, loaded over its
+REST API with a generated archive that is NOT under metadb's archive roots;
+and the metadb pipeline (producer, worker, linker, fetcher) on private
+topics, groups and database (tests/faults/reltest.py's Names/Procs)."""
+import hashlib
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "faults"))
+import reltest as rt  # noqa: E402
+from orthanc_support import OrthancServer, free_port  # noqa: E402
+
+rt.BIN["fetcher"] = os.path.join(rt.BUILD, "fetcher", "metadb-fetcher")
+AE = "METADB"
+
+
+class Pacs(OrthancServer):
+    """Orthanc with its DICOM server on a free port and metadb's AE registered."""
+
+    def __init__(self, workdir, scp_port, extra=None):
+        self.scp_port = scp_port
+        cfg = {"DicomAet": "ORTHANC", "DicomServerEnabled": True, "DicomModalities": {"metadb": [AE, "127.0.0.1", scp_port]},
+               "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True,
+               "LimitFindResults": 0, "LimitFindInstances": 0, "DicomAssociationCloseDelay": 0,
+               "StorageCompression": False}
+        cfg.update(extra or {})
+        self.workdir = workdir
+        self.extra = cfg
+        super().__init__(workdir, "metadb-pacs", cfg)
+        with open(os.path.join(workdir, "orthanc.json")) as f:
+            self.dicom_port = json.load(f)["DicomPort"]
+
+    def get_json(self, path):
+        st, data = self.request("GET", path)
+        if st != 200:
+            raise RuntimeError("Orthanc GET %s: %d %s" % (path, st, data[:200]))
+        return json.loads(data)
+
+    def find(self, level, query):
+        body = json.dumps({"Level": level, "Query": query, "Expand": True})
+        st, data = self.request("POST", "/tools/find", body, {"Content-Type": "application/json"})
+        if st != 200:
+            raise RuntimeError("Orthanc /tools/find: %d %s" % (st, data[:200]))
+        return json.loads(data)
+
+    def instances_of_accession(self, acc):
+        """{SOPInstanceUID: orthanc id} of every instance of the studies with this accession."""
+        out = {}
+        for st in self.find("Study", {"AccessionNumber": acc}):
+            for inst in self.get_json("/studies/%s/instances" % st["ID"]):
+                out[inst["MainDicomTags"]["SOPInstanceUID"]] = inst["ID"]
+        return out
+
+    def file_of(self, orthanc_id):
+        st, data = self.request("GET", "/instances/%s/file" % orthanc_id)
+        if st != 200:
+            raise RuntimeError("Orthanc file %s: %d" % (orthanc_id, st))
+        return data
+
+    def source_entry(self, name="orthanc", options=""):
+        return "%s:dimse:127.0.0.1:%d:ORTHANC%s" % (name, self.dicom_port, options)
+
+
+def dataset_bytes(blob):
+    """The data set of a Part 10 file without its meta header (group 0002):
+    C-STORE carries the data set; the meta header is each writer's own."""
+    import io
+    import pydicom
+    ds = pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=False)
+    return ds
+
+
+def same_dataset(a, b):
+    """Equal data sets, element by element, values included (pixel data too)."""
+    import io
+    import pydicom
+    da = pydicom.dcmread(io.BytesIO(a))
+    db = pydicom.dcmread(io.BytesIO(b))
+    if da.file_meta.TransferSyntaxUID != db.file_meta.TransferSyntaxUID:
+        return False, "transfer syntax %s vs %s" % (da.file_meta.TransferSyntaxUID, db.file_meta.TransferSyntaxUID)
+    ka = [e.tag for e in da]
+    kb = [e.tag for e in db]
+    if ka != kb:
+        return False, "tags differ: %s" % sorted(set(ka) ^ set(kb))[:5]
+    for e in da:
+        if e.value != db[e.tag].value:
+            return False, "value of %s differs" % e.tag
+    return True, ""
+
+
+def dataset_tail_identical(a, b):
+    """Byte-identical data sets: the bytes after each file's meta group."""
+    def tail(blob):
+        import struct
+        pos = 132
+        # meta group length element (0002,0000) UL: tag(4) VR(2) len(2) value(4)
+        glen = struct.unpack("<I", blob[pos + 8:pos + 12])[0]
+        return blob[pos + 12 + glen:]
+    return tail(a) == tail(b)
+
+
+class Pipeline:
+    """producer + worker + linker + fetcher for one test, with its own names."""
+
+    def __init__(self, tag, roots, fetch_root, sources, extra=()):
+        self.stack = rt.Stack.shared()
+        self.names = rt.Names(tag, self.stack, roots)
+        self.names.topics["retrieve"] = tag + ".retrieve"
+        self.names.groups["fetcher"] = tag + ".fetchers"
+        self.fetch_root = fetch_root
+        self.extra = ["--pacs.sources=" + sources, "--fetcher.root=" + fetch_root, "--pacs.ae_title=" + AE,
+                      "--fetcher.metrics_port=0", "--pacs.backoff_ms=300"] + list(extra)
+        self.logdir = rt.tempdir("metadb-pacs-logs-")
+        self.procs = rt.Procs(self.logdir)
+
+    def metadb(self, *args, **kw):
+        return rt.metadb(self.names, *args, extra_flags=self.extra, **kw)
+
+    def setup(self, collection="PACS"):
+        self.metadb("topics")
+        self.metadb("researcher", "add", "pacs-test", "--name", "PACS test", "--email", "p@example.org")
+        self.metadb("collection", "create", collection, "--description", "retrieved from a PACS")
+
+    def start(self, roles=("producer", "worker", "linker", "fetcher"), fetcher_extra=()):
+        for role in roles:
+            self.procs.start(role, self.names, extra=self.extra + ["--log.level=info"] +
+                             (list(fetcher_extra) if role == "fetcher" else []))
+
+    def start_fetcher(self, extra=()):
+        return self.procs.start("fetcher", self.names, extra=self.extra + ["--log.level=info"] + list(extra))
+
+    def submit(self, *selectors, source="pacs:orthanc", timeout=120, job_id=None, wait=True):
+        args = ["submit", "--researcher", "pacs-test", "--collection", "PACS", "--source", source, "--json"]
+        if job_id:
+            args += ["--job-id", job_id]
+        if wait:
+            args += ["--wait", "--timeout", str(timeout)]
+        return self.metadb(*(args + list(selectors)), timeout=timeout + 60, check=False)
+
+    def db(self):
+        return self.stack.mongo()[self.names.db]
+
+    def job(self, job_id):
+        return self.db().jobs.find_one({"_id": job_id})
+
+    def landed(self):
+        out = {}
+        for dirpath, _, files in os.walk(self.fetch_root):
+            if "/.spool" in dirpath or dirpath.endswith(".spool"):
+                continue
+            for f in files:
+                out[f[:-4]] = os.path.join(dirpath, f)
+        return out
+
+    def stop(self):
+        rcs = {}
+        for p in self.procs.running():
+            rcs[p.pid] = (p.role, p.stop(60))
+        return rcs
+
+    def cleanup(self, dump=False):
+        if dump:
+            self.procs.dump_logs()
+        self.procs.kill_all()
+        try:
+            self.stack.mongo().drop_database(self.names.db)
+        except Exception as e:  # noqa: BLE001
+            print("warning: drop %s: %s" % (self.names.db, e))
