@@ -45,7 +45,7 @@ done
 # pymongo for its database pings, pydicom + numpy for the quick start's synthetic
 # archive, openssl for the gateway's certificate) and the database build (PostgreSQL 15,
 # its server headers and DocumentDB's build dependencies).
-APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libpng-dev libjpeg62-turbo-dev libjansson-dev uuid-dev libmicrohttpd-dev libcurl4-openssl-dev kcat jq python3 python3-pymongo python3-pydicom python3-numpy openssl ca-certificates util-linux postgresql-15 postgresql-server-dev-15 libpcre2-dev libkrb5-dev libintelrdfpmath-dev postgresql-15-postgis-3 postgresql-15-rum libssl-dev"
+APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libdcmtk-dev libpng-dev libjpeg62-turbo-dev libjansson-dev uuid-dev libmicrohttpd-dev libcurl4-openssl-dev kcat jq python3 python3-pymongo python3-pydicom python3-numpy openssl ca-certificates util-linux postgresql-15 postgresql-server-dev-15 libpcre2-dev libkrb5-dev libintelrdfpmath-dev postgresql-15-postgis-3 postgresql-15-rum libssl-dev"
 # Test and benchmark tools (--with-tests).
 TEST_APT_PACKAGES="libcmocka-dev dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind python3-yaml python3-venv iproute2 procps debootstrap"
 # Toolchains the later steps need; installed from Debian only when the command is missing.
