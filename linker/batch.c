@@ -30,7 +30,7 @@ int64_t linker_now_ms(void)
 
 size_t linker_batch_count(const linker_t *L)
 {
-    return L->nitems;
+    return L->batch.nitems + (L->writing ? L->wbatch.nitems : 0);
 }
 
 static void item_clear(linker_item_t *it)
@@ -44,13 +44,56 @@ static void item_clear(linker_item_t *it)
     memset(it, 0, sizeof *it);
 }
 
+void linker_batch_clear(linker_batch_t *B)
+{
+    for (size_t i = 0; i < B->nitems; i++)
+        item_clear(&B->items[i]);
+    B->nitems = 0;
+    B->dlq_pending = 0;
+    B->started_ms = 0;
+}
+
+void linker_batch_free(linker_batch_t *B)
+{
+    linker_batch_clear(B);
+    free(B->items);
+    memset(B, 0, sizeof *B);
+}
+
 void linker_batch_drop(linker_t *L)
 {
-    for (size_t i = 0; i < L->nitems; i++)
-        item_clear(&L->items[i]);
-    L->nitems = 0;
-    L->dlq_pending = 0;
-    L->batch_started_ms = 0;
+    linker_batch_clear(&L->batch);
+}
+
+bool linker_batch_prepend(linker_batch_t *dst, linker_batch_t *src)
+{
+    if (src->nitems == 0)
+        return true;
+    size_t n = src->nitems + dst->nitems;
+    if (n > src->capitems) {
+        linker_item_t *grown = realloc(src->items, n * sizeof *grown);
+        if (!grown) {
+            linker_batch_clear(src);
+            linker_batch_clear(dst);
+            return false;
+        }
+        src->items = grown;
+        src->capitems = n;
+    }
+    /* dst's items move behind src's (ownership moves with the bytes) */
+    if (dst->nitems)
+        memcpy(src->items + src->nitems, dst->items, dst->nitems * sizeof *dst->items);
+    src->nitems = n;
+    src->dlq_pending += dst->dlq_pending;
+    if (dst->started_ms && (!src->started_ms || dst->started_ms < src->started_ms))
+        src->started_ms = dst->started_ms;
+    linker_batch_t t = *dst;
+    *dst = *src;
+    t.nitems = 0; /* its items now belong to dst */
+    t.dlq_pending = 0;
+    t.started_ms = 0;
+    *src = t;
+    return true;
 }
 
 /* Best-effort job_id/path of an undecodable event, for its DLQ record. */
@@ -101,7 +144,7 @@ static bool send_invalid(linker_t *L, const rd_kafka_message_t *msg, const char 
     if (!json)
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory encoding a DLQ record");
     if (ok) {
-        L->dlq_pending++;
+        L->batch.dlq_pending++;
         mdb_metric_inc(L->mx.invalid, 1);
         MDB_LOGX(MDB_LOG_WARN, d.job_id, d.path, "%s %s[%d]@%lld sent to %s as %s: %s", what,
                  rd_kafka_topic_name(msg->rkt), (int)msg->partition, (long long)msg->offset, L->topic_dlq, error, why);
@@ -198,17 +241,18 @@ static const char *path_refusal(const linker_t *L, const char *path)
 
 bool linker_batch_add(linker_t *L, const rd_kafka_message_t *msg, mdb_error_t *err)
 {
-    if (L->nitems == L->capitems) {
-        size_t ncap = L->capitems ? L->capitems * 2 : 1024;
-        linker_item_t *n = realloc(L->items, ncap * sizeof *n);
+    linker_batch_t *B = &L->batch;
+    if (B->nitems == B->capitems) {
+        size_t ncap = B->capitems ? B->capitems * 2 : 1024;
+        linker_item_t *n = realloc(B->items, ncap * sizeof *n);
         if (!n) {
             mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory growing the batch");
             return false;
         }
-        L->items = n;
-        L->capitems = ncap;
+        B->items = n;
+        B->capitems = ncap;
     }
-    linker_item_t *it = &L->items[L->nitems];
+    linker_item_t *it = &B->items[B->nitems];
     memset(it, 0, sizeof *it);
     const char *topic = rd_kafka_topic_name(msg->rkt);
     it->topic = strdup(topic);
@@ -219,11 +263,11 @@ bool linker_batch_add(linker_t *L, const rd_kafka_message_t *msg, mdb_error_t *e
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
         return false;
     }
-    if (L->nitems == 0)
-        L->batch_started_ms = linker_now_ms();
+    if (B->nitems == 0)
+        B->started_ms = linker_now_ms();
     if (!L->first_event_ms)
         L->first_event_ms = linker_now_ms();
-    L->nitems++;
+    B->nitems++;
     mdb_error_t derr = {0};
     if (!strcmp(topic, L->topic_instances)) {
         mdb_metric_inc(L->mx.events, 1);
@@ -266,9 +310,9 @@ static bool dlq_counts(const mdb_dlq_msg_t *d)
            (!strcmp(d->stage, "worker") || !strcmp(d->stage, "linker"));
 }
 
-static bool wait_dlq(linker_t *L, mdb_error_t *err)
+bool linker_batch_ready(linker_t *L, linker_batch_t *B, mdb_error_t *err)
 {
-    if (L->dlq_pending == 0)
+    if (B->dlq_pending == 0)
         return true;
     uint64_t before = mdb_kafka_producer_failures(L->dlq_producer);
     if (!mdb_kafka_producer_flush(L->dlq_producer, 30000, err))
@@ -277,7 +321,7 @@ static bool wait_dlq(linker_t *L, mdb_error_t *err)
         mdb_error_set(err, MDB_ERR_KAFKA, 0, "a DLQ record of this batch was not delivered");
         return false;
     }
-    L->dlq_pending = 0;
+    B->dlq_pending = 0;
     return true;
 }
 
@@ -286,10 +330,10 @@ void linker_item_tp(const linker_item_t *it, char *buf, size_t cap)
     snprintf(buf, cap, "%s:%d", it->topic, (int)it->partition);
 }
 
-static bool build_model(linker_t *L, mdb_docs_model_t *model, const json_t *jobs, mdb_error_t *err)
+static bool build_model(const linker_batch_t *B, mdb_docs_model_t *model, const json_t *jobs, mdb_error_t *err)
 {
-    for (size_t i = 0; i < L->nitems; i++) {
-        linker_item_t *it = &L->items[i];
+    for (size_t i = 0; i < B->nitems; i++) {
+        const linker_item_t *it = &B->items[i];
         if (it->kind != ITEM_EVENT)
             continue;
         json_t *job = json_object_get(jobs, it->ev.job_id);
@@ -317,14 +361,14 @@ static bool build_model(linker_t *L, mdb_docs_model_t *model, const json_t *jobs
     return true;
 }
 
-static bool load_jobs(linker_t *L, json_t *jobs, mdb_error_t *err)
+static bool load_jobs(linker_t *L, const linker_batch_t *B, json_t *jobs, mdb_error_t *err)
 {
     json_t *seen = json_object();
-    const char **ids = malloc((L->nitems + 1) * sizeof *ids);
+    const char **ids = malloc((B->nitems + 1) * sizeof *ids);
     size_t n = 0;
     bool ok = seen && ids;
-    for (size_t i = 0; ok && i < L->nitems; i++) {
-        const linker_item_t *it = &L->items[i];
+    for (size_t i = 0; ok && i < B->nitems; i++) {
+        const linker_item_t *it = &B->items[i];
         const char *j = it->kind == ITEM_EVENT ? it->ev.job_id
                         : it->kind == ITEM_DLQ && dlq_counts(&it->dlq) ? it->dlq.job_id
                                                                        : NULL;
@@ -339,10 +383,10 @@ static bool load_jobs(linker_t *L, json_t *jobs, mdb_error_t *err)
     return ok;
 }
 
-static bool store_offsets(linker_t *L, mdb_error_t *err)
+static bool store_offsets(linker_t *L, const linker_batch_t *B, mdb_error_t *err)
 {
-    for (size_t i = 0; i < L->nitems; i++) {
-        const linker_item_t *it = &L->items[i];
+    for (size_t i = 0; i < B->nitems; i++) {
+        const linker_item_t *it = &B->items[i];
         /* consumption order per partition: the last one wins, storing all is cheap */
         if (!mdb_kafka_consumer_store(L->consumer, it->topic, it->partition, it->offset, err))
             return false;
@@ -350,55 +394,124 @@ static bool store_offsets(linker_t *L, mdb_error_t *err)
     return true;
 }
 
-bool linker_batch_flush(linker_t *L, mdb_error_t *err)
+/* The job_files step of a write, on its own thread beside the documents. */
+typedef struct {
+    linker_t *L;
+    const linker_batch_t *B;
+    json_t *applied; /* its own copy: jansson objects are not shared across threads here */
+    const char *now;
+    json_t *deltas;
+    bool ok;
+    mdb_error_t err;
+} files_step_t;
+
+static void *files_main(void *arg)
 {
-    if (L->nitems == 0)
-        return true;
+    files_step_t *f = arg;
+    f->ok = linker_jobs_write_files(f->L, f->B, f->applied, f->now, &f->deltas, &f->err);
+    return NULL;
+}
+
+void linker_batch_write(linker_t *L, const linker_batch_t *B, linker_write_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    mdb_error_t *err = &res->err;
     int64_t t0 = linker_now_ms();
     uint64_t rt0 = mdb_mongo_round_trips(L->mongo);
     char now[40];
     mdb_msg_now_iso(now, sizeof now);
     json_t *jobs = json_object(), *applied = json_object();
     mdb_docs_model_t *model = mdb_docs_model_new();
-    mdb_docs_stats_t stats = {0};
+    files_step_t files = {.L = L, .B = B, .now = now};
     bool ok = jobs && applied && model;
     if (!ok)
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory starting a flush");
-    ok = ok && wait_dlq(L, err) && load_jobs(L, jobs, err) && linker_jobs_load_applied(L, applied, err) &&
-         build_model(L, model, jobs, err);
-    if (ok)
+    ok = ok && load_jobs(L, B, jobs, err) && linker_jobs_load_applied(L, B, applied, err) &&
+         build_model(B, model, jobs, err);
+    if (ok) {
         mdb_docs_model_set_applied(model, applied);
+        files.applied = json_deep_copy(applied);
+        ok = files.applied != NULL;
+        if (!ok)
+            mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory starting a flush");
+    }
+    /* The job files do not depend on the documents (origin tags decide their
+     * counting, and the progress that counts them is written after both):
+     * they are written on a second connection while the documents are. */
+    pthread_t th;
+    bool threaded = ok && pthread_create(&th, NULL, files_main, &files) == 0;
+    if (ok && !threaded)
+        files_main(&files);
+    bool docs_ok = true;
     if (ok && mdb_docs_model_event_count(model) > 0)
-        ok = mdb_docs_apply(model, L->store, now, &stats, err);
-    ok = ok && linker_jobs_apply(L, jobs, model ? mdb_docs_model_link_deltas(model) : NULL, applied, now, err) &&
-         store_offsets(L, err);
+        docs_ok = mdb_docs_apply(model, L->store, now, &res->stats, err);
+    if (threaded)
+        pthread_join(th, NULL);
+    if (ok && docs_ok && !files.ok)
+        *err = files.err;
+    ok = ok && docs_ok && files.ok &&
+         linker_jobs_apply(L, B, jobs, mdb_docs_model_link_deltas(model), files.deltas, now, err);
+    json_decref(files.deltas);
+    json_decref(files.applied);
     mdb_docs_model_destroy(model);
     json_decref(jobs);
     json_decref(applied);
-    double secs = (double)(linker_now_ms() - t0) / 1000.0;
-    if (!ok) {
-        mdb_metric_inc(L->mx.flush_failures, 1);
+    res->ok = ok;
+    res->seconds = (double)(linker_now_ms() - t0) / 1000.0;
+    res->round_trips = mdb_mongo_round_trips(L->mongo) - rt0;
+}
+
+bool linker_batch_done(linker_t *L, linker_batch_t *B, const linker_write_result_t *res, mdb_error_t *err)
+{
+    if (L->broken) {
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "earlier records were dropped unwritten: no offset is stored");
         return false;
     }
-    size_t n = L->nitems;
+    if (!store_offsets(L, B, err))
+        return false;
+    const mdb_docs_stats_t *stats = &res->stats;
+    size_t n = B->nitems;
     mdb_metric_observe(L->mx.batch_size, (double)n);
-    mdb_metric_observe(L->mx.write_seconds, secs);
+    mdb_metric_observe(L->mx.write_seconds, res->seconds);
     mdb_metric_inc(L->mx.batches, 1);
-    mdb_metric_inc(L->mx.instances_linked, (double)stats.instances_new);
-    mdb_metric_inc(L->mx.instances_existing, (double)stats.instances_existing);
-    mdb_metric_inc(L->mx.conflicts, (double)stats.conflicts_written);
+    mdb_metric_inc(L->mx.instances_linked, (double)stats->instances_new);
+    mdb_metric_inc(L->mx.instances_existing, (double)stats->instances_existing);
+    mdb_metric_inc(L->mx.conflicts, (double)stats->conflicts_written);
     mdb_metric_set(L->mx.round_trips, (double)mdb_mongo_round_trips(L->mongo));
-    L->total_events += stats.events;
-    L->total_instances_new += stats.instances_new;
+    L->total_events += stats->events;
+    L->total_instances_new += stats->instances_new;
     L->total_batches++;
-    L->total_flush_seconds += secs;
+    L->total_flush_seconds += res->seconds;
     L->last_flush_ms = linker_now_ms();
     MDB_LOG(MDB_LOG_DEBUG,
             "batch of %zu record(s): %zu event(s), %zu new instance(s), %zu existing (%zu changed), %zu series, "
             "%zu studies, %zu conflict(s) written, %zu series recounted in %.3f s, %llu round trip(s)",
-            n, stats.events, stats.instances_new, stats.instances_existing, stats.instances_written,
-            stats.series_written, stats.studies_written, stats.conflicts_written, stats.series_recounted, secs,
-            (unsigned long long)(mdb_mongo_round_trips(L->mongo) - rt0));
-    linker_batch_drop(L);
+            n, stats->events, stats->instances_new, stats->instances_existing, stats->instances_written,
+            stats->series_written, stats->studies_written, stats->conflicts_written, stats->series_recounted,
+            res->seconds, (unsigned long long)res->round_trips);
+    linker_batch_clear(B);
+    return true;
+}
+
+bool linker_batch_flush(linker_t *L, mdb_error_t *err)
+{
+    mdb_error_t werr = {0};
+    if (linker_write_collect(L, true, false, &werr) < 0)
+        MDB_LOG(MDB_LOG_WARN, "write of a batch failed, written again with the next: %s", werr.message);
+    if (L->batch.nitems == 0)
+        return true;
+    linker_write_result_t res;
+    if (!linker_batch_ready(L, &L->batch, err))
+        return false;
+    linker_batch_write(L, &L->batch, &res);
+    if (!res.ok) {
+        *err = res.err;
+        mdb_metric_inc(L->mx.flush_failures, 1);
+        return false;
+    }
+    if (!linker_batch_done(L, &L->batch, &res, err)) {
+        mdb_metric_inc(L->mx.flush_failures, 1);
+        return false;
+    }
     return true;
 }

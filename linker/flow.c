@@ -1,9 +1,10 @@
-/* The linker's flow control: when a batch is due (linker.batch_size
- * records, or linker.batch_ms, stretched up to 10 x while records are
- * already waiting in the assigned partitions), what happens when its flush
- * fails (pause every partition, retry with backoff, resume once a write
- * succeeds or a rebalance dropped the batch), and the rebalance callback
- * (flush before a revoke, drop uncommitted when the assignment was lost). */
+/* The linker's flow control: when a batch goes to the writer (writer.c:
+ * linker.batch_size records, or linker.batch_ms after its first record,
+ * once the previous write is done), what happens when a write fails (its
+ * records go back in front of the batch; pause every partition, retry with
+ * backoff, resume once a write succeeds or a rebalance dropped the batch),
+ * and the rebalance callback (the write in flight first, then flush before
+ * a revoke, drop uncommitted when the assignment was lost). */
 #include <stdlib.h>
 
 #include "linker.h"
@@ -16,8 +17,8 @@
 static void rewind_kept(linker_t *L, const rd_kafka_topic_partition_list_t *revoked)
 {
     rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(8);
-    for (size_t i = 0; i < L->nitems; i++) {
-        const linker_item_t *it = &L->items[i];
+    for (size_t i = 0; i < L->batch.nitems; i++) {
+        const linker_item_t *it = &L->batch.items[i];
         if (revoked && rd_kafka_topic_partition_list_find(revoked, it->topic, it->partition))
             continue;
         if (rd_kafka_topic_partition_list_find(seek, it->topic, it->partition))
@@ -39,42 +40,28 @@ static void rewind_kept(linker_t *L, const rd_kafka_topic_partition_list_t *revo
 void linker_on_rebalance(void *ud, bool assigned, bool lost, const rd_kafka_topic_partition_list_t *parts)
 {
     linker_t *L = ud;
-    if (assigned || L->nitems == 0)
+    if (assigned)
+        return;
+    /* the write in flight first (its records are older than the batch's):
+     * stored when it succeeded and the partitions are still ours, else its
+     * records go back in front of the batch */
+    mdb_error_t err = {0};
+    if (linker_write_collect(L, true, lost, &err) < 0 && !lost)
+        MDB_LOG(MDB_LOG_WARN, "a write failed before the revoke, written again with the batch: %s", err.message);
+    if (L->batch.nitems == 0)
         return;
     if (lost) {
-        MDB_LOG(MDB_LOG_WARN, "assignment lost: dropping a batch of %zu record(s) uncommitted", L->nitems);
+        MDB_LOG(MDB_LOG_WARN, "assignment lost: dropping a batch of %zu record(s) uncommitted", L->batch.nitems);
         rewind_kept(L, parts);
         linker_batch_drop(L);
         return;
     }
-    mdb_error_t err = {0};
     if (!linker_batch_flush(L, &err)) {
         MDB_LOG(MDB_LOG_ERROR, "flush before revoke failed (%s): the batch of %zu record(s) stays uncommitted",
-                err.message, L->nitems);
+                err.message, L->batch.nitems);
         rewind_kept(L, parts);
         linker_batch_drop(L);
     }
-}
-
-int64_t linker_local_backlog(linker_t *L)
-{
-    rd_kafka_t *rk = mdb_kafka_consumer_handle(L->consumer);
-    rd_kafka_topic_partition_list_t *a = NULL;
-    int64_t lag = 0;
-    if (rd_kafka_assignment(rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a)
-        return 0;
-    if (a->cnt > 0 && rd_kafka_position(rk, a) == RD_KAFKA_RESP_ERR_NO_ERROR)
-        for (int i = 0; i < a->cnt; i++) {
-            int64_t lo = 0, hi = 0;
-            if (a->elems[i].offset < 0 ||
-                rd_kafka_get_watermark_offsets(rk, a->elems[i].topic, a->elems[i].partition, &lo, &hi) !=
-                    RD_KAFKA_RESP_ERR_NO_ERROR)
-                continue;
-            if (hi > a->elems[i].offset)
-                lag += hi - a->elems[i].offset;
-        }
-    rd_kafka_topic_partition_list_destroy(a);
-    return lag;
 }
 
 void linker_pause(linker_t *L, bool pause)
@@ -88,19 +75,15 @@ void linker_pause(linker_t *L, bool pause)
     rd_kafka_topic_partition_list_destroy(a);
 }
 
-static bool batch_due(linker_t *L, int64_t now)
+/* Only asked while no write runs. A write overlaps the consumption of the
+ * next batch, so a batch waits no longer than batch_ms for the writer to be
+ * free: the records that come during a write fill the next batch, whose size
+ * thereby follows the database's pace (up to batch_size). */
+static bool batch_due(const linker_t *L, int64_t now)
 {
-    if (L->nitems == 0)
+    if (L->batch.nitems == 0)
         return false;
-    if ((int64_t)L->nitems >= L->batch_size)
-        return true;
-    int64_t age = now - L->batch_started_ms;
-    if (age < L->batch_ms)
-        return false;
-    /* batch_ms bounds the wait for records that are not there yet; while a
-     * backlog is waiting, filling the batch costs no latency and saves round
-     * trips (bounded at 10 x batch_ms all the same). */
-    return L->paused || age >= 10 * L->batch_ms || linker_local_backlog(L) == 0;
+    return (int64_t)L->batch.nitems >= L->batch_size || now - L->batch.started_ms >= L->batch_ms;
 }
 
 static void resume(linker_t *L)
@@ -112,32 +95,51 @@ static void resume(linker_t *L)
 
 int linker_poll_timeout(linker_t *L, int64_t now)
 {
-    if (L->paused && L->nitems == 0)
+    if (L->paused && linker_batch_count(L) == 0)
         resume(L); /* the failing batch was dropped by a rebalance: consume again */
-    if (L->nitems == 0 || L->paused)
+    if (L->writing)
+        return 10; /* the write's result is collected at the next turn */
+    if (L->batch.nitems == 0 || L->paused)
         return 100;
-    int64_t left = L->batch_started_ms + L->batch_ms - now;
+    int64_t left = L->batch.started_ms + L->batch_ms - now;
     return left < 0 ? 0 : left < 100 ? (int)left : 100;
 }
 
-void linker_flush_when_due(linker_t *L, int64_t now)
+/* A write failed (its records are back in L->batch): pause every partition
+ * and retry with backoff (0.5 s doubling to 30 s). */
+static void write_failed(linker_t *L, int64_t now, const mdb_error_t *err)
 {
-    mdb_error_t err = {0};
-    if (!batch_due(L, now) || (L->paused && now < L->retry_at_ms))
-        return;
-    if (linker_batch_flush(L, &err)) {
-        if (L->paused) {
-            MDB_LOG(MDB_LOG_INFO, "database writes succeed again: resuming consumption");
-            resume(L);
-        }
-        return;
-    }
-    MDB_LOG(MDB_LOG_ERROR, "flush of %zu record(s) failed, retrying in %lld ms: %s", L->nitems,
-            (long long)L->backoff_ms, err.message);
+    MDB_LOG(MDB_LOG_ERROR, "flush of %zu record(s) failed, retrying in %lld ms: %s", L->batch.nitems,
+            (long long)L->backoff_ms, err->message);
     if (!L->paused) {
         linker_pause(L, true);
         L->paused = true;
     }
     L->retry_at_ms = now + L->backoff_ms;
     L->backoff_ms = L->backoff_ms < 16000 ? L->backoff_ms * 2 : 30000;
+}
+
+void linker_flush_when_due(linker_t *L, int64_t now)
+{
+    mdb_error_t err = {0};
+    /* a full batch waits for the writer (consumption holds meanwhile) */
+    bool block = L->writing && (int64_t)L->batch.nitems >= L->batch_size;
+    int r = linker_write_collect(L, block, false, &err);
+    if (block)
+        now = linker_now_ms();
+    if (r < 0) {
+        write_failed(L, now, &err);
+        return;
+    }
+    if (r > 0 && L->paused) {
+        MDB_LOG(MDB_LOG_INFO, "database writes succeed again: resuming consumption");
+        resume(L);
+    }
+    if (L->writing || L->broken || !batch_due(L, now) || (L->paused && now < L->retry_at_ms))
+        return;
+    if (!linker_batch_ready(L, &L->batch, &err)) {
+        write_failed(L, now, &err);
+        return;
+    }
+    linker_write_start(L);
 }

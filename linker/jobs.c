@@ -88,11 +88,11 @@ static const char *item_file(const linker_item_t *it, const char **path, bool *d
 
 /* job_files documents of the batch, _id -> doc (done wins within the batch),
  * and the tags of every record of the batch per _id (origins). */
-static json_t *file_docs(linker_t *L, const char *now, json_t *origins)
+static json_t *file_docs(const linker_batch_t *B, const char *now, json_t *origins)
 {
     json_t *out = json_object();
-    for (size_t i = 0; out && i < L->nitems; i++) {
-        const linker_item_t *it = &L->items[i];
+    for (size_t i = 0; out && i < B->nitems; i++) {
+        const linker_item_t *it = &B->items[i];
         const char *path = NULL;
         bool is_done = false;
         const char *job = item_file(it, &path, &is_done);
@@ -305,11 +305,11 @@ static bool write_files(linker_t *L, json_t *files, const json_t *origins, const
 
 /* The "job\ntp" pairs of the batch's records with the highest offset of
  * each tp: pairs -> {job_id, tp, o}. */
-static json_t *batch_pairs(linker_t *L)
+static json_t *batch_pairs(const linker_batch_t *B)
 {
     json_t *pairs = json_object();
-    for (size_t i = 0; pairs && i < L->nitems; i++) {
-        const linker_item_t *it = &L->items[i];
+    for (size_t i = 0; pairs && i < B->nitems; i++) {
+        const linker_item_t *it = &B->items[i];
         const char *path = NULL;
         bool is_done = false;
         const char *job = item_file(it, &path, &is_done);
@@ -336,21 +336,21 @@ static json_t *batch_pairs(linker_t *L)
         if (!cur || json_integer_value(cur) < json_integer_value(json_object_get(p, "o")))
             json_object_set(maxo, tp, json_object_get(p, "o"));
     }
-    for (size_t i = 0; maxo && i < L->nitems; i++) {
+    for (size_t i = 0; maxo && i < B->nitems; i++) {
         char tp[600];
-        linker_item_tp(&L->items[i], tp, sizeof tp);
+        linker_item_tp(&B->items[i], tp, sizeof tp);
         json_t *cur = json_object_get(maxo, tp);
-        if (cur && json_integer_value(cur) < L->items[i].offset)
-            json_object_set_new(maxo, tp, json_integer(L->items[i].offset));
+        if (cur && json_integer_value(cur) < B->items[i].offset)
+            json_object_set_new(maxo, tp, json_integer(B->items[i].offset));
     }
     json_object_foreach(pairs, k, p) json_object_set(p, "o", json_object_get(maxo, json_string_value(json_object_get(p, "tp"))));
     json_decref(maxo);
     return pairs;
 }
 
-bool linker_jobs_load_applied(linker_t *L, json_t *applied, mdb_error_t *err)
+bool linker_jobs_load_applied(linker_t *L, const linker_batch_t *B, json_t *applied, mdb_error_t *err)
 {
-    json_t *pairs = batch_pairs(L), *docs = json_array();
+    json_t *pairs = batch_pairs(B), *docs = json_array();
     const char **ids = pairs ? malloc((json_object_size(pairs) + 1) * sizeof *ids) : NULL;
     size_t n = 0;
     const char *k;
@@ -381,9 +381,10 @@ bool linker_jobs_load_applied(linker_t *L, json_t *applied, mdb_error_t *err)
 }
 
 /* One upsert per (job, tp) of the batch: $inc the deltas, $max the offset. */
-static bool write_progress(linker_t *L, json_t *deltas, const json_t *link_deltas, const char *now, mdb_error_t *err)
+static bool write_progress(linker_t *L, const linker_batch_t *B, json_t *deltas, const json_t *link_deltas,
+                           const char *now, mdb_error_t *err)
 {
-    json_t *pairs = batch_pairs(L);
+    json_t *pairs = batch_pairs(B);
     ops_t o = {json_array()};
     bool ok = pairs && o.ops;
     const char *job, *k;
@@ -453,11 +454,11 @@ static bool sum_progress(linker_t *L, const char *const *ids, size_t n, json_t *
 }
 
 /* The batch's DLQ reasons per job, as errors[] entries. */
-static json_t *new_errors(linker_t *L)
+static json_t *new_errors(const linker_batch_t *B)
 {
     json_t *out = json_object();
-    for (size_t i = 0; out && i < L->nitems; i++) {
-        const linker_item_t *it = &L->items[i];
+    for (size_t i = 0; out && i < B->nitems; i++) {
+        const linker_item_t *it = &B->items[i];
         if (it->kind != ITEM_DLQ || !it->dlq.job_id || !*it->dlq.job_id)
             continue;
         if (!it->dlq.stage || (strcmp(it->dlq.stage, "worker") && strcmp(it->dlq.stage, "linker")))
@@ -475,23 +476,40 @@ static json_t *new_errors(linker_t *L)
     return out;
 }
 
-bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *link_deltas, const json_t *applied, const char *now,
-                       mdb_error_t *err)
+bool linker_jobs_write_files(linker_t *L, const linker_batch_t *B, const json_t *applied, const char *now,
+                             json_t **deltas, mdb_error_t *err)
 {
-    json_t *origins = json_object(), *deltas = json_object(), *sums = json_object();
-    json_t *files = origins ? file_docs(L, now, origins) : NULL;
-    json_t *errs = new_errors(L);
+    json_t *origins = json_object(), *d = json_object();
+    json_t *files = origins ? file_docs(B, now, origins) : NULL;
+    bool ok = files && d;
+    if (!ok)
+        mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory recording job files");
+    else if (json_object_size(files) > 0)
+        ok = write_files(L, files, origins, applied, d, now, err);
+    if (ok && json_object_size(files) > 0)
+        *deltas = json_incref(d);
+    json_decref(d);
+    json_decref(files);
+    json_decref(origins);
+    return ok;
+}
+
+bool linker_jobs_apply(linker_t *L, const linker_batch_t *B, json_t *jobs, const json_t *link_deltas, json_t *deltas,
+                       const char *now, mdb_error_t *err)
+{
+    json_t *sums = json_object();
+    json_t *errs = new_errors(B);
     ops_t o = {json_array()};
     const char **ids = NULL;
     size_t n = 0;
-    bool ok = files && errs && deltas && sums && o.ops;
+    bool ok = errs && sums && o.ops;
     if (!ok) {
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory recording job files");
         goto done;
     }
-    if (json_object_size(files) == 0)
-        goto done;
-    ok = write_files(L, files, origins, applied, deltas, now, err) && write_progress(L, deltas, link_deltas, now, err);
+    if (!deltas)
+        goto done; /* no file outcome in the batch */
+    ok = write_progress(L, B, deltas, link_deltas, now, err);
     if (!ok)
         goto done;
     ids = malloc((json_object_size(jobs) + 1) * sizeof *ids);
@@ -541,9 +559,6 @@ bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *link_deltas, con
                                &o, err);
 done:
     free(ids);
-    json_decref(files);
-    json_decref(origins);
-    json_decref(deltas);
     json_decref(sums);
     json_decref(errs);
     json_decref(o.ops);

@@ -121,6 +121,7 @@ bool linker_close(linker_t *L)
 {
     bool ok = true;
     mdb_error_t err = {0};
+    linker_write_collect(L, true, true, &err); /* normally collected by finish() already; stores nothing */
     if (L->lag)
         mdb_lag_gauge_stop(L->lag);
     mdb_kafka_consumer_destroy(L->consumer);
@@ -129,8 +130,8 @@ bool linker_close(linker_t *L)
         ok = false;
     }
     mdb_kafka_producer_destroy(L->dlq_producer);
-    linker_batch_drop(L);
-    free(L->items);
+    linker_batch_free(&L->batch);
+    linker_batch_free(&L->wbatch);
     linker_roots_free(L);
     mdb_store_mongo_destroy(L->store);
     mdb_metrics_destroy(L->metrics);

@@ -1,6 +1,7 @@
 /* The linker's internal interface: the batch (linker/batch.c) gathers
  * instance events and DLQ records with their offsets and flushes them as
- * one unit of durable work; the jobs step (linker/jobs.c) records per-file
+ * one unit of durable work, written by a writer thread (linker/writer.c)
+ * while the next batch is consumed; the jobs step (linker/jobs.c) records per-file
  * outcomes in job_files and derives each touched job's counters and final
  * state from them; flow.c decides when to flush and pauses consumption
  * while flushes fail; lifecycle.c opens and closes everything. main.c is
@@ -9,6 +10,8 @@
 #define LINKER_H
 
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,6 +40,24 @@ typedef struct {
     mdb_dlq_msg_t dlq;     /* ITEM_DLQ */
 } linker_item_t;
 
+/* Records consumed and not yet written, in consumption order (per
+ * partition, offsets ascend). */
+typedef struct {
+    linker_item_t *items;
+    size_t nitems, capitems;
+    size_t dlq_pending; /* DLQ records these records produced (written only once they are delivered) */
+    int64_t started_ms; /* when the first record came */
+} linker_batch_t;
+
+/* What writing one batch did (filled by the thread that wrote it). */
+typedef struct {
+    bool ok;
+    mdb_error_t err;
+    mdb_docs_stats_t stats;
+    double seconds;
+    uint64_t round_trips;
+} linker_write_result_t;
+
 typedef struct {
     mdb_metric_t *events, *dlq_records, *invalid, *instances_linked, *instances_existing, *conflicts, *batches,
         *flush_failures, *round_trips, *batch_size, *write_seconds;
@@ -60,10 +81,19 @@ typedef struct {
     size_t nroots;
     linker_metrics_t mx;
 
-    linker_item_t *items;
-    size_t nitems, capitems;
-    size_t dlq_pending; /* DLQ records this batch produced (flush waits for them) */
-    int64_t batch_started_ms;
+    linker_batch_t batch; /* being filled by the main thread */
+
+    /* The writer (writer.c): a thread that writes wbatch while the main
+     * thread consumes and decodes the next batch. Only the writer touches
+     * wbatch, wres, mongo and store while `writing` and not `written`; the
+     * main thread reads them after joining it. */
+    linker_batch_t wbatch;
+    linker_write_result_t wres;
+    pthread_t writer;
+    bool writing;        /* a write was started and its result not collected yet */
+    bool joinable;       /* ... on a thread (false: it ran on the main thread) */
+    atomic_bool written; /* set by the writer thread as its last action */
+    bool broken;         /* records were dropped unwritten (OOM): store no offset any more, stop */
 
     /* flush failures: consumption paused, next retry at retry_at_ms */
     bool paused;
@@ -78,23 +108,63 @@ typedef struct {
 
 /* ---- batch.c ---- */
 
-/* Decode msg into the batch (invalid instance events become DLQ records of
+/* Decode msg into L->batch (invalid instance events become DLQ records of
  * stage "linker"; the message's offset is kept either way). False only on
  * OOM or when the DLQ record cannot be enqueued (err set). */
 bool linker_batch_add(linker_t *L, const rd_kafka_message_t *msg, mdb_error_t *err);
 
-/* Write the batch (documents, job files, job counters), then store every
- * offset of it. On failure nothing is stored and the batch is kept. */
+/* Everything not yet written: wait for the writer (a write that failed goes
+ * back in front of L->batch), then write L->batch on this thread and store
+ * every offset of it. On failure nothing is stored and the batch is kept. */
 bool linker_batch_flush(linker_t *L, mdb_error_t *err);
 
-/* Forget the batch without storing offsets (lost assignment). */
+/* Before B is written (main thread): wait until the DLQ records its
+ * records produced are delivered. */
+bool linker_batch_ready(linker_t *L, linker_batch_t *B, mdb_error_t *err);
+
+/* Write B (documents, job files, job counters) and nothing else: no
+ * offsets, no metrics, no consumer. Runs on the writer thread, or on the
+ * main thread while no writer runs; uses L->mongo and L->store. */
+void linker_batch_write(linker_t *L, const linker_batch_t *B, linker_write_result_t *res);
+
+/* After B's write succeeded (main thread): store every offset of B, count
+ * it in the metrics and totals, empty B. False (B kept) if an offset could
+ * not be stored. */
+bool linker_batch_done(linker_t *L, linker_batch_t *B, const linker_write_result_t *res, mdb_error_t *err);
+
+/* Put src's records in front of dst's (src: the older records) and empty
+ * src. False only on OOM, when both are emptied (nothing of either may be
+ * stored then: the caller stops the linker). */
+bool linker_batch_prepend(linker_batch_t *dst, linker_batch_t *src);
+
+/* Forget B's records without storing offsets; free frees its array too. */
+void linker_batch_clear(linker_batch_t *B);
+void linker_batch_free(linker_batch_t *B);
+
+/* Forget L->batch without storing offsets (lost assignment). The writer
+ * must not be running. */
 void linker_batch_drop(linker_t *L);
 
+/* Records consumed and not stored yet (L->batch plus the one being written). */
 size_t linker_batch_count(const linker_t *L);
 
 /* Load archive.roots into L->roots (false only on OOM); free them. */
 bool linker_roots_load(linker_t *L, mdb_error_t *err);
 void linker_roots_free(linker_t *L);
+
+/* ---- writer.c ---- */
+
+/* Hand L->batch to a writer thread (it becomes L->wbatch; L->batch starts
+ * empty). The writer must be idle and the batch ready (linker_batch_ready).
+ * Without a thread (pthread_create failed) the write runs here. */
+void linker_write_start(linker_t *L);
+
+/* Collect the writer's result. Returns 0 when no write finished (or none
+ * runs; block waits for a running one), 1 when a write succeeded and its
+ * offsets were stored, -1 when it failed (err set): its records went back in
+ * front of L->batch, to be written again. lost: the assignment was lost, so
+ * the records go back even after a successful write (nothing is stored). */
+int linker_write_collect(linker_t *L, bool block, bool lost, mdb_error_t *err);
 
 /* ---- lifecycle.c ---- */
 
@@ -111,21 +181,21 @@ void linker_report(const linker_t *L);
 
 /* ---- flow.c ---- */
 
-/* The consumer's rebalance callback (ud is the linker_t): flush before a
- * revoke; when the assignment was lost or the flush fails, seek the kept
- * partitions back and drop the batch uncommitted. */
+/* The consumer's rebalance callback (ud is the linker_t): wait for the
+ * write in flight, then flush before a revoke; when the assignment was lost
+ * or the flush fails, seek the kept partitions back and drop the batch (and
+ * the write's records, unless they were stored) uncommitted. */
 void linker_on_rebalance(void *ud, bool assigned, bool lost, const rd_kafka_topic_partition_list_t *parts);
-/* Poll timeout for this turn (ms): what is left of batch_ms, at most 100.
- * Resumes consumption when a rebalance dropped the batch that failed. */
+/* Poll timeout for this turn (ms): 10 while a write runs, else what is left
+ * of batch_ms, at most 100. Resumes consumption when a rebalance dropped
+ * the batch that failed. */
 int linker_poll_timeout(linker_t *L, int64_t now);
-/* Flush the batch if it is due; on failure pause every partition and retry
- * with backoff (0.5 s doubling to 30 s), on success resume. */
+/* Collect a finished write (a failed one pauses every partition and is
+ * retried with backoff: 0.5 s doubling to 30 s; a success resumes), then
+ * hand the batch to the writer if it is free and the batch is due. */
 void linker_flush_when_due(linker_t *L, int64_t now);
 /* Pause (or resume) every assigned partition. */
 void linker_pause(linker_t *L, bool pause);
-/* Records already fetched or waiting in the assigned partitions, from the
- * watermarks librdkafka caches with each fetch (no network round trip). */
-int64_t linker_local_backlog(linker_t *L);
 
 /* ---- jobs.c ---- */
 
@@ -134,15 +204,22 @@ int64_t linker_local_backlog(linker_t *L);
 bool linker_jobs_load(linker_t *L, const char *const *ids, size_t n, json_t *out, mdb_error_t *err);
 
 /* applied["job\ntp"] = the offset counted so far by the progress document of
- * each (job, partition) pair of the batch's records (absent: none yet). */
-bool linker_jobs_load_applied(linker_t *L, json_t *applied, mdb_error_t *err);
+ * each (job, partition) pair of B's records (absent: none yet). */
+bool linker_jobs_load_applied(linker_t *L, const linker_batch_t *B, json_t *applied, mdb_error_t *err);
 
-/* Record the batch's file outcomes, add what changed to the progress of each
- * (job, partition) pair and refresh the touched jobs from the sums. jobs is
- * what linker_jobs_load returned; link_deltas (may be NULL) is
- * mdb_docs_model_link_deltas; applied what linker_jobs_load_applied gave. */
-bool linker_jobs_apply(linker_t *L, json_t *jobs, const json_t *link_deltas, const json_t *applied, const char *now,
-                       mdb_error_t *err);
+/* Record B's file outcomes in job_files (inserted, or failed -> done) and
+ * set *deltas (the caller's reference; left NULL when B has no file
+ * outcome) to what changed per (job, partition) pair. It does not depend
+ * on the documents, so it runs beside mdb_docs_apply (on its own thread and
+ * database connection). applied is what linker_jobs_load_applied gave. */
+bool linker_jobs_write_files(linker_t *L, const linker_batch_t *B, const json_t *applied, const char *now,
+                             json_t **deltas, mdb_error_t *err);
+
+/* Then add deltas and link_deltas (mdb_docs_model_link_deltas, may be NULL)
+ * to the progress of each (job, partition) pair and refresh the touched jobs
+ * from the sums. jobs is what linker_jobs_load returned. */
+bool linker_jobs_apply(linker_t *L, const linker_batch_t *B, json_t *jobs, const json_t *link_deltas, json_t *deltas,
+                       const char *now, mdb_error_t *err);
 
 /* "topic:partition" of a record. */
 void linker_item_tp(const linker_item_t *it, char *buf, size_t cap);

@@ -2,10 +2,10 @@
  * study -> series -> instance documents. Consumes topic.instances and
  * topic.dlq in group linker.group, gathers records into batches
  * (linker.batch_size records or linker.batch_ms milliseconds, whichever
- * comes first; while records are still waiting in the assigned partitions
- * the batch keeps filling, up to 10 x batch_ms) and flushes each batch as
- * bulk, unordered, idempotent writes (batch.c, mdb_docs, jobs.c). Offsets
- * are stored only after every write of the batch was acknowledged with
+ * comes first) and flushes each batch as bulk, unordered, idempotent writes
+ * (batch.c, mdb_docs, jobs.c) on a writer thread while the next batch is
+ * consumed (writer.c; one write at a time, in order). Offsets are stored
+ * only after every write of the batch was acknowledged with
  * mongo.write_concern; auto-commit then commits stored offsets only.
  *
  * Rebalances: before partitions are revoked the batch is flushed (and the
@@ -96,11 +96,12 @@ static bool finish(linker_t *L)
 {
     mdb_error_t err = {0};
     bool ok = true;
-    if (L->nitems > 0) {
-        MDB_LOG(MDB_LOG_INFO, "stopping: flushing the last batch of %zu record(s)", L->nitems);
+    size_t n = linker_batch_count(L);
+    if (n > 0) {
+        MDB_LOG(MDB_LOG_INFO, "stopping: flushing the last %zu record(s)", n);
         if (!linker_batch_flush(L, &err)) {
             MDB_LOG(MDB_LOG_ERROR, "final flush failed, %zu record(s) stay uncommitted (consumed again later): %s",
-                    L->nitems, err.message);
+                    L->batch.nitems, err.message);
             linker_batch_drop(L);
             ok = false;
         }

@@ -9,6 +9,7 @@
 #include "mdb_bulk.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -299,12 +300,18 @@ static bool run_all(mdb_bulk_t *b, int64_t *totals, bson_t *errs, bson_error_t *
  * moment would (the linker's crash-window test in tests/e2e/test_pipeline.py). */
 static void test_exit_after_write(void)
 {
-    static long left = -2;
-    if (left == -2) {
+    /* atomic: the linker writes from two threads at once (linker/batch.c) */
+    static atomic_long left = -2;
+    if (atomic_load(&left) == -2) {
         const char *v = getenv("METADB_TEST_EXIT_AFTER_WRITES");
-        left = v && *v ? atol(v) : -1;
+        long want = v && *v ? atol(v) : -1;
+        long unset = -2;
+        atomic_compare_exchange_strong(&left, &unset, want);
     }
-    if (left > 0 && --left == 0) {
+    long cur = atomic_load(&left);
+    while (cur > 0 && !atomic_compare_exchange_weak(&left, &cur, cur - 1))
+        ;
+    if (cur == 1) {
         static const char msg[] = "METADB_TEST_EXIT_AFTER_WRITES: exiting after this write\n";
         ssize_t w = write(2, msg, sizeof msg - 1);
         (void)w;
