@@ -55,10 +55,12 @@
 #define ACCEPT_DICOM_ANY_TS "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*"
 #define ACCEPT_DICOM "Accept: multipart/related; type=\"application/dicom\""
 
+/* What QIDO said about a study: where to retrieve it, how many instances it has. */
 typedef struct {
     char uid[MDB_UID_MAX];
-    char *url;
-} study_url_t;
+    char *url;       /* RetrieveURL, NULL = none given */
+    int n_instances; /* NumberOfStudyRelatedInstances, -1 = not given */
+} study_info_t;
 
 typedef struct {
     mdb_source_config_t cfg;
@@ -67,7 +69,7 @@ typedef struct {
     char origin[512];    /* "scheme://host:port" of cfg.url, lower case */
     CURL *h;             /* one handle: its connection stays open between calls */
     bool no_any_ts;      /* the server refused transfer-syntax=*: ask plain application/dicom */
-    study_url_t *studies;/* RetrieveURLs of studies, from QIDO */
+    study_info_t *studies; /* studies seen by QIDO */
     size_t n_studies, cap_studies;
     mdb_strmap_t *inst_url; /* SOP UID -> index in inst_urls (instance RetrieveURLs) */
     char **inst_urls;
@@ -615,40 +617,41 @@ static bool has_wildcard(const char *s)
     return strpbrk(s, "*?") != NULL;
 }
 
-/* Remember a study's RetrieveURL (replacing an older one). */
-static bool remember_study_url(dw_t *dw, const char *uid, const char *url)
+/* Remember what QIDO said about a study (replacing older news). url may be NULL. */
+static bool remember_study(dw_t *dw, const char *uid, const char *url, int n_instances)
 {
+    char *u = url ? strdup(url) : NULL;
+    if (url && u == NULL)
+        return false;
     for (size_t i = 0; i < dw->n_studies; i++)
         if (strcmp(dw->studies[i].uid, uid) == 0) {
-            char *u = strdup(url);
-            if (u == NULL)
-                return false;
             free(dw->studies[i].url);
             dw->studies[i].url = u;
+            dw->studies[i].n_instances = n_instances;
             return true;
         }
     if (dw->n_studies == dw->cap_studies) {
         size_t cap = dw->cap_studies ? dw->cap_studies * 2 : 8;
-        study_url_t *s = realloc(dw->studies, cap * sizeof *s);
-        if (s == NULL)
+        study_info_t *v = realloc(dw->studies, cap * sizeof *v);
+        if (v == NULL) {
+            free(u);
             return false;
-        dw->studies = s;
+        }
+        dw->studies = v;
         dw->cap_studies = cap;
     }
-    study_url_t *s = &dw->studies[dw->n_studies];
-    snprintf(s->uid, sizeof s->uid, "%s", uid);
-    s->url = strdup(url);
-    if (s->url == NULL)
-        return false;
-    dw->n_studies++;
+    study_info_t *si = &dw->studies[dw->n_studies++];
+    snprintf(si->uid, sizeof si->uid, "%s", uid);
+    si->url = u;
+    si->n_instances = n_instances;
     return true;
 }
 
-static const char *study_url(const dw_t *dw, const char *uid)
+static const study_info_t *study_get(const dw_t *dw, const char *uid)
 {
     for (size_t i = 0; i < dw->n_studies; i++)
         if (strcmp(dw->studies[i].uid, uid) == 0)
-            return dw->studies[i].url;
+            return &dw->studies[i];
     return NULL;
 }
 
@@ -738,7 +741,7 @@ static bool dw_find_studies(void *state, const mdb_source_selector_t *sel, mdb_s
         s.n_instances = dj_int(it, "00201208");
         char rurl[2048];
         dj_str(it, "00081190", rurl, sizeof rurl);
-        if (rurl[0] && usable_url(rurl) && !remember_study_url(dw, s.study_uid, rurl))
+        if (!remember_study(dw, s.study_uid, rurl[0] && usable_url(rurl) ? rurl : NULL, s.n_instances))
             goto oom;
         if (!mdb_source_studies_push(out, &s))
             goto oom;
@@ -782,22 +785,38 @@ static bool remember_instance_url(dw_t *dw, const char *sop, const char *url)
     return true;
 }
 
-static bool dw_list_instances(void *state, const char *study_uid, mdb_source_instances_t *out, mdb_error_t *err)
+/* What QIDO says about a study, asked once per source: *info is NULL when the
+ * server does not know the study (*unknown true) or would not say. false +
+ * err only on a retryable failure. */
+static bool study_lookup(dw_t *dw, const char *uid, const study_info_t **info, bool *unknown, mdb_error_t *err)
 {
-    dw_t *dw = state;
-    if (!uid_ok(study_uid))
-        return dw_fail(err, MDB_SOURCE_E_PROTOCOL, "list: invalid Study Instance UID \"%.80s\"", study_uid);
-    char *q = NULL;
-    json_t *items = NULL;
-    if (asprintf(&q, "%s/studies/%s/instances?includefield=0020000E&includefield=00081190", dw->cfg.url,
-                 study_uid) < 0)
-        return dw_fail(err, MDB_SOURCE_E_SINK, "out of memory");
-    bool ok = qido_all(dw, q, "00080018", &items, err);
-    free(q);
-    if (!ok) {
-        mdb_error_prefix(err, "source %s: QIDO-RS instances of %s", dw->cfg.name, study_uid);
+    *unknown = false;
+    *info = study_get(dw, uid);
+    if (*info)
+        return true;
+    mdb_source_selector_t sel = {.study_uid = uid};
+    mdb_source_studies_t found = {0};
+    mdb_error_t ferr = {0};
+    bool ok = dw_find_studies(dw, &sel, &found, &ferr);
+    size_t n = found.n;
+    mdb_source_studies_free(&found);
+    if (!ok && mdb_source_error_retryable(&ferr)) {
+        *err = ferr;
         return false;
     }
+    *unknown = ok && n == 0;
+    *info = study_get(dw, uid);
+    return true;
+}
+
+/* Page through a QIDO instance query and append the instances not seen yet. */
+static bool collect_instances(dw_t *dw, const char *url, const char *study_uid, mdb_strmap_t *seen,
+                              mdb_source_instances_t *out, mdb_error_t *err)
+{
+    json_t *items = NULL;
+    if (!qido_all(dw, url, "00080018", &items, err))
+        return false;
+    bool ok = true;
     size_t i;
     json_t *it;
     json_array_foreach(items, i, it)
@@ -807,11 +826,17 @@ static bool dw_list_instances(void *state, const char *study_uid, mdb_source_ins
         dj_str(it, "00080018", in.sop_uid, sizeof in.sop_uid);
         dj_str(it, "0020000E", in.series_uid, sizeof in.series_uid);
         if (!uid_ok(in.sop_uid) || !uid_ok(in.series_uid)) {
-            ok = dw_fail(err, MDB_SOURCE_E_PROTOCOL,
-                         "source %s: QIDO-RS instance %zu of %s lacks a valid SOP Instance or Series UID",
-                         dw->cfg.name, i, study_uid);
+            ok = dw_fail(err, MDB_SOURCE_E_PROTOCOL, "QIDO-RS instance %zu of %s lacks a valid SOP Instance or "
+                                                     "Series UID", i, study_uid);
             break;
         }
+        bool created;
+        if (mdb_strmap_put(seen, in.sop_uid, &created) == NULL) {
+            ok = dw_fail(err, MDB_SOURCE_E_SINK, "out of memory");
+            break;
+        }
+        if (!created)
+            continue; /* pages of a capped server may overlap */
         char rurl[2048];
         dj_str(it, "00081190", rurl, sizeof rurl);
         if ((rurl[0] && usable_url(rurl) && !remember_instance_url(dw, in.sop_uid, rurl)) ||
@@ -821,6 +846,83 @@ static bool dw_list_instances(void *state, const char *study_uid, mdb_source_ins
         }
     }
     json_decref(items);
+    return ok;
+}
+
+/* The study's instance list. When it is shorter than the study's
+ * NumberOfStudyRelatedInstances (a server capping its QIDO answers), the
+ * series are listed one by one; still short, the list is refused: an
+ * incomplete list would let a partial retrieval pass for a complete one. */
+static bool dw_list_instances(void *state, const char *study_uid, mdb_source_instances_t *out, mdb_error_t *err)
+{
+    dw_t *dw = state;
+    if (!uid_ok(study_uid))
+        return dw_fail(err, MDB_SOURCE_E_PROTOCOL, "list: invalid Study Instance UID \"%.80s\"", study_uid);
+    const study_info_t *info;
+    bool unknown;
+    if (!study_lookup(dw, study_uid, &info, &unknown, err)) {
+        mdb_error_prefix(err, "source %s: QIDO-RS study %s", dw->cfg.name, study_uid);
+        return false;
+    }
+    int announced = info ? info->n_instances : -1;
+    size_t n0 = out->n;
+    char *q = NULL;
+    json_t *series = NULL;
+    mdb_strmap_t *seen = mdb_strmap_new();
+    bool ok = false;
+    if (seen == NULL ||
+        asprintf(&q, "%s/studies/%s/instances?includefield=0020000E&includefield=00081190", dw->cfg.url,
+                 study_uid) < 0) {
+        q = NULL;
+        dw_fail(err, MDB_SOURCE_E_SINK, "out of memory");
+        goto done;
+    }
+    if (!collect_instances(dw, q, study_uid, seen, out, err))
+        goto done;
+    if (announced >= 0 && out->n - n0 < (size_t)announced) {
+        free(q);
+        if (asprintf(&q, "%s/studies/%s/series?includefield=00201209", dw->cfg.url, study_uid) < 0) {
+            q = NULL;
+            dw_fail(err, MDB_SOURCE_E_SINK, "out of memory");
+            goto done;
+        }
+        if (!qido_all(dw, q, "0020000E", &series, err))
+            goto done;
+        size_t i;
+        json_t *it;
+        json_array_foreach(series, i, it)
+        {
+            char su[MDB_UID_MAX];
+            dj_str(it, "0020000E", su, sizeof su);
+            if (!uid_ok(su))
+                continue;
+            free(q);
+            if (asprintf(&q, "%s/studies/%s/series/%s/instances?includefield=0020000E&includefield=00081190",
+                         dw->cfg.url, study_uid, su) < 0) {
+                q = NULL;
+                dw_fail(err, MDB_SOURCE_E_SINK, "out of memory");
+                goto done;
+            }
+            if (!collect_instances(dw, q, study_uid, seen, out, err))
+                goto done;
+        }
+        if (out->n - n0 < (size_t)announced) {
+            dw_fail(err, MDB_SOURCE_E_PROTOCOL,
+                    "QIDO-RS lists %zu of the %d instances the study announces (NumberOfStudyRelatedInstances): "
+                    "does the server cap its QIDO answers?",
+                    out->n - n0, announced);
+            goto done;
+        }
+    }
+    ok = true;
+done:
+    if (!ok) {
+        out->n = n0;
+        mdb_error_prefix(err, "source %s: instances of %s", dw->cfg.name, study_uid);
+    }
+    json_decref(series);
+    mdb_strmap_destroy(seen);
+    free(q);
     return ok;
 }
 
@@ -910,26 +1012,17 @@ static bool dw_retrieve(void *state, const mdb_source_retrieve_t *req, mdb_sourc
     if (req->n_sop_uids > 0 && !series)
         return dw_fail(err, MDB_SOURCE_E_PROTOCOL, "source %s: retrieve: instances without their series",
                        dw->cfg.name);
-    if (study_url(dw, req->study_uid) == NULL) {
-        /* learn the study's RetrieveURL if the server gives one (a fresh source) */
-        mdb_source_selector_t sel = {.study_uid = req->study_uid};
-        mdb_source_studies_t found = {0};
-        mdb_error_t ferr = {0};
-        bool ok = dw_find_studies(dw, &sel, &found, &ferr);
-        size_t n = found.n;
-        mdb_source_studies_free(&found);
-        if (!ok && mdb_source_error_retryable(&ferr)) {
-            *err = ferr;
-            return false;
-        }
-        if (ok && n == 0)
-            return dw_fail(err, MDB_SOURCE_E_NOTFOUND, "source %s: study %s not found", dw->cfg.name,
-                           req->study_uid);
+    const study_info_t *info;
+    bool unknown;
+    if (!study_lookup(dw, req->study_uid, &info, &unknown, err)) {
+        mdb_error_prefix(err, "source %s: QIDO-RS study %s", dw->cfg.name, req->study_uid);
+        return false;
     }
+    if (unknown)
+        return dw_fail(err, MDB_SOURCE_E_NOTFOUND, "source %s: study %s not found", dw->cfg.name, req->study_uid);
     char base[4096];
-    const char *su = study_url(dw, req->study_uid);
-    if (su)
-        snprintf(base, sizeof base, "%s", su);
+    if (info && info->url)
+        snprintf(base, sizeof base, "%s", info->url);
     else
         snprintf(base, sizeof base, "%s/studies/%s", dw->cfg.url, req->study_uid);
     xfer_t proto;
