@@ -1,0 +1,172 @@
+#!/usr/bin/python3
+"""PACS retrieval under faults, against a real Orthanc (DIMSE, C-MOVE):
+  1. partial transfer, once: the storage SCP drops some C-STOREs on purpose
+     (pacs.test_drop=once:3, a silent loss: Orthanc is told "success"); the
+     fetcher notices the missing instances, re-requests them and the job
+     completes with every instance;
+  2. partial transfer for good (always:3): the job ends completed_with_errors
+     and its errors name each missing SOP Instance UID, exactly those dropped;
+  3. kill -9 of the fetcher in the middle of a C-MOVE: after a restart the job
+     completes, no duplicate file, no duplicate document;
+  4. Orthanc stopped during a job: the fetcher retries with backoff and the job
+     completes when Orthanc is back;
+  5. source auto: half the accessions in the archive (indexed), half only in
+     Orthanc: each instance comes from where it is."""
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pacs_support as ps  # noqa: E402
+from pacs_support import rt  # noqa: E402
+
+c = rt.Checks("test_pacs_faults")
+
+
+def gen(out, patients, seed, extra=()):
+    rt.subprocess.run([rt.PY, rt.GEN, "--out", out, "--patients", str(patients), "--seed", str(seed), "--jobs", "1"]
+                      + list(extra), check=True, capture_output=True, timeout=300)
+    return json.load(open(os.path.join(out, "manifest.json")))
+
+
+def restart_fetcher(pipe, extra=()):
+    for p in pipe.procs.running("fetcher"):
+        p.stop(60)
+    return pipe.start_fetcher(extra)
+
+
+def main():
+    tmp = rt.tempdir("metadb-pacsf-")
+    tag = "t_pacsf_%d" % os.getpid()
+    pacs = pipe = None
+    ok = False
+    try:
+        small = gen(os.path.join(tmp, "small"), 8, 43, ["--small", "--slices", "3:5"])
+        big = gen(os.path.join(tmp, "big"), 1, 44, ["--slices", "60:60"])  # 512x512: a C-MOVE that takes a while
+        scp_port = ps.free_port()
+        pacs = ps.Pacs(os.path.join(tmp, "orthanc"), scp_port)
+        for inst in small["instances"] + big["instances"]:
+            pacs.upload(inst["path"])
+        archive = os.path.join(tmp, "archive")
+        root = os.path.join(tmp, "landing")
+        os.makedirs(root)
+        accs = sorted(s["accession"] for s in small["studies"] if s.get("accession"))
+        # 5's archive half: copies of some studies' files under an archive root
+        in_archive = accs[6:8]
+        for inst in small["instances"]:
+            st = next(s for s in small["studies"] if s["uid"] == inst["study_uid"])
+            if st.get("accession") in in_archive:
+                dst = os.path.join(archive, inst["relpath"])
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copy(inst["path"], dst)
+        pipe = ps.Pipeline(tag, [archive, root], root, pacs.source_entry(),
+                           ["--pacs.scp_port=%d" % scp_port, "--pacs.retries=6"])
+        pipe.setup()
+        pipe.metadb("index")
+        pipe.start(roles=("producer", "worker", "linker"))
+        db = pipe.db()
+
+        # 1. dropped once, then re-requested
+        pipe.start_fetcher(["--pacs.test_drop=once:3"])
+        want = {}
+        for a in accs[:2]:
+            want.update(pacs.instances_of_accession(a))
+        dropped = sorted(s for s in want if ps.fnv1a(s) % 3 == 0)
+        c.check(len(dropped) > 0, "the drop switch selects some of the %d instances (%d)" % (len(want), len(dropped)))
+        pipe.submit("--accession", *accs[:2], job_id=tag + "-drop1")
+        job = pipe.job(tag + "-drop1")
+        c.check(job and job["state"] == "completed", "dropped once: job completed", job and (job["state"], job.get("errors")))
+        got = set(d["_id"] for d in db.instances.find({"_id": {"$in": list(want)}}, {"_id": 1}))
+        c.eq(sorted(got), sorted(want), "dropped once: every instance is in the database")
+        log = pipe.procs.running("fetcher")[0].log_text()
+        c.check("re-requesting" in log, "dropped once: the fetcher noticed and re-requested the missing instances")
+
+        # 2. dropped for good
+        restart_fetcher(pipe, ["--pacs.test_drop=always:3"])
+        want2 = {}
+        for a in accs[2:4]:
+            want2.update(pacs.instances_of_accession(a))
+        dropped2 = sorted(s for s in want2 if ps.fnv1a(s) % 3 == 0)
+        pipe.submit("--accession", *accs[2:4], job_id=tag + "-drop2")
+        job = pipe.job(tag + "-drop2")
+        c.check(job and job["state"] == "completed_with_errors", "dropped for good: job completed_with_errors",
+                job and job["state"])
+        named = sorted(e.get("path") for e in (job or {}).get("errors", []) if e.get("error") == "missing_instance")
+        c.eq(named, dropped2, "dropped for good: the job's errors name each missing SOP Instance UID")
+        got = set(d["_id"] for d in db.instances.find({"_id": {"$in": list(want2)}}, {"_id": 1}))
+        c.eq(sorted(got), sorted(set(want2) - set(dropped2)), "dropped for good: every other instance is catalogued")
+
+        # 3. kill -9 in the middle of a C-MOVE
+        fet = restart_fetcher(pipe)
+        big_acc = big["studies"][0]["accession"]
+        want3 = pacs.instances_of_accession(big_acc)
+        pipe.submit("--accession", big_acc, job_id=tag + "-kill", wait=False)
+        big_dir = os.path.join(root, "orthanc", big["studies"][0]["uid"])
+
+        def n_landed():
+            return sum(len(f) for _, _, f in os.walk(big_dir))
+        rt.wait_for(lambda: n_landed() >= 5, 60, 0.02)
+        at_kill = n_landed()
+        fet.kill9()
+        c.check(0 < at_kill < len(want3), "fetcher killed -9 mid C-MOVE (%d of %d landed)" % (at_kill, len(want3)))
+        pipe.start_fetcher()
+        end = time.time() + 120
+        while time.time() < end and (pipe.job(tag + "-kill") or {}).get("state") not in ("completed", "completed_with_errors", "failed"):
+            time.sleep(0.5)
+        job = pipe.job(tag + "-kill")
+        c.check(job and job["state"] == "completed", "after the restart the job completed", job and job.get("state"))
+        files = [f for _, _, fs in os.walk(big_dir) for f in fs]
+        c.eq(sorted(f[:-4] for f in files), sorted(want3), "no duplicate or missing file after kill -9")
+        c.eq(db.instances.count_documents({"_id": {"$in": list(want3)}}), len(want3), "no duplicate document")
+
+        # 4. Orthanc stopped during a job
+        pacs.stop()
+        pipe.submit("--accession", accs[4], job_id=tag + "-down", wait=False)
+        time.sleep(3)
+        state = (pipe.job(tag + "-down") or {}).get("state")
+        c.check(state == "retrieving", "while Orthanc is down the job waits in retrieving", state)
+        pacs.restart()
+        end = time.time() + 90
+        while time.time() < end and (pipe.job(tag + "-down") or {}).get("state") not in ("completed", "completed_with_errors", "failed"):
+            time.sleep(0.5)
+        job = pipe.job(tag + "-down")
+        c.check(job and job["state"] == "completed", "the job completed once Orthanc was back",
+                job and (job["state"], job.get("errors")))
+        r = job and list(job.get("retrievals", {}).values())
+        c.check(r and r[0].get("attempts", 0) > 1, "it took retries", r)
+
+        # 5. source auto: archive first, the PACS for the rest
+        mixed = [accs[5]] + in_archive
+        pipe.submit("--accession", *mixed, source="auto", job_id=tag + "-auto")
+        job = pipe.job(tag + "-auto")
+        c.check(job and job["state"] == "completed", "source auto: job completed", job and (job["state"], job.get("errors")))
+        from_pacs = pacs.instances_of_accession(accs[5])
+        ok_where = True
+        for a in mixed:
+            for sop in pacs.instances_of_accession(a):
+                d = db.instances.find_one({"_id": sop}, {"paths": 1}) or {}
+                paths = d.get("paths", [])
+                where = os.path.realpath(root) if a == accs[5] else os.path.realpath(archive)
+                if not paths or not all(p.startswith(where + "/") for p in paths):
+                    ok_where = False
+                    print("  %s of %s at %s" % (sop, a, paths))
+        c.check(ok_where, "source auto: archived accessions come from the archive, the other from the PACS")
+        c.check(len((job or {}).get("retrievals", {})) == 1, "source auto: one retrieval (the accession not archived)",
+                job and job.get("retrievals"))
+        ok = True
+    finally:
+        if pipe:
+            pipe.stop()
+            pipe.cleanup(dump=bool(c.failures) or not ok)
+        if pacs and pacs.proc.poll() is None:
+            pacs.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    sys.exit(c.summary())
+
+
+if __name__ == "__main__":
+    main()
