@@ -258,67 +258,92 @@ bool wado_open_instance(api_ctx_t *ctx, const char *study, const char *series, c
 
 typedef struct {
     api_ctx_t *ctx;
-    json_t *docs;
+    json_t *docs;    /* the instances that could be opened at the check */
+    int64_t *sizes;  /* their sizes then: the Content-Length promised */
     size_t next;
     int fd;
     int64_t left;
     char hdr[640];
     size_t hdr_len, hdr_off;
     char boundary[48];
-    bool any, finished;
+    bool finished;
 } retrieve_t;
 
+/* The part header of file f (the first part has no leading CRLF). */
+static size_t part_header(const retrieve_t *r, const wado_file_t *f, int64_t size, bool first, char *out, size_t cap)
+{
+    int n = snprintf(out, cap,
+                     "%s--%s\r\nContent-Type: application/dicom%s%s\r\nContent-Length: %lld\r\n"
+                     "Content-Location: /dicomweb/studies/%s/series/%s/instances/%s\r\n\r\n",
+                     first ? "" : "\r\n", r->boundary, f->ts[0] ? "; transfer-syntax=" : "", f->ts, (long long)size,
+                     f->study, f->series, f->sop);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+static size_t closing_delimiter(const retrieve_t *r, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "\r\n--%s--\r\n", r->boundary);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* Fill buf with the next bytes of the body: part headers and file bytes
+ * back to back, so each call hands over a full block. A file that is gone
+ * or has another size than at the check aborts the response (its length
+ * was promised). */
 static ssize_t retrieve_read(void *cls, char *buf, size_t max)
 {
     retrieve_t *r = cls;
-    for (;;) {
+    size_t filled = 0;
+    while (filled < max) {
         if (r->hdr_off < r->hdr_len) {
             size_t n = r->hdr_len - r->hdr_off;
-            n = n < max ? n : max;
-            memcpy(buf, r->hdr + r->hdr_off, n);
+            n = n < max - filled ? n : max - filled;
+            memcpy(buf + filled, r->hdr + r->hdr_off, n);
             r->hdr_off += n;
-            return (ssize_t)n;
+            filled += n;
+            continue;
         }
         if (r->fd >= 0) {
             if (r->left > 0) {
-                size_t want = (int64_t)max < r->left ? max : (size_t)r->left;
-                ssize_t n = read(r->fd, buf, want);
+                size_t want = (int64_t)(max - filled) < r->left ? max - filled : (size_t)r->left;
+                ssize_t n = read(r->fd, buf + filled, want);
                 if (n < 0 && errno == EINTR)
                     continue;
                 if (n <= 0)
-                    return -1; /* the file shrank under us: the part cannot be completed */
+                    return -1; /* the file shrank under us */
                 r->left -= n;
-                return n;
+                filled += (size_t)n;
+                continue;
             }
             close(r->fd);
             r->fd = -1;
         }
         if (r->finished)
-            return 0;
+            break;
         r->hdr_off = 0;
         if (r->next < json_array_size(r->docs)) {
             wado_file_t f;
             int status;
             char reason[64];
-            if (!wado_open_doc(r->ctx, json_array_get(r->docs, r->next++), &f, &status, reason, sizeof reason)) {
+            size_t i = r->next++;
+            if (!wado_open_doc(r->ctx, json_array_get(r->docs, i), &f, &status, reason, sizeof reason)) {
                 wado_count_file_error(r->ctx, reason);
-                continue; /* gone since the check: left out */
+                return -1;
             }
-            int n = snprintf(r->hdr, sizeof r->hdr,
-                             "%s--%s\r\nContent-Type: application/dicom%s%s\r\nContent-Length: %lld\r\n"
-                             "Content-Location: /dicomweb/studies/%s/series/%s/instances/%s\r\n\r\n",
-                             r->any ? "\r\n" : "", r->boundary, f.ts[0] ? "; transfer-syntax=" : "", f.ts,
-                             (long long)f.size, f.study, f.series, f.sop);
-            r->hdr_len = n > 0 && (size_t)n < sizeof r->hdr ? (size_t)n : 0;
+            if (f.size != r->sizes[i]) {
+                close(f.fd);
+                wado_count_file_error(r->ctx, "changed");
+                return -1;
+            }
+            r->hdr_len = part_header(r, &f, f.size, i == 0, r->hdr, sizeof r->hdr);
             r->fd = f.fd;
             r->left = f.size;
-            r->any = true;
             continue;
         }
-        int n = snprintf(r->hdr, sizeof r->hdr, "%s--%s--\r\n", r->any ? "\r\n" : "", r->boundary);
-        r->hdr_len = (size_t)n;
+        r->hdr_len = closing_delimiter(r, r->hdr, sizeof r->hdr);
         r->finished = true;
     }
+    return (ssize_t)filled;
 }
 
 static void retrieve_done(void *cls)
@@ -327,6 +352,7 @@ static void retrieve_done(void *cls)
     if (r->fd >= 0)
         close(r->fd);
     json_decref(r->docs);
+    free(r->sizes);
     free(r);
 }
 
@@ -396,11 +422,34 @@ static void h_retrieve(api_ctx_t *ctx, const api_request_t *req, api_response_t 
                           sop ? sop : series ? series : study);
         return;
     }
+    retrieve_t *r = calloc(1, sizeof *r);
+    int64_t *sizes = calloc(total, sizeof *sizes);
+    if (!r || !sizes) {
+        free(r);
+        free(sizes);
+        json_decref(docs);
+        api_respond_error(res, 500, "internal", "out of memory");
+        return;
+    }
+    r->ctx = ctx;
+    r->fd = -1;
+    r->sizes = sizes;
+    unsigned char rnd[12] = {0};
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        memcpy(rnd, &ts, sizeof rnd < sizeof ts ? sizeof rnd : sizeof ts);
+    }
+    int bn = snprintf(r->boundary, sizeof r->boundary, "metadb-");
+    for (size_t i = 0; i < sizeof rnd; i++)
+        bn += snprintf(r->boundary + bn, sizeof r->boundary - (size_t)bn, "%02x", rnd[i]);
+
     /* check every file first: what is gone or refused is left out (and
-     * counted) before the status is decided */
+     * counted) before the status and the exact length are decided */
     json_t *ok = json_array();
     int first_status = 0;
     char first_reason[64] = "";
+    int64_t length = 0;
     for (size_t i = 0; i < total; i++) {
         json_t *d = json_array_get(docs, i);
         wado_file_t f;
@@ -418,46 +467,35 @@ static void h_retrieve(api_ctx_t *ctx, const api_request_t *req, api_response_t 
         if (want_ts[0] && strcmp(want_ts, "*") && strcmp(want_ts, f.ts)) {
             json_decref(docs);
             json_decref(ok);
+            retrieve_done(r);
             api_respond_error(res, 406, "not_acceptable",
                               "instance %s is stored as %s; transcoding is not offered (ask transfer-syntax=*)", f.sop,
                               f.ts[0] ? f.ts : "an unknown transfer syntax");
             return;
         }
+        char hdr[640];
+        sizes[json_array_size(ok)] = f.size;
+        length += (int64_t)part_header(r, &f, f.size, json_array_size(ok) == 0, hdr, sizeof hdr) + f.size;
         json_array_append(ok, d);
     }
     json_decref(docs);
+    r->docs = ok;
     if (!json_array_size(ok)) {
-        json_decref(ok);
+        retrieve_done(r);
         file_error(ctx, res, first_status, first_reason, sop ? sop : "(all)", false);
         return;
     }
+    char tail[128];
+    length += (int64_t)closing_delimiter(r, tail, sizeof tail);
     if (json_array_size(ok) < total) {
         char warn[200];
         snprintf(warn, sizeof warn, "299 metadb: \"%zu of %zu instances could not be read and are left out\"",
                  total - json_array_size(ok), total);
         api_response_header(res, "Warning", warn);
     }
-    retrieve_t *r = calloc(1, sizeof *r);
-    if (!r) {
-        json_decref(ok);
-        api_respond_error(res, 500, "internal", "out of memory");
-        return;
-    }
-    r->ctx = ctx;
-    r->docs = ok;
-    r->fd = -1;
-    unsigned char rnd[12] = {0};
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        memcpy(rnd, &ts, sizeof rnd < sizeof ts ? sizeof rnd : sizeof ts);
-    }
-    int n = snprintf(r->boundary, sizeof r->boundary, "metadb-");
-    for (size_t i = 0; i < sizeof rnd; i++)
-        n += snprintf(r->boundary + n, sizeof r->boundary - (size_t)n, "%02x", rnd[i]);
     char ctype[sizeof res->content_type];
     snprintf(ctype, sizeof ctype, "multipart/related; type=\"application/dicom\"; boundary=%.40s", r->boundary);
-    api_respond_stream(res, 200, ctype, -1, retrieve_read, retrieve_done, r);
+    api_respond_stream(res, 200, ctype, length, retrieve_read, retrieve_done, r);
 }
 
 /* ------------------------------------------------------------ rendered */
