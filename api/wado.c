@@ -34,6 +34,8 @@
 #include <unistd.h>
 
 #include "mdb_archive.h"
+#include "mdb_dicom.h"
+#include "mdb_dicom_private.h"
 #include "mdb_find.h"
 #include "mdb_log.h"
 #include "wado.h"
@@ -98,6 +100,24 @@ void wado_count_file_error(api_ctx_t *ctx, const char *reason)
     mdb_metric_inc(mdb_metrics_counter(api_ctx_metrics(ctx), "metadb_api_wado_file_errors_total",
                                        "archive files WADO-RS could not serve, by reason", labels),
                    1);
+}
+
+bool wado_check_pixels(int fd, mdb_error_t *err)
+{
+    mdb_dicom_t *d = mdb_dicom_read_fd(fd, 0, NULL, err);
+    if (!d)
+        return false;
+    bool ok = false;
+    if (!d->stopped_at_pixels)
+        mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EMALFORMED, "the file has no Pixel Data: not an image");
+    else if (d->pixels.truncated)
+        mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_ETRUNCATED,
+                      "the file ends inside its Pixel Data (%llu of %llu bytes): an incomplete copy",
+                      (unsigned long long)d->pixels.present, (unsigned long long)d->pixels.expected);
+    else
+        ok = true;
+    mdb_dicom_destroy(d);
+    return ok;
 }
 
 /* ------------------------------------------------------------ catalogue */
@@ -546,7 +566,7 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
     }
     wado_pixels_t px;
     mdb_error_t err = {0};
-    bool ok = wado_decode_frame(f.fd, frame, &px, &err);
+    bool ok = wado_check_pixels(f.fd, &err) && wado_decode_frame(f.fd, frame, &px, &err);
     close(f.fd);
     if (!ok) {
         if (err.domain == MDB_ERR_QUERY)

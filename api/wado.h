@@ -63,6 +63,11 @@ void wado_count_file_error(api_ctx_t *ctx, const char *reason);
 /* A UID in a path: 1..64 digits and dots. */
 bool wado_uid_ok(const char *s);
 
+/* Before GDCM sees a file: the bounded header reader (mdb_dicom) must find
+ * a whole Pixel Data element (not cut short). false with err
+ * (MDB_ERR_DICOM) otherwise. */
+bool wado_check_pixels(int fd, mdb_error_t *err);
+
 /* ---- decoding (render.cpp) ---- */
 /* One decoded frame as modality values (RescaleSlope/Intercept applied),
  * or interleaved 8-bit RGB for colour images. */

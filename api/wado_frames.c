@@ -252,11 +252,16 @@ void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
                           EXPLICIT_LE, f.ts, req->accept);
         return;
     }
+    mdb_error_t err = {0};
+    if (!wado_check_pixels(f.fd, &err)) {
+        close(f.fd);
+        api_respond_error(res, 422, "not_decodable", "instance %s: %s", sop, err.message);
+        return;
+    }
     frag_t *fr = NULL;
     uint32_t *bot = NULL;
     size_t nfr = 0, nbot = 0;
     int frames = 1;
-    mdb_error_t err = {0};
     if (pass && !ts_uncompressed(f.ts)) {
         int64_t fsize = 0;
         mdb_dicom_t *d = mdb_dicom_read_fd(f.fd, 0, &fsize, &err);

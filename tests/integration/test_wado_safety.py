@@ -89,8 +89,19 @@ def main():
         shutil.copy(ct["path"], gone)
         gone_entry = entry("a deleted file", gone, 6)
 
+        # damaged files: served as they are by retrieve, refused (422) by the decoders before GDCM sees them
+        cut = os.path.join(arch, "cut.dcm")
+        with open(ct["path"], "rb") as fh:
+            whole = fh.read()
+        with open(cut, "wb") as fh:
+            fh.write(whole[:len(whole) - 5000])
+        text = os.path.join(arch, "notes.dcm")
+        with open(text, "w") as fh:
+            fh.write("not a DICOM file\n" * 100)
+        damaged = [dict(ct, sop=ws.UID_ROOT + "8.1", series=ws.UID_ROOT + "8.0", number=1, path=cut, kind="cut"),
+                   dict(ct, sop=ws.UID_ROOT + "8.2", series=ws.UID_ROOT + "8.0", number=2, path=text, kind="text")]
         client, db = mongo_db(db_name)
-        docs = [ws.instance_doc(f) for f in files + bad]
+        docs = [ws.instance_doc(f) for f in files + bad + damaged]
         db.instances.insert_many(docs)
         os.unlink(as_dir)
         os.mkdir(as_dir)
@@ -131,6 +142,16 @@ def main():
                      "6 of 7 instances could not be read" in hd.get("warning", ""),
                      "series retrieve with refused/missing files: the readable one, and a Warning", "%s %s" %
                      (status, hd.get("warning")))
+            for f, why in ((damaged[0], "ends inside its Pixel Data"), (damaged[1], "")):
+                base = "/dicomweb/studies/%s/series/%s/instances/%s" % (f["study"], f["series"], f["sop"])
+                answers = [api.request("GET", base + x)[:3:2] for x in ("/rendered", "/thumbnail", "/frames/1")]
+                st_raw, _, raw = raw_get(api, base)
+                parts = ws.split_multipart(raw, _.get("content-type", "")) if st_raw == 200 else []
+                with open(f["path"], "rb") as fh:
+                    ok_raw = len(parts) == 1 and parts[0][1] == fh.read()
+                ck.check(all(s == 422 and why in b.get("detail", "") for s, b in answers) and ok_raw,
+                         "%s file: rendered/thumbnail/frames 422 with the reason, retrieve serves its bytes as they are" %
+                         ("a truncated" if f is damaged[0] else "a non-DICOM"), str(answers))
             status, _, _ = api.request("GET", "/healthz")
             st2, hd, raw = raw_get(api, "/dicomweb/studies/%s/series/%s/instances/%s/rendered" %
                                    (ct["study"], ct["series"], ct["sop"]), {"Accept": "image/png"})
