@@ -42,7 +42,7 @@ function check(cond, what, detail) {
 }
 
 function startHarness() {
-  const p = spawn('/usr/bin/python3', [HARNESS], { stdio: ['pipe', 'pipe', 'inherit'], env: Object.assign({ DASH_PATIENTS: '4' }, process.env) });
+  const p = spawn('/usr/bin/python3', [HARNESS], { stdio: ['pipe', 'pipe', 'inherit'], env: Object.assign({ DASH_PATIENTS: '8' }, process.env) });
   const exited = new Promise((resolve) => p.on('exit', (code) => resolve(code)));
   const ready = new Promise((resolve, reject) => {
     const rl = readline.createInterface({ input: p.stdout });
@@ -138,16 +138,26 @@ async function main() {
         await route.fulfill({ status: 404, contentType: 'application/json', body: '{"error":"not_found","detail":"test: held back"}' });
       } else await route.continue();
     });
+    // a short window with the first row at its bottom edge: the rows after it are below the fold
+    await page.setViewportSize({ width: 1440, height: 300 });
     await page.goto(env.base + '/#/series?limit=50');
     await page.waitForSelector('[data-testid=row]', { timeout: 20000 });
+    await page.$eval('[data-testid=row]', (tr) => tr.scrollIntoView({ block: 'end' }));
     const rows = await page.locator('[data-testid=row]').count();
     const pending = await page.locator('[data-testid=thumb]:not([data-state=loaded])').count();
     check(rows === series.body.items.length && pending === rows,
       'the series table is shown while its thumbnails are still loading (' + rows + ' rows, ' + pending + ' pending)');
     await page.waitForFunction(() => document.querySelectorAll('[data-testid=thumb][data-state=loading]').length > 0, null, { timeout: 10000 });
+    const fold = await page.$$eval('[data-testid=thumb]', (ts) => ts.map((t) => ({ below: t.getBoundingClientRect().top > innerHeight + 200, state: t.dataset.state || '' })));
+    const below = fold.filter((f) => f.below);
+    check(below.length > 0 && below.every((f) => f.state === '') && fold.some((f) => !f.below && f.state === 'loading'),
+      'thumbnails load lazily: rows in view ask, rows below the fold do not yet (' + below.length + ' below)', JSON.stringify(fold));
     release();
+    await page.locator('[data-testid=row]').last().scrollIntoViewIfNeeded(); // lazy: rows below the fold load when scrolled to
     await page.waitForFunction(() => Array.from(document.querySelectorAll('[data-testid=thumb]')).every((t) => t.dataset.state === 'loaded' || t.dataset.state === 'error'),
-      null, { timeout: 60000 });
+      null, { timeout: 60000 }).catch(async (e) => {
+      throw new Error(e.message + ' states: ' + JSON.stringify(await page.$$eval('[data-testid=thumb]', (ts) => ts.map((t) => t.dataset.state || 'none'))));
+    });
     const thumbs = await page.$$eval('[data-testid=row]', (trs) => trs.map((tr) => {
       const box = tr.querySelector('[data-testid=thumb]');
       const img = box.querySelector('img');
@@ -162,6 +172,8 @@ async function main() {
     check(failed404 && failed404.state === 'error' && await page.locator('[data-testid=row][data-uid="' + failSeries + '"] .thumb.missing').count() === 1,
       'a thumbnail that fails leaves a neutral placeholder', JSON.stringify(failed404));
     check(heldCount >= Math.min(rows, 4), 'thumbnails are requested from /dicomweb/.../thumbnail (' + heldCount + ' requests)');
+    await page.setViewportSize({ width: 1440, height: 900 });
+    await page.evaluate(() => window.scrollTo(0, 0));
     await shot(page, 'series_table');
     await page.unroute('**/dicomweb/studies/*/series/*/thumbnail*');
 
@@ -169,7 +181,7 @@ async function main() {
     const pick = series.body.items.filter((s) => s._id !== damagedSeries).sort((a, b) => (b.instance_count || 0) - (a.instance_count || 0))[0];
     const inst = await api(env, '/api/instances?series_id=' + encodeURIComponent(pick._id) + '&sort=instance_number,_id&fields=instance_number&limit=1000');
     const order = inst.body.items.map((d) => d._id);
-    check(order.length >= 2, 'the picked series has several instances (' + order.length + ')');
+    check(order.length >= 3, 'the picked series has several instances (' + order.length + ')');
     await page.goto(env.base + '/#/series/' + encodeURIComponent(pick._id));
     await page.waitForSelector('[data-testid=series-viewer] [data-testid=viewer-image][data-sop]', { timeout: 30000 });
     const viewer = page.locator('[data-testid=series-viewer]');
@@ -205,6 +217,14 @@ async function main() {
     const sw = await waitShown((s) => s.index === 1, 'the instance after a wheel step');
     check(sw.sop === order[1], 'the mouse wheel scrolls through the instances');
     const last = order.length;
+    await page.keyboard.press('End');
+    const se = await waitShown((s) => s.index === last - 1, 'the last instance (End)');
+    await page.keyboard.press('PageUp');
+    const spu = await waitShown((s) => s.index === Math.max(0, last - 11), 'ten instances back (PageUp)');
+    check(se.sop === order[last - 1] && spu.sop === order[Math.max(0, last - 11)], 'End and PageUp reach the expected instances');
+    await page.locator('[data-testid=viewer-slider]').fill(String(Math.ceil(last / 2)));
+    const smid = await waitShown((s) => s.index === Math.ceil(last / 2) - 1, 'the middle instance (slider)');
+    check(smid.sop === order[Math.ceil(last / 2) - 1], 'the slider goes to the instance it points at');
     await page.locator('[data-testid=viewer-slider]').fill(String(last));
     const sl = await waitShown((s) => s.index === last - 1, 'the last instance');
     check(sl.sop === order[last - 1] && (await page.textContent('[data-testid=viewer-pos]')).trim() === last + ' / ' + last,
@@ -222,6 +242,10 @@ async function main() {
     await waitShown((s) => s.index === 0 && s.preset === 'bone', 'the bone window');
     const pb = await imgPixels(page, '[data-testid=viewer-image]');
     check(pb.digest !== pl.digest, 'the bone preset renders differently from the lung preset', JSON.stringify({ pl, pb }));
+    await viewer.focus();
+    await page.keyboard.press('1');
+    await waitShown((s) => s.preset === 'default', 'the default window again');
+    check((await imgPixels(page, '[data-testid=viewer-image]')).digest === pd.digest, 'key 1 goes back to the file\'s own window (same pixels as before)');
     await shot(page, 'series_viewer');
 
     // ---- "Open in viewer": OHIF loads the study from metadb's DICOMweb
