@@ -70,6 +70,15 @@ typedef enum { FETCHER_DONE = 0, FETCHER_RETRY, FETCHER_STOP } fetcher_result_t;
  * stop was requested mid-way (do not store). */
 fetcher_result_t fetcher_handle(fetcher_t *f, const rd_kafka_message_t *msg, mdb_error_t *err);
 
+/* ---- pacs.max_associations across fetcher processes (fetcher_slots.c) ---- */
+
+/* Start the slot heartbeat (extends the leases of held slots). */
+bool fetcher_slots_init(mdb_mongo_t *m, mdb_error_t *err);
+void fetcher_slots_shutdown(void);
+/* Wait for and take one of sc's slots (its id into slot); false on a database error or stop. */
+bool fetcher_slot_acquire(fetcher_t *f, const mdb_source_config_t *sc, char *slot, size_t cap, mdb_error_t *err);
+void fetcher_slot_release(fetcher_t *f, const char *slot);
+
 /* Register the fetcher's metrics on m (per source labels are added lazily). */
 void fetcher_metrics_init(fetcher_t *f, mdb_metrics_t *m);
 

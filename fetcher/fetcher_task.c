@@ -7,8 +7,8 @@
  *   3. retrieve (whole study the first time, then each series still missing
  *      something), with the source's gentleness: allowed hours, a pause
  *      between retrievals, retries with exponential backoff on refusal or
- *      network failure; one retrieval at a time per fetcher process, so never
- *      more associations than pacs.max_associations (>= 1);
+ *      network failure; at most pacs.max_associations associations per source
+ *      across every fetcher process (fetcher_slots.c);
  *   4. check every expected SOP Instance landed; re-request what is missing
  *      (FETCHER_PASSES passes), then list what never came, with the reason;
  *   5. catalogue the landing root, publish one file task per landed expected
@@ -168,6 +168,17 @@ static bool run_op(fetcher_t *f, mdb_source_t *src, size_t si, op_t *op, const c
             }
         }
         mdb_error_clear(err);
+        char slot[MDB_SOURCE_NAME_MAX + 16];
+        if (!fetcher_slot_acquire(f, sc, slot, sizeof slot, err)) {
+            if (mdb_signal_stop_requested())
+                return false;
+            /* the database is away: wait and try again (not an attempt on the PACS) */
+            MDB_LOGX(MDB_LOG_WARN, job_id, NULL, "source %s: association slot: %s", sc->name, err->message);
+            if (!nap(f, backoff))
+                return false;
+            attempt--;
+            continue;
+        }
         int64_t t0 = now_ms();
         bool ok = false;
         if (attempts)
@@ -186,6 +197,7 @@ static bool run_op(fetcher_t *f, mdb_source_t *src, size_t si, op_t *op, const c
             f->last_retrieve_ms[si] = now_ms();
             break;
         }
+        fetcher_slot_release(f, slot);
         metric_latency(f, names[op->kind], sc->name, (double)(now_ms() - t0) / 1000.0);
         if (ok)
             return true;

@@ -163,6 +163,10 @@ int main(int argc, char **argv)
         MDB_LOG(MDB_LOG_ERROR, "kafka: %s", err.message);
         goto done;
     }
+    if (!fetcher_slots_init(mongo, &err)) {
+        MDB_LOG(MDB_LOG_ERROR, "%s", err.message);
+        goto done;
+    }
     metrics = mdb_metrics_new("fetcher");
     if (!metrics) {
         MDB_LOG(MDB_LOG_ERROR, "metrics: out of memory");
@@ -220,6 +224,7 @@ int main(int argc, char **argv)
     }
     MDB_LOG(MDB_LOG_INFO, "fetcher stopping");
 done:
+    fetcher_slots_shutdown();
     mdb_lag_gauge_stop(lag);
     mdb_kafka_consumer_destroy(consumer);
     if (kp && !mdb_kafka_producer_flush(kp, 30000, &err)) {

@@ -35,11 +35,12 @@ class Pacs(OrthancServer):
         with open(os.path.join(workdir, "orthanc.json")) as f:
             self.dicom_port = json.load(f)["DicomPort"]
 
-    def restart(self):
+    def restart(self, verbose=False):
         """Start Orthanc again on the same configuration (ports, storage)."""
         import subprocess
         self.log = open(os.path.join(self.workdir, "orthanc.log"), "a")
-        self.proc = subprocess.Popen(["Orthanc", os.path.join(self.workdir, "orthanc.json")], stdout=self.log,
+        self.proc = subprocess.Popen(["Orthanc"] + (["--verbose"] if verbose else []) +
+                                     [os.path.join(self.workdir, "orthanc.json")], stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while time.time() < deadline:
