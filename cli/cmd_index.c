@@ -12,6 +12,7 @@
 #include "mdb_archive.h"
 #include "mdb_catalog.h"
 #include "mdb_cli.h"
+#include "mdb_progress.h"
 #include "mdb_signal.h"
 
 static void index_usage(FILE *out)
@@ -24,18 +25,18 @@ static void index_usage(FILE *out)
                  "  --json    print the summary as JSON\n");
 }
 
+/* The crawl's progress line (mdb_progress.h; the total is unknown while crawling). */
 static void progress(const mdb_catalog_stats_t *st, const char *dir, void *ud)
 {
-    (void)ud;
-    double rate = st->elapsed_s > 0 ? (double)st->files_indexed / st->elapsed_s : 0;
     const char *tail = dir;
     size_t n = strlen(dir);
-    if (n > 50)
-        tail = dir + n - 50;
-    fprintf(stderr, "\r\033[K%llu dirs (%llu scanned, %llu unchanged), %llu files, %llu non-DICOM, %.0f files/s  %s%s",
-            (unsigned long long)st->dirs_visited, (unsigned long long)st->dirs_scanned,
-            (unsigned long long)st->dirs_unchanged, (unsigned long long)st->files_indexed,
-            (unsigned long long)st->nondicom, rate, n > 50 ? "..." : "", tail);
+    if (n > 40)
+        tail = dir + n - 40;
+    char note[160];
+    snprintf(note, sizeof note, "%llu dirs (%llu scanned, %llu unchanged), %llu non-DICOM  %s%s",
+             (unsigned long long)st->dirs_visited, (unsigned long long)st->dirs_scanned,
+             (unsigned long long)st->dirs_unchanged, (unsigned long long)st->nondicom, n > 40 ? "…" : "", tail);
+    mdb_progress_update(ud, (int64_t)st->files_indexed, note);
 }
 
 static void warn_line(const char *path, const char *what, void *ud)
@@ -169,8 +170,10 @@ int mdb_cmd_index(mdb_config_t *cfg, int argc, char **argv)
         fprintf(stderr, "metadb index: %s\n", err.message);
         goto done;
     }
-    bool tty = isatty(STDERR_FILENO) && !quiet && !json;
+    mdb_progress_t *bar = quiet || json ? NULL : mdb_progress_new(stderr, "index", "files", -1);
+    bool tty = mdb_progress_active(bar);
     opts.progress = tty ? progress : NULL;
+    opts.progress_ud = bar;
     opts.should_stop = stop_requested;
     opts.warn = quiet ? NULL : warn_line;
     opts.warn_ud = &tty;
@@ -186,8 +189,7 @@ int mdb_cmd_index(mdb_config_t *cfg, int argc, char **argv)
             continue; /* the same root named twice */
         mdb_error_clear(&err);
         bool ok = mdb_catalog_index_root(cat, mdb_archive_root(archive, i), &opts, &st, &err);
-        if (tty)
-            fprintf(stderr, "\r\033[K");
+        mdb_progress_finish(bar);
         print_summary(mdb_archive_root(archive, i), &st, ok, ok ? NULL : err.message, json);
         if (!ok) {
             if (!json)
@@ -199,6 +201,7 @@ int mdb_cmd_index(mdb_config_t *cfg, int argc, char **argv)
         if (mdb_signal_stop_requested())
             break;
     }
+    mdb_progress_destroy(bar);
     if (narch > 1 && !json)
         printf("total: %llu DICOM files indexed in %.2f s (%.0f files/s)\n", (unsigned long long)total.files_indexed,
                total.elapsed_s, total.elapsed_s > 0 ? (double)total.files_indexed / total.elapsed_s : 0);

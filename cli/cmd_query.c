@@ -18,6 +18,7 @@
 
 #include "mdb_cli.h"
 #include "mdb_mongo.h"
+#include "mdb_progress.h"
 #include "mdb_query.h"
 
 /* Provided by the natural-language module when it is part of the build. */
@@ -307,6 +308,8 @@ static int run_query(mdb_config_t *cfg, mdb_query_t *q, int level, fmt_t fmt, bo
     cols_t cols = {0};
     json_t *all_items = json_array();
     int64_t total = -1, shown = 0;
+    /* --all: a progress bar on a terminal, nothing on a pipe (mdb_progress.h) */
+    mdb_progress_t *bar = all ? mdb_progress_new(stderr, "query", "rows", -1) : NULL;
     for (int page = 0;; page++) {
         json_t *res = mdb_query_run(m, q, time_ms, all && page > 0, &err);
         if (!res) {
@@ -318,9 +321,11 @@ static int run_query(mdb_config_t *cfg, mdb_query_t *q, int level, fmt_t fmt, bo
         if (page == 0) {
             total = json_integer_value(json_object_get(res, "total"));
             choose_columns(&cols, q, level, items);
+            mdb_progress_set_total(bar, total);
         }
         size_t n = json_array_size(items);
         shown += (int64_t)n;
+        mdb_progress_update(bar, shown, NULL);
         if (fmt == FMT_CSV)
             print_csv(stdout, &cols, items, page == 0);
         else
@@ -331,6 +336,8 @@ static int run_query(mdb_config_t *cfg, mdb_query_t *q, int level, fmt_t fmt, bo
         if (!mdb_query_set_offset(q, mdb_query_offset(q) + mdb_query_limit(q), &err))
             break;
     }
+    mdb_progress_destroy(bar);
+    bar = NULL;
     if (fmt == FMT_JSON) {
         json_t *out = json_pack("{s:I, s:I, s:O}", "total", (json_int_t)total, "count", (json_int_t)shown, "items",
                                 all_items);
@@ -343,6 +350,7 @@ static int run_query(mdb_config_t *cfg, mdb_query_t *q, int level, fmt_t fmt, bo
     }
     rc = 0;
 done:
+    mdb_progress_destroy(bar);
     fflush(stdout);
     cols_free(&cols);
     json_decref(all_items);

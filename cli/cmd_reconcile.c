@@ -50,6 +50,8 @@
 #include "mdb_log.h"
 #include "mdb_mongo.h"
 #include "mdb_msg.h"
+#include "mdb_ops.h"
+#include "mdb_progress.h"
 #include "mdb_store.h"
 
 #define REPLAY_CHUNK 500
@@ -115,10 +117,32 @@ static bool db_load(mdb_mongo_t *m, db_t *d, mdb_error_t *err)
     memset(d, 0, sizeof *d);
     d->instances = json_array();
     d->conflicts = json_array();
-    bool ok = st && se && jobs && cols && d->instances && d->conflicts && find_all(m, MDB_DOCS_STUDIES, NULL, st, err) &&
-              find_all(m, MDB_DOCS_SERIES, NULL, se, err) && find_all(m, MDB_DOCS_INSTANCES, iproj, d->instances, err) &&
-              find_all(m, MDB_DOCS_CONFLICTS, NULL, d->conflicts, err) && find_all(m, MDB_JOBS_COLL, jproj, jobs, err) &&
-              find_all(m, MDB_COLLECTIONS_COLL, NULL, cols, err);
+    const struct {
+        const char *coll;
+        const bson_t *proj;
+        json_t *out;
+    } steps[] = {{MDB_DOCS_STUDIES, NULL, st},           {MDB_DOCS_SERIES, NULL, se},
+                 {MDB_DOCS_INSTANCES, iproj, d->instances}, {MDB_DOCS_CONFLICTS, NULL, d->conflicts},
+                 {MDB_JOBS_COLL, jproj, jobs},           {MDB_COLLECTIONS_COLL, NULL, cols}};
+    bool ok = st && se && jobs && cols && d->instances && d->conflicts;
+    /* a progress bar on a terminal (per collection read), nothing on a pipe */
+    mdb_progress_t *bar = mdb_progress_new(stderr, "reconcile", "docs", -1);
+    int64_t total = 0, loaded = 0;
+    for (size_t i = 0; ok && mdb_progress_active(bar) && i < sizeof steps / sizeof steps[0]; i++) {
+        int64_t n = 0;
+        mdb_error_t cerr = {0};
+        total = total >= 0 && mdb_ops_count(m, steps[i].coll, NULL, NULL, &n, &cerr) ? total + n : -1;
+    }
+    mdb_progress_set_total(bar, total);
+    for (size_t i = 0; ok && i < sizeof steps / sizeof steps[0]; i++) {
+        char note[64];
+        snprintf(note, sizeof note, "reading %s", steps[i].coll);
+        mdb_progress_update(bar, loaded, note);
+        ok = find_all(m, steps[i].coll, steps[i].proj, steps[i].out, err);
+        loaded += (int64_t)json_array_size(steps[i].out);
+    }
+    mdb_progress_update(bar, loaded, NULL);
+    mdb_progress_destroy(bar);
     if (ok) {
         d->studies = by_id(st);
         d->series = by_id(se);
@@ -652,7 +676,9 @@ static bool repair_replay(repair_t *rp, const db_t *d, const report_t *r, mdb_er
         return true;
     mdb_docs_model_t *model = mdb_docs_model_new();
     bool ok = model != NULL;
+    mdb_progress_t *bar = mdb_progress_new(stderr, "repair", "instances", (int64_t)json_array_size(d->instances));
     for (size_t i = 0; ok && i < json_array_size(d->instances); i++) {
+        mdb_progress_update(bar, (int64_t)i, NULL);
         json_t *in = json_array_get(d->instances, i);
         const char *st = json_string_value(json_object_get(in, "study_id"));
         if (!st || !json_object_get(r->replay, st))
@@ -667,6 +693,7 @@ static bool repair_replay(repair_t *rp, const db_t *d, const report_t *r, mdb_er
             ok = flush_model(rp, &model, err);
     }
     ok = ok && flush_model(rp, &model, err);
+    mdb_progress_destroy(bar);
     mdb_docs_model_destroy(model);
     return ok;
 }
