@@ -28,6 +28,9 @@ sys.path.insert(0, os.path.join(SRC, "tests", "faults"))
 import reltest as rt  # noqa: E402
 
 PATIENTS = int(os.environ.get("DASH_PATIENTS", "8"))
+# DASH_READ_TOKEN=1: reads need a token too (api.read_tokens); the JSON line
+# then has "read_token" (test_images.mjs: images and OHIF with a token)
+READ_TOKEN = os.environ.get("DASH_READ_TOKEN") == "1"
 
 
 def log(msg):
@@ -81,8 +84,10 @@ def main():
             raise RuntimeError("first job did not complete: %s %s" % (p.stdout[-1500:], p.stderr[-1500:]))
         log("loaded %d patients in %.0f s" % (len(first), time.time() - t0))
         token = "dash-%d-token-0123456789" % os.getpid()  # api.tokens: at least 16 characters
+        read_token = "dash-%d-read-0123456789" % os.getpid() if READ_TOKEN else None
         api = procs.start("api", names, extra=["--api.listen=127.0.0.1:0", "--api.tokens=" + token,
-                                               "--api.web_dir=" + os.path.join(SRC, "api", "web")])
+                                               "--api.web_dir=" + os.path.join(SRC, "api", "web")] +
+                          (["--api.read_tokens=" + read_token] if read_token else []))
         port = None
         deadline = time.time() + 30
         while time.time() < deadline and port is None:
@@ -101,7 +106,7 @@ def main():
         }
         print(json.dumps({"base": "http://127.0.0.1:%d" % port, "token": token, "db": tag,
                           "collection": "LIDC-IDRI", "researcher": "dash", "remaining_patients": rest,
-                          "manifest": summary, "damaged": damaged}), flush=True)
+                          "manifest": summary, "damaged": damaged, "read_token": read_token}), flush=True)
         for line in sys.stdin:
             if line.strip() == "stop":
                 break

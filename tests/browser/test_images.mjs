@@ -42,7 +42,7 @@ function check(cond, what, detail) {
 }
 
 function startHarness() {
-  const p = spawn('/usr/bin/python3', [HARNESS], { stdio: ['pipe', 'pipe', 'inherit'], env: Object.assign({ DASH_PATIENTS: '8' }, process.env) });
+  const p = spawn('/usr/bin/python3', [HARNESS], { stdio: ['pipe', 'pipe', 'inherit'], env: Object.assign({ DASH_PATIENTS: '8', DASH_READ_TOKEN: '1' }, process.env) });
   const exited = new Promise((resolve) => p.on('exit', (code) => resolve(code)));
   const ready = new Promise((resolve, reject) => {
     const rl = readline.createInterface({ input: p.stdout });
@@ -52,8 +52,9 @@ function startHarness() {
   return { proc: p, ready, exited };
 }
 
-async function api(env, p) {
-  const r = await fetch(env.base + p);
+// The backend requires a read token (api.read_tokens): every read sends it.
+async function api(env, p, token = env.read_token) {
+  const r = await fetch(env.base + p, { headers: token ? { Authorization: 'Bearer ' + token } : {} });
   return { status: r.status, body: await r.json() };
 }
 
@@ -123,6 +124,21 @@ async function main() {
     const page = await ctx.newPage();
     page.on('pageerror', (e) => pageErrors.push(e.message));
     page.on('console', (m) => { if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) pageErrors.push(m.text()); });
+    const urls = [];
+    ctx.on('request', (r) => urls.push(r.url()));
+
+    // ---- reads need a token: the images too; the user saves it with the Token button
+    check(!!env.read_token, 'the backend requires read tokens');
+    const first = (await api(env, '/api/series?limit=1&fields=study_id')).body.items[0];
+    const thumbPath = '/dicomweb/studies/' + first.study_id + '/series/' + first._id + '/thumbnail';
+    const anon = await fetch(env.base + thumbPath);
+    const withTok = await fetch(env.base + thumbPath, { headers: { Authorization: 'Bearer ' + env.read_token, Accept: 'image/png' } });
+    check(anon.status === 401 && withTok.status === 200 && /^image\//.test(withTok.headers.get('content-type') || ''),
+      'a thumbnail needs the read token (401 without, ' + withTok.status + ' ' + withTok.headers.get('content-type') + ' with)');
+    await page.goto(env.base + '/#/studies');
+    await page.click('#token-btn');
+    await page.fill('[data-testid=token-input]', env.read_token);
+    await page.click('[data-testid=token-save]');
 
     // ---- series table: the table first, thumbnails after
     const series = await api(env, '/api/series?limit=50&sort=study_id,series_number&fields=study_id,instance_count');
@@ -252,10 +268,11 @@ async function main() {
     const dicomweb = [];
     ctx.on('response', (r) => { if (r.url().includes('/dicomweb/')) dicomweb.push({ url: r.url().replace(env.base, ''), status: r.status() }); });
     const [ohif] = await Promise.all([ctx.waitForEvent('page'), page.click('[data-testid=open-viewer]')]);
-    const ohifErrors = [];
+    const ohifErrors = [], ohifRequests = [];
     ohif.on('pageerror', (e) => ohifErrors.push(e.message));
+    ohif.on('request', (r) => ohifRequests.push({ url: r.url(), auth: r.headers().authorization || '' }));
     await ohif.waitForLoadState('domcontentloaded');
-    check(new URL(ohif.url()).pathname.startsWith('/viewer/'), 'the link opens metadb\'s own /viewer/ (' + ohif.url().replace(env.base, '') + ')');
+    check(new URL(ohif.url()).pathname.startsWith('/viewer/'), 'the link opens metadb\'s own /viewer/ (' + new URL(ohif.url()).pathname + ')');
     let drawn = null;
     const t0 = Date.now();
     while (Date.now() - t0 < 90000) {
@@ -280,6 +297,12 @@ async function main() {
     check(drawn !== null, 'OHIF draws a non-blank image (screenshot tests/artifacts/images_ohif.png)', JSON.stringify(drawn));
     if (drawn) console.log('# OHIF viewport ' + drawn.w + 'x' + drawn.h + ': ' + drawn.levels + ' grey levels, ' + (100 * drawn.image).toFixed(1) + ' % of pixels away from the background');
     check(ohifErrors.length === 0, 'no script errors in OHIF', ohifErrors.join('\n'));
+    const authed = ohifRequests.filter((r) => r.url.includes('/dicomweb/'));
+    check(authed.length > 0 && authed.every((r) => r.auth === 'Bearer ' + env.read_token),
+      'OHIF sent the dashboard\'s token as Authorization with every DICOMweb request (' + authed.length + ')',
+      JSON.stringify(authed.filter((r) => r.auth !== 'Bearer ' + env.read_token).slice(0, 3)));
+    check(!urls.some((u) => u.includes(env.read_token)) && !ohif.url().includes('token='),
+      'the token never appears in a URL sent to the server, nor stays in OHIF\'s address bar', ohif.url());
 
     check(pageErrors.length === 0, 'no script errors in the dashboard', pageErrors.join('\n'));
     code = 0;
