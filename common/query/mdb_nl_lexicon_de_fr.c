@@ -50,7 +50,7 @@ static const lex_t LEXICON[] = {
     DE(true, "älter als", "older than"), DE(true, "jünger als", "younger than"), DE(true, "als", "than"),
     /* dates */
     DE(true, "zwischen", "between"), DE(true, "von", "from"), DE(true, "vom", "from"), DE(true, "bis", "to"),
-    DE(true, "seit", "since"), DE(true, "ab", "from"), DE(true, "vor", "before"), DE(true, "nach", "after"),
+    DE(true, "seit", "since"), DE(false, "ab", "from"), DE(true, "vor", "before"), DE(true, "nach", "after"),
     DE(true, "aus dem jahr", "from"), DE(true, "im jahr", "in"), DE(true, "aus", "from"),
     DE(true, "in den letzten", "in the last"), DE(true, "letzten", "last"), DE(true, "letztes jahr", "last year"),
     DE(true, "letzten monat", "last month"), DE(true, "dieses jahr", "this year"), DE(true, "jahren", "years"),
@@ -59,15 +59,15 @@ static const lex_t LEXICON[] = {
     DE(true, "februar", "February"), DE(true, "märz", "March"), DE(false, "april", "April"), DE(false, "mai", "May"),
     DE(true, "juni", "June"), DE(true, "juli", "July"), DE(false, "august", "August"),
     DE(false, "september", "September"), DE(true, "oktober", "October"), DE(false, "november", "November"),
-    DE(true, "dezember", "December"), DE(false, "in", "in"), DE(true, "im", "in"),
+    DE(true, "dezember", "December"), DE(false, "in", "in"), DE(false, "im", "in"),
     /* connectors, negation, fillers */
     DE(true, "und", "and"), DE(true, "oder", "or"), DE(true, "nicht", "not"), DE(true, "ohne", "without"),
     DE(true, "kein", "no"), DE(true, "keine", "no"), DE(true, "keinen", "no"), DE(true, "außer", "except"),
     DE(true, "mit", "with"), DE(true, "der", "the"), DE(false, "die", "the"), DE(true, "das", "the"),
-    DE(true, "dem", "the"), DE(true, "den", "the"), DE(true, "des", "of"), DE(true, "ein", "a"), DE(true, "eine", "a"),
+    DE(true, "dem", "the"), DE(false, "den", "the"), DE(false, "des", "of"), DE(true, "ein", "a"), DE(true, "eine", "a"),
     DE(true, "einer", "a"), DE(true, "einem", "a"), DE(true, "alle", "all"), DE(true, "zeige", "show"),
     DE(true, "zeig", "show"), DE(true, "mir", "me"), DE(true, "finde", "find"), DE(true, "suche", "find"),
-    DE(true, "zum", "to"), DE(true, "zur", "to"), DE(true, "am", "at"), DE(true, "vom", "from"),
+    DE(true, "zum", "to"), DE(true, "zur", "to"), DE(false, "am", "at"), DE(true, "vom", "from"),
     DE(true, "gerät", "scanner"), DE(true, "geräte", "scanners"), DE(true, "geräten", "scanners"),
     DE(true, "hersteller", "manufacturer"), DE(true, "modell", "model"),
     /* patients, contrast */
