@@ -99,6 +99,8 @@ def make_docs():
             "acquisition_datetime": "19870321101500" if r else "20000101%06d" % i,
             "collection_ids": ["RARE-COLL"] if r else ["COLL-%d" % (i % 5)],
             "job_ids": ["job-rare"] if r else ["job-%d" % (i % 7)],
+            "series_count": 7 if r else SERIES_PER,  # issue 15: counts as filters
+            "instance_count": 7777 if r else SERIES_PER * INST_PER,
             "created_at": "2025-01-01T00:00:00.000Z" if r else "2026-11-%02dT08:00:00.000Z" % (i % 28 + 1),
             "updated_at": "2025-01-02T00:00:00.000Z" if r else "2026-12-%02dT08:00:00.000Z" % (i % 28 + 1),
             "metadata": {
@@ -173,7 +175,7 @@ def api_cases(docs):
             "_id": s0["_id"], "accession_number": "RACC", "patient_id": "RARE-PATIENT", "study_date": "19870321",
             "study_description": "Rare study", "modality": "PT", "acquisition_datetime": "19870321101500",
             "collection_ids": "RARE-COLL", "job_ids": "job-rare", "created_at": "2025-01-01T00:00:00.000Z",
-            "updated_at": "2025-01-02T00:00:00.000Z",
+            "updated_at": "2025-01-02T00:00:00.000Z", "series_count": "7", "instance_count": "7777",
         },
         "series": {
             "_id": se0["_id"], "study_id": s0["_id"], "series_number": "9999", "series_description": "Rare series",
