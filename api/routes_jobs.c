@@ -286,8 +286,9 @@ void api_h_jobs_list(api_ctx_t *ctx, const api_request_t *req, api_response_t *r
                           "unknown parameter '%.64s' (jobs filter on state, researcher_id, collection)", k);
         return;
     }
-    json_t *rq = json_pack("{s:s, s:o, s:{s:i, s:i}, s:{s:i, s:i}, s:I, s:I}", "collection", "jobs", "filter",
+    json_t *rq = json_pack("{s:s, s:o, s:{s:i, s:i}, s:{s:i, s:i, s:i}, s:I, s:I}", "collection", "jobs", "filter",
                            filter, "sort", "submitted_at", -1, "_id", 1, "projection", "errors", 0, "selectors", 0,
+                           "retrievals", 0,
                            "limit", (json_int_t)limit, "skip", (json_int_t)offset);
     mdb_query_t *q = rq ? mdb_query_new_raw(rq, "jobs", ctx->max_limit, &err) : NULL;
     json_decref(rq);

@@ -250,6 +250,24 @@ void cli_print_job(FILE *out, const bson_t *job, size_t max_errors)
         if (n == 0)
             fprintf(out, "selectors   (not resolved yet)\n");
     }
+    /* PACS retrievals (mdb_retrieval.h): per selector, found studies and instances received. */
+    if (bson_iter_init_find(&it, job, "retrievals") && BSON_ITER_HOLDS_DOCUMENT(&it) && bson_iter_recurse(&it, &arr)) {
+        size_t n = 0;
+        while (bson_iter_next(&arr)) {
+            bson_t r;
+            if (!sub_doc(&arr, &r))
+                continue;
+            if (n++ == 0)
+                fprintf(out, "retrievals  (%lld expected)\n", (long long)mdb_jobs_doc_int(job, "retrieve_total"));
+            const char *reason = mdb_jobs_doc_str(&r, "reason");
+            fprintf(out, "  %-40s %-10s from %s: %lld stud%s, %lld/%lld instance(s) landed, %lld missing, %lld attempt(s)%s%s\n",
+                    str_or(&r, "selector", "?"), str_or(&r, "status", "?"), str_or(&r, "source", "?"),
+                    (long long)mdb_jobs_doc_int(&r, "studies"), mdb_jobs_doc_int(&r, "studies") == 1 ? "y" : "ies",
+                    (long long)mdb_jobs_doc_int(&r, "landed"), (long long)mdb_jobs_doc_int(&r, "expected"),
+                    (long long)mdb_jobs_doc_int(&r, "missing_count"), (long long)mdb_jobs_doc_int(&r, "attempts"),
+                    reason ? "; " : "", reason ? reason : "");
+        }
+    }
     if (bson_iter_init_find(&it, job, "errors") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr)) {
         /* Show the last max_errors. */
         size_t count = 0;

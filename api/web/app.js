@@ -799,6 +799,18 @@
           h('td', {}, progressBar(j)), h('td', { class: 'num', text: num(j.files_failed || 0) }), h('td', { class: 'num', text: num(j.instances_linked || 0) }),
           h('td', { text: fmtTime(j.submitted_at) })))))));
     }
+    // PACS retrievals of a job (state "retrieving"): per selector, studies found and instances received.
+    function retrievalTable(j) {
+      const rs = Object.values(j.retrievals || {}).sort((a, b) => (a.index || 0) - (b.index || 0));
+      if (!rs.length) return h('span', {});
+      return h('div', { 'data-testid': 'job-retrievals' },
+        h('h2', { style: { marginTop: '14px' }, text: 'Retrieval from PACS (' + rs.length + ' of ' + num(j.retrieve_total || rs.length) + ')' }),
+        h('table', {}, h('thead', {}, h('tr', {}, ['Selector', 'Source', 'Status', 'Studies', 'Received', 'Expected', 'Missing', 'Reason'].map((t, i) => h('th', { class: i >= 3 && i <= 6 ? 'num' : '', text: t })))),
+          h('tbody', {}, rs.map((r) => h('tr', {}, h('td', { class: 'mono', text: r.selector }), h('td', { text: r.source }),
+            h('td', { text: r.status }), h('td', { class: 'num', text: num(r.studies || 0) }), h('td', { class: 'num', text: num(r.landed || 0) }),
+            h('td', { class: 'num', text: num(r.expected || 0) }), h('td', { class: 'num', text: num(r.missing_count || 0) }),
+            h('td', { text: (r.reason || '') + ((r.missing || []).length ? ' — ' + r.missing.slice(0, 5).join(', ') + (r.missing.length > 5 ? ' …' : '') : '') }))))));
+    }
     async function showJob(id) {
       try {
         const j = await api('/api/jobs/' + encodeURIComponent(id));
@@ -808,6 +820,7 @@
           kvGrid(j, ['state', 'researcher_id', 'collection', 'feature_set', 'files_total', 'files_done', 'files_failed', 'files_flagged', 'instances_linked', 'submitted_at', 'completed_at']),
           h('h2', { style: { marginTop: '14px' }, text: 'Selectors (' + sel.length + ')' }),
           sel.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Kind', 'Value', 'Status', 'Files', 'Reason'].map((t, i) => h('th', { class: i === 3 ? 'num' : '', text: t })))), h('tbody', {}, sel)) : h('div', { class: 'muted', text: 'none recorded yet' }),
+          retrievalTable(j),
           h('h2', { style: { marginTop: '14px' }, text: 'Errors (' + errs.length + ')' }),
           errs.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Stage', 'Error', 'Path', 'Message'].map((t) => h('th', { text: t })))), h('tbody', {}, errs)) : h('div', { class: 'muted', text: 'none' })));
       } catch (e) { toast(e.detail || e.message, true); }

@@ -103,6 +103,20 @@ def main():
                 all(r["status"] == "done" for r in job["retrievals"].values()),
                 "per-selector retrieval progress recorded as done", job and job.get("retrievals"))
 
+        # per-selector progress through the CLI and the API
+        p = pipe.metadb("status", tag + "-a", check=False)
+        c.check("retrievals" in p.stdout and "accession:%s" % accs[0] in p.stdout and " done " in p.stdout,
+                "metadb status shows the per-selector retrieval", p.stdout[-1200:])
+        from mdb_api_support import Api
+        with Api(pipe.names.db, "--mongo.uri=" + pipe.stack.mongo_uri) as api:
+            st, _, b = api.get("/api/jobs/" + tag + "-a")
+            rs = list((b or {}).get("retrievals", {}).values()) if st == 200 else []
+            c.check(len(rs) == len(accs) and all(r["landed"] == r["expected"] > 0 for r in rs),
+                    "GET /api/jobs/{id} carries the retrievals (found, received)", (st, rs))
+            st, _, b = api.get("/api/jobs", {"limit": "5"})
+            c.check(st == 200 and all("retrievals" not in j for j in b.get("items", [])),
+                    "the job list leaves the retrieval details out", st)
+
         # 2. the same accessions again: nothing moves twice
         before = {sop: (os.stat(p_).st_ino, os.stat(p_).st_mtime_ns) for sop, p_ in landed.items()}
         stats0 = pacs.get_json("/statistics")

@@ -129,6 +129,9 @@ def main():
         time.sleep(3)
         state = (pipe.job(tag + "-down") or {}).get("state")
         c.check(state == "retrieving", "while Orthanc is down the job waits in retrieving", state)
+        p = pipe.metadb("status", tag + "-down", check=False)
+        c.check("state       retrieving" in p.stdout and "accession:%s" % accs[4] in p.stdout,
+                "metadb status shows the job retrieving and its selector", p.stdout[-800:])
         pacs.restart()
         end = time.time() + 90
         while time.time() < end and (pipe.job(tag + "-down") or {}).get("state") not in ("completed", "completed_with_errors", "failed"):
