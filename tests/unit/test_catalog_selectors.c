@@ -138,13 +138,14 @@ static void test_case_selectors_and_status(void **state)
 static void test_state_and_kind_names(void **state)
 {
     (void)state;
-    const char *names[] = {"submitted", "resolving", "running", "completed", "completed_with_errors", "failed"};
+    const char *names[] = {"submitted", "resolving",             "running",   "completed",
+                           "completed_with_errors", "failed", "retrieving"};
     for (int i = 0; i < MDB_JOB_NSTATES; i++) {
         int back = -1;
         assert_string_equal(mdb_job_state_name(i), names[i]);
         assert_true(mdb_job_state_parse(names[i], &back));
         assert_int_equal(back, i);
-        assert_int_equal(mdb_job_state_final(i), i >= MDB_JOB_COMPLETED);
+        assert_int_equal(mdb_job_state_final(i), i >= MDB_JOB_COMPLETED && i <= MDB_JOB_FAILED);
     }
     int x;
     assert_false(mdb_job_state_parse("done", &x));
