@@ -645,7 +645,7 @@
     { name: 'Studies of patients LIDC-IDRI-00*', collection: 'studies',
       q: { filter: { patient_id: { $regex: '^LIDC-IDRI-00' } }, projection: { patient_id: 1, study_date: 1, modalities: 1 }, limit: 50 } },
     { name: 'Instances with 512 columns', collection: 'instances', q: { filter: { 'metadata.Columns': 512 }, limit: 20 } },
-    { name: 'Running jobs', collection: 'jobs', q: { filter: { state: { $in: ['resolving', 'running'] } }, sort: { submitted_at: -1 } } },
+    { name: 'Running jobs', collection: 'jobs', q: { filter: { state: { $in: ['resolving', 'retrieving', 'running'] } }, sort: { submitted_at: -1 } } },
     { name: 'Refused: $where (JavaScript)', collection: 'series', q: { filter: { $where: 'this.slice_thickness < 2.5' } } },
   ];
 
