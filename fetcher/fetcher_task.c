@@ -423,8 +423,13 @@ fetcher_result_t fetcher_handle(fetcher_t *f, const rd_kafka_message_t *msg, mdb
         return ok ? FETCHER_DONE : FETCHER_RETRY;
     }
     int state = 0;
-    if (!mdb_jobs_get_state(f->mongo, rm.job_id, &state, err))
+    if (!mdb_jobs_get_state(f->mongo, rm.job_id, &state, err)) {
+        if (err->domain == MDB_ERR_NOTFOUND) { /* no such job: nothing to fetch for */
+            MDB_LOGX(MDB_LOG_WARN, rm.job_id, NULL, "retrieve task for %s: the job does not exist; ignored", rm.selector);
+            res = FETCHER_DONE;
+        }
         goto done;
+    }
     if (state != MDB_JOB_RETRIEVING) {
         MDB_LOGX(MDB_LOG_INFO, rm.job_id, NULL, "job is %s: retrieve task for %s already handled",
                  mdb_job_state_name(state), rm.selector);

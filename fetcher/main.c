@@ -6,6 +6,7 @@
  * (database, Kafka) is retried on the same message with back-off, and a stop
  * mid-task leaves the offset unstored (the next fetcher redoes the task, which
  * moves nothing twice). One task at a time per process. */
+#include <dirent.h>
 #include <mongoc/mongoc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,26 @@ static fetcher_result_t handle_with_retry(fetcher_t *f, const rd_kafka_message_t
     }
 }
 
+/* Temp files older than an hour are leftovers of a killed fetcher (a live one
+ * renames or removes its own within one instance's transfer). */
+static void clean_spool(const char *spool)
+{
+    DIR *d = opendir(spool);
+    struct dirent *e;
+    time_t now = time(NULL);
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, ".dimse-", 7) && strncmp(e->d_name, ".web-", 5))
+            continue;
+        char path[8192];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", spool, e->d_name);
+        if (stat(path, &st) == 0 && now - st.st_mtime > 3600 && unlink(path) == 0)
+            MDB_LOG(MDB_LOG_INFO, "removed a stale temp file %s", path);
+    }
+    if (d)
+        closedir(d);
+}
+
 /* fetcher.root must be one of archive.roots (so the archive gate accepts the
  * landed files); its canonical form goes into f->root, the spool is created. */
 static bool setup_root(fetcher_t *f, const mdb_archive_t *a, char **root_out, mdb_error_t *err)
@@ -80,6 +101,7 @@ static bool setup_root(fetcher_t *f, const mdb_archive_t *a, char **root_out, md
     }
     snprintf(f->spool, sizeof f->spool, "%s/.spool", canon);
     mkdir(f->spool, 0700);
+    clean_spool(f->spool);
     *root_out = canon;
     f->root = canon;
     return true;
