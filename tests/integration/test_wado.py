@@ -37,7 +37,7 @@ import tempfile
 
 import numpy as np
 import pydicom
-from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_windowing
+from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_windowing, convert_color_space
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wado_support as ws  # noqa: E402
@@ -231,6 +231,18 @@ def main():
                      "metadata (study, series, instance; %d data sets, implicit VR, big endian and compressed files) "
                      "equals pydicom's reading attribute by attribute" % len(metas), "\n".join(problems[:20]))
 
+            problems = []
+            others = [f for f in files if f["series"] != mr["series"]]
+            for f in others:
+                status, hd, body = api.request("GET", "/dicomweb/studies/%s/series/%s/instances/%s/metadata" %
+                                               (f["study"], f["series"], f["sop"]))
+                if status != 200 or len(body) != 1:
+                    problems.append("%s: %s" % (f["kind"], status))
+                    continue
+                compare_dataset(body[0], pydicom.dcmread(f["path"], stop_before_pixels=True), f["kind"], problems)
+            ck.check(not problems, "instance metadata of %s equals pydicom's reading" %
+                     ", ".join(f["kind"] for f in others), "\n".join(problems[:20]))
+
             # ---- raw bytes of the multipart bodies
             for url, sops in ((st_url, want), (se_url, want),
                               (se_url + "/instances/%s" % by_kind["MR JPEG 2000"]["sop"], [by_kind["MR JPEG 2000"]["sop"]])):
@@ -286,7 +298,7 @@ def main():
             ck.check(status == 400, "a malformed frame list -> 400", "%s" % status)
 
             # ---- rendering vs pydicom's windowing
-            cases = [(f, None) for f in files]
+            cases = [(f, None) for f in files if not f.get("color")]
             cases += [(ct, (40.0, 400.0, "LINEAR")), (ct, (100.0, 800.0, "LINEAR_EXACT")),
                       (mr, (500.0, 700.0, "SIGMOID")), (by_kind["CR MONOCHROME1"], (1200.0, 900.0, "LINEAR"))]
             for f, window in cases:
@@ -307,6 +319,26 @@ def main():
                           "file's window" if "WindowCenter" in pydicom.dcmread(f["path"], stop_before_pixels=True)
                           else "pixel range", frac, img.size),
                          "shape %s vs %s" % (img.shape, ref.shape))
+            # colour: shown as RGB, no window (YBR converted); frame 2 of a multi-frame file
+            rgb2, ybr = by_kind["RGB RLE 2 frames"], by_kind["YBR_FULL_422"]
+            inst = "/dicomweb/studies/%s/series/%s/instances/%%s" % (rgb2["study"], rgb2["series"])
+            want2 = pydicom.dcmread(rgb2["path"]).pixel_array[1]
+            status, hd, raw = raw_get(api, inst % rgb2["sop"] + "/frames/2/rendered?accept=image/png", {})
+            got = ws.read_png(raw) if status == 200 else None
+            ck.check(got is not None and got.shape == want2.shape and np.array_equal(got, want2),
+                     "frames/2/rendered of an RGB RLE file = pydicom's second frame, exactly", "%s" % status)
+            status, hd, raw = raw_get(api, inst % rgb2["sop"] + "/frames/2", {
+                "Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'})
+            parts = ws.split_multipart(raw, hd.get("content-type", "")) if status == 200 else []
+            ck.check(len(parts) == 1 and parts[0][1] == want2.tobytes(),
+                     "frames/2 of an RGB RLE file decoded = pydicom's second frame (interleaved RGB)", "%s" % status)
+            yds = pydicom.dcmread(ybr["path"])
+            wanty = convert_color_space(yds.pixel_array, "YBR_FULL", "RGB").astype(np.int32)
+            status, hd, raw = raw_get(api, inst % ybr["sop"] + "/rendered?accept=image/png", {})
+            got = ws.read_png(raw).astype(np.int32) if status == 200 else None
+            frac = float((np.abs(got - wanty) <= 2).mean()) if got is not None and got.shape == wanty.shape else 0
+            ck.check(frac >= 0.999, "rendered YBR_FULL_422 (uncompressed) = pydicom's RGB conversion within 2 levels "
+                     "(%.4f of samples)" % frac, "%s" % status)
             status, hd, raw = raw_get(api, se_url + "/instances/%s/thumbnail?viewport=32,16" % mr["sop"],
                                       {"Accept": "image/png"})
             ck.check(status == 200 and ws.read_png(raw).shape == (16, 16),

@@ -110,6 +110,17 @@ def build_archive(root):
     os.makedirs(os.path.dirname(cr), exist_ok=True)
     _copy_with_uids(os.path.join(PYDICOM_FILES, "CT_small.dcm"), cr, UID_ROOT + "3.3.1", cr_series, cr_study, 1, to_cr)
     add(cr, UID_ROOT + "3.3.1", cr_series, cr_study, 1, "CR MONOCHROME1", cr)
+
+    # colour: RGB RLE with two frames, YBR_FULL_422 uncompressed (own study)
+    sc_study, sc_series = UID_ROOT + "4.1", UID_ROOT + "4.2"
+    os.makedirs(os.path.join(root, "sc"), exist_ok=True)
+    for i, (name, kind) in enumerate((("SC_rgb_rle_2frame.dcm", "RGB RLE 2 frames"),
+                                      ("SC_ybr_full_422_uncompressed.dcm", "YBR_FULL_422")), 1):
+        dst = os.path.join(root, "sc", "sc_%02d.dcm" % i)
+        sop = UID_ROOT + "4.3.%d" % i
+        _copy_with_uids(os.path.join(PYDICOM_FILES, name), dst, sop, sc_series, sc_study, i)
+        add(dst, sop, sc_series, sc_study, i, kind, dst)
+        out[-1]["color"] = True
     return out
 
 
