@@ -397,8 +397,8 @@ static bool store_offsets(linker_t *L, const linker_batch_t *B, mdb_error_t *err
 /* The job_files step of a write, on its own thread beside the documents. */
 typedef struct {
     linker_t *L;
-    const linker_batch_t *B;
-    json_t *applied; /* its own copy: jansson objects are not shared across threads here */
+    /* its own objects (no jansson object is shared across the two threads) */
+    json_t *files, *origins, *applied;
     const char *now;
     json_t *deltas;
     bool ok;
@@ -408,7 +408,7 @@ typedef struct {
 static void *files_main(void *arg)
 {
     files_step_t *f = arg;
-    f->ok = linker_jobs_write_files(f->L, f->B, f->applied, f->now, &f->deltas, &f->err);
+    f->ok = linker_jobs_write_files(f->L, f->files, f->origins, f->applied, f->now, &f->deltas, &f->err);
     return NULL;
 }
 
@@ -422,7 +422,7 @@ void linker_batch_write(linker_t *L, const linker_batch_t *B, linker_write_resul
     mdb_msg_now_iso(now, sizeof now);
     json_t *jobs = json_object(), *applied = json_object();
     mdb_docs_model_t *model = mdb_docs_model_new();
-    files_step_t files = {.L = L, .B = B, .now = now};
+    files_step_t files = {.L = L, .now = now};
     bool ok = jobs && applied && model;
     if (!ok)
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory starting a flush");
@@ -431,8 +431,8 @@ void linker_batch_write(linker_t *L, const linker_batch_t *B, linker_write_resul
     if (ok) {
         mdb_docs_model_set_applied(model, applied);
         files.applied = json_deep_copy(applied);
-        ok = files.applied != NULL;
-        if (!ok)
+        ok = files.applied != NULL && linker_jobs_file_docs(B, now, &files.files, &files.origins, err);
+        if (!files.applied)
             mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory starting a flush");
     }
     /* The job files do not depend on the documents (origin tags decide their
@@ -452,6 +452,8 @@ void linker_batch_write(linker_t *L, const linker_batch_t *B, linker_write_resul
     ok = ok && docs_ok && files.ok &&
          linker_jobs_apply(L, B, jobs, mdb_docs_model_link_deltas(model), files.deltas, now, err);
     json_decref(files.deltas);
+    json_decref(files.files);
+    json_decref(files.origins);
     json_decref(files.applied);
     mdb_docs_model_destroy(model);
     json_decref(jobs);

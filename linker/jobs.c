@@ -476,21 +476,31 @@ static json_t *new_errors(const linker_batch_t *B)
     return out;
 }
 
-bool linker_jobs_write_files(linker_t *L, const linker_batch_t *B, const json_t *applied, const char *now,
-                             json_t **deltas, mdb_error_t *err)
+bool linker_jobs_file_docs(const linker_batch_t *B, const char *now, json_t **files, json_t **origins,
+                           mdb_error_t *err)
 {
-    json_t *origins = json_object(), *d = json_object();
-    json_t *files = origins ? file_docs(B, now, origins) : NULL;
-    bool ok = files && d;
-    if (!ok)
+    *origins = json_object();
+    *files = *origins ? file_docs(B, now, *origins) : NULL;
+    if (*files)
+        return true;
+    json_decref(*origins);
+    *origins = NULL;
+    mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory recording job files");
+    return false;
+}
+
+bool linker_jobs_write_files(linker_t *L, json_t *files, const json_t *origins, const json_t *applied,
+                             const char *now, json_t **deltas, mdb_error_t *err)
+{
+    if (json_object_size(files) == 0)
+        return true;
+    json_t *d = json_object();
+    bool ok = d && write_files(L, files, origins, applied, d, now, err);
+    if (!d)
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory recording job files");
-    else if (json_object_size(files) > 0)
-        ok = write_files(L, files, origins, applied, d, now, err);
-    if (ok && json_object_size(files) > 0)
+    if (ok)
         *deltas = json_incref(d);
     json_decref(d);
-    json_decref(files);
-    json_decref(origins);
     return ok;
 }
 

@@ -207,13 +207,19 @@ bool linker_jobs_load(linker_t *L, const char *const *ids, size_t n, json_t *out
  * each (job, partition) pair of B's records (absent: none yet). */
 bool linker_jobs_load_applied(linker_t *L, const linker_batch_t *B, json_t *applied, mdb_error_t *err);
 
-/* Record B's file outcomes in job_files (inserted, or failed -> done) and
- * set *deltas (the caller's reference; left NULL when B has no file
- * outcome) to what changed per (job, partition) pair. It does not depend
- * on the documents, so it runs beside mdb_docs_apply (on its own thread and
- * database connection). applied is what linker_jobs_load_applied gave. */
-bool linker_jobs_write_files(linker_t *L, const linker_batch_t *B, const json_t *applied, const char *now,
-                             json_t **deltas, mdb_error_t *err);
+/* B's file outcomes as job_files documents (_id -> document, done wins
+ * within the batch) and the origin tags of B's records per _id: new objects
+ * that share nothing with B. */
+bool linker_jobs_file_docs(const linker_batch_t *B, const char *now, json_t **files, json_t **origins,
+                           mdb_error_t *err);
+
+/* Write them (inserted, or failed -> done) and set *deltas (the caller's
+ * reference; left NULL when there are none) to what changed per (job,
+ * partition) pair. It does not depend on the documents, so it runs beside
+ * mdb_docs_apply (on its own thread and database connection). applied is
+ * what linker_jobs_load_applied gave. */
+bool linker_jobs_write_files(linker_t *L, json_t *files, const json_t *origins, const json_t *applied,
+                             const char *now, json_t **deltas, mdb_error_t *err);
 
 /* Then add deltas and link_deltas (mdb_docs_model_link_deltas, may be NULL)
  * to the progress of each (job, partition) pair and refresh the touched jobs
