@@ -169,11 +169,13 @@ async function main() {
     check(below.length > 0 && below.every((f) => f.state === '') && fold.some((f) => !f.below && f.state === 'loading'),
       'thumbnails load lazily: rows in view ask, rows below the fold do not yet (' + below.length + ' below)', JSON.stringify(fold));
     release();
+    const tRelease = Date.now();
     await page.locator('[data-testid=row]').last().scrollIntoViewIfNeeded(); // lazy: rows below the fold load when scrolled to
     await page.waitForFunction(() => Array.from(document.querySelectorAll('[data-testid=thumb]')).every((t) => t.dataset.state === 'loaded' || t.dataset.state === 'error'),
       null, { timeout: 60000 }).catch(async (e) => {
       throw new Error(e.message + ' states: ' + JSON.stringify(await page.$$eval('[data-testid=thumb]', (ts) => ts.map((t) => t.dataset.state || 'none'))));
     });
+    console.log('# thumbnails of ' + rows + ' series loaded in ' + (Date.now() - tRelease) + ' ms after release');
     const thumbs = await page.$$eval('[data-testid=row]', (trs) => trs.map((tr) => {
       const box = tr.querySelector('[data-testid=thumb]');
       const img = box.querySelector('img');
@@ -213,6 +215,7 @@ async function main() {
     };
     let s0 = await state();
     check(s0.sop === order[s0.index], 'the viewer opens on an instance in instance order (index ' + s0.index + ' of ' + order.length + ')', JSON.stringify(s0));
+    await page.waitForFunction((sop) => document.querySelector('[data-testid=viewer-meta]').textContent.includes(sop), s0.sop, { timeout: 15000 }).catch(() => {});
     const metaText = await page.textContent('[data-testid=viewer-meta]');
     check(metaText.includes(s0.sop) && /Instance/.test(metaText), 'the instance\'s metadata is shown beside the image', metaText.slice(0, 300));
     await viewer.focus();
@@ -227,6 +230,16 @@ async function main() {
       JSON.stringify({ s1, p0: p0.digest, p1: p1.digest }));
     await page.keyboard.press('ArrowUp');
     await waitShown((s) => s.index === 0, 'the first instance again');
+    const steps = [];
+    for (let k = 1; k < order.length; k++) { // every neighbour was prefetched: a step is a cache hit
+      const t = Date.now();
+      await page.keyboard.press('ArrowDown');
+      await waitShown((s) => s.index === k, 'instance ' + k);
+      steps.push(Date.now() - t);
+    }
+    console.log('# viewer steps (key press to image shown, ms): ' + steps.join(', '));
+    await page.keyboard.press('Home');
+    await waitShown((s) => s.index === 0, 'the first instance (Home)');
     const box = await page.locator('[data-testid=viewer-stage]').boundingBox();
     await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
     await page.mouse.wheel(0, 120);
@@ -270,11 +283,14 @@ async function main() {
     const [ohif] = await Promise.all([ctx.waitForEvent('page'), page.click('[data-testid=open-viewer]')]);
     const ohifErrors = [], ohifRequests = [];
     ohif.on('pageerror', (e) => ohifErrors.push(e.message));
+    const cspViolations = [];
+    ohif.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text()); });
     ohif.on('request', (r) => ohifRequests.push({ url: r.url(), auth: r.headers().authorization || '' }));
     await ohif.waitForLoadState('domcontentloaded');
     check(new URL(ohif.url()).pathname.startsWith('/viewer/'), 'the link opens metadb\'s own /viewer/ (' + new URL(ohif.url()).pathname + ')');
     let drawn = null;
     const t0 = Date.now();
+    const tOpen = Date.now();
     while (Date.now() - t0 < 90000) {
       await ohif.waitForTimeout(1500);
       const vp = ohif.locator('.cornerstone-viewport-element, [data-viewportid]').first();
@@ -283,7 +299,7 @@ async function main() {
       if (!bb || bb.width < 50 || bb.height < 50) continue;
       const png = await ohif.screenshot({ clip: bb });
       const st = await screenshotStats(page, png);
-      if (st.levels > 8 && st.image > 0.1) { drawn = st; break; }
+      if (st.levels > 8 && st.image > 0.1) { drawn = st; drawn.ms = Date.now() - tOpen; break; }
     }
     const skipTour = ohif.getByText('Skip all'); // OHIF's first-visit tour
     if (await skipTour.count()) await skipTour.first().click().catch(() => {});
@@ -295,8 +311,9 @@ async function main() {
       JSON.stringify(dicomweb.slice(0, 12)));
     check(frames.length > 0 && frames.some((r) => r.status === 200), 'OHIF fetched pixel data from /frames/ (' + frames.length + ' requests)', JSON.stringify(dicomweb.filter((r) => r.status >= 400).slice(0, 8)));
     check(drawn !== null, 'OHIF draws a non-blank image (screenshot tests/artifacts/images_ohif.png)', JSON.stringify(drawn));
-    if (drawn) console.log('# OHIF viewport ' + drawn.w + 'x' + drawn.h + ': ' + drawn.levels + ' grey levels, ' + (100 * drawn.image).toFixed(1) + ' % of pixels away from the background');
+    if (drawn) console.log('# OHIF viewport ' + drawn.w + 'x' + drawn.h + ': ' + drawn.levels + ' grey levels, ' + (100 * drawn.image).toFixed(1) + ' % of pixels away from the background, seen ' + drawn.ms + ' ms after the click (1.5 s polling)');
     check(ohifErrors.length === 0, 'no script errors in OHIF', ohifErrors.join('\n'));
+    check(cspViolations.length === 0, 'OHIF runs within the /viewer/ Content-Security-Policy (no violation reported)', cspViolations.slice(0, 5).join('\n'));
     const authed = ohifRequests.filter((r) => r.url.includes('/dicomweb/'));
     check(authed.length > 0 && authed.every((r) => r.auth === 'Bearer ' + env.read_token),
       'OHIF sent the dashboard\'s token as Authorization with every DICOMweb request (' + authed.length + ')',
