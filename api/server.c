@@ -277,13 +277,14 @@ static enum MHD_Result send_response(api_server_t *s, struct MHD_Connection *con
     if (!has_cache)
         MHD_add_response_header(r, "Cache-Control", api ? "no-store" : "no-cache");
     /* The dashboard draws fetched images (sent with its token) as blob: URLs.
-     * The OHIF build under /viewer/ needs more: inline scripts in its
-     * index.html, eval and WebAssembly for its codecs, blob: workers; that
-     * relaxed policy applies to /viewer/ alone. */
+     * The OHIF build under /viewer/ needs more: WebAssembly for its codecs,
+     * blob: workers and scripts, inline styles, data: fonts; that relaxed
+     * policy applies to /viewer/ alone (its inline scripts were moved to a
+     * file by deploy/install.sh, so still no 'unsafe-inline' scripts). */
     if (!strncmp(res->content_type, "text/html", 9) && !strncmp(path, "/viewer/", 8))
         MHD_add_response_header(r, "Content-Security-Policy",
                                 "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-                                "script-src 'self' 'unsafe-inline' 'unsafe-eval' 'wasm-unsafe-eval' blob:; "
+                                "script-src 'self' 'wasm-unsafe-eval' blob:; "
                                 "worker-src 'self' blob:; font-src 'self' data:; connect-src 'self' data: blob:; "
                                 "frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
     else if (!strncmp(res->content_type, "text/html", 9))

@@ -244,6 +244,11 @@ ohif_step() {
         -e 's#<script rel="preload" as="script" type="module" src="/viewer/init-service-worker.js"></script>##' \
         "$dir/index.html"
     grep -q 'PUBLIC_URL="/viewer/"' "$dir/index.html" || die "OHIF's index.html has an unknown layout (PUBLIC_URL)"
+    # its two inline scripts move to a file, so /viewer/'s CSP needs no 'unsafe-inline' for scripts
+    printf '%s\n' 'window.PUBLIC_URL = "/viewer/";' 'function browserImportFunction(n) { return import(n); }' >"$dir/metadb-boot.js"
+    sed -i -e 's#<script>console.time("scriptToView"),window.PUBLIC_URL="/viewer/"</script>#<script src="/viewer/metadb-boot.js"></script>#' \
+        -e 's#<script>function browserImportFunction(n){return import(n)}window.PUBLIC_URL="/viewer/"</script>##' "$dir/index.html"
+    ! grep -q '<script>' "$dir/index.html" || die "OHIF's index.html has inline scripts metadb does not know"
     grep -l '__webpack_require__.p = "/";' "$dir"/*.js | xargs -r sed -i 's#__webpack_require__.p = "/";#__webpack_require__.p = "/viewer/";#'
     rm -f "$dir/sw.js" "$dir/init-service-worker.js" "$dir/_headers" "$dir/_redirects" "$dir/serve.json"
     cp "$SRC_DIR/deploy/ohif-app-config.js" "$dir/app-config.js"
