@@ -129,3 +129,123 @@ def build_catalogue(db, n_instances, per_series):
         db[coll].create_indexes([pymongo.IndexModel([(k, 1) for k in ks]) for ks in specs])
     return {"studies": len(studies), "series": len(series), "instances": n_instances,
             "load_s": round(t_load, 1), "index_s": round(time.time() - t0, 1)}
+
+
+def rss_kib(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def timed_export(port, pid, path):
+    """Stream path, counting lines; sample the API's RSS every 50 ms."""
+    samples = [rss_kib(pid)]
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.is_set():
+            samples.append(rss_kib(pid))
+            time.sleep(0.05)
+    th = threading.Thread(target=sampler, daemon=True)
+    th.start()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    t0 = time.time()
+    conn.request("GET", path)
+    r = conn.getresponse()
+    lines = nbytes = 0
+    while True:
+        chunk = r.read(1 << 16)
+        if not chunk:
+            break
+        nbytes += len(chunk)
+        lines += chunk.count(b"\n")
+    dt = time.time() - t0
+    stop.set()
+    th.join()
+    conn.close()
+    samples.append(rss_kib(pid))
+    return {"status": r.status, "lines": lines, "bytes": nbytes, "seconds": round(dt, 3),
+            "rss_start_mib": round(samples[0] / 1024, 1), "rss_peak_mib": round(max(samples) / 1024, 1),
+            "rss_end_mib": round(samples[-1] / 1024, 1), "samples": len(samples)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(SRC, "build"))
+    ap.add_argument("--db", default="bench_export")
+    ap.add_argument("--instances", type=int, default=250000)
+    ap.add_argument("--per-series", type=int, default=100)
+    ap.add_argument("--keep", action="store_true", help="reuse the database when it holds --instances, keep it after")
+    ap.add_argument("--out", default=os.path.join(HERE, "out", "export.json"))
+    a = ap.parse_args()
+    import pymongo
+    client = pymongo.MongoClient(default_uri(), serverSelectionTimeoutMS=10000)
+    db = client[a.db]
+    built = None
+    if not (a.keep and db.instances.count_documents({}) == a.instances):
+        built = build_catalogue(db, a.instances, a.per_series)
+        print("catalogue: %s" % built)
+    n = db.instances.count_documents({})
+    log = tempfile.NamedTemporaryFile(prefix="bench-export-api-", suffix=".log", delete=False)
+    api = subprocess.Popen([os.path.join(a.build, "api", "metadb-api"), "--mongo.db=" + a.db,
+                            "--api.mongo_uri=" + default_uri(read_only=True), "--mongo.uri=" + default_uri(),
+                            "--api.listen=127.0.0.1:0"], stdout=log, stderr=subprocess.STDOUT)
+    port = None
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and not port:
+            time.sleep(0.1)
+            with open(log.name) as f:
+                m = re.search(r"listening on http://[^:]+:(\d+)/", f.read())
+            if m:
+                port = int(m.group(1))
+        if not port:
+            with open(log.name) as f:
+                raise RuntimeError("metadb-api did not start:\n" + f.read()[-2000:])
+        runs = [
+            ("instances, 4 own columns", "/api/instances?format=csv&fields=instance_number,sop_class_uid,paths"),
+            ("instances + parent columns (study.patient_id, study.study_date, series.modality)",
+             "/api/instances?format=csv&fields=instance_number,paths,study.patient_id,study.study_date,series.modality"),
+            ("instances, whole documents as NDJSON", "/api/instances?format=ndjson"),
+            ("instances sorted by a parent field (-study.study_date, $lookup)",
+             "/api/instances?format=csv&fields=instance_number,study.study_date&sort=-study.study_date"),
+            ("file manifest of every study", "/api/export/manifest?level=studies"),
+            ("instances, first 25,000 rows (memory reference)", "/api/instances?format=csv&limit=25000"
+             "&fields=instance_number,paths,study.patient_id,study.study_date,series.modality"),
+        ]
+        results = []
+        timed_export(port, api.pid, runs[0][1])  # warm-up
+        for label, path in runs:
+            res = timed_export(port, api.pid, path)
+            res["rows"] = res["lines"] - (0 if "ndjson" in path else 1)
+            res["rows_per_s"] = int(res["rows"] / res["seconds"]) if res["seconds"] else 0
+            res["query"] = label
+            res["path"] = path
+            results.append(res)
+            print("%-80s %7d rows %6.2f s %7d rows/s  RSS %.1f -> peak %.1f -> %.1f MiB" % (
+                label, res["rows"], res["seconds"], res["rows_per_s"], res["rss_start_mib"], res["rss_peak_mib"],
+                res["rss_end_mib"]))
+        ok = all(r["status"] == 200 for r in results) and results[0]["rows"] == n
+        out = {"instances": n, "catalogue": built, "results": results, "ok": ok,
+               "load": os.getloadavg(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        os.makedirs(os.path.dirname(a.out), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(out, f, indent=2)
+        print("load average %s; written %s" % (out["load"], a.out))
+        return 0 if ok else 1
+    finally:
+        api.send_signal(signal.SIGTERM)
+        api.wait(timeout=15)
+        os.unlink(log.name)
+        if not a.keep:
+            client.drop_database(a.db)
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2475,7 +2475,7 @@ static bool read_rows(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *filter
         BSON_APPEND_INT64(&opts, "skip", skip);
     if (limit > 0)
         BSON_APPEND_INT64(&opts, "limit", limit);
-    else
+    if (limit <= 0 || limit > 1000) /* bounded driver batches: an export's memory stays flat */
         BSON_APPEND_INT32(&opts, "batchSize", 1000);
     ok = mdb_ops_find(m, q->collection, filter, &opts, take_row, &r, err) && (r.n == 0 || flush_rows(&r, err));
 done:
