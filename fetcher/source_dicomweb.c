@@ -43,7 +43,6 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
-#include "mdb_dicom.h"
 #include "mdb_log.h"
 #include "mdb_strmap.h"
 #include "multipart.h"
@@ -51,6 +50,7 @@
 #define QIDO_PAGE 1000                       /* items asked per QIDO page */
 #define QIDO_MAX_ITEMS 1000000               /* more than this is a server going round in circles */
 #define QIDO_MAX_BODY (64u * 1024u * 1024u)  /* one QIDO page */
+#define WBUF_SIZE (256u * 1024u)            /* spool write size */
 #define ERR_BODY_MAX 300                     /* bytes of an error answer quoted in messages */
 #define ACCEPT_DICOM_ANY_TS "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*"
 #define ACCEPT_DICOM "Accept: multipart/related; type=\"application/dicom\""
@@ -69,6 +69,8 @@ typedef struct {
     char origin[512];    /* "scheme://host:port" of cfg.url, lower case */
     CURL *h;             /* one handle: its connection stays open between calls */
     bool no_any_ts;      /* the server refused transfer-syntax=*: ask plain application/dicom */
+    uint8_t *wbuf;       /* a part's bytes gathered into large spool writes (libcurl hands 16 KiB) */
+    size_t wlen;
     study_info_t *studies; /* studies seen by QIDO */
     size_t n_studies, cap_studies;
     mdb_strmap_t *inst_url; /* SOP UID -> index in inst_urls (instance RetrieveURLs) */
@@ -228,6 +230,8 @@ typedef struct {
     int fd;                 /* spool file of the current part, -1 if none */
     char path[PATH_MAX];
     uint64_t part_bytes;
+    uint8_t head[4096];     /* the part's first bytes: its meta header names the SOP Instance UID */
+    size_t head_len;
     int parts_skipped;
     mdb_error_t stop;       /* why the write callback aborted (code != 0) */
 } xfer_t;
@@ -242,6 +246,7 @@ static void xfer_init(xfer_t *x, dw_t *dw)
 /* Discard the spool file of an unfinished part. */
 static void part_discard(xfer_t *x)
 {
+    x->dw->wlen = 0;
     if (x->fd >= 0) {
         close(x->fd);
         x->fd = -1;
@@ -299,12 +304,54 @@ static bool body_add(xfer_t *x, const char *p, size_t n)
 
 /* ---- WADO-RS parts ---- */
 
+/* MediaStorageSOPInstanceUID (0002,0003) from the start of a Part 10 file (the
+ * meta group is explicit VR little endian), padding trimmed. false when the
+ * bytes are not Part 10 or it is absent or malformed. */
+static bool meta_sop_uid(const uint8_t *p, size_t n, char *out, size_t cap)
+{
+    if (n < 132 || memcmp(p + 128, "DICM", 4) != 0)
+        return false;
+    size_t pos = 132;
+    while (pos + 8 <= n) {
+        uint16_t group = (uint16_t)(p[pos] | p[pos + 1] << 8), elem = (uint16_t)(p[pos + 2] | p[pos + 3] << 8);
+        if (group != 0x0002)
+            return false;
+        const uint8_t *vr = p + pos + 4;
+        bool long_form = !memcmp(vr, "OB", 2) || !memcmp(vr, "OW", 2) || !memcmp(vr, "OF", 2) ||
+                         !memcmp(vr, "SQ", 2) || !memcmp(vr, "UT", 2) || !memcmp(vr, "UN", 2);
+        size_t len, hdr;
+        if (long_form) {
+            if (pos + 12 > n)
+                return false;
+            len = (size_t)p[pos + 8] | (size_t)p[pos + 9] << 8 | (size_t)p[pos + 10] << 16 | (size_t)p[pos + 11] << 24;
+            hdr = 12;
+        } else {
+            len = (size_t)(p[pos + 6] | p[pos + 7] << 8);
+            hdr = 8;
+        }
+        if (len > n - pos - hdr)
+            return false;
+        if (elem == 0x0003) {
+            while (len > 0 && (p[pos + hdr + len - 1] == '\0' || p[pos + hdr + len - 1] == ' '))
+                len--;
+            if (len == 0 || len >= cap)
+                return false;
+            memcpy(out, p + pos + hdr, len);
+            out[len] = '\0';
+            return uid_ok(out);
+        }
+        pos += hdr + len;
+    }
+    return false;
+}
+
 static bool part_begin(void *ud, const mdb_multipart_part_t *part, mdb_error_t *err)
 {
     xfer_t *x = ud;
     const char *ct = part ? mdb_multipart_part_header(part, "Content-Type") : NULL;
     x->part_skip = ct != NULL && !mdb_multipart_media_type_is(ct, "application/dicom");
     x->part_bytes = 0;
+    x->head_len = 0;
     if (x->part_skip) {
         x->parts_skipped++;
         return true;
@@ -317,12 +364,8 @@ static bool part_begin(void *ud, const mdb_multipart_part_t *part, mdb_error_t *
     return true;
 }
 
-static bool part_data(void *ud, const uint8_t *d, size_t n, mdb_error_t *err)
+static bool write_all(xfer_t *x, const uint8_t *d, size_t n, mdb_error_t *err)
 {
-    xfer_t *x = ud;
-    x->part_bytes += n;
-    if (x->part_skip)
-        return true;
     while (n > 0) {
         ssize_t w = write(x->fd, d, n);
         if (w < 0 && errno == EINTR)
@@ -333,6 +376,35 @@ static bool part_data(void *ud, const uint8_t *d, size_t n, mdb_error_t *err)
         d += w;
         n -= (size_t)w;
     }
+    return true;
+}
+
+/* Write out what the buffer holds. */
+static bool part_flush(xfer_t *x, mdb_error_t *err)
+{
+    size_t n = x->dw->wlen;
+    x->dw->wlen = 0;
+    return write_all(x, x->dw->wbuf, n, err);
+}
+
+static bool part_data(void *ud, const uint8_t *d, size_t n, mdb_error_t *err)
+{
+    xfer_t *x = ud;
+    dw_t *dw = x->dw;
+    x->part_bytes += n;
+    if (x->part_skip)
+        return true;
+    if (x->head_len < sizeof x->head) {
+        size_t k = n < sizeof x->head - x->head_len ? n : sizeof x->head - x->head_len;
+        memcpy(x->head + x->head_len, d, k);
+        x->head_len += k;
+    }
+    if (n > WBUF_SIZE - dw->wlen && !part_flush(x, err))
+        return false;
+    if (n >= WBUF_SIZE)
+        return write_all(x, d, n, err);
+    memcpy(dw->wbuf + dw->wlen, d, n);
+    dw->wlen += n;
     return true;
 }
 
@@ -347,22 +419,25 @@ static bool part_end(void *ud, mdb_error_t *err)
     c->completed = c->completed < 0 ? 1 : c->completed + 1;
     c->bytes += x->part_bytes;
     c->received++;
+    if (!part_flush(x, err)) {
+        part_discard(x);
+        return false;
+    }
     if (close(x->fd) != 0) {
         x->fd = -1;
         unlink(x->path);
         return dw_fail(err, MDB_SOURCE_E_SINK, "closing spool file %s: %s", x->path, strerror(errno));
     }
     x->fd = -1;
-    uint32_t tag = MDB_TAG(0x0008, 0x0018);
-    char *sop = NULL;
-    mdb_error_t rerr = {0};
-    if (!mdb_dicom_read_tags(x->path, &tag, 1, &sop, &rerr))
-        sop = NULL; /* the sink reads the object itself and says what is wrong with it */
+    /* The hint; the sink reads the object itself and says what is wrong with it. */
+    char sop[MDB_UID_MAX];
+    if (!meta_sop_uid(x->head, x->head_len, sop, sizeof sop))
+        sop[0] = '\0';
     bool ok = true;
-    if (mdb_source_test_should_drop(&x->dw->cfg, x->req, sop ? sop : "")) {
+    if (mdb_source_test_should_drop(&x->dw->cfg, x->req, sop)) {
         c->dropped++;
     } else {
-        mdb_source_item_t item = {x->path, NULL, 0, sop ? sop : ""};
+        mdb_source_item_t item = {x->path, NULL, 0, sop};
         mdb_error_t serr = {0};
         if (x->sink(x->sink_ctx, &item, &serr))
             c->landed++;
@@ -371,7 +446,6 @@ static bool part_end(void *ud, mdb_error_t *err)
             ok = false;
         }
     }
-    free(sop);
     unlink(x->path); /* the sink renamed it away, or it is not wanted */
     return ok;
 }
@@ -461,6 +535,7 @@ static bool http_get(dw_t *dw, const char *url, const char *accept, bool bearer,
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, t);
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, ""); /* gzip for QIDO where offered */
     curl_easy_setopt(h, CURLOPT_USERAGENT, "metadb-fetcher");
+    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024L); /* fewer, larger reads and spool writes */
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
     if (bearer && dw->token) {
         curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
@@ -1103,6 +1178,7 @@ static void dw_close(void *state)
         return;
     if (dw->h)
         curl_easy_cleanup(dw->h);
+    free(dw->wbuf);
     if (dw->token) {
         explicit_bzero(dw->token, strlen(dw->token));
         free(dw->token);
@@ -1142,7 +1218,8 @@ static bool dw_open(const mdb_source_config_t *cfg, const char *spool_dir, void 
         return false;
     }
     dw->h = curl_easy_init();
-    if (dw->h == NULL) {
+    dw->wbuf = malloc(WBUF_SIZE);
+    if (dw->h == NULL || dw->wbuf == NULL) {
         dw_close(dw);
         return dw_fail(err, MDB_SOURCE_E_SINK, "cannot initialise the HTTP client");
     }
