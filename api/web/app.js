@@ -629,13 +629,14 @@
     main.appendChild(h('div', { class: 'pagehead' }, h('div', {}, h('h1', { text: (st.study_description || 'Study') + ' — ' + (st.patient_id || '') }), h('div', { class: 'mono muted', text: uid })),
       h('a', { class: 'btn', href: window.MetadbImages.viewerUrl(uid), target: '_blank', rel: 'noopener', 'data-testid': 'open-viewer' }, 'Open in viewer')));
     main.appendChild(h('div', { class: 'panel' }, kvGrid(st, ['patient_id', 'study_date', 'accession_number', 'modalities', 'study_description', 'collection_ids', 'job_ids', 'created_at', 'updated_at'])));
-    const rows = (st.series || []).map((s) => h('tr', { class: 'clickable', onclick: () => go('#/series/' + encodeURIComponent(s._id)) },
-      h('td', { class: 'num', text: fmt(s.series_number) }), h('td', {}, cell('modality', s.modality)), h('td', { text: fmt(s.series_description) }),
+    const rows = (st.series || []).map((s) => h('tr', { class: 'clickable', 'data-testid': 'study-series-row', 'data-uid': s._id, onclick: () => go('#/series/' + encodeURIComponent(s._id)) },
+      window.MetadbImages.thumbCell(uid, s._id), h('td', { class: 'num', text: fmt(s.series_number) }), h('td', {}, cell('modality', s.modality)), h('td', { text: fmt(s.series_description) }),
       h('td', { text: fmt(s.body_part_examined) }), h('td', { class: 'num', text: fmt(s.slice_thickness) }), h('td', { class: 'num', text: num(s.instance_count) }), h('td', { class: 'mono', text: s._id })));
     main.appendChild(h('div', { class: 'split' },
       h('div', { class: 'panel flush' }, h('div', { style: { padding: '12px 14px 4px' } }, h('h2', { text: 'Series (' + num(st.series_total) + ')' })),
-        h('div', { class: 'tablewrap' }, h('table', {}, h('thead', {}, h('tr', {}, ['No.', 'Modality', 'Description', 'Body part', 'Thickness (mm)', 'Images', 'UID'].map((t, i) => h('th', { class: [0, 4, 5].includes(i) ? 'num' : '', text: t })))), h('tbody', {}, rows)))),
+        h('div', { class: 'tablewrap' }, h('table', {}, h('thead', {}, h('tr', {}, ['', 'No.', 'Modality', 'Description', 'Body part', 'Thickness (mm)', 'Images', 'UID'].map((t, i) => h('th', { class: [1, 5, 6].includes(i) ? 'num' : '', text: t })))), h('tbody', {}, rows)))),
       h('div', { class: 'panel' }, metadataTable(st.metadata))));
+    window.MetadbImages.lazyThumbs(main); // the series' thumbnails (viewer.js)
   }
 
   // ------------------------------------------------------------- raw query

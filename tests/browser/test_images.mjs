@@ -195,6 +195,21 @@ async function main() {
     await shot(page, 'series_table');
     await page.unroute('**/dicomweb/studies/*/series/*/thumbnail*');
 
+    // ---- study page: its series with thumbnails, and "Open in viewer" for the study
+    const studyUid = series.body.items.find((x) => x._id !== damagedSeries && x._id !== failSeries).study_id;
+    await page.goto(env.base + '/#/studies/' + encodeURIComponent(studyUid));
+    await page.waitForSelector('[data-testid=study-series-row]', { timeout: 20000 });
+    await page.waitForFunction(() => Array.from(document.querySelectorAll('[data-testid=study-series-row] [data-testid=thumb]')).every((t) => t.dataset.state === 'loaded' || t.dataset.state === 'error'),
+      null, { timeout: 30000 });
+    const studyThumbs = await page.$$eval('[data-testid=study-series-row]', (trs) => trs.map((tr) => {
+      const img = tr.querySelector('[data-testid=thumb] img');
+      return { uid: tr.dataset.uid, w: img ? img.naturalWidth : 0 };
+    }));
+    const studyOk = studyThumbs.filter((t) => t.uid !== damagedSeries);
+    check(studyOk.length > 0 && studyOk.every((t) => t.w > 0), 'the study page shows a thumbnail per series (' + studyOk.length + ')', JSON.stringify(studyThumbs));
+    const studyLink = await page.getAttribute('[data-testid=open-viewer]', 'href');
+    check(studyLink === '/viewer/viewer?StudyInstanceUIDs=' + encodeURIComponent(studyUid), 'the study page links the study to the viewer', studyLink);
+
     // ---- series viewer: the series with the most instances (not the damaged one)
     const pick = series.body.items.filter((s) => s._id !== damagedSeries).sort((a, b) => (b.instance_count || 0) - (a.instance_count || 0))[0];
     const inst = await api(env, '/api/instances?series_id=' + encodeURIComponent(pick._id) + '&sort=instance_number,_id&fields=instance_number&limit=1000');
