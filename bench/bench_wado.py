@@ -11,7 +11,7 @@ linker's) and starts metadb-api on it (archive.roots = that folder, its own
 empty thumbnail cache). Measures:
   - thumbnail of a 512x512 CT instance, cold (first request of each of 20
     instances: catalogue lookup, GDCM decode, window, scale, JPEG, cache
-    write) and warm (the same instance again, 200 times, served from the
+    write; also for 20 JPEG 2000 copies made with gdcmconv -K) and warm (the same instance again, 200 times, served from the
     on-disk cache): median and p95 ms (goal: warm median < 5 ms);
   - WADO-RS series retrieve (multipart/related; type="application/dicom";
     transfer-syntax=*, whole body read by one client) from metadb and from
@@ -64,6 +64,26 @@ def make_series(root, n):
     return files
 
 
+def make_j2k(root, files, n):
+    """JPEG 2000 (lossless, gdcmconv -K) copies of the first n files, in a series of their own."""
+    import subprocess
+    out = []
+    series = UID + "4"
+    for i, f in enumerate(files[:n]):
+        ds = pydicom.dcmread(f["path"])
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = UID + "5.%d" % (i + 1)
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        tmp = os.path.join(root, ".tmp.dcm")
+        ds.save_as(tmp, write_like_original=False)
+        path = os.path.join(root, "j2k_%04d.dcm" % (i + 1))
+        subprocess.run(["gdcmconv", "-K", tmp, path], check=True)
+        os.unlink(tmp)
+        out.append(dict(f, path=path, sop=ds.SOPInstanceUID, series=series, ts="1.2.840.10008.1.2.4.90",
+                        source=path))
+    return out
+
+
 def get(port, path, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     t0 = time.perf_counter()
@@ -108,8 +128,9 @@ def main():
         files = make_series(arch, a.instances)
         total_bytes = sum(os.path.getsize(f["path"]) for f in files)
         result["series_bytes"] = total_bytes
+        j2k = make_j2k(arch, files, 20)
         client, db = mas.mongo_db(db_name)
-        ws.seed(db, files)
+        ws.seed(db, files + j2k)
         study, series = files[0]["study"], files[0]["series"]
         se_path = "/studies/%s/series/%s" % (study, series)
         accept = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
@@ -120,6 +141,12 @@ def main():
                 dt, data, hd = get(api.port, "/dicomweb" + se_path + "/instances/%s/thumbnail" % f["sop"])
                 assert hd.get("x-metadb-cache") == "miss", hd
                 cold.append(dt * 1000)
+            cold_j2k = []
+            for f in j2k:
+                dt, data, hd = get(api.port, "/dicomweb/studies/%s/series/%s/instances/%s/thumbnail" %
+                                   (f["study"], f["series"], f["sop"]))
+                assert hd.get("x-metadb-cache") == "miss", hd
+                cold_j2k.append(dt * 1000)
             warm = []
             inst = "/dicomweb" + se_path + "/instances/%s/thumbnail" % files[0]["sop"]
             for _ in range(200):
@@ -128,6 +155,8 @@ def main():
                 warm.append(dt * 1000)
             result["thumbnail_ms"] = {
                 "cold_median": round(statistics.median(cold), 2), "cold_p95": round(pct(cold, 95), 2),
+                "cold_j2k_median": round(statistics.median(cold_j2k), 2),
+                "cold_j2k_p95": round(pct(cold_j2k, 95), 2),
                 "warm_median": round(statistics.median(warm), 2), "warm_p95": round(pct(warm, 95), 2),
                 "bytes": len(data)}
             # series retrieve
