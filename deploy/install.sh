@@ -250,6 +250,7 @@ ohif_step() {
         -e 's#<script>function browserImportFunction(n){return import(n)}window.PUBLIC_URL="/viewer/"</script>##' "$dir/index.html"
     ! grep -q '<script>' "$dir/index.html" || die "OHIF's index.html has inline scripts metadb does not know"
     grep -l '__webpack_require__.p = "/";' "$dir"/*.js | xargs -r sed -i 's#__webpack_require__.p = "/";#__webpack_require__.p = "/viewer/";#'
+    sed -i 's#url(/\([^/]\)#url(/viewer/\1#g' "$dir"/*.css   # the bundled font
     rm -f "$dir/sw.js" "$dir/init-service-worker.js" "$dir/_headers" "$dir/_redirects" "$dir/serve.json"
     cp "$SRC_DIR/deploy/ohif-app-config.js" "$dir/app-config.js"
     touch "$dir/.metadb-ready"

@@ -301,6 +301,8 @@ async function main() {
     const cspViolations = [];
     ohif.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text()); });
     ohif.on('request', (r) => ohifRequests.push({ url: r.url(), auth: r.headers().authorization || '' }));
+    const ohifFailed = [];
+    ohif.on('response', (r) => { if (r.status() >= 400) ohifFailed.push(r.status() + ' ' + r.url().replace(env.base, '')); });
     await ohif.waitForLoadState('domcontentloaded');
     check(new URL(ohif.url()).pathname.startsWith('/viewer/'), 'the link opens metadb\'s own /viewer/ (' + new URL(ohif.url()).pathname + ')');
     let drawn = null;
@@ -328,6 +330,7 @@ async function main() {
     check(drawn !== null, 'OHIF draws a non-blank image (screenshot tests/artifacts/images_ohif.png)', JSON.stringify(drawn));
     if (drawn) console.log('# OHIF viewport ' + drawn.w + 'x' + drawn.h + ': ' + drawn.levels + ' grey levels, ' + (100 * drawn.image).toFixed(1) + ' % of pixels away from the background, seen ' + drawn.ms + ' ms after the click (1.5 s polling)');
     check(ohifErrors.length === 0, 'no script errors in OHIF', ohifErrors.join('\n'));
+    check(ohifFailed.length === 0, 'every file and DICOMweb resource OHIF asked for was there (no 4xx/5xx)', ohifFailed.slice(0, 8).join('\n'));
     check(cspViolations.length === 0, 'OHIF runs within the /viewer/ Content-Security-Policy (no violation reported)', cspViolations.slice(0, 5).join('\n'));
     const authed = ohifRequests.filter((r) => r.url.includes('/dicomweb/'));
     check(authed.length > 0 && authed.every((r) => r.auth === 'Bearer ' + env.read_token),
