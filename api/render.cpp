@@ -223,12 +223,12 @@ bool decode_frame(int fd, int frame, wado_pixels_t *out, mdb_error_t *err)
             mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_ETRUNCATED, "decoded pixel data is shorter than the image");
             return false;
         }
-        out->grey = (double *)malloc(n * sizeof(double));
+        out->grey = (float *)malloc(n * sizeof(float));
         if (!out->grey)
             throw std::bad_alloc();
         size_t base = n * (size_t)(frame - 1);
         for (size_t i = 0; i < n; i++)
-            out->grey[i] = (((const uint8_t *)buf.data())[(base + i) / 8] >> ((base + i) % 8)) & 1;
+            out->grey[i] = (float)((((const uint8_t *)buf.data())[(base + i) / 8] >> ((base + i) % 8)) & 1);
         return true;
     }
     size_t sb = sample_bytes(st);
@@ -265,11 +265,11 @@ bool decode_frame(int fd, int frame, wado_pixels_t *out, mdb_error_t *err)
     double slope = 1.0, intercept = 0.0;
     number_value(ds, 0x0028, 0x1053, &slope);
     number_value(ds, 0x0028, 0x1052, &intercept);
-    out->grey = (double *)malloc(n * sizeof(double));
+    out->grey = (float *)malloc(n * sizeof(float));
     if (!out->grey)
         throw std::bad_alloc();
     for (size_t i = 0; i < n; i++)
-        out->grey[i] = stored_value(p, i, st, stored, is_signed) * slope + intercept;
+        out->grey[i] = (float)(stored_value(p, i, st, stored, is_signed) * slope + intercept);
     out->monochrome1 = pi == gdcm::PhotometricInterpretation::MONOCHROME1;
     double c, w;
     if (number_value(ds, 0x0028, 0x1050, &c) && number_value(ds, 0x0028, 0x1051, &w) && w >= 1.0) {

@@ -74,7 +74,7 @@ bool wado_check_pixels(int fd, mdb_error_t *err);
 typedef struct {
     int rows, cols;
     int samples;      /* 1 (grey) or 3 (RGB) */
-    double *grey;     /* rows*cols modality values (samples == 1), malloc'd */
+    float *grey;      /* rows*cols modality values (samples == 1), malloc'd; float halves the memory of big images */
     uint8_t *rgb;     /* rows*cols*3 (samples == 3), malloc'd */
     bool monochrome1; /* invert after windowing */
     bool has_window;  /* WindowCenter/Width from the file */
