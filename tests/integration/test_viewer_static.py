@@ -38,6 +38,15 @@ def raw(api, method, path, timeout=10):
     return r.status, hdrs, data
 
 
+def stop_clean(api, what):
+    """SIGTERM; exit 0 and no sanitizer report (ASan/UBSan builds) in its log."""
+    rc = api.stop()
+    log = api.logtext()
+    c.check(rc == 0 and "Sanitizer" not in log and "runtime error" not in log,
+            "metadb-api (%s) exits 0 with a clean log (rc %s)" % (what, rc), log[-1500:])
+    api.__exit__(None, None, None)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="mdb_viewer_")
     try:
@@ -62,7 +71,8 @@ def main():
         os.mkfifo(os.path.join(root, "pipe.js"))
         os.makedirs(os.path.join(root, "dir.js"))
 
-        with Api(DB, "--api.viewer_dir=" + root) as api:
+        api = Api(DB, "--api.viewer_dir=" + root)
+        try:
             st, h, body = raw(api, "GET", "/viewer/")
             c.check(st == 200 and body == index and h.get("content-type", "").startswith("text/html"),
                     "/viewer/ serves the build's index.html", (st, h, body[:100]))
@@ -109,11 +119,16 @@ def main():
             c.check(st == 405, "POST under /viewer/ is refused (405)", (st, body[:120]))
             st, _, body = raw(api, "GET", "/viewer/app-config.js")
             c.check(st == 200 and body == b"window.config = {};\n", "the server still answers after the refusals", st)
+        finally:
+            stop_clean(api, "viewer folder")
 
-        with Api(DB, "--api.viewer_dir=" + os.path.join(tmp, "nowhere")) as api:
+        api = Api(DB, "--api.viewer_dir=" + os.path.join(tmp, "nowhere"))
+        try:
             st, _, body = raw(api, "GET", "/viewer/")
             c.check(st == 404 and b"no_viewer" in body, "without the folder /viewer/ answers 404 no_viewer", body[:200])
             c.check("OHIF viewer folder" in api.logtext(), "and the log says where it looked", api.logtext()[-400:])
+        finally:
+            stop_clean(api, "no viewer folder")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     c.finish()
