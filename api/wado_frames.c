@@ -174,6 +174,54 @@ static bool stored_frame(int fd, const frag_t *fr, size_t nfr, const uint32_t *b
     return true;
 }
 
+/* A top-level US value (or IS text when is_text) of the header; -1 if absent. */
+static int header_int(const mdb_dicom_t *d, uint32_t tag, bool is_text)
+{
+    for (int32_t i = d->root; i >= 0; i = d->elems[i].next) {
+        const mdb_dcm_elem_t *e = &d->elems[i];
+        if (e->tag != tag || (e->flags & (MDB_DCM_F_SEQ | MDB_DCM_F_FRAGMENTS)))
+            continue;
+        const uint8_t *v = d->buf + e->off;
+        if (!is_text)
+            return e->len >= 2 ? (e->flags & MDB_DCM_F_LE ? v[0] | v[1] << 8 : v[1] | v[0] << 8) : -1;
+        char nb[16];
+        if (e->len == 0 || e->len >= sizeof nb)
+            return -1;
+        memcpy(nb, v, e->len);
+        nb[e->len] = '\0';
+        return atoi(nb);
+    }
+    return -1;
+}
+
+/* Where the frames of a native little-endian file lie, so a frame is read
+ * straight from the file (no decoding of the whole pixel data per frame). */
+typedef struct {
+    bool ok;
+    int64_t value_off;
+    size_t frame_bytes;
+    int frames;
+} native_t;
+
+static void native_layout(const mdb_dicom_t *d, int frames, native_t *n)
+{
+    memset(n, 0, sizeof *n);
+    bool explicit_le = !strcmp(d->ts, EXPLICIT_LE), implicit_le = !strcmp(d->ts, "1.2.840.10008.1.2");
+    if ((!explicit_le && !implicit_le) || d->pixels.encapsulated || d->pixels.truncated || !d->little)
+        return;
+    int rows = header_int(d, MDB_TAG(0x0028, 0x0010), false), cols = header_int(d, MDB_TAG(0x0028, 0x0011), false);
+    int spp = header_int(d, MDB_TAG(0x0028, 0x0002), false), bits = header_int(d, MDB_TAG(0x0028, 0x0100), false);
+    if (rows <= 0 || cols <= 0 || (spp != 1 && spp != 3) || (bits != 8 && bits != 16 && bits != 32 && bits != 64))
+        return;
+    size_t fb = (size_t)rows * (size_t)cols * (size_t)spp * (size_t)(bits / 8);
+    if (!d->pixels.expected_known || d->pixels.expected < (uint64_t)fb * (uint64_t)frames)
+        return;
+    n->value_off = (int64_t)d->pixel_off + (d->explicit_vr ? 12 : 8);
+    n->frame_bytes = fb;
+    n->frames = frames;
+    n->ok = true;
+}
+
 /* What the Accept header allows: *any_ts when the file's own (compressed)
  * syntax is fine; false when nothing we offer is acceptable. */
 static bool frames_accept(const char *accept, const char *file_ts, bool *pass_through)
@@ -262,21 +310,17 @@ void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
     uint32_t *bot = NULL;
     size_t nfr = 0, nbot = 0;
     int frames = 1;
-    if (pass && !ts_uncompressed(f.ts)) {
+    native_t nat = {0};
+    {
         int64_t fsize = 0;
         mdb_dicom_t *d = mdb_dicom_read_fd(f.fd, 0, &fsize, &err);
         if (d && d->stopped_at_pixels && !d->deflated) {
-            fr = read_fragments(f.fd, (int64_t)d->pixel_off, fsize, &nfr, &bot, &nbot);
-            const mdb_dcm_elem_t *e = NULL;
-            for (int32_t i = d->root; i >= 0; i = d->elems[i].next)
-                if (d->elems[i].tag == MDB_TAG(0x0028, 0x0008))
-                    e = &d->elems[i];
-            if (e && e->len > 0 && e->len < 16) {
-                char nb[16];
-                memcpy(nb, d->buf + e->off, e->len);
-                nb[e->len] = '\0';
-                frames = atoi(nb) > 0 ? atoi(nb) : 1;
-            }
+            frames = header_int(d, MDB_TAG(0x0028, 0x0008), true);
+            frames = frames > 0 ? frames : 1;
+            if (pass && !ts_uncompressed(f.ts))
+                fr = read_fragments(f.fd, (int64_t)d->pixel_off, fsize, &nfr, &bot, &nbot);
+            else
+                native_layout(d, frames, &nat);
         }
         mdb_dicom_destroy(d);
     }
@@ -311,6 +355,22 @@ void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
                           "%s--%s\r\nContent-Type: application/octet-stream; transfer-syntax=%s\r\n\r\n", i ? "\r\n" : "",
                           boundary, EXPLICIT_LE);
             ok = out_add(&o, head, (size_t)hl);
+        }
+        if (ok && nat.ok) { /* native little endian: the frame's bytes straight from the file */
+            if (want[i] > nat.frames) {
+                err.domain = MDB_ERR_QUERY;
+                snprintf(err.message, sizeof err.message, "frame %d does not exist (the instance has %d)", want[i],
+                         nat.frames);
+                ok = false;
+                break;
+            }
+            uint8_t *tmp = malloc(nat.frame_bytes ? nat.frame_bytes : 1);
+            ok = tmp && pread_all(f.fd, tmp, nat.frame_bytes, nat.value_off + (int64_t)nat.frame_bytes * (want[i] - 1)) &&
+                 out_add(&o, tmp, nat.frame_bytes);
+            free(tmp);
+            if (!ok)
+                snprintf(err.message, sizeof err.message, "reading frame %d failed", want[i]);
+            continue;
         }
         uint8_t *raw = NULL;
         size_t rlen = 0;

@@ -273,7 +273,8 @@ def main():
             # ---- frames
             src = pydicom.dcmread(mr["path"])
             want_px = src.pixel_array.astype("<i2" if src.PixelRepresentation else "<u2").tobytes()
-            for f in (mr, by_kind["MR JPEG 2000"], by_kind["MR RLE"], by_kind["MR big endian"]):
+            for f in (mr, by_kind["MR implicit VR"], by_kind["MR JPEG 2000"], by_kind["MR RLE"],
+                      by_kind["MR big endian"]):
                 status, hd, raw = raw_get(api, se_url + "/instances/%s/frames/1" % f["sop"], {
                     "Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=1.2.840.10008.1.2.1'})
                 parts = ws.split_multipart(raw, hd.get("content-type", "")) if status == 200 else []
@@ -332,6 +333,17 @@ def main():
             parts = ws.split_multipart(raw, hd.get("content-type", "")) if status == 200 else []
             ck.check(len(parts) == 1 and parts[0][1] == want2.tobytes(),
                      "frames/2 of an RGB RLE file decoded = pydicom's second frame (interleaved RGB)", "%s" % status)
+            nat = by_kind["RGB native 2 frames"]
+            nds = pydicom.dcmread(nat["path"])
+            status, hd, raw = raw_get(api, inst % nat["sop"] + "/frames/2,1", {
+                "Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'})
+            parts = ws.split_multipart(raw, hd.get("content-type", "")) if status == 200 else []
+            ck.check(nds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1" and len(parts) == 2 and
+                     parts[0][1] == nds.pixel_array[1].tobytes() and parts[1][1] == nds.pixel_array[0].tobytes(),
+                     "frames/2,1 of a native multi-frame file: both frames, in the order asked, = pydicom's",
+                     "%s %d" % (status, len(parts)))
+            status, hd, body = api.request("GET", inst % nat["sop"] + "/frames/3")
+            ck.check(status == 404, "frames/3 of a 2-frame native file -> 404", "%s" % status)
             yds = pydicom.dcmread(ybr["path"])
             wanty = convert_color_space(yds.pixel_array, "YBR_FULL", "RGB").astype(np.int32)
             status, hd, raw = raw_get(api, inst % ybr["sop"] + "/rendered?accept=image/png", {})

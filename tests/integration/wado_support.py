@@ -121,6 +121,15 @@ def build_archive(root):
         _copy_with_uids(os.path.join(PYDICOM_FILES, name), dst, sop, sc_series, sc_study, i)
         add(dst, sop, sc_series, sc_study, i, kind, dst)
         out[-1]["color"] = True
+    # the RLE file decompressed by gdcmconv: a native multi-frame file
+    sop = UID_ROOT + "4.3.3"
+    tmp = os.path.join(root, "sc", ".tmp.dcm")
+    _copy_with_uids(out[-2]["path"], tmp, sop, number=3)
+    dst = os.path.join(root, "sc", "sc_03.dcm")
+    _gdcmconv("-w", tmp, dst)
+    os.unlink(tmp)
+    add(dst, sop, sc_series, sc_study, 3, "RGB native 2 frames", dst)
+    out[-1]["color"] = True
     return out
 
 
