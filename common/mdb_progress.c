@@ -133,7 +133,7 @@ size_t mdb_progress_format(char *buf, size_t cap, const char *label, int64_t don
 
 static bool want_drawing(FILE *out)
 {
-    const char *e = getenv("METADB_PROGRESS");
+    const char *e = getenv("MDB_PROGRESS");
     if (e && !strcmp(e, "always"))
         return true;
     if (e && !strcmp(e, "never"))

@@ -6,7 +6,7 @@
  *   index      12,345 files  3.1 s  3,982/s  (LIDC-IDRI-0042/…)
  *
  * and clears it when done; on a pipe or file it prints nothing at all, so
- * scripted output stays clean. METADB_PROGRESS=always|never overrides the
+ * scripted output stays clean. MDB_PROGRESS=always|never overrides the
  * terminal check (always: for tests driving a pseudo-terminal).
  *
  * mdb_progress_format is the pure formatting, unit-tested; the object only
@@ -33,7 +33,7 @@ char *mdb_progress_group(char *buf, size_t cap, int64_t n);
 typedef struct mdb_progress mdb_progress_t;
 
 /* A progress line for `label` on `out` (normally stderr). Drawn only when
- * out is a terminal (or METADB_PROGRESS=always) and not disabled; otherwise
+ * out is a terminal (or MDB_PROGRESS=always) and not disabled; otherwise
  * every call is a cheap no-op. total < 0: unknown. NULL on OOM (the other
  * functions accept NULL). */
 mdb_progress_t *mdb_progress_new(FILE *out, const char *label, const char *unit, int64_t total);

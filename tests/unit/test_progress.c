@@ -83,7 +83,7 @@ static void test_format_width_and_cap(void **state)
 static void test_nothing_on_a_file(void **state)
 {
     (void)state;
-    unsetenv("METADB_PROGRESS");
+    unsetenv("MDB_PROGRESS");
     FILE *f = tmpfile();
     assert_non_null(f);
     mdb_progress_t *p = mdb_progress_new(f, "dump", "docs", 10);
@@ -94,7 +94,7 @@ static void test_nothing_on_a_file(void **state)
     mdb_progress_destroy(p);
     assert_int_equal(ftell(f), 0);
     /* forced on (what a test driving a pseudo-terminal relies on) */
-    setenv("METADB_PROGRESS", "always", 1);
+    setenv("MDB_PROGRESS", "always", 1);
     p = mdb_progress_new(f, "dump", "docs", 10);
     assert_true(mdb_progress_active(p));
     mdb_progress_update(p, 10, NULL);
@@ -107,7 +107,7 @@ static void test_nothing_on_a_file(void **state)
     assert_non_null(strstr(line, "100%"));
     assert_non_null(strstr(line, "\r\033[K")); /* drawn, then cleared */
     fclose(f);
-    unsetenv("METADB_PROGRESS");
+    unsetenv("MDB_PROGRESS");
     mdb_progress_destroy(NULL);
     mdb_progress_update(NULL, 1, NULL);
 }
