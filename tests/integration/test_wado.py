@@ -333,6 +333,15 @@ def main():
             parts = ws.split_multipart(raw, hd.get("content-type", "")) if status == 200 else []
             ck.check(len(parts) == 1 and parts[0][1] == want2.tobytes(),
                      "frames/2 of an RGB RLE file decoded = pydicom's second frame (interleaved RGB)", "%s" % status)
+            jb, rle = by_kind["JPEG baseline YBR_FULL_422"], by_kind["RGB RLE"]
+            status, hd, raw = raw_get(api, inst % jb["sop"] + "/rendered?accept=image/png", {})
+            got = ws.read_png(raw).astype(np.int32) if status == 200 else None
+            ref = pydicom.dcmread(rle["path"]).pixel_array.astype(np.int32)
+            d = np.abs(got - ref) if got is not None and got.shape == ref.shape else None
+            ck.check(d is not None and d.mean() < 5 and (d <= 16).mean() >= 0.9,
+                     "JPEG baseline YBR_FULL_422 rendered as RGB = pydicom's reading of the lossless RLE copy of the "
+                     "same picture, within JPEG loss (mean %.2f levels)" % (d.mean() if d is not None else -1),
+                     "%s" % status)
             nat = by_kind["RGB native 2 frames"]
             nds = pydicom.dcmread(nat["path"])
             status, hd, raw = raw_get(api, inst % nat["sop"] + "/frames/2,1", {

@@ -121,10 +121,18 @@ def build_archive(root):
         _copy_with_uids(os.path.join(PYDICOM_FILES, name), dst, sop, sc_series, sc_study, i)
         add(dst, sop, sc_series, sc_study, i, kind, dst)
         out[-1]["color"] = True
+    # JPEG baseline (YBR_FULL_422, lossy) and RLE (lossless) copies of the same colour-bar picture
+    for i, (name, kind) in enumerate((("SC_rgb_dcmtk_+eb+cy+np.dcm", "JPEG baseline YBR_FULL_422"),
+                                      ("SC_rgb_rle.dcm", "RGB RLE")), 4):
+        dst = os.path.join(root, "sc", "sc_%02d.dcm" % i)
+        sop = UID_ROOT + "4.3.%d" % i
+        _copy_with_uids(os.path.join(PYDICOM_FILES, name), dst, sop, sc_series, sc_study, i)
+        add(dst, sop, sc_series, sc_study, i, kind, dst)
+        out[-1]["color"] = True
     # the RLE file decompressed by gdcmconv: a native multi-frame file
     sop = UID_ROOT + "4.3.3"
     tmp = os.path.join(root, "sc", ".tmp.dcm")
-    _copy_with_uids(out[-2]["path"], tmp, sop, number=3)
+    _copy_with_uids(os.path.join(PYDICOM_FILES, "SC_rgb_rle_2frame.dcm"), tmp, sop, sc_series, sc_study, 3)
     dst = os.path.join(root, "sc", "sc_03.dcm")
     _gdcmconv("-w", tmp, dst)
     os.unlink(tmp)
