@@ -12,6 +12,15 @@
  * "and"/"or"/"," ("excluding Siemens or GE"). Values of one field given
  * together mean any of them ("CT and MR studies" = CT or MR).
  *
+ * Never silently wrong (issue 15): German and French words are rewritten
+ * into English first (mdb_nl_lexicon_de_fr.c); a word no rule reads is
+ * replaced by its spelling correction when there is exactly one
+ * (mdb_nl_spell.c) and the sentence read again; stored values are also
+ * matched by prefix; every rewrite is reported in the result's corrections.
+ * What still cannot be read makes the answer partial (confidence), an "or"
+ * between two readings of one field stays an $or, and a sentence of filler
+ * words only is refused.
+ *
  * Each condition knows, per level, which document field carries it (from the
  * vocabulary). Lowering for the chosen level keeps the conditions whose field
  * exists there in the level's filter and turns the others into joins on the
