@@ -32,11 +32,13 @@ METADB_HOME=${METADB_HOME:-$HOME/.metadb}
 CACHE=$METADB_HOME/cache
 
 WITH_TESTS=0
+VIEWER_ONLY=0
 for a in "$@"; do
     case $a in
         --with-tests) WITH_TESTS=1 ;;
+        --viewer-only) VIEWER_ONLY=1 ;;  # just the OHIF viewer step (deploy/Dockerfile's viewer stage)
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "install: unknown argument '$a' (--with-tests)" >&2; exit 2 ;;
+        *) echo "install: unknown argument '$a' (--with-tests, --viewer-only)" >&2; exit 2 ;;
     esac
 done
 
@@ -291,6 +293,11 @@ chartjs_step() {
 }
 # <<< chart.js
 
+if [ $VIEWER_ONLY = 1 ]; then
+    ohif_step
+    log "done in $(( $(date +%s) - START ))s (METADB_HOME=$METADB_HOME, viewer only)"
+    exit 0
+fi
 apt_step
 kafka_step
 ohif_step
