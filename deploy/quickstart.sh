@@ -147,7 +147,7 @@ say "query results"
 
 LISTEN=${METADB_API_LISTEN:-127.0.0.1:8080}
 if [ $KEEP = 1 ]; then
-    say "daemons left running (deploy/quickstart.sh --stop stops them); dashboard: http://$LISTEN/"
+    say "daemons left running (deploy/quickstart.sh --stop stops them); dashboard: http://$LISTEN/ (OHIF viewer: http://$LISTEN/viewer/)"
 else
     say "dashboard: deploy/quickstart.sh --keep leaves metadb-api running at http://$LISTEN/"
 fi
