@@ -264,6 +264,10 @@
           status.textContent = '';
           stage.classList.remove('failed');
         };
+        img.onerror = () => {
+          stage.classList.add('failed');
+          status.textContent = 'the image of instance ' + fmt(items[i].instance_number) + ' could not be decoded';
+        };
         shownKey = key;
         img.src = url;
       } catch (e) {
