@@ -191,7 +191,7 @@ async function main() {
       'a thumbnail that fails leaves a neutral placeholder', JSON.stringify(failed404));
     check(heldCount >= Math.min(rows, 4), 'thumbnails are requested from /dicomweb/.../thumbnail (' + heldCount + ' requests)');
     await page.setViewportSize({ width: 1440, height: 900 });
-    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.$eval('[data-testid=table]', (t) => t.scrollIntoView({ block: 'start' }));
     await shot(page, 'series_table');
     await page.unroute('**/dicomweb/studies/*/series/*/thumbnail*');
 
