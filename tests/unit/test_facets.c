@@ -80,7 +80,7 @@ static json_t *pipeline_json(const mdb_facets_t *f, const char *match, bool seco
 
 static json_t *facet_of(json_t *pipeline, const char *key)
 {
-    return json_object_get(json_object_get(json_array_get(pipeline, 1), "$facet"), key);
+    return json_object_get(json_object_get(json_array_get(pipeline, 2), "$facet"), key);
 }
 
 static void test_kinds_from_field_table(void **state)
@@ -119,23 +119,31 @@ static void test_pipeline_shape(void **state)
     (void)state;
     mdb_facets_t *f = facets(MDB_QUERY_SERIES, "modality,slice_thickness,series_date");
     json_t *p = pipeline_json(f, "{\"modality\": \"CT\", \"kvp\": {\"$gte\": 100}}", false);
-    assert_int_equal(json_array_size(p), 2);
+    assert_int_equal(json_array_size(p), 3);
     /* the list's filter is passed through unchanged as the $match stage */
     json_t *want = load("{\"$match\": {\"modality\": \"CT\", \"kvp\": {\"$gte\": 100}}}");
     assert_true(json_equal(json_array_get(p, 0), want));
     json_decref(want);
-    json_t *facet = json_object_get(json_array_get(p, 1), "$facet");
-    assert_int_equal(json_object_size(facet), 5); /* t, v0, s0, n1, d2 */
+    /* only the counted fields go on to $facet */
+    want = load("{\"$project\": {\"_id\": 0, \"modality\": 1, \"slice_thickness\": 1, \"series_date\": 1}}");
+    assert_true(json_equal(json_array_get(p, 1), want));
+    json_decref(want);
+    json_t *facet = json_object_get(json_array_get(p, 2), "$facet");
+    assert_int_equal(json_object_size(facet), 4); /* t, v0, n1, d2: one pass per field */
     want = load("[{\"$group\": {\"_id\": null, \"n\": {\"$sum\": 1}}}]");
     assert_true(json_equal(json_object_get(facet, "t"), want));
     json_decref(want);
     want = load("[{\"$project\": {\"_id\": 0, \"v\": \"$modality\"}},"
-                " {\"$unwind\": {\"path\": \"$v\", \"preserveNullAndEmptyArrays\": false}},"
-                " {\"$match\": {\"v\": {\"$ne\": null}}}, {\"$group\": {\"_id\": \"$v\", \"n\": {\"$sum\": 1}}},"
-                " {\"$sort\": {\"n\": -1, \"_id\": 1}}, {\"$limit\": 10}]");
-    assert_true(json_equal(json_object_get(facet, "v0"), want));
+                " {\"$unwind\": {\"path\": \"$v\", \"preserveNullAndEmptyArrays\": true}},"
+                " {\"$group\": {\"_id\": \"$v\", \"n\": {\"$sum\": 1}}},"
+                " {\"$group\": {\"_id\": null,"
+                "   \"top\": {\"$topN\": {\"n\": 11, \"sortBy\": {\"n\": -1, \"_id\": 1}, \"output\": {\"v\": \"$_id\", \"n\": \"$n\"}}},"
+                "   \"present\": {\"$sum\": {\"$cond\": [{\"$eq\": [\"$_id\", null]}, 0, \"$n\"]}},"
+                "   \"missing\": {\"$sum\": {\"$cond\": [{\"$eq\": [\"$_id\", null]}, \"$n\", 0]}},"
+                "   \"d\": {\"$sum\": {\"$cond\": [{\"$eq\": [\"$_id\", null]}, 0, 1]}}}}]");
+    if (!json_equal(json_object_get(facet, "v0"), want))
+        fail_msg("v0: %s", json_dumps(json_object_get(facet, "v0"), JSON_SORT_KEYS));
     json_decref(want);
-    assert_non_null(json_object_get(facet, "s0"));
     want = load("[{\"$project\": {\"_id\": 0, \"v\": \"$slice_thickness\"}},"
                 " {\"$unwind\": {\"path\": \"$v\", \"preserveNullAndEmptyArrays\": false}},"
                 " {\"$match\": {\"v\": {\"$type\": \"number\"}}},"
@@ -163,6 +171,19 @@ static void test_pipeline_shape(void **state)
     mdb_facets_destroy(f);
 }
 
+static void test_projection(void **state)
+{
+    (void)state;
+    mdb_facets_t *f = facets(MDB_QUERY_STUDIES, "metadata.Seq.Code,modality,metadata.Seq");
+    json_t *p = pipeline_json(f, NULL, false);
+    json_t *want = load("{\"$project\": {\"_id\": 0, \"modality\": 1, \"modalities\": 1, \"metadata.Seq\": 1}}");
+    if (!json_equal(json_array_get(p, 1), want))
+        fail_msg("projection: %s", json_dumps(json_array_get(p, 1), JSON_SORT_KEYS));
+    json_decref(want);
+    json_decref(p);
+    mdb_facets_destroy(f);
+}
+
 static void test_options(void **state)
 {
     (void)state;
@@ -171,7 +192,8 @@ static void test_options(void **state)
     option(f, "interval", "month");
     json_t *p = pipeline_json(f, "{}", false);
     json_t *v0 = facet_of(p, "v0");
-    assert_int_equal(json_integer_value(json_object_get(json_array_get(v0, 5), "$limit")), 3);
+    json_t *topn = json_object_get(json_object_get(json_object_get(json_array_get(v0, 3), "$group"), "top"), "$topN");
+    assert_int_equal(json_integer_value(json_object_get(topn, "n")), 4); /* top + 1: the null group may rank */
     /* a study's modality counts its series' modalities when it has them */
     json_t *want = load("{\"$project\": {\"_id\": 0, \"v\": {\"$ifNull\": [\"$modalities\", \"$modality\"]}}}");
     assert_true(json_equal(json_array_get(v0, 0), want));
@@ -332,8 +354,8 @@ static void test_read_values_and_dates(void **state)
     mdb_facets_t *f = facets(MDB_QUERY_SERIES, "manufacturer,series_date,kvp");
     bson_t *reply = bson_new_from_json(
         (const uint8_t *)"{\"t\": [{\"_id\": null, \"n\": 10}],"
-                         " \"v0\": [{\"_id\": \"GE\", \"n\": 4}, {\"_id\": \"A,B\", \"n\": 2}],"
-                         " \"s0\": [{\"_id\": false, \"n\": 8, \"d\": 4}, {\"_id\": true, \"n\": 2}],"
+                         " \"v0\": [{\"_id\": null, \"top\": [{\"v\": \"GE\", \"n\": 4}, {\"v\": null, \"n\": 2},"
+                         " {\"v\": \"A,B\", \"n\": 2}, {\"n\": 1}], \"present\": 8, \"missing\": 2, \"d\": 4}],"
                          " \"d1\": [{\"_id\": null, \"n\": 1}, {\"_id\": \"1998\", \"n\": 3}, {\"_id\": \"2001\", \"n\": 5},"
                          " {\"_id\": \"20\", \"n\": 1}],"
                          " \"n2\": [{\"_id\": null, \"min\": 100, \"max\": 140, \"n\": 7}]}",
@@ -393,7 +415,7 @@ static void test_read_months_and_empty(void **state)
     option(f, "interval", "month");
     bson_t *reply = bson_new_from_json(
         (const uint8_t *)"{\"t\": [], \"d0\": [{\"_id\": \"199811\", \"n\": 1}, {\"_id\": \"199902\", \"n\": 2},"
-                         " {\"_id\": \"199913\", \"n\": 1}], \"v1\": [], \"s1\": [], \"n2\": []}",
+                         " {\"_id\": \"199913\", \"n\": 1}], \"v1\": [], \"n2\": []}",
         -1, &be);
     bool second = true;
     assert_true(mdb_facets_read(f, reply, &second, &err));
@@ -424,6 +446,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kinds_from_field_table),
         cmocka_unit_test(test_pipeline_shape),
+        cmocka_unit_test(test_projection),
         cmocka_unit_test(test_options),
         cmocka_unit_test(test_explicit_bins_one_aggregation),
         cmocka_unit_test(test_nice_bounds),
