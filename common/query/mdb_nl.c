@@ -1614,7 +1614,7 @@ static size_t rule_date(parser_t *p, size_t i)
  * numbers with units
  * ====================================================================== */
 
-typedef enum { U_NONE = 0, U_MM, U_KV, U_COUNT, U_YEARS } unit_t;
+typedef enum { U_NONE = 0, U_MM, U_KV, U_COUNT, U_SERIES, U_YEARS } unit_t; /* U_SERIES: set by rule_numeric_unit */
 typedef enum { N_EQ, N_LT, N_LE, N_GT, N_GE, N_RANGE } nop_t;
 
 typedef struct {
@@ -1984,15 +1984,23 @@ static size_t rule_age(parser_t *p, size_t i)
 static size_t rule_numeric_unit(parser_t *p, size_t i)
 {
     numc_t nc;
-    if (!parse_numc(p, i, &nc) || nc.unit == U_NONE || nc.unit == U_YEARS)
+    if (!parse_numc(p, i, &nc) || nc.unit == U_YEARS)
         return 0;
     size_t total = nc.len;
+    if (nc.unit == U_NONE && nc.had_cmp && tok_is(p, i + total, "series")) {
+        nc.unit = U_SERIES; /* "studies with more than 2 series" */
+        total++;
+    }
+    if (nc.unit == U_NONE)
+        return 0;
     const char *path = NULL, *label = NULL, *unit = NULL;
     if (nc.unit == U_MM) {
         path = "slice_thickness", label = "slice thickness", unit = "mm";
         total += phrase_at(p, i + total, "slice*|section*|thick|thickness|cut*|sliced|thin");
     } else if (nc.unit == U_KV) {
         path = "kvp", label = "kVp", unit = "kV";
+    } else if (nc.unit == U_SERIES) {
+        path = "series_count", label = "number of series";
     } else {
         if (!nc.had_cmp && !phrase_at(p, i + total, "or more|or less|each|per series|in total"))
             return 0; /* "3 images" alone is too vague */

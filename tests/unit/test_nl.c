@@ -374,6 +374,9 @@ static void test_never_silently_wrong(void **state)
     assert_null(answer("scanner"));
     assert_null(answer("please show me everything"));
     assert_null(answer("wombats"));
+    /* counts of series at study level; "series" after a plain number stays the level word */
+    expect("studies with more than 2 series", "studies", "{\"series_count\":{\"$gt\":2}}", NULL);
+    expect("kvp 120 series", "series", "{\"kvp\":120}", NULL);
     /* English "scanner" stays a filler word */
     expect("Siemens scanners", "series", "{\"manufacturer\":\"SIEMENS\"}", NULL);
 }
