@@ -31,6 +31,10 @@ PATIENTS = int(os.environ.get("DASH_PATIENTS", "8"))
 # DASH_READ_TOKEN=1: reads need a token too (api.read_tokens); the JSON line
 # then has "read_token" (test_images.mjs: images and OHIF with a token)
 READ_TOKEN = os.environ.get("DASH_READ_TOKEN") == "1"
+# DASH_FULL_SIZE=1: 512x512 images and DASH_SLICES per series (default 2:4) instead
+# of 32x32 ones (for measuring the image views by hand; the tests use the small ones)
+FULL_SIZE = os.environ.get("DASH_FULL_SIZE") == "1"
+SLICES = os.environ.get("DASH_SLICES", "2:4")
 
 
 def log(msg):
@@ -65,7 +69,12 @@ def main():
         for role in ("producer", "worker", "linker", "api", "metadb"):
             if not os.access(rt.BIN[role], os.X_OK):
                 raise RuntimeError("missing binary " + rt.BIN[role])
-        rt.generate_archive(archive, PATIENTS, 23, extra=["--slices", "2:4"])
+        if FULL_SIZE:
+            import subprocess
+            subprocess.run([rt.PY, rt.GEN, "--out", archive, "--patients", str(PATIENTS), "--seed", "23", "--jobs", "1",
+                            "--slices", SLICES], check=True, capture_output=True, text=True, timeout=1200)
+        else:
+            rt.generate_archive(archive, PATIENTS, 23, extra=["--slices", SLICES])
         with open(os.path.join(archive, "manifest.json")) as f:
             manifest = json.load(f)
         patients = sorted({s["patient_id"] for s in manifest["studies"]})
