@@ -245,14 +245,26 @@ async function main() {
       JSON.stringify({ s1, p0: p0.digest, p1: p1.digest }));
     await page.keyboard.press('ArrowUp');
     await waitShown((s) => s.index === 0, 'the first instance again');
-    const steps = [];
-    for (let k = 1; k < order.length; k++) { // every neighbour was prefetched: a step is a cache hit
-      const t = Date.now();
-      await page.keyboard.press('ArrowDown');
-      await waitShown((s) => s.index === k, 'instance ' + k);
-      steps.push(Date.now() - t);
-    }
-    console.log('# viewer steps (key press to image shown, ms): ' + steps.join(', '));
+    // one step after another, timed in the page: key event to the new image loaded
+    const steps = await page.evaluate(async (n) => {
+      const root = document.querySelector('[data-testid=series-viewer]');
+      const img = root.querySelector('[data-testid=viewer-image]');
+      const out = [];
+      for (let k = 1; k < n; k++) {
+        const t = performance.now();
+        const done = new Promise((resolve, reject) => {
+          const mo = new MutationObserver(() => { if (img.dataset.index === String(k)) { mo.disconnect(); resolve(); } });
+          mo.observe(img, { attributes: true, attributeFilter: ['data-index'] });
+          setTimeout(() => { mo.disconnect(); reject(new Error('instance ' + k + ' not shown in 15 s')); }, 15000);
+        });
+        root.dispatchEvent(new KeyboardEvent('keydown', { key: 'ArrowDown', bubbles: true }));
+        await done;
+        out.push(Math.round(performance.now() - t));
+      }
+      return out;
+    }, order.length);
+    const sorted = steps.slice().sort((x, y) => x - y);
+    console.log('# viewer steps (key event to image loaded, ms): median ' + sorted[Math.floor(sorted.length / 2)] + ', max ' + sorted[sorted.length - 1] + ' (' + steps.join(', ') + ')');
     await page.keyboard.press('Home');
     await waitShown((s) => s.index === 0, 'the first instance (Home)');
     const box = await page.locator('[data-testid=viewer-stage]').boundingBox();
