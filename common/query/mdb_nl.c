@@ -3302,6 +3302,26 @@ static size_t rule_presence(parser_t *p, size_t i)
     return k - i;
 }
 
+/* "STANDARD kernel", "Siemens manufacturer": the name of the field whose
+ * value was just read, right after it, is part of that condition. */
+static size_t rule_field_echo(parser_t *p, size_t i)
+{
+    if (p->nc == 0 || i == 0 || !p->t[i - 1].used || p->t[i - 1].kind == T_SEP)
+        return 0;
+    const char *path = NULL;
+    size_t n = field_name_at(p, i, &path);
+    if (!n)
+        return 0;
+    const cond_t *last = &p->c[p->nc - 1];
+    for (int l = 0; l < NL_LEVELS; l++) {
+        if (last->paths[l] && !strcmp(last->paths[l], path)) {
+            mark_used(p, i, n);
+            return n;
+        }
+    }
+    return 0;
+}
+
 /* "LightSpeed" for stored LightSpeed16 and LightSpeed Ultra: every stored
  * value that starts with the typed word (case-insensitive), shown as a
  * correction. After the other rules, so words they know never get here. */
@@ -3353,7 +3373,7 @@ static const rule_fn RULES[] = {
     rule_generic_more_stored, rule_uid,        rule_presence,  rule_date,         rule_patient,      rule_accession,     rule_collection,
     rule_thin_thick, rule_numeric_field, rule_age,         rule_numeric_unit,  rule_contrast,
     rule_description, rule_modality,    rule_body_part,    rule_manufacturer,  rule_sex,
-    rule_generic_field, rule_generic_more, rule_numeric_postfix, rule_vocab_value, rule_level,
+    rule_field_echo, rule_generic_field, rule_generic_more, rule_numeric_postfix, rule_vocab_value, rule_level,
     rule_vocab_prefix,
 };
 

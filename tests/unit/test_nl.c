@@ -377,6 +377,8 @@ static void test_never_silently_wrong(void **state)
     /* counts of series at study level; "series" after a plain number stays the level word */
     expect("studies with more than 2 series", "studies", "{\"series_count\":{\"$gt\":2}}", NULL);
     expect("kvp 120 series", "series", "{\"kvp\":120}", NULL);
+    /* a field name right after its value is part of it */
+    expect("B30f kernel CT series", "series", "{\"metadata.ConvolutionKernel\":\"B30f\",\"modality\":\"CT\"}", NULL);
     /* English "scanner" stays a filler word */
     expect("Siemens scanners", "series", "{\"manufacturer\":\"SIEMENS\"}", NULL);
 }
