@@ -25,6 +25,7 @@
 #include <gdcmImageReader.h>
 #include <gdcmPhotometricInterpretation.h>
 #include <gdcmPixelFormat.h>
+#include <gdcmTrace.h>
 
 #include <istream>
 #include <new>
@@ -344,6 +345,13 @@ extern "C" bool wado_decode_frame_raw(int fd, int frame, uint8_t **data, size_t 
     free(*data);
     *data = nullptr;
     return false;
+}
+
+extern "C" void wado_quiet_decoder(void)
+{
+    gdcm::Trace::WarningOff();
+    gdcm::Trace::ErrorOff();
+    gdcm::Trace::DebugOff();
 }
 
 extern "C" void wado_pixels_free(wado_pixels_t *p)

@@ -520,6 +520,23 @@ static void h_retrieve(api_ctx_t *ctx, const api_request_t *req, api_response_t 
 
 /* ------------------------------------------------------------ rendered */
 
+typedef struct {
+    int fd, frame;
+    const wado_render_params_t *p;
+} render_job_t;
+
+/* Decode and render (runs in the isolated child). */
+static bool render_job(void *arg, uint8_t **out, size_t *len, mdb_error_t *err)
+{
+    const render_job_t *j = arg;
+    wado_pixels_t px;
+    if (!wado_decode_frame(j->fd, j->frame, &px, err))
+        return false;
+    bool ok = wado_render(&px, j->p, out, len, err);
+    wado_pixels_free(&px);
+    return ok;
+}
+
 static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study,
                        const char *series, const char *sop, int frame, bool thumbnail)
 {
@@ -564,9 +581,10 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
         free(img);
         return;
     }
-    wado_pixels_t px;
     mdb_error_t err = {0};
-    bool ok = wado_check_pixels(f.fd, &err) && wado_decode_frame(f.fd, frame, &px, &err);
+    render_job_t job = {.fd = f.fd, .frame = frame, .p = &p};
+    bool ok = wado_check_pixels(f.fd, &err) &&
+              wado_isolated(render_job, &job, WADO_DECODE_TIMEOUT_MS, &img, &len, &err);
     close(f.fd);
     if (!ok) {
         if (err.domain == MDB_ERR_QUERY)
@@ -575,12 +593,6 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
             api_respond_error(res, 503, "out_of_memory", "%s", err.message);
         else
             api_respond_error(res, 422, "not_renderable", "instance %s: %s", sop, err.message);
-        return;
-    }
-    ok = wado_render(&px, &p, &img, &len, &err);
-    wado_pixels_free(&px);
-    if (!ok) {
-        api_respond_error(res, 500, "internal", "rendering failed: %s", err.message);
         return;
     }
     if (W.cache) {

@@ -97,6 +97,20 @@ void wado_pixels_free(wado_pixels_t *p); /* accepts NULL and zeroed */
  * transfer syntax 1.2.840.10008.1.2.1 holds): malloc'd into *data. */
 bool wado_decode_frame_raw(int fd, int frame, uint8_t **data, size_t *len, mdb_error_t *err);
 
+/* GDCM's warnings and errors off (they go to stderr, one per odd file). */
+void wado_quiet_decoder(void);
+
+/* ---- isolation (wado_isolate.c) ---- */
+/* A decoding job: fills *out (malloc'd) or err. */
+typedef bool (*wado_job_fn)(void *arg, uint8_t **out, size_t *len, mdb_error_t *err);
+/* Run fn(arg) in a forked child and hand back its result: a decoder that
+ * aborts or crashes on a file (GDCM asserts), or runs past timeout_ms
+ * (killed), becomes an MDB_ERR_DICOM error instead of taking the server
+ * down. Errors fn reports keep their domain (MDB_ERR_QUERY: no such frame). */
+bool wado_isolated(wado_job_fn fn, void *arg, int timeout_ms, uint8_t **out, size_t *len, mdb_error_t *err);
+
+#define WADO_DECODE_TIMEOUT_MS 30000
+
 /* ---- rendering (wado_image.c) ---- */
 typedef struct {
     bool window_given; /* window= in the request */

@@ -222,6 +222,17 @@ static void native_layout(const mdb_dicom_t *d, int frames, native_t *n)
     n->ok = true;
 }
 
+typedef struct {
+    int fd, frame;
+} raw_job_t;
+
+/* Decode one frame to native little endian (runs in the isolated child). */
+static bool raw_job(void *arg, uint8_t **out, size_t *len, mdb_error_t *err)
+{
+    const raw_job_t *j = arg;
+    return wado_decode_frame_raw(j->fd, j->frame, out, len, err);
+}
+
 /* What the Accept header allows: *any_ts when the file's own (compressed)
  * syntax is fine; false when nothing we offer is acceptable. */
 static bool frames_accept(const char *accept, const char *file_ts, bool *pass_through)
@@ -374,7 +385,8 @@ void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
         }
         uint8_t *raw = NULL;
         size_t rlen = 0;
-        ok = ok && wado_decode_frame_raw(f.fd, want[i], &raw, &rlen, &err) && out_add(&o, raw, rlen);
+        raw_job_t job = {.fd = f.fd, .frame = want[i]};
+        ok = ok && wado_isolated(raw_job, &job, WADO_DECODE_TIMEOUT_MS, &raw, &rlen, &err) && out_add(&o, raw, rlen);
         free(raw);
     }
     close(f.fd);
