@@ -3008,6 +3008,22 @@ static size_t rule_generic_field(parser_t *p, size_t i)
     return vlen ? k + vlen - i : 0;
 }
 
+/* Is the word at k one another rule reads (a modality, body part, maker,
+ * level or negation word)? */
+static bool known_elsewhere(const parser_t *p, size_t k)
+{
+    for (size_t m = 0; m < sizeof MODALITIES / sizeof MODALITIES[0]; m++)
+        if (phrase_at(p, k, MODALITIES[m].phrases) && (!MODALITIES[m].upper_only || p->t[k].upper))
+            return true;
+    for (size_t b = 0; b < sizeof BODYPARTS / sizeof BODYPARTS[0]; b++)
+        if (phrase_at(p, k, BODYPARTS[b].phrases))
+            return true;
+    for (size_t m = 0; m < sizeof MAKERS / sizeof MAKERS[0]; m++)
+        if (phrase_at(p, k, MAKERS[m].phrases))
+            return true;
+    return phrase_at(p, k, LEVEL_WORDS) || phrase_at(p, k, NEGATIONS) || phrase_at(p, k, CONNECTORS);
+}
+
 /* The value part of "FIELD [op] VALUE" at k (words of the whole phrase
  * start at i): a stored spelling, an identifier or plain words. Returns the
  * tokens read at k (0: no value, nothing added). */
@@ -3029,6 +3045,11 @@ static size_t generic_value(parser_t *p, size_t i, size_t k, const char *best_pa
         }
     }
     char *val = NULL;
+    if (!vl && nv > 0 && k < p->n && p->t[k].kind == T_WORD && known_elsewhere(p, k)) {
+        /* "model CT series": CT is no stored model but a modality; do not read it as the model */
+        free(label);
+        return 0;
+    }
     if (!vl) {
         vl = read_ident(p, k, true, &val);
         if (!vl)
