@@ -131,6 +131,23 @@ void api_h_static(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
     serve_file(ctx->web_root, "dashboard", p, false, req, res);
 }
 
+/* A build file whose name carries its content hash ("app.bundle.0f6159c501addfe9.js",
+ * "5130ccb17e3f3f5b.wasm"): a dot-separated run of at least 16 hex digits
+ * before the extension. Its content never changes under that name. */
+static bool content_hashed(const char *path)
+{
+    const char *name = strrchr(path, '/');
+    name = name ? name + 1 : path;
+    const char *ext = strrchr(name, '.');
+    if (!ext || ext == name)
+        return false;
+    const char *start = ext;
+    while (start > name && start[-1] != '.')
+        start--;
+    size_t n = (size_t)(ext - start);
+    return n >= 16 && strspn(start, "0123456789abcdef") >= n;
+}
+
 void api_h_viewer(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
 {
     const char *p = req->path + strlen("/viewer");
@@ -142,4 +159,8 @@ void api_h_viewer(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
     if (!strcmp(p, "/"))
         p = "/index.html";
     serve_file(ctx->viewer_root, "viewer", p, true, req, res);
+    /* hashed build files may be kept by the browser (its compiled-code cache
+     * then makes the next opening faster); the rest revalidates (no-cache) */
+    if (res->status == 200 && content_hashed(p))
+        api_response_header(res, "Cache-Control", "public, max-age=31536000, immutable");
 }

@@ -60,6 +60,8 @@ def main():
         big = os.urandom(20 * 1024 * 1024)
         with open(os.path.join(root, "app.bundle.js"), "wb") as f:
             f.write(big)
+        with open(os.path.join(root, "chunk.0123456789abcdef.js"), "wb") as f:
+            f.write(b"/* hashed */\n")
         with open(os.path.join(root, "codec.wasm"), "wb") as f:
             f.write(b"\0asm\1\0\0\0")
         with open(os.path.join(root, ".metadb-ready"), "w") as f:
@@ -98,6 +100,13 @@ def main():
             st, h, body = raw(api, "GET", "/viewer/codec.wasm")
             c.check(st == 200 and h.get("content-type") == "application/wasm" and body.startswith(b"\0asm"),
                     "WebAssembly is served as application/wasm (streaming compilation)", (st, h))
+            st, h, _ = raw(api, "GET", "/viewer/chunk.0123456789abcdef.js")
+            st2, h2, _ = raw(api, "GET", "/viewer/app-config.js")
+            st3, h3, _ = raw(api, "GET", "/viewer/viewer")
+            c.check(st == 200 and h.get("cache-control") == "public, max-age=31536000, immutable"
+                    and h2.get("cache-control") == "no-cache" and h3.get("cache-control") == "no-cache",
+                    "content-hashed build files may be cached for good; app-config.js and pages revalidate",
+                    (h.get("cache-control"), h2.get("cache-control"), h3.get("cache-control")))
             st, h, body = raw(api, "GET", "/viewer")
             c.check(st == 301 and h.get("location") == "/viewer/", "/viewer redirects to /viewer/", (st, h))
             for path, what in (("/viewer/missing.js", "a missing file with an extension"),
