@@ -147,6 +147,23 @@ static bool find_docs(api_ctx_t *ctx, const char *study, const char *series, con
     return ok;
 }
 
+/* The SOP Instance UIDs of a series in instance order (documents {_id,
+ * instance_number} only: the series thumbnail needs no more). */
+static bool find_ids(api_ctx_t *ctx, const char *study, const char *series, json_t *out, mdb_error_t *err)
+{
+    bson_t filter = BSON_INITIALIZER, proj = BSON_INITIALIZER, sort = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&filter, "series_id", series);
+    BSON_APPEND_UTF8(&filter, "study_id", study);
+    BSON_APPEND_INT32(&proj, "instance_number", 1);
+    BSON_APPEND_INT32(&sort, "instance_number", 1);
+    BSON_APPEND_INT32(&sort, "_id", 1);
+    bool ok = mdb_docs_find(api_ctx_mongo(ctx), "instances", &filter, &proj, &sort, 0, out, err);
+    bson_destroy(&filter);
+    bson_destroy(&proj);
+    bson_destroy(&sort);
+    return ok;
+}
+
 json_t *wado_list_instances(api_ctx_t *ctx, const char *study, const char *series, api_response_t *res)
 {
     json_t *out = json_array();
@@ -545,9 +562,13 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
         return;
     char middle[72];
     if (!sop) {
-        json_t *docs = wado_list_instances(ctx, study, series, res);
-        if (!docs)
+        json_t *docs = json_array();
+        mdb_error_t lerr = {0};
+        if (!find_ids(ctx, study, series, docs, &lerr)) {
+            json_decref(docs);
+            api_respond_mdb_error(res, &lerr);
             return;
+        }
         size_t n = json_array_size(docs);
         if (!n) {
             json_decref(docs);
