@@ -19,7 +19,8 @@
  * normal 4xx/5xx error, not a cut download. A failure after the first bytes
  * aborts the connection (the client sees an incomplete body, never a
  * silently short file). The request's database slot stays taken until the
- * stream ends (api_respond_stream). */
+ * stream ends (api_respond_stream); the export itself reads over two
+ * connections of its own (own_pool), never two of the shared pool. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,15 +95,30 @@ static bool hand_over(const char *data, size_t len, void *ud, mdb_error_t *err)
     return true;
 }
 
+/* The export's own two connections (the read pool's URI and database): its
+ * cursor stays open for the whole stream while each batch's parents are read
+ * beside it, and taking both from the shared pool could leave every pooled
+ * client held by an open cursor waiting for a second one. */
+static mdb_mongo_t *own_pool(api_ctx_t *ctx, mdb_error_t *err)
+{
+    const mdb_config_t *cfg = api_ctx_config(ctx);
+    const char *uri = mdb_config_get(cfg, "api.mongo_uri");
+    if (!uri || !*uri)
+        uri = mdb_config_get(cfg, "mongo.uri");
+    return mdb_mongo_new(uri, mdb_config_get(cfg, "mongo.db"), 2, err);
+}
+
 static void *produce(void *arg)
 {
     xstream_t *x = arg;
     mdb_error_t err = {0};
     int64_t files = 0, bytes = 0;
-    bool ok = x->manifest ? mdb_export_manifest_run(api_ctx_mongo(x->ctx), x->q, x->format, x->ctx->query_time_ms,
-                                                    hand_over, x, &files, &bytes, &err)
-                          : mdb_export_run(api_ctx_mongo(x->ctx), x->q, x->format, x->ctx->query_time_ms,
-                                           x->max_rows, hand_over, x, &x->rows, &err);
+    mdb_mongo_t *m = own_pool(x->ctx, &err);
+    bool ok = m && (x->manifest ? mdb_export_manifest_run(m, x->q, x->format, x->ctx->query_time_ms, hand_over, x,
+                                                          &files, &bytes, &err)
+                                : mdb_export_run(m, x->q, x->format, x->ctx->query_time_ms, x->max_rows, hand_over,
+                                                 x, &x->rows, &err));
+    mdb_mongo_destroy(m);
     pthread_mutex_lock(&x->mu);
     x->finished = true;
     x->failed = !ok;
