@@ -30,6 +30,7 @@ typedef struct {
     bool have_stats;
     double min, max;
     int64_t numeric;   /* values that are numbers */
+    bool binned;       /* bins counted from the first reply's exact values */
     json_t *answer;    /* the field's part of the result, filled by the readers */
 } facet_t;
 
@@ -417,7 +418,9 @@ static void append_values_facets(const mdb_facets_t *f, const facet_t *x, size_t
     bson_append_array_end(facet, &arr);
 }
 
-/* n0: min/max/count of the numbers. */
+/* n0: min/max/count of the numbers, and the number of distinct values
+ * with up to MDB_FACETS_EXACT_VALUES+1 of them and their counts: when that
+ * is all of them the bins are counted from these, without a second pass. */
 static void append_stats_facet(const mdb_facets_t *f, const facet_t *x, size_t idx, bson_t *facet)
 {
     char name[16];
@@ -428,8 +431,13 @@ static void append_stats_facet(const mdb_facets_t *f, const facet_t *x, size_t i
     bson_t *st = BCON_NEW("$match", "{", "v", "{", "$type", BCON_UTF8("number"), "}", "}");
     append_stage(&arr, i++, st);
     bson_destroy(st);
-    st = BCON_NEW("$group", "{", "_id", BCON_NULL, "min", "{", "$min", BCON_UTF8("$v"), "}", "max", "{", "$max",
-                  BCON_UTF8("$v"), "}", "n", "{", "$sum", BCON_INT32(1), "}", "}");
+    st = BCON_NEW("$group", "{", "_id", BCON_UTF8("$v"), "n", "{", "$sum", BCON_INT32(1), "}", "}");
+    append_stage(&arr, i++, st);
+    bson_destroy(st);
+    st = BCON_NEW("$group", "{", "_id", BCON_NULL, "min", "{", "$min", BCON_UTF8("$_id"), "}", "max", "{", "$max",
+                  BCON_UTF8("$_id"), "}", "n", "{", "$sum", BCON_UTF8("$n"), "}", "d", "{", "$sum", BCON_INT32(1), "}",
+                  "vals", "{", "$firstN", "{", "n", BCON_INT32(MDB_FACETS_EXACT_VALUES + 1), "input", "{", "v",
+                  BCON_UTF8("$_id"), "n", BCON_UTF8("$n"), "}", "}", "}", "}");
     append_stage(&arr, i++, st);
     bson_destroy(st);
     bson_append_array_end(facet, &arr);
@@ -564,7 +572,7 @@ static bool build(const mdb_facets_t *f, const bson_t *match, bool second, bson_
     for (size_t i = 0; i < f->n; i++) {
         const facet_t *x = &f->fields[i];
         if (second) {
-            if (x->kind == MDB_FACET_HISTOGRAM && !x->explicit_bounds && x->nbounds >= 2)
+            if (x->kind == MDB_FACET_HISTOGRAM && !x->explicit_bounds && !x->binned && x->nbounds >= 2)
                 append_bucket_facet(f, x, i, &facet);
             continue;
         }
@@ -736,7 +744,38 @@ static bool read_values(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *r
     return x->answer != NULL || bad_reply(err, "out of memory");
 }
 
-static bool read_stats(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *reply, mdb_error_t *err)
+/* Count the exact (value, count) pairs of the stats reply into the bins;
+ * false when the reply does not carry every distinct value. */
+static bool bin_exact_values(facet_t *x, const bson_iter_t *doc_el, int64_t *counts, double *other)
+{
+    bson_iter_t d, vals, item, v;
+    double distinct = 0, n;
+    size_t seen = 0;
+    if (!doc_number(doc_el, "d", &distinct) || distinct > MDB_FACETS_EXACT_VALUES ||
+        !BSON_ITER_HOLDS_DOCUMENT(doc_el) || !bson_iter_recurse(doc_el, &d) || !bson_iter_find(&d, "vals") ||
+        !BSON_ITER_HOLDS_ARRAY(&d) || !bson_iter_recurse(&d, &vals))
+        return false;
+    while (bson_iter_next(&vals)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&vals) || !bson_iter_recurse(&vals, &item) || !bson_iter_find(&item, "v"))
+            return false;
+        v = item;
+        if (!is_number(&v) || !doc_number(&vals, "n", &n))
+            return false;
+        double val = bson_iter_as_double(&v);
+        size_t j = 0;
+        while (j + 1 < x->nbounds && !(x->bounds[j] <= val && val < x->bounds[j + 1]))
+            j++;
+        if (j + 1 < x->nbounds)
+            counts[j] += (int64_t)n;
+        else
+            *other += n;
+        seen++;
+    }
+    return (double)seen == distinct;
+}
+
+static bool read_stats(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *reply, int64_t *counts,
+                       double *other, mdb_error_t *err)
 {
     char key[16];
     bson_iter_t el;
@@ -745,6 +784,7 @@ static bool read_stats(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *re
     if (!facet_array(reply, key, &el))
         return bad_reply(err, key);
     x->have_stats = false;
+    x->binned = false;
     x->numeric = 0;
     if (bson_iter_next(&el) && doc_number(&el, "n", &n) && doc_number(&el, "min", &x->min) &&
         doc_number(&el, "max", &x->max)) {
@@ -754,14 +794,34 @@ static bool read_stats(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *re
     if (!x->explicit_bounds) {
         x->nbounds =
             x->have_stats ? mdb_facets_nice_bounds(x->min, x->max, f->bins, x->bounds, MDB_FACETS_MAX_BINS + 1) : 0;
+        if (x->nbounds >= 2)
+            x->binned = bin_exact_values(x, &el, counts, other);
     }
+    return true;
+}
+
+/* x->answer["bins"] and "other" from per-bin counts. */
+static bool set_bins(facet_t *x, const int64_t *counts, double other, mdb_error_t *err)
+{
+    char buf[2][40];
+    json_t *bins = json_array();
+    for (size_t j = 0; bins && j + 1 < x->nbounds; j++) {
+        snprintf(buf[0], sizeof buf[0], "gte:%.15g", x->bounds[j]);
+        snprintf(buf[1], sizeof buf[1], "lt:%.15g", x->bounds[j + 1]);
+        json_array_append_new(bins, json_pack("{s:f, s:f, s:I, s:[s,s]}", "lo", x->bounds[j], "hi",
+                                              x->bounds[j + 1], "count", (json_int_t)counts[j], "filter", buf[0],
+                                              buf[1]));
+    }
+    if (!bins || json_object_set_new(x->answer, "bins", bins) != 0 ||
+        json_object_set_new(x->answer, "other", json_integer((json_int_t)other)) != 0)
+        return bad_reply(err, "out of memory");
     return true;
 }
 
 /* Bins of the $bucket facet into x->answer["bins"] and "other". */
 static bool read_buckets(facet_t *x, size_t idx, const bson_t *reply, mdb_error_t *err)
 {
-    char key[16], buf[2][40];
+    char key[16];
     bson_iter_t el, id;
     double n, other = 0;
     int64_t counts[MDB_FACETS_MAX_BINS + 1] = {0};
@@ -780,18 +840,7 @@ static bool read_buckets(facet_t *x, size_t idx, const bson_t *reply, mdb_error_
             if (x->bounds[j] == lo)
                 counts[j] += (int64_t)n;
     }
-    json_t *bins = json_array();
-    for (size_t j = 0; bins && j + 1 < x->nbounds; j++) {
-        snprintf(buf[0], sizeof buf[0], "gte:%.15g", x->bounds[j]);
-        snprintf(buf[1], sizeof buf[1], "lt:%.15g", x->bounds[j + 1]);
-        json_array_append_new(bins, json_pack("{s:f, s:f, s:I, s:[s,s]}", "lo", x->bounds[j], "hi",
-                                              x->bounds[j + 1], "count", (json_int_t)counts[j], "filter", buf[0],
-                                              buf[1]));
-    }
-    if (!bins || json_object_set_new(x->answer, "bins", bins) != 0 ||
-        json_object_set_new(x->answer, "other", json_integer((json_int_t)other)) != 0)
-        return bad_reply(err, "out of memory");
-    return true;
+    return set_bins(x, counts, other, err);
 }
 
 static bool histogram_answer(mdb_facets_t *f, facet_t *x, mdb_error_t *err)
@@ -882,13 +931,18 @@ bool mdb_facets_read(mdb_facets_t *f, const bson_t *reply, bool *need_second, md
         case MDB_FACET_VALUES:
             ok = read_values(f, x, i, reply, err);
             break;
-        case MDB_FACET_HISTOGRAM:
-            ok = read_stats(f, x, i, reply, err) && histogram_answer(f, x, err);
+        case MDB_FACET_HISTOGRAM: {
+            int64_t counts[MDB_FACETS_MAX_BINS + 1] = {0};
+            double other = 0;
+            ok = read_stats(f, x, i, reply, counts, &other, err) && histogram_answer(f, x, err);
             if (ok && x->explicit_bounds)
                 ok = read_buckets(x, i, reply, err);
+            else if (ok && x->binned)
+                ok = set_bins(x, counts, other, err);
             else if (ok && x->nbounds >= 2)
                 *need_second = true;
             break;
+        }
         case MDB_FACET_DATES:
             ok = read_dates(f, x, i, reply, err);
             break;
@@ -903,7 +957,7 @@ bool mdb_facets_read_bins(mdb_facets_t *f, const bson_t *reply, mdb_error_t *err
 {
     for (size_t i = 0; i < f->n; i++) {
         facet_t *x = &f->fields[i];
-        if (x->kind != MDB_FACET_HISTOGRAM || x->explicit_bounds || x->nbounds < 2 || !x->answer)
+        if (x->kind != MDB_FACET_HISTOGRAM || x->explicit_bounds || x->binned || x->nbounds < 2 || !x->answer)
             continue;
         if (!read_buckets(x, i, reply, err))
             return false;

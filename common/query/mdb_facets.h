@@ -9,12 +9,14 @@
  * The kind of a field comes from mdb_query's field table (the promoted
  * fields), never from a list of its own.
  *
- * Numeric bins need the range first: without explicit boundaries
- * (bins.<field>=b0,b1,...) the first aggregation returns min/max and a
- * second one ($match + $facet of $bucket stages) counts the bins, chosen as
- * "nice" steps (1, 2, 2.5, 5 x 10^k) covering [min, max]. So a request costs
- * one aggregation, two when it asks for a numeric histogram without
- * boundaries.
+ * Numeric bins need the range first. Without explicit boundaries
+ * (bins.<field>=b0,b1,...) the bins are "nice" steps (1, 2, 2.5, 5 x 10^k)
+ * covering [min, max]; the first aggregation returns min/max with the
+ * distinct values and their counts when there are at most
+ * MDB_FACETS_EXACT_VALUES of them (slice thickness, kVp, instance numbers),
+ * and the bins are counted from those. Only a field with more distinct
+ * values needs a second aggregation ($match + $facet of $bucket stages). So
+ * a request costs one aggregation, two in that case.
  *
  * Pure logic (builds BSON, reads BSON replies, writes JSON); no I/O, no
  * global state; thread-safe for distinct objects. */
@@ -39,6 +41,7 @@ extern "C" {
 #define MDB_FACETS_DEFAULT_BINS 10
 #define MDB_FACETS_MAX_BINS 100
 #define MDB_FACETS_MAX_DATE_BUCKETS 2000
+#define MDB_FACETS_EXACT_VALUES 1000 /* distinct numbers binned without a second pass */
 
 typedef enum {
     MDB_FACET_VALUES = 0, /* categorical: top values */

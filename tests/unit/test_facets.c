@@ -147,8 +147,12 @@ static void test_pipeline_shape(void **state)
     want = load("[{\"$project\": {\"_id\": 0, \"v\": \"$slice_thickness\"}},"
                 " {\"$unwind\": {\"path\": \"$v\", \"preserveNullAndEmptyArrays\": false}},"
                 " {\"$match\": {\"v\": {\"$type\": \"number\"}}},"
-                " {\"$group\": {\"_id\": null, \"min\": {\"$min\": \"$v\"}, \"max\": {\"$max\": \"$v\"}, \"n\": {\"$sum\": 1}}}]");
-    assert_true(json_equal(json_object_get(facet, "n1"), want));
+                " {\"$group\": {\"_id\": \"$v\", \"n\": {\"$sum\": 1}}},"
+                " {\"$group\": {\"_id\": null, \"min\": {\"$min\": \"$_id\"}, \"max\": {\"$max\": \"$_id\"},"
+                "   \"n\": {\"$sum\": \"$n\"}, \"d\": {\"$sum\": 1},"
+                "   \"vals\": {\"$firstN\": {\"n\": 1001, \"input\": {\"v\": \"$_id\", \"n\": \"$n\"}}}}}]");
+    if (!json_equal(json_object_get(facet, "n1"), want))
+        fail_msg("n1: %s", json_dumps(json_object_get(facet, "n1"), JSON_SORT_KEYS));
     json_decref(want);
     json_t *d = json_object_get(facet, "d2");
     want = load("[{\"$project\": {\"_id\": 0, \"v\": {\"$cond\": [{\"$eq\": [{\"$type\": \"$series_date\"}, \"string\"]},"
@@ -406,6 +410,59 @@ static void test_read_values_and_dates(void **state)
     mdb_facets_destroy(f);
 }
 
+/* Few distinct numbers: the bins are counted from the first reply, no second aggregation. */
+static void test_exact_values_one_aggregation(void **state)
+{
+    (void)state;
+    mdb_error_t err = {0};
+    bson_error_t be;
+    mdb_facets_t *f = facets(MDB_QUERY_SERIES, "slice_thickness");
+    option(f, "bins", "4");
+    bson_t *reply = bson_new_from_json(
+        (const uint8_t *)"{\"t\": [{\"_id\": null, \"n\": 12}], \"n0\": [{\"_id\": null, \"min\": 0.625, \"max\": 2.5,"
+                         " \"n\": 10, \"d\": 4, \"vals\": [{\"v\": 2.5, \"n\": 1}, {\"v\": 0.625, \"n\": 4},"
+                         " {\"v\": 1.25, \"n\": 3}, {\"v\": 1.0, \"n\": 2}]}]}",
+        -1, &be);
+    assert_non_null(reply);
+    bool second = true;
+    assert_true(mdb_facets_read(f, reply, &second, &err));
+    assert_false(second);
+    json_t *p = pipeline_json(f, NULL, true);
+    assert_null(facet_of(p, "h0")); /* nothing left for a second pass */
+    json_decref(p);
+    json_t *r = mdb_facets_result(f);
+    json_t *h = json_object_get(json_object_get(r, "facets"), "slice_thickness");
+    /* step 0.5 from 0.5: [0.5,1) 4, [1,1.5) 5, [1.5,2) 0, [2,2.5) 0, [2.5,3) 1 */
+    json_t *want = load("[[0.5, 1.0, 4], [1.0, 1.5, 5], [1.5, 2.0, 0], [2.0, 2.5, 0], [2.5, 3.0, 1]]");
+    json_t *got = json_array();
+    size_t i;
+    json_t *b;
+    json_array_foreach(json_object_get(h, "bins"), i, b)
+        json_array_append_new(got, json_pack("[O, O, O]", json_object_get(b, "lo"), json_object_get(b, "hi"),
+                                             json_object_get(b, "count")));
+    if (!json_equal(got, want))
+        fail_msg("bins: %s", json_dumps(got, 0));
+    assert_int_equal(json_integer_value(json_object_get(h, "missing")), 2);
+    assert_int_equal(json_integer_value(json_object_get(h, "other")), 0);
+    json_decref(got);
+    json_decref(want);
+    json_decref(r);
+    bson_destroy(reply);
+
+    /* more distinct values than the reply carries: a second aggregation counts them */
+    reply = bson_new_from_json(
+        (const uint8_t *)"{\"t\": [{\"_id\": null, \"n\": 5000}], \"n0\": [{\"_id\": null, \"min\": 0, \"max\": 4999,"
+                         " \"n\": 5000, \"d\": 5000, \"vals\": [{\"v\": 0, \"n\": 1}]}]}",
+        -1, &be);
+    assert_true(mdb_facets_read(f, reply, &second, &err));
+    assert_true(second);
+    p = pipeline_json(f, NULL, true);
+    assert_non_null(facet_of(p, "h0"));
+    json_decref(p);
+    bson_destroy(reply);
+    mdb_facets_destroy(f);
+}
+
 static void test_read_months_and_empty(void **state)
 {
     (void)state;
@@ -452,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_nice_bounds),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_read_values_and_dates),
+        cmocka_unit_test(test_exact_values_one_aggregation),
         cmocka_unit_test(test_read_months_and_empty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
