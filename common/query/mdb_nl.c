@@ -776,6 +776,8 @@ typedef struct cond {
     const char *unit;  /* "mm", "kV" or NULL */
     bool is_date;
     struct cond *ors;  /* further conditions on the same field ORed in ("Philips or Hitachi") */
+    bool all;          /* C_IN: "both CT and DX": one value of every group, not any value */
+    json_t *groups;    /* ... the groups: [[values of one mention], ...] */
     size_t nors;
 } cond_t;
 
@@ -795,6 +797,7 @@ static void cond_free(cond_t *c)
     for (size_t k = 0; k < c->nors; k++)
         cond_free(&c->ors[k]);
     free(c->ors);
+    json_decref(c->groups);
     memset(c, 0, sizeof *c);
 }
 
@@ -839,6 +842,7 @@ typedef struct {
     json_t *notes;
     int ref_y, ref_m, ref_d;
     bool partial;            /* a condition was dropped or an "or" could not be kept */
+    bool both;               /* "both" waits for its value list */
     mdb_nl_words_t *collect; /* when set, every word the grammar tries is added (spelling dictionary) */
     json_t *corrections;     /* prefix matches of stored values ({from, to, kind}) */
     bool oom;
@@ -1066,6 +1070,13 @@ static void cond_commit(parser_t *p, const char *source_words)
     bool or_range = c->kind == C_RANGE && p->cont && p->cont_or && p->nc > 0 && p->c[p->nc - 1].kind == C_RANGE &&
                     cond_same_field(&p->c[p->nc - 1], c);
     c->neg = c->neg != neg; /* a condition may arrive negated already ("unenhanced") */
+    if (p->both && c->kind == C_IN) {
+        c->all = true;
+        c->groups = json_pack("[o]", json_copy(c->values)); /* a copy: later values merge into c->values */
+        if (!c->groups)
+            p->oom = true;
+    }
+    p->both = false;
     bool was_or = p->cont && p->cont_or;
     p->neg = false;
     p->cont = false;
@@ -1124,6 +1135,8 @@ static void cond_commit(parser_t *p, const char *source_words)
             if (o->kind == C_IN && o->neg == c->neg && cond_same_field(o, c)) {
                 size_t i;
                 json_t *val;
+                if (o->all && json_array_append_new(o->groups, json_copy(c->values)))
+                    p->oom = true;
                 json_array_foreach(c->values, i, val)
                 {
                     bool dup = false;
@@ -3422,6 +3435,12 @@ static void parse(parser_t *p)
             i += m;
             continue;
         }
+        if ((m = phrase_at(p, i, "both"))) {
+            p->both = true; /* "both CT and DX": every value */
+            mark_used(p, i, m);
+            i += m;
+            continue;
+        }
         if ((m = phrase_at(p, i, NEGATIONS))) {
             p->neg = true;
             mark_used(p, i, m);
@@ -3473,8 +3492,30 @@ static json_t *cond_item(const cond_t *c, const char *path, bool neg)
     return json_pack("{s:o}", neg ? "$nor" : "$or", list);
 }
 
+/* {path: value} or {path: {$in: group}} for one group of a "both" list. */
+static json_t *group_item(const char *path, const json_t *group)
+{
+    if (json_array_size(group) == 1)
+        return json_pack("{s:O}", path, json_array_get(group, 0));
+    return json_pack("{s:{s:O}}", path, "$in", group);
+}
+
+static bool all_of(const cond_t *c)
+{
+    return c->kind == C_IN && c->all && json_array_size(c->groups) > 1;
+}
+
 static json_t *cond_item_one(const cond_t *c, const char *path, bool neg)
 {
+    if (all_of(c)) {
+        /* "both CT and DX": a value of every group ({$and: [...]}, $nor of it when negated) */
+        json_t *list = json_array();
+        size_t gi;
+        json_t *g;
+        json_array_foreach(c->groups, gi, g) json_array_append_new(list, group_item(path, g));
+        json_t *and = json_pack("{s:o}", "$and", list);
+        return neg ? json_pack("{s:[o]}", "$nor", and) : and;
+    }
     if (c->kind != C_RANGE || !json_array_size(c->alts))
         return json_pack("{s:o}", path, cond_ops(c, neg));
     json_t *list = json_array();
@@ -3620,6 +3661,20 @@ static void describe_one(mdb_nl_buf_t *b, const cond_t *c, bool neg)
     switch (c->kind) {
     case C_IN: {
         size_t n = json_array_size(c->values);
+        if (all_of(c)) {
+            mdb_nl_buf_add(b, neg ? " does not have every one of " : " has every one of ");
+            size_t gi;
+            json_t *g;
+            json_array_foreach(c->groups, gi, g)
+            {
+                mdb_nl_buf_add(b, gi ? ", " : "");
+                for (size_t k = 0; k < json_array_size(g); k++) {
+                    mdb_nl_buf_add(b, k ? "/" : "");
+                    fmt_value(b, json_array_get(g, k), c);
+                }
+            }
+            break;
+        }
         mdb_nl_buf_add(b, neg ? (n > 1 ? " is none of " : " is not ") : (n > 1 ? " is one of " : " is "));
         for (size_t k = 0; k < n; k++) {
             if (k)
@@ -3725,6 +3780,29 @@ static bool lower(parser_t *p, mdb_nl_result_t *r)
             mdb_nl_buf_add(&ex, have_local ? "; " : " where ");
             describe(&ex, c, c->neg);
             have_local = true;
+            continue;
+        }
+        if (all_of(c) && !c->neg) {
+            /* "studies with both CT and DX series": a linked document per group */
+            const char *lf, *ff;
+            mdb_nl_link_fields((mdb_query_level_t)level, (mdb_query_level_t)at, &lf, &ff);
+            size_t gi;
+            json_t *g;
+            json_array_foreach(c->groups, gi, g)
+            {
+                json_array_append_new(joins, json_pack("{s:s, s:o, s:s, s:s, s:b}", "collection",
+                                                       mdb_query_level_name((mdb_query_level_t)at), "filter",
+                                                       group_item(c->paths[at], g), "local", lf, "foreign", ff,
+                                                       "negate", 0));
+                mdb_nl_buf_add(&ex, have_local ? "; " : " ");
+                have_local = true;
+                mdb_nl_buf_addf(&ex, at < level ? "whose %s's %s is " : "having a %s whose %s is ",
+                                level_noun(at, false), c->label ? c->label : "field");
+                for (size_t k = 0; k < json_array_size(g); k++) {
+                    mdb_nl_buf_add(&ex, k ? " or " : "");
+                    fmt_value(&ex, json_array_get(g, k), c);
+                }
+            }
             continue;
         }
         json_t *item = cond_item(c, c->paths[at], false);

@@ -379,6 +379,13 @@ static void test_never_silently_wrong(void **state)
     expect("kvp 120 series", "series", "{\"kvp\":120}", NULL);
     /* a field name right after its value is part of it */
     expect("B30f kernel CT series", "series", "{\"metadata.ConvolutionKernel\":\"B30f\",\"modality\":\"CT\"}", NULL);
+    /* "both A and B" needs every one of them; a synonym group stays one alternative */
+    expect("studies with both CT and MR series", "studies",
+           "{\"$and\":[{\"modalities\":\"CT\"},{\"modalities\":\"MR\"}]}", NULL);
+    expect("studies with both Siemens and GE series", "studies", "{}",
+           "[{\"collection\":\"series\",\"filter\":{\"manufacturer\":\"SIEMENS\"},\"negate\":false},"
+           "{\"collection\":\"series\",\"filter\":{\"manufacturer\":{\"$in\":[\"GE MEDICAL SYSTEMS\","
+           "\"GE Healthcare\"]}},\"negate\":false}]");
     /* English "scanner" stays a filler word */
     expect("Siemens scanners", "series", "{\"manufacturer\":\"SIEMENS\"}", NULL);
 }
