@@ -134,9 +134,22 @@ void wado_render_params_key(const wado_render_params_t *p, char *out, size_t cap
 bool wado_render(const wado_pixels_t *px, const wado_render_params_t *p, uint8_t **img, size_t *len,
                  mdb_error_t *err);
 
-/* 8-bit value of modality value x for window (c, w) and function fn
- * (PS3.3 C.11.2.1.2/3): exposed for the unit test. */
+/* ---- pixel arithmetic (wado_window.c, pure) ---- */
+/* 8-bit value (unrounded, 0..255) of modality value x for window (c, w)
+ * and function fn (PS3.3 C.11.2.1.2/3). */
 double wado_window_value(double x, double c, double w, int fn);
+/* Media type from an Accept value: 1 PNG, 2 JPEG (also for an absent
+ * value and image/ or any wildcard), 0 when neither is acceptable. Types
+ * compare whole (image/apng is not image/png), q=0 excludes, an explicit
+ * type beats a wildcard of the same weight. */
+int wado_choose_media(const char *accept);
+/* The grey frame windowed into rows*cols bytes (request window, else the
+ * file's, else the pixel range; MONOCHROME1 inverted). malloc'd; NULL on OOM. */
+uint8_t *wado_window_grey(const wado_pixels_t *px, const wado_render_params_t *p);
+/* src (w x h, ch channels) fitted into vw x vh (aspect kept); returns src
+ * itself when there is no viewport or the size stays; NULL on OOM. *ow,
+ * *oh: the result's size. */
+uint8_t *wado_fit_viewport(uint8_t *src, int w, int h, int ch, int vw, int vh, int *ow, int *oh);
 
 /* ---- the cache (thumbcache.c) ---- */
 typedef struct thumbcache thumbcache_t;
