@@ -141,7 +141,7 @@ async function main() {
     await page.click('[data-testid=token-save]');
 
     // ---- series table: the table first, thumbnails after
-    const series = await api(env, '/api/series?limit=50&sort=study_id,series_number&fields=study_id,instance_count');
+    const series = await api(env, '/api/series?limit=50&sort=study_id,series_number&fields=study_id,instance_count,series_number');
     check(series.body.total > 0, 'the catalogue has series (' + series.body.total + ')');
     let release;
     const held = new Promise((r) => { release = r; });
@@ -211,7 +211,12 @@ async function main() {
     check(studyLink === '/viewer/viewer?StudyInstanceUIDs=' + encodeURIComponent(studyUid), 'the study page links the study to the viewer', studyLink);
 
     // ---- series viewer: the series with the most instances (not the damaged one)
-    const pick = series.body.items.filter((s) => s._id !== damagedSeries).sort((a, b) => (b.instance_count || 0) - (a.instance_count || 0))[0];
+    // preferably not its study's first series, so that OHIF showing it proves the link's initialSeriesInstanceUID
+    const firstOfStudy = new Set();
+    for (const x of series.body.items) if (!series.body.items.some((y) => y.study_id === x.study_id && (y.series_number ?? 0) < (x.series_number ?? 0))) firstOfStudy.add(x._id);
+    const usable = series.body.items.filter((x) => x._id !== damagedSeries && x._id !== failSeries).sort((a, b) => (b.instance_count || 0) - (a.instance_count || 0));
+    const pick = usable.find((x) => !firstOfStudy.has(x._id) && x.instance_count >= 3) || usable[0];
+    const pickNotFirst = !firstOfStudy.has(pick._id);
     const inst = await api(env, '/api/instances?series_id=' + encodeURIComponent(pick._id) + '&sort=instance_number,_id&fields=instance_number&limit=1000');
     const order = inst.body.items.map((d) => d._id);
     check(order.length >= 3, 'the picked series has several instances (' + order.length + ')');
@@ -330,6 +335,12 @@ async function main() {
       const st = await screenshotStats(page, png);
       if (st.levels > 8 && st.image > 0.1) { drawn = st; drawn.ms = Date.now() - tOpen; break; }
     }
+    const pickDoc = (await api(env, '/api/series/' + encodeURIComponent(pick._id) + '?limit=1')).body;
+    const vpText = drawn ? (await ohif.$$eval('[data-viewportid], .viewport-wrapper, .cornerstone-viewport-element', (els) => els.map((e) => e.innerText || '')))
+      .join(' | ') : '';
+    check(!!pickDoc.series_description && vpText.includes(pickDoc.series_description),
+      'OHIF shows the series the link named (initialSeriesInstanceUID: "' + pickDoc.series_description + '", ' +
+      (pickNotFirst ? 'not' : 'also') + ' the study\'s first series)', vpText.slice(0, 300));
     const skipTour = ohif.getByText('Skip all'); // OHIF's first-visit tour
     if (await skipTour.count()) await skipTour.first().click().catch(() => {});
     await ohif.waitForTimeout(300);
