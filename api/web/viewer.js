@@ -252,6 +252,7 @@
       slider.value = String(i + 1);
       pos.textContent = (i + 1) + ' / ' + items.length;
       root.dataset.index = String(i);
+      img.alt = 'instance ' + fmt(items[i].instance_number) + ' (' + (i + 1) + ' of ' + items.length + '), ' + p.label.toLowerCase() + ' window';
       presetBtns.forEach((b) => b.setAttribute('aria-pressed', String(b.dataset.preset === p.id)));
       showMeta(i);
       try {
