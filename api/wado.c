@@ -6,6 +6,7 @@
  *   GET /dicomweb/studies/{st}/series/{se}/instances/{sop}   retrieve
  *   GET .../metadata                                         DICOM JSON (wado_metadata.c), study/series/instance
  *   GET .../instances/{sop}/frames/{list}                    frames (wado_frames.c)
+ *   GET .../instances/{sop}/bulkdata/{tag}                   a bulk data element (wado_metadata.c)
  *   GET .../series/{se}/rendered|thumbnail                   the middle instance (instance order) as an image
  *   GET .../instances/{sop}/rendered|thumbnail               PNG / JPEG (window, viewport, quality)
  *   GET .../instances/{sop}/frames/{n}/rendered              frame n as an image
@@ -654,11 +655,14 @@ bool api_route_wado(api_ctx_t *ctx, const api_request_t *req, api_response_t *re
         sop = seg[i + 1], i += 2;
     if (sop && i + 1 < ns && !strcmp(seg[i], "frames"))
         frames = seg[i + 1], i += 2;
+    const char *bulk_tag = NULL;
     if (i < ns)
         what = seg[i++];
+    if (what && !strcmp(what, "bulkdata") && sop && !frames && i < ns)
+        bulk_tag = seg[i++];
     if (i != ns)
         return false;
-    if (what && strcmp(what, "metadata") && strcmp(what, "rendered") && strcmp(what, "thumbnail"))
+    if (what && strcmp(what, "metadata") && strcmp(what, "rendered") && strcmp(what, "thumbnail") && !bulk_tag)
         return false;
     if (frames && what && strcmp(what, "rendered") && strcmp(what, "thumbnail"))
         return false;
@@ -688,6 +692,10 @@ bool api_route_wado(api_ctx_t *ctx, const api_request_t *req, api_response_t *re
     }
     if (!strcmp(what, "metadata")) {
         wado_h_metadata(ctx, req, res, study, series, sop);
+        return true;
+    }
+    if (bulk_tag) {
+        wado_h_bulkdata(ctx, req, res, study, series, sop, bulk_tag);
         return true;
     }
     int frame = 1;

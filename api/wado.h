@@ -174,6 +174,8 @@ int64_t thumbcache_bytes(thumbcache_t *c);
 /* ---- the other resources ---- */
 void wado_h_metadata(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study,
                      const char *series, const char *sop);
+void wado_h_bulkdata(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study,
+                     const char *series, const char *sop, const char *tag);
 void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study,
                    const char *series, const char *sop, const char *list);
 

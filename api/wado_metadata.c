@@ -15,9 +15,11 @@
  *     applies inside it); PN as {"Alphabetic", "Ideographic", "Phonetic"};
  *     IS/DS as numbers (kept as the stored string when they do not parse);
  *     binary numbers in the data set's byte order; AT as "GGGGEEEE";
- *   - sequences recursively; bulk data (OB OD OF OL OV OW UN, Pixel Data,
- *     encapsulated fragments) is left out; File Meta (group 0002) and group
- *     lengths too.
+ *   - sequences recursively; bulk data (OB OD OF OL OV OW UN) of the top
+ *     level as {"vr", "BulkDataURI": ".../instances/{sop}/bulkdata/{tag}"}
+ *     (wado_h_bulkdata answers it), inside sequences left out; Pixel Data
+ *     is not listed (frames/rendered serve it); File Meta (group 0002) and
+ *     group lengths are left out.
  * Study and series answers are streamed instance by instance (one header in
  * memory at a time); an instance whose file cannot be read is left out and
  * counted (metadb_api_wado_file_errors_total). */
@@ -41,6 +43,7 @@ typedef struct {
     const mdb_dicom_t *d;
     mdb_charset_t *cs;
     int pixel_rep;
+    char base[300]; /* the instance's WADO-RS path, for BulkDataURI */
 } mctx_t;
 
 static const uint8_t *val(const mctx_t *m, const mdb_dcm_elem_t *e)
@@ -299,8 +302,16 @@ static json_t *encode_elem(mctx_t *m, const mdb_dcm_elem_t *e, int32_t first, in
     }
     char vr[3];
     resolve_vr(m, e, first, vr);
-    if (vr_in(vr, "OB OD OF OL OV OW UN ") || !isupper((unsigned char)vr[0]) || !isupper((unsigned char)vr[1]))
+    if (!isupper((unsigned char)vr[0]) || !isupper((unsigned char)vr[1]))
         return NULL;
+    if (vr_in(vr, "OB OD OF OL OV OW UN ")) {
+        /* bulk data: top-level elements by reference (.../bulkdata/{tag}), nested ones left out */
+        if (depth > 0 || !m->base[0])
+            return NULL;
+        char uri[340];
+        snprintf(uri, sizeof uri, "%s/bulkdata/%08X", m->base, e->tag);
+        return json_pack("{s:s, s:s}", "vr", vr, "BulkDataURI", uri);
+    }
     json_t *values = NULL;
     if (e->len == 0)
         values = NULL;
@@ -349,12 +360,13 @@ static json_t *encode_dataset(mctx_t *m, int32_t first, int depth)
 }
 
 /* The DICOM JSON of one open file (NULL with err). */
-static json_t *file_metadata(int fd, size_t max_header, mdb_error_t *err)
+static json_t *file_metadata(const wado_file_t *f, size_t max_header, mdb_error_t *err)
 {
-    mdb_dicom_t *d = mdb_dicom_read_fd(fd, max_header, NULL, err);
+    mdb_dicom_t *d = mdb_dicom_read_fd(f->fd, max_header, NULL, err);
     if (!d)
         return NULL;
     mctx_t m = {.d = d, .cs = mdb_charset_new(), .pixel_rep = 0};
+    snprintf(m.base, sizeof m.base, "/dicomweb/studies/%s/series/%s/instances/%s", f->study, f->series, f->sop);
     json_t *ds = NULL;
     if (m.cs) {
         mdb_charset_select(m.cs, NULL, 0, NULL);
@@ -417,7 +429,7 @@ static ssize_t meta_read(void *cls, char *buf, size_t max)
             continue;
         }
         mdb_error_t err = {0};
-        json_t *ds = file_metadata(f.fd, s->max_header, &err);
+        json_t *ds = file_metadata(&f, s->max_header, &err);
         close(f.fd);
         if (!ds) {
             wado_count_file_error(s->ctx, "unparsable");
@@ -473,7 +485,7 @@ void wado_h_metadata(api_ctx_t *ctx, const api_request_t *req, api_response_t *r
         if (!wado_open_instance(ctx, study, series, sop, &f, res))
             return;
         mdb_error_t err = {0};
-        json_t *ds = file_metadata(f.fd, max_header, &err);
+        json_t *ds = file_metadata(&f, max_header, &err);
         close(f.fd);
         if (!ds) {
             wado_count_file_error(ctx, "unparsable");
@@ -530,4 +542,62 @@ void wado_h_metadata(api_ctx_t *ctx, const api_request_t *req, api_response_t *r
     s->docs = docs;
     s->max_header = max_header;
     api_respond_stream(res, 200, "application/dicom+json", -1, meta_read, meta_done, s);
+}
+
+/* GET .../instances/{sop}/bulkdata/{tag}: the value bytes of one top-level
+ * bulk data element, as stored (the file's byte order), single part when
+ * the client accepts application/octet-stream, else multipart/related. */
+void wado_h_bulkdata(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study,
+                     const char *series, const char *sop, const char *tag_text)
+{
+    char *end;
+    unsigned long tag = strtoul(tag_text, &end, 16);
+    if (strlen(tag_text) != 8 || *end) {
+        api_respond_error(res, 400, "bad_tag", "bulkdata/{tag}: 8 hexadecimal digits (GGGGEEEE), got '%.20s'", tag_text);
+        return;
+    }
+    wado_file_t f;
+    if (!wado_open_instance(ctx, study, series, sop, &f, res))
+        return;
+    mdb_error_t err = {0};
+    mdb_dicom_t *d = mdb_dicom_read_fd(f.fd, (size_t)mdb_config_get_int(api_ctx_config(ctx), "worker.max_header_bytes"),
+                                       NULL, &err);
+    close(f.fd);
+    if (!d) {
+        api_respond_error(res, 422, "unparsable", "instance %s: %s", sop, err.message);
+        return;
+    }
+    const mdb_dcm_elem_t *e = find_in(d, d->root, (uint32_t)tag);
+    if (!e || (e->flags & (MDB_DCM_F_SEQ | MDB_DCM_F_FRAGMENTS))) {
+        mdb_dicom_destroy(d);
+        api_respond_error(res, 404, "not_found", "instance %s has no top-level bulk data element %08lX", sop, tag);
+        return;
+    }
+    const char *accept = req->accept;
+    bool single = accept && strstr(accept, "application/octet-stream") && !strstr(accept, "multipart/");
+    if (single) {
+        api_respond_bytes(res, 200, "application/octet-stream", d->buf + e->off, e->len);
+        mdb_dicom_destroy(d);
+        return;
+    }
+    char head[200], tail[64];
+    const char *b = "metadb-bulkdata-9f1c2e";
+    int hl = snprintf(head, sizeof head, "--%s\r\nContent-Type: application/octet-stream%s%s\r\n\r\n", b,
+                      f.ts[0] ? "; transfer-syntax=" : "", f.ts);
+    int tl = snprintf(tail, sizeof tail, "\r\n--%s--\r\n", b);
+    size_t n = (size_t)hl + e->len + (size_t)tl;
+    char *body = malloc(n);
+    if (!body) {
+        mdb_dicom_destroy(d);
+        api_respond_error(res, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    memcpy(body, head, (size_t)hl);
+    memcpy(body + hl, d->buf + e->off, e->len);
+    memcpy(body + hl + e->len, tail, (size_t)tl);
+    mdb_dicom_destroy(d);
+    char ctype[sizeof res->content_type];
+    snprintf(ctype, sizeof ctype, "multipart/related; type=\"application/octet-stream\"; boundary=%s", b);
+    api_respond_bytes(res, 200, ctype, body, n);
+    free(body);
 }

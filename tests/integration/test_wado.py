@@ -12,8 +12,9 @@ folder. Then:
     file, pixel data included; the raw multipart bodies carry each file's
     exact bytes;
   - dicomweb-client's metadata (study, series, instance) holds, for every
-    attribute pydicom reads from the file (bulk data left out), the same VR
-    and value, and nothing pydicom does not read;
+    attribute pydicom reads from the file, the same VR and value, and nothing
+    pydicom does not read; top-level bulk data is a BulkDataURI whose bytes
+    (single part and multipart) are pydicom's value;
   - frames: uncompressed and decoded frames equal pydicom's pixel bytes;
     transfer-syntax=* passes the stored JPEG 2000 fragments through as is;
   - rendered PNGs match pydicom's windowing (apply_windowing, normalised to
@@ -109,14 +110,25 @@ def same_value(vr, ours, elem):
     return True
 
 
-def compare_dataset(ours, ds, where, problems):
-    """Every non-bulk element pydicom reads equals ours; ours holds nothing else."""
+def compare_dataset(ours, ds, where, problems, fetch=None, top=True):
+    """Every non-bulk element pydicom reads equals ours; top-level bulk data is a BulkDataURI whose bytes
+    (fetched with fetch(uri), when given) are pydicom's value; ours holds nothing else."""
     seen = set()
     for elem in ds:
         tag = "%08X" % int(elem.tag)
         if elem.tag.group == 0x0002 or elem.tag.element == 0 or elem.tag == 0x7FE00010:
             continue
         if elem.VR in BULK_VRS:
+            if not top:
+                continue
+            seen.add(tag)
+            uri = ours.get(tag, {}).get("BulkDataURI")
+            if not uri or not uri.endswith("/bulkdata/" + tag):
+                problems.append("%s %s (%s, bulk): no BulkDataURI: %r" % (where, tag, elem.keyword, ours.get(tag)))
+            elif fetch:
+                got = fetch(uri)
+                if got != elem.value:
+                    problems.append("%s %s: bulk data %r, pydicom %r" % (where, tag, got[:40], elem.value[:40]))
             continue
         seen.add(tag)
         mine = ours.get(tag)
@@ -132,7 +144,7 @@ def compare_dataset(ours, ds, where, problems):
                 problems.append("%s %s: %d items, pydicom %d" % (where, tag, len(items), len(elem.value)))
                 continue
             for i, (a, b) in enumerate(zip(items, elem.value)):
-                compare_dataset(a, b, "%s %s[%d]" % (where, tag, i), problems)
+                compare_dataset(a, b, "%s %s[%d]" % (where, tag, i), problems, top=False)
             continue
         if not same_value(mine.get("vr"), mine.get("Value"), elem):
             problems.append("%s %s (%s): %r, pydicom %r" % (where, tag, elem.keyword, mine.get("Value"),
@@ -217,6 +229,17 @@ def main():
             ck.check(out and not out.get("mismatch"),
                      "every retrieved data set equals pydicom's reading of the archive file (pixel data included)",
                      str(out.get("mismatch")))
+            fetched = []
+
+            def fetch(uri):
+                """A bulk data element: single part for OHIF's Accept, multipart otherwise (both must agree)."""
+                st1, h1, single = raw_get(api, uri, {"Accept": "application/octet-stream"})
+                st2, h2, multi = raw_get(api, uri, {})
+                parts = ws.split_multipart(multi, h2.get("content-type", "")) if st2 == 200 else []
+                fetched.append(uri)
+                if st1 != 200 or len(parts) != 1 or parts[0][1] != single:
+                    return b"<%s %s>" % (str(st1).encode(), str(st2).encode())
+                return single
             problems = []
             metas = out.get("meta_study", []) + out.get("meta_series", []) + out.get("meta_instance", [])
             for m in metas:
@@ -225,7 +248,7 @@ def main():
                     problems.append("metadata of unknown instance %s" % sop)
                     continue
                 compare_dataset(m, pydicom.dcmread(paths[sop], stop_before_pixels=True), os.path.basename(paths[sop]),
-                                problems)
+                                problems, fetch)
             ck.check(len(out.get("meta_study", [])) == len(want) and len(out.get("meta_series", [])) == len(want) and
                      len(out.get("meta_instance", [])) == 1 and not problems,
                      "metadata (study, series, instance; %d data sets, implicit VR, big endian and compressed files) "
@@ -239,7 +262,8 @@ def main():
                 if status != 200 or len(body) != 1:
                     problems.append("%s: %s" % (f["kind"], status))
                     continue
-                compare_dataset(body[0], pydicom.dcmread(f["path"], stop_before_pixels=True), f["kind"], problems)
+                compare_dataset(body[0], pydicom.dcmread(f["path"], stop_before_pixels=True), f["kind"], problems, fetch)
+            ck.check(fetched, "bulk data was fetched through BulkDataURIs (%d elements)" % len(fetched))
             ck.check(not problems, "instance metadata of %s equals pydicom's reading" %
                      ", ".join(f["kind"] for f in others), "\n".join(problems[:20]))
 
