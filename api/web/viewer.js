@@ -42,23 +42,24 @@
   function pump() {
     while (running < LIMIT && queue.length) {
       const job = queue.shift();
-      if (job.signal && job.signal.aborted) { job.reject(new DOMException('aborted', 'AbortError')); continue; }
+      // the page that asked is gone (new table page, another route): skip it
+      if (job.owner && !job.owner.isConnected) { job.reject(new DOMException('page left', 'AbortError')); continue; }
       running++;
-      fetchImage(job.url, job.signal).then(job.resolve, job.reject).finally(() => { running--; pump(); });
+      fetchImage(job.url).then(job.resolve, job.reject).finally(() => { running--; pump(); });
     }
   }
-  function queued(url, signal, urgent) {
+  function queued(url, owner, urgent) {
     return new Promise((resolve, reject) => {
-      const job = { url, signal, resolve, reject };
+      const job = { url, owner, resolve, reject };
       if (urgent) queue.unshift(job); else queue.push(job);
       pump();
     });
   }
 
-  async function fetchImage(url, signal) {
+  async function fetchImage(url) {
     const headers = { Accept: 'image/png, image/jpeg;q=0.9' };
     if (token()) headers.Authorization = 'Bearer ' + token();
-    const r = await fetch(url, { headers, signal });
+    const r = await fetch(url, { headers });
     if (!r.ok) {
       let why = 'HTTP ' + r.status;
       try { const b = await r.json(); if (b && b.error) why = b.error + (b.detail ? ': ' + b.detail : ''); } catch (e) { /* not JSON */ }
@@ -93,7 +94,7 @@
     if (box.dataset.state) return;
     box.dataset.state = 'loading';
     if (!box.dataset.study || !box.dataset.series) { placeholder(box, 'the series has no study UID'); return; }
-    queued(thumbUrl(box.dataset.study, box.dataset.series)).then((src) => {
+    queued(thumbUrl(box.dataset.study, box.dataset.series), box).then((src) => {
       const img = el('img', { alt: 'series thumbnail', width: THUMB, height: THUMB, 'data-testid': 'thumb-img', decoding: 'async' });
       img.onload = () => { box.className = 'thumb'; box.dataset.state = 'loaded'; };
       img.onerror = () => { URL.revokeObjectURL(src); placeholder(box, 'the image could not be decoded'); };
@@ -120,14 +121,16 @@
         }
       }, { rootMargin: '200px' });
     }
-    boxes.forEach((b) => observer.observe(b));
+    boxes.forEach((b) => { observer.observe(b); observed.add(b); });
   }
 
   // Blob URLs of images whose page is gone (new table page, route change)
   // are revoked: thumbnails by their element, the viewer by its cache.
   const thumbImgs = new Set();
+  const observed = new Set();
   let liveViewer = null;
   function sweep() {
+    for (const b of observed) if (!b.isConnected || b.dataset.state) { if (observer) observer.unobserve(b); observed.delete(b); }
     for (const img of thumbImgs) if (!img.isConnected) { URL.revokeObjectURL(img.dataset.blob); thumbImgs.delete(img); }
     if (liveViewer && !liveViewer.isConnected) { liveViewer.destroy(); liveViewer = null; }
   }
@@ -230,7 +233,7 @@
       let hit = cache.get(key);
       if (hit) { cache.delete(key); cache.set(key, hit); return hit.promise; } // most recently used last
       hit = { url: null };
-      hit.promise = queued(renderedUrl(sop, p), null, urgent).then((u) => { hit.url = u; return u; });
+      hit.promise = queued(renderedUrl(sop, p), root, urgent).then((u) => { hit.url = u; return u; });
       hit.promise.catch(() => cache.delete(key));
       cache.set(key, hit);
       for (const [k, old] of cache) { // least recently used first; never the one on screen
