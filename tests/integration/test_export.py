@@ -296,6 +296,22 @@ def test_bad_requests(api):
     c.eq(st, 405, "POST on the manifest: 405")
 
 
+def test_client_goes_away(api):
+    """A client that leaves mid-download ends the export (its cursor, thread
+    and connections); the server keeps answering."""
+    import http.client
+    for _ in range(3):
+        conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
+        conn.request("GET", "/api/instances?format=csv&fields=paths,study.patient_id,series.modality")
+        r = conn.getresponse()
+        first = r.read(1000)
+        conn.close()
+        c.check(r.status == 200 and first.startswith(b"_id,paths,"), "a download cut after 1,000 bytes", first[:80])
+    time.sleep(0.5)
+    st, _, body = api.get("/api/studies", {"format": "csv"})
+    c.check(st == 200 and len(parse_csv(body)) == len(studies) + 1, "the next export is whole", (st, body[:200]))
+
+
 def test_database_refusal():
     """A database that refuses the export is an error answer before any byte,
     never a 200 with a cut or empty file."""
@@ -320,6 +336,8 @@ def main():
             test_raw_carries_everything(api)
             test_manifest(api)
             test_bad_requests(api)
+            test_client_goes_away(api)
+            c.eq(api.stop(), 0, "metadb-api exits 0 after the exports (no sanitizer report, no stuck stream)")
             if c.failed:
                 print(api.logtext()[-3000:])
         test_database_refusal()
