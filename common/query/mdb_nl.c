@@ -1022,6 +1022,34 @@ static char *field_label(const char *path)
     return l;
 }
 
+/* a < b for two numbers or two strings (dates are "YYYYMMDD"); false otherwise. */
+static bool value_before(const json_t *a, const json_t *b, bool or_equal)
+{
+    if (json_is_number(a) && json_is_number(b)) {
+        double x = json_number_value(a), y = json_number_value(b);
+        return or_equal ? x <= y : x < y;
+    }
+    if (json_is_string(a) && json_is_string(b)) {
+        int d = strcmp(json_string_value(a), json_string_value(b));
+        return or_equal ? d <= 0 : d < 0;
+    }
+    return false;
+}
+
+/* Can no value satisfy both ranges ("from 2003 and from 2004")? Then
+ * "and" between them means either of them, as people say it. */
+static bool ranges_disjoint(const cond_t *a, const cond_t *b)
+{
+    if (json_array_size(a->alts) || json_array_size(b->alts) || a->neg != b->neg)
+        return false;
+    /* a entirely below b, or b entirely below a */
+    if (a->hi && b->lo && value_before(a->hi, b->lo, !(a->hi_incl && b->lo_incl)))
+        return true;
+    if (b->hi && a->lo && value_before(b->hi, a->lo, !(b->hi_incl && a->lo_incl)))
+        return true;
+    return false;
+}
+
 /* "Philips or Hitachi" where Hitachi is not in the data (a pattern) and
  * Philips is (a value list): the two readings of one field are ORed, never
  * ANDed. Moves c into the previous condition's ors and returns true when it
@@ -1067,8 +1095,8 @@ static void cond_commit(parser_t *p, const char *source_words)
     }
     bool neg = p->neg || (p->cont && p->have_last && p->last_neg && cond_same_field(&p->last_shape, c));
     bool was_cont = p->cont;
-    bool or_range = c->kind == C_RANGE && p->cont && p->cont_or && p->nc > 0 && p->c[p->nc - 1].kind == C_RANGE &&
-                    cond_same_field(&p->c[p->nc - 1], c);
+    bool or_range = c->kind == C_RANGE && p->cont && p->nc > 0 && p->c[p->nc - 1].kind == C_RANGE &&
+                    cond_same_field(&p->c[p->nc - 1], c) && (p->cont_or || ranges_disjoint(&p->c[p->nc - 1], c));
     c->neg = c->neg != neg; /* a condition may arrive negated already ("unenhanced") */
     if (p->both && c->kind == C_IN) {
         c->all = true;

@@ -386,6 +386,11 @@ static void test_never_silently_wrong(void **state)
            "[{\"collection\":\"series\",\"filter\":{\"manufacturer\":\"SIEMENS\"},\"negate\":false},"
            "{\"collection\":\"series\",\"filter\":{\"manufacturer\":{\"$in\":[\"GE MEDICAL SYSTEMS\","
            "\"GE Healthcare\"]}},\"negate\":false}]");
+    /* "and" between disjoint ranges of one field is either of them; overlapping ones intersect */
+    expect("series thinner than 1 mm and thicker than 3 mm", "series",
+           "{\"$or\":[{\"slice_thickness\":{\"$lt\":1}},{\"slice_thickness\":{\"$gt\":3}}]}", NULL);
+    expect("series thicker than 1 mm and thinner than 3 mm", "series",
+           "{\"$and\":[{\"slice_thickness\":{\"$gt\":1}},{\"slice_thickness\":{\"$lt\":3}}]}", NULL);
     /* English "scanner" stays a filler word */
     expect("Siemens scanners", "series", "{\"manufacturer\":\"SIEMENS\"}", NULL);
 }
