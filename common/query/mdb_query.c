@@ -2231,12 +2231,15 @@ static void plan_init(const mdb_query_t *q, plan_t *p)
             p->psort = true;
         }
     }
+    /* fields= naming only parent fields still projects the own documents
+     * (to their join keys), not whole documents */
+    bool projected = !bson_empty(&q->projection);
     for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++) {
         if (!p->join[l])
             continue;
         p->any_join = true;
         /* an inclusion projection must keep the key the join follows */
-        if (!bson_empty(&p->own_proj) && !has_key(&p->own_proj, parent_keys[l]))
+        if (projected && !has_key(&p->own_proj, parent_keys[l]))
             BSON_APPEND_INT32(&p->own_proj, parent_keys[l], 1);
     }
 }
