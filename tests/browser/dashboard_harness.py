@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(SRC, "tests", "faults"))
 import reltest as rt  # noqa: E402
 
 PATIENTS = int(os.environ.get("DASH_PATIENTS", "8"))
+# DASH_COMPRESS=j2k|rle|jpegls: one series compressed (see compress_one); "compressed" in the JSON line
 # DASH_READ_TOKEN=1: reads need a token too (api.read_tokens); the JSON line
 # then has "read_token" (test_images.mjs: images and OHIF with a token)
 READ_TOKEN = os.environ.get("DASH_READ_TOKEN") == "1"
@@ -56,6 +57,27 @@ def damage_one(manifest, patients):
     return {"series": inst["series_uid"], "sop": inst["sop_uid"]}
 
 
+def compress_one(manifest, patients, avoid_series, how):
+    """DASH_COMPRESS=j2k|rle|jpegls: one CT series of the first job (not the
+    damaged one, at least 2 instances), every file rewritten by Debian's
+    gdcmconv (lossless) before indexing. Returns {series, study, how}."""
+    import subprocess
+    flag = {"j2k": "--j2k", "rle": "--rle", "jpegls": "--jpegls"}[how]
+    studies = {s["uid"] for s in manifest["studies"] if s["patient_id"] in patients}
+    se = next(x for x in manifest["series"] if x["study_uid"] in studies and x["uid"] != avoid_series
+              and x["modality"] == "CT" and x["instance_count"] >= 2)
+    import pydicom
+    tss = set()
+    for inst in manifest["instances"]:
+        if inst["series_uid"] == se["uid"]:
+            tmp = inst["path"] + ".tmp"
+            subprocess.run(["gdcmconv", flag, inst["path"], tmp], check=True, capture_output=True, timeout=60)
+            os.replace(tmp, inst["path"])
+            tss.add(str(pydicom.dcmread(inst["path"], stop_before_pixels=True).file_meta.TransferSyntaxUID))
+    ts = ",".join(sorted(tss))
+    return {"series": se["uid"], "study": se["study_uid"], "how": how, "transfer_syntax": ts}
+
+
 def main():
     tag = "t_dash_%d" % os.getpid()
     tmp = rt.tempdir("metadb-dash-")
@@ -80,6 +102,8 @@ def main():
         patients = sorted({s["patient_id"] for s in manifest["studies"]})
         first, rest = patients[: len(patients) // 2], patients[len(patients) // 2:]
         damaged = damage_one(manifest, first)
+        compressed = compress_one(manifest, first, damaged["series"], os.environ["DASH_COMPRESS"]) \
+            if os.environ.get("DASH_COMPRESS") else None
         rt.metadb(names, "topics")
         rt.metadb(names, "index", timeout=300)
         rt.metadb(names, "researcher", "add", "dash", "--name", "Dashboard Test", "--email", "dash@example.org")
@@ -115,7 +139,8 @@ def main():
         }
         print(json.dumps({"base": "http://127.0.0.1:%d" % port, "token": token, "db": tag,
                           "collection": "LIDC-IDRI", "researcher": "dash", "remaining_patients": rest,
-                          "manifest": summary, "damaged": damaged, "read_token": read_token}), flush=True)
+                          "manifest": summary, "damaged": damaged, "read_token": read_token,
+                          "compressed": compressed}), flush=True)
         for line in sys.stdin:
             if line.strip() == "stop":
                 break

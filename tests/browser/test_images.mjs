@@ -42,7 +42,7 @@ function check(cond, what, detail) {
 }
 
 function startHarness() {
-  const p = spawn('/usr/bin/python3', [HARNESS], { stdio: ['pipe', 'pipe', 'inherit'], env: Object.assign({ DASH_PATIENTS: '8', DASH_READ_TOKEN: '1' }, process.env) });
+  const p = spawn('/usr/bin/python3', [HARNESS], { stdio: ['pipe', 'pipe', 'inherit'], env: Object.assign({ DASH_PATIENTS: '8', DASH_READ_TOKEN: '1', DASH_COMPRESS: 'j2k' }, process.env) });
   const exited = new Promise((resolve) => p.on('exit', (code) => resolve(code)));
   const ready = new Promise((resolve, reject) => {
     const rl = readline.createInterface({ input: p.stdout });
@@ -101,6 +101,26 @@ async function screenshotStats(page, png) {
     hist.forEach((n, y) => { if (Math.abs(y - mode) > 8) away += n; });
     return { w: c.width, h: c.height, levels: hist.filter((n) => n > 0).length, background: mode, image: away / (d.length / 4) };
   }, png.toString('base64'));
+}
+
+// Waits until OHIF's viewport shows a non-blank image (screenshots of the
+// viewport analysed by screenshotStats in page `helper`). null after 90 s.
+async function ohifDrawn(ohif, helper) {
+  const t0 = Date.now();
+  while (Date.now() - t0 < 90000) {
+    await ohif.waitForTimeout(1500);
+    const vp = ohif.locator('.cornerstone-viewport-element, [data-viewportid]').first();
+    if (await vp.count() === 0) continue;
+    const bb = await vp.boundingBox();
+    if (!bb || bb.width < 50 || bb.height < 50) continue;
+    const st = await screenshotStats(helper, await ohif.screenshot({ clip: bb }));
+    if (st.levels > 8 && st.image > 0.1) return Object.assign(st, { ms: Date.now() - t0 });
+  }
+  return null;
+}
+
+async function viewportText(ohif) {
+  return (await ohif.$$eval('[data-viewportid], .viewport-wrapper, .cornerstone-viewport-element', (els) => els.map((e) => e.innerText || ''))).join(' | ');
 }
 
 async function main() {
@@ -322,22 +342,9 @@ async function main() {
     ohif.on('response', (r) => { if (r.status() >= 400) ohifFailed.push(r.status() + ' ' + r.url().replace(env.base, '')); });
     await ohif.waitForLoadState('domcontentloaded');
     check(new URL(ohif.url()).pathname.startsWith('/viewer/'), 'the link opens metadb\'s own /viewer/ (' + new URL(ohif.url()).pathname + ')');
-    let drawn = null;
-    const t0 = Date.now();
-    const tOpen = Date.now();
-    while (Date.now() - t0 < 90000) {
-      await ohif.waitForTimeout(1500);
-      const vp = ohif.locator('.cornerstone-viewport-element, [data-viewportid]').first();
-      if (await vp.count() === 0) continue;
-      const bb = await vp.boundingBox();
-      if (!bb || bb.width < 50 || bb.height < 50) continue;
-      const png = await ohif.screenshot({ clip: bb });
-      const st = await screenshotStats(page, png);
-      if (st.levels > 8 && st.image > 0.1) { drawn = st; drawn.ms = Date.now() - tOpen; break; }
-    }
+    const drawn = await ohifDrawn(ohif, page);
     const pickDoc = (await api(env, '/api/series/' + encodeURIComponent(pick._id) + '?limit=1')).body;
-    const vpText = drawn ? (await ohif.$$eval('[data-viewportid], .viewport-wrapper, .cornerstone-viewport-element', (els) => els.map((e) => e.innerText || '')))
-      .join(' | ') : '';
+    const vpText = drawn ? await viewportText(ohif) : '';
     check(!!pickDoc.series_description && vpText.includes(pickDoc.series_description),
       'OHIF shows the series the link named (initialSeriesInstanceUID: "' + pickDoc.series_description + '", ' +
       (pickNotFirst ? 'not' : 'also') + ' the study\'s first series)', vpText.slice(0, 300));
@@ -361,6 +368,34 @@ async function main() {
       JSON.stringify(authed.filter((r) => r.auth !== 'Bearer ' + env.read_token).slice(0, 3)));
     check(!urls.some((u) => u.includes(env.read_token)) && !ohif.url().includes('token='),
       'the token never appears in a URL sent to the server, nor stays in OHIF\'s address bar', ohif.url());
+
+    // ---- a compressed series (the harness rewrote it with gdcmconv before indexing)
+    const cz = env.compressed;
+    const J2K = '1.2.840.10008.1.2.4.90'; // JPEG 2000 lossless
+    if (check(!!cz && cz.transfer_syntax === J2K, 'the harness compressed a series with gdcmconv (' + (cz && cz.transfer_syntax) + ')', JSON.stringify(cz))) {
+      const czDoc = (await api(env, '/api/series/' + encodeURIComponent(cz.series) + '?limit=1')).body;
+      await page.goto(env.base + '/#/series/' + encodeURIComponent(cz.series));
+      await page.waitForSelector('[data-testid=series-viewer] [data-testid=viewer-image][data-sop]', { timeout: 30000 });
+      const pc = await imgPixels(page, '[data-testid=viewer-image]');
+      check(pc.w > 0 && pc.max > pc.min, 'the dashboard viewer shows the ' + cz.how + ' series (rendered by the server, ' + pc.w + 'x' + pc.h + ', grey ' + pc.min + '–' + pc.max + ')', JSON.stringify(pc));
+      const czPage = await ctx.newPage();
+      const czErrors = [], czFailed = [], czCsp = [];
+      czPage.on('pageerror', (e) => czErrors.push(e.message));
+      czPage.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) czCsp.push(m.text()); });
+      czPage.on('response', (r) => { if (r.status() >= 400) czFailed.push(r.status() + ' ' + r.url().replace(env.base, '')); });
+      const czFrames = [];
+      czPage.on('response', (r) => { if (/\/frames\//.test(r.url())) czFrames.push({ status: r.status(), type: (r.headers()['content-type'] || '').replace(/; boundary=[^;]*/, ''), accept: r.request().headers().accept || '' }); });
+      await czPage.goto(env.base + '/viewer/viewer?StudyInstanceUIDs=' + encodeURIComponent(cz.study) + '&initialSeriesInstanceUID=' + encodeURIComponent(cz.series));
+      const czDrawn = await ohifDrawn(czPage, page);
+      const czText = czDrawn ? await viewportText(czPage) : '';
+      await czPage.screenshot({ path: path.join(ART, 'images_ohif_' + cz.how + '.png') });
+      check(czDrawn !== null && czText.includes(czDoc.series_description || '\u0000'),
+        'OHIF draws the ' + cz.how + ' series "' + czDoc.series_description + '" (screenshot images_ohif_' + cz.how + '.png)', JSON.stringify({ czDrawn, czText: czText.slice(0, 200) }));
+      check(czFrames.length > 0 && czFrames.every((f) => f.status === 200), 'its frames came from metadb (' + czFrames.length + ', asked ' + [...new Set(czFrames.map((f) => f.accept))].join(' | ') + ', got ' + [...new Set(czFrames.map((f) => f.type))].join(' | ') + ')', JSON.stringify(czFrames.slice(0, 4)));
+      check(czErrors.length === 0 && czFailed.length === 0 && czCsp.length === 0, 'no script error, failed request or CSP violation while OHIF decodes it',
+        JSON.stringify({ czErrors, czFailed, czCsp }).slice(0, 1200));
+      await czPage.close();
+    }
 
     check(pageErrors.length === 0, 'no script errors in the dashboard', pageErrors.join('\n'));
     code = 0;
