@@ -138,7 +138,7 @@ static void route_label(const char *path, char *buf, size_t size)
 {
     static const char *const known[] = {"/api/studies", "/api/series", "/api/instances", "/api/query",
                                         "/api/fields",  "/api/jobs",   "/api/lag",       "/api/nl",
-                                        "/dicomweb",    "/metrics",    "/healthz"};
+                                        "/api/facets",  "/dicomweb",   "/metrics",       "/healthz"};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
         size_t n = strlen(known[i]);
         if (!strncmp(path, known[i], n) && (path[n] == '\0' || path[n] == '/')) {

@@ -240,6 +240,9 @@ def test_bad_input(api):
                 "400 with a reason: %s" % what, (st, b))
     st, h, b = api.request("POST", "/api/facets?level=series&fields=modality", body="")
     c.eq(st, 405, "POST /api/facets: 405")
+    st, _, m = api.get("/metrics")
+    c.check(st == 200 and 'route="/api/facets",code="200"' in m and 'route="/api/facets",code="400"' in m,
+            "/metrics counts facets requests under their own route label", str(m)[:300])
 
 
 def test_read_token():
