@@ -9,14 +9,19 @@ Orthanc with Debian's DICOMweb plugin and then, per repeat, retrieves every
 study by WADO-RS (multipart/related; type="application/dicom";
 transfer-syntax=*) with:
   - metadb's DICOMweb source (fetcher/source_dicomweb.c through
-    tests/dicomweb_probe, one process per study: QIDO-RS lookup of the study,
-    WADO-RS, multipart parsing, one spool file per instance, the sink renames
-    it into place), checking that every instance landed;
-  - curl writing each study's multipart body to one file (no parsing, no
-    per-instance file): the transfer itself, the floor any client pays;
+    tests/dicomweb_probe, one process, one source: QIDO-RS lookup of every
+    study, then study after study WADO-RS, multipart parsing, one spool file
+    per instance, the sink renames it into place), checking that every
+    instance landed; "metadb_wado_only" is the retrieval phase alone (the
+    fetcher has found the studies before it retrieves them);
+  - curl (one process, every study's URL) writing each study's multipart body
+    to one file (no parsing, no per-instance file): the transfer itself, the
+    floor any client pays;
   - dicomweb-client 0.61 (Python, the library DICOMweb users script with;
     $METADB_HOME/cache/venv) retrieve_study, instances parsed by pydicom.
-Reports instances/s and MB/s (median of R) and the ratio metadb / curl.
+Reports instances/s and MB/s (median wall time of R) and the ratio metadb /
+curl, and each client's CPU time (user + sys of its processes, median): on a
+shared machine the wall time swings with the load, the CPU time does not.
 Unless --no-e2e, also the end-to-end figure the issue asks for: one job naming
 every accession, source pacs:orthanc-web, through producer, worker, linker and
 metadb-fetcher (private topics, groups and database), from submission to
@@ -25,6 +30,7 @@ Prints and writes (default bench/out/dicomweb.json) one JSON object."""
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -87,43 +93,58 @@ def main():
         want = {i["sop_uid"] for i in insts}
         venv_py = os.path.join(os.environ.get("METADB_HOME", os.path.expanduser("~/.metadb")), "cache", "venv",
                                "bin", "python3")
-        runs = {"metadb": [], "curl": [], "dicomweb_client": []}
+        runs = {"metadb": [], "metadb_wado_only": [], "curl": [], "dicomweb_client": []}
+        cpu = {k: [] for k in runs}
+
+        def child_cpu():
+            r = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return r.ru_utime + r.ru_stime
         for rep in range(a.repeats):
             out = os.path.join(tmp, "out")
             shutil.rmtree(out, ignore_errors=True)
             os.makedirs(out)
-            t0 = time.perf_counter()
-            for s in studies:
-                r = subprocess.run([PROBE_BIN, url, "retrieve", out, s], stdout=subprocess.PIPE, check=False)
-                if r.returncode != 0:
-                    raise RuntimeError("probe retrieve %s: %s" % (s, r.stdout[-500:]))
+            c0, t0 = child_cpu(), time.perf_counter()
+            r = subprocess.run([PROBE_BIN, url, "retrieve-studies", out] + studies, stdout=subprocess.PIPE,
+                               check=False)
+            if r.returncode != 0:
+                raise RuntimeError("probe retrieve-studies: %s" % r.stdout[-500:])
+            phases = json.loads(r.stdout.decode().splitlines()[-1])
+            runs["metadb_wado_only"].append(phases["retrieve_s"])
             runs["metadb"].append(time.perf_counter() - t0)
+            cpu["metadb"].append(child_cpu() - c0)
             got = {f[:-4] for f in os.listdir(out) if f.endswith(".dcm")}
             if got != want:
                 raise RuntimeError("metadb landed %d of %d instances" % (len(got & want), len(want)))
             shutil.rmtree(out)
             os.makedirs(out)
-            t0 = time.perf_counter()
+            c0, t0 = child_cpu(), time.perf_counter()
+            cmd = ["curl", "-sf", "-H", ACCEPT]
             for k, s in enumerate(studies):
-                subprocess.run(["curl", "-sf", "-o", os.path.join(out, "%d.multipart" % k), "-H", ACCEPT,
-                                "%s/studies/%s" % (url, s)], check=True)
+                cmd += ["-o", os.path.join(out, "%d.multipart" % k), "%s/studies/%s" % (url, s)]
+            subprocess.run(cmd, check=True)
             runs["curl"].append(time.perf_counter() - t0)
+            cpu["curl"].append(child_cpu() - c0)
             shutil.rmtree(out)
             if os.access(venv_py, os.X_OK):
+                c0 = child_cpu()
                 r = subprocess.run([venv_py, "-c", DWC_SCRIPT, url] + studies, stdout=subprocess.PIPE, check=True,
                                    text=True)
                 n, dt = r.stdout.split()
                 if int(n) != len(want):
                     raise RuntimeError("dicomweb-client got %s of %d" % (n, len(want)))
                 runs["dicomweb_client"].append(float(dt))
+                cpu["dicomweb_client"].append(child_cpu() - c0)
             print("# repeat %d: %s" % (rep + 1, {k: round(v[-1], 2) for k, v in runs.items() if v}), flush=True)
         for k, v in runs.items():
             if not v:
                 continue
             med = statistics.median(v)
             res[k] = {"seconds": [round(x, 3) for x in v], "median_s": round(med, 3),
-                      "instances_per_s": round(len(insts) / med, 1), "MB_per_s": round(total_bytes / 1e6 / med, 1)}
+                      "instances_per_s": round(len(insts) / med, 1), "MB_per_s": round(total_bytes / 1e6 / med, 1),
+                      "cpu_s": round(statistics.median(cpu[k]), 3) if cpu[k] else None}
+        res["load_average"] = os.getloadavg()
         res["metadb_vs_curl"] = round(res["curl"]["median_s"] / res["metadb"]["median_s"], 2)
+        res["metadb_wado_only_vs_curl"] = round(res["curl"]["median_s"] / res["metadb_wado_only"]["median_s"], 2)
         if "dicomweb_client" in res:
             res["metadb_vs_dicomweb_client"] = round(res["dicomweb_client"]["median_s"] / res["metadb"]["median_s"], 2)
         if not a.no_e2e:

@@ -3,10 +3,13 @@
  * The delimiter CRLF "--" boundary is found with a Knuth-Morris-Pratt matcher
  * that keeps its state across feeds: the bytes of a partial match are held
  * back (they are a prefix of the pattern, so they need no buffer of their own)
- * and released as content when the match fails. Between partial matches the
- * matcher jumps from CR to CR with memchr, so content is scanned at memory
- * speed and handed over in the pieces the network delivered. The preamble is
- * scanned as if the body started with CRLF, so a delimiter may open it. */
+ * and released as content when the match fails. Where no partial match is
+ * pending, Horspool's shifts skip ahead by up to the delimiter's length per
+ * look (a byte absent from the delimiter rules out every window holding it),
+ * so content is scanned fast and handed over in the pieces the network
+ * delivered; the last delimiter-length bytes of a piece go through the byte
+ * matcher so a delimiter split across feeds is found. The preamble is scanned
+ * as if the body started with CRLF, so a delimiter may open it. */
 #include "multipart.h"
 
 #include <ctype.h>
@@ -42,6 +45,7 @@ struct mdb_multipart {
     char pat[PAT_MAX + 1]; /* CR LF "--" boundary */
     size_t patlen;
     size_t fail[PAT_MAX + 1]; /* fail[m]: longest proper border of pat[0..m) */
+    uint8_t skip[256];        /* Horspool shift by the last byte of a window */
     size_t matched;           /* bytes of pat matched at the end of what was fed */
     int state;
     mdb_multipart_callbacks_t cb;
@@ -316,6 +320,9 @@ mdb_multipart_t *mdb_multipart_new(const char *boundary, const mdb_multipart_cal
             k++;
         mp->fail[m] = k;
     }
+    memset(mp->skip, (int)mp->patlen, sizeof mp->skip);
+    for (size_t j = 0; j + 1 < mp->patlen; j++)
+        mp->skip[(uint8_t)mp->pat[j]] = (uint8_t)(mp->patlen - 1 - j);
     mp->state = ST_PREAMBLE;
     mp->matched = 2; /* the body is scanned as if it began with CRLF */
     return mp;
@@ -401,14 +408,36 @@ static bool scan(mdb_multipart_t *mp, const uint8_t *p, size_t n, size_t *used, 
     const size_t carried = mp->matched; /* pat[0..carried) precede p */
     size_t m = carried, i = 0;
     *found = false;
+    const size_t L = mp->patlen;
     while (i < n) {
+        if (m > 0 && i >= m && i - m + L <= n) {
+            /* The pending partial match lies inside p with room for a whole
+             * window: no window before it can match, so look again from its
+             * start with shifts (content full of CRs would otherwise keep a
+             * 1-byte partial match alive and go byte by byte). */
+            i -= m;
+            m = 0;
+        }
         if (m == 0) {
-            const uint8_t *cr = memchr(p + i, '\r', n - i);
-            if (cr == NULL) {
-                i = n;
+            /* No window starting before s holds the delimiter, not even in part:
+             * each shift is by the last byte of a window lying inside p. */
+            size_t s = i;
+            while (s + L <= n) {
+                uint8_t last = p[s + L - 1];
+                if (last == (uint8_t)mp->pat[L - 1] && memcmp(p + s, mp->pat, L - 1) == 0) {
+                    i = s + L;
+                    m = L;
+                    break;
+                }
+                s += mp->skip[last];
+            }
+            if (m == L) {
+                *found = true;
                 break;
             }
-            i = (size_t)(cr - p);
+            i = s < n ? s : n;
+            if (i == n)
+                break;
         }
         uint8_t c = p[i++];
         while (m > 0 && (uint8_t)mp->pat[m] != c)

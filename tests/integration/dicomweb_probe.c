@@ -6,6 +6,9 @@
  *   dicomweb_probe [options] URL find accession|patient|study VALUE [FROM TO]
  *   dicomweb_probe [options] URL list STUDY
  *   dicomweb_probe [options] URL retrieve OUTDIR STUDY [SERIES [SOP...]]
+ *   dicomweb_probe [options] URL retrieve-studies OUTDIR STUDY...
+ *       finds every study (QIDO-RS), then retrieves them one after the other
+ *       with the same source, and prints the seconds each phase took
  * options: --token-file F  --timeout S  --spool DIR (default OUTDIR or /tmp)
  *          --drop-every N [--drop-always]  (the storage test switch)
  *          --sink-fail-after N  (the sink refuses with MDB_SOURCE_E_SINK after N items)
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -70,6 +74,13 @@ static void emit(json_t *o)
     json_decref(o);
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: dicomweb_probe [--token-file F] [--timeout S] [--spool DIR] [--drop-every N "
@@ -109,7 +120,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[i + 1];
     char **args = argv + i + 2;
     int nargs = argc - i - 2;
-    bool retrieve = strcmp(cmd, "retrieve") == 0;
+    bool many = strcmp(cmd, "retrieve-studies") == 0;
+    bool retrieve = many || strcmp(cmd, "retrieve") == 0;
     if (retrieve && nargs < 2)
         return usage();
     if (spool == NULL)
@@ -157,6 +169,29 @@ int main(int argc, char **argv)
         for (size_t k = 0; rc == 0 && k < out.n; k++)
             emit(json_pack("{s:s, s:s}", "sop_uid", out.items[k].sop_uid, "series_uid", out.items[k].series_uid));
         mdb_source_instances_free(&out);
+    } else if (many) {
+        sink_t s = {args[0], fail_after, 0};
+        long long landed = 0, bytes = 0;
+        double t0 = now_s();
+        for (int k = 1; k < nargs && rc == 0; k++) {
+            mdb_source_selector_t sel = {.study_uid = args[k]};
+            mdb_source_studies_t found = {0};
+            if (!mdb_source_find_studies(src, &sel, &found, &err))
+                rc = fail(&err);
+            mdb_source_studies_free(&found);
+        }
+        double t1 = now_s();
+        for (int k = 1; k < nargs && rc == 0; k++) {
+            mdb_source_retrieve_t req = {.study_uid = args[k]};
+            mdb_source_counts_t counts;
+            if (!mdb_source_retrieve(src, &req, sink, &s, &counts, &err))
+                rc = fail(&err);
+            landed += counts.landed;
+            bytes += (long long)counts.bytes;
+        }
+        if (rc == 0)
+            emit(json_pack("{s:b, s:I, s:I, s:f, s:f}", "ok", 1, "landed", (json_int_t)landed, "bytes",
+                           (json_int_t)bytes, "find_s", t1 - t0, "retrieve_s", now_s() - t1));
     } else if (retrieve) {
         mdb_source_retrieve_t req = {.study_uid = args[1]};
         if (nargs >= 3)

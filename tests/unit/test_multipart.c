@@ -6,7 +6,8 @@
  * pair of split points, byte by byte); random bodies against the parts they
  * were built from; every kind of malformed input and every limit refused with
  * its reason; every truncation detected; a callback's refusal stops the
- * parse; and a 64 MiB part streams through in pieces without being held. */
+ * parse; a 64 MiB part streams through in pieces without being held; content
+ * made of delimiter bytes comes through intact. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -623,6 +624,45 @@ static void test_big_parts_stream(void **state)
     free(buf);
 }
 
+/* Content made of delimiter bytes (all CR; CR LF "--" and most of the
+ * boundary, over and over) keeps a partial match alive at every byte: it must
+ * still come through intact, in any split. */
+static void test_delimiter_flood(void **state)
+{
+    (void)state;
+    static const char *const fills[] = {"\r", "\r\n--MDB-b0und4r", "\r\n-", "-\r\n--MDB-b0und4"};
+    for (size_t f = 0; f < sizeof fills / sizeof fills[0]; f++) {
+        size_t fl = strlen(fills[f]), size = (1u << 20) + 7;
+        uint8_t *content = malloc(size);
+        for (size_t i = 0; i < size; i++)
+            content[i] = (uint8_t)fills[f][i % fl];
+        buf_t body = {0};
+        buf_str(&body, "--" BND "\r\n\r\n");
+        buf_add(&body, content, size);
+        buf_str(&body, "\r\n--" BND "\r\n\r\n");
+        buf_add(&body, content, size);
+        buf_str(&body, "\r\n--" BND "--");
+        for (size_t piece = 1; piece <= 65536; piece *= 16) {
+            sum_t sm = {.hash = 0xcbf29ce484222325ull};
+            mdb_multipart_callbacks_t cb = {NULL, sum_data, sum_end};
+            mdb_error_t err;
+            mdb_multipart_t *mp = mdb_multipart_new(BND, &cb, &sm, NULL, &err);
+            for (size_t at = 0; at < body.n; at += piece)
+                if (!mdb_multipart_feed(mp, body.v + at, body.n - at < piece ? body.n - at : piece, &err))
+                    fail_msg("fill %zu, pieces of %zu: %s", f, piece, err.message);
+            if (!mdb_multipart_finish(mp, &err))
+                fail_msg("fill %zu, pieces of %zu: %s", f, piece, err.message);
+            uint64_t want = fnv(fnv(0xcbf29ce484222325ull, content, size), content, size);
+            assert_int_equal(sm.parts, 2);
+            assert_int_equal(sm.bytes, 2 * (uint64_t)size);
+            assert_true(sm.hash == want);
+            mdb_multipart_destroy(mp);
+        }
+        buf_free(&body);
+        free(content);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -630,7 +670,7 @@ int main(void)
         cmocka_unit_test(test_reference_body),  cmocka_unit_test(test_every_split),
         cmocka_unit_test(test_truncation),      cmocka_unit_test(test_random_bodies),
         cmocka_unit_test(test_malformed),       cmocka_unit_test(test_refusal),
-        cmocka_unit_test(test_big_parts_stream),
+        cmocka_unit_test(test_big_parts_stream), cmocka_unit_test(test_delimiter_flood),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
