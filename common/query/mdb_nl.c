@@ -845,6 +845,7 @@ typedef struct {
     bool both;               /* "both" waits for its value list */
     mdb_nl_words_t *collect; /* when set, every word the grammar tries is added (spelling dictionary) */
     json_t *corrections;     /* prefix matches of stored values ({from, to, kind}) */
+    json_t *fillers;         /* filler words skipped (no rule used them) */
     bool oom;
 } parser_t;
 
@@ -3478,6 +3479,8 @@ static void parse(parser_t *p)
         const tok_t *t = &p->t[i];
         p->t[i].used = true;
         i++;
+        if (tok_is_filler(t) && json_array_append_new(p->fillers, json_string(t->low)))
+            p->oom = true;
         if (t->kind == T_SEP || t->kind == T_SYM || tok_is_filler(t))
             continue;
         p->t[i - 1].ignored = true;
@@ -3752,6 +3755,7 @@ struct mdb_nl_result {
     json_t *ignored;
     json_t *notes;
     json_t *corrections; /* [{from, to, kind}] */
+    json_t *fillers;     /* filler words no rule used (not shown; judges spelling corrections) */
     bool partial;
 };
 
@@ -3932,6 +3936,7 @@ void mdb_nl_result_destroy(mdb_nl_result_t *r)
     json_decref(r->ignored);
     json_decref(r->notes);
     json_decref(r->corrections);
+    json_decref(r->fillers);
     free(r->explanation);
     free(r->message);
     free(r);
@@ -4068,6 +4073,7 @@ static void parser_clear(parser_t *p)
     json_decref(p->ignored);
     json_decref(p->notes);
     json_decref(p->corrections);
+    json_decref(p->fillers);
     memset(p, 0, sizeof *p);
 }
 
@@ -4088,7 +4094,8 @@ static bool parse_sentence(const mdb_nl_vocab_t *v, const char *sentence, const 
     p->ignored = json_array();
     p->notes = json_array();
     p->corrections = json_array();
-    if (!p->ignored || !p->notes || !p->corrections)
+    p->fillers = json_array();
+    if (!p->ignored || !p->notes || !p->corrections || !p->fillers)
         return false;
     parse(p);
     return !p->oom;
@@ -4128,6 +4135,8 @@ static mdb_nl_words_t *spell_dictionary(const mdb_nl_vocab_t *v, const char *sen
     bool ok = parse_sentence(v, sentence, ref, w, &p, &ts);
     parser_clear(&p);
     toks_free(&ts);
+    /* fillers stay in the dictionary so that a word close to one is not "corrected" into
+     * a less close content word; respell() then leaves it alone */
     ok = ok && mdb_nl_words_add_phrases(w, STOPWORDS) && mdb_nl_words_add_phrases(w, extra);
     for (int k = 0; names[k]; k++)
         add_value_words(w, v, names[k], &ok);
@@ -4248,6 +4257,7 @@ static mdb_nl_result_t *translate_once(const mdb_nl_vocab_t *v, const char *sent
     r->notes = json_incref(p.notes);
     json_decref(r->corrections);
     r->corrections = json_incref(p.corrections);
+    r->fillers = json_incref(p.fillers);
     r->partial = p.partial;
     goto done;
 oom:
@@ -4329,15 +4339,17 @@ mdb_nl_result_t *mdb_nl_translate_offline(const mdb_nl_vocab_t *v, const char *s
     if (respelled) {
         mdb_error_t err2 = {0};
         r2 = translate_once(v, respelled, ref, NULL, NULL, NULL, &err2);
-        if (r2 && json_array_size(r2->ignored)) {
-            /* a correction that is not understood either ("Mayo" → "may") is not made */
+        if (r2) {
+            /* a correction that is not understood either ("Mayo" → "may"), or that only
+             * turns a word into a filler no rule uses ("mode" → "made": a content word
+             * would vanish silently), is not made */
             json_t *useless = json_array();
             size_t k;
             json_t *c;
             json_array_foreach(spelling, k, c)
             {
                 const char *to = json_string_value(json_object_get(c, "to"));
-                if (useless && in_strings(r2->ignored, to))
+                if (useless && (in_strings(r2->ignored, to) || (r2->fillers && in_strings(r2->fillers, to))))
                     json_array_append_new(useless, json_string(to));
             }
             if (!useless)

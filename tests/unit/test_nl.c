@@ -391,6 +391,8 @@ static void test_never_silently_wrong(void **state)
            "{\"$or\":[{\"slice_thickness\":{\"$lt\":1}},{\"slice_thickness\":{\"$gt\":3}}]}", NULL);
     expect("series thicker than 1 mm and thinner than 3 mm", "series",
            "{\"$and\":[{\"slice_thickness\":{\"$gt\":1}},{\"slice_thickness\":{\"$lt\":3}}]}", NULL);
+    /* a word is never "corrected" into a filler no rule uses ("mode" -> "made") */
+    expect_confidence("CT series in mode", "partial", 0);
     /* English "scanner" stays a filler word */
     expect("Siemens scanners", "series", "{\"manufacturer\":\"SIEMENS\"}", NULL);
 }
