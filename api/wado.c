@@ -587,9 +587,8 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
     wado_render_params_key(&p, pk, sizeof pk);
     snprintf(key, sizeof key, "%s;frame=%d;%s", thumbnail ? "thumb" : "rendered", frame, pk);
     const char *ctype = p.jpeg ? "image/jpeg" : "image/png";
+    /* only a thumbnail answered with an image may be cached by the browser, never an error */
     bool cacheable = thumbnail && mdb_config_get_bool(api_ctx_config(ctx), "api.thumbnail_cacheable");
-    if (cacheable)
-        api_response_header(res, "Cache-Control", "private, max-age=86400");
     uint8_t *img = NULL;
     size_t len = 0;
     mdb_metrics_t *m = api_ctx_metrics(ctx);
@@ -599,6 +598,8 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
                                            "result=\"hit\""),
                        1);
         api_response_header(res, "X-Metadb-Cache", "hit");
+        if (cacheable)
+            api_response_header(res, "Cache-Control", "private, max-age=86400");
         api_respond_bytes(res, 200, ctype, img, len);
         free(img);
         return;
@@ -626,6 +627,8 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
                        (double)thumbcache_bytes(W.cache));
         api_response_header(res, "X-Metadb-Cache", "miss");
     }
+    if (cacheable)
+        api_response_header(res, "Cache-Control", "private, max-age=86400");
     api_respond_bytes(res, 200, ctype, img, len);
     free(img);
 }

@@ -204,9 +204,13 @@ def main():
                      "%s %s" % (hk.get("x-metadb-cache"), hf.get("x-metadb-cache")))
             _, ht, _ = raw_get(api, thumb)
             _, hr, _ = raw_get(api, rend)
-            ck.check(ht.get("cache-control") == "private, max-age=86400" and hr.get("cache-control") == "no-store",
-                     "api.thumbnail_cacheable: thumbnails cacheable by the browser, rendered images still no-store",
-                     "%s / %s" % (ht.get("cache-control"), hr.get("cache-control")))
+            se, he, _ = raw_get(api, "/dicomweb/studies/%s/series/%s/instances/%s/thumbnail" %
+                                (gone_entry["study"], gone_entry["series"], gone_entry["sop"]))
+            ck.check(ht.get("cache-control") == "private, max-age=86400" and hr.get("cache-control") == "no-store" and
+                     se == 404 and he.get("cache-control") == "no-store",
+                     "api.thumbnail_cacheable: thumbnails cacheable by the browser; rendered images and a thumbnail's "
+                     "error still no-store", "%s / %s / %s %s" % (ht.get("cache-control"), hr.get("cache-control"), se,
+                                                                  he.get("cache-control")))
     finally:
         if fifo_fd is not None:
             os.close(fifo_fd)
