@@ -9,7 +9,8 @@
   3. kill -9 of the fetcher in the middle of a C-MOVE: after a restart the job
      completes, no duplicate file, no duplicate document;
   4. Orthanc stopped during a job: the fetcher retries with backoff and the job
-     completes when Orthanc is back;
+     completes when Orthanc is back; stopped for good, the selector fails after
+     the configured attempts and the job completes with errors;
   5. source auto: half the accessions in the archive (indexed), half only in
      Orthanc: each instance comes from where it is."""
 import json
@@ -141,6 +142,21 @@ def main():
                 job and (job["state"], job.get("errors")))
         r = job and list(job.get("retrievals", {}).values())
         c.check(r and r[0].get("attempts", 0) > 1, "it took retries", r)
+
+        # 4b. Orthanc down for good: after the configured attempts the selector fails with the reason
+        restart_fetcher(pipe, ["--pacs.retries=2", "--pacs.backoff_ms=200"])
+        pacs.stop()
+        pipe.submit("--accession", accs[4], job_id=tag + "-gone", timeout=60)
+        job = pipe.job(tag + "-gone")
+        r = job and list(job.get("retrievals", {}).values())
+        c.check(job and job["state"] == "completed_with_errors" and r and r[0]["status"] == "failed" and
+                r[0].get("attempts") == 3,
+                "Orthanc gone: after 1 + 2 attempts the job completes with errors", job and (job["state"], r))
+        c.check(any(e.get("error") == "retrieve_failed" for e in (job or {}).get("errors", [])),
+                "Orthanc gone: the job's errors say the retrieval failed, with the reason",
+                job and job.get("errors"))
+        pacs.restart()
+        restart_fetcher(pipe)
 
         # 5. source auto: archive first, the PACS for the rest
         mixed = [accs[5]] + in_archive
