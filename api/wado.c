@@ -8,6 +8,7 @@
  *   GET .../instances/{sop}/frames/{list}                    frames (wado_frames.c)
  *   GET .../instances/{sop}/bulkdata/{tag}                   a bulk data element (wado_metadata.c)
  *   GET .../series/{se}/rendered|thumbnail                   the middle instance (instance order) as an image
+ *   GET /dicomweb/studies/{st}/thumbnail                     the middle series' (series number) thumbnail
  *   GET .../instances/{sop}/rendered|thumbnail               PNG / JPEG (window, viewport, quality)
  *   GET .../instances/{sop}/frames/{n}/rendered              frame n as an image
  *
@@ -561,7 +562,35 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
     wado_render_params_t p;
     if (!wado_render_params_parse(req, thumbnail, &p, res))
         return;
-    char middle[72];
+    char middle[72], mid_series[72];
+    if (!series) {
+        /* study thumbnail: the middle series by series number */
+        json_t *list = json_array();
+        mdb_error_t lerr = {0};
+        bson_t filter = BSON_INITIALIZER, proj = BSON_INITIALIZER, sort = BSON_INITIALIZER;
+        BSON_APPEND_UTF8(&filter, "study_id", study);
+        BSON_APPEND_INT32(&proj, "series_number", 1);
+        BSON_APPEND_INT32(&sort, "series_number", 1);
+        BSON_APPEND_INT32(&sort, "_id", 1);
+        bool ok = mdb_docs_find(api_ctx_mongo(ctx), "series", &filter, &proj, &sort, 0, list, &lerr);
+        bson_destroy(&filter);
+        bson_destroy(&proj);
+        bson_destroy(&sort);
+        if (!ok) {
+            json_decref(list);
+            api_respond_mdb_error(res, &lerr);
+            return;
+        }
+        size_t n = json_array_size(list);
+        if (!n) {
+            json_decref(list);
+            api_respond_error(res, 404, "not_found", "no study %s in the catalogue", study);
+            return;
+        }
+        snprintf(mid_series, sizeof mid_series, "%s", json_string_value(json_object_get(json_array_get(list, n / 2), "_id")));
+        json_decref(list);
+        series = mid_series;
+    }
     if (!sop) {
         json_t *docs = json_array();
         mdb_error_t lerr = {0};
@@ -669,8 +698,8 @@ bool api_route_wado(api_ctx_t *ctx, const api_request_t *req, api_response_t *re
         return false;
     if (frames && what && strcmp(what, "rendered") && strcmp(what, "thumbnail"))
         return false;
-    if (what && strcmp(what, "metadata") && !series)
-        return false; /* study-level rendered/thumbnail: not offered */
+    if (what && strcmp(what, "metadata") && !series && strcmp(what, "thumbnail"))
+        return false; /* study-level rendered: not offered (a study has no one image) */
     if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
         api_response_header(res, "Allow", "GET, HEAD");
         api_respond_error(res, 405, "method_not_allowed", "WADO-RS answers GET only (no STOW-RS here)");

@@ -398,6 +398,8 @@ def main():
             _, _, b = raw_get(api, se_url + "/instances/%s/thumbnail?accept=image/png" % middle["sop"], {})
             ck.check(a == b and a[:4] == b"\x89PNG", "series thumbnail = the middle instance's (instance %d of %d)" %
                      (middle["number"], len(mr_files)))
+            _, _, c = raw_get(api, st_url + "/thumbnail?accept=image/png", {})
+            ck.check(c == a, "study thumbnail = its (middle) series' thumbnail")
             for q, what in (("window=40", "window without width"), ("window=40,0,linear", "zero width"),
                             ("window=40,400,cubic", "unknown function"), ("viewport=0,10", "zero viewport"),
                             ("viewport=1,2,3,4,5,6", "cropping viewport"), ("quality=101", "quality 101"),
@@ -419,7 +421,8 @@ def main():
                                            for d in body), "QIDO studies carry RetrieveURL")
             for url, code in ((st_url + "/series/1.2.3", 404), (st_url + "/series/1.2.3/instances/4.5", 404),
                               ("/dicomweb/studies/1.2.3/metadata", 404), (st_url + "/series/abc", 400),
-                              (se_url + "/instances/%s/bogus" % mr["sop"], 404), (st_url + "/thumbnail", 404)):
+                              (se_url + "/instances/%s/bogus" % mr["sop"], 404), (st_url + "/rendered", 404),
+                              ("/dicomweb/studies/1.2.3/thumbnail", 404)):
                 status, hd, body = api.request("GET", url)
                 ck.check(status == code and isinstance(body, dict) and "error" in body,
                          "GET %s -> %d with a JSON error" % (url.replace(st_url, "{study}"), code), "%s %s" % (status, body))
