@@ -78,6 +78,9 @@ typedef struct {
      * gets everything); with true every retrieval drops the same instances. */
     int test_drop_every;
     bool test_drop_always;
+    /* DIMSE: retrieve with C-GET on the same association instead of C-MOVE
+     * (option retrieve=get): for a peer that does not know our AE. */
+    bool dimse_cget;
 } mdb_source_config_t;
 
 /* What to look for. Exactly one of accession / patient_id / study_uid is set

@@ -160,6 +160,8 @@ static bool apply_option(mdb_source_config_t *c, const char *opt, mdb_error_t *e
         ok = parse_int(v, 0, 3600000, &c->backoff_ms);
     else if (KEY("timeout_s"))
         ok = parse_int(v, 1, 3600, &c->timeout_s);
+    else if (KEY("retrieve"))
+        ok = (!strcmp(v, "get") || !strcmp(v, "move")) && ((c->dimse_cget = !strcmp(v, "get")), true);
     else if (KEY("token_file"))
         ok = *v && copy_str(c->token_file, sizeof c->token_file, v);
     else if (KEY("hours"))

@@ -6,6 +6,7 @@
  * options (each overrides the pacs.* key of the same meaning for this entry):
  *     ae=OURAE scp_port=N max_associations=N pause_ms=N hours=HH-HH
  *     retries=N backoff_ms=N timeout_s=N token_file=PATH
+ *     retrieve=move|get (DIMSE: C-MOVE to our storage SCP, default, or C-GET)
  * e.g. "orthanc:dimse:10.0.0.5:4242:ORTHANC;max_associations=1;hours=19-07,
  *       web:dicomweb:https://pacs.example/dicom-web;token_file=/etc/metadb/pacs.token". */
 #ifndef MDB_SOURCE_CONFIG_H

@@ -496,9 +496,162 @@ bool move_once(dimse_state *st, DcmSCU &scu, T_ASC_PresentationContextID id, Dcm
     return false;
 }
 
+/* ---- C-GET: the C-STOREs come back on our own association ---- */
+
+class GetSCU : public DcmSCU {
+public:
+    const mdb_source_config_t *cfg = nullptr;
+    const mdb_source_retrieve_t *req = nullptr;
+    mdb_source_sink_fn sink = nullptr;
+    void *ctx = nullptr;
+    mdb_source_counts_t *counts = nullptr;
+    std::string spool;
+    mdb_error_t fatal{};
+
+protected:
+    /* The data set arrives in memory; it is written as a Part 10 file in its
+     * transfer syntax (the meta header is ours) and handed to the sink. */
+    OFCondition handleSTORERequest(const T_ASC_PresentationContextID presID, DcmDataset *ds, OFBool &cont,
+                                   Uint16 &status) override
+    {
+        (void)presID;
+        cont = OFTrue;
+        status = 0xA700;
+        if (!ds)
+            return EC_IllegalParameter;
+        std::unique_ptr<DcmDataset> own(ds);
+        OFString sop;
+        ds->findAndGetOFString(DCM_SOPInstanceUID, sop);
+        counts->received++;
+        if (mdb_source_test_should_drop(cfg, req, sop.c_str())) {
+            counts->dropped++;
+            status = 0x0000;
+            return EC_Normal;
+        }
+        std::string tmp = spool + "/.dimse-XXXXXX";
+        int fd = mkstemp(&tmp[0]);
+        if (fd < 0)
+            return EC_Normal;
+        close(fd);
+        DcmFileFormat ff(ds);
+        E_TransferSyntax xfer = ds->getOriginalXfer();
+        if (ff.saveFile(tmp.c_str(), xfer == EXS_Unknown ? EXS_LittleEndianExplicit : xfer).good()) {
+            FILE *f = fopen(tmp.c_str(), "rb");
+            if (f) {
+                fseeko(f, 0, SEEK_END);
+                counts->bytes += (uint64_t)ftello(f);
+                fclose(f);
+            }
+            mdb_source_item_t item{};
+            item.path = tmp.c_str();
+            item.sop_uid = sop.c_str();
+            mdb_error_t e{};
+            if (sink(ctx, &item, &e)) {
+                counts->landed++;
+                status = 0x0000;
+            } else if (e.code == MDB_SOURCE_E_SINK && fatal.code == 0) {
+                fatal = e;
+                cont = OFFalse;
+            }
+        }
+        unlink(tmp.c_str());
+        return EC_Normal;
+    }
+};
+
+bool get_once(GetSCU &scu, T_ASC_PresentationContextID id, DcmDataset &keys, mdb_source_counts_t *counts,
+              mdb_error_t *err)
+{
+    OFList<RetrieveResponse *> rsp;
+    OFCondition c = scu.sendCGETRequest(id, &keys, &rsp);
+    Uint16 status = 0xFFFF;
+    for (RetrieveResponse *r : rsp) {
+        status = r->m_status;
+        if (r->m_status != 0xFF00) {
+            counts->completed = (counts->completed < 0 ? 0 : counts->completed) + r->m_numberOfCompletedSubops;
+            counts->failed = (counts->failed < 0 ? 0 : counts->failed) + r->m_numberOfFailedSubops;
+            counts->warning = (counts->warning < 0 ? 0 : counts->warning) + r->m_numberOfWarningSubops;
+        }
+        delete r;
+    }
+    if (c.bad()) {
+        set_err(err, MDB_SOURCE_E_NETWORK, "C-GET", c);
+        return false;
+    }
+    if (status == 0x0000 || status == 0xB000)
+        return true;
+    mdb_error_set(err, MDB_ERR_IO, status_busy(status) ? MDB_SOURCE_E_REFUSED : MDB_SOURCE_E_PROTOCOL,
+                  "C-GET ended with status 0x%04x", status);
+    return false;
+}
+
+void retrieve_keys(DcmDataset &keys, const mdb_source_retrieve_t *req, const char *sop)
+{
+    bool series_level = req->series_uid && *req->series_uid;
+    keys.putAndInsertString(DCM_QueryRetrieveLevel, sop ? "IMAGE" : series_level ? "SERIES" : "STUDY");
+    keys.putAndInsertString(DCM_StudyInstanceUID, req->study_uid);
+    if (series_level)
+        keys.putAndInsertString(DCM_SeriesInstanceUID, req->series_uid);
+    if (sop)
+        keys.putAndInsertString(DCM_SOPInstanceUID, sop);
+}
+
+bool d_retrieve_get(dimse_state *st, const mdb_source_retrieve_t *req, mdb_source_sink_fn sink, void *sink_ctx,
+                    mdb_source_counts_t *counts, mdb_error_t *err)
+{
+    GetSCU scu;
+    scu.cfg = &st->cfg;
+    scu.req = req;
+    scu.sink = sink;
+    scu.ctx = sink_ctx;
+    scu.counts = counts;
+    scu.spool = st->spool;
+    scu.setStorageMode(DCMSCU_STORAGE_DISK); /* handleSTORERequest gets each data set */
+    /* The storage classes we accept as SCP on this association (at most 128
+     * contexts per association: DCMTK's long list of common classes). */
+    OFList<OFString> ts;
+    ts.push_back(UID_LittleEndianExplicitTransferSyntax);
+    ts.push_back(UID_LittleEndianImplicitTransferSyntax);
+    for (int i = 0; i < numberOfDcmLongSCUStorageSOPClassUIDs && i < 120; i++)
+        scu.addPresentationContext(dcmLongSCUStorageSOPClassUIDs[i], ts, ASC_SC_ROLE_SCP);
+    if (!scu_connect(st, scu, {UID_GETStudyRootQueryRetrieveInformationModel}, err))
+        return false;
+    T_ASC_PresentationContextID id = pres_id(scu, UID_GETStudyRootQueryRetrieveInformationModel, err);
+    bool ok = id != 0;
+    if (ok && req->n_sop_uids > 0 && req->series_uid && *req->series_uid) {
+        for (size_t i = 0; ok && i < req->n_sop_uids; i++) {
+            DcmDataset keys;
+            retrieve_keys(keys, req, req->sop_uids[i]);
+            ok = get_once(scu, id, keys, counts, err);
+        }
+    } else if (ok) {
+        DcmDataset keys;
+        retrieve_keys(keys, req, nullptr);
+        ok = get_once(scu, id, keys, counts, err);
+    }
+    scu_close(scu, ok);
+    if (ok && scu.fatal.code != 0) {
+        *err = scu.fatal;
+        ok = false;
+    }
+    return ok;
+}
+
 bool d_retrieve(void *state, const mdb_source_retrieve_t *req, mdb_source_sink_fn sink, void *sink_ctx,
                 mdb_source_counts_t *counts, mdb_error_t *err)
 {
+    if (static_cast<dimse_state *>(state)->cfg.dimse_cget) {
+        try {
+            if (!req->study_uid || !*req->study_uid) {
+                mdb_error_set(err, MDB_ERR_IO, MDB_SOURCE_E_CONFIG, "retrieve without a study UID");
+                return false;
+            }
+            return d_retrieve_get(static_cast<dimse_state *>(state), req, sink, sink_ctx, counts, err);
+        } catch (const std::exception &e) {
+            mdb_error_set(err, MDB_ERR_IO, MDB_SOURCE_E_PROTOCOL, "C-GET: %s", e.what());
+            return false;
+        }
+    }
     std::string study;
     try {
         auto *st = static_cast<dimse_state *>(state);

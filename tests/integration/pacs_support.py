@@ -25,7 +25,7 @@ class Pacs(OrthancServer):
     def __init__(self, workdir, scp_port, extra=None):
         self.scp_port = scp_port
         cfg = {"DicomAet": "ORTHANC", "DicomServerEnabled": True, "DicomModalities": {"metadb": [AE, "127.0.0.1", scp_port]},
-               "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True,
+               "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowFind": True, "DicomAlwaysAllowMove": True, "DicomAlwaysAllowGet": True,
                "LimitFindResults": 0, "LimitFindInstances": 0, "DicomAssociationCloseDelay": 0,
                "StorageCompression": False}
         cfg.update(extra or {})
@@ -91,13 +91,14 @@ def fnv1a(s):
     return h
 
 
-def same_dataset(a, b):
-    """Equal data sets, element by element, values included (pixel data too)."""
+def same_dataset(a, b, check_ts=True):
+    """Equal data sets, element by element, values included (pixel data too);
+    check_ts: in the same transfer syntax."""
     import io
     import pydicom
     da = pydicom.dcmread(io.BytesIO(a))
     db = pydicom.dcmread(io.BytesIO(b))
-    if da.file_meta.TransferSyntaxUID != db.file_meta.TransferSyntaxUID:
+    if check_ts and da.file_meta.TransferSyntaxUID != db.file_meta.TransferSyntaxUID:
         return False, "transfer syntax %s vs %s" % (da.file_meta.TransferSyntaxUID, db.file_meta.TransferSyntaxUID)
     ka = [e.tag for e in da]
     kb = [e.tag for e in db]

@@ -14,7 +14,8 @@ metadb-fetcher on private topics/groups/database):
      sub-operations), the job completes with the same instances;
   3. an accession unknown to the PACS: selector not_found, job
      completed_with_errors;
-  4. `metadb pacs echo` and `metadb pacs find` answer from Orthanc."""
+  4. `metadb pacs echo` and `metadb pacs find` answer from Orthanc;
+  5. retrieve=get: C-GET under an AE title Orthanc does not know completes too."""
 import json
 import os
 import shutil
@@ -44,7 +45,9 @@ def main():
             pacs.upload(inst["path"])
         root = os.path.join(tmp, "landing")
         os.makedirs(root)
-        pipe = ps.Pipeline(tag, [root], root, pacs.source_entry(), ["--pacs.scp_port=%d" % scp_port])
+        # orthanc-get: C-GET under an AE title Orthanc does not know (C-MOVE could not reach it)
+        sources = pacs.source_entry() + "," + pacs.source_entry("orthanc-get", ";retrieve=get;ae=STRANGER")
+        pipe = ps.Pipeline(tag, [root], root, sources, ["--pacs.scp_port=%d" % scp_port])
         pipe.setup()
 
         # 4. preview without moving anything
@@ -129,6 +132,20 @@ def main():
         c.eq(db.instances.count_documents({}), len(want), "no duplicate instance document")
         c.check(job and job.get("files_total") == len(want), "the second job still catalogues every instance",
                 job and job.get("files_total"))
+
+        # C-GET instead of C-MOVE (same association; the data set is re-wrapped in our meta header)
+        acc_get = sorted(s["accession"] for s in manifest["studies"] if s.get("accession"))[3]
+        p = pipe.submit("--accession", acc_get, source="pacs:orthanc-get", job_id=tag + "-get")
+        job = pipe.job(tag + "-get")
+        want_get = pacs.instances_of_accession(acc_get)
+        c.check(job and job["state"] == "completed", "C-GET (retrieve=get, AE unknown to Orthanc): job completed",
+                job and (job.get("state"), job.get("errors")))
+        got_get = pipe.landed()
+        diffs = [(s_, ps.same_dataset(open(got_get[s_], "rb").read(), pacs.file_of(o), check_ts=False)[1])
+                 for s_, o in want_get.items() if s_ in got_get]
+        c.check(set(want_get) <= set(got_get) and all(not d for _, d in diffs),
+                "C-GET: every instance landed with Orthanc's data set (element by element)", diffs)
+        c.eq(db.instances.count_documents({"_id": {"$in": list(want_get)}}), len(want_get), "C-GET: catalogued")
 
         # 3. unknown accession
         p = pipe.submit("--accession", "NO-SUCH-ACC-1", job_id=tag + "-c")

@@ -38,7 +38,7 @@ static void test_parse_dimse_and_web(void **state)
     mdb_error_t err = {0};
     assert_true(mdb_source_parse_list(" orthanc:dimse:10.0.0.5:4242:ORTHANC;max_associations=1;hours=19-07;ae=ME ,"
                                       "web:dicomweb:https://pacs.example/dicom-web/;token_file=/etc/t,"
-                                      "v6:dimse:[::1]:104:PACS",
+                                      "v6:dimse:[::1]:104:PACS;retrieve=get",
                                       &d, &l, &n, &err));
     assert_int_equal(n, 3);
     assert_string_equal(l[0].name, "orthanc");
@@ -56,6 +56,8 @@ static void test_parse_dimse_and_web(void **state)
     assert_string_equal(l[1].token_file, "/etc/t");
     assert_int_equal(l[1].max_associations, 2);
     assert_string_equal(l[2].host, "::1");
+    assert_true(l[2].dimse_cget);
+    assert_false(l[0].dimse_cget);
     assert_ptr_equal(mdb_source_find(l, n, "web"), &l[1]);
     assert_null(mdb_source_find(l, n, "nope"));
     free(l);
@@ -79,6 +81,7 @@ static void test_parse_errors(void **state)
         "o:dimse:h:1:AE;hours=7-7",                 /* empty window */
         "o:dimse:h:1:AE;max_associations=0",        /* cap < 1 */
         "o:dimse:h:1:AE,o:dimse:h:2:AE",            /* duplicate name */
+        "o:dimse:h:1:AE;retrieve=push",             /* retrieve mode */
     };
     mdb_source_config_t d = defaults(), *l = NULL;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
