@@ -213,6 +213,7 @@
   }
 
   function cell(col, v) {
+    if (col.startsWith('study.')) col = col.slice(6); // a parent's field renders as the field itself
     if (col === 'integrity') return v ? integrityFlag(v) : '';
     if (col === 'study_date' || col === 'series_date' || col === 'metadata.StudyDate') return fmtDate(v);
     if ((col === 'modality' || col === 'modalities') && v) {
