@@ -363,7 +363,7 @@ static void append_value_expr(const mdb_facets_t *f, const facet_t *x, bson_t *p
 static uint32_t append_project_unwind(const mdb_facets_t *f, const facet_t *x, bson_t *arr, uint32_t i,
                                       bool keep_missing)
 {
-    char key[16];
+    char key[24];
     const char *k;
     bson_t st, proj, uw;
     bson_uint32_to_string(i++, &k, key, sizeof key);
@@ -386,7 +386,7 @@ static uint32_t append_project_unwind(const mdb_facets_t *f, const facet_t *x, b
 
 static void append_stage(bson_t *arr, uint32_t i, const bson_t *stage)
 {
-    char key[16];
+    char key[24];
     const char *k;
     bson_uint32_to_string(i, &k, key, sizeof key);
     bson_append_document(arr, k, -1, stage);
@@ -398,7 +398,7 @@ static void append_stage(bson_t *arr, uint32_t i, const bson_t *stage)
  * them) and sums present and missing counts and the distinct values. */
 static void append_values_facets(const mdb_facets_t *f, const facet_t *x, size_t idx, bson_t *facet)
 {
-    char name[16];
+    char name[24];
     bson_t arr;
     facet_key(name, sizeof name, 'v', idx);
     bson_append_array_begin(facet, name, -1, &arr);
@@ -423,7 +423,7 @@ static void append_values_facets(const mdb_facets_t *f, const facet_t *x, size_t
  * is all of them the bins are counted from these, without a second pass. */
 static void append_stats_facet(const mdb_facets_t *f, const facet_t *x, size_t idx, bson_t *facet)
 {
-    char name[16];
+    char name[24];
     bson_t arr;
     facet_key(name, sizeof name, 'n', idx);
     bson_append_array_begin(facet, name, -1, &arr);
@@ -446,7 +446,7 @@ static void append_stats_facet(const mdb_facets_t *f, const facet_t *x, size_t i
 /* h0: $bucket over the boundaries; values outside them go to "other". */
 static void append_bucket_facet(const mdb_facets_t *f, const facet_t *x, size_t idx, bson_t *facet)
 {
-    char name[16], key[16];
+    char name[24], key[16];
     const char *k;
     bson_t arr, st, b, bounds, out, sum;
     facet_key(name, sizeof name, 'h', idx);
@@ -479,7 +479,7 @@ static void append_bucket_facet(const mdb_facets_t *f, const facet_t *x, size_t 
 /* d0: counts per date prefix (YYYY or YYYYMM) of date strings; null = none or malformed. */
 static void append_dates_facet(const mdb_facets_t *f, const facet_t *x, size_t idx, bson_t *facet)
 {
-    char name[16], ref[PATH_MAX_LEN + 1];
+    char name[24], ref[PATH_MAX_LEN + 1];
     bson_t arr;
     (void)f;
     snprintf(ref, sizeof ref, "$%s", x->path);
@@ -708,7 +708,7 @@ static int64_t clamp0(double v)
 
 static bool read_values(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *reply, mdb_error_t *err)
 {
-    char key[16];
+    char key[24];
     bson_iter_t el, doc, top, item, v;
     double n, present = 0, missing = 0, distinct = 0, listed = 0;
     json_t *values = json_array();
@@ -777,7 +777,7 @@ static bool bin_exact_values(facet_t *x, const bson_iter_t *doc_el, int64_t *cou
 static bool read_stats(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *reply, int64_t *counts,
                        double *other, mdb_error_t *err)
 {
-    char key[16];
+    char key[24];
     bson_iter_t el;
     double n = 0;
     facet_key(key, sizeof key, 'n', idx);
@@ -821,7 +821,7 @@ static bool set_bins(facet_t *x, const int64_t *counts, double other, mdb_error_
 /* Bins of the $bucket facet into x->answer["bins"] and "other". */
 static bool read_buckets(facet_t *x, size_t idx, const bson_t *reply, mdb_error_t *err)
 {
-    char key[16];
+    char key[24];
     bson_iter_t el, id;
     double n, other = 0;
     int64_t counts[MDB_FACETS_MAX_BINS + 1] = {0};
@@ -861,7 +861,7 @@ static bool histogram_answer(mdb_facets_t *f, facet_t *x, mdb_error_t *err)
  * not YYYY / YYYYMM digits (malformed dates) count as missing. */
 static bool read_dates(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *reply, mdb_error_t *err)
 {
-    char key[16];
+    char key[24];
     bson_iter_t el, id;
     double n, missing = 0;
     json_t *bins = json_array();
