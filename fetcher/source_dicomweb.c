@@ -10,7 +10,8 @@
  * PACS's own; plain application/dicom is asked once if the server refuses
  * that). The answer streams through the multipart parser (multipart.c) into
  * one spool file per part; a complete part is handed to the sink as a file
- * (never a whole study, nor a whole instance, in memory).
+ * (never a whole study, nor a whole instance, in memory) by a landing thread,
+ * so the sink's fsyncs overlap the transfer.
  *
  * RetrieveURL (0008,1190): where QIDO gives one for a study (or an
  * instance), WADO-RS goes there instead of to the base URL; the bearer token
@@ -209,6 +210,139 @@ static int curl_errc(CURLcode rc)
 /* ------------------------------------------------------------------ */
 /* one HTTP exchange                                                   */
 
+/* Completed parts are handed to the sink by a landing thread, so that the
+ * landing's fsyncs overlap the network instead of stalling it (the PACS keeps
+ * sending while the previous instance is made durable). The queue is bounded:
+ * a slow disk slows the transfer down, it does not fill the spool. The sink is
+ * called from that one thread only, never after retrieve() returns. */
+#define LANDER_QUEUE 32
+
+typedef struct {
+    char path[PATH_MAX];
+    char sop[MDB_UID_MAX];
+} queued_t;
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    queued_t q[LANDER_QUEUE];
+    size_t head, n;
+    bool closing;  /* no more items will come */
+    bool failed;   /* the sink failed with MDB_SOURCE_E_SINK: stop */
+    mdb_error_t err;
+    const mdb_source_config_t *cfg;
+    const mdb_source_retrieve_t *req;
+    mdb_source_sink_fn sink;
+    void *sink_ctx;
+    int landed, dropped;
+    pthread_t thread;
+} lander_t;
+
+static void *lander_run(void *arg)
+{
+    lander_t *ln = arg;
+    pthread_mutex_lock(&ln->mu);
+    for (;;) {
+        while (ln->n == 0 && !ln->closing)
+            pthread_cond_wait(&ln->cv, &ln->mu);
+        if (ln->n == 0)
+            break;
+        queued_t it = ln->q[ln->head];
+        bool failed = ln->failed;
+        pthread_mutex_unlock(&ln->mu);
+        bool landed = false, dropped = false;
+        mdb_error_t serr = {0};
+        if (failed) {
+            /* after a fatal sink error the rest is only cleaned up */
+        } else if (mdb_source_test_should_drop(ln->cfg, ln->req, it.sop)) {
+            dropped = true;
+        } else {
+            mdb_source_item_t item = {it.path, NULL, 0, it.sop};
+            landed = ln->sink(ln->sink_ctx, &item, &serr);
+        }
+        unlink(it.path); /* the sink renamed it away, or it is not wanted */
+        pthread_mutex_lock(&ln->mu);
+        ln->head = (ln->head + 1) % LANDER_QUEUE;
+        ln->n--;
+        ln->landed += landed;
+        ln->dropped += dropped;
+        if (!landed && !failed && serr.code == MDB_SOURCE_E_SINK && !ln->failed) {
+            ln->failed = true;
+            ln->err = serr;
+        }
+        pthread_cond_broadcast(&ln->cv);
+    }
+    pthread_mutex_unlock(&ln->mu);
+    return NULL;
+}
+
+static bool lander_start(lander_t *ln, const mdb_source_config_t *cfg, const mdb_source_retrieve_t *req,
+                         mdb_source_sink_fn sink, void *sink_ctx, mdb_error_t *err)
+{
+    memset(ln, 0, sizeof *ln);
+    ln->cfg = cfg;
+    ln->req = req;
+    ln->sink = sink;
+    ln->sink_ctx = sink_ctx;
+    pthread_mutex_init(&ln->mu, NULL);
+    pthread_cond_init(&ln->cv, NULL);
+    int rc = pthread_create(&ln->thread, NULL, lander_run, ln);
+    if (rc != 0) {
+        pthread_cond_destroy(&ln->cv);
+        pthread_mutex_destroy(&ln->mu);
+        return dw_fail(err, MDB_SOURCE_E_SINK, "cannot start the landing thread: %s", strerror(rc));
+    }
+    return true;
+}
+
+/* Queue a complete spool file (waits while the queue is full). false + err
+ * when the landing has failed for good: the file is removed, stop. */
+static bool lander_put(lander_t *ln, const char *path, const char *sop, mdb_error_t *err)
+{
+    pthread_mutex_lock(&ln->mu);
+    while (ln->n == LANDER_QUEUE && !ln->failed)
+        pthread_cond_wait(&ln->cv, &ln->mu);
+    bool ok = !ln->failed;
+    if (ok) {
+        queued_t *it = &ln->q[(ln->head + ln->n) % LANDER_QUEUE];
+        snprintf(it->path, sizeof it->path, "%s", path);
+        snprintf(it->sop, sizeof it->sop, "%s", sop);
+        ln->n++;
+        pthread_cond_broadcast(&ln->cv);
+    } else {
+        *err = ln->err;
+    }
+    pthread_mutex_unlock(&ln->mu);
+    if (!ok)
+        unlink(path);
+    return ok;
+}
+
+/* The landing's fatal error, if any (err filled). */
+static bool lander_failed(lander_t *ln, mdb_error_t *err)
+{
+    pthread_mutex_lock(&ln->mu);
+    bool f = ln->failed;
+    if (f && err)
+        *err = ln->err;
+    pthread_mutex_unlock(&ln->mu);
+    return f;
+}
+
+/* Land what is queued, stop the thread, add its counts. */
+static void lander_finish(lander_t *ln, mdb_source_counts_t *c)
+{
+    pthread_mutex_lock(&ln->mu);
+    ln->closing = true;
+    pthread_cond_broadcast(&ln->cv);
+    pthread_mutex_unlock(&ln->mu);
+    pthread_join(ln->thread, NULL);
+    c->landed += ln->landed;
+    c->dropped += ln->dropped;
+    pthread_cond_destroy(&ln->cv);
+    pthread_mutex_destroy(&ln->mu);
+}
+
 /* What a transfer does with the answer's body. */
 typedef struct {
     dw_t *dw;
@@ -220,10 +354,8 @@ typedef struct {
     size_t len, cap, max;
     bool too_big;
     /* WADO-RS */
-    const mdb_source_retrieve_t *req;
-    mdb_source_sink_fn sink;
-    void *sink_ctx;
     mdb_source_counts_t *counts;
+    lander_t *lander;       /* hands complete parts to the sink */
     mdb_multipart_t *mp;
     bool single;            /* the answer is one application/dicom body, not multipart */
     bool part_skip;         /* the current part is not application/dicom: dropped */
@@ -433,27 +565,15 @@ static bool part_end(void *ud, mdb_error_t *err)
     char sop[MDB_UID_MAX];
     if (!meta_sop_uid(x->head, x->head_len, sop, sizeof sop))
         sop[0] = '\0';
-    bool ok = true;
-    if (mdb_source_test_should_drop(&x->dw->cfg, x->req, sop)) {
-        c->dropped++;
-    } else {
-        mdb_source_item_t item = {x->path, NULL, 0, sop};
-        mdb_error_t serr = {0};
-        if (x->sink(x->sink_ctx, &item, &serr))
-            c->landed++;
-        else if (serr.code == MDB_SOURCE_E_SINK) {
-            *err = serr;
-            ok = false;
-        }
-    }
-    unlink(x->path); /* the sink renamed it away, or it is not wanted */
-    return ok;
+    return lander_put(x->lander, x->path, sop, err);
 }
 
 static size_t on_data(char *p, size_t size, size_t n, void *ud)
 {
     xfer_t *x = ud;
     size_t len = size * n;
+    if (x->lander && lander_failed(x->lander, &x->stop))
+        return 0; /* the landing failed for good (disk full): stop receiving */
     if (x->status == 0)
         curl_easy_getinfo(x->dw->h, CURLINFO_RESPONSE_CODE, &x->status);
     if (x->status < 200 || x->status > 299 || !x->stream) {
@@ -1100,12 +1220,17 @@ static bool dw_retrieve(void *state, const mdb_source_retrieve_t *req, mdb_sourc
         snprintf(base, sizeof base, "%s", info->url);
     else
         snprintf(base, sizeof base, "%s/studies/%s", dw->cfg.url, req->study_uid);
+    lander_t *ln = malloc(sizeof *ln);
+    if (ln == NULL)
+        return dw_fail(err, MDB_SOURCE_E_SINK, "out of memory");
+    if (!lander_start(ln, &dw->cfg, req, sink, sink_ctx, err)) {
+        free(ln);
+        return false;
+    }
     xfer_t proto;
     xfer_init(&proto, dw);
-    proto.req = req;
-    proto.sink = sink;
-    proto.sink_ctx = sink_ctx;
     proto.counts = counts;
+    proto.lander = ln;
     char url[8192];
     bool ok = true;
     if (req->n_sop_uids == 0) {
@@ -1128,6 +1253,12 @@ static bool dw_retrieve(void *state, const mdb_source_retrieve_t *req, mdb_sourc
             ok = wado_get(dw, url, &proto, &missing, err);
         }
     }
+    lander_finish(ln, counts);
+    if (ln->failed) { /* the landing's own failure is the reason, whatever the transfer made of it */
+        *err = ln->err;
+        ok = false;
+    }
+    free(ln);
     if (!ok)
         mdb_error_prefix(err, "source %s: WADO-RS", dw->cfg.name);
     return ok;
