@@ -34,8 +34,8 @@ static void usage(FILE *out)
             "usage: metadb query studies|series|instances [--FIELD VALUE ...] [--where FIELD=EXPR ...]\n"
             "                    [--limit N] [--offset N] [--sort [-]FIELD,...] [--fields F1,F2,...] [--all]\n"
             "                    [--format table|json|csv] [--explain]\n"
-            "       metadb query raw '{\"filter\": {...}, \"sort\": {...}, \"projection\": {...}, \"limit\": N, "
-            "\"skip\": N}'\n"
+            "       metadb query raw '{\"filter\": {...}, \"parents\": {\"studies\": {...}}, \"sort\": {...}, "
+            "\"projection\": {...}, \"limit\": N, \"skip\": N}'\n"
             "                    [--collection studies|series|instances|jobs|collections|conflicts] [--format ...]\n"
             "       metadb query nl WORDS...\n\n"
             "values: CT | CT,MR (any of) | 20000101-20011231, 2000-2001 (ranges) | lt:2.5 lte: gt: gte: ne: eq: |\n"
@@ -430,7 +430,8 @@ static int cmd_raw(mdb_config_t *cfg, int argc, char **argv)
     }
     /* --collection overrides; a bare filter object (no known keys) is accepted too. */
     if (json_is_object(j) && !json_object_get(j, "filter") && !json_object_get(j, "collection") &&
-        !json_object_get(j, "sort") && !json_object_get(j, "projection") && !json_object_get(j, "limit") &&
+        !json_object_get(j, "parents") && !json_object_get(j, "sort") && !json_object_get(j, "projection") &&
+        !json_object_get(j, "limit") &&
         !json_object_get(j, "skip") && json_object_size(j) > 0) {
         json_t *wrapped = json_pack("{s:o}", "filter", j);
         j = wrapped;
