@@ -36,7 +36,7 @@ VIEWER_ONLY=0
 for a in "$@"; do
     case $a in
         --with-tests) WITH_TESTS=1 ;;
-        --viewer-only) VIEWER_ONLY=1 ;;  # just the OHIF viewer step (deploy/Dockerfile's viewer stage)
+        --viewer-only) VIEWER_ONLY=1 ;;  # just the npm web assets: the OHIF viewer and chart.js (deploy/Dockerfile's viewer stage)
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install: unknown argument '$a' (--with-tests, --viewer-only)" >&2; exit 2 ;;
     esac
@@ -295,6 +295,7 @@ chartjs_step() {
 
 if [ $VIEWER_ONLY = 1 ]; then
     ohif_step
+    chartjs_step  # the dashboard's other npm asset (deploy/Dockerfile copies api/web/vendor from this stage too)
     log "done in $(( $(date +%s) - START ))s (METADB_HOME=$METADB_HOME, viewer only)"
     exit 0
 fi
