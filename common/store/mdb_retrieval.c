@@ -174,6 +174,25 @@ bool mdb_retrieval_record(mdb_mongo_t *m, const char *job_id, int64_t index, con
         BSON_APPEND_UTF8(&doc, "reason", r->reason);
     BSON_APPEND_UTF8(&doc, "updated_at", now);
     bson_append_document_end(&set, &doc);
+    if (r->status != MDB_RETR_RETRIEVING) {
+        /* The selector's own line (selectors[index], written by the producer as
+         * pending) tells the outcome too. */
+        char k[96], why[600];
+        bool found = r->files > 0;
+        if (r->status == MDB_RETR_DONE)
+            snprintf(why, sizeof why, "retrieved from pacs:%s", r->source ? r->source : "?");
+        else if (found)
+            snprintf(why, sizeof why, "retrieved from pacs:%s, %zu instance(s) missing", r->source ? r->source : "?",
+                     r->n_missing);
+        else
+            snprintf(why, sizeof why, "pacs:%s: %.500s", r->source ? r->source : "?", r->reason ? r->reason : "failed");
+        snprintf(k, sizeof k, "selectors.%lld.status", (long long)index);
+        BSON_APPEND_UTF8(&set, k, found ? "found" : "not_found");
+        snprintf(k, sizeof k, "selectors.%lld.files", (long long)index);
+        BSON_APPEND_INT64(&set, k, r->files);
+        snprintf(k, sizeof k, "selectors.%lld.reason", (long long)index);
+        BSON_APPEND_UTF8(&set, k, why);
+    }
     BSON_APPEND_UTF8(&set, "updated_at", now);
     bson_append_document_end(&upd, &set);
     bool ok = mdb_ops_update_one(m, MDB_JOBS_COLL, &sel, &upd, false, NULL, err) || db_fail(err, "record retrieval");

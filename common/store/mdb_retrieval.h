@@ -8,7 +8,8 @@
  *   fetcher:  writes retrievals.<selector index> = {selector, source, status,
  *     studies, expected, received, landed, missing[], reason, files, attempts}
  *     as it goes (mdb_retrieval_record; status "retrieving" while working,
- *     then final: "done", "incomplete", "not_found", "failed");
+ *     then final: "done", "incomplete", "not_found", "failed"; a final record
+ *     also sets selectors[index] found/not_found with the files and why);
  *   fetcher:  when every retrieval is final, mdb_retrieval_finish moves the
  *     job retrieving -> running in one conditional update, with files_total =
  *     files_archive + the files of every retrieval, producer_errors +=
