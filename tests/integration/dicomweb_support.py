@@ -64,12 +64,14 @@ class Front:
     same for series-level instance lists too).
     page_cap: when set, QIDO "limit=N" is forwarded as limit=page_cap (a
     server whose pages are smaller than asked).
+    tls: (certfile, keyfile) to serve https instead of http.
     token: when set, requests without "Authorization: Bearer <token>" get 401.
     rewrite: (old, new) replaced in JSON answers (to point RetrieveURLs elsewhere).
     log: list of (path, authorization header or None) of every request."""
 
-    def __init__(self, orthanc_port, token=None, rewrite=None, page_cap=None):
+    def __init__(self, orthanc_port, token=None, rewrite=None, page_cap=None, tls=None):
         self.orthanc_port = orthanc_port
+        self.scheme = "https" if tls else "http"
         self.page_cap = page_cap
         self.token = token
         self.rewrite = rewrite
@@ -90,12 +92,17 @@ class Front:
 
         self.port = free_port()
         self.server = Server(("127.0.0.1", self.port), Handler)
+        if tls:
+            import ssl
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(tls[0], tls[1])
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d/dicom-web" % self.port
+        return "%s://127.0.0.1:%d/dicom-web" % (self.scheme, self.port)
 
     def handle(self, h):
         auth = h.headers.get("Authorization")

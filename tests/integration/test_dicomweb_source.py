@@ -22,6 +22,8 @@ Orthanc over REST. Then:
   is a config error (not retryable);
 - a busy server (503) is refused (retryable); an answer cut short is a network
   error (retryable) and leaves no spool file; an HTML page is a protocol error;
+- an https front with a self-signed certificate is refused (TLS verification
+  is on): config, not retryable;
 - Orthanc stopped: echo, find and retrieve fail with network (retryable)."""
 import json
 import os
@@ -257,6 +259,19 @@ def main():
         rc, out = probe(plain.url, "echo")
         c.eq((rc, out[0].get("reason")), (3, "protocol"), "echo of a non-DICOMweb server: protocol")
         plain.stop()
+
+        # TLS is verified: a self-signed certificate is refused
+        cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+        tls = Front(orthanc.port, tls=(cert, key))
+        rc, out = probe(tls.url, "echo")
+        c.eq((rc, out[0].get("reason"), out[0].get("retryable")), (3, "config", False),
+             "https with a self-signed certificate: refused (config, not retryable)")
+        c.check("certificate" in out[0].get("error", ""), "the message names the certificate", out)
+        c.eq(tls.log, [], "no request reached the unverified server")
+        tls.stop()
 
         # nothing listening / Orthanc stopped
         orthanc.stop()
