@@ -449,8 +449,10 @@ static bool meta_sop_uid(const uint8_t *p, size_t n, char *out, size_t cap)
         if (group != 0x0002)
             return false;
         const uint8_t *vr = p + pos + 4;
-        bool long_form = !memcmp(vr, "OB", 2) || !memcmp(vr, "OW", 2) || !memcmp(vr, "OF", 2) ||
-                         !memcmp(vr, "SQ", 2) || !memcmp(vr, "UT", 2) || !memcmp(vr, "UN", 2);
+        static const char long_vrs[] = "OBODOFOLOVOWSQSVUCURUTUNUV"; /* VRs with a 4-byte length */
+        bool long_form = false;
+        for (size_t k = 0; k + 1 < sizeof long_vrs && !long_form; k += 2)
+            long_form = vr[0] == long_vrs[k] && vr[1] == long_vrs[k + 1];
         size_t len, hdr;
         if (long_form) {
             if (pos + 12 > n)
@@ -540,8 +542,9 @@ static bool part_data(void *ud, const uint8_t *d, size_t n, mdb_error_t *err)
     return true;
 }
 
-/* A complete part: find its SOP Instance UID, apply the test switch, hand it
- * to the sink. Only a sink error of kind SINK stops the retrieval. */
+/* A complete part: close its spool file, read its SOP Instance UID and queue
+ * it for the landing thread (which applies the test switch and calls the
+ * sink). Only a sink error of kind SINK stops the retrieval. */
 static bool part_end(void *ud, mdb_error_t *err)
 {
     xfer_t *x = ud;
