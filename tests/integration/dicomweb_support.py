@@ -11,6 +11,7 @@ import json
 import os
 import re
 import socketserver
+import subprocess
 import sys
 import threading
 
@@ -154,3 +155,23 @@ class Front:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def probe(url, *args, opts=(), timeout=120):
+    """Run dicomweb_probe; (exit code, list of JSON objects printed)."""
+    r = subprocess.run([PROBE_BIN, *opts, url, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    out = [json.loads(line) for line in r.stdout.decode().splitlines() if line.strip()]
+    if r.stderr:
+        sys.stderr.write(r.stderr.decode())
+    return r.returncode, out
+
+
+def landed(outdir):
+    """SOP UID -> bytes of the files the probe's sink renamed into outdir."""
+    return {f[:-4]: open(os.path.join(outdir, f), "rb").read() for f in os.listdir(outdir) if f.endswith(".dcm")}
+
+
+def leftovers(outdir):
+    """Files in outdir that are not landed instances (spool files left behind)."""
+    return [f for f in os.listdir(outdir) if not f.endswith(".dcm")]

@@ -34,7 +34,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dicomweb_support import PROBE_BIN, SRC, DicomWebOrthanc, Front  # noqa: E402
+from dicomweb_support import PROBE_BIN, SRC, DicomWebOrthanc, Front, landed, leftovers, probe  # noqa: E402
 from mdb_api_support import Checker  # noqa: E402
 from orthanc_support import free_port  # noqa: E402
 
@@ -42,29 +42,11 @@ GEN = os.path.join(SRC, "tests", "gen", "gen_archive.py")
 c = Checker()
 
 
-def probe(url, *args, opts=(), timeout=120):
-    """Run dicomweb_probe; (exit code, list of JSON objects printed)."""
-    r = subprocess.run([PROBE_BIN, *opts, url, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=timeout)
-    out = [json.loads(line) for line in r.stdout.decode().splitlines() if line.strip()]
-    if r.stderr:
-        sys.stderr.write(r.stderr.decode())
-    return r.returncode, out
-
-
 def fnv1a(s):
     h = 2166136261
     for b in s.encode():
         h = ((h ^ b) * 16777619) & 0xFFFFFFFF
     return h
-
-
-def landed(outdir):
-    return {f[:-4]: open(os.path.join(outdir, f), "rb").read() for f in os.listdir(outdir) if f.endswith(".dcm")}
-
-
-def leftovers(outdir):
-    return [f for f in os.listdir(outdir) if not f.endswith(".dcm")]
 
 
 def fresh(tmp, name):
