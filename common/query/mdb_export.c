@@ -345,8 +345,8 @@ bool mdb_export_end(mdb_export_t *e, mdb_error_t *err)
 
 static const char *const default_columns[MDB_QUERY_LEVEL_COUNT] = {
     "patient_id,study_date,accession_number,modalities,study_description,series_count,instance_count,collection_ids",
-    "study_id,series_number,modality,body_part_examined,slice_thickness,series_description,manufacturer,"
-    "instance_count",
+    ("study_id,series_number,modality,body_part_examined,slice_thickness,series_description,manufacturer,"
+     "instance_count"),
     "series_id,study_id,instance_number,sop_class_uid,paths",
 };
 
