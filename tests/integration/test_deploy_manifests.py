@@ -74,6 +74,7 @@ PORTS = {
     "worker": default_port("worker.metrics_port"),
     "linker": default_port("linker.metrics_port"),
     "producer": default_port("producer.metrics_port"),
+    "fetcher": default_port("fetcher.metrics_port"),
     "api": API_PORT,
 }
 
@@ -84,7 +85,8 @@ if check(docker is not None, "docker CLI on PATH"):
     p = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, timeout=60)
     check(p.returncode == 0, "docker compose v2 plugin installed (%s)" % (p.stdout.strip() or p.stderr.strip()))
     env = {k: v for k, v in os.environ.items() if not k.startswith("METADB_")}
-    p = subprocess.run([docker, "compose", "-f", os.path.join(SRC, "docker-compose.yml"), "config", "--format", "json"],
+    p = subprocess.run([docker, "compose", "-f", os.path.join(SRC, "docker-compose.yml"), "--profile", "pacs", "config",
+                        "--format", "json"],
                        capture_output=True, text=True, timeout=120, cwd=SRC, env=env)
     if check(p.returncode == 0, "docker compose config succeeds"):
         compose = json.loads(p.stdout)
@@ -94,7 +96,7 @@ if check(docker is not None, "docker CLI on PATH"):
 if compose:
     svcs = compose.get("services", {})
     for s in ["kafka", "kafka-init", "mongo", "mongo-init", "mongo-express", "producer", "worker", "linker", "api",
-              "prometheus", "grafana"]:
+              "fetcher", "prometheus", "grafana"]:
         check(s in svcs, "compose service %s" % s)
     kafka = svcs.get("kafka", {})
     check(kafka.get("image", "").startswith("apache/kafka:"), "kafka uses the apache/kafka image")
@@ -104,11 +106,11 @@ if compose:
         svcs.get("mongo-init", {}).get("entrypoint") or [])
     check("rs.initiate" in init_cmd, "mongo-init initiates the replica set")
     topics_cmd = " ".join(svcs.get("kafka-init", {}).get("command") or [])
-    check(all(t in topics_cmd for t in ["metadb.jobs", "metadb.files", "metadb.instances", "metadb.dlq"]),
-          "kafka-init creates the four topics")
+    check(all(t in topics_cmd for t in ["metadb.jobs", "metadb.files", "metadb.instances", "metadb.dlq",
+                                        "metadb.retrieve"]), "kafka-init creates the five topics")
     w = svcs.get("worker", {})
     check("container_name" not in w and not w.get("ports"), "worker is scalable (no container_name, no published ports)")
-    for s in ["producer", "worker", "linker", "api"]:
+    for s in ["producer", "worker", "linker", "api", "fetcher"]:
         sv = svcs.get(s, {})
         env = sv.get("environment", {}) or {}
         cmd = sv.get("command") or []
@@ -121,6 +123,18 @@ if compose:
     for s in ["producer", "worker"]:
         vols = svcs.get(s, {}).get("volumes") or []
         check(any(v.get("target") == "/archive" and v.get("read_only") for v in vols), "%s mounts the archive read-only" % s)
+    # The fetcher lands files in a volume the workers read (read-only) and that is an archive root of both.
+    fvols = svcs.get("fetcher", {}).get("volumes") or []
+    froot = (svcs.get("fetcher", {}).get("environment") or {}).get("METADB_FETCHER_ROOT", "")
+    check(froot and any(v.get("target") == froot and not v.get("read_only") for v in fvols),
+          "fetcher writes its landing volume (%s)" % froot)
+    wvols = svcs.get("worker", {}).get("volumes") or []
+    check(any(v.get("target") == froot and v.get("read_only") and v.get("source") ==
+              next((f.get("source") for f in fvols if f.get("target") == froot), None) for v in wvols),
+          "workers read the fetcher's landing volume read-only")
+    for s in ["worker", "fetcher"]:
+        roots = ((svcs.get(s, {}).get("environment") or {}).get("METADB_ARCHIVE_ROOTS") or "").split(",")
+        check(froot in roots, "%s has the landing folder among archive.roots" % s)
     check(str(svcs.get("worker", {}).get("environment", {}).get("METADB_WORKER_METRICS_PORT")) == str(PORTS["worker"]),
           "worker metrics port matches the schema default")
     check(svcs.get("api", {}).get("environment", {}).get("METADB_API_LISTEN") == "0.0.0.0:%d" % API_PORT,
@@ -192,7 +206,7 @@ check('"enable.idempotence", "true"' in mdb_kafka and not re.search(r'"acks"\s*,
       "common/mdb_kafka.c makes every producer idempotent (acks=all)")
 
 deps = {d["metadata"]["name"]: d for d in by_kind("Deployment")}
-for name in ["producer", "worker", "linker", "api"]:
+for name in ["producer", "worker", "linker", "api", "fetcher"]:
     dep = deps.get("metadb-" + name)
     if not check(dep is not None, "Deployment metadb-%s" % name):
         continue
