@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "api_private.h"
+#include "mdb_daemon.h"
 #include "mdb_log.h"
 #include "mdb_signal.h"
 
@@ -78,7 +79,7 @@ static void resolve_viewer_root(api_ctx_t *ctx)
 int main(int argc, char **argv)
 {
     mdb_error_t err = {0};
-    int rest = argc, rc = 1;
+    int rc = 1;
     api_ctx_t ctx;
     api_server_t *server = NULL;
     memset(&ctx, 0, sizeof ctx);
@@ -88,26 +89,10 @@ int main(int argc, char **argv)
     pthread_mutex_init(&ctx.health_lock, NULL);
     mdb_config_t *cfg = mdb_config_new();
 
-    if (!cfg || !mdb_config_load_all(cfg, argc, argv, &rest, &err)) {
-        fprintf(stderr, "metadb-api: %s\n", err.message);
+    int start = mdb_daemon_start(cfg, "metadb-api", "metadb-api", NULL, argc, argv);
+    if (start != MDB_DAEMON_RUN) {
         mdb_config_destroy(cfg);
-        return 2;
-    }
-    if (rest < argc) {
-        if (!strcmp(argv[rest], "--help") || !strcmp(argv[rest], "-h")) {
-            printf("usage: metadb-api [--config FILE] [--key=value ...]\n\n");
-            mdb_config_print_help(cfg, stdout);
-            mdb_config_destroy(cfg);
-            return 0;
-        }
-        fprintf(stderr, "metadb-api: unexpected argument '%s' (try --help)\n", argv[rest]);
-        mdb_config_destroy(cfg);
-        return 2;
-    }
-    if (!mdb_log_init("metadb-api", mdb_config_get(cfg, "log.level"), mdb_config_get(cfg, "log.format"))) {
-        fprintf(stderr, "metadb-api: bad log.level or log.format\n");
-        mdb_config_destroy(cfg);
-        return 2;
+        return start;
     }
     /* one line per malformed request would let any client flood the log */
     mdb_log_set_rate_limit(20, 10000);

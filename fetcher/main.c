@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "fetcher.h"
+#include "mdb_daemon.h"
 #include "mdb_jobs.h"
 #include "mdb_lag.h"
 #include "mdb_log.h"
@@ -110,7 +111,7 @@ static bool setup_root(fetcher_t *f, const mdb_archive_t *a, char **root_out, md
 int main(int argc, char **argv)
 {
     mdb_error_t err = {0};
-    int rest = argc, rc = 1;
+    int rc = 1;
     mdb_config_t *cfg = mdb_config_new();
     mdb_mongo_t *mongo = NULL;
     mdb_archive_t *archive = NULL;
@@ -123,25 +124,9 @@ int main(int argc, char **argv)
     bool driver_ready = false;
     fetcher_t f = {0};
 
-    if (!cfg || !mdb_config_load_all(cfg, argc, argv, &rest, &err)) {
-        fprintf(stderr, "metadb-fetcher: %s\n", err.message);
-        rc = 2;
+    if ((rc = mdb_daemon_start(cfg, "metadb-fetcher", "fetcher", usage, argc, argv)) != MDB_DAEMON_RUN)
         goto done;
-    }
-    if (rest < argc) {
-        bool help = !strcmp(argv[rest], "--help") || !strcmp(argv[rest], "-h");
-        if (!help)
-            fprintf(stderr, "metadb-fetcher: unknown argument '%s'\n", argv[rest]);
-        usage(help ? stdout : stderr);
-        mdb_config_print_help(cfg, help ? stdout : stderr);
-        rc = help ? 0 : 2;
-        goto done;
-    }
-    if (!mdb_log_init("fetcher", mdb_config_get(cfg, "log.level"), mdb_config_get(cfg, "log.format"))) {
-        fprintf(stderr, "metadb-fetcher: bad log.level or log.format\n");
-        rc = 2;
-        goto done;
-    }
+    rc = 1;
     f.cfg = cfg;
     if (!mdb_source_load(cfg, &f.sources, &f.n_sources, &err)) {
         MDB_LOG(MDB_LOG_ERROR, "%s", err.message);

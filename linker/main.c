@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "linker.h"
+#include "mdb_daemon.h"
 #include "mdb_log.h"
 #include "mdb_signal.h"
 
@@ -36,25 +37,9 @@ static void usage(FILE *out)
 /* 0: run; otherwise the exit code (help printed, or a bad argument/config). */
 static int parse_args(mdb_config_t *cfg, int argc, char **argv, linker_t *L)
 {
-    mdb_error_t err = {0};
-    int rest = argc;
-    if (!mdb_config_load_all(cfg, argc, argv, &rest, &err)) {
-        fprintf(stderr, "metadb-linker: %s\n", err.message);
-        return 1;
-    }
-    if (rest < argc) {
-        bool help = !strcmp(argv[rest], "--help") || !strcmp(argv[rest], "-h");
-        if (!help)
-            fprintf(stderr, "metadb-linker: unknown argument '%s'\n", argv[rest]);
-        usage(help ? stdout : stderr);
-        if (help)
-            mdb_config_print_help(cfg, stdout);
-        return help ? -1 : 2;
-    }
-    if (!mdb_log_init("linker", mdb_config_get(cfg, "log.level"), mdb_config_get(cfg, "log.format"))) {
-        fprintf(stderr, "metadb-linker: bad log.level or log.format\n");
-        return 1;
-    }
+    int rc = mdb_daemon_start(cfg, "metadb-linker", "linker", usage, argc, argv);
+    if (rc != MDB_DAEMON_RUN)
+        return rc == 0 ? -1 : rc;
     L->batch_size = mdb_config_get_int(cfg, "linker.batch_size");
     L->batch_ms = mdb_config_get_int(cfg, "linker.batch_ms");
     if (L->batch_size < 1 || L->batch_ms < 0) {

@@ -15,6 +15,7 @@
 #include "mdb_archive.h"
 #include "mdb_catalog.h"
 #include "mdb_config.h"
+#include "mdb_daemon.h"
 #include "mdb_jobs.h"
 #include "mdb_kafka.h"
 #include "mdb_lag.h"
@@ -89,7 +90,7 @@ static bool handle_with_retry(producer_t *p, const rd_kafka_message_t *msg)
 int main(int argc, char **argv)
 {
     mdb_error_t err = {0};
-    int rest = argc, rc = 1;
+    int rc = 1;
     mdb_config_t *cfg = mdb_config_new();
     mdb_mongo_t *mongo = NULL;
     mdb_archive_t *archive = NULL;
@@ -102,25 +103,9 @@ int main(int argc, char **argv)
     bool driver_ready = false;
     producer_t p = {0};
 
-    if (!cfg || !mdb_config_load_all(cfg, argc, argv, &rest, &err)) {
-        fprintf(stderr, "metadb-producer: %s\n", err.message);
-        rc = 2;
+    if ((rc = mdb_daemon_start(cfg, "metadb-producer", "producer", usage, argc, argv)) != MDB_DAEMON_RUN)
         goto done;
-    }
-    if (rest < argc) {
-        bool help = !strcmp(argv[rest], "--help") || !strcmp(argv[rest], "-h");
-        if (!help)
-            fprintf(stderr, "metadb-producer: unknown argument '%s'\n", argv[rest]);
-        usage(help ? stdout : stderr);
-        mdb_config_print_help(cfg, help ? stdout : stderr);
-        rc = help ? 0 : 2;
-        goto done;
-    }
-    if (!mdb_log_init("producer", mdb_config_get(cfg, "log.level"), mdb_config_get(cfg, "log.format"))) {
-        fprintf(stderr, "metadb-producer: bad log.level or log.format\n");
-        rc = 2;
-        goto done;
-    }
+    rc = 1;
     mongoc_init();
     driver_ready = true;
     mdb_log_route_mongoc();

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "mdb_config.h"
+#include "mdb_daemon.h"
 #include "mdb_lag.h"
 #include "mdb_log.h"
 #include "mdb_msg.h"
@@ -302,7 +303,7 @@ static void register_metrics(worker_shared_t *ws)
 int main(int argc, char **argv)
 {
     mdb_error_t err = {0};
-    int rest = argc, rc = 1;
+    int rc = 1;
     mdb_config_t *cfg = mdb_config_new();
     mdb_lag_gauge_t *lag = NULL;
     worker_t w;
@@ -312,25 +313,9 @@ int main(int argc, char **argv)
     pthread_cond_init(&ws->qcond, NULL);
     pthread_mutex_init(&ws->clock, NULL);
 
-    if (!cfg || !mdb_config_load_all(cfg, argc, argv, &rest, &err)) {
-        fprintf(stderr, "metadb-worker: %s\n", err.message);
-        rc = 2;
+    if ((rc = mdb_daemon_start(cfg, "metadb-worker", "worker", usage, argc, argv)) != MDB_DAEMON_RUN)
         goto done;
-    }
-    if (rest < argc) {
-        bool help = !strcmp(argv[rest], "--help") || !strcmp(argv[rest], "-h");
-        if (!help)
-            fprintf(stderr, "metadb-worker: unknown argument '%s'\n", argv[rest]);
-        usage(help ? stdout : stderr);
-        mdb_config_print_help(cfg, help ? stdout : stderr);
-        rc = help ? 0 : 2;
-        goto done;
-    }
-    if (!mdb_log_init("worker", mdb_config_get(cfg, "log.level"), mdb_config_get(cfg, "log.format"))) {
-        fprintf(stderr, "metadb-worker: bad log.level or log.format\n");
-        rc = 2;
-        goto done;
-    }
+    rc = 1;
     mdb_signal_install();
     int64_t nthreads = mdb_config_get_int(cfg, "worker.threads");
     int64_t max_header = mdb_config_get_int(cfg, "worker.max_header_bytes");
