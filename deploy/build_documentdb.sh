@@ -8,7 +8,8 @@
 # folder named by METADB_DEPLOY_VENDOR_DIR, else ../shared/vendor beside the
 # checkout. Their checksums are verified against SHA256SUMS before anything is
 # unpacked. Build products are cached under $CACHE/documentdb/<stamp>/ (the
-# stamp is the checksums plus this script's own hash): the extension files are
+# stamp is the checksums plus this script's content, not its path, so every clone
+# shares one build): the extension files are
 # staged there with DESTDIR and copied into PostgreSQL's directories, the gateway
 # binary is $CACHE/bin/pg_documentdb_gw. A second run finds the stamp, checks the
 # installed files against the staged ones and does nothing else.
@@ -45,7 +46,7 @@ vendor_dir() {
 
 VENDOR=$(vendor_dir)
 (cd "$VENDOR" && sha256sum --quiet -c SHA256SUMS) || die "checksums in $VENDOR/SHA256SUMS do not match the archives: refusing to build from them"
-STAMP=$( { cat "$VENDOR/SHA256SUMS"; sha256sum "${BASH_SOURCE[0]}"; "$PG_CONFIG" --version; } | sha256sum | cut -c1-16)
+STAMP=$( { cat "$VENDOR/SHA256SUMS"; sha256sum <"${BASH_SOURCE[0]}"; "$PG_CONFIG" --version; } | sha256sum | cut -c1-16)
 OUT=$CACHE/documentdb/$STAMP
 STAGE=$OUT/stage
 GW=$CACHE/bin/pg_documentdb_gw
