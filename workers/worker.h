@@ -13,6 +13,7 @@
 #include "mdb_extract.h"
 #include "mdb_features.h"
 #include "mdb_kafka.h"
+#include "mdb_lag.h"
 #include "mdb_metrics.h"
 
 /* One consumed file task, from consumption to the delivery report of what
@@ -101,5 +102,48 @@ void worker_complete(worker_shared_t *ws, worker_task_t *t);
 
 /* Count a failure under its reason (registers the labelled series on first use). */
 void worker_count_failure(worker_shared_t *ws, const char *reason);
+
+/* ---- the daemon (worker_pool.c, worker_lifecycle.c) ---- */
+#define WORKER_QUEUE_PER_THREAD 64
+#define WORKER_DRAIN_TIMEOUT_MS 60000
+
+typedef struct worker {
+    worker_shared_t ws;
+    worker_tracker_t *tracker;
+    mdb_kafka_consumer_t *consumer;
+    const char *topic_files;
+    size_t inflight; /* tasks consumed and not yet completed (main thread) */
+    size_t max_queue;
+    bool fatal;
+    bool closing; /* consumer close in progress: the revoke must not wait */
+    pthread_t *threads;
+    size_t nthreads;
+} worker_t;
+
+/* Lifecycle (worker_lifecycle.c). worker_init before anything; worker_start
+ * validates the worker.* keys and builds archive, feature sets, topics,
+ * metrics, producer, consumer and the extraction threads: 0, or the exit
+ * code (2 for a bad key, 1 otherwise). worker_stop drains what can be
+ * drained, commits only delivered work and frees everything but the
+ * configuration; it returns rc, or 1 when the final producer flush fails. */
+void worker_init(worker_t *w);
+int worker_start(worker_t *w, mdb_config_t *cfg, mdb_lag_gauge_t **lag);
+int worker_stop(worker_t *w, mdb_lag_gauge_t *lag, int rc);
+
+/* The extraction pool and the main thread's bookkeeping (worker_pool.c). */
+void *worker_pool_thread(void *arg); /* arg: the worker_t */
+size_t worker_queue_len(worker_shared_t *ws);
+/* Delivery report callback of the producer (ud: the worker_t). */
+void worker_on_delivery(void *opaque, bool ok, const char *errstr, void *ud);
+/* Rebalance callback of the consumer (ud: the worker_t). */
+void worker_on_rebalance(void *ud, bool assigned, bool lost, const rd_kafka_topic_partition_list_t *parts);
+/* Hand one consumed message to the pool; false on OOM. */
+bool worker_dispatch(worker_t *w, const rd_kafka_message_t *msg);
+/* Main thread: settle completions, store the offsets they allow. */
+void worker_drain_completions(worker_t *w);
+void worker_store_progress(worker_t *w);
+/* Wait until nothing is in flight (or timeout_ms): true when drained. */
+bool worker_drain_all(worker_t *w, int timeout_ms);
+void worker_register_metrics(worker_shared_t *ws);
 
 #endif
