@@ -61,6 +61,12 @@ typedef struct {
     mdb_metrics_t *metrics;
 } fetcher_t;
 
+/* fetcher.root must be one of archive.roots (so the archive gate accepts the
+ * landed files): its canonical form goes into f->root and *root_out (caller
+ * frees), the spool <root>/.spool is created and its temp files older than
+ * an hour (a killed fetcher's) removed. */
+bool fetcher_setup_root(fetcher_t *f, const mdb_archive_t *a, char **root_out, mdb_error_t *err);
+
 void fetcher_delivery_report(void *msg_opaque, bool ok, const char *errstr, void *ud);
 
 typedef enum { FETCHER_DONE = 0, FETCHER_RETRY, FETCHER_STOP } fetcher_result_t;

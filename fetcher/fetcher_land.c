@@ -8,16 +8,19 @@
  * re-request, a study partly received): nothing is moved twice. Directories
  * are fsync'ed after a rename so a crash cannot lose a landed file the
  * catalogue already lists. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "fetcher.h"
 #include "mdb_dicom.h"
+#include "mdb_log.h"
 
 bool fetcher_uid_valid(const char *s)
 {
@@ -150,4 +153,58 @@ bool fetcher_land_sink(void *ctx, const mdb_source_item_t *item, mdb_error_t *er
     for (int i = 0; i < 3; i++)
         free(v[i]);
     return ok;
+}
+
+/* Temp files older than an hour are leftovers of a killed fetcher (a live one
+ * renames or removes its own within one instance's transfer). */
+static void clean_spool(const char *spool)
+{
+    DIR *d = opendir(spool);
+    struct dirent *e;
+    time_t now = time(NULL);
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, ".dimse-", 7) && strncmp(e->d_name, ".web-", 5))
+            continue;
+        char path[8192];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", spool, e->d_name);
+        if (stat(path, &st) == 0 && now - st.st_mtime > 3600 && unlink(path) == 0)
+            MDB_LOG(MDB_LOG_INFO, "removed a stale temp file %s", path);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* fetcher.root must be one of archive.roots (so the archive gate accepts the
+ * landed files); its canonical form goes into f->root, the spool is created. */
+bool fetcher_setup_root(fetcher_t *f, const mdb_archive_t *a, char **root_out, mdb_error_t *err)
+{
+    const char *root = mdb_config_get(f->cfg, "fetcher.root");
+    if (!root || !*root) {
+        mdb_error_set(err, MDB_ERR_CONFIG, 0, "fetcher.root is not set");
+        return false;
+    }
+    mkdir(root, 0755);
+    char *canon = realpath(root, NULL);
+    if (!canon) {
+        mdb_error_set(err, MDB_ERR_CONFIG, 0, "fetcher.root %s does not exist", root);
+        return false;
+    }
+    bool listed = false;
+    for (size_t i = 0; i < mdb_archive_root_count(a); i++) {
+        char *r = realpath(mdb_archive_root(a, i), NULL);
+        listed = listed || (r && !strcmp(r, canon));
+        free(r);
+    }
+    if (!listed) {
+        mdb_error_set(err, MDB_ERR_CONFIG, 0, "fetcher.root %s is not one of archive.roots", canon);
+        free(canon);
+        return false;
+    }
+    snprintf(f->spool, sizeof f->spool, "%s/.spool", canon);
+    mkdir(f->spool, 0700);
+    clean_spool(f->spool);
+    *root_out = canon;
+    f->root = canon;
+    return true;
 }

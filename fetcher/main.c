@@ -6,12 +6,10 @@
  * (database, Kafka) is retried on the same message with back-off, and a stop
  * mid-task leaves the offset unstored (the next fetcher redoes the task, which
  * moves nothing twice). One task at a time per process. */
-#include <dirent.h>
 #include <mongoc/mongoc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "fetcher.h"
@@ -54,60 +52,6 @@ static fetcher_result_t handle_with_retry(fetcher_t *f, const rd_kafka_message_t
     }
 }
 
-/* Temp files older than an hour are leftovers of a killed fetcher (a live one
- * renames or removes its own within one instance's transfer). */
-static void clean_spool(const char *spool)
-{
-    DIR *d = opendir(spool);
-    struct dirent *e;
-    time_t now = time(NULL);
-    while (d && (e = readdir(d))) {
-        if (strncmp(e->d_name, ".dimse-", 7) && strncmp(e->d_name, ".web-", 5))
-            continue;
-        char path[8192];
-        struct stat st;
-        snprintf(path, sizeof path, "%s/%s", spool, e->d_name);
-        if (stat(path, &st) == 0 && now - st.st_mtime > 3600 && unlink(path) == 0)
-            MDB_LOG(MDB_LOG_INFO, "removed a stale temp file %s", path);
-    }
-    if (d)
-        closedir(d);
-}
-
-/* fetcher.root must be one of archive.roots (so the archive gate accepts the
- * landed files); its canonical form goes into f->root, the spool is created. */
-static bool setup_root(fetcher_t *f, const mdb_archive_t *a, char **root_out, mdb_error_t *err)
-{
-    const char *root = mdb_config_get(f->cfg, "fetcher.root");
-    if (!root || !*root) {
-        mdb_error_set(err, MDB_ERR_CONFIG, 0, "fetcher.root is not set");
-        return false;
-    }
-    mkdir(root, 0755);
-    char *canon = realpath(root, NULL);
-    if (!canon) {
-        mdb_error_set(err, MDB_ERR_CONFIG, 0, "fetcher.root %s does not exist", root);
-        return false;
-    }
-    bool listed = false;
-    for (size_t i = 0; i < mdb_archive_root_count(a); i++) {
-        char *r = realpath(mdb_archive_root(a, i), NULL);
-        listed = listed || (r && !strcmp(r, canon));
-        free(r);
-    }
-    if (!listed) {
-        mdb_error_set(err, MDB_ERR_CONFIG, 0, "fetcher.root %s is not one of archive.roots", canon);
-        free(canon);
-        return false;
-    }
-    snprintf(f->spool, sizeof f->spool, "%s/.spool", canon);
-    mkdir(f->spool, 0700);
-    clean_spool(f->spool);
-    *root_out = canon;
-    f->root = canon;
-    return true;
-}
-
 int main(int argc, char **argv)
 {
     mdb_error_t err = {0};
@@ -142,7 +86,7 @@ int main(int argc, char **argv)
     mdb_signal_install();
 
     archive = mdb_archive_new_from_config(cfg, &err);
-    if (!archive || !setup_root(&f, archive, &root, &err)) {
+    if (!archive || !fetcher_setup_root(&f, archive, &root, &err)) {
         MDB_LOG(MDB_LOG_ERROR, "%s", err.message);
         rc = 2;
         goto done;
