@@ -1,8 +1,9 @@
 /* wado.h: what metadb-api's WADO-RS modules share (PS3.18 §10.4, retrieve).
  *
- *   api/wado.c           routing under /dicomweb/studies/..., file lookup through
- *                        the catalogue and the archive gate, retrieve (multipart
+ *   api/wado.c           routing under /dicomweb/studies/..., retrieve (multipart
  *                        stream), rendered / thumbnail
+ *   api/wado_files.c     file lookup through the catalogue and the archive gate,
+ *                        the module state (gate, render cache)
  *   api/wado_metadata.c  .../metadata: DICOM JSON from the files' full headers
  *   api/wado_frames.c    .../frames/{list}
  *   api/wado_image.c     windowing, viewport scaling, PNG / JPEG encoding (pure)
@@ -57,6 +58,24 @@ json_t *wado_list_instances(api_ctx_t *ctx, const char *study, const char *serie
  * (for messages and metrics) when it cannot be served. */
 bool wado_open_doc(api_ctx_t *ctx, const json_t *doc, wado_file_t *f, int *status, char *reason, size_t rcap);
 
+/* ---- files and module state (wado_files.c) ---- */
+typedef struct thumbcache thumbcache_t;
+/* Build the archive gate and the render cache at the first request. */
+void wado_state_init(api_ctx_t *ctx);
+/* NULL when the archive gate is open, else why it is not (answers 503). */
+const char *wado_archive_error(void);
+/* The rendered-image cache, NULL when off. */
+thumbcache_t *wado_cache(void);
+/* Instance documents (paths, study/series, instance number) of a study,
+ * series or one SOP, in series then instance order; or only the SOP UIDs
+ * and instance numbers of a series (wado_find_ids). */
+bool wado_find_docs(api_ctx_t *ctx, const char *study, const char *series, const char *sop, json_t *out,
+                    mdb_error_t *err);
+bool wado_find_ids(api_ctx_t *ctx, const char *study, const char *series, json_t *out, mdb_error_t *err);
+/* Answer a file that could not be opened (status/reason from wado_open_doc),
+ * counting it when count is true. */
+void wado_file_error(api_ctx_t *ctx, api_response_t *res, int status, const char *reason, const char *sop,
+                     bool count);
 /* Count a file that could not be served (metadb_api_wado_file_errors_total{reason}). */
 void wado_count_file_error(api_ctx_t *ctx, const char *reason);
 
@@ -152,7 +171,6 @@ uint8_t *wado_window_grey(const wado_pixels_t *px, const wado_render_params_t *p
 uint8_t *wado_fit_viewport(uint8_t *src, int w, int h, int ch, int vw, int vh, int *ow, int *oh);
 
 /* ---- the cache (thumbcache.c) ---- */
-typedef struct thumbcache thumbcache_t;
 /* dir is created if missing; cap_bytes 0 disables the cache (NULL is
  * returned with err unset). The folder's content is counted at start, so a
  * restart keeps what was cached. */
