@@ -109,7 +109,8 @@ ops_use() {
     [[ " ${OPS_TAGS[*]} " == *" $TAG "* ]] || OPS_TAGS+=("$TAG")
     CFG=(--kafka.brokers="$BROKERS" --mongo.uri="$MONGO" --mongo.db="$TAG"
          --topic.jobs="$TAG.jobs" --topic.files="$TAG.files" --topic.instances="$TAG.instances" --topic.dlq="$TAG.dlq"
-         --producer.group="$TAG.producers" --worker.group="$TAG.workers" --linker.group="$TAG.linkers"
+         --topic.retrieve="$TAG.retrieve" --producer.group="$TAG.producers" --worker.group="$TAG.workers"
+         --linker.group="$TAG.linkers" --fetcher.group="$TAG.fetchers"
          --archive.roots="$TMP/archive" --features.dir="$SRC/conf" --api.web_dir="$SRC/api/web")
 }
 

@@ -171,9 +171,9 @@ def rows(path):
             for e in d["groups"] for p in e["partitions"]}, d["total_lag"]
 api, api_total = rows(sys.argv[1]); cli, cli_total = rows(sys.argv[2]); tag = sys.argv[3]
 groups = {k[0] for k in cli}
-want = {tag + ".workers", tag + ".linkers", tag + ".producers"}
-if groups != want: sys.exit("groups %s, want %s" % (sorted(groups), sorted(want)))
-if api != cli or api_total != cli_total: sys.exit("api %s vs cli %s" % (api, cli))
+want = {tag + ".workers", tag + ".linkers", tag + ".producers", tag + ".fetchers"}
+if groups != want: print("groups %s, want %s" % (sorted(groups), sorted(want))); sys.exit(1)
+if api != cli or api_total != cli_total: print("api %s vs cli %s" % (api, cli)); sys.exit(1)
 committed = sum(c or 0 for c, _, _ in cli.values())
 print("%d partitions, %d committed offsets, total lag %d" % (len(cli), committed, cli_total))
 PYEOF
