@@ -1,7 +1,8 @@
-/* mdb_nl_private.h: internals shared by the three files of the
- * natural-language module (mdb_nl.c: vocabulary, grammar, results;
- * mdb_nl_llm.c: the LLM backend; mdb_nl_run.c: database vocabulary and
- * execution). Not for use outside mdb_nl*.c. */
+/* mdb_nl_private.h: internals shared by the files of the natural-language
+ * module (mdb_nl.c: vocabulary, grammar, results; mdb_nl_buf.c: growable
+ * strings; mdb_nl_spell.c: spelling corrections; mdb_nl_lexicon_de_fr.c: the
+ * German/French rewrite; mdb_nl_llm.c: the LLM backend; mdb_nl_run.c:
+ * database vocabulary and execution). Not for use outside mdb_nl*.c. */
 #ifndef MDB_NL_PRIVATE_H
 #define MDB_NL_PRIVATE_H
 
