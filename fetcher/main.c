@@ -14,6 +14,7 @@
 
 #include "fetcher.h"
 #include "mdb_daemon.h"
+#include "mdb_indexes.h"
 #include "mdb_jobs.h"
 #include "mdb_lag.h"
 #include "mdb_log.h"
@@ -97,7 +98,7 @@ int main(int argc, char **argv)
         goto done;
     }
     catalog = mdb_catalog_new(mongo, archive, &err);
-    if (!catalog || !mdb_catalog_ensure_indexes(catalog, &err) || !mdb_jobs_ensure_indexes(mongo, &err)) {
+    if (!catalog || !mdb_catalog_ensure_indexes(catalog, &err) || !mdb_indexes_ensure_jobs(mongo, &err)) {
         MDB_LOG(MDB_LOG_ERROR, "catalog/jobs set-up: %s", err.message[0] ? err.message : "out of memory");
         goto done;
     }

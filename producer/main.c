@@ -16,6 +16,7 @@
 #include "mdb_catalog.h"
 #include "mdb_config.h"
 #include "mdb_daemon.h"
+#include "mdb_indexes.h"
 #include "mdb_jobs.h"
 #include "mdb_kafka.h"
 #include "mdb_lag.h"
@@ -125,7 +126,7 @@ int main(int argc, char **argv)
     }
     catalog = mdb_catalog_new(mongo, archive, &err);
     resolver = catalog ? mdb_catalog_resolver_new(catalog) : NULL;
-    if (!resolver || !mdb_catalog_ensure_indexes(catalog, &err) || !mdb_jobs_ensure_indexes(mongo, &err)) {
+    if (!resolver || !mdb_catalog_ensure_indexes(catalog, &err) || !mdb_indexes_ensure_jobs(mongo, &err)) {
         MDB_LOG(MDB_LOG_ERROR, "catalog/jobs set-up: %s", err.message[0] ? err.message : "out of memory");
         goto done;
     }

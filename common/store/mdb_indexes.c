@@ -278,7 +278,18 @@ bool mdb_indexes_ensure_specs(mdb_mongo_t *m, const mdb_index_spec_t *specs, siz
     return ok;
 }
 
+bool mdb_indexes_ensure_jobs(mdb_mongo_t *m, mdb_error_t *err)
+{
+    static const mdb_index_spec_t specs[] = {
+        {MDB_JOBS_COLL, {"state"}},           {MDB_JOBS_COLL, {"submitted_at"}},
+        {MDB_JOBS_COLL, {"researcher_id"}},   {MDB_JOBS_COLL, {"collection"}},
+        {MDB_JOB_FILES_COLL, {"job_id"}},     {MDB_JOB_FILES_COLL, {"status"}},
+        {MDB_JOB_PROGRESS_COLL, {"job_id"}},
+    };
+    return mdb_indexes_ensure_specs(m, specs, sizeof specs / sizeof specs[0], NULL, err);
+}
+
 bool mdb_indexes_ensure(mdb_mongo_t *m, mdb_error_t *err)
 {
-    return mdb_indexes_ensure_specs(m, INDEXES, NINDEXES, NULL, err) && mdb_jobs_ensure_indexes(m, err);
+    return mdb_indexes_ensure_specs(m, INDEXES, NINDEXES, NULL, err) && mdb_indexes_ensure_jobs(m, err);
 }

@@ -50,8 +50,14 @@ void mdb_indexes_name(const mdb_index_spec_t *spec, char *out, size_t cap);
 bool mdb_indexes_ensure_specs(mdb_mongo_t *m, const mdb_index_spec_t *specs, size_t n, size_t *created,
                               mdb_error_t *err);
 
+/* Indexes on jobs (state, submitted_at, researcher_id, collection),
+ * job_files (job_id, status) and job_progress (job_id), through
+ * mdb_indexes_ensure_specs: only missing ones are created, one command per
+ * collection. Idempotent. */
+bool mdb_indexes_ensure_jobs(mdb_mongo_t *m, mdb_error_t *err);
+
 /* Ensure the whole table (mdb_indexes_table), then the job collections'
- * indexes (mdb_jobs_ensure_indexes). Needs a user allowed to create
+ * indexes (mdb_indexes_ensure_jobs). Needs a user allowed to create
  * indexes (the linker's); idempotent; cheap when nothing is missing. */
 bool mdb_indexes_ensure(mdb_mongo_t *m, mdb_error_t *err);
 

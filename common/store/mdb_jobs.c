@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "mdb_cases.h"
-#include "mdb_indexes.h"
 #include "mdb_ops.h"
 
 static const char *const state_names[MDB_JOB_NSTATES] = {
@@ -258,19 +257,6 @@ static bool find_one(mdb_mongo_t *m, const char *collname, const bson_t *filter,
 static void now_iso(char buf[40])
 {
     mdb_msg_now_iso(buf, 40);
-}
-
-/* ---- indexes ---- */
-
-bool mdb_jobs_ensure_indexes(mdb_mongo_t *m, mdb_error_t *err)
-{
-    static const mdb_index_spec_t specs[] = {
-        {MDB_JOBS_COLL, {"state"}},           {MDB_JOBS_COLL, {"submitted_at"}},
-        {MDB_JOBS_COLL, {"researcher_id"}},   {MDB_JOBS_COLL, {"collection"}},
-        {MDB_JOB_FILES_COLL, {"job_id"}},     {MDB_JOB_FILES_COLL, {"status"}},
-        {MDB_JOB_PROGRESS_COLL, {"job_id"}},
-    };
-    return mdb_indexes_ensure_specs(m, specs, sizeof specs / sizeof specs[0], NULL, err);
 }
 
 /* ---- job documents ---- */

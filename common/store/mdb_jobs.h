@@ -128,11 +128,6 @@ bool mdb_selectors_append_bson(const mdb_selectors_t *s, bson_t *doc, const char
 
 /* ---- job documents ---- */
 
-/* Indexes on jobs (state, submitted_at, researcher_id, collection),
- * job_files (job_id, status) and job_progress (job_id), through
- * mdb_indexes_ensure_specs: only missing ones are created, one command per
- * collection. Idempotent. */
-bool mdb_jobs_ensure_indexes(mdb_mongo_t *m, mdb_error_t *err);
 
 /* Create the job document if it does not exist (state submitted, counters 0,
  * fields from msg; submitted_at from msg or now), else leave it as it is.

@@ -9,6 +9,7 @@
  * the first MDB_JOBS_MAX_ERRORS entries in one update each while
  * producer_errors counts every problem. */
 #include "core_itest.h"
+#include "mdb_indexes.h"
 #include "mdb_jobs.h"
 #include "mdb_mongo.h"
 #include "mdb_ops.h"
@@ -191,8 +192,8 @@ static void job_error_cap(mdb_mongo_t *m)
     snprintf(want, sizeof want, "/a/%03d.dcm", MDB_JOBS_MAX_ERRORS - 1);
     CHECK(last && !strcmp(last, want), "the first ones are kept (last %s)", last ? last : "(none)");
     bson_destroy(job);
-    CHECK(mdb_jobs_ensure_indexes(m, &err), "job indexes: %s", err.message);
-    CHECK(mdb_jobs_ensure_indexes(m, &err), "job indexes again: %s", err.message);
+    CHECK(mdb_indexes_ensure_jobs(m, &err), "job indexes: %s", err.message);
+    CHECK(mdb_indexes_ensure_jobs(m, &err), "job indexes again: %s", err.message);
 }
 
 int main(void)
