@@ -325,11 +325,6 @@ bool linker_batch_ready(linker_t *L, linker_batch_t *B, mdb_error_t *err)
     return true;
 }
 
-void linker_item_tp(const linker_item_t *it, char *buf, size_t cap)
-{
-    snprintf(buf, cap, "%s:%d", it->topic, (int)it->partition);
-}
-
 static bool build_model(const linker_batch_t *B, mdb_docs_model_t *model, const json_t *jobs, mdb_error_t *err)
 {
     for (size_t i = 0; i < B->nitems; i++) {
@@ -492,28 +487,5 @@ bool linker_batch_done(linker_t *L, linker_batch_t *B, const linker_write_result
             stats->series_written, stats->studies_written, stats->conflicts_written, stats->series_recounted,
             res->seconds, (unsigned long long)res->round_trips);
     linker_batch_clear(B);
-    return true;
-}
-
-bool linker_batch_flush(linker_t *L, mdb_error_t *err)
-{
-    mdb_error_t werr = {0};
-    if (linker_write_collect(L, true, false, &werr) < 0)
-        MDB_LOG(MDB_LOG_WARN, "write of a batch failed, written again with the next: %s", werr.message);
-    if (L->batch.nitems == 0)
-        return true;
-    linker_write_result_t res;
-    if (!linker_batch_ready(L, &L->batch, err))
-        return false;
-    linker_batch_write(L, &L->batch, &res);
-    if (!res.ok) {
-        *err = res.err;
-        mdb_metric_inc(L->mx.flush_failures, 1);
-        return false;
-    }
-    if (!linker_batch_done(L, &L->batch, &res, err)) {
-        mdb_metric_inc(L->mx.flush_failures, 1);
-        return false;
-    }
     return true;
 }

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -228,7 +229,10 @@ bool linker_jobs_apply(linker_t *L, const linker_batch_t *B, json_t *jobs, const
                        const char *now, mdb_error_t *err);
 
 /* "topic:partition" of a record. */
-void linker_item_tp(const linker_item_t *it, char *buf, size_t cap);
+static inline void linker_item_tp(const linker_item_t *it, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s:%d", it->topic, (int)it->partition);
+}
 
 int64_t linker_now_ms(void);
 

@@ -16,7 +16,11 @@
  * L->wres, L->mongo and L->store; the main thread reads them only after
  * pthread_join (which orders the writer's memory before it). `written` is
  * the writer's last store, an atomic the main thread polls to join without
- * blocking. */
+ * blocking.
+ *
+ * linker_batch_flush is the synchronous path (a revoke, the shutdown, a
+ * full batch behind a failed write): collect the writer, then write what is
+ * left on the main thread. */
 #include <string.h>
 
 #include "linker.h"
@@ -71,4 +75,27 @@ int linker_write_collect(linker_t *L, bool block, bool lost, mdb_error_t *err)
         mdb_signal_request_stop();
     }
     return -1;
+}
+
+bool linker_batch_flush(linker_t *L, mdb_error_t *err)
+{
+    mdb_error_t werr = {0};
+    if (linker_write_collect(L, true, false, &werr) < 0)
+        MDB_LOG(MDB_LOG_WARN, "write of a batch failed, written again with the next: %s", werr.message);
+    if (L->batch.nitems == 0)
+        return true;
+    linker_write_result_t res;
+    if (!linker_batch_ready(L, &L->batch, err))
+        return false;
+    linker_batch_write(L, &L->batch, &res);
+    if (!res.ok) {
+        *err = res.err;
+        mdb_metric_inc(L->mx.flush_failures, 1);
+        return false;
+    }
+    if (!linker_batch_done(L, &L->batch, &res, err)) {
+        mdb_metric_inc(L->mx.flush_failures, 1);
+        return false;
+    }
+    return true;
 }
