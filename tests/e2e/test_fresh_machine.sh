@@ -139,7 +139,8 @@ for pkg in orthanc chromium valgrind strace clang dcmtk libcmocka-dev burrow pro
     check "no test tool installed: $pkg" bash -c "! chroot '$R' dpkg-query -W -f='\${Status}' $pkg 2>/dev/null | grep -q 'install ok installed'"
 done
 check "the product install put the OHIF viewer under /root/.metadb/cache/ohif/viewer" \
-    grep -q 'PUBLIC_URL="/viewer/"' "$R/root/.metadb/cache/ohif/viewer/index.html"
+    bash -c "grep -q 'src=\"/viewer/metadb-boot.js\"' '$R/root/.metadb/cache/ohif/viewer/index.html' &&
+             grep -q 'PUBLIC_URL = \"/viewer/\"' '$R/root/.metadb/cache/ohif/viewer/metadb-boot.js'"
 check "no test caches (playwright, venv, docker compose) in the fresh tree" \
     bash -c "[ ! -e '$R/root/.metadb/cache/node' ] && [ ! -e '$R/root/.metadb/cache/venv' ] && [ ! -e '$R/root/.metadb/cache/bin/docker-compose' ]"
 echo "# took $((SECONDS - T0))s in all"
