@@ -9,6 +9,7 @@ per source, C-FIND/C-MOVE latency histograms; and `metadb lag` lists the
 fetchers' group."""
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -65,6 +66,17 @@ def main():
         for i in range(2):
             pipe.start_fetcher(["--pacs.ae_title=METADB%d" % (i + 1), "--pacs.scp_port=%d" % scp_ports[i],
                                 "--fetcher.metrics_port=%d" % mports[i]])
+        # Both fetchers must hold partitions before any task is published: a fetcher that joins late
+        # (slow start under ASan) would find the other one done with every task, and the cap would
+        # then be checked within one process only.
+        end = time.time() + 60
+        while time.time() < end:
+            joined = [p for p in pipe.procs.running("fetcher")
+                      if re.search(r"kafka: assigned [1-9][0-9]* partition", p.log_text())]
+            if len(joined) == 2:
+                break
+            time.sleep(0.3)
+        c.eq(len(joined), 2, "both fetchers were assigned partitions of the retrieve topic")
         accs = sorted(s["accession"] for s in manifest["studies"] if s.get("accession"))
         jobs = ["%s-%d" % (tag, i) for i in range(len(accs))]
         for j, a in zip(jobs, accs):
