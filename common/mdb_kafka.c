@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "mdb_log.h"
+#include "mdb_signal.h"
 
 #define QUEUE_FULL_RETRY_MS 30000
 
@@ -173,6 +174,21 @@ bool mdb_kafka_produce(mdb_kafka_producer_t *p, const char *topic, const void *k
 int mdb_kafka_producer_poll(mdb_kafka_producer_t *p, int timeout_ms)
 {
     return rd_kafka_poll(p->rk, timeout_ms);
+}
+
+bool mdb_kafka_producer_wait(mdb_kafka_producer_t *p, long ms)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t end = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 + ms;
+    while (!mdb_signal_stop_requested()) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t left = end - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+        if (left <= 0)
+            return true;
+        rd_kafka_poll(p->rk, (int)(left < 100 ? left : 100));
+    }
+    return false;
 }
 
 int mdb_kafka_producer_outq_len(mdb_kafka_producer_t *p)

@@ -39,6 +39,9 @@ bool mdb_kafka_produce(mdb_kafka_producer_t *p, const char *topic, const void *k
 
 /* Serve delivery reports; returns number of events served. */
 int mdb_kafka_producer_poll(mdb_kafka_producer_t *p, int timeout_ms);
+/* A retry's backoff: wait ms milliseconds, serving delivery reports the
+ * while, and return early (false) when a stop was requested (mdb_signal). */
+bool mdb_kafka_producer_wait(mdb_kafka_producer_t *p, long ms);
 
 /* Messages enqueued but not yet reported. */
 int mdb_kafka_producer_outq_len(mdb_kafka_producer_t *p);

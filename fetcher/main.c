@@ -43,11 +43,7 @@ static fetcher_result_t handle_with_retry(fetcher_t *f, const rd_kafka_message_t
                 (int)msg->partition, (long long)msg->offset, attempt, err.message);
         if (mdb_signal_stop_requested() || time(NULL) - start > RETRY_BUDGET_S)
             return FETCHER_STOP;
-        for (long waited = 0; waited < backoff_ms && !mdb_signal_stop_requested(); waited += 100) {
-            mdb_kafka_producer_poll(f->kp, 0);
-            struct timespec ts = {0, 100000000L};
-            nanosleep(&ts, NULL);
-        }
+        mdb_kafka_producer_wait(f->kp, backoff_ms);
         if (backoff_ms < 16000)
             backoff_ms *= 2;
     }

@@ -35,12 +35,6 @@ static void usage(FILE *out)
                  "  of archive.roots and publishes file tasks to topic.files (failures to topic.dlq)\n\n");
 }
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static void register_metrics(producer_t *p, mdb_metrics_t *m)
 {
     static const double secs[] = {0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300};
@@ -79,10 +73,7 @@ static bool handle_with_retry(producer_t *p, const rd_kafka_message_t *msg)
                 rd_kafka_topic_name(msg->rkt), (int)msg->partition, (long long)msg->offset, attempt, err.message);
         if (mdb_signal_stop_requested() || time(NULL) - start > RETRY_BUDGET_S)
             return false;
-        for (long waited = 0; waited < backoff_ms && !mdb_signal_stop_requested(); waited += 100) {
-            mdb_kafka_producer_poll(p->kp, 0);
-            sleep_ms(100);
-        }
+        mdb_kafka_producer_wait(p->kp, backoff_ms);
         if (backoff_ms < 16000)
             backoff_ms *= 2;
     }
