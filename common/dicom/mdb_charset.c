@@ -528,7 +528,7 @@ void mdb_charset_select(mdb_charset_t *cs, const char *scs, size_t len, const ch
             enc = NULL;
         else if (!(enc = resolve_term(cs, t, scratch, sizeof scratch))) {
             if (!cs->unknown[0])
-                snprintf(cs->unknown, sizeof cs->unknown, "%s", t);
+                snprintf(cs->unknown, sizeof cs->unknown, "%.*s", (int)(sizeof cs->unknown - 1), t); /* cut on purpose */
             enc = "latin1";
         }
         if (enc && cs->nterms < MAX_TERMS) {

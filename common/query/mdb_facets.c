@@ -323,6 +323,10 @@ size_t mdb_facets_nice_bounds(double min, double max, int want, double *out, siz
         want = 1;
     if ((size_t)want > cap - 1)
         want = (int)(cap - 1);
+    /* a span beyond the doubles (1e308 - -1e308) or too small to divide
+     * into steps (denormals) has no nice bins */
+    if (!isfinite(max - min) || (max - min) / want < 1e-300)
+        return 0;
     /* rounding the ends out to whole steps can add a bin or two */
     for (int w = want; w >= 1; w--) {
         size_t n = nice_try(min, max, w, out, cap);
@@ -641,6 +645,17 @@ static bool doc_number(const bson_iter_t *elem, const char *key, double *out)
     return true;
 }
 
+/* A count from the reply: only a whole number in [0, 2^53] is one (a
+ * database answering NaN, 1e300 or -5 for a count gets "not there"). */
+static bool doc_count(const bson_iter_t *elem, const char *key, int64_t *out)
+{
+    double v;
+    if (!doc_number(elem, key, &v) || !(v >= 0 && v <= 9007199254740992.0) || v != floor(v))
+        return false;
+    *out = (int64_t)v;
+    return true;
+}
+
 static bool doc_id(const bson_iter_t *elem, bson_iter_t *id)
 {
     bson_iter_t d;
@@ -701,16 +716,17 @@ static json_t *filter_for(const json_t *v)
     return r;
 }
 
-static int64_t clamp0(double v)
+/* acc += n for counts of at most 2^53 each, saturating instead of wrapping. */
+static void add_count(int64_t *acc, int64_t n)
 {
-    return v > 0 ? (int64_t)v : 0;
+    *acc = *acc > INT64_MAX - n ? INT64_MAX : *acc + n;
 }
 
 static bool read_values(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *reply, mdb_error_t *err)
 {
     char key[24];
     bson_iter_t el, doc, top, item, v;
-    double n, present = 0, missing = 0, distinct = 0, listed = 0;
+    int64_t n, present = 0, missing = 0, distinct = 0, listed = 0;
     json_t *values = json_array();
     if (!values)
         return bad_reply(err, "out of memory");
@@ -720,9 +736,9 @@ static bool read_values(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *r
         return bad_reply(err, key);
     }
     if (bson_iter_next(&el)) { /* no document: nothing matched */
-        doc_number(&el, "present", &present);
-        doc_number(&el, "missing", &missing);
-        doc_number(&el, "d", &distinct);
+        doc_count(&el, "present", &present);
+        doc_count(&el, "missing", &missing);
+        doc_count(&el, "d", &distinct);
         if (BSON_ITER_HOLDS_DOCUMENT(&el) && bson_iter_recurse(&el, &doc) && bson_iter_find(&doc, "top") &&
             BSON_ITER_HOLDS_ARRAY(&doc) && bson_iter_recurse(&doc, &top)) {
             while (bson_iter_next(&top) && json_array_size(values) < (size_t)f->top) {
@@ -730,28 +746,28 @@ static bool read_values(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *r
                 if (!BSON_ITER_HOLDS_DOCUMENT(&top) || !bson_iter_recurse(&top, &item) || !bson_iter_find(&item, "v"))
                     continue; /* the group of documents without a value */
                 v = item;
-                if (!doc_number(&top, "n", &n) || !(j = scalar_json(&v)))
+                if (!doc_count(&top, "n", &n) || !(j = scalar_json(&v)))
                     continue; /* null, or a value of another type (documents, arrays): counted in "other" */
                 json_array_append_new(values, json_pack("{s:o, s:I, s:o*}", "value", j, "count", (json_int_t)n,
                                                         "filter", filter_for(j)));
-                listed += n;
+                add_count(&listed, n);
             }
         }
     }
     x->answer = json_pack("{s:s, s:o, s:I, s:I, s:I}", "kind", "values", "values", values, "other",
-                          (json_int_t)clamp0(present - listed), "distinct", (json_int_t)distinct, "missing",
+                          (json_int_t)(present > listed ? present - listed : 0), "distinct", (json_int_t)distinct, "missing",
                           (json_int_t)missing);
     return x->answer != NULL || bad_reply(err, "out of memory");
 }
 
 /* Count the exact (value, count) pairs of the stats reply into the bins;
  * false when the reply does not carry every distinct value. */
-static bool bin_exact_values(facet_t *x, const bson_iter_t *doc_el, int64_t *counts, double *other)
+static bool bin_exact_values(facet_t *x, const bson_iter_t *doc_el, int64_t *counts, int64_t *other)
 {
     bson_iter_t d, vals, item, v;
-    double distinct = 0, n;
-    size_t seen = 0;
-    if (!doc_number(doc_el, "d", &distinct) || distinct > MDB_FACETS_EXACT_VALUES ||
+    int64_t distinct = 0, n;
+    int64_t seen = 0;
+    if (!doc_count(doc_el, "d", &distinct) || distinct > MDB_FACETS_EXACT_VALUES ||
         !BSON_ITER_HOLDS_DOCUMENT(doc_el) || !bson_iter_recurse(doc_el, &d) || !bson_iter_find(&d, "vals") ||
         !BSON_ITER_HOLDS_ARRAY(&d) || !bson_iter_recurse(&d, &vals))
         return false;
@@ -759,37 +775,34 @@ static bool bin_exact_values(facet_t *x, const bson_iter_t *doc_el, int64_t *cou
         if (!BSON_ITER_HOLDS_DOCUMENT(&vals) || !bson_iter_recurse(&vals, &item) || !bson_iter_find(&item, "v"))
             return false;
         v = item;
-        if (!is_number(&v) || !doc_number(&vals, "n", &n))
+        if (!is_number(&v) || !doc_count(&vals, "n", &n))
             return false;
         double val = bson_iter_as_double(&v);
         size_t j = 0;
         while (j + 1 < x->nbounds && !(x->bounds[j] <= val && val < x->bounds[j + 1]))
             j++;
-        if (j + 1 < x->nbounds)
-            counts[j] += (int64_t)n;
-        else
-            *other += n;
+        add_count(j + 1 < x->nbounds ? &counts[j] : other, n);
         seen++;
     }
-    return (double)seen == distinct;
+    return seen == distinct;
 }
 
 static bool read_stats(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *reply, int64_t *counts,
-                       double *other, mdb_error_t *err)
+                       int64_t *other, mdb_error_t *err)
 {
     char key[24];
     bson_iter_t el;
-    double n = 0;
+    int64_t n = 0;
     facet_key(key, sizeof key, 'n', idx);
     if (!facet_array(reply, key, &el))
         return bad_reply(err, key);
     x->have_stats = false;
     x->binned = false;
     x->numeric = 0;
-    if (bson_iter_next(&el) && doc_number(&el, "n", &n) && doc_number(&el, "min", &x->min) &&
+    if (bson_iter_next(&el) && doc_count(&el, "n", &n) && doc_number(&el, "min", &x->min) &&
         doc_number(&el, "max", &x->max)) {
         x->have_stats = true;
-        x->numeric = (int64_t)n;
+        x->numeric = n;
     }
     if (!x->explicit_bounds) {
         x->nbounds =
@@ -801,7 +814,7 @@ static bool read_stats(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *re
 }
 
 /* x->answer["bins"] and "other" from per-bin counts. */
-static bool set_bins(facet_t *x, const int64_t *counts, double other, mdb_error_t *err)
+static bool set_bins(facet_t *x, const int64_t *counts, int64_t other, mdb_error_t *err)
 {
     char buf[2][40];
     json_t *bins = json_array();
@@ -823,22 +836,22 @@ static bool read_buckets(facet_t *x, size_t idx, const bson_t *reply, mdb_error_
 {
     char key[24];
     bson_iter_t el, id;
-    double n, other = 0;
+    int64_t n, other = 0;
     int64_t counts[MDB_FACETS_MAX_BINS + 1] = {0};
     facet_key(key, sizeof key, 'h', idx);
     if (!facet_array(reply, key, &el))
         return bad_reply(err, key);
     while (bson_iter_next(&el)) {
-        if (!doc_id(&el, &id) || !doc_number(&el, "n", &n))
+        if (!doc_id(&el, &id) || !doc_count(&el, "n", &n))
             continue;
         if (!is_number(&id)) {
-            other += n;
+            add_count(&other, n);
             continue;
         }
         double lo = bson_iter_as_double(&id);
         for (size_t j = 0; j + 1 < x->nbounds; j++)
             if (x->bounds[j] == lo)
-                counts[j] += (int64_t)n;
+                add_count(&counts[j], n);
     }
     return set_bins(x, counts, other, err);
 }
@@ -863,7 +876,7 @@ static bool read_dates(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *re
 {
     char key[24];
     bson_iter_t el, id;
-    double n, missing = 0;
+    int64_t n, missing = 0;
     json_t *bins = json_array();
     long prev = -1;
     (void)f;
@@ -876,17 +889,17 @@ static bool read_dates(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *re
     while (bson_iter_next(&el)) {
         uint32_t len = 0;
         const char *s = NULL;
-        if (!doc_id(&el, &id) || !doc_number(&el, "n", &n))
+        if (!doc_id(&el, &id) || !doc_count(&el, "n", &n))
             continue;
         if (BSON_ITER_HOLDS_UTF8(&id))
             s = bson_iter_utf8(&id, &len);
         if (!s || (int)len != x->date_len || strspn(s, "0123456789") != len) {
-            missing += n;
+            add_count(&missing, n);
             continue;
         }
         long period = strtol(s, NULL, 10);
         if (x->date_len == 6 && (period % 100 < 1 || period % 100 > 12)) {
-            missing += n;
+            add_count(&missing, n);
             continue;
         }
         /* fill the gap since the previous period with zero bins */
@@ -916,11 +929,11 @@ static bool read_dates(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *re
 bool mdb_facets_read(mdb_facets_t *f, const bson_t *reply, bool *need_second, mdb_error_t *err)
 {
     bson_iter_t el;
-    double n = 0;
+    int64_t n = 0;
     *need_second = false;
     if (!reply || !facet_array(reply, "t", &el))
         return bad_reply(err, "no total");
-    f->total = bson_iter_next(&el) && doc_number(&el, "n", &n) ? (int64_t)n : 0;
+    f->total = bson_iter_next(&el) && doc_count(&el, "n", &n) ? n : 0;
     f->have_total = true;
     for (size_t i = 0; i < f->n; i++) {
         facet_t *x = &f->fields[i];
@@ -933,7 +946,7 @@ bool mdb_facets_read(mdb_facets_t *f, const bson_t *reply, bool *need_second, md
             break;
         case MDB_FACET_HISTOGRAM: {
             int64_t counts[MDB_FACETS_MAX_BINS + 1] = {0};
-            double other = 0;
+            int64_t other = 0;
             ok = read_stats(f, x, i, reply, counts, &other, err) && histogram_answer(f, x, err);
             if (ok && x->explicit_bounds)
                 ok = read_buckets(x, i, reply, err);

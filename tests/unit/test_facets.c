@@ -288,6 +288,9 @@ static void test_nice_bounds(void **state)
         assert_true(b[i] < b[i + 1]);
     assert_int_equal(mdb_facets_nice_bounds(NAN, 1, 10, b, 101), 0);
     assert_int_equal(mdb_facets_nice_bounds(2, 1, 10, b, 101), 0);
+    /* spans beyond the doubles or below any step: no bins, no overflow */
+    assert_int_equal(mdb_facets_nice_bounds(-1e308, 1e308, 10, b, 101), 0);
+    assert_int_equal(mdb_facets_nice_bounds(0, 1e-320, 10, b, 101), 0);
     assert_int_equal(mdb_facets_nice_bounds(0, INFINITY, 10, b, 101), 0);
     /* every bound count stays within the capacity */
     n = mdb_facets_nice_bounds(1, 1e9, 100, b, 101);
@@ -463,6 +466,39 @@ static void test_exact_values_one_aggregation(void **state)
     mdb_facets_destroy(f);
 }
 
+/* Counts a database should never send (NaN, 1e300, -5, 2.5) are not
+ * counts: skipped, never cast into an integer (CI's fuzzer found 1e300). */
+static void test_read_hostile_counts(void **state)
+{
+    (void)state;
+    mdb_error_t err = {0};
+    bson_error_t be;
+    mdb_facets_t *f = facets(MDB_QUERY_SERIES, "slice_thickness,modality,series_date");
+    bson_t *reply = bson_new_from_json(
+        (const uint8_t *)"{\"t\": [{\"_id\": null, \"n\": 1e300}], \"n0\": [{\"_id\": null, \"min\": 0, \"max\": 3,"
+                         " \"n\": 1e300, \"d\": 2, \"vals\": [{\"v\": 1, \"n\": 1e300}, {\"v\": 2, \"n\": 2}]}],"
+                         " \"v1\": [{\"present\": -5, \"missing\": 2.5, \"d\": 1e300, \"top\": [{\"v\": \"CT\", \"n\": 1e19},"
+                         " {\"v\": \"MR\", \"n\": 4}]}], \"d2\": [{\"_id\": \"2001\", \"n\": -1}, {\"_id\": \"2002\", \"n\": 3}]}",
+        -1, &be);
+    assert_non_null(reply);
+    bool second = false;
+    assert_true(mdb_facets_read(f, reply, &second, &err));
+    bson_destroy(reply);
+    json_t *r = mdb_facets_result(f);
+    assert_int_equal(json_integer_value(json_object_get(r, "total")), 0);
+    json_t *fs = json_object_get(r, "facets");
+    json_t *h = json_object_get(fs, "slice_thickness");
+    assert_int_equal(json_integer_value(json_object_get(h, "count")), 0); /* no stats without a count */
+    json_t *v = json_object_get(fs, "modality");
+    assert_int_equal(json_array_size(json_object_get(v, "values")), 1); /* MR only */
+    assert_int_equal(json_integer_value(json_object_get(v, "missing")), 0);
+    assert_int_equal(json_integer_value(json_object_get(v, "other")), 0);
+    json_t *d = json_object_get(fs, "series_date");
+    assert_int_equal(json_array_size(json_object_get(d, "bins")), 1);
+    json_decref(r);
+    mdb_facets_destroy(f);
+}
+
 static void test_read_months_and_empty(void **state)
 {
     (void)state;
@@ -511,6 +547,7 @@ int main(void)
         cmocka_unit_test(test_read_values_and_dates),
         cmocka_unit_test(test_exact_values_one_aggregation),
         cmocka_unit_test(test_read_months_and_empty),
+        cmocka_unit_test(test_read_hostile_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
