@@ -14,6 +14,7 @@ import shutil
 import sys
 import time
 import urllib.request
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pacs_support as ps  # noqa: E402
@@ -33,6 +34,20 @@ def metric_value(text, name, labels):
         if line.startswith(name + "{") and labels in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def spread_job_ids(tag, n, partitions):
+    """n job ids whose retrieve tasks (keyed by job id; librdkafka's default
+    partitioner puts a key on CRC-32(key) mod partitions) cover every
+    partition, so each fetcher holding any partition gets a task: with plain
+    ids, all 8 landing on one fetcher's partitions had a ~1% chance."""
+    ids = []
+    for i in range(n):
+        k = 0
+        while zlib.crc32(("%s-%d-%d" % (tag, i, k)).encode()) % partitions != i % partitions:
+            k += 1
+        ids.append("%s-%d-%d" % (tag, i, k))
+    return ids
 
 
 def main():
@@ -78,7 +93,7 @@ def main():
             time.sleep(0.3)
         c.eq(len(joined), 2, "both fetchers were assigned partitions of the retrieve topic")
         accs = sorted(s["accession"] for s in manifest["studies"] if s.get("accession"))
-        jobs = ["%s-%d" % (tag, i) for i in range(len(accs))]
+        jobs = spread_job_ids(tag, len(accs), pipe.names.partitions)
         for j, a in zip(jobs, accs):
             pipe.submit("--accession", a, job_id=j, wait=False)
         end = time.time() + 120
