@@ -15,9 +15,8 @@
  * name and may not contain a '$'-segment. The JSON is converted to BSON by
  * hand so nothing like extended-JSON type wrappers sneaks in. */
 #include "mdb_find.h"
+#include "mdb_query_private.h"
 #include "mdb_ops.h"
-#include "mdb_query.h"
-
 #include "mdb_docs.h"
 
 #include <ctype.h>
@@ -29,7 +28,6 @@
 
 #define DEFAULT_LIMIT 50
 #define DEFAULT_MAX_LIMIT 1000
-#define MAX_OFFSET 10000000
 #define MAX_DEPTH 24
 #define MAX_NODES 20000
 #define MAX_PARAM_VALUE 8192
@@ -176,7 +174,7 @@ static bool ends_with(const char *s, const char *suffix)
 
 /* Returns the field entry for param on this level or NULL. For
  * metadata.<Keyword> returns a pointer to a static entry and sets *meta. */
-static const mdb_qfield_t *find_field(mdb_query_level_t level, const char *param, bool *meta)
+const mdb_qfield_t *mdb_query_find_field(mdb_query_level_t level, const char *param, bool *meta)
 {
     static const mdb_qfield_t meta_any = {"metadata", MDB_QFIELD_ANY, NULL, NULL};
     static const mdb_qfield_t meta_date = {"metadata", MDB_QFIELD_DATE, NULL, NULL};
@@ -201,18 +199,18 @@ static const mdb_qfield_t *find_field(mdb_query_level_t level, const char *param
 /* The parents of a level and how a child names them: a series or an
  * instance carries its study's _id in study_id and shows the study's fields
  * under "study."; an instance carries series_id and shows "series.". */
-static const char *const parent_names[MDB_QUERY_LEVEL_COUNT] = {"study", "series", NULL};
-static const char *const parent_keys[MDB_QUERY_LEVEL_COUNT] = {"study_id", "series_id", NULL};
+const char *const mdb_query_parent_names[MDB_QUERY_LEVEL_COUNT] = {"study", "series", NULL};
+const char *const mdb_query_parent_keys[MDB_QUERY_LEVEL_COUNT] = {"study_id", "series_id", NULL};
 
 /* When name is "study.<rest>" or "series.<rest>" naming a parent of level,
  * set *parent and return rest; else NULL. */
-static const char *parent_prefix(mdb_query_level_t level, const char *name, mdb_query_level_t *parent)
+const char *mdb_query_parent_prefix(mdb_query_level_t level, const char *name, mdb_query_level_t *parent)
 {
     if (level >= MDB_QUERY_LEVEL_COUNT) /* raw queries on jobs, collections, conflicts */
         return NULL;
     for (int l = 0; l < (int)level; l++) {
-        size_t n = strlen(parent_names[l]);
-        if (!strncmp(name, parent_names[l], n) && name[n] == '.' && name[n + 1]) {
+        size_t n = strlen(mdb_query_parent_names[l]);
+        if (!strncmp(name, mdb_query_parent_names[l], n) && name[n] == '.' && name[n + 1]) {
             *parent = (mdb_query_level_t)l;
             return name + n + 1;
         }
@@ -225,7 +223,7 @@ const char *mdb_query_resolve_field(mdb_query_level_t level, const char *param, 
     bool meta;
     if (!param || level >= MDB_QUERY_LEVEL_COUNT)
         return NULL;
-    const mdb_qfield_t *f = find_field(level, param, &meta);
+    const mdb_qfield_t *f = mdb_query_find_field(level, param, &meta);
     if (!f)
         return NULL;
     if (type)
@@ -236,25 +234,7 @@ const char *mdb_query_resolve_field(mdb_query_level_t level, const char *param, 
 /* ------------------------------------------------------------------------ */
 /* the query object                                                          */
 
-typedef struct {
-    bson_t **v;
-    size_t n, cap;
-} clause_list_t;
-
-struct mdb_query {
-    mdb_query_level_t level; /* MDB_QUERY_LEVEL_COUNT for raw queries on other collections */
-    char collection[32];
-    clause_list_t clauses;
-    clause_list_t parent[MDB_QUERY_LEVEL_COUNT]; /* clauses on studies / series */
-    bson_t filter;                               /* built from clauses (or the raw filter) */
-    bool filter_dirty;
-    bool raw;
-    bson_t sort;
-    bson_t projection;
-    int64_t limit, offset, max_limit;
-};
-
-static void clauses_clear(clause_list_t *l)
+void mdb_query_clauses_clear(mdb_query_clauses_t *l)
 {
     for (size_t i = 0; i < l->n; i++)
         bson_destroy(l->v[i]);
@@ -263,7 +243,7 @@ static void clauses_clear(clause_list_t *l)
 }
 
 /* Takes ownership of c (destroys it on failure). */
-static bool clauses_push(clause_list_t *l, bson_t *c)
+bool mdb_query_clauses_push(mdb_query_clauses_t *l, bson_t *c)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 8;
@@ -279,7 +259,7 @@ static bool clauses_push(clause_list_t *l, bson_t *c)
     return true;
 }
 
-static void build_and(const clause_list_t *l, bson_t *out)
+void mdb_query_build_and(const mdb_query_clauses_t *l, bson_t *out)
 {
     bson_reinit(out);
     if (l->n == 1) {
@@ -321,9 +301,9 @@ void mdb_query_destroy(mdb_query_t *q)
 {
     if (!q)
         return;
-    clauses_clear(&q->clauses);
+    mdb_query_clauses_clear(&q->clauses);
     for (int i = 0; i < MDB_QUERY_LEVEL_COUNT; i++)
-        clauses_clear(&q->parent[i]);
+        mdb_query_clauses_clear(&q->parent[i]);
     bson_destroy(&q->filter);
     bson_destroy(&q->sort);
     bson_destroy(&q->projection);
@@ -339,7 +319,7 @@ const bson_t *mdb_query_filter(const mdb_query_t *q)
 {
     mdb_query_t *mq = (mdb_query_t *)q; /* the cache is logically const */
     if (mq->filter_dirty && !mq->raw) {
-        build_and(&mq->clauses, &mq->filter);
+        mdb_query_build_and(&mq->clauses, &mq->filter);
         mq->filter_dirty = false;
     }
     return &q->filter;
@@ -379,7 +359,7 @@ char *mdb_query_filter_json(const mdb_query_t *q)
     for (int i = 0; i < MDB_QUERY_LEVEL_COUNT; i++) {
         if (!q->parent[i].n)
             continue;
-        build_and(&q->parent[i], &tmp);
+        mdb_query_build_and(&q->parent[i], &tmp);
         bson_append_document(&all, level_names[i], -1, &tmp);
     }
     char *s = bson_as_relaxed_extended_json(&all, NULL);
@@ -401,8 +381,8 @@ bool mdb_query_set_limit(mdb_query_t *q, int64_t limit, mdb_error_t *err)
 
 bool mdb_query_set_offset(mdb_query_t *q, int64_t offset, mdb_error_t *err)
 {
-    if (offset < 0 || offset > MAX_OFFSET) {
-        mdb_error_set(err, MDB_ERR_QUERY, 0, "offset must be between 0 and %d, got %lld", MAX_OFFSET,
+    if (offset < 0 || offset > MDB_QUERY_MAX_OFFSET) {
+        mdb_error_set(err, MDB_ERR_QUERY, 0, "offset must be between 0 and %d, got %lld", MDB_QUERY_MAX_OFFSET,
                       (long long)offset);
         return false;
     }
@@ -410,10 +390,22 @@ bool mdb_query_set_offset(mdb_query_t *q, int64_t offset, mdb_error_t *err)
     return true;
 }
 
+/* Is key a top-level key of b (dotted keys compared whole, not as paths)? */
+bool mdb_query_has_key(const bson_t *b, const char *key)
+{
+    bson_iter_t it;
+    if (!bson_iter_init(&it, b))
+        return false;
+    while (bson_iter_next(&it))
+        if (!strcmp(bson_iter_key(&it), key))
+            return true;
+    return false;
+}
+
 /* ------------------------------------------------------------------------ */
 /* scalar parsing                                                            */
 
-static bool parse_int64(const char *s, int64_t *out)
+bool mdb_query_parse_int64(const char *s, int64_t *out)
 {
     if (!s || !*s)
         return false;
@@ -427,7 +419,7 @@ static bool parse_int64(const char *s, int64_t *out)
 }
 
 /* Decimal number (no hex, no inf/nan, no leading/trailing space). */
-static bool parse_number(const char *s, double *out)
+bool mdb_query_parse_number(const char *s, double *out)
 {
     if (!s || !*s || isspace((unsigned char)*s))
         return false;
@@ -445,7 +437,7 @@ static bool parse_number(const char *s, double *out)
 
 /* Append a number as int64 when it is integral (so equality on integer
  * fields behaves), else double. */
-static void append_number(bson_t *b, const char *key, double v)
+void mdb_query_append_number(bson_t *b, const char *key, double v)
 {
     if (v == floor(v) && fabs(v) < 9e15)
         BSON_APPEND_INT64(b, key, (int64_t)v);
@@ -486,7 +478,7 @@ static void format_ymd(char out[9], int y, int m, int d)
 
 /* Parse a (possibly partial) date: YYYY, YYYYMM, YYYYMMDD, YYYY-MM,
  * YYYY-MM-DD, YYYY.MM.DD. Writes the first and last YYYYMMDD it covers. */
-static bool parse_date(const char *s, size_t len, char lo[9], char hi[9])
+bool mdb_query_parse_date(const char *s, size_t len, char lo[9], char hi[9])
 {
     char d[9];
     size_t n = 0;
@@ -533,12 +525,7 @@ static bool parse_date(const char *s, size_t len, char lo[9], char hi[9])
 /* ------------------------------------------------------------------------ */
 /* value items: splitting lists and recognising wildcards                    */
 
-typedef struct {
-    char *text;    /* unescaped value */
-    char *pattern; /* anchored regex when the item has unescaped * or ?, else NULL */
-} item_t;
-
-static void items_free(item_t *items, size_t n)
+void mdb_query_items_free(mdb_query_item_t *items, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(items[i].text);
@@ -554,10 +541,10 @@ static bool is_regex_meta(char c)
 
 /* Split value on unescaped commas (split=false: one item), unescape "\,"
  * "\*" "\?" "\\", and build a regex for items with wildcards. */
-static bool split_items(const char *value, bool split, item_t **out, size_t *nout, mdb_error_t *err)
+bool mdb_query_split_items(const char *value, bool split, mdb_query_item_t **out, size_t *nout, mdb_error_t *err)
 {
     size_t len = strlen(value);
-    item_t *items = NULL;
+    mdb_query_item_t *items = NULL;
     size_t n = 0, cap = 0;
     char *text = malloc(len + 1), *pat = malloc(len * 2 + 3);
     if (!text || !pat)
@@ -574,7 +561,7 @@ static bool split_items(const char *value, bool split, item_t **out, size_t *nou
             }
             if (n == cap) {
                 cap = cap ? cap * 2 : 4;
-                item_t *v = realloc(items, cap * sizeof *v);
+                mdb_query_item_t *v = realloc(items, cap * sizeof *v);
                 if (!v)
                     goto oom;
                 items = v;
@@ -626,7 +613,7 @@ oom:
 fail:
     free(text);
     free(pat);
-    items_free(items, n);
+    mdb_query_items_free(items, n);
     return false;
 }
 
@@ -674,9 +661,9 @@ static void clause_range_num(bson_t *c, const char *path, const double *lo, cons
     bson_t sub;
     bson_append_document_begin(c, path, -1, &sub);
     if (lo)
-        append_number(&sub, "$gte", *lo);
+        mdb_query_append_number(&sub, "$gte", *lo);
     if (hi)
-        append_number(&sub, "$lte", *hi);
+        mdb_query_append_number(&sub, "$lte", *hi);
     bson_append_document_end(c, &sub);
 }
 
@@ -694,14 +681,14 @@ static bool parse_num_range(const char *s, bool *has_lo, double *lo, bool *has_h
         memcpy(left, s, i);
         left[i] = '\0';
         const char *right = s + i + 1;
-        if (!parse_number(left, lo))
+        if (!mdb_query_parse_number(left, lo))
             continue;
         if (!*right) {
             *has_lo = true;
             *has_hi = false;
             return true;
         }
-        if (parse_number(right, hi)) {
+        if (mdb_query_parse_number(right, hi)) {
             *has_lo = *has_hi = true;
             return true;
         }
@@ -710,7 +697,7 @@ static bool parse_num_range(const char *s, bool *has_lo, double *lo, bool *has_h
 }
 
 /* Try to read item as a date range: "A-B", "A-", "-B" where A and B are
- * dates in any parse_date form. */
+ * dates in any mdb_query_parse_date form. */
 static bool parse_date_range(const char *s, char lo[9], char hi[9], bool *has_lo, bool *has_hi)
 {
     size_t len = strlen(s);
@@ -718,8 +705,8 @@ static bool parse_date_range(const char *s, char lo[9], char hi[9], bool *has_lo
     for (size_t i = 0; i < len; i++) {
         if (s[i] != '-')
             continue;
-        bool lo_ok = i == 0 || parse_date(s, i, lo, a);
-        bool hi_ok = i + 1 == len || parse_date(s + i + 1, len - i - 1, b, hi);
+        bool lo_ok = i == 0 || mdb_query_parse_date(s, i, lo, a);
+        bool hi_ok = i + 1 == len || mdb_query_parse_date(s + i + 1, len - i - 1, b, hi);
         if (!lo_ok || !hi_ok || (i == 0 && i + 1 == len))
             continue;
         *has_lo = i != 0;
@@ -733,7 +720,7 @@ static bool parse_date_range(const char *s, char lo[9], char hi[9], bool *has_lo
 
 /* Build {path: cond} for one list item on a field of the given type.
  * Returns a new document or NULL with err. */
-static bson_t *item_clause(const char *param, const char *path, mdb_qfield_type_t type, const item_t *it,
+static bson_t *item_clause(const char *param, const char *path, mdb_qfield_type_t type, const mdb_query_item_t *it,
                            mdb_error_t *err)
 {
     bson_t *c = bson_new();
@@ -754,7 +741,7 @@ static bson_t *item_clause(const char *param, const char *path, mdb_qfield_type_
     case MDB_QFIELD_DATE: {
         char lo[9], hi[9];
         bool has_lo, has_hi;
-        if (parse_date(s, strlen(s), lo, hi)) {
+        if (mdb_query_parse_date(s, strlen(s), lo, hi)) {
             if (!strcmp(lo, hi))
                 BSON_APPEND_UTF8(c, path, lo);
             else
@@ -777,14 +764,14 @@ static bson_t *item_clause(const char *param, const char *path, mdb_qfield_type_
     case MDB_QFIELD_ANY: {
         double v, lo, hi;
         bool has_lo, has_hi;
-        if (parse_number(s, &v)) {
+        if (mdb_query_parse_number(s, &v)) {
             if (type == MDB_QFIELD_NUMBER) {
-                append_number(c, path, v);
+                mdb_query_append_number(c, path, v);
             } else { /* metadata: match the number or the string as stored */
                 bson_t sub, arr;
                 bson_append_document_begin(c, path, -1, &sub);
                 bson_append_array_begin(&sub, "$in", 3, &arr);
-                append_number(&arr, "0", v);
+                mdb_query_append_number(&arr, "0", v);
                 BSON_APPEND_UTF8(&arr, "1", s);
                 bson_append_array_end(&sub, &arr);
                 bson_append_document_end(c, &sub);
@@ -820,7 +807,7 @@ static bool append_cmp_value(bson_t *sub, const char *opname, op_t op, const cha
     double v;
     if (type == MDB_QFIELD_DATE) {
         char lo[9], hi[9];
-        if (!parse_date(s, strlen(s), lo, hi)) {
+        if (!mdb_query_parse_date(s, strlen(s), lo, hi)) {
             mdb_error_set(err, MDB_ERR_QUERY, 0, "'%s' expects a date (YYYY, YYYYMM, YYYYMMDD or YYYY-MM-DD), got '%s'",
                           param, s);
             return false;
@@ -833,15 +820,15 @@ static bool append_cmp_value(bson_t *sub, const char *opname, op_t op, const cha
         return true;
     }
     if (type == MDB_QFIELD_NUMBER) {
-        if (!parse_number(s, &v)) {
+        if (!mdb_query_parse_number(s, &v)) {
             mdb_error_set(err, MDB_ERR_QUERY, 0, "'%s' expects a number, got '%s'", param, s);
             return false;
         }
-        append_number(sub, opname, v);
+        mdb_query_append_number(sub, opname, v);
         return true;
     }
-    if (type == MDB_QFIELD_ANY && parse_number(s, &v)) {
-        append_number(sub, opname, v);
+    if (type == MDB_QFIELD_ANY && mdb_query_parse_number(s, &v)) {
+        mdb_query_append_number(sub, opname, v);
         return true;
     }
     BSON_APPEND_UTF8(sub, opname, s);
@@ -875,9 +862,9 @@ static bson_t *op_clause(const char *param, const char *path, mdb_qfield_type_t 
     }
     if (op == OP_NE || op == OP_EQ) {
         /* ne:/eq: take a list too: ne:CT,MR = none of them. */
-        item_t *items = NULL;
+        mdb_query_item_t *items = NULL;
         size_t n = 0;
-        if (!split_items(s, true, &items, &n, err))
+        if (!mdb_query_split_items(s, true, &items, &n, err))
             goto fail;
         bson_t arr;
         bson_append_document_begin(c, path, -1, &sub);
@@ -889,13 +876,13 @@ static bson_t *op_clause(const char *param, const char *path, mdb_qfield_type_t 
             if (items[i].pattern) {
                 bson_append_regex(&arr, k, -1, items[i].pattern, "");
             } else if (!append_cmp_value(&arr, k, op, param, type, items[i].text, err)) {
-                items_free(items, n);
+                mdb_query_items_free(items, n);
                 goto fail;
             }
         }
         bson_append_array_end(&sub, &arr);
         bson_append_document_end(c, &sub);
-        items_free(items, n);
+        mdb_query_items_free(items, n);
         return c;
     }
     bson_append_document_begin(c, path, -1, &sub);
@@ -909,7 +896,7 @@ fail:
 }
 
 /* Build the clause for param=value on path. */
-static bson_t *param_clause(const char *param, const char *path, mdb_qfield_type_t type, const char *value,
+bson_t *mdb_query_param_clause(const char *param, const char *path, mdb_qfield_type_t type, const char *value,
                             mdb_error_t *err)
 {
     for (size_t i = 0; i < sizeof op_prefixes / sizeof op_prefixes[0]; i++) {
@@ -921,9 +908,9 @@ static bson_t *param_clause(const char *param, const char *path, mdb_qfield_type
         mdb_error_set(err, MDB_ERR_QUERY, 0, "'%s' needs a value", param);
         return NULL;
     }
-    item_t *items = NULL;
+    mdb_query_item_t *items = NULL;
     size_t n = 0;
-    if (!split_items(value, true, &items, &n, err))
+    if (!mdb_query_split_items(value, true, &items, &n, err))
         return NULL;
     bson_t *c = NULL;
     for (size_t i = 0; i < n; i++) {
@@ -973,14 +960,14 @@ static bson_t *param_clause(const char *param, const char *path, mdb_qfield_type
     }
     bson_append_array_end(c, &arr);
 done:
-    items_free(items, n);
+    mdb_query_items_free(items, n);
     return c;
 }
 
 /* Studies carry both `modality` and the `modalities` of their series: a
  * modality filter on studies matches either (both must hold for negations:
  * ne: and exists:false). Takes ownership of a and b. */
-static bson_t *either_clause(bson_t *a, bson_t *b, bool negation)
+bson_t *mdb_query_either_clause(bson_t *a, bson_t *b, bool negation)
 {
     bson_t *out = bson_new();
     bson_t arr;
@@ -1015,7 +1002,7 @@ static bool check_value(const char *name, const char *value, mdb_error_t *err)
 }
 
 /* Field names printed in "unknown field" errors. */
-static void known_fields(mdb_query_level_t level, char *buf, size_t size)
+void mdb_query_known_fields(mdb_query_level_t level, char *buf, size_t size)
 {
     size_t n, off = 0;
     const mdb_qfield_t *f = mdb_query_fields(level, &n);
@@ -1053,7 +1040,7 @@ bool mdb_query_add_param(mdb_query_t *q, const char *name, const char *value, md
         return false;
     if (!strcmp(name, "limit") || !strcmp(name, "offset")) {
         int64_t v;
-        if (!parse_int64(value, &v)) {
+        if (!mdb_query_parse_int64(value, &v)) {
             mdb_error_set(err, MDB_ERR_QUERY, 0, "'%s' expects an integer, got '%s'", name, value);
             return false;
         }
@@ -1070,17 +1057,17 @@ bool mdb_query_add_param(mdb_query_t *q, const char *name, const char *value, md
     mdb_query_level_t level = q->level;
     bool meta = false;
     const char *display = name;
-    const char *rest = parent_prefix(q->level, name, &level);
+    const char *rest = mdb_query_parent_prefix(q->level, name, &level);
     const mdb_qfield_t *f = NULL;
     if (rest) {
         name = rest;
-        f = find_field(level, name, &meta);
+        f = mdb_query_find_field(level, name, &meta);
     } else {
-        f = find_field(level, name, &meta);
+        f = mdb_query_find_field(level, name, &meta);
     }
     if (!f && !meta && !rest) {
         for (int l = (int)q->level - 1; l >= 0 && !f; l--) {
-            if ((f = find_field((mdb_query_level_t)l, name, &meta)) != NULL && strcmp(f->name, "_id") != 0)
+            if ((f = mdb_query_find_field((mdb_query_level_t)l, name, &meta)) != NULL && strcmp(f->name, "_id") != 0)
                 level = (mdb_query_level_t)l;
             else
                 f = NULL;
@@ -1088,7 +1075,7 @@ bool mdb_query_add_param(mdb_query_t *q, const char *name, const char *value, md
     }
     if (!f) {
         char known[768];
-        known_fields(level, known, sizeof known);
+        mdb_query_known_fields(level, known, sizeof known);
         if (!strncmp(name, "metadata.", 9))
             mdb_error_set(err, MDB_ERR_QUERY, 0,
                           "'%s' is not a valid metadata keyword path (letters, digits, '_', dots between levels)",
@@ -1107,21 +1094,21 @@ bool mdb_query_add_param(mdb_query_t *q, const char *name, const char *value, md
         mdb_error_set(err, MDB_ERR_QUERY, 0, "'%s' takes exists:true or exists:false, got '%s'", name, value);
         return false;
     }
-    bson_t *c = param_clause(name, path, f->type, value, err);
+    bson_t *c = mdb_query_param_clause(name, path, f->type, value, err);
     if (!c)
         return false;
     if (level == MDB_QUERY_STUDIES && !meta && !strcmp(f->name, "modality")) {
-        bson_t *alt = param_clause(name, "modalities", f->type, value, err);
+        bson_t *alt = mdb_query_param_clause(name, "modalities", f->type, value, err);
         if (!alt) {
             bson_destroy(c);
             return false;
         }
         bool negation = !strncmp(value, "ne:", 3) || !strcmp(value, "exists:false") || !strcmp(value, "exists:0") ||
                         !strcmp(value, "exists:no");
-        c = either_clause(c, alt, negation);
+        c = mdb_query_either_clause(c, alt, negation);
     }
-    clause_list_t *list = level == q->level ? &q->clauses : &q->parent[level];
-    if (!clauses_push(list, c)) {
+    mdb_query_clauses_t *list = level == q->level ? &q->clauses : &q->parent[level];
+    if (!mdb_query_clauses_push(list, c)) {
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
         return false;
     }
@@ -1136,11 +1123,11 @@ static const char *spec_field(mdb_query_t *q, const char *name, char *out, size_
 {
     bool meta;
     mdb_query_level_t level = q->level;
-    const char *rest = q->level < MDB_QUERY_LEVEL_COUNT ? parent_prefix(q->level, name, &level) : NULL;
-    const mdb_qfield_t *f = find_field(level, rest ? rest : name, &meta);
+    const char *rest = q->level < MDB_QUERY_LEVEL_COUNT ? mdb_query_parent_prefix(q->level, name, &level) : NULL;
+    const mdb_qfield_t *f = mdb_query_find_field(level, rest ? rest : name, &meta);
     if (!f) {
         char known[768];
-        known_fields(level, known, sizeof known);
+        mdb_query_known_fields(level, known, sizeof known);
         mdb_error_set(err, MDB_ERR_QUERY, 0, "unknown field '%s' for %s (known: %s%s)", name, level_names[level],
                       known,
                       rest || q->level == MDB_QUERY_STUDIES ? ""
@@ -1149,24 +1136,12 @@ static const char *spec_field(mdb_query_t *q, const char *name, char *out, size_
         return NULL;
     }
     const char *path = meta ? (rest ? rest : name) : f->name;
-    int w = rest ? snprintf(out, cap, "%s.%s", parent_names[level], path) : snprintf(out, cap, "%s", path);
+    int w = rest ? snprintf(out, cap, "%s.%s", mdb_query_parent_names[level], path) : snprintf(out, cap, "%s", path);
     if (w < 0 || (size_t)w >= cap) {
         mdb_error_set(err, MDB_ERR_QUERY, 0, "field name '%.64s...' is too long", name);
         return NULL;
     }
     return out;
-}
-
-/* Is key a top-level key of b (dotted keys compared whole, not as paths)? */
-static bool has_key(const bson_t *b, const char *key)
-{
-    bson_iter_t it;
-    if (!bson_iter_init(&it, b))
-        return false;
-    while (bson_iter_next(&it))
-        if (!strcmp(bson_iter_key(&it), key))
-            return true;
-    return false;
 }
 
 bool mdb_query_set_sort(mdb_query_t *q, const char *spec, mdb_error_t *err)
@@ -1194,7 +1169,7 @@ bool mdb_query_set_sort(mdb_query_t *q, const char *spec, mdb_error_t *err)
         const char *path = spec_field(q, tok, pbuf, sizeof pbuf, err);
         if (!path)
             goto fail;
-        if (has_key(&sort, path)) {
+        if (mdb_query_has_key(&sort, path)) {
             mdb_error_set(err, MDB_ERR_QUERY, 0, "sort names '%s' twice", tok);
             goto fail;
         }
@@ -1240,7 +1215,7 @@ bool mdb_query_set_fields(mdb_query_t *q, const char *spec, mdb_error_t *err)
         const char *path = !strcmp(tok, "metadata") ? "metadata" : spec_field(q, tok, pbuf, sizeof pbuf, err);
         if (!path)
             goto fail;
-        if (has_key(&proj, path))
+        if (mdb_query_has_key(&proj, path))
             continue;
         if (++count > 100) {
             mdb_error_set(err, MDB_ERR_QUERY, 0, "fields lists at most 100 fields");
@@ -1314,7 +1289,7 @@ static const char *const expr_ops[] = {
     "$cond", "$ifNull", "$toLower", "$toUpper", "$concat",  "$substrCP", "$strLenCP", "$literal", "$type",
     "$arrayElemAt", "$min", "$max", "$isArray", "$toString", "$toInt", "$toDouble"};
 
-static bool in_list(const char *s, const char *const *list, size_t n)
+bool mdb_query_in_list(const char *s, const char *const *list, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (!strcmp(s, list[i]))
@@ -1324,7 +1299,7 @@ static bool in_list(const char *s, const char *const *list, size_t n)
 
 #define LIST(a) (a), (sizeof(a) / sizeof((a)[0]))
 
-static bool refused_reason(const char *op, mdb_error_t *err)
+bool mdb_query_refused_reason(const char *op, mdb_error_t *err)
 {
     for (size_t i = 0; i < sizeof refused_ops / sizeof refused_ops[0]; i++) {
         if (!strcmp(op, refused_ops[i].name)) {
@@ -1341,9 +1316,9 @@ bool mdb_query_operator_allowed(const char *op, mdb_error_t *err)
         mdb_error_set(err, MDB_ERR_QUERY, 0, "'%s' is not an operator", op ? op : "(null)");
         return false;
     }
-    if (refused_reason(op, err))
+    if (mdb_query_refused_reason(op, err))
         return false;
-    if (in_list(op, LIST(field_ops)) || in_list(op, LIST(doc_ops)))
+    if (mdb_query_in_list(op, LIST(field_ops)) || mdb_query_in_list(op, LIST(doc_ops)))
         return true;
     mdb_error_set(err, MDB_ERR_QUERY, 0, "operator %s is not allowed (allowed: $and $or $nor $expr $eq $ne $gt $gte "
                                          "$lt $lte $in $nin $exists $type $regex $options $not $all $elemMatch $size "
@@ -1398,7 +1373,7 @@ static bool check_field_name(walk_t *w, const char *key)
             char op[64];
             snprintf(op, sizeof op, "%.*s", n < 60 ? n : 60, p);
             if (p == key) {
-                if (!refused_reason(op, w->err))
+                if (!mdb_query_refused_reason(op, w->err))
                     mdb_error_set(w->err, MDB_ERR_QUERY, 0, "operator %s is not allowed here (%s)", op,
                                   w->where[0] ? w->where : "top level");
             } else {
@@ -1413,6 +1388,12 @@ static bool check_field_name(walk_t *w, const char *key)
         return false;
     }
     return true;
+}
+
+bool mdb_query_check_field_name(const char *key, mdb_error_t *err)
+{
+    walk_t w = {.err = err};
+    return check_field_name(&w, key);
 }
 
 static bool walk_query_doc(walk_t *w, const json_t *doc, int depth);
@@ -1436,7 +1417,7 @@ static bool walk_literal(walk_t *w, const json_t *v, int depth)
         json_object_foreach((json_t *)v, k, e)
         {
             if (k[0] == '$') {
-                if (!refused_reason(k, w->err))
+                if (!mdb_query_refused_reason(k, w->err))
                     mdb_error_set(w->err, MDB_ERR_QUERY, 0,
                                   "operator %s is not allowed inside a literal value (%s); MongoDB extended JSON "
                                   "type wrappers are not accepted",
@@ -1450,7 +1431,7 @@ static bool walk_literal(walk_t *w, const json_t *v, int depth)
     return true;
 }
 
-static bool is_operator_object(const json_t *v)
+bool mdb_query_is_operator_object(const json_t *v)
 {
     if (!json_is_object(v) || json_object_size(v) == 0)
         return false;
@@ -1476,10 +1457,10 @@ static bool walk_operator_object(walk_t *w, const char *field, const json_t *v, 
                           "field '%s' mixes operators and field names ('%s'); use one or the other", field, op);
             return false;
         }
-        if (refused_reason(op, w->err))
+        if (mdb_query_refused_reason(op, w->err))
             return false;
-        if (!in_list(op, LIST(field_ops))) {
-            if (in_list(op, LIST(doc_ops)))
+        if (!mdb_query_in_list(op, LIST(field_ops))) {
+            if (mdb_query_in_list(op, LIST(doc_ops)))
                 mdb_error_set(w->err, MDB_ERR_QUERY, 0, "operator %s belongs at document level, not on field '%s'",
                               op, field);
             else
@@ -1533,7 +1514,7 @@ static bool walk_operator_object(walk_t *w, const char *field, const json_t *v, 
             if (!walk_literal(w, arg, depth + 1))
                 return false;
         } else if (!strcmp(op, "$not")) {
-            if (!is_operator_object(arg)) {
+            if (!mdb_query_is_operator_object(arg)) {
                 mdb_error_set(w->err, MDB_ERR_QUERY, 0, "$not on field '%s' needs an operator object", field);
                 return false;
             }
@@ -1544,7 +1525,7 @@ static bool walk_operator_object(walk_t *w, const char *field, const json_t *v, 
                 mdb_error_set(w->err, MDB_ERR_QUERY, 0, "$elemMatch on field '%s' needs an object", field);
                 return false;
             }
-            if (!(is_operator_object(arg) ? walk_operator_object(w, field, arg, depth + 1)
+            if (!(mdb_query_is_operator_object(arg) ? walk_operator_object(w, field, arg, depth + 1)
                                           : walk_query_doc(w, arg, depth + 1)))
                 return false;
         } else { /* comparison: any literal */
@@ -1560,7 +1541,7 @@ static bool walk_field_value(walk_t *w, const char *field, const json_t *v, int 
     if (!walk_budget(w, depth))
         return false;
     snprintf(w->where, sizeof w->where, "field '%.120s'", field);
-    if (is_operator_object(v))
+    if (mdb_query_is_operator_object(v))
         return walk_operator_object(w, field, v, depth);
     return walk_literal(w, v, depth);
 }
@@ -1591,11 +1572,11 @@ static bool walk_expr(walk_t *w, const json_t *v, int depth)
     json_object_foreach((json_t *)v, k, e)
     {
         if (k[0] == '$') {
-            if (refused_reason(k, w->err)) {
+            if (mdb_query_refused_reason(k, w->err)) {
                 mdb_error_prefix(w->err, "in $expr");
                 return false;
             }
-            if (!in_list(k, LIST(expr_ops))) {
+            if (!mdb_query_in_list(k, LIST(expr_ops))) {
                 mdb_error_set(w->err, MDB_ERR_QUERY, 0, "expression operator %s is not allowed in $expr", k);
                 return false;
             }
@@ -1630,10 +1611,10 @@ static bool walk_query_doc(walk_t *w, const json_t *doc, int depth)
                 return false;
             continue;
         }
-        if (refused_reason(k, w->err))
+        if (mdb_query_refused_reason(k, w->err))
             return false;
-        if (!in_list(k, LIST(doc_ops))) {
-            if (in_list(k, LIST(field_ops)))
+        if (!mdb_query_in_list(k, LIST(doc_ops))) {
+            if (mdb_query_in_list(k, LIST(field_ops)))
                 mdb_error_set(w->err, MDB_ERR_QUERY, 0,
                               "operator %s must be applied to a field, e.g. {\"field\": {\"%s\": ...}}", k, k);
             else
@@ -1696,7 +1677,6 @@ static const char *const raw_collections[] = {"studies", "series", "instances", 
 
 static bool raw_sort(mdb_query_t *q, const json_t *sort, mdb_error_t *err)
 {
-    walk_t w = {.err = err};
     if (!json_is_object(sort)) {
         mdb_error_set(err, MDB_ERR_QUERY, 0, "sort must be an object like {\"study_date\": -1}");
         return false;
@@ -1711,7 +1691,7 @@ static bool raw_sort(mdb_query_t *q, const json_t *sort, mdb_error_t *err)
     bool id_seen = false;
     json_object_foreach((json_t *)sort, k, v)
     {
-        if (!check_field_name(&w, k))
+        if (!mdb_query_check_field_name(k, err))
             goto fail;
         if (!json_is_integer(v) || (json_integer_value(v) != 1 && json_integer_value(v) != -1)) {
             mdb_error_set(err, MDB_ERR_QUERY, 0, "sort direction of '%s' must be 1 or -1", k);
@@ -1732,7 +1712,6 @@ fail:
 
 static bool raw_projection(mdb_query_t *q, const json_t *proj, mdb_error_t *err)
 {
-    walk_t w = {.err = err};
     if (!json_is_object(proj)) {
         mdb_error_set(err, MDB_ERR_QUERY, 0, "projection must be an object like {\"patient_id\": 1}");
         return false;
@@ -1747,11 +1726,11 @@ static bool raw_projection(mdb_query_t *q, const json_t *proj, mdb_error_t *err)
     int include = -1; /* mode of non-_id fields */
     json_object_foreach((json_t *)proj, k, v)
     {
-        if (k[0] == '$' || (json_is_object(v) && is_operator_object(v))) {
+        if (k[0] == '$' || (json_is_object(v) && mdb_query_is_operator_object(v))) {
             mdb_error_set(err, MDB_ERR_QUERY, 0, "projection operators are not supported ('%s')", k);
             goto fail;
         }
-        if (!check_field_name(&w, k))
+        if (!mdb_query_check_field_name(k, err))
             goto fail;
         int on;
         if (json_is_boolean(v))
@@ -1819,7 +1798,7 @@ static bool raw_parents(mdb_query_t *q, const json_t *parents, mdb_error_t *err)
         }
         bson_t *c = bson_copy(&b);
         bson_destroy(&b);
-        if (!c || !clauses_push(&q->parent[l], c)) {
+        if (!c || !mdb_query_clauses_push(&q->parent[l], c)) {
             mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
             return false;
         }
@@ -1856,12 +1835,12 @@ mdb_query_t *mdb_query_new_raw(const json_t *request, const char *default_collec
     json_object_foreach((json_t *)request, k, v)
     {
         static const char *const keys[] = {"collection", "filter", "parents", "sort", "projection", "limit", "skip"};
-        if (in_list(k, LIST(keys)))
+        if (mdb_query_in_list(k, LIST(keys)))
             continue;
         if (!strcmp(k, "pipeline"))
             mdb_error_set(err, MDB_ERR_QUERY, 0,
                           "aggregation pipelines are not accepted (they can write with $out/$merge); send a filter");
-        else if (k[0] == '$' && refused_reason(k, err))
+        else if (k[0] == '$' && mdb_query_refused_reason(k, err))
             ;
         else
             mdb_error_set(err, MDB_ERR_QUERY, 0,
@@ -1879,7 +1858,7 @@ mdb_query_t *mdb_query_new_raw(const json_t *request, const char *default_collec
         }
         cname = json_string_value(coll);
     }
-    if (!in_list(cname, LIST(raw_collections))) {
+    if (!mdb_query_in_list(cname, LIST(raw_collections))) {
         mdb_error_set(err, MDB_ERR_QUERY, 0,
                       "collection '%.64s' is not queryable (allowed: studies, series, instances, jobs, collections, "
                       "conflicts)",
@@ -1923,159 +1902,12 @@ mdb_query_t *mdb_query_new_raw(const json_t *request, const char *default_collec
     if (lim && !json_is_null(lim) && !raw_int(lim, "limit", 1, q->max_limit, &q->limit, err))
         goto fail;
     const json_t *skip = json_object_get(request, "skip");
-    if (skip && !json_is_null(skip) && !raw_int(skip, "skip", 0, MAX_OFFSET, &q->offset, err))
+    if (skip && !json_is_null(skip) && !raw_int(skip, "skip", 0, MDB_QUERY_MAX_OFFSET, &q->offset, err))
         goto fail;
     return q;
 fail:
     mdb_query_destroy(q);
     return NULL;
-}
-
-/* ------------------------------------------------------------------------ */
-/* BSON → JSON                                                               */
-
-static json_t *bson_value_to_json(const bson_iter_t *it);
-
-/* JSON string from stored bytes; invalid UTF-8 (which the linker never
- * writes, but a raw collection might hold) becomes U+FFFD per bad byte so
- * the answer stays valid JSON. */
-static json_t *utf8_json_string(const char *s, size_t len)
-{
-    json_t *j = json_stringn(s, len);
-    if (j)
-        return j;
-    char *buf = malloc(len * 3 + 1);
-    if (!buf)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < len;) {
-        size_t n = 1;
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0xc2 && c <= 0xdf)
-            n = 2;
-        else if (c >= 0xe0 && c <= 0xef)
-            n = 3;
-        else if (c >= 0xf0 && c <= 0xf4)
-            n = 4;
-        if (c != 0 && (c < 0x80 || (i + n <= len && n > 1 && bson_utf8_validate(s + i, n, false)))) {
-            memcpy(buf + o, s + i, n);
-            o += n;
-            i += n;
-        } else {
-            memcpy(buf + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i += 1;
-        }
-    }
-    j = json_stringn(buf, o);
-    free(buf);
-    return j;
-}
-
-static json_t *bson_iter_children(const bson_iter_t *it, bool array)
-{
-    bson_iter_t child;
-    json_t *out = array ? json_array() : json_object();
-    if (!out || !bson_iter_recurse(it, &child))
-        return out;
-    while (bson_iter_next(&child)) {
-        bson_type_t t = bson_iter_type(&child);
-        if (t == BSON_TYPE_BINARY || t == BSON_TYPE_CODE || t == BSON_TYPE_CODEWSCOPE)
-            continue; /* binary VRs are left out */
-        json_t *v = bson_value_to_json(&child);
-        if (!v)
-            continue;
-        if (array)
-            json_array_append_new(out, v);
-        else
-            json_object_set_new(out, bson_iter_key(&child), v);
-    }
-    return out;
-}
-
-static json_t *bson_value_to_json(const bson_iter_t *it)
-{
-    switch (bson_iter_type(it)) {
-    case BSON_TYPE_DOCUMENT:
-        return bson_iter_children(it, false);
-    case BSON_TYPE_ARRAY:
-        return bson_iter_children(it, true);
-    case BSON_TYPE_UTF8: {
-        uint32_t len;
-        const char *s = bson_iter_utf8(it, &len);
-        return utf8_json_string(s, len);
-    }
-    case BSON_TYPE_INT32:
-        return json_integer(bson_iter_int32(it));
-    case BSON_TYPE_INT64:
-        return json_integer(bson_iter_int64(it));
-    case BSON_TYPE_DOUBLE: {
-        double d = bson_iter_double(it);
-        return isfinite(d) ? json_real(d) : json_null();
-    }
-    case BSON_TYPE_DECIMAL128: {
-        bson_decimal128_t dec;
-        char buf[BSON_DECIMAL128_STRING];
-        bson_iter_decimal128(it, &dec);
-        bson_decimal128_to_string(&dec, buf);
-        return json_string(buf);
-    }
-    case BSON_TYPE_BOOL:
-        return json_boolean(bson_iter_bool(it));
-    case BSON_TYPE_NULL:
-    case BSON_TYPE_UNDEFINED:
-        return json_null();
-    case BSON_TYPE_OID: {
-        char hex[25];
-        bson_oid_to_string(bson_iter_oid(it), hex);
-        return json_string(hex);
-    }
-    case BSON_TYPE_DATE_TIME: {
-        int64_t ms = bson_iter_date_time(it);
-        time_t secs = (time_t)(ms / 1000);
-        int frac = (int)(ms % 1000);
-        if (frac < 0) {
-            frac += 1000;
-            secs -= 1;
-        }
-        struct tm tm;
-        char buf[40];
-        if (!gmtime_r(&secs, &tm))
-            return json_integer(ms);
-        size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(buf + n, sizeof buf - n, ".%03dZ", frac);
-        return json_string(buf);
-    }
-    case BSON_TYPE_TIMESTAMP: {
-        uint32_t ts, inc;
-        bson_iter_timestamp(it, &ts, &inc);
-        return json_integer(ts);
-    }
-    case BSON_TYPE_REGEX: {
-        const char *opts;
-        const char *re = bson_iter_regex(it, &opts);
-        return json_string(re);
-    }
-    default:
-        return NULL;
-    }
-}
-
-json_t *mdb_query_bson_to_json(const bson_t *doc)
-{
-    json_t *out = json_object();
-    bson_iter_t it;
-    if (!out || !bson_iter_init(&it, doc))
-        return out;
-    while (bson_iter_next(&it)) {
-        bson_type_t t = bson_iter_type(&it);
-        if (t == BSON_TYPE_BINARY || t == BSON_TYPE_CODE || t == BSON_TYPE_CODEWSCOPE)
-            continue;
-        json_t *v = bson_value_to_json(&it);
-        if (v)
-            json_object_set_new(out, bson_iter_key(&it), v);
-    }
-    return out;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2108,11 +1940,11 @@ static bool append_id(const bson_t *doc, void *ud, mdb_error_t *err)
 }
 
 /* Resolve a parent filter into the list of matching _ids. */
-static bool parent_ids(mdb_mongo_t *m, mdb_query_level_t level, const clause_list_t *cl, int64_t time_ms,
+static bool parent_ids(mdb_mongo_t *m, mdb_query_level_t level, const mdb_query_clauses_t *cl, int64_t time_ms,
                        bson_t *ids_arr, size_t *n, mdb_error_t *err)
 {
     bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, proj;
-    build_and(cl, &filter);
+    mdb_query_build_and(cl, &filter);
     bson_append_document_begin(&opts, "projection", -1, &proj);
     BSON_APPEND_INT32(&proj, "_id", 1);
     bson_append_document_end(&opts, &proj);
@@ -2141,12 +1973,12 @@ static bool effective_filter(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_
         bson_concat(out, mdb_query_filter(q));
         return true;
     }
-    clause_list_t all = {0};
+    mdb_query_clauses_t all = {0};
     bool ok = false;
-    if (q->raw && !bson_empty(&q->filter) && !clauses_push(&all, bson_copy(&q->filter)))
+    if (q->raw && !bson_empty(&q->filter) && !mdb_query_clauses_push(&all, bson_copy(&q->filter)))
         goto oom;
     for (size_t i = 0; !q->raw && i < q->clauses.n; i++)
-        if (!clauses_push(&all, bson_copy(q->clauses.v[i])))
+        if (!mdb_query_clauses_push(&all, bson_copy(q->clauses.v[i])))
             goto oom;
     for (int l = 0; l < (int)q->level; l++) {
         if (!q->parent[l].n)
@@ -2163,19 +1995,18 @@ static bool effective_filter(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_
         bson_append_document_end(c, &sub);
         if (n == 0)
             *empty = true;
-        if (!clauses_push(&all, c))
+        if (!mdb_query_clauses_push(&all, c))
             goto oom;
     }
-    build_and(&all, out);
+    mdb_query_build_and(&all, out);
     ok = true;
     goto done;
 oom:
     mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
 done:
-    clauses_clear(&all);
+    mdb_query_clauses_clear(&all);
     return ok;
 }
-
 
 /* ------------------------------------------------------------------------ */
 /* rows: own documents plus the parent fields they ask for                   */
@@ -2210,22 +2041,22 @@ static void plan_init(const mdb_query_t *q, plan_t *p)
     mdb_query_level_t pl;
     if (bson_iter_init(&it, &q->projection)) {
         while (bson_iter_next(&it)) {
-            const char *rest = parent_prefix(q->level, bson_iter_key(&it), &pl);
+            const char *rest = mdb_query_parent_prefix(q->level, bson_iter_key(&it), &pl);
             if (!rest) {
                 bson_append_iter(&p->own_proj, NULL, 0, &it);
                 continue;
             }
-            if (!has_key(&p->pproj[pl], rest))
+            if (!mdb_query_has_key(&p->pproj[pl], rest))
                 BSON_APPEND_INT32(&p->pproj[pl], rest, 1);
             p->join[pl] = true;
         }
     }
     if (bson_iter_init(&it, &q->sort)) {
         while (bson_iter_next(&it)) {
-            const char *rest = parent_prefix(q->level, bson_iter_key(&it), &pl);
+            const char *rest = mdb_query_parent_prefix(q->level, bson_iter_key(&it), &pl);
             if (!rest)
                 continue;
-            if (!has_key(&p->pproj[pl], rest))
+            if (!mdb_query_has_key(&p->pproj[pl], rest))
                 BSON_APPEND_INT32(&p->pproj[pl], rest, 1);
             p->join[pl] = true;
             p->psort = true;
@@ -2239,8 +2070,8 @@ static void plan_init(const mdb_query_t *q, plan_t *p)
             continue;
         p->any_join = true;
         /* an inclusion projection must keep the key the join follows */
-        if (projected && !has_key(&p->own_proj, parent_keys[l]))
-            BSON_APPEND_INT32(&p->own_proj, parent_keys[l], 1);
+        if (projected && !mdb_query_has_key(&p->own_proj, mdb_query_parent_keys[l]))
+            BSON_APPEND_INT32(&p->own_proj, mdb_query_parent_keys[l], 1);
     }
 }
 
@@ -2284,7 +2115,7 @@ static bool fetch_parents(rows_t *r, int l, json_t *map, mdb_error_t *err)
     bson_append_array_begin(&sub, "$in", 3, &arr);
     for (size_t i = 0; ok && i < r->n; i++) {
         bson_iter_t it;
-        if (!bson_iter_init_find(&it, r->docs[i], parent_keys[l]) || !BSON_ITER_HOLDS_UTF8(&it))
+        if (!bson_iter_init_find(&it, r->docs[i], mdb_query_parent_keys[l]) || !BSON_ITER_HOLDS_UTF8(&it))
             continue;
         const char *id = bson_iter_utf8(&it, NULL);
         if (json_object_get(seen, id))
@@ -2331,10 +2162,10 @@ static bool flush_rows(rows_t *r, mdb_error_t *err)
                 ok = false;
             }
             for (int l = 0; ok && l < MDB_QUERY_LEVEL_COUNT; l++) {
-                const char *id = maps[l] ? json_string_value(json_object_get(row, parent_keys[l])) : NULL;
+                const char *id = maps[l] ? json_string_value(json_object_get(row, mdb_query_parent_keys[l])) : NULL;
                 json_t *p = id ? json_object_get(maps[l], id) : NULL;
                 if (p)
-                    json_object_set(row, parent_names[l], p);
+                    json_object_set(row, mdb_query_parent_names[l], p);
             }
             if (ok)
                 ok = r->fn(row, r->ud, err);
@@ -2393,13 +2224,13 @@ static void lookup_pipeline(const mdb_query_t *q, const plan_t *p, const bson_t 
         if (!p->join[l])
             continue;
         char path[32];
-        snprintf(path, sizeof path, "$%s", parent_names[l]);
+        snprintf(path, sizeof path, "$%s", mdb_query_parent_names[l]);
         bson_append_document_begin(&arr, NEXT_STAGE(), -1, &st);
         bson_append_document_begin(&st, "$lookup", -1, &sub);
         BSON_APPEND_UTF8(&sub, "from", level_names[l]);
-        BSON_APPEND_UTF8(&sub, "localField", parent_keys[l]);
+        BSON_APPEND_UTF8(&sub, "localField", mdb_query_parent_keys[l]);
         BSON_APPEND_UTF8(&sub, "foreignField", "_id");
-        BSON_APPEND_UTF8(&sub, "as", parent_names[l]);
+        BSON_APPEND_UTF8(&sub, "as", mdb_query_parent_names[l]);
         bson_append_array_begin(&sub, "pipeline", -1, &inner);
         bson_append_document_begin(&inner, "0", 1, &pr);
         bson_t proj;
@@ -2437,7 +2268,7 @@ static void lookup_pipeline(const mdb_query_t *q, const plan_t *p, const bson_t 
         bson_concat(&sub, &p->own_proj);
         for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++)
             if (p->join[l])
-                BSON_APPEND_INT32(&sub, parent_names[l], 1);
+                BSON_APPEND_INT32(&sub, mdb_query_parent_names[l], 1);
         bson_append_document_end(&st, &sub);
         bson_append_document_end(&arr, &st);
     }
@@ -2528,7 +2359,7 @@ static void and_in(bson_t *out, const bson_t *a, const char *key, const bson_t *
 
 /* On success with *usable, narrowed holds filter restricted to the rows of
  * the candidate parents (caller destroys it). */
-static bool page_candidates(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *filter, int64_t need, int64_t time_ms,
+bool mdb_query_page_candidates(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *filter, int64_t need, int64_t time_ms,
                             bson_t *narrowed, bool *usable, mdb_error_t *err)
 {
     bson_t psort = BSON_INITIALIZER, pproj = BSON_INITIALIZER, pfilter = BSON_INITIALIZER, ids = BSON_INITIALIZER;
@@ -2544,7 +2375,7 @@ static bool page_candidates(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *
         goto done;
     while (bson_iter_next(&it)) { /* the leading run of one parent level's fields */
         mdb_query_level_t pl;
-        const char *rest = parent_prefix(q->level, bson_iter_key(&it), &pl);
+        const char *rest = mdb_query_parent_prefix(q->level, bson_iter_key(&it), &pl);
         if (!rest || (L != MDB_QUERY_LEVEL_COUNT && pl != L))
             break;
         if (L == MDB_QUERY_LEVEL_COUNT) {
@@ -2557,7 +2388,7 @@ static bool page_candidates(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *
     if (L == MDB_QUERY_LEVEL_COUNT || (first_dir > 0 && q->parent[L].n == 0) || need > 10000)
         goto done;
     BSON_APPEND_INT32(&psort, "_id", 1);
-    build_and(&q->parent[L], &pfilter);
+    mdb_query_build_and(&q->parent[L], &pfilter);
     int64_t rows = 0, pskip = 0, k = 32;
     bool exhausted = false;
     while (rows < need) {
@@ -2578,7 +2409,7 @@ static bool page_candidates(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *
         size_t cn = 0;
         append_ids(&cids, &cn, &chunk);
         append_ids(&ids, &nids, &chunk);
-        and_in(&cf, filter, parent_keys[L], &cids);
+        and_in(&cf, filter, mdb_query_parent_keys[L], &cids);
         bson_t *copts = time_ms > 0 ? BCON_NEW("maxTimeMS", BCON_INT64(time_ms)) : bson_new();
         int64_t n = 0;
         ok = mdb_ops_count(m, q->collection, &cf, copts, &n, err);
@@ -2616,7 +2447,7 @@ static bool page_candidates(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *
             break;
         }
         bson_t eq;
-        if (has_key(&tie, f)) { /* a parent condition on the same field: AND both */
+        if (mdb_query_has_key(&tie, f)) { /* a parent condition on the same field: AND both */
             bson_t both = BSON_INITIALIZER, arr;
             bson_append_array_begin(&both, "$and", 4, &arr);
             BSON_APPEND_DOCUMENT(&arr, "0", &tie);
@@ -2639,7 +2470,7 @@ static bool page_candidates(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *
         bson_destroy(opts);
         if (ok && chunk.n < CANDIDATE_MAX) {
             append_ids(&ids, &nids, &chunk);
-            and_in(narrowed, filter, parent_keys[L], &ids);
+            and_in(narrowed, filter, mdb_query_parent_keys[L], &ids);
             *usable = true;
         }
     }
@@ -2658,7 +2489,7 @@ done:
 /* Read the rows of filter (skip, limit <= 0: all) in q's sort order into fn.
  * cursor_ms is the main cursor's maxTimeMS (<= 0: none), time_ms that of
  * the parent look-ups. */
-static bool read_rows(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *filter, int64_t skip, int64_t limit,
+bool mdb_query_read_rows(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *filter, int64_t skip, int64_t limit,
                       int64_t cursor_ms, int64_t time_ms, mdb_query_row_fn fn, void *ud, mdb_error_t *err)
 {
     plan_t plan;
@@ -2676,7 +2507,7 @@ static bool read_rows(mdb_mongo_t *m, const mdb_query_t *q, const bson_t *filter
     if (plan.psort) {
         bson_t pipeline, narrowed;
         bool usable = false;
-        if (limit > 0 && !page_candidates(m, q, filter, skip + limit, time_ms, &narrowed, &usable, err))
+        if (limit > 0 && !mdb_query_page_candidates(m, q, filter, skip + limit, time_ms, &narrowed, &usable, err))
             goto done;
         lookup_pipeline(q, &plan, usable ? &narrowed : filter, skip, limit, &pipeline);
         if (usable)
@@ -2737,7 +2568,7 @@ json_t *mdb_query_run(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, boo
         BSON_APPEND_INT64(&count_opts, "maxTimeMS", time_ms);
     /* limit 0: the count alone (a sorted first page of a large match costs
      * more than the indexed count itself). */
-    if (q->limit > 0 && !read_rows(m, q, &filter, q->offset, q->limit, time_ms, time_ms, append_row, items, err))
+    if (q->limit > 0 && !mdb_query_read_rows(m, q, &filter, q->offset, q->limit, time_ms, time_ms, append_row, items, err))
         goto done;
     if (!skip_total || q->limit == 0) {
         /* A short first page already tells the total. */
@@ -2775,7 +2606,7 @@ bool mdb_query_foreach(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, in
         bson_destroy(&filter);
         return false;
     }
-    bool ok = empty || read_rows(m, q, &filter, q->offset, max_rows > 0 ? max_rows : 0, 0, time_ms, fn, ud, err);
+    bool ok = empty || mdb_query_read_rows(m, q, &filter, q->offset, max_rows > 0 ? max_rows : 0, 0, time_ms, fn, ud, err);
     bson_destroy(&filter);
     return ok;
 }
@@ -2853,7 +2684,7 @@ json_t *mdb_query_raw_json(const mdb_query_t *q, mdb_error_t *err)
     for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++) {
         if (!q->parent[l].n)
             continue;
-        build_and(&q->parent[l], &tmp);
+        mdb_query_build_and(&q->parent[l], &tmp);
         json_object_set_new(parents, level_names[l], mdb_query_bson_to_json(&tmp));
     }
     if (json_object_size(parents))
@@ -2893,15 +2724,15 @@ mdb_query_t *mdb_query_descend(const mdb_query_t *q, mdb_query_level_t child, md
         goto oom;
     for (int l = 0; l < MDB_QUERY_LEVEL_COUNT; l++)
         for (size_t i = 0; i < q->parent[l].n; i++)
-            if (!clauses_push(l == (int)child ? &d->clauses : &d->parent[l], bson_copy(q->parent[l].v[i])))
+            if (!mdb_query_clauses_push(l == (int)child ? &d->clauses : &d->parent[l], bson_copy(q->parent[l].v[i])))
                 goto oom;
-    clause_list_t *own = child == q->level ? &d->clauses : &d->parent[q->level];
+    mdb_query_clauses_t *own = child == q->level ? &d->clauses : &d->parent[q->level];
     if (q->raw) {
-        if (!bson_empty(&q->filter) && !clauses_push(own, bson_copy(&q->filter)))
+        if (!bson_empty(&q->filter) && !mdb_query_clauses_push(own, bson_copy(&q->filter)))
             goto oom;
     } else {
         for (size_t i = 0; i < q->clauses.n; i++)
-            if (!clauses_push(own, bson_copy(q->clauses.v[i])))
+            if (!mdb_query_clauses_push(own, bson_copy(q->clauses.v[i])))
                 goto oom;
     }
     d->filter_dirty = true;
@@ -2918,7 +2749,7 @@ bool mdb_query_project_path(mdb_query_t *q, const char *path, mdb_error_t *err)
         mdb_error_set(err, MDB_ERR_QUERY, 0, "'%s' is not a document path", path ? path : "(null)");
         return false;
     }
-    if (!has_key(&q->projection, path))
+    if (!mdb_query_has_key(&q->projection, path))
         BSON_APPEND_INT32(&q->projection, path, 1);
     return true;
 }

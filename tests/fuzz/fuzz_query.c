@@ -12,6 +12,7 @@
 
 /* Compiled in so the code under test carries libFuzzer's instrumentation. */
 #include "../../common/query/mdb_query.c"
+#include "../../common/query/mdb_query_json.c"
 
 static void check(bool cond)
 {
