@@ -6,14 +6,27 @@
  * carries level, filter, joins and a UTF-8 explanation; (2) parsed as JSON
  * and, if it parses, validated as an LLM answer: either refused with a
  * message or accepted with a whitelisted filter.
- * (The translator's source is compiled into this target so it carries
- * libFuzzer's coverage instrumentation; the linker then takes mdb_nl.o from
- * here, not from the library.) */
+ * (The translator's sources are compiled into this target so they carry
+ * libFuzzer's coverage instrumentation; the linker then takes their symbols
+ * from here, not from the library. Every file of the offline translator is
+ * listed: one left out would be linked uninstrumented from the library.) */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../common/query/mdb_nl_vocab.c"
+#include "../../common/query/mdb_nl_tokens.c"
+#include "../../common/query/mdb_nl_cond.c"
+#include "../../common/query/mdb_nl_dates.c"
+#include "../../common/query/mdb_nl_numbers.c"
+#include "../../common/query/mdb_nl_rules_names.c"
+#include "../../common/query/mdb_nl_rules_ids.c"
+#include "../../common/query/mdb_nl_rules_text.c"
+#include "../../common/query/mdb_nl_rules_presence.c"
+#include "../../common/query/mdb_nl_scan.c"
+#include "../../common/query/mdb_nl_lower.c"
+#include "../../common/query/mdb_nl_result.c"
 #include "../../common/query/mdb_nl.c"
 
 static mdb_nl_vocab_t *g_v;
@@ -66,7 +79,7 @@ static void check_result(const mdb_nl_result_t *r)
     }
     json_t *out = mdb_nl_result_to_json(r);
     check(out && json_object_get(out, "level") && json_object_get(out, "filter"), "result JSON");
-    check(utf8_valid(mdb_nl_result_explanation(r)), "explanation is UTF-8");
+    check(nl_utf8_valid(mdb_nl_result_explanation(r)), "explanation is UTF-8");
     char *text = json_dumps(out, JSON_COMPACT);
     check(text != NULL, "result serializes");
     free(text);
