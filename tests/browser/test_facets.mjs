@@ -7,47 +7,8 @@
 // (the filter is added, the table and the charts update), then a slice
 // thickness bin (a range filter), and on the studies list a year of the
 // study-date chart. Screenshot: tests/artifacts/dashboard_facets.png.
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
-
-const require = createRequire(import.meta.url);
-let chromium;
-try {
-  ({ chromium } = require('playwright-core')); // NODE_PATH from tests/run.sh
-} catch (e) {
-  const home = process.env.METADB_HOME || path.join(os.homedir(), '.metadb');
-  ({ chromium } = createRequire(path.join(home, 'cache', 'node', 'node_modules', 'x.js'))('playwright-core'));
-}
-
-const SRC = process.env.MDB_SOURCE_DIR || path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
-const ART = path.join(SRC, 'tests', 'artifacts');
-const HARNESS = path.join(SRC, 'tests', 'browser', 'facets_harness.py');
-
-let passed = 0, failed = 0;
-function check(cond, what, detail) {
-  if (cond) { passed++; console.log('ok   - ' + what); } else { failed++; console.log('FAIL - ' + what + (detail !== undefined ? '\n       ' + String(detail).slice(0, 1500) : '')); }
-  return cond;
-}
-
-function startHarness() {
-  const p = spawn('/usr/bin/python3', [HARNESS], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const exited = new Promise((resolve) => p.on('exit', (code) => resolve(code)));
-  const ready = new Promise((resolve, reject) => {
-    const rl = readline.createInterface({ input: p.stdout });
-    rl.once('line', (line) => { try { resolve(JSON.parse(line)); } catch (e) { reject(new Error('harness said: ' + line)); } });
-    p.on('exit', (code) => reject(new Error('harness exited with ' + code + ' before it was ready')));
-  });
-  return { proc: p, ready, exited };
-}
-
-async function getJson(env, p) {
-  const r = await fetch(env.base + p);
-  return { status: r.status, body: await r.json() };
-}
+import { ART, check, getJson, launch, run, watchErrors } from './harness.mjs';
 
 /* Labels and counts the chart on canvas [data-field=field] draws. */
 async function chartData(page, field) {
@@ -91,121 +52,99 @@ async function waitCohort(page, hashPart, total) {
   }, String(total), { timeout: 10000 });
 }
 
-async function main() {
-  fs.mkdirSync(ART, { recursive: true });
-  const h = startHarness();
-  let browser = null, code = 1;
+run({ harness: 'facets_harness.py' }, async (env, session) => {
   const pageErrors = [];
-  try {
-    const env = await h.ready;
-    console.log('# backend ' + env.base + ' database ' + env.db);
-    const lib = await fetch(env.base + '/vendor/chart.umd.min.js');
-    check(lib.status === 200 && /javascript/.test(lib.headers.get('content-type') || ''),
-      'the vendored chart library is served from the dashboard folder', lib.status + ' ' + lib.headers.get('content-type'));
-    browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium', headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
-    const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
-    page.on('pageerror', (e) => pageErrors.push(e.message));
-    page.on('console', (m) => { if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) pageErrors.push(m.text()); });
-    await page.addInitScript(() => { localStorage.removeItem('metadb.facets.series'); localStorage.removeItem('metadb.facets.studies'); localStorage.removeItem('metadb.facets.hidden'); });
+  console.log('# backend ' + env.base + ' database ' + env.db);
+  const lib = await fetch(env.base + '/vendor/chart.umd.min.js');
+  check(lib.status === 200 && /javascript/.test(lib.headers.get('content-type') || ''),
+    'the vendored chart library is served from the dashboard folder', lib.status + ' ' + lib.headers.get('content-type'));
+  session.browser = await launch(['--disable-gpu']);
+  const page = await session.browser.newPage({ viewport: { width: 1440, height: 1000 } });
+  watchErrors(page, pageErrors);
+  await page.addInitScript(() => { localStorage.removeItem('metadb.facets.series'); localStorage.removeItem('metadb.facets.studies'); localStorage.removeItem('metadb.facets.hidden'); });
 
-    // ---- series list: charts visible, equal to /api/facets for the cohort
-    await page.goto(env.base + '/#/series');
-    await page.waitForSelector('canvas[data-field=modality]', { timeout: 20000 });
-    await page.waitForSelector('[data-testid=row]', { timeout: 20000 });
-    const box = await page.locator('canvas[data-field=modality]').boundingBox();
-    check(box && box.width > 100 && box.height > 100, 'the modality chart is visible', JSON.stringify(box));
-    const table = await page.locator('[data-testid=table]').boundingBox();
-    check(box && table && box.y < table.y, 'the charts are above the table');
-    const fields = 'modality,manufacturer,body_part_examined,slice_thickness,series_date';
-    const all = await getJson(env, '/api/facets?level=series&fields=' + fields);
-    check(all.status === 200, '/api/facets answers for the series list', JSON.stringify(all.body).slice(0, 300));
-    const mod = await chartData(page, 'modality');
-    const want = all.body.facets.modality.values;
-    check(mod && JSON.stringify(mod.labels) === JSON.stringify(want.map((v) => v.value)) &&
-      JSON.stringify(mod.counts) === JSON.stringify(want.map((v) => v.count)),
-    'the modality bars are the API\'s counts', JSON.stringify(mod) + ' vs ' + JSON.stringify(want));
-    const st = await chartData(page, 'slice_thickness');
-    const bins = all.body.facets.slice_thickness.bins;
-    check(st && JSON.stringify(st.counts.slice(0, bins.length)) === JSON.stringify(bins.map((b) => b.count)),
-      'the slice thickness histogram is the API\'s bins', JSON.stringify(st) + ' vs ' + JSON.stringify(bins));
-    check(await page.locator('[data-testid=facets-status]').textContent() === all.body.total.toLocaleString('en-US') + ' series' ||
-      (await page.locator('[data-testid=facets-status]').textContent()).includes(String(all.body.total)), 'the charts name the cohort size');
+  // ---- series list: charts visible, equal to /api/facets for the cohort
+  await page.goto(env.base + '/#/series');
+  await page.waitForSelector('canvas[data-field=modality]', { timeout: 20000 });
+  await page.waitForSelector('[data-testid=row]', { timeout: 20000 });
+  const box = await page.locator('canvas[data-field=modality]').boundingBox();
+  check(box && box.width > 100 && box.height > 100, 'the modality chart is visible', JSON.stringify(box));
+  const table = await page.locator('[data-testid=table]').boundingBox();
+  check(box && table && box.y < table.y, 'the charts are above the table');
+  const fields = 'modality,manufacturer,body_part_examined,slice_thickness,series_date';
+  const all = await getJson(env, '/api/facets?level=series&fields=' + fields);
+  check(all.status === 200, '/api/facets answers for the series list', JSON.stringify(all.body).slice(0, 300));
+  const mod = await chartData(page, 'modality');
+  const want = all.body.facets.modality.values;
+  check(mod && JSON.stringify(mod.labels) === JSON.stringify(want.map((v) => v.value)) &&
+    JSON.stringify(mod.counts) === JSON.stringify(want.map((v) => v.count)),
+  'the modality bars are the API\'s counts', JSON.stringify(mod) + ' vs ' + JSON.stringify(want));
+  const st = await chartData(page, 'slice_thickness');
+  const bins = all.body.facets.slice_thickness.bins;
+  check(st && JSON.stringify(st.counts.slice(0, bins.length)) === JSON.stringify(bins.map((b) => b.count)),
+    'the slice thickness histogram is the API\'s bins', JSON.stringify(st) + ' vs ' + JSON.stringify(bins));
+  check(await page.locator('[data-testid=facets-status]').textContent() === all.body.total.toLocaleString('en-US') + ' series' ||
+    (await page.locator('[data-testid=facets-status]').textContent()).includes(String(all.body.total)), 'the charts name the cohort size');
 
-    // ---- click the CT bar: the filter is added, table and charts update
-    const ct = await getJson(env, '/api/series?modality=CT&limit=0');
-    await clickBar(page, 'modality', 'CT');
-    await waitCohort(page, 'modality=CT', ct.body.total);
-    check(true, 'clicking the CT bar filters the table to ' + ct.body.total + ' CT series');
-    check((await page.locator('[data-testid=filter-modality]').inputValue()) === 'CT', 'the filter bar shows modality = CT');
-    const mods = await column(page, 'modality');
-    check(mods.length > 0 && mods.every((m) => m === 'CT'), 'every row of the table is CT', mods.join(','));
-    await page.waitForFunction(() => {
-      const c = document.querySelector('canvas[data-field=modality]');
-      const ch = c && window.Chart.getChart(c);
-      return ch && ch.data.labels.length === 1 && String(ch.data.labels[0]) === 'CT';
-    }, null, { timeout: 10000 });
-    const ctFacets = await getJson(env, '/api/facets?level=series&modality=CT&fields=' + fields);
-    const st2 = await chartData(page, 'slice_thickness');
-    check(JSON.stringify(st2.counts.slice(0, ctFacets.body.facets.slice_thickness.bins.length)) ===
-      JSON.stringify(ctFacets.body.facets.slice_thickness.bins.map((b) => b.count)), 'the charts now count the CT cohort', JSON.stringify(st2));
+  // ---- click the CT bar: the filter is added, table and charts update
+  const ct = await getJson(env, '/api/series?modality=CT&limit=0');
+  await clickBar(page, 'modality', 'CT');
+  await waitCohort(page, 'modality=CT', ct.body.total);
+  check(true, 'clicking the CT bar filters the table to ' + ct.body.total + ' CT series');
+  check((await page.locator('[data-testid=filter-modality]').inputValue()) === 'CT', 'the filter bar shows modality = CT');
+  const mods = await column(page, 'modality');
+  check(mods.length > 0 && mods.every((m) => m === 'CT'), 'every row of the table is CT', mods.join(','));
+  await page.waitForFunction(() => {
+    const c = document.querySelector('canvas[data-field=modality]');
+    const ch = c && window.Chart.getChart(c);
+    return ch && ch.data.labels.length === 1 && String(ch.data.labels[0]) === 'CT';
+  }, null, { timeout: 10000 });
+  const ctFacets = await getJson(env, '/api/facets?level=series&modality=CT&fields=' + fields);
+  const st2 = await chartData(page, 'slice_thickness');
+  check(JSON.stringify(st2.counts.slice(0, ctFacets.body.facets.slice_thickness.bins.length)) ===
+    JSON.stringify(ctFacets.body.facets.slice_thickness.bins.map((b) => b.count)), 'the charts now count the CT cohort', JSON.stringify(st2));
 
-    // ---- click a slice thickness bin: a range filter (gte + lt) on top of modality
-    const bin = ctFacets.body.facets.slice_thickness.bins.find((b) => b.count > 0);
-    const fmt = (v) => (Number.isInteger(v) ? String(v) : String(Math.round(v * 1e6) / 1e6));
-    await clickBar(page, 'slice_thickness', fmt(bin.lo) + '–' + fmt(bin.hi));
-    const q = new URLSearchParams([['modality', 'CT'], ['slice_thickness', bin.filter[0]], ['slice_thickness', bin.filter[1]], ['limit', '0']]);
-    const thin = await getJson(env, '/api/series?' + q.toString());
-    check(thin.body.total === bin.count, 'the bin\'s filter selects the bin\'s count', thin.body.total + ' vs ' + bin.count);
-    await waitCohort(page, 'slice_thickness=' + bin.filter[1], bin.count);
-    check(true, 'clicking a thickness bin narrows the table to ' + bin.count + ' series');
-    await page.waitForTimeout(300);
-    await page.screenshot({ path: path.join(ART, 'dashboard_facets.png'), fullPage: false });
-    // the range's second condition shows as a chip and survives "Search" from the filter bar
-    const chip = await page.locator('.chip').allTextContents();
-    check(chip.some((c) => c.includes('slice_thickness = ' + bin.filter[1])), 'the range\'s upper bound shows as a chip', chip.join(' | '));
-    await page.click('[data-testid=apply]');
-    await page.waitForTimeout(300);
-    const hashNow = decodeURIComponent(await page.evaluate(() => location.hash));
-    check(hashNow.includes('slice_thickness=' + bin.filter[0]) && hashNow.includes('slice_thickness=' + bin.filter[1]),
-      'searching again from the filter bar keeps both bounds of the range', hashNow);
+  // ---- click a slice thickness bin: a range filter (gte + lt) on top of modality
+  const bin = ctFacets.body.facets.slice_thickness.bins.find((b) => b.count > 0);
+  const fmt = (v) => (Number.isInteger(v) ? String(v) : String(Math.round(v * 1e6) / 1e6));
+  await clickBar(page, 'slice_thickness', fmt(bin.lo) + '–' + fmt(bin.hi));
+  const q = new URLSearchParams([['modality', 'CT'], ['slice_thickness', bin.filter[0]], ['slice_thickness', bin.filter[1]], ['limit', '0']]);
+  const thin = await getJson(env, '/api/series?' + q.toString());
+  check(thin.body.total === bin.count, 'the bin\'s filter selects the bin\'s count', thin.body.total + ' vs ' + bin.count);
+  await waitCohort(page, 'slice_thickness=' + bin.filter[1], bin.count);
+  check(true, 'clicking a thickness bin narrows the table to ' + bin.count + ' series');
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: path.join(ART, 'dashboard_facets.png'), fullPage: false });
+  // the range's second condition shows as a chip and survives "Search" from the filter bar
+  const chip = await page.locator('.chip').allTextContents();
+  check(chip.some((c) => c.includes('slice_thickness = ' + bin.filter[1])), 'the range\'s upper bound shows as a chip', chip.join(' | '));
+  await page.click('[data-testid=apply]');
+  await page.waitForTimeout(300);
+  const hashNow = decodeURIComponent(await page.evaluate(() => location.hash));
+  check(hashNow.includes('slice_thickness=' + bin.filter[0]) && hashNow.includes('slice_thickness=' + bin.filter[1]),
+    'searching again from the filter bar keeps both bounds of the range', hashNow);
 
-    // ---- studies list: a year of the study-date chart
-    await page.goto(env.base + '/#/studies');
-    await page.waitForSelector('canvas[data-field=study_date]', { timeout: 20000 });
-    const sf = await getJson(env, '/api/facets?level=studies&fields=study_date');
-    const year = sf.body.facets.study_date.bins.find((b) => b.count > 0 && b.value !== sf.body.facets.study_date.bins[0].value) ||
-      sf.body.facets.study_date.bins[0];
-    await clickBar(page, 'study_date', year.value);
-    await waitCohort(page, 'study_date=' + year.value, year.count);
-    check(true, 'clicking the year ' + year.value + ' shows its ' + year.count + ' studies');
-    const dates = await column(page, 'study_date');
-    check(dates.length === Math.min(year.count, 25) && dates.every((d) => (d || '').replace(/-/g, '').startsWith(year.value)),
-      'the table lists the year\'s studies', dates.join(','));
+  // ---- studies list: a year of the study-date chart
+  await page.goto(env.base + '/#/studies');
+  await page.waitForSelector('canvas[data-field=study_date]', { timeout: 20000 });
+  const sf = await getJson(env, '/api/facets?level=studies&fields=study_date');
+  const year = sf.body.facets.study_date.bins.find((b) => b.count > 0 && b.value !== sf.body.facets.study_date.bins[0].value) ||
+    sf.body.facets.study_date.bins[0];
+  await clickBar(page, 'study_date', year.value);
+  await waitCohort(page, 'study_date=' + year.value, year.count);
+  check(true, 'clicking the year ' + year.value + ' shows its ' + year.count + ' studies');
+  const dates = await column(page, 'study_date');
+  check(dates.length === Math.min(year.count, 25) && dates.every((d) => (d || '').replace(/-/g, '').startsWith(year.value)),
+    'the table lists the year\'s studies', dates.join(','));
 
-    // ---- the chart chooser lists the promoted fields; adding kvp draws it
-    await page.goto(env.base + '/#/series');
-    await page.waitForSelector('canvas[data-field=modality]', { timeout: 20000 });
-    await page.click('[data-testid=facets-choose-btn]');
-    await page.waitForSelector('[data-testid=facet-opt-kvp]', { timeout: 10000 });
-    await page.check('[data-testid=facet-opt-kvp]');
-    await page.waitForSelector('canvas[data-field=kvp]', { timeout: 10000 });
-    check(true, 'a chart chosen from /api/fields (kvp) is drawn');
+  // ---- the chart chooser lists the promoted fields; adding kvp draws it
+  await page.goto(env.base + '/#/series');
+  await page.waitForSelector('canvas[data-field=modality]', { timeout: 20000 });
+  await page.click('[data-testid=facets-choose-btn]');
+  await page.waitForSelector('[data-testid=facet-opt-kvp]', { timeout: 10000 });
+  await page.check('[data-testid=facet-opt-kvp]');
+  await page.waitForSelector('canvas[data-field=kvp]', { timeout: 10000 });
+  check(true, 'a chart chosen from /api/fields (kvp) is drawn');
 
-    check(pageErrors.length === 0, 'no page errors', pageErrors.join('\n'));
-    code = failed === 0 && passed > 0 ? 0 : 1;
-  } catch (e) {
-    console.log('FAIL - ' + (e.stack || e));
-    failed++;
-  } finally {
-    if (browser) await browser.close();
-    h.proc.stdin.end('stop\n');
-    await h.exited;
-  }
-  console.log(passed + ' passed, ' + failed + ' failed');
-  process.exit(failed === 0 && passed > 0 ? code : 1);
-}
-
-main();
+  check(pageErrors.length === 0, 'no page errors', pageErrors.join('\n'));
+});
