@@ -6,25 +6,16 @@
 // series page, open a translation in the raw-query editor. Screenshots go to
 // $MDB_BUILD_DIR/test-artifacts/browser/.
 import { spawn, spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { SRC, check, chromium, finish } from './harness.mjs';
 
-const require = createRequire(import.meta.url);
-const { chromium } = require('playwright-core'); // NODE_PATH: $METADB_HOME/cache/node/node_modules
-
-const SRC = process.env.MDB_SOURCE_DIR || path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const BUILD = process.env.MDB_BUILD_DIR || path.join(SRC, 'build');
 const MONGO = process.env.METADB_MONGO_URI || 'mongodb://127.0.0.1:27017';
 const ART = path.join(BUILD, 'test-artifacts', 'browser');
 const DB = 't_nlweb_' + process.pid;
 const SUPPORT = path.join(SRC, 'tests', 'integration', 'nl_support.py');
-
-let passed = 0, failed = 0;
-function check(cond, what, detail) {
-  if (cond) { passed++; console.log('ok   - ' + what); } else { failed++; console.log('FAIL - ' + what + (detail ? '\n       ' + detail : '')); }
-}
 
 function startApi() {
   return new Promise((resolve, reject) => {
@@ -148,8 +139,7 @@ async function main() {
     spawnSync('/usr/bin/python3', [SUPPORT, 'drop', DB]);
     fs.rmSync(tmp, { recursive: true, force: true });
   }
-  console.log(passed + ' passed, ' + failed + ' failed');
-  process.exit(failed === 0 && passed > 0 ? 0 : 1);
+  finish();
 }
 
 main().catch((e) => { console.log('FAIL - ' + (e.stack || e)); spawnSync('/usr/bin/python3', [SUPPORT, 'drop', DB]); process.exit(1); });
