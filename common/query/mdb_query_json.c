@@ -11,9 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-/* ------------------------------------------------------------------------ */
-/* BSON → JSON                                                               */
-
 static json_t *bson_value_to_json(const bson_iter_t *it);
 
 /* JSON string from stored bytes; invalid UTF-8 (which the linker never

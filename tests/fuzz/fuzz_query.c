@@ -13,6 +13,9 @@
 /* Compiled in so the code under test carries libFuzzer's instrumentation. */
 #include "../../common/query/mdb_query.c"
 #include "../../common/query/mdb_query_json.c"
+#include "../../common/query/mdb_query_exec.c"
+#include "../../common/query/mdb_query_rows.c"
+#include "../../common/query/mdb_query_page.c"
 
 static void check(bool cond)
 {
