@@ -11,7 +11,7 @@
  *
  * How a sentence is read: it is cut into tokens (words, numbers, ISO dates,
  * UIDs, identifiers such as LIDC-IDRI-0001, quoted strings, comparison
- * symbols). A left-to-right scan tries the rules below at each unread token,
+ * symbols). A left-to-right scan tries the grammar rules at each unread token,
  * most specific first; a rule that matches reads its tokens and adds one
  * condition. Words no rule wants are either known filler ("show me all the")
  * or listed in the result as ignored, so the user sees what was not

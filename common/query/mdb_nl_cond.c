@@ -280,8 +280,8 @@ static bool or_merge(nl_parser_t *p, nl_cond_t *c)
     if (o->neg != c->neg || !cond_same_field(o, c))
         return false;
     bool names = (o->kind == NL_C_IN || o->kind == NL_C_REGEX) && (c->kind == NL_C_IN || c->kind == NL_C_REGEX);
-    if (!names || (o->kind == NL_C_IN && c->kind == NL_C_IN) || (o->kind == NL_C_REGEX && c->kind == NL_C_REGEX && o->eq_regex &&
-                                                          c->eq_regex))
+    if (!names || (o->kind == NL_C_IN && c->kind == NL_C_IN) ||
+        (o->kind == NL_C_REGEX && c->kind == NL_C_REGEX && o->eq_regex && c->eq_regex))
         return false; /* merged as a value list below */
     if (o->kind == NL_C_REGEX && c->kind == NL_C_REGEX && !p->cont_or && !o->nors)
         return false; /* "described as 'a' and 'b'": both */
@@ -352,7 +352,8 @@ void nl_cond_commit(nl_parser_t *p, const char *source_words)
         if (o->kind == NL_C_REGEX && o->eq_regex && o->neg == c->neg && cond_same_field(o, c) && was_cont) {
             mdb_nl_buf_t b = {0}, t = {0};
             mdb_nl_buf_addf(&b, "(%s)|(%s)", o->regex, c->regex);
-            mdb_nl_buf_addf(&t, "%s or %s", o->regex_shown, c->regex_shown + (strncmp(c->regex_shown, "is ", 3) ? 0 : 3));
+            mdb_nl_buf_addf(&t, "%s or %s", o->regex_shown,
+                            c->regex_shown + (strncmp(c->regex_shown, "is ", 3) ? 0 : 3));
             char *nr = mdb_nl_buf_steal(&b), *nt = mdb_nl_buf_steal(&t);
             if (!nr || !nt) {
                 p->oom = true;

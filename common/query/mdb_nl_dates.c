@@ -76,8 +76,8 @@ static bool date_point(const nl_parser_t *p, size_t i, datept_t *dp)
         }
         return false;
     }
-    if (t->kind == NL_T_NUM && t->integer && t->num >= 1 && t->num <= 31 && i + 2 < p->n && p->t[i + 1].kind == NL_T_WORD &&
-        month_of(p->t[i + 1].low) && tok_is_year(&p->t[i + 2])) {
+    if (t->kind == NL_T_NUM && t->integer && t->num >= 1 && t->num <= 31 && i + 2 < p->n &&
+        p->t[i + 1].kind == NL_T_WORD && month_of(p->t[i + 1].low) && tok_is_year(&p->t[i + 2])) {
         dp->y = (int)p->t[i + 2].num, dp->m = month_of(p->t[i + 1].low), dp->d = (int)t->num, dp->len = 3;
         return nl_valid_ymd(dp->y, dp->m, dp->d);
     }
@@ -181,7 +181,8 @@ static size_t date_field_prefix(const nl_parser_t *p, size_t i, datefield_t *f)
         f->label = "series date";
         return n;
     }
-    if ((n = nl_phrase_at(p, i, "born|birth date|date of birth|birthdate|dob|birthday|patients born|patient born")) > 0) {
+    if ((n = nl_phrase_at(p, i, "born|birth date|date of birth|birthdate|dob|birthday|patients born|patient born")) >
+        0) {
         f->path = "metadata.PatientBirthDate";
         f->label = "PatientBirthDate";
         return n;
@@ -369,7 +370,8 @@ static size_t absolute_date(const nl_parser_t *p, size_t i, drange_t *r)
         r->has_lo = r->has_hi = r->lo_incl = r->hi_incl = true;
         return k + sep + b.len - i;
     }
-    size_t later = nl_phrase_at(p, k, "or later|and later|onwards|onward|or after|and after|or newer|and newer|and beyond");
+    size_t later =
+        nl_phrase_at(p, k, "or later|and later|onwards|onward|or after|and after|or newer|and newer|and beyond");
     if (later) {
         date_start(&a, r->lo);
         r->has_lo = r->lo_incl = true;

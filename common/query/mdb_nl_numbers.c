@@ -321,7 +321,8 @@ static void add_age(nl_parser_t *p, const nl_numc_t *nc, const char *words)
 
 size_t nl_rule_age(nl_parser_t *p, size_t i)
 {
-    size_t n = nl_phrase_at(p, i, "aged|age|patient age|patients aged|patient aged|ages|patients|patient|subjects|people");
+    size_t n =
+        nl_phrase_at(p, i, "aged|age|patient age|patients aged|patient aged|ages|patients|patient|subjects|people");
     size_t k = i + n;
     k += nl_phrase_at(p, k, "of|is|=|:|was|were|are|between");
     if (n && k > i + n && !strcmp(p->t[k - 1].low, "between"))

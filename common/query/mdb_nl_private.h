@@ -2,8 +2,8 @@
  * module (mdb_nl.c: the offline translator's entry point; mdb_nl_vocab.c,
  * mdb_nl_tokens.c, mdb_nl_cond.c, mdb_nl_dates.c, mdb_nl_numbers.c,
  * mdb_nl_rules_*.c, mdb_nl_scan.c, mdb_nl_lower.c: its parts;
- * mdb_nl_result.c: results; mdb_nl_buf.c: growable strings; mdb_nl_spell.c: spelling corrections; mdb_nl_lexicon_de_fr.c: the
- * German/French rewrite; mdb_nl_llm.c: the LLM backend; mdb_nl_run.c:
+ * mdb_nl_result.c: results; mdb_nl_buf.c: growable strings; mdb_nl_spell.c:
+ * spelling corrections; mdb_nl_lexicon_de_fr.c: the German/French rewrite; mdb_nl_llm.c: the LLM backend; mdb_nl_run.c:
  * database vocabulary and execution). Not for use outside mdb_nl*.c. */
 #ifndef MDB_NL_PRIVATE_H
 #define MDB_NL_PRIVATE_H
@@ -115,7 +115,7 @@ typedef struct nl_cond {
     char *note;        /* where it came from, e.g. "\"thin slice\" default" */
     const char *unit;  /* "mm", "kV" or NULL */
     bool is_date;
-    struct nl_cond *ors;  /* further conditions on the same field ORed in ("Philips or Hitachi") */
+    struct nl_cond *ors; /* further conditions on the same field ORed in ("Philips or Hitachi") */
     bool all;          /* NL_C_IN: "both CT and DX": one value of every group, not any value */
     json_t *groups;    /* ... the groups: [[values of one mention], ...] */
     size_t nors;
@@ -125,12 +125,12 @@ typedef struct {
     const mdb_nl_vocab_t *v;
     nl_tok_t *t;
     size_t n;
-    int level;          /* -1 until a level word is read */
-    bool neg;           /* a negation word waits for its condition */
-    bool cont;          /* a list connector follows the last condition */
-    nl_cond_t last_shape;  /* paths of the last condition (for list continuation) */
+    int level;            /* -1 until a level word is read */
+    bool neg;             /* a negation word waits for its condition */
+    bool cont;            /* a list connector follows the last condition */
+    nl_cond_t last_shape; /* paths of the last condition (for list continuation) */
     bool last_neg;
-    bool cont_or;       /* ... and that connector was "or" */
+    bool cont_or;         /* ... and that connector was "or" */
     char last_generic[200]; /* field of the last generic "FIELD VALUE" condition, for value lists */
     bool have_last;
     nl_cond_t *c;
@@ -147,7 +147,8 @@ typedef struct {
 } nl_parser_t;
 
 /* Numbers with units (mdb_nl_numbers.c). */
-typedef enum { NL_U_NONE = 0, NL_U_MM, NL_U_KV, NL_U_COUNT, NL_U_SERIES, NL_U_YEARS } nl_unit_t; /* NL_U_SERIES: set by nl_rule_numeric_unit */
+/* NL_U_SERIES: set by nl_rule_numeric_unit */
+typedef enum { NL_U_NONE = 0, NL_U_MM, NL_U_KV, NL_U_COUNT, NL_U_SERIES, NL_U_YEARS } nl_unit_t;
 typedef enum { NL_N_EQ, NL_N_LT, NL_N_LE, NL_N_GT, NL_N_GE, NL_N_RANGE } nl_nop_t;
 
 typedef struct {

@@ -36,7 +36,8 @@ size_t nl_read_ident(const nl_parser_t *p, size_t i, bool allow_word, char **out
     if (i >= p->n || p->t[i].used)
         return 0;
     const nl_tok_t *t = &p->t[i];
-    if (t->kind == NL_T_ID || t->kind == NL_T_NUM || t->kind == NL_T_UID || t->kind == NL_T_QUOTED || t->kind == NL_T_DATE) {
+    if (t->kind == NL_T_ID || t->kind == NL_T_NUM || t->kind == NL_T_UID || t->kind == NL_T_QUOTED ||
+        t->kind == NL_T_DATE) {
         *out = strdup(t->text);
         return 1;
     }
@@ -164,7 +165,8 @@ size_t nl_rule_accession(nl_parser_t *p, size_t i)
 
 size_t nl_rule_collection(nl_parser_t *p, size_t i)
 {
-    size_t n = nl_phrase_at(p, i, "collection|collections|project|projects|cohort|cohorts|in collection|from collection");
+    size_t n =
+        nl_phrase_at(p, i, "collection|collections|project|projects|cohort|cohorts|in collection|from collection");
     if (!n)
         return 0;
     size_t k = i + n;

@@ -33,8 +33,9 @@ static size_t read_text_value(const nl_parser_t *p, size_t i, char **out)
     size_t k = i;
     while (k < p->n && !p->t[k].used &&
            (p->t[k].kind == NL_T_WORD || p->t[k].kind == NL_T_ID || p->t[k].kind == NL_T_NUM) &&
-           !(p->t[k].kind == NL_T_WORD && (nl_is_stopword(p->t[k].low) || nl_phrase_at(p, k, NL_CONNECTORS) ||
-                                           nl_phrase_at(p, k, NL_NEGATIONS) || nl_phrase_at(p, k, "series|studies|images|study")))) {
+           !(p->t[k].kind == NL_T_WORD &&
+             (nl_is_stopword(p->t[k].low) || nl_phrase_at(p, k, NL_CONNECTORS) || nl_phrase_at(p, k, NL_NEGATIONS) ||
+              nl_phrase_at(p, k, "series|studies|images|study")))) {
         if (k > i)
             mdb_nl_buf_add(&b, p->t[k].glued ? "-" : " ");
         mdb_nl_buf_add(&b, p->t[k].text);
