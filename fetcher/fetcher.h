@@ -10,6 +10,7 @@
 #include "mdb_archive.h"
 #include "mdb_catalog.h"
 #include "mdb_config.h"
+#include "mdb_daemon.h"
 #include "mdb_kafka.h"
 #include "mdb_metrics.h"
 #include "mdb_mongo.h"
@@ -39,10 +40,9 @@ bool fetcher_land_sink(void *ctx, const mdb_source_item_t *item, mdb_error_t *er
 
 /* ---- one retrieve task ---- */
 
-typedef struct {
-    uint64_t ok, failed;
-    char last_error[256];
-} fetcher_delivery_t;
+/* Delivery bookkeeping of one publishing round (the msg_opaque of each task;
+ * main gives the producer mdb_daemon_delivery_report). */
+typedef mdb_daemon_delivery_t fetcher_delivery_t;
 
 typedef struct {
     const mdb_config_t *cfg;
@@ -66,8 +66,6 @@ typedef struct {
  * frees), the spool <root>/.spool is created and its temp files older than
  * an hour (a killed fetcher's) removed. */
 bool fetcher_setup_root(fetcher_t *f, const mdb_archive_t *a, char **root_out, mdb_error_t *err);
-
-void fetcher_delivery_report(void *msg_opaque, bool ok, const char *errstr, void *ud);
 
 typedef enum { FETCHER_DONE = 0, FETCHER_RETRY, FETCHER_STOP } fetcher_result_t;
 

@@ -35,20 +35,6 @@
 
 #define FETCHER_PASSES 3 /* retrievals per study: the first, then re-requests of what is missing */
 
-void fetcher_delivery_report(void *msg_opaque, bool ok, const char *errstr, void *ud)
-{
-    (void)ud;
-    fetcher_delivery_t *d = msg_opaque;
-    if (!d)
-        return;
-    if (ok) {
-        d->ok++;
-    } else {
-        d->failed++;
-        snprintf(d->last_error, sizeof d->last_error, "%s", errstr ? errstr : "delivery failed");
-    }
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;

@@ -5,25 +5,10 @@
  * transient failure (Kafka or MongoDB down) is retried with back-off on the
  * same message; if that does not recover within producer.retry_budget the
  * daemon exits non-zero without storing, so a restart gets the message again. */
-#include <mongoc/mongoc.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "mdb_archive.h"
-#include "mdb_catalog.h"
-#include "mdb_config.h"
 #include "mdb_daemon.h"
-#include "mdb_indexes.h"
-#include "mdb_jobs.h"
-#include "mdb_kafka.h"
-#include "mdb_lag.h"
 #include "mdb_log.h"
-#include "mdb_metrics.h"
-#include "mdb_mongo.h"
-#include "mdb_signal.h"
 #include "producer.h"
 
 #define RETRY_BUDGET_S 120
@@ -59,167 +44,67 @@ static void register_metrics(producer_t *p, mdb_metrics_t *m)
                                              sizeof secs / sizeof secs[0]);
 }
 
-/* Handle msg until it is done, retrying transient failures with back-off.
- * False when the budget ran out or a stop was requested (offset not stored). */
-static bool handle_with_retry(producer_t *p, const rd_kafka_message_t *msg)
+static mdb_daemon_result_t handle(void *p, const rd_kafka_message_t *msg, mdb_error_t *err)
 {
-    long backoff_ms = 500;
-    time_t start = time(NULL);
-    for (int attempt = 1;; attempt++) {
-        mdb_error_t err = {0};
-        if (producer_handle(p, msg, &err) == PRODUCER_DONE)
-            return true;
-        MDB_LOG(MDB_LOG_ERROR, "job request %s[%d]@%lld: attempt %d failed: %s",
-                rd_kafka_topic_name(msg->rkt), (int)msg->partition, (long long)msg->offset, attempt, err.message);
-        if (mdb_signal_stop_requested() || time(NULL) - start > RETRY_BUDGET_S)
-            return false;
-        mdb_kafka_producer_wait(p->kp, backoff_ms);
-        if (backoff_ms < 16000)
-            backoff_ms *= 2;
-    }
+    return producer_handle(p, msg, err) == PRODUCER_DONE ? MDB_DAEMON_DONE : MDB_DAEMON_RETRY;
 }
 
 int main(int argc, char **argv)
 {
     mdb_error_t err = {0};
-    int rc = 1;
-    mdb_config_t *cfg = mdb_config_new();
-    mdb_mongo_t *mongo = NULL;
-    mdb_archive_t *archive = NULL;
-    mdb_catalog_t *catalog = NULL;
+    mdb_daemon_t d = {.cfg = mdb_config_new()};
     mdb_resolver_t *resolver = NULL;
-    mdb_kafka_producer_t *kp = NULL;
-    mdb_kafka_consumer_t *consumer = NULL;
-    mdb_metrics_t *metrics = NULL;
-    mdb_lag_gauge_t *lag = NULL;
-    bool driver_ready = false;
     producer_t p = {0};
-
-    if ((rc = mdb_daemon_start(cfg, "metadb-producer", "producer", usage, argc, argv)) != MDB_DAEMON_RUN)
+    int rc = mdb_daemon_start(d.cfg, "metadb-producer", "producer", usage, argc, argv);
+    if (rc != MDB_DAEMON_RUN)
         goto done;
     rc = 1;
-    mongoc_init();
-    driver_ready = true;
-    mdb_log_route_mongoc();
-    mdb_signal_install();
-
-    archive = mdb_archive_new_from_config(cfg, &err);
-    if (!archive) {
+    mdb_daemon_init_runtime(&d);
+    d.archive = mdb_archive_new_from_config(d.cfg, &err);
+    if (!d.archive) {
         MDB_LOG(MDB_LOG_ERROR, "archive.roots: %s", err.message);
         goto done;
     }
-    if (mdb_archive_root_count(archive) == 0)
+    if (mdb_archive_root_count(d.archive) == 0)
         MDB_LOG(MDB_LOG_WARN, "archive.roots is empty: every selector will resolve to nothing and paths are refused");
-    mongo = mdb_mongo_new_from_config(cfg, &err);
-    if (!mongo || !mdb_mongo_wait_ready(mongo, 30000, &err)) {
-        MDB_LOG(MDB_LOG_ERROR, "database: %s", err.message);
+    if (!mdb_daemon_open_database(&d))
+        goto done;
+    if (!(resolver = mdb_catalog_resolver_new(d.catalog))) {
+        MDB_LOG(MDB_LOG_ERROR, "catalog/jobs set-up: out of memory");
         goto done;
     }
-    catalog = mdb_catalog_new(mongo, archive, &err);
-    resolver = catalog ? mdb_catalog_resolver_new(catalog) : NULL;
-    if (!resolver || !mdb_catalog_ensure_indexes(catalog, &err) || !mdb_indexes_ensure_jobs(mongo, &err)) {
-        MDB_LOG(MDB_LOG_ERROR, "catalog/jobs set-up: %s", err.message[0] ? err.message : "out of memory");
+    const char *topics[] = {mdb_config_get(d.cfg, "topic.jobs"), mdb_config_get(d.cfg, "topic.files"),
+                            mdb_config_get(d.cfg, "topic.dlq"), mdb_config_get(d.cfg, "topic.retrieve")};
+    if (!mdb_daemon_open_kafka(&d, topics, 4, "producer.group", mdb_daemon_delivery_report, NULL) ||
+        !mdb_daemon_open_metrics(&d, "producer"))
         goto done;
-    }
-    const char *topics[] = {mdb_config_get(cfg, "topic.jobs"), mdb_config_get(cfg, "topic.files"),
-                            mdb_config_get(cfg, "topic.dlq"), mdb_config_get(cfg, "topic.retrieve")};
-    if (!mdb_kafka_ensure_topics(cfg, topics, 4, (int)mdb_config_get_int(cfg, "topic.partitions"), &err)) {
-        MDB_LOG(MDB_LOG_ERROR, "topics: %s", err.message);
+    register_metrics(&p, d.metrics);
+    if (!mdb_daemon_serve_metrics(&d, "producer.metrics_port"))
         goto done;
-    }
-    kp = mdb_kafka_producer_new(cfg, producer_delivery_report, NULL, &err);
-    if (!kp) {
-        MDB_LOG(MDB_LOG_ERROR, "kafka producer: %s", err.message);
-        goto done;
-    }
-    const char *group = mdb_config_get(cfg, "producer.group");
-    consumer = mdb_kafka_consumer_new(cfg, group, topics, 1, NULL, NULL, &err);
-    if (!consumer) {
-        MDB_LOG(MDB_LOG_ERROR, "kafka consumer: %s", err.message);
-        goto done;
-    }
-    metrics = mdb_metrics_new("producer");
-    if (!metrics) {
-        MDB_LOG(MDB_LOG_ERROR, "metrics: out of memory");
-        goto done;
-    }
-    register_metrics(&p, metrics);
-    int port = (int)mdb_config_get_int(cfg, "producer.metrics_port");
-    const char *bind = mdb_config_get(cfg, "metrics.bind");
-    if (port > 0 && !mdb_metrics_serve(metrics, bind && *bind ? bind : NULL, port, &err)) {
-        MDB_LOG(MDB_LOG_ERROR, "metrics on port %d: %s", port, err.message);
-        goto done;
-    }
-    lag = mdb_lag_gauge_start(metrics, mdb_kafka_consumer_handle(consumer), group, 0, &err);
-    if (!lag)
-        MDB_LOG(MDB_LOG_WARN, "consumer lag gauge not started: %s", err.message);
 
-    p.cfg = cfg;
-    p.mongo = mongo;
-    p.archive = archive;
+    p.cfg = d.cfg;
+    p.mongo = d.mongo;
+    p.archive = d.archive;
     p.resolver = resolver;
-    p.kp = kp;
+    p.kp = d.kp;
     p.topic_files = topics[1];
     p.topic_dlq = topics[2];
     p.topic_retrieve = topics[3];
-    if (!producer_pacs_names(cfg, &p.pacs_names, &err)) {
+    p.max_message_bytes = (size_t)mdb_config_get_int(d.cfg, "kafka.max_message_bytes");
+    p.delivery_timeout_ms = 330000; /* librdkafka's message.timeout.ms (300 s) plus a margin */
+    if (!producer_pacs_names(d.cfg, &p.pacs_names, &err)) {
         MDB_LOG(MDB_LOG_ERROR, "pacs.sources: %s", err.message);
-        rc = 1;
         goto done;
     }
-    p.max_message_bytes = (size_t)mdb_config_get_int(cfg, "kafka.max_message_bytes");
-    p.delivery_timeout_ms = 330000; /* librdkafka's message.timeout.ms (300 s) plus a margin */
 
-    MDB_LOG(MDB_LOG_INFO, "producer started: %s -> %s (group %s), %zu archive root(s)", topics[0], topics[1], group,
-            mdb_archive_root_count(archive));
-    rc = 0;
-    while (!mdb_signal_stop_requested()) {
-        bool fatal = false;
-        rd_kafka_message_t *msg = mdb_kafka_consumer_poll(consumer, 500, &fatal, &err);
-        mdb_kafka_producer_poll(kp, 0);
-        if (fatal) {
-            MDB_LOG(MDB_LOG_ERROR, "kafka consumer: fatal: %s", err.message);
-            rc = 1;
-            break;
-        }
-        if (!msg)
-            continue;
-        if (msg->err) {
-            MDB_LOG(MDB_LOG_WARN, "kafka consumer: %s", rd_kafka_message_errstr(msg));
-            rd_kafka_message_destroy(msg);
-            continue;
-        }
-        if (!handle_with_retry(&p, msg)) {
-            if (!mdb_signal_stop_requested()) {
-                MDB_LOG(MDB_LOG_ERROR, "giving up on %s[%d]@%lld for now: exiting without storing its offset",
-                        rd_kafka_topic_name(msg->rkt), (int)msg->partition, (long long)msg->offset);
-                rc = 1;
-            }
-            rd_kafka_message_destroy(msg);
-            break;
-        }
-        if (!mdb_kafka_consumer_store(consumer, rd_kafka_topic_name(msg->rkt), msg->partition, msg->offset, &err))
-            MDB_LOG(MDB_LOG_WARN, "store offset: %s", err.message);
-        rd_kafka_message_destroy(msg);
-    }
+    MDB_LOG(MDB_LOG_INFO, "producer started: %s -> %s (group %s), %zu archive root(s)", topics[0], topics[1], d.group,
+            mdb_archive_root_count(d.archive));
+    rc = mdb_daemon_consume(&d, &(mdb_daemon_handler_t){"job request", RETRY_BUDGET_S, handle, &p});
     MDB_LOG(MDB_LOG_INFO, "producer stopping");
 done:
-    mdb_lag_gauge_stop(lag);
-    mdb_kafka_consumer_destroy(consumer);
-    if (kp && !mdb_kafka_producer_flush(kp, 30000, &err)) {
-        MDB_LOG(MDB_LOG_ERROR, "undelivered messages at shutdown: %s", err.message);
-        rc = 1;
-    }
-    mdb_kafka_producer_destroy(kp);
-    mdb_metrics_destroy(metrics);
     mdb_strv_clear(&p.pacs_names);
     mdb_resolver_destroy(resolver);
-    mdb_catalog_destroy(catalog);
-    mdb_mongo_destroy(mongo);
-    if (archive)
-        mdb_archive_destroy(archive);
-    if (driver_ready)
-        mongoc_cleanup();
-    mdb_config_destroy(cfg);
+    if (!mdb_daemon_close(&d))
+        rc = 1;
     return rc;
 }

@@ -13,16 +13,14 @@
 #include "mdb_archive.h"
 #include "mdb_catalog.h"
 #include "mdb_config.h"
+#include "mdb_daemon.h"
 #include "mdb_kafka.h"
 #include "mdb_metrics.h"
 #include "mdb_mongo.h"
 
-/* Delivery bookkeeping of one publishing round (the msg_opaque of each task). */
-typedef struct {
-    uint64_t ok;
-    uint64_t failed;
-    char last_error[256];
-} producer_delivery_t;
+/* Delivery bookkeeping of one publishing round (the msg_opaque of each task;
+ * main gives the producer mdb_daemon_delivery_report). */
+typedef mdb_daemon_delivery_t producer_delivery_t;
 
 typedef struct {
     const mdb_config_t *cfg;
@@ -49,9 +47,6 @@ typedef struct {
     mdb_metric_t *m_publish_failures;
     mdb_metric_t *m_job_seconds;
 } producer_t;
-
-/* The delivery-report callback to pass to mdb_kafka_producer_new. */
-void producer_delivery_report(void *msg_opaque, bool ok, const char *errstr, void *ud);
 
 typedef enum {
     PRODUCER_DONE = 0, /* handled (processed, duplicate, or sent to the DLQ): store the offset */

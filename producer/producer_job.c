@@ -36,20 +36,6 @@
 #include "mdb_uuid.h"
 #include "producer.h"
 
-void producer_delivery_report(void *msg_opaque, bool ok, const char *errstr, void *ud)
-{
-    (void)ud;
-    producer_delivery_t *d = msg_opaque;
-    if (!d)
-        return;
-    if (ok) {
-        d->ok++;
-    } else {
-        d->failed++;
-        snprintf(d->last_error, sizeof d->last_error, "%s", errstr ? errstr : "delivery failed");
-    }
-}
-
 static void inc(mdb_metric_t *m, double v)
 {
     if (m)
