@@ -12,6 +12,12 @@
 
 /* Compiled in so the code under test carries libFuzzer's instrumentation. */
 #include "../../common/query/mdb_query.c"
+#include "../../common/query/mdb_query_fields.c"
+#include "../../common/query/mdb_query_value.c"
+#include "../../common/query/mdb_query_clause.c"
+#include "../../common/query/mdb_query_params.c"
+#include "../../common/query/mdb_query_raw.c"
+#include "../../common/query/mdb_query_raw_form.c"
 #include "../../common/query/mdb_query_json.c"
 #include "../../common/query/mdb_query_exec.c"
 #include "../../common/query/mdb_query_rows.c"
