@@ -1,6 +1,7 @@
-/* cli_jobs: what submit, retry and status have in common. Publishing waits
- * for the broker's delivery report, so "submitted" printed by the CLI means
- * the request is durably in topic.jobs. Waiting polls the job document (the
+/* cli_jobs: what submit, retry and status have in common, and what
+ * researcher and collection share with them. Publishing waits for the
+ * broker's delivery report, so "submitted" printed by the CLI means the
+ * request is durably in topic.jobs. Waiting polls the job document (the
  * producer and linker keep it current) twice a second. */
 #include "cli_jobs.h"
 
@@ -12,6 +13,7 @@
 
 #include "mdb_jobs.h"
 #include "mdb_kafka.h"
+#include "mdb_ops.h"
 #include "mdb_signal.h"
 
 int cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name, const char **value)
@@ -298,4 +300,100 @@ char *cli_job_id(const char *cmd, mdb_mongo_t *m, const char *arg)
         return NULL;
     }
     return id;
+}
+
+bool cli_load_manifest(const char *cmd, const char *path, mdb_cases_t *cases)
+{
+    mdb_cases_problems_t problems = {0};
+    mdb_error_t err = {0};
+    if (mdb_cases_load_csv(path, cases, &problems, &err))
+        return true;
+    for (size_t i = 0; i < problems.messages.n; i++)
+        fprintf(stderr, "%s: %s\n", path, problems.messages.v[i]);
+    if (problems.total > problems.messages.n)
+        fprintf(stderr, "%s: ... and %zu more\n", path, problems.total - problems.messages.n);
+    fprintf(stderr, "metadb %s: %s\n", cmd, err.message);
+    mdb_cases_problems_clear(&problems);
+    return false;
+}
+
+size_t cli_doc_array_len(const bson_t *doc, const char *key)
+{
+    bson_iter_t it, arr;
+    size_t n = 0;
+    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr))
+        while (bson_iter_next(&arr))
+            n++;
+    return n;
+}
+
+typedef struct {
+    const cli_listing_t *l;
+    const char *id; /* show ID; NULL for list */
+    bool json;
+    size_t n;
+} list_ctx_t;
+
+/* The table header, printed with the first row (or after an empty, successful
+ * find), so that a failed find leaves stdout empty. */
+static void list_header(const list_ctx_t *lc)
+{
+    if (!lc->json && !lc->id)
+        lc->l->header();
+}
+
+static bool list_one(const bson_t *doc, void *ud, mdb_error_t *err)
+{
+    list_ctx_t *lc = ud;
+    (void)err;
+    if (lc->n++ == 0)
+        list_header(lc);
+    if (lc->json)
+        cli_print_json(stdout, doc);
+    else if (lc->id)
+        lc->l->show(doc);
+    else
+        lc->l->row(doc);
+    return true;
+}
+
+int cli_list_show(const mdb_config_t *cfg, const cli_listing_t *l, int argc, char **argv)
+{
+    const char *sub = argv[0];
+    bool show = !strcmp(sub, "show");
+    list_ctx_t lc = {.l = l};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            lc.json = true;
+        else if (show && !lc.id && argv[i][0] != '-')
+            lc.id = argv[i];
+        else {
+            fprintf(stderr, "metadb %s %s: unexpected argument '%s'\n", l->cmd, sub, argv[i]);
+            return 2;
+        }
+    }
+    if (show && !lc.id) {
+        fprintf(stderr, "metadb %s show: which %s?\n", l->cmd, l->cmd);
+        return 2;
+    }
+    mdb_mongo_t *m = cli_mongo(l->cmd, cfg);
+    if (!m)
+        return 1;
+    int rc = 0;
+    mdb_error_t err = {0};
+    bson_t *filter = lc.id ? BCON_NEW("_id", BCON_UTF8(lc.id)) : bson_new();
+    bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
+    if (!mdb_ops_find(m, l->coll, filter, opts, list_one, &lc, &err)) {
+        fprintf(stderr, "metadb %s: %s\n", l->cmd, err.message);
+        rc = 1;
+    } else if (lc.n == 0 && !lc.id) {
+        list_header(&lc);
+    } else if (lc.id && lc.n == 0) {
+        fprintf(stderr, "metadb %s: no %s '%s'\n", l->cmd, l->cmd, lc.id);
+        rc = 1;
+    }
+    bson_destroy(filter);
+    bson_destroy(opts);
+    mdb_mongo_destroy(m);
+    return rc;
 }

@@ -1,6 +1,7 @@
 /* Helpers shared by the job-related sub-commands (submit, retry, status,
  * index, researcher, collection): option parsing, publishing a job request,
- * following a job to its final state, and printing job documents. */
+ * following a job to its final state, printing job documents, loading a
+ * case manifest, and the list/show of researchers and collections. */
 #ifndef MDB_CLI_JOBS_H
 #define MDB_CLI_JOBS_H
 
@@ -8,6 +9,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "mdb_cases.h"
 #include "mdb_config.h"
 #include "mdb_error.h"
 #include "mdb_mongo.h"
@@ -45,5 +47,29 @@ void cli_print_json(FILE *out, const bson_t *doc);
 
 /* Exit code for a final state (see cli_wait_job); -1 if not final. */
 int cli_exit_code_for_state(const char *state);
+
+/* Load the case manifest at path into cases (caller clears it with
+ * mdb_cases_clear). On failure every problem is printed with the path and
+ * the reason with "metadb <cmd>: ", and cases is left empty. */
+bool cli_load_manifest(const char *cmd, const char *path, mdb_cases_t *cases);
+
+/* Number of elements of the array doc.key; 0 when it is missing or no array. */
+size_t cli_doc_array_len(const bson_t *doc, const char *key);
+
+/* One kind of named document that `metadb <cmd> list` tabulates and
+ * `metadb <cmd> show ID` prints in full (researchers, collections). */
+typedef struct {
+    const char *cmd;                 /* "researcher": the command, and the noun in messages */
+    const char *coll;                /* the database collection of the documents */
+    void (*header)(void);            /* the list's table header */
+    void (*row)(const bson_t *doc);  /* one line of the list */
+    void (*show)(const bson_t *doc); /* the whole document, for show */
+} cli_listing_t;
+
+/* `metadb <cmd> list [--json]` or `metadb <cmd> show ID [--json]`: argv[0]
+ * is "list" or "show". Sorted by _id; --json prints each document as
+ * extended JSON. A failed find leaves stdout empty. Returns the exit code
+ * (2: bad arguments, 1: database failure or no such ID). */
+int cli_list_show(const mdb_config_t *cfg, const cli_listing_t *l, int argc, char **argv);
 
 #endif

@@ -232,17 +232,9 @@ static int collection_add_cases(mdb_config_t *cfg, int argc, char **argv)
         return 2;
     }
     mdb_cases_t cases = {0}, existing = {0}, fresh = {0};
-    mdb_cases_problems_t problems = {0};
     mdb_error_t err = {0};
-    if (!mdb_cases_load_csv(manifest, &cases, &problems, &err)) {
-        for (size_t i = 0; i < problems.messages.n; i++)
-            fprintf(stderr, "%s: %s\n", manifest, problems.messages.v[i]);
-        if (problems.total > problems.messages.n)
-            fprintf(stderr, "%s: ... and %zu more\n", manifest, problems.total - problems.messages.n);
-        fprintf(stderr, "metadb collection add-cases: %s\n", err.message);
-        mdb_cases_problems_clear(&problems);
+    if (!cli_load_manifest("collection add-cases", manifest, &cases))
         return 1;
-    }
     mdb_mongo_t *m = cli_mongo("collection", cfg);
     if (!m) {
         mdb_cases_clear(&cases);
@@ -325,23 +317,13 @@ static int collection_add_cases(mdb_config_t *cfg, int argc, char **argv)
     return rc;
 }
 
-static size_t array_len(const bson_t *doc, const char *key)
-{
-    bson_iter_t it, arr;
-    size_t n = 0;
-    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr))
-        while (bson_iter_next(&arr))
-            n++;
-    return n;
-}
-
 static void print_collection(const bson_t *doc)
 {
     mdb_cases_t cases = {0};
     printf("collection  %s\n", mdb_jobs_doc_str(doc, "_id"));
     printf("description %s\n", mdb_jobs_doc_str(doc, "description") ? mdb_jobs_doc_str(doc, "description") : "");
     printf("created     %s\n", mdb_jobs_doc_str(doc, "created_at") ? mdb_jobs_doc_str(doc, "created_at") : "-");
-    printf("jobs        %zu\n", array_len(doc, "job_ids"));
+    printf("jobs        %zu\n", cli_doc_array_len(doc, "job_ids"));
     read_cases(doc, &cases);
     printf("cases       %zu\n", cases.n);
     if (cases.n)
@@ -355,61 +337,20 @@ static void print_collection(const bson_t *doc)
     mdb_cases_clear(&cases);
 }
 
-typedef struct {
-    const char *name;
-    bool json;
-    size_t n;
-} list_ctx_t;
-
-/* The table header, printed with the first row (or after an empty, successful
- * find), so that a failed find leaves stdout empty. */
-static void list_header(const list_ctx_t *lc)
+static void list_header(void)
 {
-    if (!lc->json && !lc->name)
-        printf("%-32s %7s %6s  %s\n", "COLLECTION", "CASES", "JOBS", "DESCRIPTION");
+    printf("%-32s %7s %6s  %s\n", "COLLECTION", "CASES", "JOBS", "DESCRIPTION");
 }
 
-static bool list_one(const bson_t *doc, void *ud, mdb_error_t *err)
+static void list_row(const bson_t *doc)
 {
-    list_ctx_t *lc = ud;
-    (void)err;
-    if (lc->n++ == 0)
-        list_header(lc);
-    if (lc->json)
-        cli_print_json(stdout, doc);
-    else if (lc->name)
-        print_collection(doc);
-    else
-        printf("%-32s %7zu %6zu  %s\n", mdb_jobs_doc_str(doc, "_id"), array_len(doc, "cases"),
-               array_len(doc, "job_ids"),
-               mdb_jobs_doc_str(doc, "description") ? mdb_jobs_doc_str(doc, "description") : "");
-    return true;
+    printf("%-32s %7zu %6zu  %s\n", mdb_jobs_doc_str(doc, "_id"), cli_doc_array_len(doc, "cases"),
+           cli_doc_array_len(doc, "job_ids"),
+           mdb_jobs_doc_str(doc, "description") ? mdb_jobs_doc_str(doc, "description") : "");
 }
 
-static int collection_list(mdb_config_t *cfg, const char *name, bool json)
-{
-    mdb_mongo_t *m = cli_mongo("collection", cfg);
-    if (!m)
-        return 1;
-    int rc = 0;
-    list_ctx_t lc = {name, json, 0};
-    mdb_error_t err = {0};
-    bson_t *filter = name ? BCON_NEW("_id", BCON_UTF8(name)) : bson_new();
-    bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
-    if (!mdb_ops_find(m, MDB_COLLECTIONS_COLL, filter, opts, list_one, &lc, &err)) {
-        fprintf(stderr, "metadb collection: %s\n", err.message);
-        rc = 1;
-    } else if (lc.n == 0 && !name) {
-        list_header(&lc);
-    } else if (name && lc.n == 0) {
-        fprintf(stderr, "metadb collection: no collection '%s'\n", name);
-        rc = 1;
-    }
-    bson_destroy(filter);
-    bson_destroy(opts);
-    mdb_mongo_destroy(m);
-    return rc;
-}
+static const cli_listing_t COLLECTIONS = {"collection", MDB_COLLECTIONS_COLL, list_header, list_row,
+                                          print_collection};
 
 int mdb_cmd_collection(mdb_config_t *cfg, int argc, char **argv)
 {
@@ -422,25 +363,8 @@ int mdb_cmd_collection(mdb_config_t *cfg, int argc, char **argv)
         return collection_create(cfg, argc - 1, argv + 1);
     if (!strcmp(sub, "add-cases"))
         return collection_add_cases(cfg, argc - 1, argv + 1);
-    if (!strcmp(sub, "list") || !strcmp(sub, "show")) {
-        bool json = false;
-        const char *name = NULL;
-        for (int i = 2; i < argc; i++) {
-            if (!strcmp(argv[i], "--json"))
-                json = true;
-            else if (!strcmp(sub, "show") && !name && argv[i][0] != '-')
-                name = argv[i];
-            else {
-                fprintf(stderr, "metadb collection %s: unexpected argument '%s'\n", sub, argv[i]);
-                return 2;
-            }
-        }
-        if (!strcmp(sub, "show") && !name) {
-            fprintf(stderr, "metadb collection show: which collection?\n");
-            return 2;
-        }
-        return collection_list(cfg, name, json);
-    }
+    if (!strcmp(sub, "list") || !strcmp(sub, "show"))
+        return cli_list_show(cfg, &COLLECTIONS, argc - 1, argv + 1);
     fprintf(stderr, "metadb collection: unknown action '%s'\n", sub);
     collection_usage(stderr);
     return 2;

@@ -113,81 +113,37 @@ done:
     return rc;
 }
 
-static size_t array_len(const bson_t *doc, const char *key)
+static const char *str_or_empty(const bson_t *doc, const char *key)
+{
+    const char *s = mdb_jobs_doc_str(doc, key);
+    return s ? s : "";
+}
+
+static void list_header(void)
+{
+    printf("%-24s %-30s %-36s %s\n", "RESEARCHER", "NAME", "EMAIL", "JOBS");
+}
+
+static void list_row(const bson_t *doc)
+{
+    printf("%-24s %-30s %-36s %zu\n", mdb_jobs_doc_str(doc, "_id"), str_or_empty(doc, "name"),
+           str_or_empty(doc, "email"), cli_doc_array_len(doc, "job_ids"));
+}
+
+static void show_researcher(const bson_t *doc)
 {
     bson_iter_t it, arr;
-    size_t n = 0;
-    if (bson_iter_init_find(&it, doc, key) && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr))
+    printf("researcher %s\nname       %s\nemail      %s\ncreated    %s\njobs      ", mdb_jobs_doc_str(doc, "_id"),
+           str_or_empty(doc, "name"), str_or_empty(doc, "email"),
+           mdb_jobs_doc_str(doc, "created_at") ? mdb_jobs_doc_str(doc, "created_at") : "-");
+    if (bson_iter_init_find(&it, doc, "job_ids") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr))
         while (bson_iter_next(&arr))
-            n++;
-    return n;
+            if (BSON_ITER_HOLDS_UTF8(&arr))
+                printf(" %s", bson_iter_utf8(&arr, NULL));
+    printf("\n");
 }
 
-typedef struct {
-    const char *id;
-    bool json;
-    size_t n;
-} list_ctx_t;
-
-/* The table header, printed with the first row (or after an empty, successful
- * find), so that a failed find leaves stdout empty. */
-static void list_header(const list_ctx_t *lc)
-{
-    if (!lc->json && !lc->id)
-        printf("%-24s %-30s %-36s %s\n", "RESEARCHER", "NAME", "EMAIL", "JOBS");
-}
-
-static bool list_one(const bson_t *doc, void *ud, mdb_error_t *err)
-{
-    list_ctx_t *lc = ud;
-    (void)err;
-    if (lc->n++ == 0)
-        list_header(lc);
-    if (lc->json) {
-        cli_print_json(stdout, doc);
-    } else if (lc->id) {
-        bson_iter_t it, arr;
-        printf("researcher %s\nname       %s\nemail      %s\ncreated    %s\njobs      ",
-               mdb_jobs_doc_str(doc, "_id"), mdb_jobs_doc_str(doc, "name") ? mdb_jobs_doc_str(doc, "name") : "",
-               mdb_jobs_doc_str(doc, "email") ? mdb_jobs_doc_str(doc, "email") : "",
-               mdb_jobs_doc_str(doc, "created_at") ? mdb_jobs_doc_str(doc, "created_at") : "-");
-        if (bson_iter_init_find(&it, doc, "job_ids") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr))
-            while (bson_iter_next(&arr))
-                if (BSON_ITER_HOLDS_UTF8(&arr))
-                    printf(" %s", bson_iter_utf8(&arr, NULL));
-        printf("\n");
-    } else {
-        printf("%-24s %-30s %-36s %zu\n", mdb_jobs_doc_str(doc, "_id"),
-               mdb_jobs_doc_str(doc, "name") ? mdb_jobs_doc_str(doc, "name") : "",
-               mdb_jobs_doc_str(doc, "email") ? mdb_jobs_doc_str(doc, "email") : "", array_len(doc, "job_ids"));
-    }
-    return true;
-}
-
-static int researcher_list(mdb_config_t *cfg, const char *id, bool json)
-{
-    mdb_mongo_t *m = cli_mongo("researcher", cfg);
-    if (!m)
-        return 1;
-    int rc = 0;
-    list_ctx_t lc = {id, json, 0};
-    mdb_error_t err = {0};
-    bson_t *filter = id ? BCON_NEW("_id", BCON_UTF8(id)) : bson_new();
-    bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
-    if (!mdb_ops_find(m, MDB_RESEARCHERS_COLL, filter, opts, list_one, &lc, &err)) {
-        fprintf(stderr, "metadb researcher: %s\n", err.message);
-        rc = 1;
-    } else if (lc.n == 0 && !id) {
-        list_header(&lc);
-    } else if (id && lc.n == 0) {
-        fprintf(stderr, "metadb researcher: no researcher '%s'\n", id);
-        rc = 1;
-    }
-    bson_destroy(filter);
-    bson_destroy(opts);
-    mdb_mongo_destroy(m);
-    return rc;
-}
+static const cli_listing_t RESEARCHERS = {"researcher", MDB_RESEARCHERS_COLL, list_header, list_row, show_researcher};
 
 int mdb_cmd_researcher(mdb_config_t *cfg, int argc, char **argv)
 {
@@ -198,25 +154,8 @@ int mdb_cmd_researcher(mdb_config_t *cfg, int argc, char **argv)
     const char *sub = argv[1];
     if (!strcmp(sub, "add"))
         return researcher_add(cfg, argc - 1, argv + 1);
-    if (!strcmp(sub, "list") || !strcmp(sub, "show")) {
-        bool json = false;
-        const char *id = NULL;
-        for (int i = 2; i < argc; i++) {
-            if (!strcmp(argv[i], "--json"))
-                json = true;
-            else if (!strcmp(sub, "show") && !id && argv[i][0] != '-')
-                id = argv[i];
-            else {
-                fprintf(stderr, "metadb researcher %s: unexpected argument '%s'\n", sub, argv[i]);
-                return 2;
-            }
-        }
-        if (!strcmp(sub, "show") && !id) {
-            fprintf(stderr, "metadb researcher show: which researcher?\n");
-            return 2;
-        }
-        return researcher_list(cfg, id, json);
-    }
+    if (!strcmp(sub, "list") || !strcmp(sub, "show"))
+        return cli_list_show(cfg, &RESEARCHERS, argc - 1, argv + 1);
     fprintf(stderr, "metadb researcher: unknown action '%s'\n", sub);
     researcher_usage(stderr);
     return 2;

@@ -91,17 +91,8 @@ static bool check_refs(mdb_mongo_t *m, const char *researcher, const char *colle
 static bool add_manifest(const char *path, mdb_job_msg_t *jm)
 {
     mdb_cases_t cases = {0};
-    mdb_cases_problems_t problems = {0};
-    mdb_error_t err = {0};
-    if (!mdb_cases_load_csv(path, &cases, &problems, &err)) {
-        for (size_t i = 0; i < problems.messages.n; i++)
-            fprintf(stderr, "%s: %s\n", path, problems.messages.v[i]);
-        if (problems.total > problems.messages.n)
-            fprintf(stderr, "%s: ... and %zu more\n", path, problems.total - problems.messages.n);
-        fprintf(stderr, "metadb submit: %s\n", err.message);
-        mdb_cases_problems_clear(&problems);
+    if (!cli_load_manifest("submit", path, &cases))
         return false;
-    }
     bool ok = true;
     for (size_t i = 0; ok && i < cases.n; i++) {
         const mdb_case_t *c = &cases.v[i];
