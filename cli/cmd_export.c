@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_filter.h"
 #include "mdb_cli.h"
 #include "mdb_export.h"
 #include "mdb_mongo.h"
@@ -64,21 +65,6 @@ static bool write_out(const char *data, size_t len, void *ud, mdb_error_t *err)
     return true;
 }
 
-/* "--name=value" or "--name value": returns the value and advances *i. */
-static const char *opt_value(int argc, char **argv, int *i, char *name, size_t size)
-{
-    const char *a = argv[*i] + 2;
-    const char *eq = strchr(a, '=');
-    if (eq) {
-        snprintf(name, size, "%.*s", (int)(eq - a), a);
-        return eq + 1;
-    }
-    snprintf(name, size, "%s", a);
-    if (*i + 1 >= argc)
-        return NULL;
-    return argv[++*i];
-}
-
 typedef struct {
     mdb_export_format_t format;
     const char *output, *sidecar;
@@ -100,7 +86,7 @@ static int parse_args(const char *cmd, int argc, char **argv, int start, mdb_que
             fprintf(stderr, "%s: unexpected argument '%s' (filters are --FIELD VALUE)\n", cmd, argv[i]);
             return 2;
         }
-        const char *v = opt_value(argc, argv, &i, name, sizeof name);
+        const char *v = cli_opt_value(argc, argv, &i, name, sizeof name);
         if (!v) {
             fprintf(stderr, "%s: --%s needs a value\n", cmd, name);
             return 2;
@@ -132,21 +118,10 @@ static int parse_args(const char *cmd, int argc, char **argv, int start, mdb_que
             continue;
         }
         char field[256];
-        const char *value = v;
-        if (!strcmp(name, "where")) {
-            const char *eq = strchr(v, '=');
-            if (!eq || eq == v) {
-                fprintf(stderr, "%s: --where expects FIELD=VALUE, got '%s'\n", cmd, v);
-                return 2;
-            }
-            snprintf(field, sizeof field, "%.*s", (int)(eq - v), v);
-            value = eq + 1;
-        } else {
-            snprintf(field, sizeof field, "%s", name);
-            if (strncmp(field, "metadata.", 9) != 0 && !strstr(field, ".metadata."))
-                for (char *p = field; *p; p++)
-                    if (*p == '-')
-                        *p = '_';
+        const char *value = cli_filter_param(name, v, field, sizeof field);
+        if (!value) {
+            fprintf(stderr, "%s: --where expects FIELD=VALUE, got '%s'\n", cmd, v);
+            return 2;
         }
         if (!strcmp(field, "offset")) {
             fprintf(stderr, "%s: an export has no --offset (it writes every matching row)\n", cmd);

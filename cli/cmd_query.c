@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_filter.h"
 #include "mdb_cli.h"
 #include "mdb_mongo.h"
 #include "mdb_progress.h"
@@ -371,21 +372,6 @@ static bool parse_format(const char *s, fmt_t *out)
     return true;
 }
 
-/* "--name=value" or "--name value": returns the value and advances *i. */
-static const char *opt_value(int argc, char **argv, int *i, char *name, size_t size)
-{
-    const char *a = argv[*i] + 2;
-    const char *eq = strchr(a, '=');
-    if (eq) {
-        snprintf(name, size, "%.*s", (int)(eq - a), a);
-        return eq + 1;
-    }
-    snprintf(name, size, "%s", a);
-    if (*i + 1 >= argc)
-        return NULL;
-    return argv[++*i];
-}
-
 static int cmd_raw(mdb_config_t *cfg, int argc, char **argv)
 {
     const char *text = NULL, *coll = NULL;
@@ -398,7 +384,7 @@ static int cmd_raw(mdb_config_t *cfg, int argc, char **argv)
                 explain = true;
                 continue;
             }
-            const char *v = opt_value(argc, argv, &i, name, sizeof name);
+            const char *v = cli_opt_value(argc, argv, &i, name, sizeof name);
             if (!v) {
                 fprintf(stderr, "metadb query raw: --%s needs a value\n", name);
                 return 2;
@@ -496,7 +482,7 @@ int mdb_cmd_query(mdb_config_t *cfg, int argc, char **argv)
             explain = true;
             continue;
         }
-        const char *v = opt_value(argc, argv, &i, name, sizeof name);
+        const char *v = cli_opt_value(argc, argv, &i, name, sizeof name);
         if (!v) {
             fprintf(stderr, "metadb query: --%s needs a value\n", name);
             goto done;
@@ -509,21 +495,10 @@ int mdb_cmd_query(mdb_config_t *cfg, int argc, char **argv)
             continue;
         }
         char field[256];
-        const char *value = v;
-        if (!strcmp(name, "where")) {
-            const char *eq = strchr(v, '=');
-            if (!eq || eq == v) {
-                fprintf(stderr, "metadb query: --where expects FIELD=VALUE, got '%s'\n", v);
-                goto done;
-            }
-            snprintf(field, sizeof field, "%.*s", (int)(eq - v), v);
-            value = eq + 1;
-        } else {
-            snprintf(field, sizeof field, "%s", name);
-            if (strncmp(field, "metadata.", 9) != 0)
-                for (char *p = field; *p; p++)
-                    if (*p == '-')
-                        *p = '_';
+        const char *value = cli_filter_param(name, v, field, sizeof field);
+        if (!value) {
+            fprintf(stderr, "metadb query: --where expects FIELD=VALUE, got '%s'\n", v);
+            goto done;
         }
         if (!mdb_query_add_param(q, field, value, &err)) {
             fprintf(stderr, "metadb query: %s\n", err.message);
