@@ -16,18 +16,11 @@
  *     3, into another database: the canonical dump equals A's.
  *  D. round trips: the linker's exit report is printed (round trips per
  *     event). */
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-
-#include "core_itest.h"
-#include "mdb_find.h"
+#include "linker_itest.h"
 #include "mdb_docs.h"
 #include "mdb_dump.h"
+#include "mdb_find.h"
 #include "mdb_mongo.h"
-
-extern char **environ;
 
 typedef struct {
     const char *path, *study, *series, *sop, *desc, *modality;
@@ -50,8 +43,6 @@ static const spec_t SPECS[] = {
 #define NSPECS (sizeof SPECS / sizeof SPECS[0])
 #define JOB "job-linker-itest"
 #define FILES_TOTAL (NSPECS + 2) /* + the invalid event + the worker failure */
-
-static char mongo_uri[512], brokers[512];
 
 static char *event_json(const spec_t *s)
 {
@@ -124,32 +115,14 @@ static void publish(mdb_config_t *cfg, const char *ti, const char *td, bool reve
     mdb_kafka_producer_destroy(p);
 }
 
-static mongoc_client_t *client(void)
-{
-    mongoc_client_t *c = mongoc_client_new(mongo_uri);
-    CHECK(c, "bad uri");
-    mongoc_client_set_error_api(c, 2);
-    return c;
-}
-
 static void create_job(const char *db)
 {
-    mongoc_client_t *c = client();
-    mongoc_collection_t *coll = mongoc_client_get_collection(c, db, "jobs");
-    bson_t *doc = BCON_NEW("_id", JOB, "state", "running", "researcher_id", "r1", "collection", "LIDC-IDRI",
-                           "feature_set", "default", "files_total", BCON_INT64(FILES_TOTAL), "files_done",
-                           BCON_INT64(0), "files_failed", BCON_INT64(0), "instances_linked", BCON_INT64(0),
-                           "producer_errors", BCON_INT64(0), "errors", "[", "]");
-    bson_error_t be;
-    CHECK(mongoc_collection_insert_one(coll, doc, NULL, NULL, &be), "%s", be.message);
-    bson_destroy(doc);
-    mongoc_collection_destroy(coll);
-    mongoc_client_destroy(c);
+    litest_create_job(db, JOB, "LIDC-IDRI", FILES_TOTAL);
 }
 
 static json_t *get_doc(const char *db, const char *coll_name, const char *id)
 {
-    mongoc_client_t *c = client();
+    mongoc_client_t *c = litest_client();
     mongoc_collection_t *coll = mongoc_client_get_collection(c, db, coll_name);
     bson_t *filter = BCON_NEW("_id", id);
     mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, NULL, NULL);
@@ -164,23 +137,10 @@ static json_t *get_doc(const char *db, const char *coll_name, const char *id)
     return out;
 }
 
-static int64_t count(const char *db, const char *coll_name)
-{
-    mongoc_client_t *c = client();
-    mongoc_collection_t *coll = mongoc_client_get_collection(c, db, coll_name);
-    bson_t filter = BSON_INITIALIZER;
-    bson_error_t be;
-    int64_t n = mongoc_collection_count_documents(coll, &filter, NULL, NULL, NULL, &be);
-    CHECK(n >= 0, "count %s: %s", coll_name, be.message);
-    mongoc_collection_destroy(coll);
-    mongoc_client_destroy(c);
-    return n;
-}
-
 static char *dump(const char *db)
 {
     mdb_error_t err = {0};
-    mdb_mongo_t *m = mdb_mongo_new(mongo_uri, db, 2, &err);
+    mdb_mongo_t *m = mdb_mongo_new(litest_mongo_uri, db, 2, &err);
     CHECK(m, "%s", err.message);
     char *buf = NULL;
     size_t len = 0;
@@ -195,54 +155,25 @@ static char *dump(const char *db)
 static pid_t start_linker(const char *db, const char *ti, const char *td, const char *group, int batch,
                           const char *log)
 {
-    char bin[1024], a[8][600];
-    const char *bd = getenv("MDB_BUILD_DIR");
-    snprintf(bin, sizeof bin, "%s/linker/metadb-linker", bd ? bd : ".");
-    snprintf(a[0], sizeof a[0], "--mongo.uri=%s", mongo_uri);
-    snprintf(a[1], sizeof a[1], "--mongo.db=%s", db);
-    snprintf(a[2], sizeof a[2], "--kafka.brokers=%s", brokers);
-    snprintf(a[3], sizeof a[3], "--topic.instances=%s", ti);
-    snprintf(a[4], sizeof a[4], "--topic.dlq=%s", td);
-    snprintf(a[5], sizeof a[5], "--linker.group=%s", group);
-    snprintf(a[6], sizeof a[6], "--linker.batch_size=%d", batch);
-    snprintf(a[7], sizeof a[7], "--linker.batch_ms=100");
-    char *argv[] = {bin, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], "--linker.metrics_port=0", "--log.level=info",
-                    NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    int rc = posix_spawn(&pid, bin, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    CHECK(rc == 0, "spawn %s: %s", bin, strerror(rc));
-    return pid;
+    char bs[64];
+    snprintf(bs, sizeof bs, "--linker.batch_size=%d", batch);
+    const char *extra[] = {bs, "--linker.batch_ms=100", "--log.level=info", NULL};
+    return litest_start_linker(db, ti, td, group, extra, log);
 }
 
+/* Stopped as litest_stop_linker, its exit report printed (round trips per event). */
 static void stop_linker(pid_t pid, const char *log)
 {
-    kill(pid, SIGTERM);
-    int st = 0;
-    int64_t t0 = itest_now_ms();
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        CHECK(itest_now_ms() - t0 < 60000, "linker did not stop within 60 s");
-        usleep(50000);
-    }
+    litest_stop_linker(pid, log);
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "grep -h 'linker done' %s", log);
     CHECK(system(cmd) == 0, "no exit report in %s", log);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "linker exit status %d (log %s)", st, log);
 }
 
 /* Wait until group has committed every record of topics. */
 static void wait_consumed(mdb_config_t *cfg, const char *group, const char *const *topics, int parts, pid_t pid)
 {
-    mdb_error_t err = {0};
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char es[256];
-    CHECK(mdb_kafka_conf_apply(conf, cfg, &err), "%s", err.message);
-    rd_kafka_conf_set(conf, "group.id", group, es, sizeof es);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, es, sizeof es);
-    CHECK(rk, "%s", es);
+    rd_kafka_t *rk = litest_consumer(cfg, group);
     int64_t t0 = itest_now_ms();
     for (;;) {
         bool all = true;
@@ -274,20 +205,15 @@ static const char *str(const json_t *doc, const char *key)
     return s ? s : "(missing)";
 }
 
-static json_int_t num(const json_t *doc, const char *key)
-{
-    return json_integer_value(json_object_get(doc, key));
-}
-
 static void check_documents(const char *db)
 {
-    CHECK(count(db, "instances") == 8, "instances: %lld", (long long)count(db, "instances"));
-    CHECK(count(db, "series") == 3, "series: %lld", (long long)count(db, "series"));
-    CHECK(count(db, "studies") == 2, "studies: %lld", (long long)count(db, "studies"));
+    CHECK(litest_count(db, "instances") == 8, "instances: %lld", (long long)litest_count(db, "instances"));
+    CHECK(litest_count(db, "series") == 3, "series: %lld", (long long)litest_count(db, "series"));
+    CHECK(litest_count(db, "studies") == 2, "studies: %lld", (long long)litest_count(db, "studies"));
 
     json_t *s1 = get_doc(db, "series", "1.2.826.0.1.1.1");
     CHECK(s1, "series S1 missing");
-    CHECK(num(s1, "instance_count") == 5, "S1 instance_count %lld", (long long)num(s1, "instance_count"));
+    CHECK(litest_num(s1, "instance_count") == 5, "S1 instance_count %lld", (long long)litest_num(s1, "instance_count"));
     CHECK(!strcmp(str(s1, "study_id"), "1.2.826.0.1.1"), "S1 study_id %s", str(s1, "study_id"));
     CHECK(!strcmp(str(s1, "series_description"), "AXIAL"), "S1 description %s", str(s1, "series_description"));
     CHECK(!strcmp(str(s1, "modality"), "CT"), "S1 modality %s", str(s1, "modality"));
@@ -302,7 +228,7 @@ static void check_documents(const char *db)
     json_decref(s1);
 
     json_t *s3 = get_doc(db, "series", "1.2.826.0.1.2.3");
-    CHECK(s3 && num(s3, "instance_count") == 2, "S3 instance_count");
+    CHECK(s3 && litest_num(s3, "instance_count") == 2, "S3 instance_count");
     json_decref(s3);
 
     json_t *st1 = get_doc(db, "studies", "1.2.826.0.1.1");
@@ -310,13 +236,13 @@ static void check_documents(const char *db)
     json_t *sum = json_object_get(st1, "series");
     CHECK(json_array_size(sum) == 2, "ST1 series[] size %zu", json_array_size(sum));
     json_t *first = json_array_get(sum, 0), *second = json_array_get(sum, 1);
-    CHECK(!strcmp(str(first, "series_instance_uid"), "1.2.826.0.1.1.2") && num(first, "instance_count") == 1 &&
+    CHECK(!strcmp(str(first, "series_instance_uid"), "1.2.826.0.1.1.2") && litest_num(first, "instance_count") == 1 &&
               !strcmp(str(first, "series_description"), "SCOUT") && !strcmp(str(first, "modality"), "CT") &&
-              num(first, "series_number") == 1,
+              litest_num(first, "series_number") == 1,
           "ST1 series[0]");
-    CHECK(!strcmp(str(second, "series_instance_uid"), "1.2.826.0.1.1.1") && num(second, "instance_count") == 5,
+    CHECK(!strcmp(str(second, "series_instance_uid"), "1.2.826.0.1.1.1") && litest_num(second, "instance_count") == 5,
           "ST1 series[1]");
-    CHECK(num(st1, "instance_count") == 6 && num(st1, "series_count") == 2, "ST1 totals");
+    CHECK(litest_num(st1, "instance_count") == 6 && litest_num(st1, "series_count") == 2, "ST1 totals");
     CHECK(!strcmp(str(st1, "accession_number"), "ACC-1") && !strcmp(str(st1, "patient_id"), "LIDC-IDRI-0001"),
           "ST1 promoted fields");
     json_t *jobs = json_object_get(st1, "job_ids");
@@ -331,7 +257,7 @@ static void check_documents(const char *db)
           "instance 2 paths");
     CHECK(!strcmp(str(i2, "series_id"), "1.2.826.0.1.1.1") && !strcmp(str(i2, "study_id"), "1.2.826.0.1.1"),
           "instance 2 parents");
-    CHECK(num(i2, "instance_number") == 2 && !strcmp(str(i2, "sop_class_uid"), "1.2.840.10008.5.1.4.1.1.2"),
+    CHECK(litest_num(i2, "instance_number") == 2 && !strcmp(str(i2, "sop_class_uid"), "1.2.840.10008.5.1.4.1.1.2"),
           "instance 2 promoted");
     CHECK(!strcmp(str(json_object_get(i2, "dicom"), "transfer_syntax"), "1.2.840.10008.1.2.1"), "instance dicom");
     CHECK(!json_object_get(i2, "integrity"), "a whole file's instance has no integrity object");
@@ -339,7 +265,8 @@ static void check_documents(const char *db)
     json_t *i3 = get_doc(db, "instances", "1.2.826.0.1.1.1.3");
     json_t *ig = i3 ? json_object_get(i3, "integrity") : NULL;
     CHECK(ig && json_is_true(json_object_get(ig, "pixel_data_truncated")) &&
-              num(ig, "pixel_data_bytes_expected") == 524288 && num(ig, "pixel_data_bytes_present") == 1003,
+              litest_num(ig, "pixel_data_bytes_expected") == 524288 &&
+              litest_num(ig, "pixel_data_bytes_present") == 1003,
           "a damaged file's instance carries the event's integrity object");
     json_decref(i3);
 
@@ -361,10 +288,12 @@ static void check_documents(const char *db)
 
     json_t *job = get_doc(db, "jobs", JOB);
     CHECK(job, "job missing");
-    CHECK(num(job, "files_done") == (json_int_t)NSPECS, "files_done %lld", (long long)num(job, "files_done"));
-    CHECK(num(job, "files_failed") == 2, "files_failed %lld", (long long)num(job, "files_failed"));
-    CHECK(num(job, "files_flagged") == 2, "files_flagged %lld", (long long)num(job, "files_flagged"));
-    CHECK(num(job, "instances_linked") == 8, "instances_linked %lld", (long long)num(job, "instances_linked"));
+    CHECK(litest_num(job, "files_done") == (json_int_t)NSPECS, "files_done %lld",
+          (long long)litest_num(job, "files_done"));
+    CHECK(litest_num(job, "files_failed") == 2, "files_failed %lld", (long long)litest_num(job, "files_failed"));
+    CHECK(litest_num(job, "files_flagged") == 2, "files_flagged %lld", (long long)litest_num(job, "files_flagged"));
+    CHECK(litest_num(job, "instances_linked") == 8, "instances_linked %lld",
+          (long long)litest_num(job, "instances_linked"));
     CHECK(!strcmp(str(job, "state"), "completed_with_errors"), "state %s", str(job, "state"));
     CHECK(json_object_get(job, "completed_at"), "completed_at");
     json_t *errs = json_object_get(job, "errors");
@@ -378,12 +307,28 @@ static void check_documents(const char *db)
     }
     CHECK(saw_invalid && saw_worker, "errors[] lacks a reason");
     json_decref(job);
-    CHECK(count(db, "job_files") == (int64_t)FILES_TOTAL, "job_files %lld", (long long)count(db, "job_files"));
+    CHECK(litest_count(db, "job_files") == (int64_t)FILES_TOTAL, "job_files %lld",
+          (long long)litest_count(db, "job_files"));
+}
+
+/* Wait (120 s at most) for the job in db to end completed_with_errors. */
+static void wait_job_done(const char *db, const char *what)
+{
+    int64_t t0 = itest_now_ms();
+    for (;;) {
+        json_t *job = get_doc(db, "jobs", JOB);
+        bool fin = job && !strcmp(str(job, "state"), "completed_with_errors");
+        json_decref(job);
+        if (fin)
+            return;
+        CHECK(itest_now_ms() - t0 < 120000, "%s did not complete", what);
+        usleep(200000);
+    }
 }
 
 static void drop_db(const char *db)
 {
-    mongoc_client_t *c = client();
+    mongoc_client_t *c = litest_client();
     mongoc_database_t *d = mongoc_client_get_database(c, db);
     bson_error_t be;
     mongoc_database_drop(d, &be);
@@ -401,16 +346,11 @@ static void cleanup_b(void)
 
 int main(void)
 {
-    mdb_config_t *cfg = itest_setup("linker");
-    snprintf(mongo_uri, sizeof mongo_uri, "%s", mdb_config_get(cfg, "mongo.uri"));
-    snprintf(brokers, sizeof brokers, "%s", mdb_config_get(cfg, "kafka.brokers"));
+    mdb_config_t *cfg = litest_setup("linker");
     const char *db = mdb_config_get(cfg, "mongo.db");
-    char logdir[] = "/tmp/t_linker_logs_XXXXXX";
-    CHECK(mkdtemp(logdir), "mkdtemp");
-    char log1[256], log2[256], log3[256];
-    snprintf(log1, sizeof log1, "%s/linker1.log", logdir);
-    snprintf(log2, sizeof log2, "%s/linker2.log", logdir);
-    snprintf(log3, sizeof log3, "%s/linker3.log", logdir);
+    litest_logs_t logs;
+    litest_logs_new(&logs, "t_linker_logs");
+    const char *log1 = logs.log[0], *log2 = logs.log[1], *log3 = logs.log[2];
 
     /* A: link everything once */
     const char *ti = itest_topic("instances", 3), *td = itest_topic("dlq", 2);
@@ -421,16 +361,7 @@ int main(void)
     pid_t pid = start_linker(db, ti, td, g1, 1000, log1);
     wait_consumed(cfg, g1, topics, 2, pid);
     /* the invalid event's own DLQ record arrives after its batch: wait for the job to finish */
-    int64_t t0 = itest_now_ms();
-    for (;;) {
-        json_t *job = get_doc(db, "jobs", JOB);
-        bool fin = job && !strcmp(str(job, "state"), "completed_with_errors");
-        json_decref(job);
-        if (fin)
-            break;
-        CHECK(itest_now_ms() - t0 < 120000, "job did not complete");
-        usleep(200000);
-    }
+    wait_job_done(db, "job");
     wait_consumed(cfg, g1, topics, 2, pid);
     stop_linker(pid, log1);
     check_documents(db);
@@ -458,16 +389,7 @@ int main(void)
     const char *g3 = itest_group("reverse");
     pid = start_linker(db_b, ti2, td2, g3, 3, log3);
     wait_consumed(cfg, g3, topics2, 2, pid);
-    t0 = itest_now_ms();
-    for (;;) {
-        json_t *job = get_doc(db_b, "jobs", JOB);
-        bool fin = job && !strcmp(str(job, "state"), "completed_with_errors");
-        json_decref(job);
-        if (fin)
-            break;
-        CHECK(itest_now_ms() - t0 < 120000, "job (reversed) did not complete");
-        usleep(200000);
-    }
+    wait_job_done(db_b, "job (reversed)");
     wait_consumed(cfg, g3, topics2, 2, pid);
     stop_linker(pid, log3);
     check_documents(db_b);
@@ -478,10 +400,7 @@ int main(void)
     free(dump_a);
     free(dump_b);
     free(dump_c);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", logdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", logdir);
+    litest_logs_remove(&logs);
     printf("PASS test_linker\n");
     return 0;
 }

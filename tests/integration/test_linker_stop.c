@@ -9,25 +9,16 @@
  *     each series counts its 25, the job's counters are exact (files_done,
  *     instances_linked) and it completes;
  *  C. a replay of everything in a fresh group changes no counter. */
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-
-#include "core_itest.h"
+#include "linker_itest.h"
 #include "mdb_docs.h"
 #include "mdb_find.h"
 #include "mdb_mongo.h"
-
-extern char **environ;
 
 #define JOB "job-linker-stop"
 #define NSTUDIES 30
 #define NSERIES 4
 #define NINST 25
 #define NEVENTS (NSTUDIES * NSERIES * NINST)
-
-static char mongo_uri[512], brokers[512];
 
 static void uid(char *buf, size_t cap, int st, int se, int in)
 {
@@ -80,27 +71,9 @@ static void publish(mdb_config_t *cfg, const char *ti)
     mdb_kafka_producer_destroy(p);
 }
 
-static mongoc_client_t *client(void)
-{
-    mongoc_client_t *c = mongoc_client_new(mongo_uri);
-    CHECK(c, "bad uri");
-    mongoc_client_set_error_api(c, 2);
-    return c;
-}
-
 static void create_job(const char *db)
 {
-    mongoc_client_t *c = client();
-    mongoc_collection_t *coll = mongoc_client_get_collection(c, db, "jobs");
-    bson_t *doc = BCON_NEW("_id", JOB, "state", "running", "researcher_id", "r1", "collection", "STOP",
-                           "feature_set", "default", "files_total", BCON_INT64(NEVENTS), "files_done", BCON_INT64(0),
-                           "files_failed", BCON_INT64(0), "instances_linked", BCON_INT64(0), "producer_errors",
-                           BCON_INT64(0), "errors", "[", "]");
-    bson_error_t be;
-    CHECK(mongoc_collection_insert_one(coll, doc, NULL, NULL, &be), "%s", be.message);
-    bson_destroy(doc);
-    mongoc_collection_destroy(coll);
-    mongoc_client_destroy(c);
+    litest_create_job(db, JOB, "STOP", NEVENTS);
 }
 
 /* How many of ids are _ids of coll (one query). */
@@ -114,7 +87,7 @@ static size_t found(const char *db, const char *coll_name, json_t *ids)
     for (size_t i = 0; i < n; i++)
         v[i] = json_string_value(json_array_get(ids, i));
     mdb_error_t err = {0};
-    mdb_mongo_t *m = mdb_mongo_new(mongo_uri, db, 1, &err);
+    mdb_mongo_t *m = mdb_mongo_new(litest_mongo_uri, db, 1, &err);
     CHECK(m, "%s", err.message);
     bson_t filter = BSON_INITIALIZER;
     mdb_docs_append_in(&filter, "_id", v, n);
@@ -130,23 +103,10 @@ static size_t found(const char *db, const char *coll_name, json_t *ids)
     return got;
 }
 
-static int64_t count(const char *db, const char *coll_name)
-{
-    mongoc_client_t *c = client();
-    mongoc_collection_t *coll = mongoc_client_get_collection(c, db, coll_name);
-    bson_t filter = BSON_INITIALIZER;
-    bson_error_t be;
-    int64_t n = mongoc_collection_count_documents(coll, &filter, NULL, NULL, NULL, &be);
-    CHECK(n >= 0, "count %s: %s", coll_name, be.message);
-    mongoc_collection_destroy(coll);
-    mongoc_client_destroy(c);
-    return n;
-}
-
 static json_t *job_doc(const char *db)
 {
     mdb_error_t err = {0};
-    mdb_mongo_t *m = mdb_mongo_new(mongo_uri, db, 1, &err);
+    mdb_mongo_t *m = mdb_mongo_new(litest_mongo_uri, db, 1, &err);
     CHECK(m, "%s", err.message);
     json_t *docs = json_array();
     bson_t *filter = BCON_NEW("_id", JOB);
@@ -158,79 +118,16 @@ static json_t *job_doc(const char *db)
     return d;
 }
 
-static json_int_t num(const json_t *doc, const char *key)
-{
-    return json_integer_value(json_object_get(doc, key));
-}
-
 static pid_t start_linker(const char *db, const char *ti, const char *td, const char *group, const char *log)
 {
-    char bin[1024], a[6][600];
-    const char *bd = getenv("MDB_BUILD_DIR");
-    snprintf(bin, sizeof bin, "%s/linker/metadb-linker", bd ? bd : ".");
-    snprintf(a[0], sizeof a[0], "--mongo.uri=%s", mongo_uri);
-    snprintf(a[1], sizeof a[1], "--mongo.db=%s", db);
-    snprintf(a[2], sizeof a[2], "--kafka.brokers=%s", brokers);
-    snprintf(a[3], sizeof a[3], "--topic.instances=%s", ti);
-    snprintf(a[4], sizeof a[4], "--topic.dlq=%s", td);
-    snprintf(a[5], sizeof a[5], "--linker.group=%s", group);
-    char *argv[] = {bin,  a[0], a[1], a[2], a[3], a[4], a[5], "--linker.batch_size=150", "--linker.batch_ms=20",
-                    "--linker.metrics_port=0", "--log.level=debug", NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid;
-    int rc = posix_spawn(&pid, bin, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    CHECK(rc == 0, "spawn %s: %s", bin, strerror(rc));
-    return pid;
-}
-
-static int lines_with(const char *log, const char *what)
-{
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "grep -c '%s' %s", what, log);
-    FILE *f = popen(cmd, "r");
-    int n = 0;
-    if (f) {
-        if (fscanf(f, "%d", &n) != 1)
-            n = 0;
-        pclose(f);
-    }
-    return n;
-}
-
-static void stop_linker(pid_t pid, const char *log)
-{
-    kill(pid, SIGTERM);
-    int st = 0;
-    int64_t t0 = itest_now_ms();
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        CHECK(itest_now_ms() - t0 < 60000, "linker did not stop within 60 s");
-        usleep(20000);
-    }
-    CHECK(lines_with(log, "linker done") == 1, "no exit report in %s", log);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "linker exit status %d (log %s)", st, log);
-}
-
-static rd_kafka_t *plain_consumer(mdb_config_t *cfg, const char *group)
-{
-    mdb_error_t err = {0};
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char es[256];
-    CHECK(mdb_kafka_conf_apply(conf, cfg, &err), "%s", err.message);
-    rd_kafka_conf_set(conf, "group.id", group, es, sizeof es);
-    rd_kafka_conf_set(conf, "enable.auto.commit", "false", es, sizeof es);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, es, sizeof es);
-    CHECK(rk, "%s", es);
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
+    static const char *const extra[] = {"--linker.batch_size=150", "--linker.batch_ms=20", "--log.level=debug", NULL};
+    return litest_start_linker(db, ti, td, group, extra, log);
 }
 
 /* The group's committed offsets of ti's partitions (none: 0); the total. */
 static int64_t committed_offsets(mdb_config_t *cfg, const char *ti, int parts, const char *group, int64_t *out)
 {
-    rd_kafka_t *rk = plain_consumer(cfg, group);
+    rd_kafka_t *rk = litest_consumer(cfg, group);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
     for (int p = 0; p < parts; p++)
         rd_kafka_topic_partition_list_add(l, ti, p);
@@ -251,7 +148,7 @@ static int64_t check_committed_written(mdb_config_t *cfg, const char *db, const 
 {
     int64_t committed[16] = {0};
     int64_t total = committed_offsets(cfg, ti, parts, group, committed);
-    rd_kafka_t *rk = plain_consumer(cfg, itest_group("reader"));
+    rd_kafka_t *rk = litest_consumer(cfg, itest_group("reader"));
     rd_kafka_topic_partition_list_t *from = rd_kafka_topic_partition_list_new(parts);
     for (int p = 0; p < parts; p++)
         rd_kafka_topic_partition_list_add(from, ti, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
@@ -306,42 +203,39 @@ static void wait_job_final(const char *db)
 
 static void check_exact(const char *db)
 {
-    CHECK(count(db, "instances") == NEVENTS, "%lld instances, expected %d", (long long)count(db, "instances"),
-          NEVENTS);
-    CHECK(count(db, "job_files") == NEVENTS, "%lld job files", (long long)count(db, "job_files"));
-    CHECK(count(db, "series") == NSTUDIES * NSERIES, "%lld series", (long long)count(db, "series"));
+    CHECK(litest_count(db, "instances") == NEVENTS, "%lld instances, expected %d",
+          (long long)litest_count(db, "instances"), NEVENTS);
+    CHECK(litest_count(db, "job_files") == NEVENTS, "%lld job files", (long long)litest_count(db, "job_files"));
+    CHECK(litest_count(db, "series") == NSTUDIES * NSERIES, "%lld series", (long long)litest_count(db, "series"));
     mdb_error_t err = {0};
-    mdb_mongo_t *m = mdb_mongo_new(mongo_uri, db, 1, &err);
+    mdb_mongo_t *m = mdb_mongo_new(litest_mongo_uri, db, 1, &err);
     CHECK(m, "%s", err.message);
     json_t *series = json_array();
     bson_t filter = BSON_INITIALIZER;
     CHECK(mdb_docs_find(m, "series", &filter, NULL, NULL, 0, series, &err), "%s", err.message);
     for (size_t i = 0; i < json_array_size(series); i++) {
         json_t *s = json_array_get(series, i);
-        CHECK(num(s, "instance_count") == NINST, "series %s counts %lld instances, expected %d",
-              json_string_value(json_object_get(s, "_id")), (long long)num(s, "instance_count"), NINST);
+        CHECK(litest_num(s, "instance_count") == NINST, "series %s counts %lld instances, expected %d",
+              json_string_value(json_object_get(s, "_id")), (long long)litest_num(s, "instance_count"), NINST);
     }
     json_decref(series);
     mdb_mongo_destroy(m);
     json_t *job = job_doc(db);
-    CHECK(num(job, "files_done") == NEVENTS && num(job, "files_failed") == 0 && num(job, "instances_linked") == NEVENTS,
-          "job counters: done %lld, failed %lld, linked %lld (expected %d, 0, %d)", (long long)num(job, "files_done"),
-          (long long)num(job, "files_failed"), (long long)num(job, "instances_linked"), NEVENTS, NEVENTS);
+    CHECK(litest_num(job, "files_done") == NEVENTS && litest_num(job, "files_failed") == 0 &&
+              litest_num(job, "instances_linked") == NEVENTS,
+          "job counters: done %lld, failed %lld, linked %lld (expected %d, 0, %d)",
+          (long long)litest_num(job, "files_done"), (long long)litest_num(job, "files_failed"),
+          (long long)litest_num(job, "instances_linked"), NEVENTS, NEVENTS);
     json_decref(job);
 }
 
 int main(void)
 {
-    mdb_config_t *cfg = itest_setup("linker_stop");
-    snprintf(mongo_uri, sizeof mongo_uri, "%s", mdb_config_get(cfg, "mongo.uri"));
-    snprintf(brokers, sizeof brokers, "%s", mdb_config_get(cfg, "kafka.brokers"));
+    mdb_config_t *cfg = litest_setup("linker_stop");
     const char *db = mdb_config_get(cfg, "mongo.db");
-    char logdir[] = "/tmp/t_linker_stop_XXXXXX";
-    CHECK(mkdtemp(logdir), "mkdtemp");
-    char log1[256], log2[256], log3[256];
-    snprintf(log1, sizeof log1, "%s/linker1.log", logdir);
-    snprintf(log2, sizeof log2, "%s/linker2.log", logdir);
-    snprintf(log3, sizeof log3, "%s/linker3.log", logdir);
+    litest_logs_t logs;
+    litest_logs_new(&logs, "t_linker_stop");
+    const char *log1 = logs.log[0], *log2 = logs.log[1], *log3 = logs.log[2];
     const int parts = 3;
     const char *ti = itest_topic("instances", parts), *td = itest_topic("dlq", 1);
     create_job(db);
@@ -351,22 +245,22 @@ int main(void)
     const char *g = itest_group("linkers");
     pid_t pid = start_linker(db, ti, td, g, log1);
     int64_t t0 = itest_now_ms();
-    while (lines_with(log1, "batch of") < 3) {
+    while (litest_lines_with(log1, "batch of") < 3) {
         int st;
         CHECK(waitpid(pid, &st, WNOHANG) == 0, "linker exited early (status %d, log %s)", st, log1);
         CHECK(itest_now_ms() - t0 < 120000, "no 3 batches written within 120 s (log %s)", log1);
         usleep(5000);
     }
-    stop_linker(pid, log1);
+    litest_stop_linker(pid, log1);
     int64_t committed = check_committed_written(cfg, db, ti, parts, g);
     CHECK(committed > 0, "nothing committed before the stop");
     printf("A: stopped after %d batch(es); %lld of %d records committed, every one of them written\n",
-           lines_with(log1, "batch of"), (long long)committed, NEVENTS);
+           litest_lines_with(log1, "batch of"), (long long)committed, NEVENTS);
 
     /* B: the same group finishes the job */
     pid = start_linker(db, ti, td, g, log2);
     wait_job_final(db);
-    stop_linker(pid, log2);
+    litest_stop_linker(pid, log2);
     check_exact(db);
     CHECK(check_committed_written(cfg, db, ti, parts, g) == NEVENTS, "not every record committed after the job");
     printf("B: the second linker completed the job: %d instances, counters exact\n", NEVENTS);
@@ -382,14 +276,11 @@ int main(void)
         CHECK(itest_now_ms() - t0 < 180000, "replay not consumed within 180 s (log %s)", log3);
         usleep(300000);
     }
-    stop_linker(pid, log3);
+    litest_stop_linker(pid, log3);
     check_exact(db);
     printf("C: replay of all %d records changed no counter\n", NEVENTS);
 
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", logdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", logdir);
+    litest_logs_remove(&logs);
     printf("PASS test_linker_stop\n");
     return 0;
 }
