@@ -10,6 +10,8 @@ What it gives a test:
   - Procs: every daemon a test starts, its log, stop (SIGTERM, exit status),
     kill -9, SIGSTOP/SIGCONT; everything still running is killed at exit, even
     when the test dies of an exception or a signal;
+  - preflight, stop_checked, teardown: how a pipeline test starts (binaries
+    built, stack reachable) and ends (exit codes, logs, database dropped);
   - bounded helpers: kcat produce/consume, `metadb lag --json` commit checks,
     a database ping with socket timeouts (a database that stops answering is
     reported, never waited on forever), wait_for.
@@ -61,6 +63,27 @@ def linker_expected():
 
 def have(role):
     return os.access(BIN[role], os.X_OK)
+
+
+def preflight(without_linker):
+    """What a pipeline test needs before it starts: producer, worker and metadb
+    built, the linker too when the checkout has it (without_linker: what goes
+    untested when it has not), the shared stack's Kafka and database answering.
+    Dies otherwise; returns (the shared Stack, whether the linker is built)."""
+    for role in ("producer", "worker", "metadb"):
+        if not have(role):
+            die("%s not built at %s" % (role, BIN[role]))
+    with_linker = have("linker")
+    if not with_linker:
+        if linker_expected():
+            die("linker/ has sources but %s is not built" % BIN["linker"])
+        note("NOTE: metadb-linker is not part of this checkout yet: " + without_linker)
+    stack = Stack.shared()
+    if not stack.kafka_ok():
+        die("Kafka at %s is not reachable" % stack.brokers)
+    if not stack.ping():
+        die("database at %s is not reachable" % stack.mongo_uri)
+    return stack, with_linker
 
 
 # ------------------------------------------------------------------ checks
@@ -445,6 +468,25 @@ for _s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(_s, _on_signal)
 
 
+def stop_checked(c, procs):
+    """SIGTERM to every daemon still running: each must exit 0."""
+    for pid, (role, rc) in procs.stop_all().items():
+        c.eq(rc, 0, "%s (pid %d) exits 0 on SIGTERM" % (role, pid))
+
+
+def teardown(c, procs, mc, db_name):
+    """The end of a pipeline test, also after an exception: the daemons' logs
+    when anything failed, every daemon killed, the test's database dropped
+    (a failure to drop is only a warning)."""
+    if c.failures:
+        procs.dump_logs()
+    procs.kill_all()
+    try:
+        mc.drop_database(db_name)
+    except Exception as e:  # noqa: BLE001
+        print("warning: drop %s: %s" % (db_name, e))
+
+
 # ------------------------------------------------------------------ kafka
 def kcat_produce(brokers, topic, records, big=False, partition=None):
     """records: [(key, value)] as bytes/str; no tab/newline inside (JSON from json.dumps has none)."""
@@ -529,8 +571,11 @@ def fully_committed(names, group, topic):
 
 
 # ------------------------------------------------------------------ archive
-def generate_archive(out, patients, seed, extra=()):
-    cmd = [PY, GEN, "--out", out, "--patients", str(patients), "--seed", str(seed), "--small", "--jobs", "1"]
+def generate_archive(out, patients, seed, extra=(), small=True):
+    """tests/gen/gen_archive.py into out (one job; small images unless small is
+    false); returns its manifest."""
+    cmd = [PY, GEN, "--out", out, "--patients", str(patients), "--seed", str(seed), "--jobs", "1"]
+    cmd += ["--small"] if small else []
     subprocess.run(cmd + list(extra), check=True, capture_output=True, text=True, timeout=600)
     with open(os.path.join(out, "manifest.json")) as f:
         return json.load(f)

@@ -57,19 +57,7 @@ except Exception as e:
 
 def main():
     c = rt.Checks("test_badinput")
-    for role in ("producer", "worker", "metadb"):
-        if not rt.have(role):
-            rt.die("%s not built at %s" % (role, rt.BIN[role]))
-    with_linker = rt.have("linker")
-    if not with_linker:
-        if rt.linker_expected():
-            rt.die("linker/ has sources but %s is not built" % rt.BIN["linker"])
-        rt.note("NOTE: metadb-linker is not part of this checkout yet: documents and job completion are NOT checked")
-    stack = rt.Stack.shared()
-    if not stack.kafka_ok():
-        rt.die("Kafka at %s is not reachable" % stack.brokers)
-    if not stack.ping():
-        rt.die("database at %s is not reachable" % stack.mongo_uri)
+    stack, with_linker = rt.preflight("documents and job completion are NOT checked")
 
     base = rt.tempdir("mdb_badinput_")
     os.chmod(base, 0o755)
@@ -138,21 +126,13 @@ def main():
                     i + 1, limit // 1024, max(r[i] for r in rss)))
                 c.check(rss[-1][i] - rss[-2][i] < grow, "worker %d RSS does not grow from pass %d to %d (%+d kB)" % (
                     i + 1, PASSES - 1, PASSES, rss[-1][i] - rss[-2][i]))
-        rcs = procs.stop_all()
-        for pid, (role, rc) in rcs.items():
-            c.eq(rc, 0, "%s (pid %d) exits 0 on SIGTERM" % (role, pid))
+        rt.stop_checked(c, procs)
     except Exception as e:  # noqa: BLE001
         import traceback
         traceback.print_exc()
         c.check(False, "test raised %s: %s" % (type(e).__name__, e))
     finally:
-        if c.failures:
-            procs.dump_logs()
-        procs.kill_all()
-        try:
-            mc.drop_database(names.db)
-        except Exception as e:  # noqa: BLE001
-            print("warning: drop %s: %s" % (names.db, e))
+        rt.teardown(c, procs, mc, names.db)
         subprocess.run(["chmod", "-R", "u+rwX", base], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
     return c.summary()

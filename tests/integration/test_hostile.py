@@ -46,19 +46,7 @@ def hostile_common(topic, key):
 
 def main():
     c = rt.Checks("test_hostile")
-    for role in ("producer", "worker", "metadb"):
-        if not rt.have(role):
-            rt.die("%s not built at %s" % (role, rt.BIN[role]))
-    with_linker = rt.have("linker")
-    if not with_linker:
-        if rt.linker_expected():
-            rt.die("linker/ has sources but %s is not built" % rt.BIN["linker"])
-        rt.note("NOTE: metadb-linker is not part of this checkout yet: the instances and dlq topics are NOT tested")
-    stack = rt.Stack.shared()
-    if not stack.kafka_ok():
-        rt.die("Kafka at %s is not reachable" % stack.brokers)
-    if not stack.ping():
-        rt.die("database at %s is not reachable" % stack.mongo_uri)
+    stack, with_linker = rt.preflight("the instances and dlq topics are NOT tested")
 
     base = rt.tempdir("mdb_hostile_")
     root = os.path.realpath(os.path.join(base, "archive"))
@@ -300,21 +288,13 @@ def main():
         for g, t in groups:
             c.check(rt.fully_committed(names, names.groups[g], t), "%s group committed every offset of %s" % (g, t),
                     rt.lag(names, names.groups[g]))
-        rcs = procs.stop_all()
-        for pid, (role, rc) in rcs.items():
-            c.eq(rc, 0, "%s (pid %d) exits 0 on SIGTERM" % (role, pid))
+        rt.stop_checked(c, procs)
     except Exception as e:  # noqa: BLE001 - report, clean up, fail
         import traceback
         traceback.print_exc()
         c.check(False, "test raised %s: %s" % (type(e).__name__, e))
     finally:
-        if c.failures:
-            procs.dump_logs()
-        procs.kill_all()
-        try:
-            mc.drop_database(names.db)
-        except Exception as e:  # noqa: BLE001
-            print("warning: drop %s: %s" % (names.db, e))
+        rt.teardown(c, procs, mc, names.db)
         shutil.rmtree(base, ignore_errors=True)
     return c.summary()
 
