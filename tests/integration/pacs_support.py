@@ -6,6 +6,7 @@ topics, groups and database (tests/faults/reltest.py's Names/Procs)."""
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -151,6 +152,12 @@ class Pipeline:
     def start_fetcher(self, extra=()):
         return self.procs.start("fetcher", self.names, extra=self.extra + ["--log.level=info"] + list(extra))
 
+    def restart_fetcher(self, extra=()):
+        """Stop every running fetcher (SIGTERM) and start one with extra flags."""
+        for p in self.procs.running("fetcher"):
+            p.stop(60)
+        return self.start_fetcher(extra)
+
     def submit(self, *selectors, source="pacs:orthanc", timeout=120, job_id=None, wait=True):
         args = ["submit", "--researcher", "pacs-test", "--collection", "PACS", "--source", source, "--json"]
         if job_id:
@@ -164,6 +171,17 @@ class Pipeline:
 
     def job(self, job_id):
         return self.db().jobs.find_one({"_id": job_id})
+
+    def wait_final(self, job_id, timeout):
+        """The job's document once it is completed, completed_with_errors or
+        failed; after timeout seconds, whatever it is then."""
+        end = time.time() + timeout
+        while time.time() < end:
+            job = self.job(job_id) or {}
+            if job.get("state") in ("completed", "completed_with_errors", "failed"):
+                return job
+            time.sleep(0.5)
+        return self.job(job_id)
 
     def landed(self):
         out = {}
@@ -188,3 +206,26 @@ class Pipeline:
             self.stack.mongo().drop_database(self.names.db)
         except Exception as e:  # noqa: BLE001
             print("warning: drop %s: %s" % (self.names.db, e))
+
+
+def load_pacs(workdir, scp_port, manifest_instances, extra=None):
+    """A Pacs in workdir holding every file of manifest_instances."""
+    pacs = Pacs(workdir, scp_port, extra)
+    for inst in manifest_instances:
+        pacs.upload(inst["path"])
+    return pacs
+
+
+def teardown(c, pipe, pacs, tmp, ok, check_exits=False):
+    """The end of a PACS test, also after an exception: stop the daemons
+    (check_exits: each must exit 0 on SIGTERM), drop the database, show the
+    logs when anything failed or the test did not get to its end (ok false),
+    stop Orthanc and remove tmp."""
+    if pipe:
+        rcs = pipe.stop()
+        if check_exits:
+            c.check(all(v[1] == 0 for v in rcs.values()), "every daemon exits 0 on SIGTERM", rcs)
+        pipe.cleanup(dump=bool(c.failures) or not ok)
+    if pacs:
+        pacs.stop()
+    shutil.rmtree(tmp, ignore_errors=True)

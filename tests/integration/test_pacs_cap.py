@@ -10,7 +10,6 @@ fetchers' group."""
 import json
 import os
 import re
-import shutil
 import sys
 import time
 import urllib.request
@@ -57,14 +56,10 @@ def main():
     ok = False
     try:
         gen = os.path.join(tmp, "gen")
-        rt.subprocess.run([rt.PY, rt.GEN, "--out", gen, "--patients", "8", "--seed", "45", "--small", "--slices",
-                           "3:5", "--jobs", "1"], check=True, capture_output=True, timeout=300)
-        manifest = json.load(open(os.path.join(gen, "manifest.json")))
+        manifest = rt.generate_archive(gen, 8, 45, ["--slices", "3:5"])
         scp_ports = [ps.free_port(), ps.free_port()]
-        pacs = ps.Pacs(os.path.join(tmp, "orthanc"), scp_ports[0])
+        pacs = ps.load_pacs(os.path.join(tmp, "orthanc"), scp_ports[0], manifest["instances"])
         # Orthanc routes C-MOVE destinations by AE title: each fetcher has its own AE and SCP port.
-        for inst in manifest["instances"]:
-            pacs.upload(inst["path"])
         pacs.stop()
         cfg_path = os.path.join(pacs.workdir, "orthanc.json")
         cfg = json.load(open(cfg_path))
@@ -138,12 +133,7 @@ def main():
                 p.stdout[-300:] + p.stderr[-300:])
         ok = True
     finally:
-        if pipe:
-            pipe.stop()
-            pipe.cleanup(dump=bool(c.failures) or not ok)
-        if pacs and pacs.proc.poll() is None:
-            pacs.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        ps.teardown(c, pipe, pacs, tmp, ok)
     sys.exit(c.summary())
 
 

@@ -20,7 +20,6 @@ files are NOT under metadb's archive roots. Then, through the real pipeline
      completes once Orthanc is back (HTTP connect failures are retried)."""
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -33,22 +32,6 @@ c = rt.Checks("test_pacs_dicomweb")
 SOURCE = "orthanc-web"
 
 
-def restart_fetcher(pipe, extra=()):
-    for p in pipe.procs.running("fetcher"):
-        p.stop(60)
-    return pipe.start_fetcher(extra)
-
-
-def wait_final(pipe, job_id, timeout):
-    end = time.time() + timeout
-    while time.time() < end:
-        job = pipe.job(job_id) or {}
-        if job.get("state") in ("completed", "completed_with_errors", "failed"):
-            return job
-        time.sleep(0.5)
-    return pipe.job(job_id)
-
-
 def main():
     tmp = rt.tempdir("metadb-pacsweb-")
     tag = "t_pacsweb_%d" % os.getpid()
@@ -56,14 +39,10 @@ def main():
     ok = False
     try:
         gen = os.path.join(tmp, "gen")  # the PACS's content, outside every archive root
-        rt.subprocess.run([rt.PY, rt.GEN, "--out", gen, "--patients", "9", "--seed", "47", "--small", "--slices",
-                           "3:5", "--jobs", "1"], check=True, capture_output=True, timeout=300)
-        manifest = json.load(open(os.path.join(gen, "manifest.json")))
-        pacs = ps.Pacs(os.path.join(tmp, "orthanc"), ps.free_port(),
-                       {"DicomServerEnabled": False, "Plugins": [DICOMWEB_PLUGIN],
-                        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
-        for inst in manifest["instances"]:
-            pacs.upload(inst["path"])
+        manifest = rt.generate_archive(gen, 9, 47, ["--slices", "3:5"])
+        pacs = ps.load_pacs(os.path.join(tmp, "orthanc"), ps.free_port(), manifest["instances"],
+                            {"DicomServerEnabled": False, "Plugins": [DICOMWEB_PLUGIN],
+                             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
         root = os.path.join(tmp, "landing")
         os.makedirs(root)
         entry = "%s:dicomweb:http://127.0.0.1:%d/dicom-web" % (SOURCE, pacs.port)
@@ -121,7 +100,7 @@ def main():
         c.eq(db.instances.count_documents({}), len(want), "no duplicate instance document")
 
         # 4. partial transfers
-        restart_fetcher(pipe, ["--pacs.test_drop=once:3"])
+        pipe.restart_fetcher(["--pacs.test_drop=once:3"])
         want1 = {}
         for a in accs[3:5]:
             want1.update(pacs.instances_of_accession(a))
@@ -136,7 +115,7 @@ def main():
         log = pipe.procs.running("fetcher")[0].log_text()
         c.check("re-requesting" in log, "dropped once: the fetcher noticed and re-requested the missing instances")
 
-        restart_fetcher(pipe, ["--pacs.test_drop=always:3"])
+        pipe.restart_fetcher(["--pacs.test_drop=always:3"])
         want2 = {}
         for a in accs[5:7]:
             want2.update(pacs.instances_of_accession(a))
@@ -149,7 +128,7 @@ def main():
         c.eq(named, dropped2, "dropped for good: the job's errors name each missing SOP Instance UID")
         got = {d["_id"] for d in db.instances.find({"_id": {"$in": list(want2)}}, {"_id": 1})}
         c.eq(sorted(got), sorted(set(want2) - set(dropped2)), "dropped for good: every other instance is catalogued")
-        restart_fetcher(pipe)
+        pipe.restart_fetcher()
 
         # 5. unknown accession
         pipe.submit("--accession", "NO-SUCH-ACC-1", source="pacs:" + SOURCE, job_id=tag + "-c")
@@ -166,7 +145,7 @@ def main():
         state = (pipe.job(tag + "-down") or {}).get("state")
         c.check(state == "retrieving", "while Orthanc is down the job waits in retrieving", state)
         pacs.restart()
-        job = wait_final(pipe, tag + "-down", 120)
+        job = pipe.wait_final(tag + "-down", 120)
         c.check(job and job["state"] == "completed", "the job completed once Orthanc was back",
                 job and (job["state"], job.get("errors")))
         r = job and list(job.get("retrievals", {}).values())
@@ -176,13 +155,7 @@ def main():
         c.eq(sorted(got), sorted(want3), "after the outage: every instance of the accession is catalogued")
         ok = True
     finally:
-        if pipe:
-            rcs = pipe.stop()
-            c.check(all(v[1] == 0 for v in rcs.values()), "every daemon exits 0 on SIGTERM", rcs)
-            pipe.cleanup(dump=bool(c.failures) or not ok)
-        if pacs:
-            pacs.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        ps.teardown(c, pipe, pacs, tmp, ok, check_exits=True)
     sys.exit(c.summary())
 
 

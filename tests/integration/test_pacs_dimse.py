@@ -18,7 +18,6 @@ metadb-fetcher on private topics/groups/database):
   5. retrieve=get: C-GET under an AE title Orthanc does not know completes too."""
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -36,13 +35,9 @@ def main():
     ok = False
     try:
         gen = os.path.join(tmp, "gen")  # the PACS's content, outside every archive root
-        rt.subprocess.run([rt.PY, rt.GEN, "--out", gen, "--patients", "6", "--seed", "41", "--small", "--slices", "3:5",
-                           "--jobs", "1"], check=True, capture_output=True, timeout=300)
-        manifest = json.load(open(os.path.join(gen, "manifest.json")))
+        manifest = rt.generate_archive(gen, 6, 41, ["--slices", "3:5"])
         scp_port = ps.free_port()
-        pacs = ps.Pacs(os.path.join(tmp, "orthanc"), scp_port)
-        for inst in manifest["instances"]:
-            pacs.upload(inst["path"])
+        pacs = ps.load_pacs(os.path.join(tmp, "orthanc"), scp_port, manifest["instances"])
         root = os.path.join(tmp, "landing")
         os.makedirs(root)
         # orthanc-get: C-GET under an AE title Orthanc does not know (C-MOVE could not reach it)
@@ -157,13 +152,7 @@ def main():
 
         ok = True
     finally:
-        if pipe:
-            rcs = pipe.stop()
-            c.check(all(v[1] == 0 for v in rcs.values()), "every daemon exits 0 on SIGTERM", rcs)
-            pipe.cleanup(dump=bool(c.failures) or not ok)
-        if pacs:
-            pacs.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        ps.teardown(c, pipe, pacs, tmp, ok, check_exits=True)
     sys.exit(c.summary())
 
 

@@ -13,7 +13,6 @@
      the configured attempts and the job completes with errors;
   5. source auto: half the accessions in the archive (indexed), half only in
      Orthanc: each instance comes from where it is."""
-import json
 import os
 import shutil
 import signal
@@ -28,30 +27,17 @@ from pacs_support import rt  # noqa: E402
 c = rt.Checks("test_pacs_faults")
 
 
-def gen(out, patients, seed, extra=()):
-    rt.subprocess.run([rt.PY, rt.GEN, "--out", out, "--patients", str(patients), "--seed", str(seed), "--jobs", "1"]
-                      + list(extra), check=True, capture_output=True, timeout=300)
-    return json.load(open(os.path.join(out, "manifest.json")))
-
-
-def restart_fetcher(pipe, extra=()):
-    for p in pipe.procs.running("fetcher"):
-        p.stop(60)
-    return pipe.start_fetcher(extra)
-
-
 def main():
     tmp = rt.tempdir("metadb-pacsf-")
     tag = "t_pacsf_%d" % os.getpid()
     pacs = pipe = None
     ok = False
     try:
-        small = gen(os.path.join(tmp, "small"), 8, 43, ["--small", "--slices", "3:5"])
-        big = gen(os.path.join(tmp, "big"), 1, 44, ["--slices", "60:60"])  # 512x512: a C-MOVE that takes a while
+        small = rt.generate_archive(os.path.join(tmp, "small"), 8, 43, ["--slices", "3:5"])
+        # 512x512: a C-MOVE that takes a while
+        big = rt.generate_archive(os.path.join(tmp, "big"), 1, 44, ["--slices", "60:60"], small=False)
         scp_port = ps.free_port()
-        pacs = ps.Pacs(os.path.join(tmp, "orthanc"), scp_port)
-        for inst in small["instances"] + big["instances"]:
-            pacs.upload(inst["path"])
+        pacs = ps.load_pacs(os.path.join(tmp, "orthanc"), scp_port, small["instances"] + big["instances"])
         archive = os.path.join(tmp, "archive")
         root = os.path.join(tmp, "landing")
         os.makedirs(root)
@@ -87,7 +73,7 @@ def main():
         c.check("re-requesting" in log, "dropped once: the fetcher noticed and re-requested the missing instances")
 
         # 2. dropped for good
-        restart_fetcher(pipe, ["--pacs.test_drop=always:3"])
+        pipe.restart_fetcher(["--pacs.test_drop=always:3"])
         want2 = {}
         for a in accs[2:4]:
             want2.update(pacs.instances_of_accession(a))
@@ -102,7 +88,7 @@ def main():
         c.eq(sorted(got), sorted(set(want2) - set(dropped2)), "dropped for good: every other instance is catalogued")
 
         # 3. kill -9 in the middle of a C-MOVE
-        fet = restart_fetcher(pipe)
+        fet = pipe.restart_fetcher()
         big_acc = big["studies"][0]["accession"]
         want3 = pacs.instances_of_accession(big_acc)
         pipe.submit("--accession", big_acc, job_id=tag + "-kill", wait=False)
@@ -115,10 +101,7 @@ def main():
         fet.kill9()
         c.check(0 < at_kill < len(want3), "fetcher killed -9 mid C-MOVE (%d of %d landed)" % (at_kill, len(want3)))
         pipe.start_fetcher()
-        end = time.time() + 120
-        while time.time() < end and (pipe.job(tag + "-kill") or {}).get("state") not in ("completed", "completed_with_errors", "failed"):
-            time.sleep(0.5)
-        job = pipe.job(tag + "-kill")
+        job = pipe.wait_final(tag + "-kill", 120)
         c.check(job and job["state"] == "completed", "after the restart the job completed", job and job.get("state"))
         files = [f for _, _, fs in os.walk(big_dir) for f in fs]
         c.eq(sorted(f[:-4] for f in files), sorted(want3), "no duplicate or missing file after kill -9")
@@ -134,17 +117,14 @@ def main():
         c.check("state       retrieving" in p.stdout and "accession:%s" % accs[4] in p.stdout,
                 "metadb status shows the job retrieving and its selector", p.stdout[-800:])
         pacs.restart()
-        end = time.time() + 90
-        while time.time() < end and (pipe.job(tag + "-down") or {}).get("state") not in ("completed", "completed_with_errors", "failed"):
-            time.sleep(0.5)
-        job = pipe.job(tag + "-down")
+        job = pipe.wait_final(tag + "-down", 90)
         c.check(job and job["state"] == "completed", "the job completed once Orthanc was back",
                 job and (job["state"], job.get("errors")))
         r = job and list(job.get("retrievals", {}).values())
         c.check(r and r[0].get("attempts", 0) > 1, "it took retries", r)
 
         # 4b. Orthanc down for good: after the configured attempts the selector fails with the reason
-        restart_fetcher(pipe, ["--pacs.retries=2", "--pacs.backoff_ms=200"])
+        pipe.restart_fetcher(["--pacs.retries=2", "--pacs.backoff_ms=200"])
         pacs.stop()
         pipe.submit("--accession", accs[4], job_id=tag + "-gone", timeout=60)
         job = pipe.job(tag + "-gone")
@@ -156,7 +136,7 @@ def main():
                 "Orthanc gone: the job's errors say the retrieval failed, with the reason",
                 job and job.get("errors"))
         pacs.restart()
-        restart_fetcher(pipe)
+        pipe.restart_fetcher()
 
         # 5. source auto: archive first, the PACS for the rest
         mixed = [accs[5]] + in_archive
@@ -178,12 +158,7 @@ def main():
                 job and job.get("retrievals"))
         ok = True
     finally:
-        if pipe:
-            pipe.stop()
-            pipe.cleanup(dump=bool(c.failures) or not ok)
-        if pacs and pacs.proc.poll() is None:
-            pacs.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        ps.teardown(c, pipe, pacs, tmp, ok)
     sys.exit(c.summary())
 
 
