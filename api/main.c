@@ -96,9 +96,7 @@ int main(int argc, char **argv)
     }
     /* one line per malformed request would let any client flood the log */
     mdb_log_set_rate_limit(20, 10000);
-    mongoc_init();
-    mdb_log_route_mongoc();
-    mdb_signal_install();
+    mdb_daemon_init_runtime(NULL);
 
     ctx.cfg = cfg;
     ctx.query_time_ms = mdb_config_get_int(cfg, "api.query_time_ms");

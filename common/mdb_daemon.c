@@ -49,7 +49,8 @@ int mdb_daemon_start(mdb_config_t *cfg, const char *prog, const char *log_name, 
 void mdb_daemon_init_runtime(mdb_daemon_t *d)
 {
     mongoc_init();
-    d->driver_ready = true;
+    if (d)
+        d->driver_ready = true;
     mdb_log_route_mongoc();
     mdb_signal_install();
 }

@@ -63,7 +63,8 @@ typedef struct {
 } mdb_daemon_t;
 
 /* mongoc_init, libmongoc's logs routed into mdb_log, the SIGINT/SIGTERM
- * handlers (mdb_signal). */
+ * handlers (mdb_signal); d->driver_ready records it (d may be NULL for a
+ * daemon that calls mongoc_cleanup itself). */
 void mdb_daemon_init_runtime(mdb_daemon_t *d);
 
 /* The database of mongo.uri (ready within 30 s), the catalogue of

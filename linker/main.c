@@ -112,9 +112,7 @@ int main(int argc, char **argv)
         mdb_config_destroy(cfg);
         return rc < 0 ? 0 : rc;
     }
-    mongoc_init();
-    mdb_log_route_mongoc();
-    mdb_signal_install();
+    mdb_daemon_init_runtime(NULL);
     if (linker_open(&L, cfg, &err)) {
         rc = run(&L);
         if (!finish(&L))

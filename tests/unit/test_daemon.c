@@ -144,8 +144,11 @@ static void test_close_nothing_opened(void **state)
 {
     (void)state;
     mdb_daemon_t d = {.cfg = mdb_config_new()};
-    assert_true(mdb_daemon_close(&d)); /* every resource NULL: nothing to flush */
+    mdb_daemon_init_runtime(&d);
+    assert_true(d.driver_ready);
+    assert_true(mdb_daemon_close(&d)); /* every resource NULL: nothing to flush; mongoc_cleanup */
     assert_null(d.cfg);
+    assert_false(d.driver_ready);
     mdb_daemon_t none = {0};
     assert_true(mdb_daemon_close(&none));
 }
