@@ -23,22 +23,25 @@ static void usage(FILE *out)
 static void register_metrics(producer_t *p, mdb_metrics_t *m)
 {
     static const double secs[] = {0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300};
-    p->m_jobs_received = mdb_metrics_counter(m, "metadb_producer_jobs_received_total", "job requests consumed", "");
-    p->m_jobs_invalid = mdb_metrics_counter(m, "metadb_producer_jobs_invalid_total",
-                                            "job requests rejected to the DLQ", "");
-    p->m_jobs_duplicate = mdb_metrics_counter(m, "metadb_producer_jobs_duplicate_total",
-                                              "redelivered job requests of jobs already published", "");
-    p->m_jobs_failed = mdb_metrics_counter(m, "metadb_producer_jobs_failed_total",
-                                           "jobs failed by the producer (unknown researcher/collection, no cases)", "");
-    p->m_jobs_published = mdb_metrics_counter(m, "metadb_producer_jobs_published_total",
-                                              "jobs whose file tasks were all delivered", "");
-    p->m_files_published = mdb_metrics_counter(m, "metadb_producer_files_published_total", "file tasks delivered", "");
-    p->m_files_refused = mdb_metrics_counter(m, "metadb_producer_files_refused_total",
-                                             "paths refused because they lie outside the archive roots", "");
-    p->m_selectors_not_found = mdb_metrics_counter(m, "metadb_producer_selectors_not_found_total",
-                                                   "selectors that matched no file", "");
-    p->m_publish_failures = mdb_metrics_counter(m, "metadb_producer_publish_failures_total",
-                                                "file task deliveries that failed", "");
+    const struct {
+        mdb_metric_t **slot;
+        const char *name, *help;
+    } counters[] = {
+        {&p->m_jobs_received, "metadb_producer_jobs_received_total", "job requests consumed"},
+        {&p->m_jobs_invalid, "metadb_producer_jobs_invalid_total", "job requests rejected to the DLQ"},
+        {&p->m_jobs_duplicate, "metadb_producer_jobs_duplicate_total",
+         "redelivered job requests of jobs already published"},
+        {&p->m_jobs_failed, "metadb_producer_jobs_failed_total",
+         "jobs failed by the producer (unknown researcher/collection, no cases)"},
+        {&p->m_jobs_published, "metadb_producer_jobs_published_total", "jobs whose file tasks were all delivered"},
+        {&p->m_files_published, "metadb_producer_files_published_total", "file tasks delivered"},
+        {&p->m_files_refused, "metadb_producer_files_refused_total",
+         "paths refused because they lie outside the archive roots"},
+        {&p->m_selectors_not_found, "metadb_producer_selectors_not_found_total", "selectors that matched no file"},
+        {&p->m_publish_failures, "metadb_producer_publish_failures_total", "file task deliveries that failed"},
+    };
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+        *counters[i].slot = mdb_metrics_counter(m, counters[i].name, counters[i].help, "");
     p->m_job_seconds = mdb_metrics_histogram(m, "metadb_producer_job_seconds",
                                              "time from consuming a job request to all tasks delivered", "", secs,
                                              sizeof secs / sizeof secs[0]);

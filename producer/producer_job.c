@@ -467,6 +467,28 @@ done:
     return ok;
 }
 
+/* The end of a publishing round (ok: no produce call failed; produced
+ * messages enqueued): wait for their reports even on failure, since d
+ * lives on the caller's stack and reports still outstanding would write
+ * into a dead frame (drain fully). false with err when the round or a
+ * delivery failed (the round's own error is kept). */
+static bool finish_round(producer_t *p, producer_delivery_t *d, uint64_t produced, bool ok, mdb_error_t *err)
+{
+    mdb_error_t werr = {0};
+    bool delivered = wait_deliveries(p, d, produced, &werr);
+    if (!delivered && d->ok + d->failed < produced) {
+        mdb_kafka_producer_flush(p->kp, 600000, NULL);
+        while (d->ok + d->failed < produced)
+            mdb_kafka_producer_poll(p->kp, 100);
+    }
+    if (ok && !delivered) {
+        if (err)
+            *err = werr;
+        ok = false;
+    }
+    return ok;
+}
+
 /* Publish one task per path and wait for all delivery reports. */
 static bool publish_tasks(producer_t *p, const char *job_id, const char *feature_set, const resolve_ctx_t *rc,
                           mdb_error_t *err)
@@ -492,20 +514,7 @@ static bool publish_tasks(producer_t *p, const char *job_id, const char *feature
         if ((i & 255) == 255)
             mdb_kafka_producer_poll(p->kp, 0);
     }
-    /* Wait for what was enqueued even on failure: d lives on this stack. */
-    mdb_error_t werr = {0};
-    bool delivered = wait_deliveries(p, &d, produced, &werr);
-    if (!delivered && d.ok + d.failed < produced) {
-        /* Reports still outstanding would write into a dead frame: drain fully. */
-        mdb_kafka_producer_flush(p->kp, 600000, NULL);
-        while (d.ok + d.failed < produced)
-            mdb_kafka_producer_poll(p->kp, 100);
-    }
-    if (ok && !delivered) {
-        if (err)
-            *err = werr;
-        ok = false;
-    }
+    ok = finish_round(p, &d, produced, ok, err);
     if (ok)
         inc(p->m_files_published, (double)produced);
     return ok;
@@ -539,19 +548,7 @@ bool producer_publish_retrieves(producer_t *p, const char *job_id, const char *f
         if (ok)
             produced++;
     }
-    mdb_error_t werr = {0};
-    bool delivered = wait_deliveries(p, &d, produced, &werr);
-    if (!delivered && d.ok + d.failed < produced) {
-        mdb_kafka_producer_flush(p->kp, 600000, NULL);
-        while (d.ok + d.failed < produced)
-            mdb_kafka_producer_poll(p->kp, 100);
-    }
-    if (ok && !delivered) {
-        if (err)
-            *err = werr;
-        ok = false;
-    }
-    return ok;
+    return finish_round(p, &d, produced, ok, err);
 }
 
 static size_t *realloc_idx(size_t *v, size_t n)
