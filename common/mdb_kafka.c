@@ -1,10 +1,15 @@
-/* mdb_kafka: what every Kafka client of metadb starts from. The broker list
- * and every "kafka.*" pass-through key are applied to a librdkafka conf, and
- * librdkafka's logs and errors are routed into mdb_log. The clients built on
- * it have one file each: mdb_kafka_producer.c, mdb_kafka_consumer.c and
- * mdb_kafka_admin.c (topics). */
+/* mdb_kafka: what every Kafka client of metadb starts from, its
+ * configuration. The broker list and every "kafka.*" pass-through key are
+ * applied to a librdkafka conf, librdkafka's logs and errors are routed into
+ * mdb_log, and the producer's and the consumer's own settings are made here:
+ * every producer is idempotent (no duplicates or reordering on internal
+ * retries, acks=all); a consumer never stores offsets on its own and
+ * auto-commits only stored ones. The clients built on it have one file
+ * each: mdb_kafka_producer.c, mdb_kafka_consumer.c and mdb_kafka_admin.c
+ * (topics). */
 #include "mdb_kafka.h"
 
+#include <stdio.h>
 #include <syslog.h>
 #include <time.h>
 
@@ -54,7 +59,7 @@ static bool apply_one(const char *name, const char *value, void *ud)
     return true;
 }
 
-bool mdb_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, mdb_error_t *err)
+static bool conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, mdb_error_t *err)
 {
     apply_ctx_t ctx = {conf, err};
     return apply_one(name, value, &ctx);
@@ -64,12 +69,30 @@ bool mdb_kafka_conf_apply(rd_kafka_conf_t *conf, const mdb_config_t *cfg, mdb_er
 {
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
-    if (!mdb_kafka_conf_set(conf, "bootstrap.servers", mdb_config_get(cfg, "kafka.brokers"), err))
+    if (!conf_set(conf, "bootstrap.servers", mdb_config_get(cfg, "kafka.brokers"), err))
         return false;
-    if (!mdb_kafka_conf_set(conf, "client.id", "metadb", err))
+    if (!conf_set(conf, "client.id", "metadb", err))
         return false;
     apply_ctx_t ctx = {conf, err};
     return mdb_config_foreach_passthrough(cfg, apply_one, &ctx);
+}
+
+bool mdb_kafka_conf_producer(rd_kafka_conf_t *conf, const mdb_config_t *cfg, mdb_error_t *err)
+{
+    return conf_set(conf, "enable.idempotence", "true", err) && conf_set(conf, "linger.ms", "5", err) &&
+           mdb_kafka_conf_apply(conf, cfg, err);
+}
+
+bool mdb_kafka_conf_consumer(rd_kafka_conf_t *conf, const mdb_config_t *cfg, const char *group, mdb_error_t *err)
+{
+    char num[32];
+    snprintf(num, sizeof num, "%lld", (long long)mdb_config_get_int(cfg, "kafka.session_timeout_ms"));
+    return conf_set(conf, "group.id", group, err) && conf_set(conf, "auto.offset.reset", "earliest", err) &&
+           conf_set(conf, "enable.auto.commit", "true", err) &&
+           conf_set(conf, "auto.commit.interval.ms", "1000", err) &&
+           conf_set(conf, "enable.auto.offset.store", "false", err) &&
+           conf_set(conf, "session.timeout.ms", num, err) && conf_set(conf, "enable.partition.eof", "false", err) &&
+           mdb_kafka_conf_apply(conf, cfg, err);
 }
 
 rd_kafka_t *mdb_kafka_client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, void *opaque, const char *what,

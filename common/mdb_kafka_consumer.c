@@ -6,7 +6,6 @@
 #include "mdb_kafka.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,7 +65,6 @@ mdb_kafka_consumer_t *mdb_kafka_consumer_new(const mdb_config_t *cfg, const char
                                              const char *const *topics, size_t ntopics,
                                              mdb_kafka_rebalance_fn rebalance, void *ud, mdb_error_t *err)
 {
-    char num[32];
     rd_kafka_topic_partition_list_t *subs = NULL;
     mdb_kafka_consumer_t *c = calloc(1, sizeof *c);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -81,14 +79,7 @@ mdb_kafka_consumer_t *mdb_kafka_consumer_new(const mdb_config_t *cfg, const char
     c->rebalance = rebalance;
     c->ud = ud;
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    snprintf(num, sizeof num, "%lld", (long long)mdb_config_get_int(cfg, "kafka.session_timeout_ms"));
-    if (!mdb_kafka_conf_set(conf, "group.id", group, err) ||
-        !mdb_kafka_conf_set(conf, "auto.offset.reset", "earliest", err) ||
-        !mdb_kafka_conf_set(conf, "enable.auto.commit", "true", err) ||
-        !mdb_kafka_conf_set(conf, "auto.commit.interval.ms", "1000", err) ||
-        !mdb_kafka_conf_set(conf, "enable.auto.offset.store", "false", err) ||
-        !mdb_kafka_conf_set(conf, "session.timeout.ms", num, err) ||
-        !mdb_kafka_conf_set(conf, "enable.partition.eof", "false", err) || !mdb_kafka_conf_apply(conf, cfg, err))
+    if (!mdb_kafka_conf_consumer(conf, cfg, group, err))
         goto fail;
     c->rk = mdb_kafka_client_new(RD_KAFKA_CONSUMER, conf, c, "consumer", err);
     if (!c->rk)

@@ -51,8 +51,7 @@ mdb_kafka_producer_t *mdb_kafka_producer_new(const mdb_config_t *cfg, mdb_kafka_
     p->dr = dr;
     p->ud = ud;
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
-    if (!mdb_kafka_conf_set(conf, "enable.idempotence", "true", err) ||
-        !mdb_kafka_conf_set(conf, "linger.ms", "5", err) || !mdb_kafka_conf_apply(conf, cfg, err))
+    if (!mdb_kafka_conf_producer(conf, cfg, err))
         goto fail;
     p->rk = mdb_kafka_client_new(RD_KAFKA_PRODUCER, conf, p, "producer", err);
     if (!p->rk)
