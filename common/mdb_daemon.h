@@ -75,8 +75,8 @@ bool mdb_daemon_open_database(mdb_daemon_t *d);
 /* Create the ntopics topics (topic.partitions each) unless they exist, a
  * producer reporting deliveries to dr, and a consumer of topics[0] in the
  * group of config key group_key (d->group). topics are values of d->cfg.
- * false after logging "topics: ...", then "<label>: ..." for the clients:
- * label NULL says "kafka producer" or "kafka consumer". */
+ * false after logging "topics: ..." or, for a client, "<label>: ..." (label
+ * NULL: "kafka producer" or "kafka consumer"; the fetcher's is "kafka"). */
 bool mdb_daemon_open_kafka(mdb_daemon_t *d, const char *const *topics, size_t ntopics, const char *group_key,
                            mdb_kafka_dr_fn dr, const char *label);
 
