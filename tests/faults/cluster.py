@@ -186,17 +186,6 @@ class ClusterRun(F.Run):
         return lk
 
 
-def pipeline(run):
-    run.prepare()
-    run.start_producer()
-    run.start_worker()
-    run.start_worker()
-    run.start_linker()
-    run.start_linker()
-    if not run.wait_started():
-        raise RuntimeError("the daemons did not start within 90s")
-
-
 def probe_write(cl, topic, timeout_ms=8000):
     """Produce one record with acks=all; (acknowledged?, kcat output)."""
     p = subprocess.run(["kcat", "-P", "-b", cl.stack.brokers, "-t", topic, "-X", "acks=all",
@@ -395,7 +384,7 @@ def main():
 
         clean = ClusterRun(cl, root, base, "t_cluster_%d_clean" % os.getpid(), patients)
         t0 = time.time()
-        pipeline(clean)
+        F.pipeline(clean, linkers=2)
         clean.submit()
         res = F.measure(clean, manifest, None, "clean", t0)
         clean_dump = res.get("dump")
@@ -421,7 +410,7 @@ def main():
                                  patients, n)
                 t0 = time.time()
                 try:
-                    pipeline(run)
+                    F.pipeline(run, linkers=2)
                     t_fault, note = inject(run, fault, cl)
                     res = F.measure(run, manifest, clean_dump, fault, t_fault)
                     if fault in ("linker-partition", "worker-netsplit"):

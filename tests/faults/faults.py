@@ -169,12 +169,14 @@ def wait_progress(run, what, frac, timeout=120):
     return rt.wait_for(probe, timeout, interval=0.05)
 
 
-def pipeline(run):
+def pipeline(run, linkers=1):
+    """Prepare run and start its producer, two workers and the linkers."""
     run.prepare()
     run.start_producer()
     run.start_worker()
     run.start_worker()
-    run.start_linker()
+    for _ in range(linkers):
+        run.start_linker()
     if not run.wait_started():
         raise RuntimeError("the daemons did not start within 90s")
 
