@@ -208,6 +208,42 @@ class Pipeline:
             print("warning: drop %s: %s" % (self.names.db, e))
 
 
+def check_dropped_transfers(c, pipe, pacs, once_accs, good_accs, tag, source="pacs:orthanc"):
+    """Partial transfers, the fetcher running with --pacs.test_drop=once:3
+    (pipe restarts it with always:3): the instances of once_accs dropped once
+    are noticed and re-requested, job <tag>-drop1 completes with every one;
+    dropped for good, job <tag>-drop2 over good_accs ends completed_with_errors
+    naming exactly the dropped SOP Instance UIDs, every other one catalogued."""
+    db = pipe.db()
+    want = {}
+    for a in once_accs:
+        want.update(pacs.instances_of_accession(a))
+    dropped = sorted(s for s in want if fnv1a(s) % 3 == 0)
+    c.check(len(dropped) > 0, "the drop switch selects some of the %d instances (%d)" % (len(want), len(dropped)))
+    pipe.submit("--accession", *once_accs, source=source, job_id=tag + "-drop1")
+    job = pipe.job(tag + "-drop1")
+    c.check(job and job["state"] == "completed", "dropped once: job completed",
+            job and (job["state"], job.get("errors")))
+    got = {d["_id"] for d in db.instances.find({"_id": {"$in": list(want)}}, {"_id": 1})}
+    c.eq(sorted(got), sorted(want), "dropped once: every instance is in the database")
+    log = pipe.procs.running("fetcher")[0].log_text()
+    c.check("re-requesting" in log, "dropped once: the fetcher noticed and re-requested the missing instances")
+
+    pipe.restart_fetcher(["--pacs.test_drop=always:3"])
+    want = {}
+    for a in good_accs:
+        want.update(pacs.instances_of_accession(a))
+    dropped = sorted(s for s in want if fnv1a(s) % 3 == 0)
+    pipe.submit("--accession", *good_accs, source=source, job_id=tag + "-drop2")
+    job = pipe.job(tag + "-drop2")
+    c.check(job and job["state"] == "completed_with_errors", "dropped for good: job completed_with_errors",
+            job and job["state"])
+    named = sorted(e.get("path") for e in (job or {}).get("errors", []) if e.get("error") == "missing_instance")
+    c.eq(named, dropped, "dropped for good: the job's errors name each missing SOP Instance UID")
+    got = {d["_id"] for d in db.instances.find({"_id": {"$in": list(want)}}, {"_id": 1})}
+    c.eq(sorted(got), sorted(set(want) - set(dropped)), "dropped for good: every other instance is catalogued")
+
+
 def load_pacs(workdir, scp_port, manifest_instances, extra=None):
     """A Pacs in workdir holding every file of manifest_instances."""
     pacs = Pacs(workdir, scp_port, extra)

@@ -101,33 +101,7 @@ def main():
 
         # 4. partial transfers
         pipe.restart_fetcher(["--pacs.test_drop=once:3"])
-        want1 = {}
-        for a in accs[3:5]:
-            want1.update(pacs.instances_of_accession(a))
-        dropped1 = [s for s in want1 if ps.fnv1a(s) % 3 == 0]
-        c.check(len(dropped1) > 0, "the drop switch selects some of the %d instances (%d)" % (len(want1), len(dropped1)))
-        pipe.submit("--accession", *accs[3:5], source="pacs:" + SOURCE, job_id=tag + "-drop1")
-        job = pipe.job(tag + "-drop1")
-        c.check(job and job["state"] == "completed", "dropped once: job completed",
-                job and (job["state"], job.get("errors")))
-        got = {d["_id"] for d in db.instances.find({"_id": {"$in": list(want1)}}, {"_id": 1})}
-        c.eq(sorted(got), sorted(want1), "dropped once: every instance is in the database")
-        log = pipe.procs.running("fetcher")[0].log_text()
-        c.check("re-requesting" in log, "dropped once: the fetcher noticed and re-requested the missing instances")
-
-        pipe.restart_fetcher(["--pacs.test_drop=always:3"])
-        want2 = {}
-        for a in accs[5:7]:
-            want2.update(pacs.instances_of_accession(a))
-        dropped2 = sorted(s for s in want2 if ps.fnv1a(s) % 3 == 0)
-        pipe.submit("--accession", *accs[5:7], source="pacs:" + SOURCE, job_id=tag + "-drop2")
-        job = pipe.job(tag + "-drop2")
-        c.check(job and job["state"] == "completed_with_errors", "dropped for good: job completed_with_errors",
-                job and job["state"])
-        named = sorted(e.get("path") for e in (job or {}).get("errors", []) if e.get("error") == "missing_instance")
-        c.eq(named, dropped2, "dropped for good: the job's errors name each missing SOP Instance UID")
-        got = {d["_id"] for d in db.instances.find({"_id": {"$in": list(want2)}}, {"_id": 1})}
-        c.eq(sorted(got), sorted(set(want2) - set(dropped2)), "dropped for good: every other instance is catalogued")
+        ps.check_dropped_transfers(c, pipe, pacs, accs[3:5], accs[5:7], tag, source="pacs:" + SOURCE)
         pipe.restart_fetcher()
 
         # 5. unknown accession

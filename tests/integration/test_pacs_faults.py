@@ -59,33 +59,8 @@ def main():
 
         # 1. dropped once, then re-requested
         pipe.start_fetcher(["--pacs.test_drop=once:3"])
-        want = {}
-        for a in accs[:2]:
-            want.update(pacs.instances_of_accession(a))
-        dropped = sorted(s for s in want if ps.fnv1a(s) % 3 == 0)
-        c.check(len(dropped) > 0, "the drop switch selects some of the %d instances (%d)" % (len(want), len(dropped)))
-        pipe.submit("--accession", *accs[:2], job_id=tag + "-drop1")
-        job = pipe.job(tag + "-drop1")
-        c.check(job and job["state"] == "completed", "dropped once: job completed", job and (job["state"], job.get("errors")))
-        got = set(d["_id"] for d in db.instances.find({"_id": {"$in": list(want)}}, {"_id": 1}))
-        c.eq(sorted(got), sorted(want), "dropped once: every instance is in the database")
-        log = pipe.procs.running("fetcher")[0].log_text()
-        c.check("re-requesting" in log, "dropped once: the fetcher noticed and re-requested the missing instances")
-
         # 2. dropped for good
-        pipe.restart_fetcher(["--pacs.test_drop=always:3"])
-        want2 = {}
-        for a in accs[2:4]:
-            want2.update(pacs.instances_of_accession(a))
-        dropped2 = sorted(s for s in want2 if ps.fnv1a(s) % 3 == 0)
-        pipe.submit("--accession", *accs[2:4], job_id=tag + "-drop2")
-        job = pipe.job(tag + "-drop2")
-        c.check(job and job["state"] == "completed_with_errors", "dropped for good: job completed_with_errors",
-                job and job["state"])
-        named = sorted(e.get("path") for e in (job or {}).get("errors", []) if e.get("error") == "missing_instance")
-        c.eq(named, dropped2, "dropped for good: the job's errors name each missing SOP Instance UID")
-        got = set(d["_id"] for d in db.instances.find({"_id": {"$in": list(want2)}}, {"_id": 1}))
-        c.eq(sorted(got), sorted(set(want2) - set(dropped2)), "dropped for good: every other instance is catalogued")
+        ps.check_dropped_transfers(c, pipe, pacs, accs[:2], accs[2:4], tag)
 
         # 3. kill -9 in the middle of a C-MOVE
         fet = pipe.restart_fetcher()
