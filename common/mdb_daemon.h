@@ -142,6 +142,13 @@ typedef struct {
  * NULL: nothing counted). ud is unused. */
 void mdb_daemon_delivery_report(void *msg_opaque, bool ok, const char *errstr, void *ud);
 
+/* Serve kp's reports until round d has all n. Returns false with err when
+ * one failed, or when timeout_ms passed first: then it still waits (flush,
+ * then polls) until every report of the round has arrived, so d may live
+ * on the caller's stack whatever the outcome. */
+bool mdb_daemon_delivery_wait(mdb_kafka_producer_t *kp, mdb_daemon_delivery_t *d, uint64_t n, int timeout_ms,
+                              mdb_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif

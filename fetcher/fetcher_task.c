@@ -306,23 +306,7 @@ static bool retrieve_study(fetcher_t *f, mdb_source_t *src, size_t si, const cha
 
 static bool wait_deliveries(fetcher_t *f, fetcher_delivery_t *d, uint64_t n, mdb_error_t *err)
 {
-    int64_t t0 = now_ms();
-    while (d->ok + d->failed < n) {
-        mdb_kafka_producer_poll(f->kp, 100);
-        if (now_ms() - t0 > 330000) {
-            mdb_error_set(err, MDB_ERR_KAFKA, 0, "deliveries unreported after 330 s");
-            /* d lives on the caller's stack: drain before returning */
-            mdb_kafka_producer_flush(f->kp, 600000, NULL);
-            while (d->ok + d->failed < n)
-                mdb_kafka_producer_poll(f->kp, 100);
-            return false;
-        }
-    }
-    if (d->failed) {
-        mdb_error_set(err, MDB_ERR_KAFKA, 0, "%llu deliveries failed: %s", (unsigned long long)d->failed, d->last_error);
-        return false;
-    }
-    return true;
+    return mdb_daemon_delivery_wait(f->kp, d, n, 330000, err);
 }
 
 static bool publish_files(fetcher_t *f, const mdb_retrieve_msg_t *rm, const mdb_strv_t *files, mdb_error_t *err)

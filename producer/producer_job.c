@@ -42,28 +42,14 @@ static void inc(mdb_metric_t *m, double v)
         mdb_metric_inc(m, v);
 }
 
-/* Wait until every message of round d (n produced) is reported. */
+/* Wait until every message of round d (n produced) is reported (drained
+ * even after the timeout: d lives on the caller's stack). */
 static bool wait_deliveries(producer_t *p, producer_delivery_t *d, uint64_t n, mdb_error_t *err)
 {
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    while (d->ok + d->failed < n) {
-        mdb_kafka_producer_poll(p->kp, 100);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long ms = (long)(now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
-        if (ms > p->delivery_timeout_ms) {
-            mdb_error_set(err, MDB_ERR_KAFKA, 0, "%llu of %llu deliveries still unreported after %d ms",
-                          (unsigned long long)(n - d->ok - d->failed), (unsigned long long)n, p->delivery_timeout_ms);
-            return false;
-        }
-    }
-    if (d->failed) {
+    bool ok = mdb_daemon_delivery_wait(p->kp, d, n, p->delivery_timeout_ms, err);
+    if (d->failed)
         inc(p->m_publish_failures, (double)d->failed);
-        mdb_error_set(err, MDB_ERR_KAFKA, 0, "%llu of %llu deliveries failed: %s", (unsigned long long)d->failed,
-                      (unsigned long long)n, d->last_error);
-        return false;
-    }
-    return true;
+    return ok;
 }
 
 /* Publish a DLQ record for an unusable job message and wait for it. */
@@ -468,19 +454,12 @@ done:
 }
 
 /* The end of a publishing round (ok: no produce call failed; produced
- * messages enqueued): wait for their reports even on failure, since d
- * lives on the caller's stack and reports still outstanding would write
- * into a dead frame (drain fully). false with err when the round or a
- * delivery failed (the round's own error is kept). */
+ * messages enqueued): wait for their reports even on failure. false with
+ * err when the round or a delivery failed (the round's own error is kept). */
 static bool finish_round(producer_t *p, producer_delivery_t *d, uint64_t produced, bool ok, mdb_error_t *err)
 {
     mdb_error_t werr = {0};
     bool delivered = wait_deliveries(p, d, produced, &werr);
-    if (!delivered && d->ok + d->failed < produced) {
-        mdb_kafka_producer_flush(p->kp, 600000, NULL);
-        while (d->ok + d->failed < produced)
-            mdb_kafka_producer_poll(p->kp, 100);
-    }
     if (ok && !delivered) {
         if (err)
             *err = werr;

@@ -284,6 +284,34 @@ static void test_delivery_report(void **state)
     assert_string_equal(d.last_error, "delivery failed");
 }
 
+/* A round still unreported at the timeout: false, and yet every report has
+ * arrived before the call returns (d is on this stack frame). */
+static void test_delivery_wait_drains(void **state)
+{
+    (void)state;
+    mdb_error_t err = {0};
+    mdb_config_t *cfg = mdb_config_new();
+    assert_true(mdb_config_set(cfg, "kafka.brokers", "127.0.0.1:1", MDB_CONFIG_SRC_FLAG, &err));
+    assert_true(mdb_config_set(cfg, "kafka.message.timeout.ms", "1500", MDB_CONFIG_SRC_FLAG, &err));
+    mdb_kafka_producer_t *kp = mdb_kafka_producer_new(cfg, mdb_daemon_delivery_report, NULL, &err);
+    assert_non_null(kp);
+    mdb_daemon_delivery_t d = {0};
+    assert_true(mdb_kafka_produce(kp, "metadb.test", "k", 1, "v", 1, &d, &err));
+    assert_true(mdb_kafka_produce(kp, "metadb.test", "k", 1, "w", 1, &d, &err));
+    assert_false(mdb_daemon_delivery_wait(kp, &d, 2, 200, &err));
+    assert_non_null(strstr(err.message, "2 of 2 deliveries still unreported after 200 ms"));
+    assert_int_equal(d.ok + d.failed, 2);
+    assert_int_equal(d.failed, 2);
+    /* a round whose reports are all in already: its failures are the answer */
+    mdb_error_t err2 = {0};
+    assert_false(mdb_daemon_delivery_wait(kp, &d, 2, 200, &err2));
+    assert_non_null(strstr(err2.message, "2 of 2 deliveries failed"));
+    mdb_daemon_delivery_t none = {0};
+    assert_true(mdb_daemon_delivery_wait(kp, &none, 0, 200, &err2));
+    mdb_kafka_producer_destroy(kp);
+    mdb_config_destroy(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_close_nothing_opened),
         cmocka_unit_test(test_close_half_opened),
         cmocka_unit_test(test_delivery_report),
+        cmocka_unit_test(test_delivery_wait_drains),
         cmocka_unit_test_setup_teardown(test_retry_done_at_once, retry_setup, retry_teardown),
         cmocka_unit_test_setup_teardown(test_retry_until_done, retry_setup, retry_teardown),
         cmocka_unit_test_setup_teardown(test_retry_handler_stops, retry_setup, retry_teardown),
