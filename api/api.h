@@ -44,11 +44,11 @@ typedef struct {
 /* One HTTP request as handlers see it. Every pointer is owned by the server
  * and valid for the duration of the handler call only. */
 typedef struct {
-    const char *method;        /* "GET", "POST", "HEAD", ... */
-    const char *path;          /* URL path without the query string, e.g. "/api/studies/1.2.3" */
-    const api_arg_t *args;     /* query arguments, nargs of them */
+    const char *method;    /* "GET", "POST", "HEAD", ... */
+    const char *path;      /* URL path without the query string, e.g. "/api/studies/1.2.3" */
+    const api_arg_t *args; /* query arguments, nargs of them */
     size_t nargs;
-    const char *body;          /* request body (NUL-terminated for convenience), "" if none */
+    const char *body; /* request body (NUL-terminated for convenience), "" if none */
     size_t body_len;
     const char *content_type;  /* Content-Type header or NULL */
     const char *accept;        /* Accept header or NULL */
@@ -70,7 +70,7 @@ typedef void (*api_stream_done_fn)(void *cls);
  * body. Use the api_respond_* helpers: each replaces any earlier body. */
 typedef struct {
     int status;
-    char *body;          /* malloc'd, owned by the response; freed by the server */
+    char *body; /* malloc'd, owned by the response; freed by the server */
     size_t body_len;
     api_stream_read_fn stream_read; /* non-NULL: the body is streamed instead */
     api_stream_done_fn stream_done;
@@ -126,8 +126,8 @@ void api_response_header(api_response_t *res, const char *name, const char *valu
 const char *api_arg(const api_request_t *req, const char *key);
 /* Integer argument in [min, max]; def when absent. false (res filled with
  * 400 bad_parameter naming the argument) when not an integer or out of range. */
-bool api_arg_int(const api_request_t *req, const char *key, int64_t def, int64_t min, int64_t max,
-                 int64_t *out, api_response_t *res);
+bool api_arg_int(const api_request_t *req, const char *key, int64_t def, int64_t min, int64_t max, int64_t *out,
+                 api_response_t *res);
 /* Parse the body as a JSON object. NULL (res filled: 400 bad_json with line
  * and column, or 415 unless the Content-Type is application/json: a browser
  * sends other types, or none, cross-site without a preflight) on failure.

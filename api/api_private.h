@@ -18,11 +18,11 @@ struct api_ctx {
     mdb_mongo_t *mongo;             /* read pool (api.mongo_uri or mongo.uri) */
     mdb_kafka_producer_t *producer; /* job submission; NULL if Kafka was unavailable at start */
     mdb_metrics_t *metrics;
-    char web_root[4096];            /* realpath of api.web_dir, "" when it does not exist */
-    char viewer_root[4096];         /* realpath of api.viewer_dir (the OHIF build), "" when absent */
-    char **tokens;                  /* api.tokens (NULL-terminated, may be NULL) */
-    char **read_tokens;             /* api.read_tokens */
-    api_limits_t *limits;           /* per-client and database concurrency, failed tokens */
+    char web_root[4096];    /* realpath of api.web_dir, "" when it does not exist */
+    char viewer_root[4096]; /* realpath of api.viewer_dir (the OHIF build), "" when absent */
+    char **tokens;          /* api.tokens (NULL-terminated, may be NULL) */
+    char **read_tokens;     /* api.read_tokens */
+    api_limits_t *limits;   /* per-client and database concurrency, failed tokens */
     /* /healthz: one ping at a time; requests that arrive while it runs share
      * its answer, so a flood of health checks holds one pool connection, the
      * one api.query_concurrency leaves free. */

@@ -22,9 +22,9 @@
 #define CLIENT_SLOTS 1024
 
 typedef struct {
-    char addr[64];    /* "" = free */
-    int inflight;     /* requests being answered */
-    int failures;     /* wrong tokens in the current window */
+    char addr[64];     /* "" = free */
+    int inflight;      /* requests being answered */
+    int failures;      /* wrong tokens in the current window */
     int64_t window_ms; /* start of the failure window (monotonic) */
 } client_t;
 

@@ -132,8 +132,8 @@ int main(int argc, char **argv)
     const char *uri = mdb_config_get(cfg, "api.mongo_uri");
     if (!uri || !*uri)
         uri = mdb_config_get(cfg, "mongo.uri");
-    ctx.mongo = mdb_mongo_new(uri, mdb_config_get(cfg, "mongo.db"), (int)mdb_config_get_int(cfg, "mongo.pool_size"),
-                              &err);
+    ctx.mongo =
+        mdb_mongo_new(uri, mdb_config_get(cfg, "mongo.db"), (int)mdb_config_get_int(cfg, "mongo.pool_size"), &err);
     if (!ctx.mongo) {
         MDB_LOG(MDB_LOG_ERROR, "%s", err.message);
         goto done;

@@ -161,9 +161,9 @@ static void handle_nl(api_ctx_t *ctx, const api_request_t *req, api_response_t *
         if (!page) {
             mdb_nl_result_destroy(r);
             /* the translation is still useful to the user: show it with the error */
-            json_t *body = json_pack("{s:s, s:s, s:O}", "error",
-                                     err.domain == MDB_ERR_QUERY ? "bad_query" : "backend_unavailable", "detail",
-                                     err.message, "translation", out);
+            json_t *body =
+                json_pack("{s:s, s:s, s:O}", "error", err.domain == MDB_ERR_QUERY ? "bad_query" : "backend_unavailable",
+                          "detail", err.message, "translation", out);
             json_decref(out);
             api_respond_json(res, err.domain == MDB_ERR_QUERY ? 400 : 503, body);
             return;

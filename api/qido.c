@@ -72,7 +72,11 @@ static const qattr_t ATTRS[] = {
     {"PatientBirthDate", 0x00100030, "DA", L_STUDY, {"metadata.PatientBirthDate"}, F_DEF_STUDY},
     {"PatientSex", 0x00100040, "CS", L_STUDY, {"metadata.PatientSex"}, F_DEF_STUDY},
     {"BodyPartExamined", 0x00180015, "CS", L_SERIES, {NULL, "body_part_examined"}, 0},
-    {"StudyInstanceUID", 0x0020000D, "UI", L_STUDY, {"_id", "study_id", "study_id"},
+    {"StudyInstanceUID",
+     0x0020000D,
+     "UI",
+     L_STUDY,
+     {"_id", "study_id", "study_id"},
      F_DEF_STUDY | F_DEF_SERIES | F_DEF_INST},
     {"SeriesInstanceUID", 0x0020000E, "UI", L_SERIES, {NULL, "_id", "series_id"}, F_DEF_SERIES | F_DEF_INST},
     {"StudyID", 0x00200010, "SH", L_STUDY, {"metadata.StudyID"}, F_DEF_STUDY},
@@ -498,8 +502,8 @@ static bool accept_ok(const char *accept)
 {
     if (!accept || !*accept)
         return true;
-    return strstr(accept, "application/dicom+json") || strstr(accept, "application/json") ||
-           strstr(accept, "*/*") || strstr(accept, "application/*");
+    return strstr(accept, "application/dicom+json") || strstr(accept, "application/json") || strstr(accept, "*/*") ||
+           strstr(accept, "application/*");
 }
 
 /* Attributes to return. */
@@ -863,8 +867,8 @@ static void handle(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
         api_respond_mdb_error(res, &err);
         goto done;
     }
-    page = mdb_nl_run(api_ctx_mongo(ctx), r, limit, offset, max_limit, mdb_config_get_int(cfg, "api.query_time_ms"),
-                      &err);
+    page =
+        mdb_nl_run(api_ctx_mongo(ctx), r, limit, offset, max_limit, mdb_config_get_int(cfg, "api.query_time_ms"), &err);
     if (!page) {
         api_respond_mdb_error(res, &err);
         goto done;
@@ -932,10 +936,10 @@ static void handle(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
         }
         memcpy(sorted, mine.v, mine.n * sizeof *sorted);
         qsort(sorted, mine.n, sizeof *sorted, cmp_attr);
-        const json_t *st = t->level == L_STUDY ? NULL
-                                                : json_object_get(studies, json_string_value(json_object_get(d, "study_id")));
-        const json_t *se = t->level == L_INST ? json_object_get(series, json_string_value(json_object_get(d, "series_id")))
-                                              : NULL;
+        const json_t *st =
+            t->level == L_STUDY ? NULL : json_object_get(studies, json_string_value(json_object_get(d, "study_id")));
+        const json_t *se =
+            t->level == L_INST ? json_object_get(series, json_string_value(json_object_get(d, "series_id"))) : NULL;
         json_t *ds = json_object();
         for (size_t k = 0; k < mine.n; k++)
             put_attr(ds, &sorted[k], t->level, d, se, st, related);

@@ -35,7 +35,8 @@
 #include "mdb_dicom.h"
 #include "wado.h"
 
-namespace {
+namespace
+{
 
 /* The text value (component idx of a backslash list) of a top-level
  * element; "" when absent. */
@@ -97,8 +98,9 @@ bool read_image(int fd, gdcm::ImageReader &reader, mdb_error_t *err)
     std::istream is(&fb);
     reader.SetStream(is);
     if (!reader.Read()) {
-        mdb_error_set(err, MDB_ERR_DICOM, MDB_DICOM_EMALFORMED,
-                      "GDCM cannot read an image from this file (no pixel data, or a transfer syntax it cannot decode)");
+        mdb_error_set(
+            err, MDB_ERR_DICOM, MDB_DICOM_EMALFORMED,
+            "GDCM cannot read an image from this file (no pixel data, or a transfer syntax it cannot decode)");
         return false;
     }
     return true;
@@ -246,8 +248,10 @@ bool decode_frame(int fd, int frame, wado_pixels_t *out, mdb_error_t *err)
         if (!out->rgb)
             throw std::bad_alloc();
         bool planar = img.GetPlanarConfiguration() == 1;
-        double scale = sb == 1 ? 1.0 : 255.0 / (double)((((uint64_t)1) << (stored > 0 && stored < 33 ? stored : 16)) - 1);
-        bool ybr = pi == gdcm::PhotometricInterpretation::YBR_FULL || pi == gdcm::PhotometricInterpretation::YBR_FULL_422;
+        double scale =
+            sb == 1 ? 1.0 : 255.0 / (double)((((uint64_t)1) << (stored > 0 && stored < 33 ? stored : 16)) - 1);
+        bool ybr =
+            pi == gdcm::PhotometricInterpretation::YBR_FULL || pi == gdcm::PhotometricInterpretation::YBR_FULL_422;
         for (size_t i = 0; i < n; i++) {
             double c[3];
             for (int s = 0; s < 3; s++)

@@ -108,22 +108,13 @@ void api_respond_mdb_error(api_response_t *res, const mdb_error_t *err)
         else
             api_respond_error(res, 400, "bad_query", "%s", err->message);
         return;
-    case MDB_ERR_NOTFOUND:
-        api_respond_error(res, 404, "not_found", "%s", err->message);
-        return;
-    case MDB_ERR_SECURITY:
-        api_respond_error(res, 403, "forbidden", "%s", err->message);
-        return;
+    case MDB_ERR_NOTFOUND: api_respond_error(res, 404, "not_found", "%s", err->message); return;
+    case MDB_ERR_SECURITY: api_respond_error(res, 403, "forbidden", "%s", err->message); return;
     case MDB_ERR_MONGO:
-    case MDB_ERR_KAFKA:
-        api_respond_error(res, 503, "backend_unavailable", "%s", err->message);
-        return;
+    case MDB_ERR_KAFKA: api_respond_error(res, 503, "backend_unavailable", "%s", err->message); return;
     case MDB_ERR_MSG:
-    case MDB_ERR_CONFIG:
-        api_respond_error(res, 400, "bad_request", "%s", err->message);
-        return;
-    default:
-        api_respond_error(res, 500, "internal", "%s", err->message);
+    case MDB_ERR_CONFIG: api_respond_error(res, 400, "bad_request", "%s", err->message); return;
+    default: api_respond_error(res, 500, "internal", "%s", err->message);
     }
 }
 
@@ -273,8 +264,8 @@ static bool auth_blocked(api_ctx_t *ctx, const api_request_t *req, api_response_
         return false;
     char after[16];
     snprintf(after, sizeof after, "%d", retry);
-    api_respond_error(res, 429, "too_many_auth_failures",
-                      "too many wrong tokens from this client; try again in %d s", retry);
+    api_respond_error(res, 429, "too_many_auth_failures", "too many wrong tokens from this client; try again in %d s",
+                      retry);
     api_response_header(res, "Retry-After", after);
     return true;
 }

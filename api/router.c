@@ -14,8 +14,8 @@ static bool is_get(const api_request_t *req)
 
 static void method_not_allowed(api_response_t *res, const api_request_t *req, const char *allow)
 {
-    api_respond_error(res, 405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)", req->method,
-                      req->path, allow);
+    api_respond_error(res, 405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)", req->method, req->path,
+                      allow);
     api_response_header(res, "Allow", allow);
 }
 
@@ -29,8 +29,7 @@ static bool valid_id(const char *s)
 }
 
 /* /api/<level> and /api/<level>/<uid> */
-static bool route_level(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *prefix,
-                        int level)
+static bool route_level(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *prefix, int level)
 {
     const char *rest = api_path_after(req, prefix);
     if (!rest || (rest[0] != '\0' && rest[0] != '/'))

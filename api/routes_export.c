@@ -37,8 +37,8 @@ typedef struct {
     pthread_cond_t cv;
     char *chunk; /* the chunk in transit: [off, len) not yet read */
     size_t len, off, cap;
-    bool started;   /* a first chunk was handed over */
-    bool finished;  /* the producer ended (ok or failed) */
+    bool started;  /* a first chunk was handed over */
+    bool finished; /* the producer ended (ok or failed) */
     bool failed;
     bool cancelled; /* the client went away or the response was replaced */
     mdb_error_t err;
@@ -114,10 +114,11 @@ static void *produce(void *arg)
     mdb_error_t err = {0};
     int64_t files = 0, bytes = 0;
     mdb_mongo_t *m = own_pool(x->ctx, &err);
-    bool ok = m && (x->manifest ? mdb_export_manifest_run(m, x->q, x->format, x->ctx->query_time_ms, hand_over, x,
-                                                          &files, &bytes, &err)
-                                : mdb_export_run(m, x->q, x->format, x->ctx->query_time_ms, x->max_rows, hand_over,
-                                                 x, &x->rows, &err));
+    bool ok =
+        m &&
+        (x->manifest
+             ? mdb_export_manifest_run(m, x->q, x->format, x->ctx->query_time_ms, hand_over, x, &files, &bytes, &err)
+             : mdb_export_run(m, x->q, x->format, x->ctx->query_time_ms, x->max_rows, hand_over, x, &x->rows, &err));
     mdb_mongo_destroy(m);
     pthread_mutex_lock(&x->mu);
     x->finished = true;
@@ -209,8 +210,7 @@ static void start_stream(api_ctx_t *ctx, api_response_t *res, mdb_query_t *q, bo
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-    snprintf(disp, sizeof disp, "attachment; filename=\"metadb-%s-%s.%s\"", name, stamp,
-             mdb_export_format_name(f));
+    snprintf(disp, sizeof disp, "attachment; filename=\"metadb-%s-%s.%s\"", name, stamp, mdb_export_format_name(f));
     api_respond_stream(res, 200, mdb_export_content_type(f), -1, xstream_read, xstream_done, x);
     api_response_header(res, "Content-Disposition", disp);
     api_response_header(res, "Cache-Control", "no-store");
@@ -324,8 +324,9 @@ void api_h_export_sidecar(api_ctx_t *ctx, const api_request_t *req, api_response
     if (!manifest_level(req, res, &level))
         return;
     if (api_arg(req, "format") || api_arg(req, "limit")) {
-        api_respond_error(res, 400, "bad_parameter", "the sidecar is JSON and describes the whole cohort: no "
-                                                     "'format' or 'limit'");
+        api_respond_error(res, 400, "bad_parameter",
+                          "the sidecar is JSON and describes the whole cohort: no "
+                          "'format' or 'limit'");
         return;
     }
     mdb_query_t *q = query_from_args(ctx, req, res, level, true);

@@ -33,8 +33,7 @@ static bool keep_doc(const bson_t *doc, void *ud, mdb_error_t *err)
     return true;
 }
 
-static bool aggregate_one(api_ctx_t *ctx, const char *coll, const bson_t *pipeline, bson_t **reply,
-                          mdb_error_t *err)
+static bool aggregate_one(api_ctx_t *ctx, const char *coll, const bson_t *pipeline, bson_t **reply, mdb_error_t *err)
 {
     bson_t opts = BSON_INITIALIZER;
     if (ctx->query_time_ms > 0)
@@ -86,8 +85,7 @@ static bool parse_request(const api_request_t *req, api_response_t *res, mdb_que
             continue;
         }
         if (mdb_query_is_page_param(k) || !strcmp(k, "total") || !strcmp(k, "format")) {
-            api_respond_error(res, 400, "bad_parameter", "'%.32s' is a list parameter; facets count every match",
-                              k);
+            api_respond_error(res, 400, "bad_parameter", "'%.32s' is a list parameter; facets count every match", k);
             return false;
         }
         if (!mdb_query_add_param(*own, k, v, &err)) {
@@ -136,7 +134,8 @@ void api_h_facets(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
     json_t *ex = explain ? json_loads(explain, 0, NULL) : NULL;
     bson_free(explain);
     if (ex)
-        json_object_set_new(out, "explain", json_pack("{s:s, s:o}", "collection", mdb_query_level_name(level), "filter", ex));
+        json_object_set_new(out, "explain",
+                            json_pack("{s:s, s:o}", "collection", mdb_query_level_name(level), "filter", ex));
     json_object_set_new(out, "aggregations", json_integer(second ? 2 : 1));
     api_respond_json(res, 200, out);
     goto done;

@@ -104,9 +104,8 @@ static bool get_strv(json_t *body, const char *key, mdb_strv_t *out, size_t *cou
 /* Body → job message; false with res filled. */
 static bool parse_job(json_t *body, mdb_job_msg_t *m, api_response_t *res)
 {
-    static const char *const keys[] = {"researcher_id", "collection", "accession_numbers", "patient_ids",
-                                       "study_uids",    "series_uids", "all_cases",        "feature_set",
-                                       "source"};
+    static const char *const keys[] = {"researcher_id", "collection", "accession_numbers", "patient_ids", "study_uids",
+                                       "series_uids",   "all_cases",  "feature_set",       "source"};
     const char *k;
     json_t *v;
     json_object_foreach(body, k, v)
@@ -125,8 +124,7 @@ static bool parse_job(json_t *body, mdb_job_msg_t *m, api_response_t *res)
     size_t count = 0;
     if (!get_string(body, "researcher_id", &m->researcher_id, res) ||
         !get_string(body, "collection", &m->collection, res) ||
-        !get_string(body, "feature_set", &m->feature_set, res) ||
-        !get_string(body, "source", &m->source, res) ||
+        !get_string(body, "feature_set", &m->feature_set, res) || !get_string(body, "source", &m->source, res) ||
         !get_strv(body, "accession_numbers", &m->accession_numbers, &count, res) ||
         !get_strv(body, "patient_ids", &m->patient_ids, &count, res) ||
         !get_strv(body, "study_uids", &m->study_uids, &count, res) ||
@@ -229,9 +227,9 @@ void api_h_jobs_submit(api_ctx_t *ctx, const api_request_t *req, api_response_t 
     char location[64];
     snprintf(location, sizeof location, "/api/jobs/%s", job_id);
     api_response_header(res, "Location", location);
-    api_respond_json(res, 202,
-                     json_pack("{s:s, s:s, s:s, s:s}", "job_id", job_id, "state", "submitted", "topic", topic,
-                               "submitted_at", now));
+    api_respond_json(
+        res, 202,
+        json_pack("{s:s, s:s, s:s, s:s}", "job_id", job_id, "state", "submitted", "topic", topic, "submitted_at", now));
 done:
     free(text);
     mdb_msg_job_clear(&m);
@@ -246,8 +244,8 @@ static void add_progress(json_t *job)
     json_int_t done = json_integer_value(json_object_get(job, "files_done")) +
                       json_integer_value(json_object_get(job, "files_failed"));
     double p = 0;
-    bool final = state && (!strcmp(state, "completed") || !strcmp(state, "completed_with_errors") ||
-                           !strcmp(state, "failed"));
+    bool final =
+        state && (!strcmp(state, "completed") || !strcmp(state, "completed_with_errors") || !strcmp(state, "failed"));
     if (final)
         p = 100;
     else if (total > 0)
@@ -288,8 +286,7 @@ void api_h_jobs_list(api_ctx_t *ctx, const api_request_t *req, api_response_t *r
     }
     json_t *rq = json_pack("{s:s, s:o, s:{s:i, s:i}, s:{s:i, s:i, s:i}, s:I, s:I}", "collection", "jobs", "filter",
                            filter, "sort", "submitted_at", -1, "_id", 1, "projection", "errors", 0, "selectors", 0,
-                           "retrievals", 0,
-                           "limit", (json_int_t)limit, "skip", (json_int_t)offset);
+                           "retrievals", 0, "limit", (json_int_t)limit, "skip", (json_int_t)offset);
     mdb_query_t *q = rq ? mdb_query_new_raw(rq, "jobs", ctx->max_limit, &err) : NULL;
     json_decref(rq);
     if (!q) {

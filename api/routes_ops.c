@@ -27,8 +27,7 @@ static int64_t wall_ms(void)
 static bool valid_group(const char *g)
 {
     size_t n = strlen(g);
-    return n > 0 && n <= 249 &&
-           strspn(g, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+    return n > 0 && n <= 249 && strspn(g, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
 /* A compact sample of one mdb_lag answer: per "group|topic" the total lag,
@@ -59,8 +58,8 @@ static json_t *make_sample(const json_t *lag, int64_t t)
             committed += json_integer_value(json_object_get(p, "committed"));
         }
         json_object_set_new(groups, key,
-                            json_pack("{s:O, s:I, s:o}", "lag", json_object_get(g, "total_lag"), "committed",
-                                      committed, "partitions", parts));
+                            json_pack("{s:O, s:I, s:o}", "lag", json_object_get(g, "total_lag"), "committed", committed,
+                                      "partitions", parts));
     }
     return json_pack("{s:I, s:o}", "t", (json_int_t)t, "groups", groups);
 }
@@ -225,8 +224,10 @@ void api_h_health(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
     pthread_mutex_unlock(&ctx->health_lock);
     bool detail = !ctx->read_tokens || !ctx->read_tokens[0] || api_auth_has_token(ctx, req);
     json_t *out = json_pack("{s:s, s:s, s:s}", "status", mongo_ok ? "ok" : "degraded", "mongo",
-                            mongo_ok ? "ok" : detail ? why : "unavailable", "kafka_producer",
-                            ctx->producer ? "ok" : "unavailable");
+                            mongo_ok ? "ok"
+                            : detail ? why
+                                     : "unavailable",
+                            "kafka_producer", ctx->producer ? "ok" : "unavailable");
     json_object_set_new(out, "database", json_string(mdb_mongo_db_name(ctx->mongo)));
     api_respond_json(res, mongo_ok ? 200 : 503, out);
 }

@@ -59,7 +59,8 @@ static void add_explain(json_t *out, const mdb_query_t *q)
     json_t *f = json_loads(s, 0, NULL);
     bson_free(s);
     if (f)
-        json_object_set_new(out, "explain", json_pack("{s:s, s:o}", "collection", mdb_query_collection(q), "filter", f));
+        json_object_set_new(out, "explain",
+                            json_pack("{s:s, s:o}", "collection", mdb_query_collection(q), "filter", f));
 }
 
 /* Every answer comes from the database; a database error is a 4xx/5xx
@@ -396,9 +397,9 @@ static json_t *compute_fields(api_ctx_t *ctx, mdb_query_level_t level, mdb_error
     {
         json_array_append_new(metadata, json_pack("{s:s, s:O}", "keyword", k, "count", c));
     }
-    out = json_pack("{s:s, s:o, s:o, s:I, s:I, s:b}", "collection", mdb_query_level_name(level), "promoted",
-                    promoted, "metadata", metadata, "scanned", (json_int_t)scanned, "total", (json_int_t)total,
-                    "sampled", scanned < total);
+    out = json_pack("{s:s, s:o, s:o, s:I, s:I, s:b}", "collection", mdb_query_level_name(level), "promoted", promoted,
+                    "metadata", metadata, "scanned", (json_int_t)scanned, "total", (json_int_t)total, "sampled",
+                    scanned < total);
     if (!out)
         mdb_error_set(err, MDB_ERR_SYSTEM, 0, "out of memory");
 done:
@@ -416,8 +417,7 @@ void api_h_fields(api_ctx_t *ctx, const api_request_t *req, api_response_t *res)
     const char *c = api_arg(req, "collection");
     mdb_query_level_t level = MDB_QUERY_STUDIES;
     if (c && (!mdb_query_level_parse(c, &level) || strcmp(c, mdb_query_level_name(level)) != 0)) {
-        api_respond_error(res, 400, "bad_parameter", "collection must be studies, series or instances, got '%.64s'",
-                          c);
+        api_respond_error(res, 400, "bad_parameter", "collection must be studies, series or instances, got '%.64s'", c);
         return;
     }
     for (size_t i = 0; i < req->nargs; i++) {

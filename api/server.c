@@ -148,8 +148,7 @@ static void observe(api_ctx_t *ctx, const char *path, int status, double seconds
     char route[48], labels[128];
     route_label(path, route, sizeof route);
     snprintf(labels, sizeof labels, "route=\"%s\",code=\"%d\"", route, status);
-    mdb_metric_inc(mdb_metrics_counter(ctx->metrics, "metadb_api_requests_total", "HTTP requests answered", labels),
-                   1);
+    mdb_metric_inc(mdb_metrics_counter(ctx->metrics, "metadb_api_requests_total", "HTTP requests answered", labels), 1);
     snprintf(labels, sizeof labels, "route=\"%s\"", route);
     mdb_metric_observe(mdb_metrics_histogram(ctx->metrics, "metadb_api_request_duration_seconds",
                                              "time to answer an HTTP request", labels, bounds,
@@ -251,8 +250,7 @@ static enum MHD_Result send_response(api_server_t *s, struct MHD_Connection *con
         }
     } else {
         release_slots(s, slots);
-        r = MHD_create_response_from_buffer(res->body_len, res->body ? res->body : (void *)"",
-                                            MHD_RESPMEM_MUST_COPY);
+        r = MHD_create_response_from_buffer(res->body_len, res->body ? res->body : (void *)"", MHD_RESPMEM_MUST_COPY);
     }
     if (!r)
         return MHD_NO;
@@ -411,11 +409,9 @@ static bool refuse_early(api_server_t *s, struct MHD_Connection *conn, const cha
         api_respond_error(res, 414, "uri_too_long", "request URIs are limited to %d bytes", API_MAX_URI);
         return true;
     case EARLY_PARAMS:
-        api_respond_error(res, 400, "too_many_parameters", "at most %d query parameters per request",
-                          API_MAX_PARAMS);
+        api_respond_error(res, 400, "too_many_parameters", "at most %d query parameters per request", API_MAX_PARAMS);
         return true;
-    case EARLY_NONE:
-        break;
+    case EARLY_NONE: break;
     }
     MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header_len, &hbytes);
     if (hbytes > API_MAX_HEADER_BYTES) {
@@ -733,12 +729,12 @@ api_server_t *api_server_start(api_ctx_t *ctx, const char *listen, mdb_error_t *
                                      "requests refused by api.client_concurrency or api.query_concurrency", "");
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
                          MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
-    s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)256, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)per_ip,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)MHD_POOL_BYTES, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
+                                 NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_LIMIT,
+                                 (unsigned int)256, MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)per_ip,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)timeout_s,
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL_BYTES, MHD_OPTION_END);
     if (!s->daemon) {
         mdb_error_set(err, MDB_ERR_SYSTEM, errno, "cannot listen on %s: %s", listen,
                       errno ? strerror(errno) : "libmicrohttpd refused to start");

@@ -246,7 +246,8 @@ bool thumbcache_get(thumbcache_t *c, const char *sop, const char *params, int64_
     buf[got] = '\0';
     char *nl = memchr(buf, '\n', got);
     char expect[1024];
-    int hl = snprintf(expect, sizeof expect, MAGIC "%lld %lld %s %s", (long long)size, (long long)mtime_ns, sop, params);
+    int hl =
+        snprintf(expect, sizeof expect, MAGIC "%lld %lld %s %s", (long long)size, (long long)mtime_ns, sop, params);
     size_t line = nl ? (size_t)(nl - (char *)buf) : 0;
     if (!nl || hl < 0 || (size_t)hl != line || memcmp(buf, expect, line)) {
         /* same (sop, params) rendered from a file that has changed since:

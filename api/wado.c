@@ -43,8 +43,8 @@
 
 typedef struct {
     api_ctx_t *ctx;
-    json_t *docs;    /* the instances that could be opened at the check */
-    int64_t *sizes;  /* their sizes then: the Content-Length promised */
+    json_t *docs;   /* the instances that could be opened at the check */
+    int64_t *sizes; /* their sizes then: the Content-Length promised */
     size_t next;
     int fd;
     int64_t left;
@@ -162,8 +162,9 @@ static bool retrieve_accept(const char *accept, char *ts, size_t cap)
             return true;
         if (!strncasecmp(t, "multipart/related", 17)) {
             const char *ty = strcasestr(t, "type=");
-            bool type_ok = !ty || !strncasecmp(ty + 5, "\"application/dicom\"", 19) ||
-                           (!strncasecmp(ty + 5, "application/dicom", 17) && (ty[22] == ';' || ty[22] == '\0' || ty[22] == ' '));
+            bool type_ok =
+                !ty || !strncasecmp(ty + 5, "\"application/dicom\"", 19) ||
+                (!strncasecmp(ty + 5, "application/dicom", 17) && (ty[22] == ';' || ty[22] == '\0' || ty[22] == ' '));
             if (type_ok) {
                 const char *x = strcasestr(t, "transfer-syntax=");
                 if (x) {
@@ -203,8 +204,13 @@ static void h_retrieve(api_ctx_t *ctx, const api_request_t *req, api_response_t 
     size_t total = json_array_size(docs);
     if (!total) {
         json_decref(docs);
-        api_respond_error(res, 404, "not_found", "no %s %s in the catalogue", sop ? "instance" : series ? "series" : "study",
-                          sop ? sop : series ? series : study);
+        api_respond_error(res, 404, "not_found", "no %s %s in the catalogue",
+                          sop      ? "instance"
+                          : series ? "series"
+                                   : "study",
+                          sop      ? sop
+                          : series ? series
+                                   : study);
         return;
     }
     retrieve_t *r = calloc(1, sizeof *r);
@@ -333,7 +339,8 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
             api_respond_error(res, 404, "not_found", "no study %s in the catalogue", study);
             return;
         }
-        snprintf(mid_series, sizeof mid_series, "%s", json_string_value(json_object_get(json_array_get(list, n / 2), "_id")));
+        snprintf(mid_series, sizeof mid_series, "%s",
+                 json_string_value(json_object_get(json_array_get(list, n / 2), "_id")));
         json_decref(list);
         series = mid_series;
     }
@@ -369,9 +376,8 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
     mdb_metrics_t *m = api_ctx_metrics(ctx);
     if (wado_cache() && thumbcache_get(wado_cache(), sop, key, f.size, f.mtime_ns, &img, &len)) {
         close(f.fd);
-        mdb_metric_inc(mdb_metrics_counter(m, "metadb_api_wado_cache_total", "rendered-image cache lookups",
-                                           "result=\"hit\""),
-                       1);
+        mdb_metric_inc(
+            mdb_metrics_counter(m, "metadb_api_wado_cache_total", "rendered-image cache lookups", "result=\"hit\""), 1);
         api_response_header(res, "X-Metadb-Cache", "hit");
         if (cacheable)
             api_response_header(res, "Cache-Control", "private, max-age=86400");
@@ -381,8 +387,8 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
     }
     mdb_error_t err = {0};
     render_job_t job = {.fd = f.fd, .frame = frame, .p = &p};
-    bool ok = wado_check_pixels(f.fd, &err) &&
-              wado_isolated(render_job, &job, WADO_DECODE_TIMEOUT_MS, &img, &len, &err);
+    bool ok =
+        wado_check_pixels(f.fd, &err) && wado_isolated(render_job, &job, WADO_DECODE_TIMEOUT_MS, &img, &len, &err);
     close(f.fd);
     if (!ok) {
         if (err.domain == MDB_ERR_QUERY)
@@ -395,9 +401,9 @@ static void h_rendered(api_ctx_t *ctx, const api_request_t *req, api_response_t 
     }
     if (wado_cache()) {
         thumbcache_put(wado_cache(), sop, key, f.size, f.mtime_ns, img, len);
-        mdb_metric_inc(mdb_metrics_counter(m, "metadb_api_wado_cache_total", "rendered-image cache lookups",
-                                           "result=\"miss\""),
-                       1);
+        mdb_metric_inc(
+            mdb_metrics_counter(m, "metadb_api_wado_cache_total", "rendered-image cache lookups", "result=\"miss\""),
+            1);
         mdb_metric_set(mdb_metrics_gauge(m, "metadb_api_wado_cache_bytes", "bytes in the rendered-image cache", ""),
                        (double)thumbcache_bytes(wado_cache()));
         api_response_header(res, "X-Metadb-Cache", "miss");
@@ -482,7 +488,8 @@ bool api_route_wado(api_ctx_t *ctx, const api_request_t *req, api_response_t *re
         char *end;
         long f = strtol(frames, &end, 10);
         if (*end || f < 1 || f > 1000000) {
-            api_respond_error(res, 400, "bad_frame", "one frame number (1..) is rendered at a time, got '%.40s'", frames);
+            api_respond_error(res, 400, "bad_frame", "one frame number (1..) is rendered at a time, got '%.40s'",
+                              frames);
             return true;
         }
         frame = (int)f;

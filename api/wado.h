@@ -74,8 +74,7 @@ bool wado_find_docs(api_ctx_t *ctx, const char *study, const char *series, const
 bool wado_find_ids(api_ctx_t *ctx, const char *study, const char *series, json_t *out, mdb_error_t *err);
 /* Answer a file that could not be opened (status/reason from wado_open_doc),
  * counting it when count is true. */
-void wado_file_error(api_ctx_t *ctx, api_response_t *res, int status, const char *reason, const char *sop,
-                     bool count);
+void wado_file_error(api_ctx_t *ctx, api_response_t *res, int status, const char *reason, const char *sop, bool count);
 /* Count a file that could not be served (metadb_api_wado_file_errors_total{reason}). */
 void wado_count_file_error(api_ctx_t *ctx, const char *reason);
 
@@ -98,8 +97,8 @@ typedef struct {
     bool monochrome1; /* invert after windowing */
     bool has_window;  /* WindowCenter/Width from the file */
     double center, width;
-    int function;     /* WADO_FN_* from VOILUTFunction */
-    int frames;       /* number of frames in the file */
+    int function; /* WADO_FN_* from VOILUTFunction */
+    int frames;   /* number of frames in the file */
 } wado_pixels_t;
 
 enum { WADO_FN_LINEAR = 0, WADO_FN_LINEAR_EXACT = 1, WADO_FN_SIGMOID = 2 };
@@ -135,23 +134,21 @@ typedef struct {
     bool window_given; /* window= in the request */
     double center, width;
     int function;
-    int vw, vh;        /* viewport; 0 = native size */
-    int quality;       /* JPEG 1..100 */
-    bool jpeg;         /* else PNG */
+    int vw, vh;  /* viewport; 0 = native size */
+    int quality; /* JPEG 1..100 */
+    bool jpeg;   /* else PNG */
 } wado_render_params_t;
 
 /* Parse window=, viewport=, quality= and the Accept header into p (thumbnail:
  * default viewport 128x128). false with res filled (400 / 406). */
-bool wado_render_params_parse(const api_request_t *req, bool thumbnail, wado_render_params_t *p,
-                              api_response_t *res);
+bool wado_render_params_parse(const api_request_t *req, bool thumbnail, wado_render_params_t *p, api_response_t *res);
 
 /* Canonical text of the parameters, part of a cache key. */
 void wado_render_params_key(const wado_render_params_t *p, char *out, size_t cap);
 
 /* Window (request, else the file's, else the pixel range), invert
  * MONOCHROME1, scale into the viewport, encode. *img malloc'd. */
-bool wado_render(const wado_pixels_t *px, const wado_render_params_t *p, uint8_t **img, size_t *len,
-                 mdb_error_t *err);
+bool wado_render(const wado_pixels_t *px, const wado_render_params_t *p, uint8_t **img, size_t *len, mdb_error_t *err);
 
 /* ---- pixel arithmetic (wado_window.c, pure) ---- */
 /* 8-bit value (unrounded, 0..255) of modality value x for window (c, w)
@@ -194,8 +191,8 @@ void wado_h_metadata(api_ctx_t *ctx, const api_request_t *req, api_response_t *r
                      const char *series, const char *sop);
 void wado_h_bulkdata(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study,
                      const char *series, const char *sop, const char *tag);
-void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study,
-                   const char *series, const char *sop, const char *list);
+void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study, const char *series,
+                   const char *sop, const char *list);
 
 #ifdef __cplusplus
 }

@@ -109,7 +109,7 @@ bool wado_check_pixels(int fd, mdb_error_t *err)
 static const char *INSTANCE_FIELDS[] = {"paths", "_src", "file", "dicom", "series_id", "study_id", "instance_number"};
 
 bool wado_find_docs(api_ctx_t *ctx, const char *study, const char *series, const char *sop, json_t *out,
-                      mdb_error_t *err)
+                    mdb_error_t *err)
 {
     bson_t filter = BSON_INITIALIZER, proj = BSON_INITIALIZER, sort = BSON_INITIALIZER;
     if (sop)
@@ -123,8 +123,7 @@ bool wado_find_docs(api_ctx_t *ctx, const char *study, const char *series, const
     BSON_APPEND_INT32(&sort, "series_id", 1);
     BSON_APPEND_INT32(&sort, "instance_number", 1);
     BSON_APPEND_INT32(&sort, "_id", 1);
-    bool ok = mdb_docs_find(api_ctx_mongo(ctx), "instances", &filter, &proj, sop ? NULL : &sort, sop ? 1 : 0, out,
-                            err);
+    bool ok = mdb_docs_find(api_ctx_mongo(ctx), "instances", &filter, &proj, sop ? NULL : &sort, sop ? 1 : 0, out, err);
     bson_destroy(&filter);
     bson_destroy(&proj);
     bson_destroy(&sort);
@@ -168,7 +167,10 @@ static int open_path(const char *path, wado_file_t *f, int *status, char *reason
     if (fd < 0) {
         bool gone = err.domain == MDB_ERR_NOTFOUND;
         *status = gone ? 404 : 403;
-        snprintf(reason, rcap, "%s", gone ? "missing" : err.domain == MDB_ERR_SECURITY ? "outside_archive" : "unreadable");
+        snprintf(reason, rcap, "%s",
+                 gone                             ? "missing"
+                 : err.domain == MDB_ERR_SECURITY ? "outside_archive"
+                                                  : "unreadable");
         return -1;
     }
     struct stat st;
@@ -232,8 +234,7 @@ bool wado_open_doc(api_ctx_t *ctx, const json_t *doc, wado_file_t *f, int *statu
     return false;
 }
 
-void wado_file_error(api_ctx_t *ctx, api_response_t *res, int status, const char *reason, const char *sop,
-                       bool count)
+void wado_file_error(api_ctx_t *ctx, api_response_t *res, int status, const char *reason, const char *sop, bool count)
 {
     if (count)
         wado_count_file_error(ctx, reason);
@@ -262,8 +263,8 @@ bool wado_open_instance(api_ctx_t *ctx, const char *study, const char *series, c
     }
     if (!json_array_size(docs)) {
         json_decref(docs);
-        api_respond_error(res, 404, "not_found", "no instance %s%s%s in the catalogue", sop, series ? " in series " : "",
-                          series ? series : "");
+        api_respond_error(res, 404, "not_found", "no instance %s%s%s in the catalogue", sop,
+                          series ? " in series " : "", series ? series : "");
         return false;
     }
     int status;

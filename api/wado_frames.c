@@ -28,8 +28,8 @@
 
 static bool ts_uncompressed(const char *ts)
 {
-    return !ts[0] || !strcmp(ts, "1.2.840.10008.1.2") || !strcmp(ts, EXPLICIT_LE) || !strcmp(ts, "1.2.840.10008.1.2.2") ||
-           !strcmp(ts, "1.2.840.10008.1.2.1.99");
+    return !ts[0] || !strcmp(ts, "1.2.840.10008.1.2") || !strcmp(ts, EXPLICIT_LE) ||
+           !strcmp(ts, "1.2.840.10008.1.2.2") || !strcmp(ts, "1.2.840.10008.1.2.1.99");
 }
 
 static uint32_t le32(const uint8_t *p)
@@ -278,8 +278,8 @@ static bool frames_accept(const char *accept, const char *file_ts, bool *pass_th
     return ok;
 }
 
-void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study,
-                   const char *series, const char *sop, const char *list)
+void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res, const char *study, const char *series,
+                   const char *sop, const char *list)
 {
     int want[MAX_FRAMES_ASKED];
     size_t nwant = 0;
@@ -339,8 +339,8 @@ void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
         memcpy(rnd, &f.size, sizeof rnd);
     char boundary[40];
-    snprintf(boundary, sizeof boundary, "metadb-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
-             rnd[5], rnd[6], rnd[7]);
+    snprintf(boundary, sizeof boundary, "metadb-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
+             rnd[4], rnd[5], rnd[6], rnd[7]);
     out_t o = {0};
     bool ok = true;
     for (size_t i = 0; ok && i < nwant; i++) {
@@ -352,8 +352,9 @@ void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
             ok = false;
             break;
         }
-        int hl = snprintf(head, sizeof head, "%s--%s\r\nContent-Type: application/octet-stream; transfer-syntax=%s\r\n\r\n",
-                          i ? "\r\n" : "", boundary, stored ? f.ts : EXPLICIT_LE);
+        int hl =
+            snprintf(head, sizeof head, "%s--%s\r\nContent-Type: application/octet-stream; transfer-syntax=%s\r\n\r\n",
+                     i ? "\r\n" : "", boundary, stored ? f.ts : EXPLICIT_LE);
         size_t mark = o.len;
         ok = out_add(&o, head, (size_t)hl);
         if (ok && stored && stored_frame(f.fd, fr, nfr, bot, nbot, frames, want[i], &o))
@@ -363,8 +364,8 @@ void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
         if (stored) { /* the fragments do not say where the frame is: decode instead */
             o.len = mark;
             hl = snprintf(head, sizeof head,
-                          "%s--%s\r\nContent-Type: application/octet-stream; transfer-syntax=%s\r\n\r\n", i ? "\r\n" : "",
-                          boundary, EXPLICIT_LE);
+                          "%s--%s\r\nContent-Type: application/octet-stream; transfer-syntax=%s\r\n\r\n",
+                          i ? "\r\n" : "", boundary, EXPLICIT_LE);
             ok = out_add(&o, head, (size_t)hl);
         }
         if (ok && nat.ok) { /* native little endian: the frame's bytes straight from the file */
@@ -376,7 +377,8 @@ void wado_h_frames(api_ctx_t *ctx, const api_request_t *req, api_response_t *res
                 break;
             }
             uint8_t *tmp = malloc(nat.frame_bytes ? nat.frame_bytes : 1);
-            ok = tmp && pread_all(f.fd, tmp, nat.frame_bytes, nat.value_off + (int64_t)nat.frame_bytes * (want[i] - 1)) &&
+            ok = tmp &&
+                 pread_all(f.fd, tmp, nat.frame_bytes, nat.value_off + (int64_t)nat.frame_bytes * (want[i] - 1)) &&
                  out_add(&o, tmp, nat.frame_bytes);
             free(tmp);
             if (!ok)

@@ -125,7 +125,8 @@ bool wado_render_params_parse(const api_request_t *req, bool thumbnail, wado_ren
     const char *accept = api_arg(req, "accept");
     int m = wado_choose_media(accept ? accept : req->accept);
     if (!m) {
-        api_respond_error(res, 406, "not_acceptable", "rendered images are offered as image/jpeg or image/png (Accept: %.100s)",
+        api_respond_error(res, 406, "not_acceptable",
+                          "rendered images are offered as image/jpeg or image/png (Accept: %.100s)",
                           accept ? accept : req->accept);
         return false;
     }

@@ -132,7 +132,8 @@ static void resolve_vr(const mctx_t *m, const mdb_dcm_elem_t *e, int32_t first, 
     memcpy(vr, de->vr, 2);
     if (!de->vr_alt[0])
         return;
-    bool us_ss = (vr_in(de->vr, "US ") && vr_in(de->vr_alt, "SS ")) || (vr_in(de->vr, "SS ") && vr_in(de->vr_alt, "US "));
+    bool us_ss =
+        (vr_in(de->vr, "US ") && vr_in(de->vr_alt, "SS ")) || (vr_in(de->vr, "SS ") && vr_in(de->vr_alt, "US "));
     if (us_ss)
         memcpy(vr, m->pixel_rep == 1 ? "SS" : "US", 2);
     else
@@ -553,15 +554,16 @@ void wado_h_bulkdata(api_ctx_t *ctx, const api_request_t *req, api_response_t *r
     char *end;
     unsigned long tag = strtoul(tag_text, &end, 16);
     if (strlen(tag_text) != 8 || *end) {
-        api_respond_error(res, 400, "bad_tag", "bulkdata/{tag}: 8 hexadecimal digits (GGGGEEEE), got '%.20s'", tag_text);
+        api_respond_error(res, 400, "bad_tag", "bulkdata/{tag}: 8 hexadecimal digits (GGGGEEEE), got '%.20s'",
+                          tag_text);
         return;
     }
     wado_file_t f;
     if (!wado_open_instance(ctx, study, series, sop, &f, res))
         return;
     mdb_error_t err = {0};
-    mdb_dicom_t *d = mdb_dicom_read_fd(f.fd, (size_t)mdb_config_get_int(api_ctx_config(ctx), "worker.max_header_bytes"),
-                                       NULL, &err);
+    mdb_dicom_t *d =
+        mdb_dicom_read_fd(f.fd, (size_t)mdb_config_get_int(api_ctx_config(ctx), "worker.max_header_bytes"), NULL, &err);
     close(f.fd);
     if (!d) {
         api_respond_error(res, 422, "unparsable", "instance %s: %s", sop, err.message);

@@ -68,9 +68,9 @@ int wado_choose_media(const char *accept)
         size_t tl = strlen(t);
         while (tl && isspace((unsigned char)t[tl - 1]))
             t[--tl] = '\0';
-        int m = !strcasecmp(t, "image/png") ? 1
+        int m = !strcasecmp(t, "image/png")                                                        ? 1
                 : (!strcasecmp(t, "image/jpeg") || !strcasecmp(t, "image/*") || !strcmp(t, "*/*")) ? 2
-                                                                                                     : 0;
+                                                                                                   : 0;
         /* an explicit type beats a wildcard of the same weight */
         bool wildcard = strchr(t, '*') != NULL;
         if (m && q > 0 && (q > best_q || (q == best_q && !wildcard && best == 2 && m == 1))) {
@@ -83,7 +83,6 @@ int wado_choose_media(const char *accept)
     }
     return best;
 }
-
 
 /* Window the grey values into 8 bits (rows*cols bytes). */
 uint8_t *wado_window_grey(const wado_pixels_t *px, const wado_render_params_t *p)
@@ -158,4 +157,3 @@ uint8_t *wado_fit_viewport(uint8_t *src, int w, int h, int ch, int vw, int vh, i
     *ow = tw, *oh = th;
     return dst;
 }
-

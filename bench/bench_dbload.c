@@ -239,8 +239,9 @@ static item_t *extract_all(char **paths, size_t n, const opts_t *o, size_t *nite
         size_t len = 0;
         int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
         item_t *it = &items[*nitems];
-        bool ok = fd >= 0 && mdb_extract_fd_event(ctx, fs, fd, NULL, o->job_id, paths[i], mdb_features_name(fs),
-                                                  &event, &len, &key, &err) &&
+        bool ok = fd >= 0 &&
+                  mdb_extract_fd_event(ctx, fs, fd, NULL, o->job_id, paths[i], mdb_features_name(fs), &event, &len,
+                                       &key, &err) &&
                   mdb_msg_instance_decode(event, len, 64u << 20, &it->ev, &err);
         if (fd >= 0)
             close(fd);
@@ -304,19 +305,19 @@ static void build_group(item_t *items, size_t n, const opts_t *o, const char *no
 {
     recorder_t rec = {json_array(), json_object(), now};
     mdb_store_t st = {.ud = &rec,
-                           .load_studies = rec_load_none,
-                           .load_series = rec_load_series,
-                           .load_conflicts = rec_load_none,
-                           .load_instances = rec_load_none,
-                           .insert = rec_insert,
-                           .count_instances = rec_count,
-                           .upsert = rec_upsert};
+                      .load_studies = rec_load_none,
+                      .load_series = rec_load_series,
+                      .load_conflicts = rec_load_none,
+                      .load_instances = rec_load_none,
+                      .insert = rec_insert,
+                      .count_instances = rec_count,
+                      .upsert = rec_upsert};
     mdb_docs_model_t *model = mdb_docs_model_new();
     mdb_error_t err = {0};
     for (size_t i = 0; i < n; i++) {
         item_t *it = &items[i];
-        json_t *file = json_pack("{s:I, s:I}", "size", (json_int_t)it->ev.file_size, "mtime",
-                                 (json_int_t)it->ev.file_mtime);
+        json_t *file =
+            json_pack("{s:I, s:I}", "size", (json_int_t)it->ev.file_size, "mtime", (json_int_t)it->ev.file_mtime);
         mdb_docs_event_t ev = {.job_id = it->ev.job_id,
                                .path = it->ev.path,
                                .collection = o->collection,
@@ -333,9 +334,9 @@ static void build_group(item_t *items, size_t n, const opts_t *o, const char *no
         size_t len = strlen(it->ev.job_id) + strlen(it->ev.path) + 2;
         char *id = malloc(len);
         snprintf(id, len, "%s\n%s", it->ev.job_id, it->ev.path);
-        json_t *jf = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s}", "_id", id, "job_id", it->ev.job_id, "path",
-                               it->ev.path, "status", "done", "sop_instance_uid", mdb_msg_instance_sop_uid(&it->ev),
-                               "updated_at", now);
+        json_t *jf =
+            json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s}", "_id", id, "job_id", it->ev.job_id, "path", it->ev.path,
+                      "status", "done", "sop_instance_uid", mdb_msg_instance_sop_uid(&it->ev), "updated_at", now);
         docs_push_json(&g->job_files, jf);
         json_decref(jf);
         free(id);
@@ -701,14 +702,13 @@ int main(int argc, char **argv)
     memcpy(sorted, secs, sizeof secs);
     qsort(sorted, (size_t)o.repeats, sizeof *sorted, cmp_double);
     double median = o.repeats % 2 ? sorted[o.repeats / 2] : (sorted[o.repeats / 2 - 1] + sorted[o.repeats / 2]) / 2;
-    json_t *out = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:I, s:f}", "bench",
-                            o.cmd, "mode", refshape ? "per-document" : o.mode, "files", (json_int_t)npaths, "failed",
-                            (json_int_t)failed, "instances", (json_int_t)ninst, "series", (json_int_t)nseries,
-                            "studies", (json_int_t)nstudies, "conflicts", (json_int_t)nconf, "batch",
-                            (json_int_t)o.batch, "prepare_seconds", prep,
-                            "median_seconds", median, "instances_per_s", median > 0 ? (double)ninst / median : 0.0,
-                            "round_trips", (json_int_t)rts, "round_trips_per_instance",
-                            ninst ? (double)rts / (double)ninst : 0.0);
+    json_t *out =
+        json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:I, s:f}", "bench", o.cmd, "mode",
+                  refshape ? "per-document" : o.mode, "files", (json_int_t)npaths, "failed", (json_int_t)failed,
+                  "instances", (json_int_t)ninst, "series", (json_int_t)nseries, "studies", (json_int_t)nstudies,
+                  "conflicts", (json_int_t)nconf, "batch", (json_int_t)o.batch, "prepare_seconds", prep,
+                  "median_seconds", median, "instances_per_s", median > 0 ? (double)ninst / median : 0.0, "round_trips",
+                  (json_int_t)rts, "round_trips_per_instance", ninst ? (double)rts / (double)ninst : 0.0);
     json_t *arr = json_array();
     for (int r = 0; r < o.repeats; r++)
         json_array_append_new(arr, json_real(secs[r]));

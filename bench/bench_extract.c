@@ -75,8 +75,10 @@ static pass_t pass_extract(char **paths, size_t n, const mdb_features_t *fs, mdb
         mdb_error_t err;
         const char *event = NULL, *key = NULL;
         size_t len = 0;
-        if (fd < 0 || !mdb_extract_fd_event(ctx, fs, fd, NULL, "bench-job", paths[i], mdb_features_name(fs), &event,
-                                            &len, &key, &err) || !key || len == 0)
+        if (fd < 0 ||
+            !mdb_extract_fd_event(ctx, fs, fd, NULL, "bench-job", paths[i], mdb_features_name(fs), &event, &len, &key,
+                                  &err) ||
+            !key || len == 0)
             p.failures++;
         if (fd >= 0)
             close(fd);
@@ -147,8 +149,9 @@ int main(int argc, char **argv)
     }
     pass_t best = {0};
     for (int r = 0; r <= rounds; r++) {
-        pass_t p = extract ? pass_extract(paths, n, fs, ctx) : !strcmp(argv[1], "io") ? pass_io(paths, n)
-                                                                                        : pass_bare(paths, n);
+        pass_t p = extract                  ? pass_extract(paths, n, fs, ctx)
+                   : !strcmp(argv[1], "io") ? pass_io(paths, n)
+                                            : pass_bare(paths, n);
         if (r == 0)
             continue; /* warm-up */
         if (r == 1 || p.cpu < best.cpu)

@@ -220,8 +220,9 @@ void cli_print_job(FILE *out, const bson_t *job, size_t max_errors)
             (long long)failed, (long long)(total - done - failed > 0 ? total - done - failed : 0));
     int64_t flagged = mdb_jobs_doc_int(job, "files_flagged");
     if (flagged > 0)
-        fprintf(out, "flagged     %lld of the done files are damaged (catalogued with an integrity flag: "
-                     "instances?integrity=exists:true)\n",
+        fprintf(out,
+                "flagged     %lld of the done files are damaged (catalogued with an integrity flag: "
+                "instances?integrity=exists:true)\n",
                 (long long)flagged);
     fprintf(out, "instances   %lld linked\n", (long long)mdb_jobs_doc_int(job, "instances_linked"));
     if (bson_iter_init_find(&it, job, "retries") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr)) {
@@ -246,7 +247,9 @@ void cli_print_job(FILE *out, const bson_t *job, size_t max_errors)
                         (long long)mdb_jobs_doc_int(&sel, "files"), reason ? "; " : "", reason ? reason : "");
             else
                 fprintf(out, "  %-50s %s%s%s\n", str_or(&sel, "selector", "?"),
-                        !strcmp(status, "not_found") ? "NOT FOUND" : !strcmp(status, "refused") ? "REFUSED" : status,
+                        !strcmp(status, "not_found") ? "NOT FOUND"
+                        : !strcmp(status, "refused") ? "REFUSED"
+                                                     : status,
                         reason ? ": " : "", reason ? reason : "");
         }
         if (n == 0)
@@ -262,12 +265,14 @@ void cli_print_job(FILE *out, const bson_t *job, size_t max_errors)
             if (n++ == 0)
                 fprintf(out, "retrievals  (%lld expected)\n", (long long)mdb_jobs_doc_int(job, "retrieve_total"));
             const char *reason = mdb_jobs_doc_str(&r, "reason");
-            fprintf(out, "  %-40s %-10s from %s: %lld stud%s, %lld/%lld instance(s) landed, %lld missing, %lld attempt(s)%s%s\n",
-                    str_or(&r, "selector", "?"), str_or(&r, "status", "?"), str_or(&r, "source", "?"),
-                    (long long)mdb_jobs_doc_int(&r, "studies"), mdb_jobs_doc_int(&r, "studies") == 1 ? "y" : "ies",
-                    (long long)mdb_jobs_doc_int(&r, "landed"), (long long)mdb_jobs_doc_int(&r, "expected"),
-                    (long long)mdb_jobs_doc_int(&r, "missing_count"), (long long)mdb_jobs_doc_int(&r, "attempts"),
-                    reason ? "; " : "", reason ? reason : "");
+            fprintf(
+                out,
+                "  %-40s %-10s from %s: %lld stud%s, %lld/%lld instance(s) landed, %lld missing, %lld attempt(s)%s%s\n",
+                str_or(&r, "selector", "?"), str_or(&r, "status", "?"), str_or(&r, "source", "?"),
+                (long long)mdb_jobs_doc_int(&r, "studies"), mdb_jobs_doc_int(&r, "studies") == 1 ? "y" : "ies",
+                (long long)mdb_jobs_doc_int(&r, "landed"), (long long)mdb_jobs_doc_int(&r, "expected"),
+                (long long)mdb_jobs_doc_int(&r, "missing_count"), (long long)mdb_jobs_doc_int(&r, "attempts"),
+                reason ? "; " : "", reason ? reason : "");
         }
     }
     if (bson_iter_init_find(&it, job, "errors") && BSON_ITER_HOLDS_ARRAY(&it) && bson_iter_recurse(&it, &arr)) {
@@ -285,8 +290,8 @@ void cli_print_job(FILE *out, const bson_t *job, size_t max_errors)
                 continue;
             const char *path = mdb_jobs_doc_str(&e, "path");
             const char *msg = mdb_jobs_doc_str(&e, "message");
-            fprintf(out, "  [%s] %s%s%s%s%s\n", str_or(&e, "stage", "?"), str_or(&e, "error", "?"),
-                    path ? " " : "", path ? path : "", msg ? ": " : "", msg ? msg : "");
+            fprintf(out, "  [%s] %s%s%s%s%s\n", str_or(&e, "stage", "?"), str_or(&e, "error", "?"), path ? " " : "",
+                    path ? path : "", msg ? ": " : "", msg ? msg : "");
         }
     }
 }

@@ -65,8 +65,8 @@ static int collection_create(mdb_config_t *cfg, int argc, char **argv)
     char now[40];
     mdb_msg_now_iso(now, sizeof now);
     bson_t *sel = BCON_NEW("_id", BCON_UTF8(name));
-    bson_t *upd = BCON_NEW("$setOnInsert", "{", "description", BCON_UTF8(desc), "cases", "[", "]", "job_ids", "[",
-                           "]", "rev", BCON_INT64(0), "created_at", BCON_UTF8(now), "updated_at", BCON_UTF8(now), "}");
+    bson_t *upd = BCON_NEW("$setOnInsert", "{", "description", BCON_UTF8(desc), "cases", "[", "]", "job_ids", "[", "]",
+                           "rev", BCON_INT64(0), "created_at", BCON_UTF8(now), "updated_at", BCON_UTF8(now), "}");
     mdb_ops_result_t res;
     mdb_error_t err = {0};
     bson_t *doc = NULL;
@@ -150,8 +150,8 @@ static void append_case(bson_t *arr, size_t i, const mdb_case_t *c)
 /* Compare the manifest with the collection: new cases go to fresh; problems
  * (same case_id with other data, an accession owned by another case) are
  * reported with the manifest line. Returns the number of problems. */
-static size_t merge_check(const mdb_cases_t *existing, const mdb_cases_t *manifest, mdb_cases_t *fresh,
-                          size_t *already, bool *oom)
+static size_t merge_check(const mdb_cases_t *existing, const mdb_cases_t *manifest, mdb_cases_t *fresh, size_t *already,
+                          bool *oom)
 {
     size_t problems = 0;
     mdb_strmap_t *by_id = mdb_strmap_new(), *by_acc = mdb_strmap_new();
@@ -180,8 +180,9 @@ static size_t merge_check(const mdb_cases_t *existing, const mdb_cases_t *manife
             if (mdb_case_equal(&existing->v[e->value], c)) {
                 (*already)++;
             } else {
-                fprintf(stderr, "line %d: case '%s' is already in the collection with a different patient or "
-                                "accession numbers\n",
+                fprintf(stderr,
+                        "line %d: case '%s' is already in the collection with a different patient or "
+                        "accession numbers\n",
                         c->line, c->case_id);
                 problems++;
             }
@@ -264,8 +265,9 @@ static int collection_add_cases(mdb_config_t *cfg, int argc, char **argv)
             break;
         }
         if (nbad) {
-            fprintf(stderr, "metadb collection add-cases: %zu problem%s with the collection's cases; nothing was added\n",
-                    nbad, nbad == 1 ? "" : "s");
+            fprintf(stderr,
+                    "metadb collection add-cases: %zu problem%s with the collection's cases; nothing was added\n", nbad,
+                    nbad == 1 ? "" : "s");
             break;
         }
         if (fresh.n == 0) {
@@ -349,8 +351,7 @@ static void list_row(const bson_t *doc)
            mdb_jobs_doc_str(doc, "description") ? mdb_jobs_doc_str(doc, "description") : "");
 }
 
-static const cli_listing_t COLLECTIONS = {"collection", MDB_COLLECTIONS_COLL, list_header, list_row,
-                                          print_collection};
+static const cli_listing_t COLLECTIONS = {"collection", MDB_COLLECTIONS_COLL, list_header, list_row, print_collection};
 
 int mdb_cmd_collection(mdb_config_t *cfg, int argc, char **argv)
 {

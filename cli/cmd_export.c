@@ -28,15 +28,14 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: metadb export studies|series|instances [--FIELD VALUE ...] [--where FIELD=EXPR ...]\n"
-            "                     [--fields F1,study.F2,...] [--sort [-]FIELD,...] [--limit N]\n"
-            "                     [--format csv|json|ndjson] [--output FILE]\n"
-            "       metadb export manifest studies|series|instances [filters] [--format csv|json|ndjson]\n"
-            "                     [--output FILE] [--sidecar FILE]\n\n"
-            "Writes every row matching the filters (those of `metadb query`), the same bytes as\n"
-            "GET /api/<level>?format=...; manifest writes one line per file (path, SOP/series/study UID,\n"
-            "size) and --sidecar a JSON description of the cohort (query, counts, catalogue, version).\n");
+    fprintf(out, "usage: metadb export studies|series|instances [--FIELD VALUE ...] [--where FIELD=EXPR ...]\n"
+                 "                     [--fields F1,study.F2,...] [--sort [-]FIELD,...] [--limit N]\n"
+                 "                     [--format csv|json|ndjson] [--output FILE]\n"
+                 "       metadb export manifest studies|series|instances [filters] [--format csv|json|ndjson]\n"
+                 "                     [--output FILE] [--sidecar FILE]\n\n"
+                 "Writes every row matching the filters (those of `metadb query`), the same bytes as\n"
+                 "GET /api/<level>?format=...; manifest writes one line per file (path, SOP/series/study UID,\n"
+                 "size) and --sidecar a JSON description of the cohort (query, counts, catalogue, version).\n");
 }
 
 typedef struct {
@@ -225,8 +224,8 @@ int mdb_cmd_export(mdb_config_t *cfg, int argc, char **argv)
         json_decref(sc);
     }
     if (o.output && strcmp(o.output, "-") != 0)
-        fprintf(stderr, "%s: %lld %s to %s\n", cmd, (long long)(manifest ? files : rows),
-                manifest ? "files" : "rows", o.output);
+        fprintf(stderr, "%s: %lld %s to %s\n", cmd, (long long)(manifest ? files : rows), manifest ? "files" : "rows",
+                o.output);
     rc = 0;
 done:
     if (out && out != stdout)

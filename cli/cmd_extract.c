@@ -124,8 +124,8 @@ int mdb_cmd_extract(mdb_config_t *cfg, int argc, char **argv)
         int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block; the reader refuses it */
         if (fd < 0)
             mdb_error_set(&err, MDB_ERR_DICOM, MDB_DICOM_EUNREADABLE, "cannot open: %s", strerror(errno));
-        bool ok = fd >= 0 && mdb_extract_fd_event(ctx, fs, fd, cs, job_id, path, mdb_features_name(fs), &event,
-                                                  &len, NULL, &err);
+        bool ok = fd >= 0 &&
+                  mdb_extract_fd_event(ctx, fs, fd, cs, job_id, path, mdb_features_name(fs), &event, &len, NULL, &err);
         if (fd >= 0)
             close(fd);
         free(canon);
@@ -136,9 +136,9 @@ int mdb_cmd_extract(mdb_config_t *cfg, int argc, char **argv)
             continue;
         }
         json_error_t je;
-        json_t *o = ok ? json_loadb(event, len, 0, &je)
-                       : json_pack("{s:s, s:s, s:s}", "path", path, "error", mdb_extract_reason(&err), "message",
-                                   err.message);
+        json_t *o =
+            ok ? json_loadb(event, len, 0, &je)
+               : json_pack("{s:s, s:s, s:s}", "path", path, "error", mdb_extract_reason(&err), "message", err.message);
         if (!ok)
             rc = 1;
         if (!o) {

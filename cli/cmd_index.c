@@ -55,15 +55,14 @@ static void print_summary(const char *root, const mdb_catalog_stats_t *st, bool 
 {
     double rate = st->elapsed_s > 0 ? (double)st->files_indexed / st->elapsed_s : 0;
     if (json) {
-        json_t *o = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f}", "root",
-                              root, "ok", ok, "dirs_visited", (json_int_t)st->dirs_visited, "dirs_scanned",
-                              (json_int_t)st->dirs_scanned, "dirs_unchanged", (json_int_t)st->dirs_unchanged,
-                              "dirs_removed", (json_int_t)st->dirs_removed, "dirs_failed",
-                              (json_int_t)st->dirs_failed, "files_indexed", (json_int_t)st->files_indexed,
-                              "files_cataloged", (json_int_t)st->files_cataloged, "nondicom_skipped",
-                              (json_int_t)st->nondicom, "symlinks_refused", (json_int_t)st->symlinks_refused,
-                              "symlinks_skipped", (json_int_t)st->symlinks_skipped, "series",
-                              (json_int_t)st->series, "elapsed_s", st->elapsed_s, "files_per_s", rate);
+        json_t *o = json_pack(
+            "{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f}", "root", root, "ok", ok,
+            "dirs_visited", (json_int_t)st->dirs_visited, "dirs_scanned", (json_int_t)st->dirs_scanned,
+            "dirs_unchanged", (json_int_t)st->dirs_unchanged, "dirs_removed", (json_int_t)st->dirs_removed,
+            "dirs_failed", (json_int_t)st->dirs_failed, "files_indexed", (json_int_t)st->files_indexed,
+            "files_cataloged", (json_int_t)st->files_cataloged, "nondicom_skipped", (json_int_t)st->nondicom,
+            "symlinks_refused", (json_int_t)st->symlinks_refused, "symlinks_skipped", (json_int_t)st->symlinks_skipped,
+            "series", (json_int_t)st->series, "elapsed_s", st->elapsed_s, "files_per_s", rate);
         if (o && error)
             json_object_set_new(o, "error", json_string(error));
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;

@@ -192,7 +192,8 @@ static bool consumed_since(json_t *prev, json_t *cur, double *delta)
             continue;
         json_array_foreach(json_object_get(prev, "partitions"), j, pp)
         {
-            if (json_integer_value(json_object_get(pp, "partition")) != json_integer_value(json_object_get(pc, "partition")))
+            if (json_integer_value(json_object_get(pp, "partition")) !=
+                json_integer_value(json_object_get(pc, "partition")))
                 continue;
             json_t *c0 = json_object_get(pp, "committed");
             if (json_is_integer(c0)) {
@@ -221,8 +222,8 @@ static void print_table(FILE *out, json_t *doc, json_t *prev, double dt)
         if (t && (int)strlen(t) > wt)
             wt = (int)strlen(t);
     }
-    fprintf(out, "%-*s  %-*s  %9s  %12s  %12s  %10s  %s\n", wg, "GROUP", wt, "TOPIC", "PARTITION", "COMMITTED",
-            "HIGH", "LAG", "OWNER");
+    fprintf(out, "%-*s  %-*s  %9s  %12s  %12s  %10s  %s\n", wg, "GROUP", wt, "TOPIC", "PARTITION", "COMMITTED", "HIGH",
+            "LAG", "OWNER");
     json_array_foreach(json_object_get(doc, "groups"), i, e)
     {
         const char *g = json_string_value(json_object_get(e, "group"));
@@ -246,8 +247,8 @@ static void print_table(FILE *out, json_t *doc, json_t *prev, double dt)
                     perr ? perr : "");
         }
         json_int_t total = json_integer_value(json_object_get(e, "total_lag"));
-        fprintf(out, "%-*s  %-*s  %9s  %12s  %12s  %10" JSON_INTEGER_FORMAT "  state %s, %" JSON_INTEGER_FORMAT
-                     " member%s",
+        fprintf(out,
+                "%-*s  %-*s  %9s  %12s  %12s  %10" JSON_INTEGER_FORMAT "  state %s, %" JSON_INTEGER_FORMAT " member%s",
                 wg, g, wt, t, "total", "", "", total, state ? state : "?", members, members == 1 ? "" : "s");
         const char *terr = json_string_value(json_object_get(e, "error"));
         if (terr)

@@ -340,8 +340,8 @@ static int run_query(mdb_config_t *cfg, mdb_query_t *q, int level, fmt_t fmt, bo
     mdb_progress_destroy(bar);
     bar = NULL;
     if (fmt == FMT_JSON) {
-        json_t *out = json_pack("{s:I, s:I, s:O}", "total", (json_int_t)total, "count", (json_int_t)shown, "items",
-                                all_items);
+        json_t *out =
+            json_pack("{s:I, s:I, s:O}", "total", (json_int_t)total, "count", (json_int_t)shown, "items", all_items);
         json_dumpf(out, stdout, JSON_INDENT(2));
         fputc('\n', stdout);
         json_decref(out);
@@ -417,8 +417,7 @@ static int cmd_raw(mdb_config_t *cfg, int argc, char **argv)
     /* --collection overrides; a bare filter object (no known keys) is accepted too. */
     if (json_is_object(j) && !json_object_get(j, "filter") && !json_object_get(j, "collection") &&
         !json_object_get(j, "parents") && !json_object_get(j, "sort") && !json_object_get(j, "projection") &&
-        !json_object_get(j, "limit") &&
-        !json_object_get(j, "skip") && json_object_size(j) > 0) {
+        !json_object_get(j, "limit") && !json_object_get(j, "skip") && json_object_size(j) > 0) {
         json_t *wrapped = json_pack("{s:o}", "filter", j);
         j = wrapped;
     }

@@ -24,14 +24,15 @@ typedef enum { NL_TABLE, NL_JSON, NL_CSV } nl_fmt_t;
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: metadb query nl [--format table|json|csv] [--limit N] [--offset N]\n"
-                 "                       [--reference-date YYYY-MM-DD] [--offline] [--explain] WORDS...\n"
-                 "example: metadb query nl \"thin-slice chest CT series from 2000 to 2001, Siemens scanners\"\n"
-                 "  understood: modalities (CT, MRI, x-ray...), body parts (chest, lung, head...), manufacturers\n"
-                 "  seen in the data, \"thin slice\" (<= %.1f mm), numbers with mm/kV, dates and ranges\n"
-                 "  (\"2000 to 2001\", \"after March 2001\", \"last 5 years\"), negation (\"not\", \"without\",\n"
-                 "  \"excluding\"), patients, accessions, UIDs, descriptions in quotes, metadata keywords,\n"
-                 "  and the level: studies, series or images.\n",
+    fprintf(out,
+            "usage: metadb query nl [--format table|json|csv] [--limit N] [--offset N]\n"
+            "                       [--reference-date YYYY-MM-DD] [--offline] [--explain] WORDS...\n"
+            "example: metadb query nl \"thin-slice chest CT series from 2000 to 2001, Siemens scanners\"\n"
+            "  understood: modalities (CT, MRI, x-ray...), body parts (chest, lung, head...), manufacturers\n"
+            "  seen in the data, \"thin slice\" (<= %.1f mm), numbers with mm/kV, dates and ranges\n"
+            "  (\"2000 to 2001\", \"after March 2001\", \"last 5 years\"), negation (\"not\", \"without\",\n"
+            "  \"excluding\"), patients, accessions, UIDs, descriptions in quotes, metadata keywords,\n"
+            "  and the level: studies, series or images.\n",
             MDB_NL_THIN_SLICE_MM);
 }
 
@@ -114,10 +115,9 @@ static void print_reading(FILE *tx, const mdb_nl_result_t *r, const json_t *igno
 {
     size_t i;
     json_t *c;
-    json_array_foreach(mdb_nl_result_corrections(r), i, c)
-        fprintf(tx, "%s%s → %s (%s)\n", i ? "             " : "read as:     ",
-                json_string_value(json_object_get(c, "from")), json_string_value(json_object_get(c, "to")),
-                json_string_value(json_object_get(c, "kind")));
+    json_array_foreach(mdb_nl_result_corrections(r), i, c) fprintf(
+        tx, "%s%s → %s (%s)\n", i ? "             " : "read as:     ", json_string_value(json_object_get(c, "from")),
+        json_string_value(json_object_get(c, "to")), json_string_value(json_object_get(c, "kind")));
     if (!mdb_nl_result_partial(r)) {
         fprintf(tx, "confidence:  complete\n");
         return;

@@ -121,9 +121,12 @@ static bool db_load(mdb_mongo_t *m, db_t *d, mdb_error_t *err)
         const char *coll;
         const bson_t *proj;
         json_t *out;
-    } steps[] = {{MDB_DOCS_STUDIES, NULL, st},           {MDB_DOCS_SERIES, NULL, se},
-                 {MDB_DOCS_INSTANCES, iproj, d->instances}, {MDB_DOCS_CONFLICTS, NULL, d->conflicts},
-                 {MDB_JOBS_COLL, jproj, jobs},           {MDB_COLLECTIONS_COLL, NULL, cols}};
+    } steps[] = {{MDB_DOCS_STUDIES, NULL, st},
+                 {MDB_DOCS_SERIES, NULL, se},
+                 {MDB_DOCS_INSTANCES, iproj, d->instances},
+                 {MDB_DOCS_CONFLICTS, NULL, d->conflicts},
+                 {MDB_JOBS_COLL, jproj, jobs},
+                 {MDB_COLLECTIONS_COLL, NULL, cols}};
     bool ok = st && se && jobs && cols && d->instances && d->conflicts;
     /* a progress bar on a terminal (per collection read), nothing on a pipe */
     mdb_progress_t *bar = mdb_progress_new(stderr, "reconcile", "docs", -1);
@@ -153,7 +156,8 @@ static bool db_load(mdb_mongo_t *m, db_t *d, mdb_error_t *err)
             const char *id = json_string_value(json_object_get(j, "_id"));
             json_t *c = json_object_get(j, "collection");
             if (id)
-                json_object_set_new(d->jobs, id, json_is_string(c) && json_string_length(c) ? json_incref(c) : json_null());
+                json_object_set_new(d->jobs, id,
+                                    json_is_string(c) && json_string_length(c) ? json_incref(c) : json_null());
         }
         ok = d->studies && d->series && d->collections && d->jobs;
     }
@@ -295,8 +299,9 @@ static bool conflict_names(const db_t *d, const char *kind, const char *uid, con
         if (strcmp(json_string_value(json_object_get(c, "kind")) ? json_string_value(json_object_get(c, "kind")) : "",
                    kind))
             continue;
-        if (uid && !strcmp(json_string_value(json_object_get(c, "uid")) ? json_string_value(json_object_get(c, "uid")) : "",
-                           uid))
+        if (uid &&
+            !strcmp(json_string_value(json_object_get(c, "uid")) ? json_string_value(json_object_get(c, "uid")) : "",
+                    uid))
             return true;
         json_t *vals = json_object_get(c, "values");
         for (size_t k = 0; value && k < json_array_size(vals); k++) {
@@ -332,8 +337,9 @@ static void check_completeness(report_t *r, const char *sid, json_t *a)
                     missing += (long long)(v[i] - v[i - 1] - 1);
                 }
             if (missing)
-                problem(r, "instance_number_gap", "series %s: %lld InstanceNumber(s) missing between %g and %g, first %lld",
-                        sid, missing, v[0], v[n - 1], first);
+                problem(r, "instance_number_gap",
+                        "series %s: %lld InstanceNumber(s) missing between %g and %g, first %lld", sid, missing, v[0],
+                        v[n - 1], first);
             free(v);
         }
     }
@@ -376,7 +382,8 @@ static json_t *missing_union(const json_t *have, const json_t *want)
         const char *w = json_string_value(json_array_get(want, i));
         bool found = false;
         for (size_t k = 0; w && k < json_array_size(have) && !found; k++)
-            found = json_string_value(json_array_get(have, k)) && !strcmp(json_string_value(json_array_get(have, k)), w);
+            found =
+                json_string_value(json_array_get(have, k)) && !strcmp(json_string_value(json_array_get(have, k)), w);
         if (w && !found) {
             json_array_append(u, json_array_get(want, i));
             added = true;
@@ -414,7 +421,8 @@ static bool case_matches(const json_t *study, const json_t *cases)
         json_t *accs = json_object_get(c, "accession_numbers");
         if (json_array_size(accs) > 0) {
             for (size_t k = 0; acc && *acc && k < json_array_size(accs); k++)
-                if (json_string_value(json_array_get(accs, k)) && !strcmp(json_string_value(json_array_get(accs, k)), acc))
+                if (json_string_value(json_array_get(accs, k)) &&
+                    !strcmp(json_string_value(json_array_get(accs, k)), acc))
                     return true;
         } else if (cp && *cp && pid && !strcmp(cp, pid)) {
             return true;
@@ -432,14 +440,15 @@ static void check_collections(report_t *r, const db_t *d, const char *id, const 
             continue;
         json_t *col = json_object_get(d->collections, c);
         if (!col) {
-            problem(r, "collection_missing", "%s %s names collection '%s', which does not exist", study ? "study" : "series",
-                    id, c);
+            problem(r, "collection_missing", "%s %s names collection '%s', which does not exist",
+                    study ? "study" : "series", id, c);
             continue;
         }
         json_t *cases = json_object_get(col, "cases");
         if (study && json_array_size(cases) > 0 && !case_matches(doc, cases))
-            problem(r, "collection_link_without_case", "study %s is in collection '%s' but matches none of its %zu case(s)",
-                    id, c, json_array_size(cases));
+            problem(r, "collection_link_without_case",
+                    "study %s is in collection '%s' but matches none of its %zu case(s)", id, c,
+                    json_array_size(cases));
     }
 }
 
@@ -575,7 +584,8 @@ static void analyse(const db_t *d, report_t *r)
             continue;
         if (conflict_names(d, "instance_parent", iid, NULL) || conflict_names(d, "series_parent", se, NULL))
             continue;
-        problem(r, "instance_parent_mismatch", "instance %s: study %s, but its series %s is in study %s", iid, st, se, sst);
+        problem(r, "instance_parent_mismatch", "instance %s: study %s, but its series %s is in study %s", iid, st, se,
+                sst);
     }
     json_decref(g.series);
     json_decref(g.study);
@@ -732,8 +742,8 @@ static bool repair_derived(repair_t *rp, const report_t *r, const char *now, siz
     json_t *v;
     json_object_foreach(r->fix_count, id, v)
     {
-        json_array_append_new(series_ops, json_pack("{s:s, s:{s:O, s:s}}", "id", id, "set", "instance_count", v,
-                                                    "updated_at", now));
+        json_array_append_new(
+            series_ops, json_pack("{s:s, s:{s:O, s:s}}", "id", id, "set", "instance_count", v, "updated_at", now));
     }
     json_object_foreach(json_object_get(r->fix_links, "series"), id, v)
     {
@@ -837,8 +847,8 @@ static bool setup_extraction(repair_t *rp, mdb_error_t *err)
                       "rebuilding documents re-reads their files: set archive.roots (only files below them are read)");
         return false;
     }
-    rp->sets = mdb_featuresets_new(mdb_config_get(rp->cfg, "features.dir"), mdb_config_get(rp->cfg, "features.default"),
-                                   err);
+    rp->sets =
+        mdb_featuresets_new(mdb_config_get(rp->cfg, "features.dir"), mdb_config_get(rp->cfg, "features.default"), err);
     if (!rp->sets)
         return false;
     rp->ctx = mdb_extract_ctx_new((size_t)mdb_config_get_int(rp->cfg, "worker.max_header_bytes"));

@@ -66,8 +66,8 @@ static int researcher_add(mdb_config_t *cfg, int argc, char **argv)
     char now[40];
     mdb_msg_now_iso(now, sizeof now);
     bson_t *sel = BCON_NEW("_id", BCON_UTF8(id));
-    bson_t *upd = BCON_NEW("$setOnInsert", "{", "name", BCON_UTF8(name), "email", BCON_UTF8(email), "job_ids", "[",
-                           "]", "created_at", BCON_UTF8(now), "updated_at", BCON_UTF8(now), "}");
+    bson_t *upd = BCON_NEW("$setOnInsert", "{", "name", BCON_UTF8(name), "email", BCON_UTF8(email), "job_ids", "[", "]",
+                           "created_at", BCON_UTF8(now), "updated_at", BCON_UTF8(now), "}");
     bson_t *doc = NULL;
     mdb_ops_result_t res;
     mdb_error_t err = {0};
@@ -91,8 +91,7 @@ static int researcher_add(mdb_config_t *cfg, int argc, char **argv)
         printf("researcher %s already exists (unchanged)\n", id);
         rc = 0;
     } else if (!update) {
-        fprintf(stderr,
-                "metadb researcher add: researcher %s exists as \"%s\" <%s>; use --update to change it\n", id,
+        fprintf(stderr, "metadb researcher add: researcher %s exists as \"%s\" <%s>; use --update to change it\n", id,
                 old_name ? old_name : "", old_email ? old_email : "");
     } else {
         bson_t *set = BCON_NEW("$set", "{", "name", BCON_UTF8(name), "email", BCON_UTF8(email), "updated_at",

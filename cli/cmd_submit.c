@@ -18,20 +18,19 @@
 
 static void submit_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: metadb submit --researcher R --collection C [selectors] [--features NAME]\n"
-            "       [--source archive|auto|pacs:NAME]  (where the studies come from; docs/pacs.md)\n"
-            "                     [--job-id ID] [--wait [--timeout S]] [--json]\n"
-            "selectors (any combination, at least one; each flag takes one or more values):\n"
-            "  --accession A...   AccessionNumber\n"
-            "  --patient P...     PatientID\n"
-            "  --study UID...     StudyInstanceUID\n"
-            "  --series UID...    SeriesInstanceUID\n"
-            "  --path FILE...     explicit files (must lie under archive.roots)\n"
-            "  --manifest CSV     cases file (case_id,patient_id,accession_numbers): each case selects its\n"
-            "                     accession numbers, or its patient when it has none\n"
-            "  --all-cases        every case of the collection\n"
-            "exit codes with --wait: 0 completed, 3 completed with errors, 1 failed, 4 timeout\n");
+    fprintf(out, "usage: metadb submit --researcher R --collection C [selectors] [--features NAME]\n"
+                 "       [--source archive|auto|pacs:NAME]  (where the studies come from; docs/pacs.md)\n"
+                 "                     [--job-id ID] [--wait [--timeout S]] [--json]\n"
+                 "selectors (any combination, at least one; each flag takes one or more values):\n"
+                 "  --accession A...   AccessionNumber\n"
+                 "  --patient P...     PatientID\n"
+                 "  --study UID...     StudyInstanceUID\n"
+                 "  --series UID...    SeriesInstanceUID\n"
+                 "  --path FILE...     explicit files (must lie under archive.roots)\n"
+                 "  --manifest CSV     cases file (case_id,patient_id,accession_numbers): each case selects its\n"
+                 "                     accession numbers, or its patient when it has none\n"
+                 "  --all-cases        every case of the collection\n"
+                 "exit codes with --wait: 0 completed, 3 completed with errors, 1 failed, 4 timeout\n");
 }
 
 /* Collect the values following argv[*i] up to the next option. */

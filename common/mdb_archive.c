@@ -166,8 +166,7 @@ char *mdb_archive_resolve(const mdb_archive_t *a, const char *path, const char *
         return NULL;
     }
     if (a->nroots == 0) {
-        mdb_error_set(err, MDB_ERR_SECURITY, EACCES, "'%s' refused: no archive roots configured (archive.roots)",
-                      path);
+        mdb_error_set(err, MDB_ERR_SECURITY, EACCES, "'%s' refused: no archive roots configured (archive.roots)", path);
         return NULL;
     }
     char *c = canonical(path, err, "path");
@@ -202,8 +201,11 @@ int mdb_archive_open_ex(const mdb_archive_t *a, const char *path, char **canonic
     int fd = open(c, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
-        mdb_error_set(err, e == ELOOP ? MDB_ERR_SECURITY : e == ENOENT ? MDB_ERR_NOTFOUND : MDB_ERR_IO, e,
-                      "open '%s': %s", c, e == ELOOP ? "became a symlink after the check" : strerror(e));
+        mdb_error_set(err,
+                      e == ELOOP    ? MDB_ERR_SECURITY
+                      : e == ENOENT ? MDB_ERR_NOTFOUND
+                                    : MDB_ERR_IO,
+                      e, "open '%s': %s", c, e == ELOOP ? "became a symlink after the check" : strerror(e));
         free(c);
         return -1;
     }

@@ -45,10 +45,10 @@ static const key_def_t schema[] = {
 
 /* METADB_* variables that belong to scripts (deploy, tests), not to the schema. */
 static const char *const env_ignore[] = {
-    "METADB_CONFIG",     "METADB_HOME",      "METADB_STATE",      "METADB_STATE_DIR",
-    "METADB_LOG_DIR",    "METADB_PREFIX",    "METADB_KAFKA_PORT", "METADB_KAFKA_CONTROLLER_PORT",
-    "METADB_MONGO_PORT", "METADB_KAFKA_HOME", "METADB_PG_PORT",   "METADB_PG_BINDIR", "METADB_JAVA_HOME",
-    "METADB_PARTITIONS", "METADB_VERSION",   NULL,
+    "METADB_CONFIG",     "METADB_HOME",       "METADB_STATE",      "METADB_STATE_DIR",
+    "METADB_LOG_DIR",    "METADB_PREFIX",     "METADB_KAFKA_PORT", "METADB_KAFKA_CONTROLLER_PORT",
+    "METADB_MONGO_PORT", "METADB_KAFKA_HOME", "METADB_PG_PORT",    "METADB_PG_BINDIR",
+    "METADB_JAVA_HOME",  "METADB_PARTITIONS", "METADB_VERSION",    NULL,
 };
 /* Prefixes of script-owned variables. */
 static const char *const env_ignore_prefix[] = {"METADB_TEST_", "METADB_DEPLOY_", "METADB_CI_", NULL};
@@ -151,8 +151,7 @@ static char *read_secret_file(const char *key, const char *path, mdb_error_t *er
     if (n < 0) {
         free(line);
         if (bad) {
-            mdb_error_set(err, MDB_ERR_CONFIG, e, "config key '%s': cannot read file '%s': %s", key, path,
-                          strerror(e));
+            mdb_error_set(err, MDB_ERR_CONFIG, e, "config key '%s': cannot read file '%s': %s", key, path, strerror(e));
             return NULL;
         }
         return strdup(""); /* empty file = empty value */
@@ -285,8 +284,7 @@ static bool validate(const key_def_t *d, const char *value, mdb_error_t *err)
         if (!enum_has(d->spec, value)) {
             const char *choices = strchr(d->spec, '|');
             mdb_error_set(err, MDB_ERR_CONFIG, 0, "config key '%s': '%s' is not one of %s", d->name,
-                          shown(value, sb, sizeof sb),
-                          choices ? choices + 1 : "");
+                          shown(value, sb, sizeof sb), choices ? choices + 1 : "");
             return false;
         }
         return true;
@@ -317,8 +315,8 @@ static bool validate_passthrough(const char *key, const char *value, mdb_error_t
     return true;
 }
 
-static bool set_passthrough(mdb_config_t *cfg, const char *key, char *value /* owned */,
-                            mdb_config_source_t src, mdb_error_t *err)
+static bool set_passthrough(mdb_config_t *cfg, const char *key, char *value /* owned */, mdb_config_source_t src,
+                            mdb_error_t *err)
 {
     for (size_t i = 0; i < cfg->npass; i++) {
         if (strcmp(cfg->pass[i].name, key))
@@ -354,8 +352,7 @@ oom:
     return false;
 }
 
-bool mdb_config_set(mdb_config_t *cfg, const char *key, const char *value, mdb_config_source_t src,
-                    mdb_error_t *err)
+bool mdb_config_set(mdb_config_t *cfg, const char *key, const char *value, mdb_config_source_t src, mdb_error_t *err)
 {
     char *v = NULL;
     if (!cfg || !key || !value) {
@@ -584,8 +581,8 @@ bool mdb_config_load_all(mdb_config_t *cfg, int argc, char **argv, int *first_re
         keybuf[nl] = '\0';
         if (!mdb_config_is_key(keybuf)) {
             if (looks_like_config_key(keybuf, nl)) {
-                mdb_error_set(err, MDB_ERR_CONFIG, 0, "unknown configuration key '%s' (flag --%s; its value is not shown)",
-                              keybuf, keybuf);
+                mdb_error_set(err, MDB_ERR_CONFIG, 0,
+                              "unknown configuration key '%s' (flag --%s; its value is not shown)", keybuf, keybuf);
                 return false;
             }
             rest = i;

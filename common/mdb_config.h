@@ -47,8 +47,7 @@ void mdb_config_destroy(mdb_config_t *cfg); /* accepts NULL */
 
 /* Set key from a given source. A lower-precedence source never overrides a
  * higher one already set. Validates key and type (int/bool/enum). */
-bool mdb_config_set(mdb_config_t *cfg, const char *key, const char *value, mdb_config_source_t src,
-                    mdb_error_t *err);
+bool mdb_config_set(mdb_config_t *cfg, const char *key, const char *value, mdb_config_source_t src, mdb_error_t *err);
 
 /* Parse "key = value" lines (# comments, blank lines). Errors name file:line and key. */
 bool mdb_config_load_file(mdb_config_t *cfg, const char *path, mdb_error_t *err);

@@ -58,8 +58,8 @@ typedef struct {
     mdb_kafka_consumer_t *consumer;
     mdb_metrics_t *metrics;
     mdb_lag_gauge_t *lag;
-    const char *group;  /* the consumer group (a value of cfg) */
-    bool driver_ready;  /* mongoc_init ran: close runs mongoc_cleanup */
+    const char *group; /* the consumer group (a value of cfg) */
+    bool driver_ready; /* mongoc_init ran: close runs mongoc_cleanup */
 } mdb_daemon_t;
 
 /* mongoc_init, libmongoc's logs routed into mdb_log, the SIGINT/SIGTERM

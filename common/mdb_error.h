@@ -12,15 +12,15 @@ extern "C" {
 
 typedef enum {
     MDB_ERR_NONE = 0,
-    MDB_ERR_CONFIG,  /* bad/unknown configuration key or value */
-    MDB_ERR_KAFKA,   /* librdkafka error (errstr copied) */
-    MDB_ERR_MONGO,   /* libmongoc error (bson_error_t copied) */
-    MDB_ERR_MSG,     /* message failed validation */
-    MDB_ERR_DICOM,   /* DICOM read/parse error */
-    MDB_ERR_IO,      /* file system error */
-    MDB_ERR_SYSTEM,  /* OOM, libc failures */
-    MDB_ERR_SECURITY,/* path outside archive root, auth */
-    MDB_ERR_QUERY,   /* invalid query/filter */
+    MDB_ERR_CONFIG,   /* bad/unknown configuration key or value */
+    MDB_ERR_KAFKA,    /* librdkafka error (errstr copied) */
+    MDB_ERR_MONGO,    /* libmongoc error (bson_error_t copied) */
+    MDB_ERR_MSG,      /* message failed validation */
+    MDB_ERR_DICOM,    /* DICOM read/parse error */
+    MDB_ERR_IO,       /* file system error */
+    MDB_ERR_SYSTEM,   /* OOM, libc failures */
+    MDB_ERR_SECURITY, /* path outside archive root, auth */
+    MDB_ERR_QUERY,    /* invalid query/filter */
     MDB_ERR_NOTFOUND
 } mdb_error_domain_t;
 
@@ -33,8 +33,7 @@ typedef struct {
 } mdb_error_t;
 
 /* Fill err (if non-NULL) with a printf-formatted message; truncates safely. */
-void mdb_error_set(mdb_error_t *err, int domain, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+void mdb_error_set(mdb_error_t *err, int domain, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Prefix an existing message with context: "ctx: old message". */
 void mdb_error_prefix(mdb_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -25,9 +25,10 @@ int64_t mdb_kafka_now_ms(void)
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    int l = level <= LOG_ERR ? MDB_LOG_ERROR : level == LOG_WARNING ? MDB_LOG_WARN
-                                           : level <= LOG_INFO      ? MDB_LOG_INFO
-                                                                    : MDB_LOG_DEBUG;
+    int l = level <= LOG_ERR       ? MDB_LOG_ERROR
+            : level == LOG_WARNING ? MDB_LOG_WARN
+            : level <= LOG_INFO    ? MDB_LOG_INFO
+                                   : MDB_LOG_DEBUG;
     if (l <= mdb_log_current_level)
         mdb_log_write(l, NULL, NULL, "rdkafka %s [%s]: %s", rk ? rd_kafka_name(rk) : "?", fac, buf);
 }
@@ -90,9 +91,8 @@ bool mdb_kafka_conf_consumer(rd_kafka_conf_t *conf, const mdb_config_t *cfg, con
     return conf_set(conf, "group.id", group, err) && conf_set(conf, "auto.offset.reset", "earliest", err) &&
            conf_set(conf, "enable.auto.commit", "true", err) &&
            conf_set(conf, "auto.commit.interval.ms", "1000", err) &&
-           conf_set(conf, "enable.auto.offset.store", "false", err) &&
-           conf_set(conf, "session.timeout.ms", num, err) && conf_set(conf, "enable.partition.eof", "false", err) &&
-           mdb_kafka_conf_apply(conf, cfg, err);
+           conf_set(conf, "enable.auto.offset.store", "false", err) && conf_set(conf, "session.timeout.ms", num, err) &&
+           conf_set(conf, "enable.partition.eof", "false", err) && mdb_kafka_conf_apply(conf, cfg, err);
 }
 
 rd_kafka_t *mdb_kafka_client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, void *opaque, const char *what,

@@ -29,13 +29,12 @@ typedef struct mdb_kafka_producer mdb_kafka_producer_t;
 typedef void (*mdb_kafka_dr_fn)(void *msg_opaque, bool ok, const char *errstr, void *ud);
 
 /* New idempotent producer from cfg (kafka.brokers + pass-through). dr may be NULL. */
-mdb_kafka_producer_t *mdb_kafka_producer_new(const mdb_config_t *cfg, mdb_kafka_dr_fn dr, void *ud,
-                                             mdb_error_t *err);
+mdb_kafka_producer_t *mdb_kafka_producer_new(const mdb_config_t *cfg, mdb_kafka_dr_fn dr, void *ud, mdb_error_t *err);
 
 /* Enqueue a copy of key/value on topic (partition chosen by key hash).
  * Retries on queue-full after polling, up to ~30 s. Returns false on other errors. */
-bool mdb_kafka_produce(mdb_kafka_producer_t *p, const char *topic, const void *key, size_t keylen,
-                       const void *value, size_t len, void *msg_opaque, mdb_error_t *err);
+bool mdb_kafka_produce(mdb_kafka_producer_t *p, const char *topic, const void *key, size_t keylen, const void *value,
+                       size_t len, void *msg_opaque, mdb_error_t *err);
 
 /* Serve delivery reports; returns number of events served. */
 int mdb_kafka_producer_poll(mdb_kafka_producer_t *p, int timeout_ms);
@@ -70,9 +69,8 @@ typedef void (*mdb_kafka_rebalance_fn)(void *ud, bool assigned, bool lost,
 /* Join `group` and subscribe to topics. auto.offset.reset=earliest,
  * enable.auto.commit=true (commits only *stored* offsets, every 1 s),
  * enable.auto.offset.store=false. rebalance may be NULL. */
-mdb_kafka_consumer_t *mdb_kafka_consumer_new(const mdb_config_t *cfg, const char *group,
-                                             const char *const *topics, size_t ntopics,
-                                             mdb_kafka_rebalance_fn rebalance, void *ud,
+mdb_kafka_consumer_t *mdb_kafka_consumer_new(const mdb_config_t *cfg, const char *group, const char *const *topics,
+                                             size_t ntopics, mdb_kafka_rebalance_fn rebalance, void *ud,
                                              mdb_error_t *err);
 
 /* Next message or NULL on timeout. Errors that are only informational
@@ -81,14 +79,13 @@ mdb_kafka_consumer_t *mdb_kafka_consumer_new(const mdb_config_t *cfg, const char
  * MDB_ERR_NONE for a plain timeout and MDB_ERR_KAFKA (message filled, also
  * logged at warn) for a transient consumer error such as an unknown topic.
  * The rebalance callback runs inside this call, on the caller's thread. */
-rd_kafka_message_t *mdb_kafka_consumer_poll(mdb_kafka_consumer_t *c, int timeout_ms, bool *fatal,
-                                            mdb_error_t *err);
+rd_kafka_message_t *mdb_kafka_consumer_poll(mdb_kafka_consumer_t *c, int timeout_ms, bool *fatal, mdb_error_t *err);
 
 /* Mark offset (the message's own offset; the wrapper stores offset+1) as done.
  * Fails (code RD_KAFKA_RESP_ERR__STATE) if the partition is no longer assigned
  * to this member: that work will be redone by the new owner. */
-bool mdb_kafka_consumer_store(mdb_kafka_consumer_t *c, const char *topic, int32_t partition,
-                              int64_t offset, mdb_error_t *err);
+bool mdb_kafka_consumer_store(mdb_kafka_consumer_t *c, const char *topic, int32_t partition, int64_t offset,
+                              mdb_error_t *err);
 
 /* Commit stored offsets now (sync=true waits for the broker). */
 bool mdb_kafka_consumer_commit(mdb_kafka_consumer_t *c, bool sync, mdb_error_t *err);
@@ -102,8 +99,8 @@ void mdb_kafka_consumer_destroy(mdb_kafka_consumer_t *c);
 
 /* ---- admin ---- */
 /* Create topics that do not exist yet (existing ones are left alone). */
-bool mdb_kafka_ensure_topics(const mdb_config_t *cfg, const char *const *topics, size_t ntopics,
-                             int partitions, mdb_error_t *err);
+bool mdb_kafka_ensure_topics(const mdb_config_t *cfg, const char *const *topics, size_t ntopics, int partitions,
+                             mdb_error_t *err);
 
 /* Delete topics (tests clean up with it); topics that do not exist are fine. */
 bool mdb_kafka_delete_topics(const mdb_config_t *cfg, const char *const *topics, size_t ntopics, mdb_error_t *err);

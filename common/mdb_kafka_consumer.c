@@ -18,8 +18,7 @@ struct mdb_kafka_consumer {
     void *ud;
 };
 
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic_partition_list_t *parts,
-                         void *opaque)
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     mdb_kafka_consumer_t *c = opaque;
     bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
@@ -27,7 +26,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic_p
     rd_kafka_resp_err_t rerr = RD_KAFKA_RESP_ERR_NO_ERROR;
 
     if (e == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        MDB_LOG(MDB_LOG_INFO, "kafka: assigned %d partition(s) (%s)", parts->cnt, cooperative ? "cooperative" : "eager");
+        MDB_LOG(MDB_LOG_INFO, "kafka: assigned %d partition(s) (%s)", parts->cnt,
+                cooperative ? "cooperative" : "eager");
         if (cooperative)
             aerr = rd_kafka_incremental_assign(rk, parts);
         else
@@ -61,9 +61,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic_p
         MDB_LOG(MDB_LOG_ERROR, "kafka: (un)assign failed: %s", rd_kafka_err2str(rerr));
 }
 
-mdb_kafka_consumer_t *mdb_kafka_consumer_new(const mdb_config_t *cfg, const char *group,
-                                             const char *const *topics, size_t ntopics,
-                                             mdb_kafka_rebalance_fn rebalance, void *ud, mdb_error_t *err)
+mdb_kafka_consumer_t *mdb_kafka_consumer_new(const mdb_config_t *cfg, const char *group, const char *const *topics,
+                                             size_t ntopics, mdb_kafka_rebalance_fn rebalance, void *ud,
+                                             mdb_error_t *err)
 {
     rd_kafka_topic_partition_list_t *subs = NULL;
     mdb_kafka_consumer_t *c = calloc(1, sizeof *c);
@@ -130,7 +130,8 @@ rd_kafka_message_t *mdb_kafka_consumer_poll(mdb_kafka_consumer_t *c, int timeout
     if (fe || e == RD_KAFKA_RESP_ERR__FATAL) {
         if (fatal)
             *fatal = true;
-        mdb_error_set(err, MDB_ERR_KAFKA, fe ? fe : e, "fatal consumer error: %s", fe ? fatalstr : rd_kafka_message_errstr(m));
+        mdb_error_set(err, MDB_ERR_KAFKA, fe ? fe : e, "fatal consumer error: %s",
+                      fe ? fatalstr : rd_kafka_message_errstr(m));
     } else {
         mdb_error_set(err, MDB_ERR_KAFKA, e, "consumer error%s%s: %s", m->rkt ? " on " : "",
                       m->rkt ? rd_kafka_topic_name(m->rkt) : "", rd_kafka_message_errstr(m));

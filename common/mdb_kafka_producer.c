@@ -39,8 +39,7 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaqu
         p->dr(msg->_private, ok, ok ? NULL : rd_kafka_err2str(msg->err), p->ud);
 }
 
-mdb_kafka_producer_t *mdb_kafka_producer_new(const mdb_config_t *cfg, mdb_kafka_dr_fn dr, void *ud,
-                                             mdb_error_t *err)
+mdb_kafka_producer_t *mdb_kafka_producer_new(const mdb_config_t *cfg, mdb_kafka_dr_fn dr, void *ud, mdb_error_t *err)
 {
     mdb_kafka_producer_t *p = calloc(1, sizeof *p);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -64,8 +63,8 @@ fail:
     return NULL;
 }
 
-bool mdb_kafka_produce(mdb_kafka_producer_t *p, const char *topic, const void *key, size_t keylen,
-                       const void *value, size_t len, void *msg_opaque, mdb_error_t *err)
+bool mdb_kafka_produce(mdb_kafka_producer_t *p, const char *topic, const void *key, size_t keylen, const void *value,
+                       size_t len, void *msg_opaque, mdb_error_t *err)
 {
     int64_t deadline = mdb_kafka_now_ms() + QUEUE_FULL_RETRY_MS;
     for (;;) {
@@ -73,9 +72,8 @@ bool mdb_kafka_produce(mdb_kafka_producer_t *p, const char *topic, const void *k
          * thread's poll before producev even returns. */
         atomic_fetch_add(&p->outstanding, 1);
         rd_kafka_resp_err_t e = rd_kafka_producev(
-            p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, keylen),
-            RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
+            p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, keylen), RD_KAFKA_V_VALUE((void *)value, len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
             return true;
         atomic_fetch_sub(&p->outstanding, 1);

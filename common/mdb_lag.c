@@ -250,11 +250,10 @@ static json_t *describe_groups(rd_kafka_t *rk, rd_kafka_queue_t *q, const char *
                                               "host", rd_kafka_MemberDescription_host(md)));
             }
         }
-        json_object_set_new(
-            out, rd_kafka_ConsumerGroupDescription_group_id(d),
-            json_pack("{s:s, s:I, s:o}", "state",
-                      rd_kafka_consumer_group_state_name(rd_kafka_ConsumerGroupDescription_state(d)), "members",
-                      (json_int_t)members, "owners", owners));
+        json_object_set_new(out, rd_kafka_ConsumerGroupDescription_group_id(d),
+                            json_pack("{s:s, s:I, s:o}", "state",
+                                      rd_kafka_consumer_group_state_name(rd_kafka_ConsumerGroupDescription_state(d)),
+                                      "members", (json_int_t)members, "owners", owners));
     }
 done:
     rd_kafka_AdminOptions_destroy(opts);
@@ -272,7 +271,8 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* Topics to show for a group: committed ones plus the known metadb topic. */
-static json_t *group_topics(const mdb_config_t *cfg, const char *group, const rd_kafka_topic_partition_list_t *committed)
+static json_t *group_topics(const mdb_config_t *cfg, const char *group,
+                            const rd_kafka_topic_partition_list_t *committed)
 {
     json_t *set = json_object();
     static const struct {
@@ -354,11 +354,10 @@ static json_t *topic_entry(rd_kafka_t *rk, const rd_kafka_metadata_t *md, const 
         for (int32_t p = 0; p <= maxp; p++)
             for (int i = 0; i < mt->partition_cnt; i++)
                 if (mt->partitions[i].id == p)
-                    json_array_append_new(parts,
-                                          partition_row(rk, topic, p, committed_offset(committed, topic, p), owners, &total));
+                    json_array_append_new(
+                        parts, partition_row(rk, topic, p, committed_offset(committed, topic, p), owners, &total));
     } else {
-        json_object_set_new(entry, "error",
-                            json_string(mt ? rd_kafka_err2str(mt->err) : "topic does not exist"));
+        json_object_set_new(entry, "error", json_string(mt ? rd_kafka_err2str(mt->err) : "topic does not exist"));
         for (int i = 0; committed && i < committed->cnt; i++)
             if (!strcmp(committed->elems[i].topic, topic))
                 json_array_append_new(parts, partition_row(rk, topic, committed->elems[i].partition,
@@ -450,8 +449,8 @@ json_t *mdb_lag_collect(const mdb_config_t *cfg, const char *const *groups, size
         committed = NULL;
     }
     iso_now(now, sizeof now);
-    out = json_pack("{s:s, s:s, s:I, s:O}", "brokers", mdb_config_get(cfg, "kafka.brokers"), "time", now,
-                    "total_lag", (json_int_t)grand, "groups", entries);
+    out = json_pack("{s:s, s:s, s:I, s:O}", "brokers", mdb_config_get(cfg, "kafka.brokers"), "time", now, "total_lag",
+                    (json_int_t)grand, "groups", entries);
     if (!out)
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
 done:

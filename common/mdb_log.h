@@ -28,16 +28,16 @@ extern int mdb_log_current_level;
 void mdb_log_write(int level, const char *job, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-#define MDB_LOG(level, ...)                                                  \
-    do {                                                                     \
-        if ((level) <= mdb_log_current_level)                                \
-            mdb_log_write((level), NULL, NULL, __VA_ARGS__);                 \
+#define MDB_LOG(level, ...)                                                                                            \
+    do {                                                                                                               \
+        if ((level) <= mdb_log_current_level)                                                                          \
+            mdb_log_write((level), NULL, NULL, __VA_ARGS__);                                                           \
     } while (0)
 
-#define MDB_LOGX(level, job, path, ...)                                      \
-    do {                                                                     \
-        if ((level) <= mdb_log_current_level)                                \
-            mdb_log_write((level), (job), (path), __VA_ARGS__);              \
+#define MDB_LOGX(level, job, path, ...)                                                                                \
+    do {                                                                                                               \
+        if ((level) <= mdb_log_current_level)                                                                          \
+            mdb_log_write((level), (job), (path), __VA_ARGS__);                                                        \
     } while (0)
 
 /* Rate-limit warnings and errors: at most burst lines per call site (format

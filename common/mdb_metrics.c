@@ -301,8 +301,7 @@ static double resident_bytes(void)
     return (double)rss * (double)sysconf(_SC_PAGESIZE);
 }
 
-static void render_series_name(out_t *o, const char *name, const char *suffix, const char *labels,
-                               const char *extra)
+static void render_series_name(out_t *o, const char *name, const char *suffix, const char *labels, const char *extra)
 {
     bool has = labels && *labels;
     bool hasx = extra && *extra;
@@ -355,8 +354,9 @@ char *mdb_metrics_render(mdb_metrics_t *m)
     }
     pthread_mutex_unlock(&m->lock);
     fmt_double(num, sizeof num, resident_bytes());
-    out_printf(&o, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-                   "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %s\n",
+    out_printf(&o,
+               "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+               "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %s\n",
                num);
     if (o.oom) {
         free(o.buf);
@@ -395,8 +395,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         if (!body)
             return send_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain", "out of memory\n",
                              MHD_RESPMEM_PERSISTENT);
-        return send_text(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", body,
-                         MHD_RESPMEM_MUST_FREE);
+        return send_text(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", body, MHD_RESPMEM_MUST_FREE);
     }
     if (!strcmp(url, "/") || !strcmp(url, "/healthz"))
         return send_text(conn, MHD_HTTP_OK, "text/plain", "ok: metrics on /metrics\n", MHD_RESPMEM_PERSISTENT);

@@ -141,13 +141,12 @@ static json_t *parse_envelope(const char *kind, const char *buf, size_t len, siz
     json_error_t jerr;
     json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: malformed JSON at line %d column %d: %s", kind,
-                      jerr.line, jerr.column, jerr.text);
+        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: malformed JSON at line %d column %d: %s", kind, jerr.line,
+                      jerr.column, jerr.text);
         return NULL;
     }
     if (!json_is_object(root)) {
-        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: expected a JSON object, got %s", kind,
-                      type_name(root));
+        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: expected a JSON object, got %s", kind, type_name(root));
         json_decref(root);
         return NULL;
     }
@@ -155,11 +154,10 @@ static json_t *parse_envelope(const char *kind, const char *buf, size_t len, siz
     if (!v) {
         mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: missing field 'v'", kind);
     } else if (!json_is_integer(v)) {
-        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field 'v': expected integer, got %s", kind,
-                      type_name(v));
+        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field 'v': expected integer, got %s", kind, type_name(v));
     } else if (json_integer_value(v) != MDB_MSG_VERSION) {
-        mdb_error_set(err, MDB_ERR_MSG, EPROTO, "%s message: unsupported version v=%lld (this build reads v=%d)",
-                      kind, (long long)json_integer_value(v), MDB_MSG_VERSION);
+        mdb_error_set(err, MDB_ERR_MSG, EPROTO, "%s message: unsupported version v=%lld (this build reads v=%d)", kind,
+                      (long long)json_integer_value(v), MDB_MSG_VERSION);
     } else {
         return root;
     }
@@ -215,8 +213,7 @@ static bool check_job_id(const char *kind, const char *id, mdb_error_t *err)
     }
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)id[i] < 0x20 || id[i] == 0x7f) {
-            mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field 'job_id': contains a control character",
-                          kind);
+            mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field 'job_id': contains a control character", kind);
             return false;
         }
     return true;
@@ -228,8 +225,8 @@ static bool get_strv(const char *kind, json_t *obj, const char *name, mdb_strv_t
     if (!j || json_is_null(j))
         return true;
     if (!json_is_array(j)) {
-        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s': expected array of strings, got %s", kind,
-                      name, type_name(j));
+        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s': expected array of strings, got %s", kind, name,
+                      type_name(j));
         return false;
     }
     size_t i;
@@ -237,13 +234,13 @@ static bool get_strv(const char *kind, json_t *obj, const char *name, mdb_strv_t
     json_array_foreach(j, i, e)
     {
         if (!json_is_string(e)) {
-            mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s[%zu]': expected string, got %s", kind,
-                          name, i, type_name(e));
+            mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s[%zu]': expected string, got %s", kind, name,
+                          i, type_name(e));
             return false;
         }
         if (strlen(json_string_value(e)) != json_string_length(e)) {
-            mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s[%zu]': contains a NUL character", kind,
-                          name, i);
+            mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s[%zu]': contains a NUL character", kind, name,
+                          i);
             return false;
         }
         if (!mdb_strv_push(out, json_string_value(e))) {
@@ -295,8 +292,8 @@ static bool get_int(const char *kind, json_t *obj, const char *objname, const ch
         return false;
     }
     if (!json_is_integer(j)) {
-        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s.%s': expected integer, got %s", kind,
-                      objname, name, type_name(j));
+        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s.%s': expected integer, got %s", kind, objname,
+                      name, type_name(j));
         return false;
     }
     *out = json_integer_value(j);
@@ -312,13 +309,12 @@ static bool check_uid(const char *kind, json_t *obj, const char *objname, const 
         return false;
     }
     if (!json_is_string(j)) {
-        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s.%s': expected string, got %s", kind,
-                      objname, name, type_name(j));
+        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s.%s': expected string, got %s", kind, objname,
+                      name, type_name(j));
         return false;
     }
     if (json_string_length(j) == 0) {
-        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s.%s': must not be empty", kind, objname,
-                      name);
+        mdb_error_set(err, MDB_ERR_MSG, EINVAL, "%s message: field '%s.%s': must not be empty", kind, objname, name);
         return false;
     }
     return true;
@@ -434,14 +430,12 @@ char *mdb_msg_job_encode(const mdb_job_msg_t *m)
 {
     json_t *o = new_envelope();
     bool ok = o && put_str(o, "job_id", m->job_id) && put_str(o, "researcher_id", m->researcher_id) &&
-              put_str(o, "collection", m->collection) &&
-              put_strv(o, "accession_numbers", &m->accession_numbers) &&
+              put_str(o, "collection", m->collection) && put_strv(o, "accession_numbers", &m->accession_numbers) &&
               put_strv(o, "patient_ids", &m->patient_ids) && put_strv(o, "study_uids", &m->study_uids) &&
               put_strv(o, "series_uids", &m->series_uids) &&
               json_object_set_new(o, "all_cases", json_boolean(m->all_cases)) == 0 &&
               put_str(o, "feature_set", m->feature_set) && put_str(o, "submitted_at", m->submitted_at) &&
-              put_str(o, "retry_of", m->retry_of) && put_strv(o, "paths", &m->paths) &&
-              put_str(o, "source", m->source);
+              put_str(o, "retry_of", m->retry_of) && put_strv(o, "paths", &m->paths) && put_str(o, "source", m->source);
     return dump_and_free(o, ok);
 }
 
@@ -480,8 +474,8 @@ bool mdb_msg_file_decode(const char *buf, size_t len, size_t max_bytes, mdb_file
     json_t *root = parse_envelope(FILEK, buf, len, max_bytes, err);
     if (!root)
         return false;
-    bool ok = get_str(FILEK, root, "job_id", REQUIRED, &out->job_id, err) &&
-              check_job_id(FILEK, out->job_id, err) && get_str(FILEK, root, "path", REQUIRED, &out->path, err) &&
+    bool ok = get_str(FILEK, root, "job_id", REQUIRED, &out->job_id, err) && check_job_id(FILEK, out->job_id, err) &&
+              get_str(FILEK, root, "path", REQUIRED, &out->path, err) &&
               get_str(FILEK, root, "selector", OPTIONAL, &out->selector, err) &&
               get_str(FILEK, root, "feature_set", OPTIONAL, &out->feature_set, err);
     json_decref(root);
@@ -513,8 +507,7 @@ void mdb_msg_file_clear(mdb_file_msg_t *m)
 
 static const char INST[] = "instance";
 
-bool mdb_msg_instance_decode(const char *buf, size_t len, size_t max_bytes, mdb_instance_msg_t *out,
-                             mdb_error_t *err)
+bool mdb_msg_instance_decode(const char *buf, size_t len, size_t max_bytes, mdb_instance_msg_t *out, mdb_error_t *err)
 {
     return mdb_msg_instance_decode_root(buf, len, max_bytes, out, NULL, err);
 }
@@ -537,8 +530,7 @@ bool mdb_msg_instance_decode_root(const char *buf, size_t len, size_t max_bytes,
               check_uid(INST, out->series, "series", "SeriesInstanceUID", err) &&
               get_obj(INST, root, "instance", &out->instance, err) &&
               check_uid(INST, out->instance, "instance", "SOPInstanceUID", err) &&
-              get_obj(INST, root, "file", &file, err) &&
-              get_int(INST, file, "file", "size", &out->file_size, err) &&
+              get_obj(INST, root, "file", &file, err) && get_int(INST, file, "file", "size", &out->file_size, err) &&
               get_int(INST, file, "file", "mtime", &out->file_mtime, err);
     if (ok && out->file_size < 0) {
         mdb_error_set(err, MDB_ERR_MSG, EINVAL, "instance message: field 'file.size': must not be negative, got %lld",
@@ -569,8 +561,7 @@ char *mdb_msg_instance_encode(const mdb_instance_msg_t *m)
     json_t *o = new_envelope();
     json_t *file = json_object();
     bool ok = o && file && put_str(o, "job_id", m->job_id) && put_str(o, "path", m->path) &&
-              put_obj(o, "study", m->study) && put_obj(o, "series", m->series) &&
-              put_obj(o, "instance", m->instance) &&
+              put_obj(o, "study", m->study) && put_obj(o, "series", m->series) && put_obj(o, "instance", m->instance) &&
               json_object_set_new(file, "size", json_integer(m->file_size)) == 0 &&
               json_object_set_new(file, "mtime", json_integer(m->file_mtime)) == 0 &&
               json_object_set(o, "file", file) == 0;
@@ -621,8 +612,8 @@ static bool check_stage(const char *stage, mdb_error_t *err)
     for (int i = 0; stages[i]; i++)
         if (!strcmp(stage, stages[i]))
             return true;
-    mdb_error_set(err, MDB_ERR_MSG, EINVAL, "dlq message: field 'stage': '%.64s' is not one of producer|worker|linker|api",
-                  stage);
+    mdb_error_set(err, MDB_ERR_MSG, EINVAL,
+                  "dlq message: field 'stage': '%.64s' is not one of producer|worker|linker|api", stage);
     return false;
 }
 

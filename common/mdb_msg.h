@@ -47,11 +47,11 @@ typedef struct {
     mdb_strv_t study_uids;
     mdb_strv_t series_uids;
     bool all_cases;
-    char *feature_set;   /* may be NULL = default */
-    char *submitted_at;  /* ISO 8601, may be NULL */
-    char *retry_of;      /* set by `metadb retry`: the job whose failed files are re-published */
-    mdb_strv_t paths;    /* explicit file paths (retry), each must be under an archive root */
-    char *source;        /* NULL/"archive" = the catalogue; "pacs:NAME" = that PACS; "auto" = catalogue, then the PACS */
+    char *feature_set;  /* may be NULL = default */
+    char *submitted_at; /* ISO 8601, may be NULL */
+    char *retry_of;     /* set by `metadb retry`: the job whose failed files are re-published */
+    mdb_strv_t paths;   /* explicit file paths (retry), each must be under an archive root */
+    char *source;       /* NULL/"archive" = the catalogue; "pacs:NAME" = that PACS; "auto" = catalogue, then the PACS */
 } mdb_job_msg_t;
 
 /* metadb.files, key path */
@@ -66,7 +66,7 @@ typedef struct {
 typedef struct {
     char *job_id;
     char *path;
-    json_t *study;    /* objects (owned references) */
+    json_t *study; /* objects (owned references) */
     json_t *series;
     json_t *instance;
     int64_t file_size;
@@ -92,15 +92,14 @@ bool mdb_msg_file_decode(const char *buf, size_t len, size_t max_bytes, mdb_file
 char *mdb_msg_file_encode(const mdb_file_msg_t *m);
 void mdb_msg_file_clear(mdb_file_msg_t *m);
 
-bool mdb_msg_instance_decode(const char *buf, size_t len, size_t max_bytes, mdb_instance_msg_t *out,
-                             mdb_error_t *err);
+bool mdb_msg_instance_decode(const char *buf, size_t len, size_t max_bytes, mdb_instance_msg_t *out, mdb_error_t *err);
 /* As mdb_msg_instance_decode; on success *root (if root is not NULL) gets the
  * whole parsed message (new reference, caller decrefs) for the fields the
  * struct does not carry ("dicom", "feature_set"), so a consumer needing them
  * parses the event once (JSON parsing is most of the linker's CPU time).
  * On failure *root is NULL. */
-bool mdb_msg_instance_decode_root(const char *buf, size_t len, size_t max_bytes, mdb_instance_msg_t *out,
-                                  json_t **root, mdb_error_t *err);
+bool mdb_msg_instance_decode_root(const char *buf, size_t len, size_t max_bytes, mdb_instance_msg_t *out, json_t **root,
+                                  mdb_error_t *err);
 char *mdb_msg_instance_encode(const mdb_instance_msg_t *m);
 void mdb_msg_instance_clear(mdb_instance_msg_t *m);
 /* The event's StudyInstanceUID / SeriesInstanceUID / SOPInstanceUID: read from

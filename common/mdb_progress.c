@@ -102,8 +102,8 @@ size_t mdb_progress_format(char *buf, size_t cap, const char *label, int64_t don
             snprintf(eta, sizeof eta, "  ETA %s", e);
         }
         mdb_progress_group(t, sizeof t, total);
-        len = snprintf(buf, cap, "%-10s %s %3d%%  %s/%s%s%s  %s%s%s%s%s", label ? label : "", bar, (int)(frac * 100),
-                       d, t, unit ? " " : "", unit ? unit : "", el, rate, eta, note ? "  " : "", note ? note : "");
+        len = snprintf(buf, cap, "%-10s %s %3d%%  %s/%s%s%s  %s%s%s%s%s", label ? label : "", bar, (int)(frac * 100), d,
+                       t, unit ? " " : "", unit ? unit : "", el, rate, eta, note ? "  " : "", note ? note : "");
     } else {
         len = snprintf(buf, cap, "%-10s %s%s%s  %s%s%s%s", label ? label : "", d, unit ? " " : "", unit ? unit : "", el,
                        rate, note ? "  " : "", note ? note : "");

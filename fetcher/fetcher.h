@@ -27,12 +27,12 @@ bool fetcher_land_path(char *buf, size_t cap, const char *root, const char *sour
 
 /* The sink context of one retrieval (fetcher_land_sink is its mdb_source_sink_fn). */
 typedef struct {
-    const char *root;     /* landing root (fetcher.root) */
-    const char *source;   /* source name (a path component) */
-    const char *spool;    /* <root>/.spool: temp files, same file system */
-    const char *study;    /* the study being retrieved: other studies are refused */
-    int64_t landed_new;   /* files renamed into place by this retrieval */
-    int64_t landed_dup;   /* files already there (nothing moved twice) */
+    const char *root;   /* landing root (fetcher.root) */
+    const char *source; /* source name (a path component) */
+    const char *spool;  /* <root>/.spool: temp files, same file system */
+    const char *study;  /* the study being retrieved: other studies are refused */
+    int64_t landed_new; /* files renamed into place by this retrieval */
+    int64_t landed_dup; /* files already there (nothing moved twice) */
     uint64_t bytes;
 } fetcher_land_t;
 
@@ -51,8 +51,8 @@ typedef struct {
     mdb_kafka_producer_t *kp;
     const char *topic_files;
     const char *topic_dlq;
-    const char *root;  /* fetcher.root (canonical) */
-    char spool[4096];  /* <root>/.spool */
+    const char *root; /* fetcher.root (canonical) */
+    char spool[4096]; /* <root>/.spool */
     mdb_source_config_t *sources;
     size_t n_sources;
     size_t max_message_bytes;

@@ -70,8 +70,7 @@ static bool fsync_path(const char *path, int flags)
 }
 
 /* Write bytes to a fresh temp file in the spool; *tmp receives its path. */
-static bool spool_bytes(const fetcher_land_t *l, const void *data, size_t len, char *tmp, size_t cap,
-                        mdb_error_t *err)
+static bool spool_bytes(const fetcher_land_t *l, const void *data, size_t len, char *tmp, size_t cap, mdb_error_t *err)
 {
     snprintf(tmp, cap, "%s/.web-XXXXXX", l->spool);
     int fd = mkstemp(tmp);
@@ -117,8 +116,7 @@ bool fetcher_land_sink(void *ctx, const mdb_source_item_t *item, mdb_error_t *er
     char dest[4200], dir[4200];
     if (!ok) {
         mdb_error_set(err, MDB_ERR_IO, MDB_SOURCE_E_PROTOCOL, "received object is not readable DICOM: %s", e.message);
-    } else if (!v[0] || !v[1] || !v[2] ||
-               !fetcher_land_path(dest, sizeof dest, l->root, l->source, v[0], v[1], v[2])) {
+    } else if (!v[0] || !v[1] || !v[2] || !fetcher_land_path(dest, sizeof dest, l->root, l->source, v[0], v[1], v[2])) {
         mdb_error_set(err, MDB_ERR_IO, MDB_SOURCE_E_PROTOCOL, "received object without valid Study/Series/SOP UIDs");
         ok = false;
     } else if (l->study && strcmp(v[0], l->study) != 0) {

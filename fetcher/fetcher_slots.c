@@ -45,11 +45,11 @@ static int64_t wall_ms(void)
 static bool extend(mdb_mongo_t *m, const char *id, bool take, bool *got, mdb_error_t *err)
 {
     int64_t now = wall_ms();
-    bson_t *sel = take ? BCON_NEW("_id", BCON_UTF8(id), "$or", "[", "{", "until", "{", "$lt", BCON_INT64(now), "}",
-                                  "}", "{", "holder", BCON_UTF8(holder), "}", "]")
+    bson_t *sel = take ? BCON_NEW("_id", BCON_UTF8(id), "$or", "[", "{", "until", "{", "$lt", BCON_INT64(now), "}", "}",
+                                  "{", "holder", BCON_UTF8(holder), "}", "]")
                        : BCON_NEW("_id", BCON_UTF8(id), "holder", BCON_UTF8(holder));
-    bson_t *upd = BCON_NEW("$set", "{", "holder", BCON_UTF8(holder), "until", BCON_INT64(now + FETCHER_SLOT_LEASE_MS),
-                           "}");
+    bson_t *upd =
+        BCON_NEW("$set", "{", "holder", BCON_UTF8(holder), "until", BCON_INT64(now + FETCHER_SLOT_LEASE_MS), "}");
     mdb_ops_result_t res;
     mdb_error_t e = {0};
     bool ok = mdb_ops_update_one(m, SLOTS_COLL, sel, upd, take, &res, &e);
@@ -133,7 +133,8 @@ bool fetcher_slot_acquire(fetcher_t *f, const mdb_source_config_t *sc, char *slo
             return true;
         }
         if (!told)
-            MDB_LOG(MDB_LOG_INFO, "source %s: all %d association slot(s) busy, waiting", sc->name, sc->max_associations);
+            MDB_LOG(MDB_LOG_INFO, "source %s: all %d association slot(s) busy, waiting", sc->name,
+                    sc->max_associations);
         told = true;
         for (int w = 0; w < 3; w++) {
             if (mdb_signal_stop_requested()) {

@@ -250,8 +250,9 @@ static bool retrieve_study(fetcher_t *f, mdb_source_t *src, size_t si, const cha
         if (have_n == exp.n)
             break;
         if (pass > 0)
-            MDB_LOGX(MDB_LOG_WARN, job_id, NULL, "study %s: %zu of %zu instance(s) missing after pass %d: re-requesting",
-                     study, exp.n - have_n, exp.n, pass);
+            MDB_LOGX(MDB_LOG_WARN, job_id, NULL,
+                     "study %s: %zu of %zu instance(s) missing after pass %d: re-requesting", study, exp.n - have_n,
+                     exp.n, pass);
         /* The whole study when nothing is here, else each series missing something. */
         mdb_strv_t series = {0};
         for (size_t i = 0; have_n > 0 && i < exp.n; i++) {
@@ -315,8 +316,8 @@ static bool publish_files(fetcher_t *f, const mdb_retrieve_msg_t *rm, const mdb_
     uint64_t produced = 0;
     bool ok = true;
     for (size_t i = 0; ok && i < files->n; i++) {
-        mdb_file_msg_t fm = {.job_id = rm->job_id, .path = files->v[i], .selector = rm->selector,
-                             .feature_set = rm->feature_set};
+        mdb_file_msg_t fm = {
+            .job_id = rm->job_id, .path = files->v[i], .selector = rm->selector, .feature_set = rm->feature_set};
         char *json = mdb_msg_file_encode(&fm);
         if (!json) {
             mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
@@ -347,10 +348,10 @@ static bool conclude(fetcher_t *f, const mdb_retrieve_msg_t *rm, const mdb_retri
         !mdb_retrieval_finish(f->mongo, rm->job_id, &state, err))
         return false;
     metric_inc(f, "metadb_fetcher_tasks_total", "retrieve tasks finished", rm->source, NULL, 1);
-    MDB_LOGX(MDB_LOG_INFO, rm->job_id, NULL, "%s from %s: %s (%lld studies, %lld/%lld instances, %zu missing)%s%s; job %s",
-             rm->selector, rm->source, mdb_retrieval_status_name(r->status), (long long)r->studies,
-             (long long)r->landed, (long long)r->expected, r->n_missing, r->reason ? ": " : "",
-             r->reason ? r->reason : "", mdb_job_state_name(state));
+    MDB_LOGX(MDB_LOG_INFO, rm->job_id, NULL,
+             "%s from %s: %s (%lld studies, %lld/%lld instances, %zu missing)%s%s; job %s", rm->selector, rm->source,
+             mdb_retrieval_status_name(r->status), (long long)r->studies, (long long)r->landed, (long long)r->expected,
+             r->n_missing, r->reason ? ": " : "", r->reason ? r->reason : "", mdb_job_state_name(state));
     return true;
 }
 
@@ -395,7 +396,8 @@ fetcher_result_t fetcher_handle(fetcher_t *f, const rd_kafka_message_t *msg, mdb
     int state = 0;
     if (!mdb_jobs_get_state(f->mongo, rm.job_id, &state, err)) {
         if (err->domain == MDB_ERR_NOTFOUND) { /* no such job: nothing to fetch for */
-            MDB_LOGX(MDB_LOG_WARN, rm.job_id, NULL, "retrieve task for %s: the job does not exist; ignored", rm.selector);
+            MDB_LOGX(MDB_LOG_WARN, rm.job_id, NULL, "retrieve task for %s: the job does not exist; ignored",
+                     rm.selector);
             res = FETCHER_DONE;
         }
         goto done;

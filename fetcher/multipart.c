@@ -21,14 +21,14 @@
 #define PAT_MAX (4 + MDB_MULTIPART_BOUNDARY_MAX)
 
 enum {
-    ST_PREAMBLE,  /* before the first delimiter */
-    ST_AD_START,  /* just after a delimiter: "--", padding or line end next */
-    ST_AD_DASH,   /* saw one '-' after a delimiter */
-    ST_AD_LWSP,   /* transport padding after a delimiter */
-    ST_AD_CR,     /* CR after a delimiter, LF next */
-    ST_HEADERS,   /* inside a part's header block */
-    ST_DATA,      /* inside a part's content */
-    ST_EPILOGUE,  /* after the close delimiter */
+    ST_PREAMBLE, /* before the first delimiter */
+    ST_AD_START, /* just after a delimiter: "--", padding or line end next */
+    ST_AD_DASH,  /* saw one '-' after a delimiter */
+    ST_AD_LWSP,  /* transport padding after a delimiter */
+    ST_AD_CR,    /* CR after a delimiter, LF next */
+    ST_HEADERS,  /* inside a part's header block */
+    ST_DATA,     /* inside a part's content */
+    ST_EPILOGUE, /* after the close delimiter */
     ST_FAILED
 };
 
@@ -51,10 +51,10 @@ struct mdb_multipart {
     mdb_multipart_callbacks_t cb;
     void *ctx;
     mdb_multipart_limits_t lim;
-    char *raw;           /* the current part's header block as received */
+    char *raw; /* the current part's header block as received */
     size_t raw_len;
-    size_t line_start;   /* offset in raw of the line being received */
-    char *text;          /* parsed headers: NUL-terminated names and values */
+    size_t line_start; /* offset in raw of the line being received */
+    char *text;        /* parsed headers: NUL-terminated names and values */
     header_t *headers;
     size_t nheaders;
     uint64_t part_bytes; /* content bytes of the current part */
@@ -384,12 +384,12 @@ static bool emit(mdb_multipart_t *mp, const void *data, size_t len, mdb_error_t 
         mp->preamble_bytes += len; /* counts the CRLF the scan starts with */
         if (mp->preamble_bytes - 2 > mp->lim.max_preamble_bytes)
             return mp_fail(mp, err, "no boundary \"%s\" within the first %zu bytes", mp->pat + 4,
-                        mp->lim.max_preamble_bytes);
+                           mp->lim.max_preamble_bytes);
         return true;
     }
     if (len > mp->lim.max_part_bytes - mp->part_bytes)
         return mp_fail(mp, err, "part %zu larger than %llu bytes", mp->parts_begun - 1,
-                    (unsigned long long)mp->lim.max_part_bytes);
+                       (unsigned long long)mp->lim.max_part_bytes);
     mp->part_bytes += len;
     if (mp->cb.part_data) {
         mdb_error_t cb_err = {0};
@@ -496,7 +496,8 @@ static bool parse_headers(mdb_multipart_t *mp, mdb_error_t *err)
         }
         const char *colon = memchr(line, ':', len);
         if (colon == NULL)
-            return mp_fail(mp, err, "part %zu: header line without ':' (\"%.*s\")", part, (int)(len < 40 ? len : 40), line);
+            return mp_fail(mp, err, "part %zu: header line without ':' (\"%.*s\")", part, (int)(len < 40 ? len : 40),
+                           line);
         size_t nlen = (size_t)(colon - line);
         while (nlen > 0 && is_ws((unsigned char)line[nlen - 1]))
             nlen--;
@@ -531,7 +532,7 @@ static bool feed_headers(mdb_multipart_t *mp, const uint8_t *p, size_t n, size_t
         size_t seg = nl ? (size_t)(nl - (p + i)) + 1 : n - i;
         if (seg > mp->lim.max_header_bytes - mp->raw_len)
             return mp_fail(mp, err, "part %zu: headers longer than %zu bytes", mp->parts_begun - 1,
-                        mp->lim.max_header_bytes);
+                           mp->lim.max_header_bytes);
         memcpy(mp->raw + mp->raw_len, p + i, seg);
         mp->raw_len += seg;
         i += seg;
@@ -621,8 +622,7 @@ bool mdb_multipart_feed(mdb_multipart_t *mp, const void *data, size_t len, mdb_e
             if (err)
                 *err = mp->failure;
             return false;
-        case ST_EPILOGUE:
-            return true;
+        case ST_EPILOGUE: return true;
         case ST_PREAMBLE:
         case ST_DATA:
             if (!scan(mp, p + i, len - i, &used, &found, err))
@@ -662,19 +662,17 @@ bool mdb_multipart_feed(mdb_multipart_t *mp, const void *data, size_t len, mdb_e
 bool mdb_multipart_finish(mdb_multipart_t *mp, mdb_error_t *err)
 {
     switch (mp->state) {
-    case ST_EPILOGUE:
-        return true;
+    case ST_EPILOGUE: return true;
     case ST_FAILED:
         if (err)
             *err = mp->failure;
         return false;
-    case ST_PREAMBLE:
-        return mp_fail(mp, err, "truncated: the body ended before its first boundary");
+    case ST_PREAMBLE: return mp_fail(mp, err, "truncated: the body ended before its first boundary");
     case ST_HEADERS:
         return mp_fail(mp, err, "truncated: the body ended inside the headers of part %zu", mp->parts_begun - 1);
     case ST_DATA:
         return mp_fail(mp, err, "truncated: the body ended inside part %zu after %llu bytes", mp->parts_begun - 1,
-                    (unsigned long long)mp->part_bytes);
+                       (unsigned long long)mp->part_bytes);
     default:
         return mp_fail(mp, err, "truncated: the body ended after a boundary delimiter without its close delimiter");
     }

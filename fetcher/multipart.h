@@ -29,9 +29,9 @@ extern "C" {
 
 /* The parts of a Content-Type value that matter for a multipart body. */
 typedef struct {
-    char media_type[128];                           /* lower case, e.g. "multipart/related" */
-    char boundary[MDB_MULTIPART_BOUNDARY_MAX + 1];  /* unquoted */
-    char type[128];                                 /* the type= parameter, unquoted, lower case; "" if absent */
+    char media_type[128];                          /* lower case, e.g. "multipart/related" */
+    char boundary[MDB_MULTIPART_BOUNDARY_MAX + 1]; /* unquoted */
+    char type[128];                                /* the type= parameter, unquoted, lower case; "" if absent */
 } mdb_multipart_ctype_t;
 
 /* Parse a Content-Type header value such as

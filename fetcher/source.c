@@ -112,14 +112,13 @@ bool mdb_source_find_studies(mdb_source_t *src, const mdb_source_selector_t *sel
     return src->ops->find_studies(src->state, sel, out, err);
 }
 
-bool mdb_source_list_instances(mdb_source_t *src, const char *study_uid, mdb_source_instances_t *out,
-                               mdb_error_t *err)
+bool mdb_source_list_instances(mdb_source_t *src, const char *study_uid, mdb_source_instances_t *out, mdb_error_t *err)
 {
     return src->ops->list_instances(src->state, study_uid, out, err);
 }
 
-bool mdb_source_retrieve(mdb_source_t *src, const mdb_source_retrieve_t *req, mdb_source_sink_fn sink,
-                         void *sink_ctx, mdb_source_counts_t *counts, mdb_error_t *err)
+bool mdb_source_retrieve(mdb_source_t *src, const mdb_source_retrieve_t *req, mdb_source_sink_fn sink, void *sink_ctx,
+                         mdb_source_counts_t *counts, mdb_error_t *err)
 {
     memset(counts, 0, sizeof *counts);
     counts->completed = counts->failed = counts->warning = -1;
@@ -153,8 +152,7 @@ static uint32_t uid_hash(const char *s)
     return h;
 }
 
-bool mdb_source_test_should_drop(const mdb_source_config_t *cfg, const mdb_source_retrieve_t *req,
-                                 const char *sop_uid)
+bool mdb_source_test_should_drop(const mdb_source_config_t *cfg, const mdb_source_retrieve_t *req, const char *sop_uid)
 {
     if (cfg->test_drop_every <= 0 || !sop_uid || !*sop_uid)
         return false;

@@ -31,8 +31,8 @@
 extern "C" {
 #endif
 
-#define MDB_UID_MAX 65       /* 64 characters + NUL */
-#define MDB_AE_MAX 17        /* 16 characters + NUL */
+#define MDB_UID_MAX 65 /* 64 characters + NUL */
+#define MDB_AE_MAX 17  /* 16 characters + NUL */
 #define MDB_SOURCE_NAME_MAX 64
 
 typedef enum { MDB_SOURCE_DIMSE = 1, MDB_SOURCE_DICOMWEB = 2 } mdb_source_kind_t;
@@ -67,9 +67,9 @@ typedef struct {
     int pause_ms;         /* pause between two retrievals from this source */
     int hours_from;       /* allowed hours [from, to) local time, wrapping midnight; -1 = always */
     int hours_to;
-    int retries;     /* attempts after the first on NETWORK/REFUSED */
-    int backoff_ms;  /* first backoff, doubled per attempt, capped at 60 s */
-    int timeout_s;   /* network timeout of one call (DIMSE ACSE/DIMSE timeout, curl timeout) */
+    int retries;    /* attempts after the first on NETWORK/REFUSED */
+    int backoff_ms; /* first backoff, doubled per attempt, capped at 60 s */
+    int timeout_s;  /* network timeout of one call (DIMSE ACSE/DIMSE timeout, curl timeout) */
     /* Test switch (storage side), pacs.test_drop: off in production. When
      * test_drop_every = N > 0, a received instance whose SOP UID hashes to 0
      * modulo N is dropped: not handed to the sink, yet answered "success" to
@@ -100,8 +100,8 @@ typedef struct {
     char study_uid[MDB_UID_MAX];
     char accession[MDB_UID_MAX];
     char patient_id[MDB_UID_MAX];
-    char date[9];         /* YYYYMMDD or "" */
-    char modalities[64];  /* "CT,SR" (ModalitiesInStudy joined with ',') or "" */
+    char date[9];        /* YYYYMMDD or "" */
+    char modalities[64]; /* "CT,SR" (ModalitiesInStudy joined with ',') or "" */
     char description[128];
     int n_series;
     int n_instances;
@@ -162,13 +162,13 @@ typedef bool (*mdb_source_sink_fn)(void *ctx, const mdb_source_item_t *item, mdb
 /* The peer's own account of a retrieval (C-MOVE final response's counts, or
  * the parts WADO-RS sent), and what reached the sink. */
 typedef struct {
-    int completed; /* sub-operations the peer reports completed (-1 unknown) */
-    int failed;    /* ... failed (-1 unknown) */
-    int warning;   /* ... completed with warning (-1 unknown) */
-    int received;  /* items handed to the sink */
-    int landed;    /* items the sink accepted */
-    int dropped;   /* items dropped by the test switch */
-    uint64_t bytes;/* bytes received */
+    int completed;  /* sub-operations the peer reports completed (-1 unknown) */
+    int failed;     /* ... failed (-1 unknown) */
+    int warning;    /* ... completed with warning (-1 unknown) */
+    int received;   /* items handed to the sink */
+    int landed;     /* items the sink accepted */
+    int dropped;    /* items dropped by the test switch */
+    uint64_t bytes; /* bytes received */
 } mdb_source_counts_t;
 
 /* The vtable. Every function returns false and fills err on failure. */
@@ -181,8 +181,7 @@ typedef struct {
     /* C-ECHO / a cheap GET (e.g. QIDO /studies?limit=1). */
     bool (*echo)(void *state, mdb_error_t *err);
     /* Study-level search; no match is success with out->n == 0. */
-    bool (*find_studies)(void *state, const mdb_source_selector_t *sel, mdb_source_studies_t *out,
-                         mdb_error_t *err);
+    bool (*find_studies)(void *state, const mdb_source_selector_t *sel, mdb_source_studies_t *out, mdb_error_t *err);
     /* Every instance of a study (what a complete retrieval must deliver). */
     bool (*list_instances)(void *state, const char *study_uid, mdb_source_instances_t *out, mdb_error_t *err);
     /* Retrieve; each received instance goes to sink(sink_ctx, ...). Returns
@@ -205,10 +204,9 @@ const mdb_source_config_t *mdb_source_config(const mdb_source_t *src);
 bool mdb_source_echo(mdb_source_t *src, mdb_error_t *err);
 bool mdb_source_find_studies(mdb_source_t *src, const mdb_source_selector_t *sel, mdb_source_studies_t *out,
                              mdb_error_t *err);
-bool mdb_source_list_instances(mdb_source_t *src, const char *study_uid, mdb_source_instances_t *out,
-                               mdb_error_t *err);
-bool mdb_source_retrieve(mdb_source_t *src, const mdb_source_retrieve_t *req, mdb_source_sink_fn sink,
-                         void *sink_ctx, mdb_source_counts_t *counts, mdb_error_t *err);
+bool mdb_source_list_instances(mdb_source_t *src, const char *study_uid, mdb_source_instances_t *out, mdb_error_t *err);
+bool mdb_source_retrieve(mdb_source_t *src, const mdb_source_retrieve_t *req, mdb_source_sink_fn sink, void *sink_ctx,
+                         mdb_source_counts_t *counts, mdb_error_t *err);
 
 /* true if err->code is worth retrying (NETWORK, REFUSED). */
 bool mdb_source_error_retryable(const mdb_error_t *err);
@@ -218,8 +216,7 @@ const char *mdb_source_errc_name(int code);
 
 /* The test switch: should this received instance of this retrieval be
  * dropped? Pure; sources call it once per received item (with its SOP UID). */
-bool mdb_source_test_should_drop(const mdb_source_config_t *cfg, const mdb_source_retrieve_t *req,
-                                 const char *sop_uid);
+bool mdb_source_test_should_drop(const mdb_source_config_t *cfg, const mdb_source_retrieve_t *req, const char *sop_uid);
 
 #ifdef __cplusplus
 }

@@ -224,10 +224,10 @@ static bool parse_address(mdb_source_config_t *c, char *rest, mdb_error_t *err)
         host[hlen - 1] = '\0';
         host++;
     }
-    if (!*host || !copy_str(c->host, sizeof c->host, host) || !parse_int(port, 1, 65535, &c->port) ||
-        !valid_ae(ae) || !copy_str(c->called_ae, sizeof c->called_ae, ae)) {
-        mdb_error_set(err, MDB_ERR_CONFIG, 0, "dimse address \"%s:%s:%s\": expected HOST:PORT(1..65535):AE(1..16 chars)",
-                      host, port, ae);
+    if (!*host || !copy_str(c->host, sizeof c->host, host) || !parse_int(port, 1, 65535, &c->port) || !valid_ae(ae) ||
+        !copy_str(c->called_ae, sizeof c->called_ae, ae)) {
+        mdb_error_set(err, MDB_ERR_CONFIG, 0,
+                      "dimse address \"%s:%s:%s\": expected HOST:PORT(1..65535):AE(1..16 chars)", host, port, ae);
         return false;
     }
     return true;
@@ -287,8 +287,8 @@ static char *trim(char *s)
     return s;
 }
 
-bool mdb_source_parse_list(const char *spec, const mdb_source_config_t *defaults, mdb_source_config_t **out,
-                           size_t *n, mdb_error_t *err)
+bool mdb_source_parse_list(const char *spec, const mdb_source_config_t *defaults, mdb_source_config_t **out, size_t *n,
+                           mdb_error_t *err)
 {
     *out = NULL;
     *n = 0;

@@ -33,8 +33,8 @@ bool mdb_source_parse_hours(const char *s, int *from, int *to, mdb_error_t *err)
 /* Parse a pacs.sources value against defaults. *out is a malloc'ed array of
  * *n entries (caller frees with free()); "" gives n = 0. Names must be unique
  * and [A-Za-z0-9_.-]. false + err naming the entry on any error. Pure. */
-bool mdb_source_parse_list(const char *spec, const mdb_source_config_t *defaults, mdb_source_config_t **out,
-                           size_t *n, mdb_error_t *err);
+bool mdb_source_parse_list(const char *spec, const mdb_source_config_t *defaults, mdb_source_config_t **out, size_t *n,
+                           mdb_error_t *err);
 
 /* Both steps from a loaded configuration. */
 bool mdb_source_load(const mdb_config_t *cfg, mdb_source_config_t **out, size_t *n, mdb_error_t *err);

@@ -48,11 +48,11 @@
 #include "mdb_strmap.h"
 #include "multipart.h"
 
-#define QIDO_PAGE 1000                       /* items asked per QIDO page */
-#define QIDO_MAX_ITEMS 1000000               /* more than this is a server going round in circles */
-#define QIDO_MAX_BODY (64u * 1024u * 1024u)  /* one QIDO page */
+#define QIDO_PAGE 1000                      /* items asked per QIDO page */
+#define QIDO_MAX_ITEMS 1000000              /* more than this is a server going round in circles */
+#define QIDO_MAX_BODY (64u * 1024u * 1024u) /* one QIDO page */
 #define WBUF_SIZE (256u * 1024u)            /* spool write size */
-#define ERR_BODY_MAX 300                     /* bytes of an error answer quoted in messages */
+#define ERR_BODY_MAX 300                    /* bytes of an error answer quoted in messages */
 #define ACCEPT_DICOM_ANY_TS "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*"
 #define ACCEPT_DICOM "Accept: multipart/related; type=\"application/dicom\""
 
@@ -66,11 +66,11 @@ typedef struct {
 typedef struct {
     mdb_source_config_t cfg;
     char spool[PATH_MAX];
-    char *token;         /* bearer token, NULL = none */
-    char origin[512];    /* "scheme://host:port" of cfg.url, lower case */
-    CURL *h;             /* one handle: its connection stays open between calls */
-    bool no_any_ts;      /* the server refused transfer-syntax=*: ask plain application/dicom */
-    uint8_t *wbuf;       /* a part's bytes gathered into large spool writes (libcurl hands 16 KiB) */
+    char *token;      /* bearer token, NULL = none */
+    char origin[512]; /* "scheme://host:port" of cfg.url, lower case */
+    CURL *h;          /* one handle: its connection stays open between calls */
+    bool no_any_ts;   /* the server refused transfer-syntax=*: ask plain application/dicom */
+    uint8_t *wbuf;    /* a part's bytes gathered into large spool writes (libcurl hands 16 KiB) */
     size_t wlen;
     study_info_t *studies; /* studies seen by QIDO */
     size_t n_studies, cap_studies;
@@ -163,21 +163,16 @@ static int status_errc(long status)
 {
     switch (status) {
     case 404:
-    case 410:
-        return MDB_SOURCE_E_NOTFOUND;
+    case 410: return MDB_SOURCE_E_NOTFOUND;
     case 401:
-    case 403:
-        return MDB_SOURCE_E_CONFIG;
+    case 403: return MDB_SOURCE_E_CONFIG;
     case 429:
-    case 503:
-        return MDB_SOURCE_E_REFUSED;
+    case 503: return MDB_SOURCE_E_REFUSED;
     case 408:
     case 500:
     case 502:
-    case 504:
-        return MDB_SOURCE_E_NETWORK;
-    default:
-        return MDB_SOURCE_E_PROTOCOL;
+    case 504: return MDB_SOURCE_E_NETWORK;
+    default: return MDB_SOURCE_E_PROTOCOL;
     }
 }
 
@@ -194,16 +189,12 @@ static int curl_errc(CURLcode rc)
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_LOGIN_DENIED:
-        return MDB_SOURCE_E_CONFIG;
+    case CURLE_LOGIN_DENIED: return MDB_SOURCE_E_CONFIG;
     case CURLE_TOO_MANY_REDIRECTS:
     case CURLE_BAD_CONTENT_ENCODING:
-    case CURLE_WEIRD_SERVER_REPLY:
-        return MDB_SOURCE_E_PROTOCOL;
-    case CURLE_OUT_OF_MEMORY:
-        return MDB_SOURCE_E_SINK;
-    default: /* connect, timeouts, resets, partial answers, TLS handshakes */
-        return MDB_SOURCE_E_NETWORK;
+    case CURLE_WEIRD_SERVER_REPLY: return MDB_SOURCE_E_PROTOCOL;
+    case CURLE_OUT_OF_MEMORY: return MDB_SOURCE_E_SINK;
+    default: /* connect, timeouts, resets, partial answers, TLS handshakes */ return MDB_SOURCE_E_NETWORK;
     }
 }
 
@@ -227,8 +218,8 @@ typedef struct {
     pthread_cond_t cv;
     queued_t q[LANDER_QUEUE];
     size_t head, n;
-    bool closing;  /* no more items will come */
-    bool failed;   /* the sink failed with MDB_SOURCE_E_SINK: stop */
+    bool closing; /* no more items will come */
+    bool failed;  /* the sink failed with MDB_SOURCE_E_SINK: stop */
     mdb_error_t err;
     const mdb_source_config_t *cfg;
     const mdb_source_retrieve_t *req;
@@ -347,25 +338,25 @@ static void lander_finish(lander_t *ln, mdb_source_counts_t *c)
 typedef struct {
     dw_t *dw;
     long status;
-    char ctype[512];        /* Content-Type of the (last) answer */
+    char ctype[512]; /* Content-Type of the (last) answer */
     /* kind: JSON body buffered (QIDO) or multipart streamed (WADO) */
     bool stream;
-    char *body;             /* QIDO body, or the start of an error answer */
+    char *body; /* QIDO body, or the start of an error answer */
     size_t len, cap, max;
     bool too_big;
     /* WADO-RS */
     mdb_source_counts_t *counts;
-    lander_t *lander;       /* hands complete parts to the sink */
+    lander_t *lander; /* hands complete parts to the sink */
     mdb_multipart_t *mp;
-    bool single;            /* the answer is one application/dicom body, not multipart */
-    bool part_skip;         /* the current part is not application/dicom: dropped */
-    int fd;                 /* spool file of the current part, -1 if none */
+    bool single;    /* the answer is one application/dicom body, not multipart */
+    bool part_skip; /* the current part is not application/dicom: dropped */
+    int fd;         /* spool file of the current part, -1 if none */
     char path[PATH_MAX];
     uint64_t part_bytes;
-    uint8_t head[4096];     /* the part's first bytes: its meta header names the SOP Instance UID */
+    uint8_t head[4096]; /* the part's first bytes: its meta header names the SOP Instance UID */
     size_t head_len;
     int parts_skipped;
-    mdb_error_t stop;       /* why the write callback aborted (code != 0) */
+    mdb_error_t stop; /* why the write callback aborted (code != 0) */
 } xfer_t;
 
 static void xfer_init(xfer_t *x, dw_t *dw)
@@ -859,8 +850,7 @@ static bool usable_url(const char *u)
     return strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0;
 }
 
-static bool dw_find_studies(void *state, const mdb_source_selector_t *sel, mdb_source_studies_t *out,
-                            mdb_error_t *err)
+static bool dw_find_studies(void *state, const mdb_source_selector_t *sel, mdb_source_studies_t *out, mdb_error_t *err)
 {
     dw_t *dw = state;
     const char *name = NULL, *value = NULL, *tag = NULL;
@@ -876,9 +866,10 @@ static bool dw_find_studies(void *state, const mdb_source_selector_t *sel, mdb_s
     char *q = NULL;
     json_t *items = NULL;
     bool ok = false;
-    if (asprintf(&q, "%s/studies?includefield=00080050&includefield=00100020&includefield=00080020"
-                     "&includefield=00080061&includefield=00081030&includefield=00201206&includefield=00201208"
-                     "&includefield=00081190",
+    if (asprintf(&q,
+                 "%s/studies?includefield=00080050&includefield=00100020&includefield=00080020"
+                 "&includefield=00080061&includefield=00081030&includefield=00201206&includefield=00201208"
+                 "&includefield=00081190",
                  dw->cfg.url) < 0) {
         q = NULL;
         goto oom;
@@ -1024,8 +1015,10 @@ static bool collect_instances(dw_t *dw, const char *url, const char *study_uid, 
         dj_str(it, "00080018", in.sop_uid, sizeof in.sop_uid);
         dj_str(it, "0020000E", in.series_uid, sizeof in.series_uid);
         if (!uid_ok(in.sop_uid) || !uid_ok(in.series_uid)) {
-            ok = dw_fail(err, MDB_SOURCE_E_PROTOCOL, "QIDO-RS instance %zu of %s lacks a valid SOP Instance or "
-                                                     "Series UID", i, study_uid);
+            ok = dw_fail(err, MDB_SOURCE_E_PROTOCOL,
+                         "QIDO-RS instance %zu of %s lacks a valid SOP Instance or "
+                         "Series UID",
+                         i, study_uid);
             break;
         }
         bool created;
@@ -1068,9 +1061,8 @@ static bool dw_list_instances(void *state, const char *study_uid, mdb_source_ins
     json_t *series = NULL;
     mdb_strmap_t *seen = mdb_strmap_new();
     bool ok = false;
-    if (seen == NULL ||
-        asprintf(&q, "%s/studies/%s/instances?includefield=0020000E&includefield=00081190", dw->cfg.url,
-                 study_uid) < 0) {
+    if (seen == NULL || asprintf(&q, "%s/studies/%s/instances?includefield=0020000E&includefield=00081190", dw->cfg.url,
+                                 study_uid) < 0) {
         q = NULL;
         dw_fail(err, MDB_SOURCE_E_SINK, "out of memory");
         goto done;
@@ -1184,8 +1176,7 @@ static bool wado_get(dw_t *dw, const char *url, xfer_t *proto, bool *missing, md
         } else if (ok && x.status != 204) {
             ok = dw_fail(err, MDB_SOURCE_E_PROTOCOL, "GET %s: HTTP %ld without a body", url, x.status);
         }
-        bool refused_ts = !ok && !dw->no_any_ts && (x.status == 406 || x.status == 400) &&
-                          x.counts->received == before;
+        bool refused_ts = !ok && !dw->no_any_ts && (x.status == 406 || x.status == 400) && x.counts->received == before;
         xfer_clear(&x);
         if (refused_ts) {
             dw->no_any_ts = true; /* ask for the default transfer syntax from now on */
@@ -1208,8 +1199,7 @@ static bool dw_retrieve(void *state, const mdb_source_retrieve_t *req, mdb_sourc
     if (!uid_ok(req->study_uid) || (series && !uid_ok(req->series_uid)))
         return dw_fail(err, MDB_SOURCE_E_PROTOCOL, "source %s: retrieve: invalid UID", dw->cfg.name);
     if (req->n_sop_uids > 0 && !series)
-        return dw_fail(err, MDB_SOURCE_E_PROTOCOL, "source %s: retrieve: instances without their series",
-                       dw->cfg.name);
+        return dw_fail(err, MDB_SOURCE_E_PROTOCOL, "source %s: retrieve: instances without their series", dw->cfg.name);
     const study_info_t *info;
     bool unknown;
     if (!study_lookup(dw, req->study_uid, &info, &unknown, err)) {

@@ -37,7 +37,8 @@
 #include <thread>
 #include <vector>
 
-namespace {
+namespace
+{
 
 /* ---- errors ---- */
 
@@ -76,13 +77,13 @@ struct route {
     mdb_source_sink_fn sink = nullptr;
     void *ctx = nullptr;
     mdb_source_counts_t *counts = nullptr;
-    mdb_error_t fatal{};  /* first MDB_SOURCE_E_SINK error */
+    mdb_error_t fatal{}; /* first MDB_SOURCE_E_SINK error */
     bool stopped = false;
 };
 
 std::mutex g_routes_mu;
 std::map<std::string, std::shared_ptr<route>> g_routes; /* StudyInstanceUID -> route */
-std::string g_spool;                                     /* where the SCP writes temp files */
+std::string g_spool;                                    /* where the SCP writes temp files */
 
 std::shared_ptr<route> route_find(const std::string &study)
 {
@@ -137,8 +138,9 @@ Uint16 route_deliver(const std::string &tmp, const char *sop_hint)
 
 /* ---- the storage SCP ---- */
 
-class StoreWorker : public DcmThreadSCP {
-protected:
+class StoreWorker : public DcmThreadSCP
+{
+  protected:
     OFCondition handleIncomingCommand(T_DIMSE_Message *msg, const DcmPresentationContextInfo &info) override
     {
         if (msg->CommandField != DIMSE_C_STORE_RQ)
@@ -175,13 +177,21 @@ void add_storage_contexts(DcmSCPConfig &cfg)
 {
     /* The stored syntaxes first, so a peer proposing its own (compressed)
      * syntax sends the object unchanged. */
-    static const char *const xfers[] = {
-        UID_LittleEndianExplicitTransferSyntax, UID_LittleEndianImplicitTransferSyntax,
-        UID_BigEndianExplicitTransferSyntax, UID_DeflatedExplicitVRLittleEndianTransferSyntax,
-        UID_JPEGProcess1TransferSyntax, UID_JPEGProcess2_4TransferSyntax, UID_JPEGProcess14SV1TransferSyntax,
-        UID_JPEGProcess14TransferSyntax, UID_JPEGLSLosslessTransferSyntax, UID_JPEGLSLossyTransferSyntax,
-        UID_JPEG2000LosslessOnlyTransferSyntax, UID_JPEG2000TransferSyntax, UID_RLELosslessTransferSyntax,
-        UID_MPEG2MainProfileAtMainLevelTransferSyntax, UID_MPEG4HighProfileLevel4_1TransferSyntax};
+    static const char *const xfers[] = {UID_LittleEndianExplicitTransferSyntax,
+                                        UID_LittleEndianImplicitTransferSyntax,
+                                        UID_BigEndianExplicitTransferSyntax,
+                                        UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+                                        UID_JPEGProcess1TransferSyntax,
+                                        UID_JPEGProcess2_4TransferSyntax,
+                                        UID_JPEGProcess14SV1TransferSyntax,
+                                        UID_JPEGProcess14TransferSyntax,
+                                        UID_JPEGLSLosslessTransferSyntax,
+                                        UID_JPEGLSLossyTransferSyntax,
+                                        UID_JPEG2000LosslessOnlyTransferSyntax,
+                                        UID_JPEG2000TransferSyntax,
+                                        UID_RLELosslessTransferSyntax,
+                                        UID_MPEG2MainProfileAtMainLevelTransferSyntax,
+                                        UID_MPEG4HighProfileLevel4_1TransferSyntax};
     OFList<OFString> ts;
     for (const char *x : xfers)
         ts.push_back(x);
@@ -396,25 +406,29 @@ bool d_find_studies(void *state, const mdb_source_selector_t *sel, mdb_source_st
         if (!scu_connect(st, scu, {UID_FINDStudyRootQueryRetrieveInformationModel}, err))
             return false;
         T_ASC_PresentationContextID id = pres_id(scu, UID_FINDStudyRootQueryRetrieveInformationModel, err);
-        bool ok = id != 0 && run_find(scu, id, keys, [out](DcmDataset *ds) {
-                      mdb_source_study_t s{};
-                      copy_field(s.study_uid, sizeof s.study_uid, ds, DCM_StudyInstanceUID);
-                      copy_field(s.accession, sizeof s.accession, ds, DCM_AccessionNumber);
-                      copy_field(s.patient_id, sizeof s.patient_id, ds, DCM_PatientID);
-                      copy_field(s.date, sizeof s.date, ds, DCM_StudyDate);
-                      copy_field(s.description, sizeof s.description, ds, DCM_StudyDescription);
-                      copy_field(s.modalities, sizeof s.modalities, ds, DCM_ModalitiesInStudy, true);
-                      for (char *p = s.modalities; *p; p++)
-                          if (*p == '\\')
-                              *p = ',';
-                      Sint32 n = -1;
-                      s.n_series = ds->findAndGetSint32(DCM_NumberOfStudyRelatedSeries, n).good() ? n : -1;
-                      n = -1;
-                      s.n_instances = ds->findAndGetSint32(DCM_NumberOfStudyRelatedInstances, n).good() ? n : -1;
-                      if (!s.study_uid[0])
-                          return true; /* a match without its unique key: ignore */
-                      return mdb_source_studies_push(out, &s);
-                  }, err);
+        bool ok = id != 0 &&
+                  run_find(
+                      scu, id, keys,
+                      [out](DcmDataset *ds) {
+                          mdb_source_study_t s{};
+                          copy_field(s.study_uid, sizeof s.study_uid, ds, DCM_StudyInstanceUID);
+                          copy_field(s.accession, sizeof s.accession, ds, DCM_AccessionNumber);
+                          copy_field(s.patient_id, sizeof s.patient_id, ds, DCM_PatientID);
+                          copy_field(s.date, sizeof s.date, ds, DCM_StudyDate);
+                          copy_field(s.description, sizeof s.description, ds, DCM_StudyDescription);
+                          copy_field(s.modalities, sizeof s.modalities, ds, DCM_ModalitiesInStudy, true);
+                          for (char *p = s.modalities; *p; p++)
+                              if (*p == '\\')
+                                  *p = ',';
+                          Sint32 n = -1;
+                          s.n_series = ds->findAndGetSint32(DCM_NumberOfStudyRelatedSeries, n).good() ? n : -1;
+                          n = -1;
+                          s.n_instances = ds->findAndGetSint32(DCM_NumberOfStudyRelatedInstances, n).good() ? n : -1;
+                          if (!s.study_uid[0])
+                              return true; /* a match without its unique key: ignore */
+                          return mdb_source_studies_push(out, &s);
+                      },
+                      err);
         scu_close(scu, ok);
         return ok;
     } catch (const std::exception &e) {
@@ -436,12 +450,15 @@ bool d_list_instances(void *state, const char *study_uid, mdb_source_instances_t
         skeys.putAndInsertString(DCM_QueryRetrieveLevel, "SERIES");
         skeys.putAndInsertString(DCM_StudyInstanceUID, study_uid);
         skeys.putAndInsertString(DCM_SeriesInstanceUID, "");
-        bool ok = id != 0 && run_find(scu, id, skeys, [&series](DcmDataset *ds) {
-                      OFString v;
-                      if (ds->findAndGetOFString(DCM_SeriesInstanceUID, v).good() && !v.empty())
-                          series.push_back(v.c_str());
-                      return true;
-                  }, err);
+        bool ok = id != 0 && run_find(
+                                 scu, id, skeys,
+                                 [&series](DcmDataset *ds) {
+                                     OFString v;
+                                     if (ds->findAndGetOFString(DCM_SeriesInstanceUID, v).good() && !v.empty())
+                                         series.push_back(v.c_str());
+                                     return true;
+                                 },
+                                 err);
         for (size_t i = 0; ok && i < series.size(); i++) {
             DcmDataset ikeys;
             ikeys.putAndInsertString(DCM_QueryRetrieveLevel, "IMAGE");
@@ -449,12 +466,15 @@ bool d_list_instances(void *state, const char *study_uid, mdb_source_instances_t
             ikeys.putAndInsertString(DCM_SeriesInstanceUID, series[i].c_str());
             ikeys.putAndInsertString(DCM_SOPInstanceUID, "");
             const std::string &se = series[i];
-            ok = run_find(scu, id, ikeys, [out, &se](DcmDataset *ds) {
-                mdb_source_instance_t in{};
-                copy_field(in.sop_uid, sizeof in.sop_uid, ds, DCM_SOPInstanceUID);
-                snprintf(in.series_uid, sizeof in.series_uid, "%s", se.c_str());
-                return !in.sop_uid[0] || mdb_source_instances_push(out, &in);
-            }, err);
+            ok = run_find(
+                scu, id, ikeys,
+                [out, &se](DcmDataset *ds) {
+                    mdb_source_instance_t in{};
+                    copy_field(in.sop_uid, sizeof in.sop_uid, ds, DCM_SOPInstanceUID);
+                    snprintf(in.series_uid, sizeof in.series_uid, "%s", se.c_str());
+                    return !in.sop_uid[0] || mdb_source_instances_push(out, &in);
+                },
+                err);
         }
         scu_close(scu, ok);
         return ok;
@@ -498,8 +518,9 @@ bool move_once(dimse_state *st, DcmSCU &scu, T_ASC_PresentationContextID id, Dcm
 
 /* ---- C-GET: the C-STOREs come back on our own association ---- */
 
-class GetSCU : public DcmSCU {
-public:
+class GetSCU : public DcmSCU
+{
+  public:
     const mdb_source_config_t *cfg = nullptr;
     const mdb_source_retrieve_t *req = nullptr;
     mdb_source_sink_fn sink = nullptr;
@@ -508,7 +529,7 @@ public:
     std::string spool;
     mdb_error_t fatal{};
 
-protected:
+  protected:
     /* The data set arrives in memory; it is written as a Part 10 file in its
      * transfer syntax (the meta header is ours) and handed to the sink. */
     OFCondition handleSTORERequest(const T_ASC_PresentationContextID presID, DcmDataset *ds, OFBool &cont,
@@ -671,7 +692,8 @@ bool d_retrieve(void *state, const mdb_source_retrieve_t *req, mdb_source_sink_f
         {
             std::lock_guard<std::mutex> lk(g_routes_mu);
             if (g_routes.count(study)) {
-                mdb_error_set(err, MDB_ERR_IO, MDB_SOURCE_E_REFUSED, "study %s is being retrieved already", study.c_str());
+                mdb_error_set(err, MDB_ERR_IO, MDB_SOURCE_E_REFUSED, "study %s is being retrieved already",
+                              study.c_str());
                 return false;
             }
             g_routes[study] = r;

@@ -332,8 +332,8 @@ static bool build_model(const linker_batch_t *B, mdb_docs_model_t *model, const 
         if (it->kind != ITEM_EVENT)
             continue;
         json_t *job = json_object_get(jobs, it->ev.job_id);
-        json_t *file = json_pack("{s:I, s:I}", "size", (json_int_t)it->ev.file_size, "mtime",
-                                 (json_int_t)it->ev.file_mtime);
+        json_t *file =
+            json_pack("{s:I, s:I}", "size", (json_int_t)it->ev.file_size, "mtime", (json_int_t)it->ev.file_mtime);
         char tp[600];
         linker_item_tp(it, tp, sizeof tp);
         mdb_docs_event_t ev = {.job_id = it->ev.job_id,
@@ -364,7 +364,7 @@ static bool load_jobs(linker_t *L, const linker_batch_t *B, json_t *jobs, mdb_er
     bool ok = seen && ids;
     for (size_t i = 0; ok && i < B->nitems; i++) {
         const linker_item_t *it = &B->items[i];
-        const char *j = it->kind == ITEM_EVENT ? it->ev.job_id
+        const char *j = it->kind == ITEM_EVENT                         ? it->ev.job_id
                         : it->kind == ITEM_DLQ && dlq_counts(&it->dlq) ? it->dlq.job_id
                                                                        : NULL;
         if (j && !json_object_get(seen, j)) {

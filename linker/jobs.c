@@ -48,10 +48,10 @@ bool linker_jobs_load(linker_t *L, const char *const *ids, size_t n, json_t *out
         const char *id = json_string_value(json_object_get(d, "_id"));
         if (!id)
             continue;
-        json_t *e = json_pack("{s:O?, s:O?, s:I, s:O?}", "collection", json_object_get(d, "collection"),
-                              "producer_errors", json_object_get(d, "producer_errors"), "nerrors",
-                              (json_int_t)json_array_size(json_object_get(d, "errors")), "state",
-                              json_object_get(d, "state"));
+        json_t *e =
+            json_pack("{s:O?, s:O?, s:I, s:O?}", "collection", json_object_get(d, "collection"), "producer_errors",
+                      json_object_get(d, "producer_errors"), "nerrors",
+                      (json_int_t)json_array_size(json_object_get(d, "errors")), "state", json_object_get(d, "state"));
         if (e)
             json_object_set_new(out, id, e);
     }
@@ -77,8 +77,7 @@ static const char *item_file(const linker_item_t *it, const char **path, bool *d
         return it->ev.job_id;
     }
     if (it->kind == ITEM_DLQ && it->dlq.job_id && it->dlq.path && it->dlq.stage &&
-        (!strcmp(it->dlq.stage, "worker") || !strcmp(it->dlq.stage, "linker")) && *it->dlq.job_id &&
-        *it->dlq.path) {
+        (!strcmp(it->dlq.stage, "worker") || !strcmp(it->dlq.stage, "linker")) && *it->dlq.job_id && *it->dlq.path) {
         *path = it->dlq.path;
         *done = false;
         return it->dlq.job_id;
@@ -107,8 +106,7 @@ static json_t *file_docs(const linker_batch_t *B, const char *now, json_t *origi
                           "sop_instance_uid", mdb_msg_instance_sop_uid(&it->ev), "updated_at", now);
             if (d && it->integrity)
                 json_object_set_new(d, "flagged", json_true());
-        }
-        else
+        } else
             d = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:s}", "job_id", job, "path", path, "status", "failed",
                           "stage", it->dlq.stage, "error", it->dlq.error, "message", it->dlq.message, "updated_at",
                           now);
@@ -122,8 +120,9 @@ static json_t *file_docs(const linker_batch_t *B, const char *now, json_t *origi
         }
         snprintf(id, len, "%s\n%s", job, path);
         json_object_set_new(d, "_id", json_string(id));
-        json_object_set_new(d, "_fi", json_pack("{s:O, s:O, s:s}", "t", json_object_get(tag, "t"), "o",
-                                                json_object_get(tag, "o"), "s", is_done ? "done" : "failed"));
+        json_object_set_new(d, "_fi",
+                            json_pack("{s:O, s:O, s:s}", "t", json_object_get(tag, "t"), "o", json_object_get(tag, "o"),
+                                      "s", is_done ? "done" : "failed"));
         json_t *arr = json_object_get(origins, id);
         if (!arr) {
             arr = json_array();
@@ -152,7 +151,8 @@ static bool add_json_op_upsert(mdb_bulk_t *b, json_t *op, bool upsert, mdb_error
 {
     bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER;
     bool ok = mdb_docs_json_to_bson(json_object_get(op, "sel"), &sel) &&
-              mdb_docs_json_to_bson(json_object_get(op, "upd"), &upd) && mdb_bulk_update_one(b, &sel, &upd, upsert, err);
+              mdb_docs_json_to_bson(json_object_get(op, "upd"), &upd) &&
+              mdb_bulk_update_one(b, &sel, &upd, upsert, err);
     bson_destroy(&sel);
     bson_destroy(&upd);
     return ok;
@@ -228,7 +228,8 @@ static bool write_files(linker_t *L, json_t *files, const json_t *origins, const
         if (!ok || json_object_get(dupset, k))
             continue;
         const json_t *fi = json_object_get(d, "_fi");
-        const char *job = json_string_value(json_object_get(d, "job_id")), *t = json_string_value(json_object_get(fi, "t"));
+        const char *job = json_string_value(json_object_get(d, "job_id")),
+                   *t = json_string_value(json_object_get(fi, "t"));
         ok = delta_add(deltas, job, t,
                        strcmp(json_string_value(json_object_get(d, "status")), "done") ? "files_failed" : "files_done",
                        1);
@@ -242,8 +243,8 @@ static bool write_files(linker_t *L, json_t *files, const json_t *origins, const
         for (size_t i = 0; ok && i < n; i++)
             ids[i] = json_string_value(json_array_get(dups, i));
         bson_t filter = BSON_INITIALIZER;
-        bson_t *proj = BCON_NEW("status", BCON_INT32(1), "_fi", BCON_INT32(1), "_fd", BCON_INT32(1), "flagged",
-                                BCON_INT32(1));
+        bson_t *proj =
+            BCON_NEW("status", BCON_INT32(1), "_fi", BCON_INT32(1), "_fd", BCON_INT32(1), "flagged", BCON_INT32(1));
         if (ok)
             mdb_docs_append_in(&filter, "_id", ids, n);
         ok = ok && mdb_docs_find(L->mongo, MDB_JOB_FILES_COLL, &filter, proj, NULL, 0, existing, err);
@@ -292,8 +293,8 @@ static bool write_files(linker_t *L, json_t *files, const json_t *origins, const
                  delta_add(deltas, job, t, "files_failed", -1) &&
                  (!flagged || delta_add(deltas, job, t, "files_flagged", 1));
         }
-        ok = ok && mdb_docs_bulk_write(L->mongo, MDB_JOB_FILES_COLL, L->wc, json_array_size(o.ops),
-                                         add_json_op, &o, err);
+        ok = ok &&
+             mdb_docs_bulk_write(L->mongo, MDB_JOB_FILES_COLL, L->wc, json_array_size(o.ops), add_json_op, &o, err);
     }
     json_decref(docs);
     json_decref(dups);
@@ -320,8 +321,8 @@ static json_t *batch_pairs(const linker_batch_t *B)
         snprintf(key, sizeof key, "%s\n%s", job, tp);
         json_t *p = json_object_get(pairs, key);
         if (!p)
-            json_object_set_new(pairs, key, json_pack("{s:s, s:s, s:I}", "job_id", job, "tp", tp, "o",
-                                                      (json_int_t)it->offset));
+            json_object_set_new(pairs, key,
+                                json_pack("{s:s, s:s, s:I}", "job_id", job, "tp", tp, "o", (json_int_t)it->offset));
         else if (json_integer_value(json_object_get(p, "o")) < it->offset)
             json_object_set_new(p, "o", json_integer(it->offset));
     }
@@ -343,7 +344,8 @@ static json_t *batch_pairs(const linker_batch_t *B)
         if (cur && json_integer_value(cur) < B->items[i].offset)
             json_object_set_new(maxo, tp, json_integer(B->items[i].offset));
     }
-    json_object_foreach(pairs, k, p) json_object_set(p, "o", json_object_get(maxo, json_string_value(json_object_get(p, "tp"))));
+    json_object_foreach(pairs, k, p)
+        json_object_set(p, "o", json_object_get(maxo, json_string_value(json_object_get(p, "tp"))));
     json_decref(maxo);
     return pairs;
 }
@@ -402,19 +404,19 @@ static bool write_progress(linker_t *L, const linker_batch_t *B, json_t *deltas,
         if (!ok)
             break;
         const json_t *d = json_object_get(deltas, k);
-        json_t *op = json_pack("{s:{s:s}, s:{s:{s:I, s:I, s:I, s:I}, s:{s:O}, s:{s:O, s:O}, s:{s:s}}}", "sel", "_id",
-                               k, "upd", "$inc", "files_done", json_integer_value(json_object_get(d, "files_done")),
+        json_t *op = json_pack("{s:{s:s}, s:{s:{s:I, s:I, s:I, s:I}, s:{s:O}, s:{s:O, s:O}, s:{s:s}}}", "sel", "_id", k,
+                               "upd", "$inc", "files_done", json_integer_value(json_object_get(d, "files_done")),
                                "files_failed", json_integer_value(json_object_get(d, "files_failed")), "files_flagged",
-                               json_integer_value(json_object_get(d, "files_flagged")),
-                               "instances_linked", json_integer_value(json_object_get(d, "instances_linked")), "$max",
-                               "o", json_object_get(v, "o"), "$setOnInsert", "job_id", json_object_get(v, "job_id"),
-                               "tp", json_object_get(v, "tp"), "$set", "updated_at", now);
+                               json_integer_value(json_object_get(d, "files_flagged")), "instances_linked",
+                               json_integer_value(json_object_get(d, "instances_linked")), "$max", "o",
+                               json_object_get(v, "o"), "$setOnInsert", "job_id", json_object_get(v, "job_id"), "tp",
+                               json_object_get(v, "tp"), "$set", "updated_at", now);
         ok = op && json_array_append_new(o.ops, op) == 0;
     }
     /* a delta for a pair without a record of this batch (cannot happen: every
      * tag checked belongs to one of the batch's records) would be lost here */
-    ok = ok && mdb_docs_bulk_write(L->mongo, MDB_JOB_PROGRESS_COLL, L->wc, json_array_size(o.ops),
-                                     add_json_upsert, &o, err);
+    ok = ok &&
+         mdb_docs_bulk_write(L->mongo, MDB_JOB_PROGRESS_COLL, L->wc, json_array_size(o.ops), add_json_upsert, &o, err);
     if (!ok && err && !err->message[0])
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory writing job progress");
     json_decref(pairs);
@@ -446,8 +448,9 @@ static bool sum_progress(linker_t *L, const char *const *ids, size_t n, json_t *
             json_object_set_new(sums, job, s);
         }
         for (size_t f = 0; s && f < nfields; f++)
-            json_object_set_new(s, fields[f], json_integer(json_integer_value(json_object_get(s, fields[f])) +
-                                                           json_integer_value(json_object_get(d, fields[f]))));
+            json_object_set_new(s, fields[f],
+                                json_integer(json_integer_value(json_object_get(s, fields[f])) +
+                                             json_integer_value(json_object_get(d, fields[f]))));
     }
     json_decref(docs);
     return ok;
@@ -476,8 +479,7 @@ static json_t *new_errors(const linker_batch_t *B)
     return out;
 }
 
-bool linker_jobs_file_docs(const linker_batch_t *B, const char *now, json_t **files, json_t **origins,
-                           mdb_error_t *err)
+bool linker_jobs_file_docs(const linker_batch_t *B, const char *now, json_t **files, json_t **origins, mdb_error_t *err)
 {
     *origins = json_object();
     *files = *origins ? file_docs(B, now, *origins) : NULL;
@@ -489,8 +491,8 @@ bool linker_jobs_file_docs(const linker_batch_t *B, const char *now, json_t **fi
     return false;
 }
 
-bool linker_jobs_write_files(linker_t *L, json_t *files, const json_t *origins, const json_t *applied,
-                             const char *now, json_t **deltas, mdb_error_t *err)
+bool linker_jobs_write_files(linker_t *L, json_t *files, const json_t *origins, const json_t *applied, const char *now,
+                             json_t **deltas, mdb_error_t *err)
 {
     if (json_object_size(files) == 0)
         return true;
@@ -551,22 +553,21 @@ bool linker_jobs_apply(linker_t *L, const linker_batch_t *B, json_t *jobs, const
                                                    "$addToSet", "errors", "$each", add, "$set", "updated_at", now));
         }
         const char *final_state = (failed_n > 0 || problems > 0) ? "completed_with_errors" : "completed";
-        json_t *counters = json_pack("{s:I, s:I, s:I, s:I, s:s}", "files_done", done_n, "files_failed", failed_n,
-                                     "files_flagged", json_integer_value(json_object_get(sum, "files_flagged")),
-                                     "instances_linked", json_integer_value(json_object_get(sum, "instances_linked")),
-                                     "updated_at", now);
+        json_t *counters =
+            json_pack("{s:I, s:I, s:I, s:I, s:s}", "files_done", done_n, "files_failed", failed_n, "files_flagged",
+                      json_integer_value(json_object_get(sum, "files_flagged")), "instances_linked",
+                      json_integer_value(json_object_get(sum, "instances_linked")), "updated_at", now);
         json_t *fin = json_deep_copy(counters);
         json_object_set_new(fin, "state", json_string(final_state));
         json_object_set_new(fin, "completed_at", json_string(now));
-        json_array_append_new(o.ops, json_pack("{s:{s:s, s:{s:[s,s,s]}}, s:{s:o}}", "sel", "_id", ids[i], "state",
-                                               "$nin", "completed", "completed_with_errors", "failed", "upd", "$set",
-                                               counters));
-        json_array_append_new(o.ops, json_pack("{s:{s:s, s:s, s:{s:I}}, s:{s:o}}", "sel", "_id", ids[i], "state",
-                                               "running", "files_total", "$lte", done_n + failed_n, "upd", "$set",
-                                               fin));
+        json_array_append_new(o.ops,
+                              json_pack("{s:{s:s, s:{s:[s,s,s]}}, s:{s:o}}", "sel", "_id", ids[i], "state", "$nin",
+                                        "completed", "completed_with_errors", "failed", "upd", "$set", counters));
+        json_array_append_new(o.ops,
+                              json_pack("{s:{s:s, s:s, s:{s:I}}, s:{s:o}}", "sel", "_id", ids[i], "state", "running",
+                                        "files_total", "$lte", done_n + failed_n, "upd", "$set", fin));
     }
-    ok = mdb_docs_bulk_write(L->mongo, MDB_JOBS_COLL, L->wc, json_array_size(o.ops), add_json_op,
-                               &o, err);
+    ok = mdb_docs_bulk_write(L->mongo, MDB_JOBS_COLL, L->wc, json_array_size(o.ops), add_json_op, &o, err);
 done:
     free(ids);
     json_decref(sums);

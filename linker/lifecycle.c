@@ -19,20 +19,20 @@ static void register_metrics(linker_t *L, mdb_metrics_t *mx)
     L->mx.dlq_records = mdb_metrics_counter(mx, "metadb_linker_dlq_records_total", "DLQ records consumed", "");
     L->mx.invalid = mdb_metrics_counter(mx, "metadb_linker_invalid_events_total",
                                         "instance events that failed validation (sent to the DLQ)", "");
-    L->mx.instances_linked = mdb_metrics_counter(mx, "metadb_linker_instances_linked_total",
-                                                 "instance documents created", "");
+    L->mx.instances_linked =
+        mdb_metrics_counter(mx, "metadb_linker_instances_linked_total", "instance documents created", "");
     L->mx.instances_existing = mdb_metrics_counter(mx, "metadb_linker_instances_existing_total",
                                                    "events for instances that existed already (replays, copies)", "");
-    L->mx.conflicts = mdb_metrics_counter(mx, "metadb_linker_conflicts_written_total",
-                                          "conflict documents created or extended", "");
+    L->mx.conflicts =
+        mdb_metrics_counter(mx, "metadb_linker_conflicts_written_total", "conflict documents created or extended", "");
     L->mx.batches = mdb_metrics_counter(mx, "metadb_linker_batches_total", "batches flushed", "");
-    L->mx.flush_failures = mdb_metrics_counter(mx, "metadb_linker_flush_failures_total",
-                                               "batch flushes that failed (retried)", "");
+    L->mx.flush_failures =
+        mdb_metrics_counter(mx, "metadb_linker_flush_failures_total", "batch flushes that failed (retried)", "");
     L->mx.round_trips = mdb_metrics_gauge(mx, "metadb_linker_db_round_trips", "database round trips so far", "");
     L->mx.batch_size = mdb_metrics_histogram(mx, "metadb_linker_batch_size", "records per flushed batch", "", sizes,
                                              sizeof sizes / sizeof sizes[0]);
-    L->mx.write_seconds = mdb_metrics_histogram(mx, "metadb_linker_write_seconds", "time to flush one batch", "",
-                                                secs, sizeof secs / sizeof secs[0]);
+    L->mx.write_seconds = mdb_metrics_histogram(mx, "metadb_linker_write_seconds", "time to flush one batch", "", secs,
+                                                sizeof secs / sizeof secs[0]);
 }
 
 /* The database: reachable, indexed, and the store over it. */
@@ -147,11 +147,12 @@ void linker_report(const linker_t *L)
                       ? (double)(L->last_flush_ms - L->first_event_ms) / 1000.0
                       : 0.0;
     double per = L->total_events ? (double)rt / (double)L->total_events : 0.0;
-    MDB_LOG(MDB_LOG_INFO,
-            "linker done: %llu event(s), %llu new instance(s), %llu batch(es), %llu database round trip(s) "
-            "while linking (%.4f per event), %.0f events/s while flushing (%.2f s), %.0f events/s first event to last flush",
-            (unsigned long long)L->total_events, (unsigned long long)L->total_instances_new,
-            (unsigned long long)L->total_batches, (unsigned long long)rt, per,
-            L->total_flush_seconds > 0 ? (double)L->total_events / L->total_flush_seconds : 0.0,
-            L->total_flush_seconds, wall > 0 ? (double)L->total_events / wall : 0.0);
+    MDB_LOG(
+        MDB_LOG_INFO,
+        "linker done: %llu event(s), %llu new instance(s), %llu batch(es), %llu database round trip(s) "
+        "while linking (%.4f per event), %.0f events/s while flushing (%.2f s), %.0f events/s first event to last flush",
+        (unsigned long long)L->total_events, (unsigned long long)L->total_instances_new,
+        (unsigned long long)L->total_batches, (unsigned long long)rt, per,
+        L->total_flush_seconds > 0 ? (double)L->total_events / L->total_flush_seconds : 0.0, L->total_flush_seconds,
+        wall > 0 ? (double)L->total_events / wall : 0.0);
 }

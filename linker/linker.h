@@ -219,8 +219,8 @@ bool linker_jobs_file_docs(const linker_batch_t *B, const char *now, json_t **fi
  * partition) pair. It does not depend on the documents, so it runs beside
  * mdb_docs_apply (on its own thread and database connection). applied is
  * what linker_jobs_load_applied gave. */
-bool linker_jobs_write_files(linker_t *L, json_t *files, const json_t *origins, const json_t *applied,
-                             const char *now, json_t **deltas, mdb_error_t *err);
+bool linker_jobs_write_files(linker_t *L, json_t *files, const json_t *origins, const json_t *applied, const char *now,
+                             json_t **deltas, mdb_error_t *err);
 
 /* Then add deltas and link_deltas (mdb_docs_model_link_deltas, may be NULL)
  * to the progress of each (job, partition) pair and refresh the touched jobs

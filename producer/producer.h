@@ -72,8 +72,7 @@ bool producer_kind_retrievable(int kind);
 /* Publish one retrieve task per selector index in idx (n of them) and wait
  * for every delivery report. */
 bool producer_publish_retrieves(producer_t *p, const char *job_id, const char *feature_set, const char *pacs,
-                                const void *sels /* mdb_selectors_t* */, const size_t *idx, size_t n,
-                                mdb_error_t *err);
+                                const void *sels /* mdb_selectors_t* */, const size_t *idx, size_t n, mdb_error_t *err);
 
 /* Handle one message of topic.jobs. err says what went wrong on RETRY. */
 producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, mdb_error_t *err);

@@ -136,10 +136,10 @@ static producer_result_t reject(producer_t *p, const rd_kafka_message_t *msg, co
 typedef struct {
     producer_t *p;
     const char *job_id;
-    mdb_strmap_t *seen;    /* canonical path -> selector index */
-    mdb_strv_t paths;      /* canonical paths, publishing order */
-    mdb_strv_t selectors;  /* selector text per path */
-    size_t sel_index;      /* selector being resolved */
+    mdb_strmap_t *seen;   /* canonical path -> selector index */
+    mdb_strv_t paths;     /* canonical paths, publishing order */
+    mdb_strv_t selectors; /* selector text per path */
+    size_t sel_index;     /* selector being resolved */
     const char *sel_text;
     size_t found, refused, missing; /* of the selector being resolved */
     char first_refusal[MDB_ERROR_MSG_MAX];
@@ -326,8 +326,8 @@ static bool prefetch_run(producer_t *p, const mdb_selectors_t *sels, prefetch_t 
             mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
             return false;
         }
-        if (!mdb_resolver_resolve_many(p->resolver, kind, (const char *const *)pf->values[kind].v, n,
-                                       pf->paths[kind], err))
+        if (!mdb_resolver_resolve_many(p->resolver, kind, (const char *const *)pf->values[kind].v, n, pf->paths[kind],
+                                       err))
             return false;
     }
     return true;
@@ -417,8 +417,7 @@ static bool add_collection_cases(producer_t *p, const char *collection, mdb_sele
         ok = false;
         goto done;
     }
-    if (!doc || !bson_iter_init_find(&it, doc, "cases") || !BSON_ITER_HOLDS_ARRAY(&it) ||
-        !bson_iter_recurse(&it, &arr))
+    if (!doc || !bson_iter_init_find(&it, doc, "cases") || !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &arr))
         goto done;
     while (ok && bson_iter_next(&arr)) {
         const uint8_t *data;
@@ -629,8 +628,7 @@ producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, 
     if (!r_found || !c_found) {
         char why[400];
         snprintf(why, sizeof why, "unknown %s '%s' (create it with metadb %s)", !r_found ? "researcher" : "collection",
-                 !r_found ? jm.researcher_id : jm.collection,
-                 !r_found ? "researcher add" : "collection create");
+                 !r_found ? jm.researcher_id : jm.collection, !r_found ? "researcher add" : "collection create");
         MDB_LOGX(MDB_LOG_WARN, job_id, NULL, "job failed: %s", why);
         if (!mdb_jobs_fail(p->mongo, job_id, !r_found ? "unknown_researcher" : "unknown_collection", why, err))
             goto done;
@@ -651,7 +649,8 @@ producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, 
             goto done;
         if (ncases == 0 && sels.n == 0) {
             char why[300];
-            snprintf(why, sizeof why, "all_cases was asked but collection '%s' has no cases (metadb collection add-cases)",
+            snprintf(why, sizeof why,
+                     "all_cases was asked but collection '%s' has no cases (metadb collection add-cases)",
                      jm.collection);
             if (!mdb_jobs_fail(p->mongo, job_id, "no_cases", why, err))
                 goto done;
@@ -691,8 +690,8 @@ producer_result_t producer_handle(producer_t *p, const rd_kafka_message_t *msg, 
         goto done;
     /* The problem list is pushed once: a job resumed after a crash already has it. */
     for (size_t i = 0; first_attempt && i < rc.prob_path.n; i++)
-        if (!mdb_jobs_add_error(p->mongo, job_id, rc.prob_path.v[i], "producer", rc.prob_code.v[i],
-                                rc.prob_msg.v[i], false, err))
+        if (!mdb_jobs_add_error(p->mongo, job_id, rc.prob_path.v[i], "producer", rc.prob_code.v[i], rc.prob_msg.v[i],
+                                false, err))
             goto done;
 
     /* 6-7: publish, then running. */

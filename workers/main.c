@@ -58,8 +58,8 @@ int main(int argc, char **argv)
             }
             if (msg) {
                 if (!worker_dispatch(&w, msg)) {
-                    MDB_LOG(MDB_LOG_ERROR, "out of memory dispatching %s[%d]@%lld", w.topic_files,
-                            (int)msg->partition, (long long)msg->offset);
+                    MDB_LOG(MDB_LOG_ERROR, "out of memory dispatching %s[%d]@%lld", w.topic_files, (int)msg->partition,
+                            (long long)msg->offset);
                     w.fatal = true;
                     rd_kafka_message_destroy(msg);
                     break;

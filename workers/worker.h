@@ -21,10 +21,10 @@
 typedef struct worker_task {
     int32_t partition;
     int64_t offset;
-    uint64_t epoch;    /* assignment epoch of its partition when consumed */
-    char *payload;     /* the metadb.files message value (copy) */
+    uint64_t epoch; /* assignment epoch of its partition when consumed */
+    char *payload;  /* the metadb.files message value (copy) */
     size_t payload_len;
-    char *key;         /* its key (the path), may be NULL */
+    char *key; /* its key (the path), may be NULL */
     size_t key_len;
     /* result, filled by the pool thread */
     const char *out_topic; /* topic.instances or topic.dlq */

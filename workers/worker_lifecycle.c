@@ -44,8 +44,7 @@ int worker_start(worker_t *w, mdb_config_t *cfg, mdb_lag_gauge_t **lag)
     }
     if (mdb_archive_root_count(ws->archive) == 0)
         MDB_LOG(MDB_LOG_WARN, "archive.roots is empty: every file task will be refused (outside_archive)");
-    ws->sets = mdb_featuresets_new(mdb_config_get(cfg, "features.dir"), mdb_config_get(cfg, "features.default"),
-                                   &err);
+    ws->sets = mdb_featuresets_new(mdb_config_get(cfg, "features.dir"), mdb_config_get(cfg, "features.default"), &err);
     if (!ws->sets) {
         MDB_LOG(MDB_LOG_ERROR, "feature sets: %s", err.message);
         return 1;

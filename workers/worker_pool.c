@@ -126,8 +126,8 @@ void worker_drain_completions(worker_t *w)
             mdb_file_msg_t fm = {0};
             mdb_error_t derr = {0};
             mdb_msg_file_decode(t->payload, t->payload_len, 0, &fm, &derr);
-            mdb_dlq_msg_t d = {.job_id = fm.job_id, .path = fm.path, .stage = "worker", .error = "event_too_large",
-                               .message = msg};
+            mdb_dlq_msg_t d = {
+                .job_id = fm.job_id, .path = fm.path, .stage = "worker", .error = "event_too_large", .message = msg};
             free(t->out_value);
             t->out_value = mdb_msg_dlq_encode(&d);
             free(t->out_key);
@@ -251,15 +251,15 @@ void worker_register_metrics(worker_shared_t *ws)
     static const double secs[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1};
     ws->m_extracted = mdb_metrics_counter(ws->metrics, "metadb_worker_files_extracted_total",
                                           "files whose event was delivered to the instances topic", "");
-    ws->m_extract_seconds = mdb_metrics_histogram(ws->metrics, "metadb_worker_extract_seconds",
-                                                  "header read + extraction time per file", "", secs,
-                                                  sizeof secs / sizeof secs[0]);
-    ws->m_consumed = mdb_metrics_counter(ws->metrics, "metadb_worker_messages_consumed_total",
-                                         "file tasks consumed", "");
+    ws->m_extract_seconds =
+        mdb_metrics_histogram(ws->metrics, "metadb_worker_extract_seconds", "header read + extraction time per file",
+                              "", secs, sizeof secs / sizeof secs[0]);
+    ws->m_consumed =
+        mdb_metrics_counter(ws->metrics, "metadb_worker_messages_consumed_total", "file tasks consumed", "");
     ws->m_produced_events = mdb_metrics_counter(ws->metrics, "metadb_worker_messages_produced_total",
                                                 "records delivered, by topic", "topic=\"instances\"");
     ws->m_produced_dlq = mdb_metrics_counter(ws->metrics, "metadb_worker_messages_produced_total",
                                              "records delivered, by topic", "topic=\"dlq\"");
-    ws->m_inflight = mdb_metrics_gauge(ws->metrics, "metadb_worker_inflight", "file tasks consumed, not yet delivered",
-                                       "");
+    ws->m_inflight =
+        mdb_metrics_gauge(ws->metrics, "metadb_worker_inflight", "file tasks consumed, not yet delivered", "");
 }

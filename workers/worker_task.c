@@ -78,7 +78,10 @@ static bool make_dlq(worker_shared_t *ws, worker_task_t *t, const char *job_id, 
         pathcopy[t->key_len] = '\0';
         path = pathcopy;
     }
-    mdb_dlq_msg_t d = {.job_id = (char *)job_id, .path = (char *)path, .stage = "worker", .error = (char *)reason,
+    mdb_dlq_msg_t d = {.job_id = (char *)job_id,
+                       .path = (char *)path,
+                       .stage = "worker",
+                       .error = (char *)reason,
                        .message = (char *)message};
     free(t->out_value);
     free(t->out_key);

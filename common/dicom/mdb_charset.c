@@ -35,17 +35,39 @@ typedef struct {
 } term_def_t;
 
 static const term_def_t TERMS[] = {
-    {"ISO_IR 6", "latin1"},           {"ISO_IR 13", "CP932"},          {"ISO_IR 100", "latin1"},
-    {"ISO_IR 101", "ISO-8859-2"},     {"ISO_IR 109", "ISO-8859-3"},    {"ISO_IR 110", "ISO-8859-4"},
-    {"ISO_IR 126", "ISO-8859-7"},     {"ISO_IR 127", "ISO-8859-6"},    {"ISO_IR 138", "ISO-8859-8"},
-    {"ISO_IR 144", "ISO-8859-5"},     {"ISO_IR 148", "ISO-8859-9"},    {"ISO_IR 166", "TIS-620"},
-    {"ISO 2022 IR 6", "latin1"},      {"ISO 2022 IR 13", "CP932"},     {"ISO 2022 IR 87", "ISO-2022-JP"},
-    {"ISO 2022 IR 100", "latin1"},    {"ISO 2022 IR 101", "ISO-8859-2"}, {"ISO 2022 IR 109", "ISO-8859-3"},
-    {"ISO 2022 IR 110", "ISO-8859-4"}, {"ISO 2022 IR 126", "ISO-8859-7"}, {"ISO 2022 IR 127", "ISO-8859-6"},
-    {"ISO 2022 IR 138", "ISO-8859-8"}, {"ISO 2022 IR 144", "ISO-8859-5"}, {"ISO 2022 IR 148", "ISO-8859-9"},
-    {"ISO 2022 IR 149", "EUC-KR"},    {"ISO 2022 IR 159", "ISO-2022-JP-2"}, {"ISO 2022 IR 166", "TIS-620"},
-    {"ISO 2022 IR 58", "GB2312"},     {"ISO_IR 192", "utf8"},          {"GB18030", "GB18030"},
-    {"ISO 2022 GBK", "GBK"},          {"ISO 2022 58", "GB2312"},       {"GBK", "GBK"},
+    {"ISO_IR 6", "latin1"},
+    {"ISO_IR 13", "CP932"},
+    {"ISO_IR 100", "latin1"},
+    {"ISO_IR 101", "ISO-8859-2"},
+    {"ISO_IR 109", "ISO-8859-3"},
+    {"ISO_IR 110", "ISO-8859-4"},
+    {"ISO_IR 126", "ISO-8859-7"},
+    {"ISO_IR 127", "ISO-8859-6"},
+    {"ISO_IR 138", "ISO-8859-8"},
+    {"ISO_IR 144", "ISO-8859-5"},
+    {"ISO_IR 148", "ISO-8859-9"},
+    {"ISO_IR 166", "TIS-620"},
+    {"ISO 2022 IR 6", "latin1"},
+    {"ISO 2022 IR 13", "CP932"},
+    {"ISO 2022 IR 87", "ISO-2022-JP"},
+    {"ISO 2022 IR 100", "latin1"},
+    {"ISO 2022 IR 101", "ISO-8859-2"},
+    {"ISO 2022 IR 109", "ISO-8859-3"},
+    {"ISO 2022 IR 110", "ISO-8859-4"},
+    {"ISO 2022 IR 126", "ISO-8859-7"},
+    {"ISO 2022 IR 127", "ISO-8859-6"},
+    {"ISO 2022 IR 138", "ISO-8859-8"},
+    {"ISO 2022 IR 144", "ISO-8859-5"},
+    {"ISO 2022 IR 148", "ISO-8859-9"},
+    {"ISO 2022 IR 149", "EUC-KR"},
+    {"ISO 2022 IR 159", "ISO-2022-JP-2"},
+    {"ISO 2022 IR 166", "TIS-620"},
+    {"ISO 2022 IR 58", "GB2312"},
+    {"ISO_IR 192", "utf8"},
+    {"GB18030", "GB18030"},
+    {"ISO 2022 GBK", "GBK"},
+    {"ISO 2022 58", "GB2312"},
+    {"GBK", "GBK"},
 };
 
 /* Escape sequences (PS3.3 C.12-3/-4) -> encoding. keep_escape: iconv
@@ -57,11 +79,11 @@ typedef struct {
 } esc_def_t;
 
 static const esc_def_t ESCAPES[] = {
-    {"\x1b(B", "latin1", false},     {"\x1b-A", "latin1", false},     {"\x1b)I", "CP932", false},
-    {"\x1b(J", "CP932", false},      {"\x1b$B", "ISO-2022-JP", true}, {"\x1b-B", "ISO-8859-2", false},
-    {"\x1b-C", "ISO-8859-3", false}, {"\x1b-D", "ISO-8859-4", false}, {"\x1b-F", "ISO-8859-7", false},
-    {"\x1b-G", "ISO-8859-6", false}, {"\x1b-H", "ISO-8859-8", false}, {"\x1b-L", "ISO-8859-5", false},
-    {"\x1b-M", "ISO-8859-9", false}, {"\x1b-T", "TIS-620", false},    {"\x1b$)C", "EUC-KR", false},
+    {"\x1b(B", "latin1", false},        {"\x1b-A", "latin1", false},     {"\x1b)I", "CP932", false},
+    {"\x1b(J", "CP932", false},         {"\x1b$B", "ISO-2022-JP", true}, {"\x1b-B", "ISO-8859-2", false},
+    {"\x1b-C", "ISO-8859-3", false},    {"\x1b-D", "ISO-8859-4", false}, {"\x1b-F", "ISO-8859-7", false},
+    {"\x1b-G", "ISO-8859-6", false},    {"\x1b-H", "ISO-8859-8", false}, {"\x1b-L", "ISO-8859-5", false},
+    {"\x1b-M", "ISO-8859-9", false},    {"\x1b-T", "TIS-620", false},    {"\x1b$)C", "EUC-KR", false},
     {"\x1b$(D", "ISO-2022-JP-2", true}, {"\x1b$)A", "GB2312", false},
 };
 
@@ -315,12 +337,9 @@ static bool decode_with(mdb_charset_t *cs, int idx, const unsigned char *in, siz
     enc_t *e = enc_get(cs, idx);
     *ok = true;
     switch (e->kind) {
-    case K_LATIN1:
-        return decode_latin1(in, len, out);
-    case K_UTF8:
-        return decode_utf8(in, len, out, strict, ok);
-    default:
-        return decode_iconv(e, in, len, out, strict, ok);
+    case K_LATIN1: return decode_latin1(in, len, out);
+    case K_UTF8: return decode_utf8(in, len, out, strict, ok);
+    default: return decode_iconv(e, in, len, out, strict, ok);
     }
 }
 
@@ -473,7 +492,8 @@ static const char *resolve_term(mdb_charset_t *cs, const char *term, char *scrat
         if ((enc = term_encoding(scratch)))
             return enc;
     }
-    if (n > 12 && !strncasecmp(term, "ISO", 3) && !strncasecmp(term + 4, "2022", 4) && !strncasecmp(term + 9, "IR", 2)) {
+    if (n > 12 && !strncasecmp(term, "ISO", 3) && !strncasecmp(term + 4, "2022", 4) &&
+        !strncasecmp(term + 9, "IR", 2)) {
         snprintf(scratch, cap, "ISO 2022 IR %s", term + 12);
         if ((enc = term_encoding(scratch)))
             return enc;
@@ -528,7 +548,8 @@ void mdb_charset_select(mdb_charset_t *cs, const char *scs, size_t len, const ch
             enc = NULL;
         else if (!(enc = resolve_term(cs, t, scratch, sizeof scratch))) {
             if (!cs->unknown[0])
-                snprintf(cs->unknown, sizeof cs->unknown, "%.*s", (int)(sizeof cs->unknown - 1), t); /* cut on purpose */
+                snprintf(cs->unknown, sizeof cs->unknown, "%.*s", (int)(sizeof cs->unknown - 1),
+                         t); /* cut on purpose */
             enc = "latin1";
         }
         if (enc && cs->nterms < MAX_TERMS) {

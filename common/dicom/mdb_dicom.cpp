@@ -36,14 +36,15 @@
 
 #include "mdb_dicom.h"
 
-namespace {
+namespace
+{
 
 struct Dictionary {
     std::vector<mdb_dicom_dict_entry_t> by_tag; /* sorted by tag */
     std::vector<int32_t> hash;                  /* open addressing over by_tag: index + 1, 0 = empty */
     size_t hash_mask = 0;
-    std::vector<uint32_t> by_keyword;           /* indices into by_tag, sorted by keyword */
-    std::vector<std::string> keywords;          /* storage behind entry.keyword */
+    std::vector<uint32_t> by_keyword;  /* indices into by_tag, sorted by keyword */
+    std::vector<std::string> keywords; /* storage behind entry.keyword */
 };
 
 Dictionary *g_dict = nullptr;
@@ -102,7 +103,8 @@ void build()
         std::vector<size_t> order(d->by_tag.size());
         for (size_t i = 0; i < order.size(); i++)
             order[i] = i;
-        std::stable_sort(order.begin(), order.end(), [d](size_t a, size_t b) { return d->by_tag[a].tag < d->by_tag[b].tag; });
+        std::stable_sort(order.begin(), order.end(),
+                         [d](size_t a, size_t b) { return d->by_tag[a].tag < d->by_tag[b].tag; });
         std::vector<mdb_dicom_dict_entry_t> sorted;
         sorted.reserve(order.size());
         for (size_t i : order)

@@ -55,14 +55,14 @@ bool mdb_dicom_read_tags(const char *path, const uint32_t *tags, size_t ntags, c
  * name (mdb_dicom_reason_name) is what goes into DLQ "error" fields. */
 typedef enum {
     MDB_DICOM_EOK = 0,
-    MDB_DICOM_EEMPTY,       /* "empty_file" */
-    MDB_DICOM_ENOTDICOM,    /* "not_dicom" */
-    MDB_DICOM_ETRUNCATED,   /* "truncated" */
-    MDB_DICOM_EUNREADABLE,  /* "unreadable" (permissions, I/O) */
-    MDB_DICOM_EMISSINGUID,  /* "missing_uid" (no Study/Series/SOP Instance UID) */
-    MDB_DICOM_ETOOLARGE,    /* "header_too_large" */
-    MDB_DICOM_EMALFORMED,   /* "malformed" */
-    MDB_DICOM_EDICOMDIR     /* "dicomdir" (a media directory, not an instance) */
+    MDB_DICOM_EEMPTY,      /* "empty_file" */
+    MDB_DICOM_ENOTDICOM,   /* "not_dicom" */
+    MDB_DICOM_ETRUNCATED,  /* "truncated" */
+    MDB_DICOM_EUNREADABLE, /* "unreadable" (permissions, I/O) */
+    MDB_DICOM_EMISSINGUID, /* "missing_uid" (no Study/Series/SOP Instance UID) */
+    MDB_DICOM_ETOOLARGE,   /* "header_too_large" */
+    MDB_DICOM_EMALFORMED,  /* "malformed" */
+    MDB_DICOM_EDICOMDIR    /* "dicomdir" (a media directory, not an instance) */
 } mdb_dicom_reason_t;
 
 const char *mdb_dicom_reason_name(int code);
@@ -92,9 +92,9 @@ const char *mdb_dicom_transfer_syntax(const mdb_dicom_t *d);
 /* ---- the data dictionary (GDCM's, frozen at first use; thread-safe) ---- */
 
 typedef struct {
-    uint32_t tag;        /* for repeating groups (50xx, 60xx, 7Fxx) the xx=00 form */
-    char vr[3];          /* "DS", "SQ", ... ; "" when GDCM lists none */
-    char vr_alt[3];      /* second VR of "US or SS", "US or OW", "OB or OW"; "" otherwise */
+    uint32_t tag;   /* for repeating groups (50xx, 60xx, 7Fxx) the xx=00 form */
+    char vr[3];     /* "DS", "SQ", ... ; "" when GDCM lists none */
+    char vr_alt[3]; /* second VR of "US or SS", "US or OW", "OB or OW"; "" otherwise */
     bool retired;
     const char *keyword; /* "" when GDCM has none */
 } mdb_dicom_dict_entry_t;

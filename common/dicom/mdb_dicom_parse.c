@@ -120,9 +120,9 @@ static bool vr_long(const char *vr)
 
 static bool vr_known(const uint8_t *v)
 {
-    static const char *const K[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB",
-                                    "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM",
-                                    "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"};
+    static const char *const K[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT",
+                                    "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST",
+                                    "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"};
     for (size_t i = 0; i < sizeof K / sizeof K[0]; i++)
         if (v[0] == (uint8_t)K[i][0] && v[1] == (uint8_t)K[i][1])
             return true;
@@ -219,8 +219,8 @@ static ps_t oom(parser_t *p)
     return PS_ERR;
 }
 
-static ps_t parse_dataset(parser_t *p, size_t *pos, size_t limit, bool le, bool explicit_vr, bool top,
-                          bool undef_item, int depth, int32_t *first);
+static ps_t parse_dataset(parser_t *p, size_t *pos, size_t limit, bool le, bool explicit_vr, bool top, bool undef_item,
+                          int depth, int32_t *first);
 
 /* Is a defined-length implicit-VR element a sequence? Public: the
  * dictionary says SQ. Private: GDCM's private dictionary, given the creator
@@ -275,8 +275,8 @@ static ps_t parse_fragments(parser_t *p, size_t *pos, size_t limit, bool le)
 
 /* Items of a sequence whose value starts at *pos. seq_end: end of a
  * defined-length sequence, NO_LIMIT for undefined (ends at the delimiter). */
-static ps_t parse_items(parser_t *p, int32_t seq, size_t *pos, size_t seq_end, size_t limit, bool le,
-                        bool explicit_vr, int depth)
+static ps_t parse_items(parser_t *p, int32_t seq, size_t *pos, size_t seq_end, size_t limit, bool le, bool explicit_vr,
+                        int depth)
 {
     int32_t last = -1;
     if (depth > MDB_DCM_MAX_DEPTH)
@@ -345,8 +345,8 @@ static bool pixel_tag_prefix(const uint8_t *b, size_t n, bool le)
 
 /* One data set: from *pos to limit (defined length), to an item delimiter
  * (undef_item), or to the end of the file / Pixel Data (top). */
-static ps_t parse_dataset(parser_t *p, size_t *pos, size_t limit, bool le, bool explicit_vr, bool top,
-                          bool undef_item, int depth, int32_t *first)
+static ps_t parse_dataset(parser_t *p, size_t *pos, size_t limit, bool le, bool explicit_vr, bool top, bool undef_item,
+                          int depth, int32_t *first)
 {
     int32_t last = -1;
     *first = -1;
@@ -481,8 +481,7 @@ static ps_t parse_dataset(parser_t *p, size_t *pos, size_t limit, bool le, bool 
             if (r != PS_OK)
                 return r;
             if (*pos != vpos + len)
-                return fail(p, MDB_DICOM_EMALFORMED, "sequence length does not match its items (at byte %zu)",
-                            vpos);
+                return fail(p, MDB_DICOM_EMALFORMED, "sequence length does not match its items (at byte %zu)", vpos);
         } else {
             *pos = vpos + len;
         }
@@ -652,13 +651,18 @@ static void dicom_reset(mdb_dicom_t *d)
 }
 
 /* Parse d->buf[0..len) (the first len bytes of the file). */
-static bool parse_image(mdb_dicom_t *d, size_t len, bool complete, uint32_t stop_after, size_t max_bytes,
-                        size_t fsize, size_t *need, mdb_error_t *err)
+static bool parse_image(mdb_dicom_t *d, size_t len, bool complete, uint32_t stop_after, size_t max_bytes, size_t fsize,
+                        size_t *need, mdb_error_t *err)
 {
     uint8_t *buf = d->buf;
     dicom_reset(d);
-    parser_t p = {.d = d, .b = buf, .len = len, .complete = complete, .stop_after = stop_after,
-                  .max_bytes = max_bytes, .err = err};
+    parser_t p = {.d = d,
+                  .b = buf,
+                  .len = len,
+                  .complete = complete,
+                  .stop_after = stop_after,
+                  .max_bytes = max_bytes,
+                  .err = err};
     d->len = len;
     *need = 0;
     size_t pos = 0;
@@ -892,8 +896,8 @@ static bool pread_range(int fd, mdb_dicom_t *d, size_t from, size_t to, size_t *
     return true;
 }
 
-bool mdb_dicom_read_fd_into(mdb_dicom_t *d, int fd, size_t max_header_bytes, uint32_t stop_after,
-                            int64_t *file_size, int64_t *file_mtime, mdb_error_t *err)
+bool mdb_dicom_read_fd_into(mdb_dicom_t *d, int fd, size_t max_header_bytes, uint32_t stop_after, int64_t *file_size,
+                            int64_t *file_mtime, mdb_error_t *err)
 {
     struct stat st;
     dicom_reset(d);

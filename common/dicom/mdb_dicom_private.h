@@ -44,11 +44,11 @@ typedef struct {
 /* What the file holds of its Pixel Data (the header reader checks the
  * element's length against the file without reading any pixel). */
 typedef struct {
-    bool truncated;     /* the file ends before the Pixel Data value does */
-    bool encapsulated;  /* undefined length: fragments (expected is then a lower bound) */
+    bool truncated;      /* the file ends before the Pixel Data value does */
+    bool encapsulated;   /* undefined length: fragments (expected is then a lower bound) */
     bool expected_known; /* false when the file ends inside the element's own header */
-    uint64_t expected;  /* value bytes the element declares (encapsulated: fragments up to the cut) */
-    uint64_t present;   /* value bytes the file holds */
+    uint64_t expected;   /* value bytes the element declares (encapsulated: fragments up to the cut) */
+    uint64_t present;    /* value bytes the file holds */
 } mdb_dcm_pixels_t;
 
 struct mdb_dicom {
@@ -59,17 +59,17 @@ struct mdb_dicom {
     size_t nelems, elems_cap;
     mdb_dcm_item_t *items;
     size_t nitems, items_cap;
-    int32_t root;        /* first top-level element, -1 if none */
-    char ts[68];         /* Transfer Syntax UID from the meta header, "" if none */
-    char sop_class[68];  /* MediaStorageSOPClassUID, "" if none */
+    int32_t root;       /* first top-level element, -1 if none */
+    char ts[68];        /* Transfer Syntax UID from the meta header, "" if none */
+    char sop_class[68]; /* MediaStorageSOPClassUID, "" if none */
     bool has_meta;
-    bool little;         /* data set byte order */
-    bool explicit_vr;    /* data set VR encoding */
+    bool little;      /* data set byte order */
+    bool explicit_vr; /* data set VR encoding */
     bool deflated;
     bool stopped_at_pixels;
-    size_t pixel_off;       /* offset of the Pixel Data tag in buf (when stopped_at_pixels) */
+    size_t pixel_off;        /* offset of the Pixel Data tag in buf (when stopped_at_pixels) */
     mdb_dcm_pixels_t pixels; /* checked after a full read (stop_after 0); zero otherwise */
-    size_t header_end; /* bytes the last parse needed: the next read's size hint */
+    size_t header_end;       /* bytes the last parse needed: the next read's size hint */
 };
 
 /* mdb_dicom_read_fd with a stop: the walk ends at the first top-level tag
@@ -81,8 +81,8 @@ mdb_dicom_t *mdb_dicom_read_fd_until(int fd, size_t max_header_bytes, uint32_t s
 
 /* Read into an existing object, reusing its buffers (one per extraction
  * context, so a worker thread allocates nothing per file once warm). */
-bool mdb_dicom_read_fd_into(mdb_dicom_t *d, int fd, size_t max_header_bytes, uint32_t stop_after,
-                            int64_t *file_size, int64_t *file_mtime, mdb_error_t *err);
+bool mdb_dicom_read_fd_into(mdb_dicom_t *d, int fd, size_t max_header_bytes, uint32_t stop_after, int64_t *file_size,
+                            int64_t *file_mtime, mdb_error_t *err);
 
 /* An empty object for mdb_dicom_read_fd_into. */
 mdb_dicom_t *mdb_dicom_new(void);

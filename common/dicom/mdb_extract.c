@@ -40,22 +40,22 @@ enum { L_STUDY = MDB_LEVEL_STUDY, L_SERIES = MDB_LEVEL_SERIES, L_INSTANCE = MDB_
 struct mdb_extract_ctx {
     size_t max_header;
     mdb_charset_t *cs;
-    mdb_buf_t dec;          /* decoded text of one value piece */
-    mdb_buf_t val;          /* JSON text of the value being converted */
-    mdb_buf_t obj[NLEV];    /* level object bodies ("k":v,"k":v) */
-    mdb_buf_t prom[NLEV];   /* promoted object bodies */
-    mdb_buf_t inval[NLEV];  /* _invalid list bodies ("k","k") */
-    mdb_buf_t repl[NLEV];   /* _replaced list bodies */
-    mdb_buf_t nest_inv;     /* keys inside the current top element's sequences */
+    mdb_buf_t dec;         /* decoded text of one value piece */
+    mdb_buf_t val;         /* JSON text of the value being converted */
+    mdb_buf_t obj[NLEV];   /* level object bodies ("k":v,"k":v) */
+    mdb_buf_t prom[NLEV];  /* promoted object bodies */
+    mdb_buf_t inval[NLEV]; /* _invalid list bodies ("k","k") */
+    mdb_buf_t repl[NLEV];  /* _replaced list bodies */
+    mdb_buf_t nest_inv;    /* keys inside the current top element's sequences */
     mdb_buf_t nest_rep;
-    mdb_buf_t level[NLEV];  /* finished level objects */
-    mdb_buf_t dicom;        /* finished "dicom" object */
-    mdb_buf_t integ;        /* finished "integrity" object, empty when the file is whole */
-    mdb_buf_t event;        /* the whole event (fast path) */
-    mdb_buf_t uid[3];       /* study, series, SOP instance UID text */
-    mdb_dicom_t *dcm;       /* parse buffers, reused file to file */
-    const char *override;   /* charset override of the current call */
-    bool lenient_uids;      /* extract files lacking UIDs (debugging) */
+    mdb_buf_t level[NLEV]; /* finished level objects */
+    mdb_buf_t dicom;       /* finished "dicom" object */
+    mdb_buf_t integ;       /* finished "integrity" object, empty when the file is whole */
+    mdb_buf_t event;       /* the whole event (fast path) */
+    mdb_buf_t uid[3];      /* study, series, SOP instance UID text */
+    mdb_dicom_t *dcm;      /* parse buffers, reused file to file */
+    const char *override;  /* charset override of the current call */
+    bool lenient_uids;     /* extract files lacking UIDs (debugging) */
 };
 
 /* Per-call conversion state. */
@@ -582,8 +582,13 @@ static bool put_real(conv_t *c, double v)
     char num[40];
     if (!isfinite(v)) {
         c->invalid = true;
-        return put_jstr(&c->ctx->val, isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity",
-                        isnan(v) ? 3 : v > 0 ? 8 : 9);
+        return put_jstr(&c->ctx->val,
+                        isnan(v) ? "NaN"
+                        : v > 0  ? "Infinity"
+                                 : "-Infinity",
+                        isnan(v) ? 3
+                        : v > 0  ? 8
+                                 : 9);
     }
     /* most stored reals are short decimals (0.5, 1.25, 949.075): print
      * m / 10^k exactly when that round-trips, else the full %.17g */
@@ -632,9 +637,9 @@ static bool lut_descriptor(uint32_t tag)
  * nothing written (length not a multiple of the value size). */
 static bool binary_numbers(conv_t *c, const mdb_dcm_elem_t *e, const char *vr, bool *none)
 {
-    size_t size = vr_eq(vr, "US") || vr_eq(vr, "SS") ? 2
+    size_t size = vr_eq(vr, "US") || vr_eq(vr, "SS")                      ? 2
                   : vr_eq(vr, "FD") || vr_eq(vr, "UV") || vr_eq(vr, "SV") ? 8
-                                                                             : 4;
+                                                                          : 4;
     const uint8_t *p = val(c, e);
     bool le = e->flags & MDB_DCM_F_LE;
     mdb_buf_t *v = &c->ctx->val;
@@ -794,8 +799,7 @@ static bool convert_elem(conv_t *c, const mdb_dcm_elem_t *e, const char *hint, c
     size_t n = e->len;
     if (vr_eq(vr, "AE"))
         return split_values(c, s, rtrim_pad(s, n), piece_ae);
-    if (vr_eq(vr, "AS") || vr_eq(vr, "CS") || vr_eq(vr, "DA") || vr_eq(vr, "DT") || vr_eq(vr, "TM") ||
-        vr_eq(vr, "UI"))
+    if (vr_eq(vr, "AS") || vr_eq(vr, "CS") || vr_eq(vr, "DA") || vr_eq(vr, "DT") || vr_eq(vr, "TM") || vr_eq(vr, "UI"))
         return split_values(c, s, rtrim_pad(s, n), piece_default);
     if (vr_eq(vr, "UR")) {
         while (n > 0 && is_ws(s[n - 1]))
@@ -895,8 +899,8 @@ static dsinfo_t dsinfo_for(const conv_t *c, int32_t first, dsinfo_t parent)
     if (pr >= 0)
         ds.pixel_rep = pr;
     const mdb_dcm_elem_t *lut = find(c->d, first, TAG_LUT_DESCRIPTOR);
-    ds.lut_first = lut && lut->len >= 2 && !(lut->flags & MDB_DCM_F_SEQ) ? u16(val(c, lut), lut->flags & MDB_DCM_F_LE)
-                                                                          : -1;
+    ds.lut_first =
+        lut && lut->len >= 2 && !(lut->flags & MDB_DCM_F_SEQ) ? u16(val(c, lut), lut->flags & MDB_DCM_F_LE) : -1;
     return ds;
 }
 
@@ -997,8 +1001,8 @@ static bool uid_text(conv_t *c, int32_t root, uint32_t tag, const char *name, md
 
 /* Finish one level into ctx->level[l]: body + UIDs not listed + promoted +
  * _invalid/_replaced. uids[k] may be NULL (lenient mode). */
-static bool finish_level(mdb_extract_ctx_t *ctx, int l, const mdb_buf_t *const uids[2],
-                         const char *const uid_keys[2], const bool listed[2])
+static bool finish_level(mdb_extract_ctx_t *ctx, int l, const mdb_buf_t *const uids[2], const char *const uid_keys[2],
+                         const bool listed[2])
 {
     mdb_buf_t *b = &ctx->obj[l];
     for (int k = 0; k < 2; k++)
@@ -1008,11 +1012,11 @@ static bool finish_level(mdb_extract_ctx_t *ctx, int l, const mdb_buf_t *const u
     if (!put_key(b, "promoted") || !put(b, "{", 1) ||
         !put(b, ctx->prom[l].data ? ctx->prom[l].data : "", ctx->prom[l].len) || !put(b, "}", 1))
         return false;
-    if (ctx->inval[l].len && !(put_key(b, "_invalid") && put(b, "[", 1) &&
-                               put(b, ctx->inval[l].data, ctx->inval[l].len) && put(b, "]", 1)))
+    if (ctx->inval[l].len &&
+        !(put_key(b, "_invalid") && put(b, "[", 1) && put(b, ctx->inval[l].data, ctx->inval[l].len) && put(b, "]", 1)))
         return false;
-    if (ctx->repl[l].len && !(put_key(b, "_replaced") && put(b, "[", 1) &&
-                              put(b, ctx->repl[l].data, ctx->repl[l].len) && put(b, "]", 1)))
+    if (ctx->repl[l].len &&
+        !(put_key(b, "_replaced") && put(b, "[", 1) && put(b, ctx->repl[l].data, ctx->repl[l].len) && put(b, "]", 1)))
         return false;
     mdb_buf_t *o = &ctx->level[l];
     o->len = 0;
@@ -1032,11 +1036,11 @@ static bool note_flags(conv_t *c, unsigned mask, const char *key)
     for (int l = 0; l < NLEV; l++) {
         if (!(mask & (1u << l)))
             continue;
-        if (c->invalid && !(ctx->nest_inv.len ? note_nested(&ctx->inval[l], key, &ctx->nest_inv)
-                                               : note_key(&ctx->inval[l], "", key)))
+        if (c->invalid &&
+            !(ctx->nest_inv.len ? note_nested(&ctx->inval[l], key, &ctx->nest_inv) : note_key(&ctx->inval[l], "", key)))
             return false;
-        if (c->replaced && !(ctx->nest_rep.len ? note_nested(&ctx->repl[l], key, &ctx->nest_rep)
-                                                : note_key(&ctx->repl[l], "", key)))
+        if (c->replaced &&
+            !(ctx->nest_rep.len ? note_nested(&ctx->repl[l], key, &ctx->nest_rep) : note_key(&ctx->repl[l], "", key)))
             return false;
     }
     return true;
@@ -1106,8 +1110,8 @@ static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const
         else if (e->tag == TAG_LUT_DESCRIPTOR)
             lut = e;
     }
-    dsinfo_t root = {.pixel_rep = small_int(d, pr), .has_pixels = d->stopped_at_pixels, .lut_first = -1,
-                     .first = d->root};
+    dsinfo_t root = {
+        .pixel_rep = small_int(d, pr), .has_pixels = d->stopped_at_pixels, .lut_first = -1, .first = d->root};
     if (lut && lut->len >= 2 && !(lut->flags & MDB_DCM_F_SEQ))
         root.lut_first = u16(val(&c, lut), lut->flags & MDB_DCM_F_LE);
     select_charset(&c, scs);
@@ -1213,8 +1217,7 @@ static bool extract_tree(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const
         return false;
     }
 
-    const mdb_buf_t *study_uids[2] = {uid[0], NULL}, *series_uids[2] = {uid[1], uid[0]},
-                    *sop_uids[2] = {uid[2], NULL};
+    const mdb_buf_t *study_uids[2] = {uid[0], NULL}, *series_uids[2] = {uid[1], uid[0]}, *sop_uids[2] = {uid[2], NULL};
     const char *study_keys[2] = {"StudyInstanceUID", NULL}, *series_keys[2] = {"SeriesInstanceUID", "StudyInstanceUID"},
                *sop_keys[2] = {"SOPInstanceUID", NULL};
     bool study_listed[2] = {listed_study_uid[L_STUDY], true};
@@ -1285,9 +1288,9 @@ static bool extract_dicom(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, cons
 #define KEEP_BYTES (1u << 20)
 static void trim_buffers(mdb_extract_ctx_t *ctx)
 {
-    mdb_buf_t *bufs[] = {&ctx->dec, &ctx->val, &ctx->obj[0], &ctx->obj[1], &ctx->obj[2], &ctx->prom[0],
-                         &ctx->prom[1], &ctx->prom[2], &ctx->level[0], &ctx->level[1], &ctx->level[2],
-                         &ctx->event, &ctx->nest_inv, &ctx->nest_rep};
+    mdb_buf_t *bufs[] = {&ctx->dec,      &ctx->val,     &ctx->obj[0],   &ctx->obj[1],   &ctx->obj[2],
+                         &ctx->prom[0],  &ctx->prom[1], &ctx->prom[2],  &ctx->level[0], &ctx->level[1],
+                         &ctx->level[2], &ctx->event,   &ctx->nest_inv, &ctx->nest_rep};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]->cap > 4 * KEEP_BYTES)
             mdb_buf_free(bufs[i]);
@@ -1297,8 +1300,8 @@ static void trim_buffers(mdb_extract_ctx_t *ctx)
     }
 }
 
-static bool extract_fd(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int fd, const char *override,
-                       bool want_json, mdb_extract_result_t *out, mdb_error_t *err)
+static bool extract_fd(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int fd, const char *override, bool want_json,
+                       mdb_extract_result_t *out, mdb_error_t *err)
 {
     memset(out, 0, sizeof *out);
     int64_t size = 0, mtime = 0;
@@ -1384,8 +1387,8 @@ bool mdb_extract_fd(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int fd, co
     return extract_fd(ctx, fs, fd, charset_override, true, out, err);
 }
 
-bool mdb_extract_path(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const char *path,
-                      const char *charset_override, mdb_extract_result_t *out, mdb_error_t *err)
+bool mdb_extract_path(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const char *path, const char *charset_override,
+                      mdb_extract_result_t *out, mdb_error_t *err)
 {
     memset(out, 0, sizeof *out);
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block; fstat refuses it */
@@ -1451,8 +1454,7 @@ char *mdb_extract_event_text(const mdb_extract_result_t *r, const char *job_id, 
     return b.data;
 }
 
-json_t *mdb_extract_event(const mdb_extract_result_t *r, const char *job_id, const char *path,
-                          const char *feature_set)
+json_t *mdb_extract_event(const mdb_extract_result_t *r, const char *job_id, const char *path, const char *feature_set)
 {
     char *text = mdb_extract_event_text(r, job_id, path, feature_set, NULL);
     if (!text)
@@ -1474,11 +1476,11 @@ static bool plain_value(conv_t *c, const mdb_dcm_elem_t *e, const dsinfo_t *ds, 
     resolve_vr(c, e, NULL, NULL, ds, vr);
     const uint8_t *s = val(c, e);
     size_t n = rtrim_pad(s, e->len);
-    mdb_cs_kind_t kind = vr_eq(vr, "SH") || vr_eq(vr, "LO") || vr_eq(vr, "UC") || vr_eq(vr, "LT") ||
-                                 vr_eq(vr, "ST") || vr_eq(vr, "UT")
-                             ? MDB_CS_TEXT
-                         : vr_eq(vr, "PN") ? MDB_CS_PN
-                                           : MDB_CS_DEFAULT;
+    mdb_cs_kind_t kind =
+        vr_eq(vr, "SH") || vr_eq(vr, "LO") || vr_eq(vr, "UC") || vr_eq(vr, "LT") || vr_eq(vr, "ST") || vr_eq(vr, "UT")
+            ? MDB_CS_TEXT
+        : vr_eq(vr, "PN") ? MDB_CS_PN
+                          : MDB_CS_DEFAULT;
     if (strstr("AE AS CS DA DT TM UI UR SH LO UC LT ST UT PN IS DS", vr) && vr[0]) {
         if (kind != MDB_CS_PN)
             return mdb_charset_decode(c->ctx->cs, (const char *)s, n, kind, out, &c->replaced);

@@ -152,8 +152,8 @@ bool mdb_extract_fd_event(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, int 
 
 /* Open path read-only (no archive-root check: for `metadb extract` and tests)
  * and extract. */
-bool mdb_extract_path(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const char *path,
-                      const char *charset_override, mdb_extract_result_t *out, mdb_error_t *err);
+bool mdb_extract_path(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const char *path, const char *charset_override,
+                      mdb_extract_result_t *out, mdb_error_t *err);
 
 /* Extract from a memory image of a file (fuzzing, tests). file_size = len,
  * mtime 0. */
@@ -163,8 +163,7 @@ bool mdb_extract_buffer(mdb_extract_ctx_t *ctx, const mdb_features_t *fs, const 
 /* The whole event object above (new reference) from a result; the result's
  * objects are referenced, not copied. job_id/path/feature_set may be NULL
  * (then omitted). NULL on OOM. */
-json_t *mdb_extract_event(const mdb_extract_result_t *r, const char *job_id, const char *path,
-                          const char *feature_set);
+json_t *mdb_extract_event(const mdb_extract_result_t *r, const char *job_id, const char *path, const char *feature_set);
 
 /* The whole event as compact JSON text (malloc'd, caller frees; *len gets
  * its length; NULL on OOM), from either form of a result. job_id/path/

@@ -15,7 +15,7 @@
 #include "mdb_features.h"
 
 static const char *const LIST_FILES[MDB_LEVEL_COUNT] = {"StudyFeatures.txt", "SeriesFeatures.txt",
-                                                         "InstanceFeatures.txt"};
+                                                        "InstanceFeatures.txt"};
 
 struct mdb_features {
     char *name;
@@ -247,8 +247,7 @@ static bool add_promoted_line(mdb_features_t *fs, const char *file, int lineno, 
         return warn(fs, "%s:%d: field '%s' must be snake_case [a-z0-9_]; ignored", file, lineno, tok[2]);
     for (size_t i = 0; i < fs->npromoted; i++)
         if (fs->promoted[i].level == level && !strcmp(fs->promoted[i].field, tok[2]))
-            return warn(fs, "%s:%d: field '%s' already promoted at level %s; ignored", file, lineno, tok[2],
-                        tok[0]);
+            return warn(fs, "%s:%d: field '%s' already promoted at level %s; ignored", file, lineno, tok[2], tok[0]);
     mdb_promoted_t *n = realloc(fs->promoted, (fs->npromoted + 1) * sizeof *n);
     if (!n)
         return false;
@@ -379,8 +378,8 @@ static mdb_features_t *features_alloc(const char *name)
     return fs;
 }
 
-mdb_features_t *mdb_features_from_text(const char *name, const char *study, const char *series,
-                                       const char *instance, const char *promoted, mdb_error_t *err)
+mdb_features_t *mdb_features_from_text(const char *name, const char *study, const char *series, const char *instance,
+                                       const char *promoted, mdb_error_t *err)
 {
     mdb_features_t *fs = features_alloc(name);
     const char *texts[MDB_LEVEL_COUNT] = {study, series, instance};
@@ -448,8 +447,8 @@ static bool load_list(mdb_features_t *fs, int level, const char *dir, const char
     return ok;
 }
 
-static mdb_features_t *load_set(const char *dir, const char *fallback_dir, const char *name,
-                                const char *promoted_path, mdb_error_t *err)
+static mdb_features_t *load_set(const char *dir, const char *fallback_dir, const char *name, const char *promoted_path,
+                                mdb_error_t *err)
 {
     mdb_features_t *fs = features_alloc(name);
     char ppath[4096];
@@ -687,8 +686,7 @@ const mdb_features_t *mdb_featuresets_get(mdb_featuresets_t *r, const char *name
     if (!name || !*name)
         return r->sets[0];
     if (!name_ok(name)) {
-        mdb_error_set(err, MDB_ERR_CONFIG, EINVAL, "invalid feature set name '%.80s' ([A-Za-z0-9._-], no '..')",
-                      name);
+        mdb_error_set(err, MDB_ERR_CONFIG, EINVAL, "invalid feature set name '%.80s' ([A-Za-z0-9._-], no '..')", name);
         return NULL;
     }
     pthread_mutex_lock(&r->lock);

@@ -69,8 +69,8 @@ mdb_features_t *mdb_features_load(const char *dir, const char *name, const char 
 
 /* Build a set from in-memory text (tests, tools): one string per level
  * (lines as in the files), promoted map text may be NULL. */
-mdb_features_t *mdb_features_from_text(const char *name, const char *study, const char *series,
-                                       const char *instance, const char *promoted, mdb_error_t *err);
+mdb_features_t *mdb_features_from_text(const char *name, const char *study, const char *series, const char *instance,
+                                       const char *promoted, mdb_error_t *err);
 
 void mdb_features_destroy(mdb_features_t *fs); /* accepts NULL */
 

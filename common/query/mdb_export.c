@@ -51,8 +51,9 @@ const char *mdb_export_format_name(mdb_export_format_t f)
 
 const char *mdb_export_content_type(mdb_export_format_t f)
 {
-    return f == MDB_EXPORT_CSV ? "text/csv; charset=utf-8" : f == MDB_EXPORT_JSON ? "application/json"
-                                                                                  : "application/x-ndjson";
+    return f == MDB_EXPORT_CSV    ? "text/csv; charset=utf-8"
+           : f == MDB_EXPORT_JSON ? "application/json"
+                                  : "application/x-ndjson";
 }
 
 /* ------------------------------------------------------------------------ */
@@ -195,8 +196,8 @@ bool mdb_export_csv_cell(const json_t *v, char **buf, size_t *len, size_t *cap)
 /* ------------------------------------------------------------------------ */
 /* writer                                                                    */
 
-mdb_export_t *mdb_export_new(mdb_export_format_t f, const char *const *columns, size_t ncols,
-                             mdb_export_sink_fn sink, void *ud, mdb_error_t *err)
+mdb_export_t *mdb_export_new(mdb_export_format_t f, const char *const *columns, size_t ncols, mdb_export_sink_fn sink,
+                             void *ud, mdb_error_t *err)
 {
     if (f == MDB_EXPORT_CSV && ncols == 0) {
         mdb_error_set(err, MDB_ERR_QUERY, 0, "a CSV export needs its columns");
@@ -465,12 +466,11 @@ static bool manifest_row(json_t *row, void *ud, mdb_error_t *err)
     {
         if (!json_is_string(p))
             continue;
-        json_t *line = json_pack("{s:O, s:O, s:O, s:O, s:O}", "path", p, "sop_instance_uid",
-                                 json_object_get(row, "_id"), "series_instance_uid",
-                                 json_object_get(row, "series_id") ? json_object_get(row, "series_id") : json_null(),
-                                 "study_instance_uid",
-                                 json_object_get(row, "study_id") ? json_object_get(row, "study_id") : json_null(),
-                                 "size", json_is_integer(size) ? (json_t *)size : json_null());
+        json_t *line = json_pack(
+            "{s:O, s:O, s:O, s:O, s:O}", "path", p, "sop_instance_uid", json_object_get(row, "_id"),
+            "series_instance_uid", json_object_get(row, "series_id") ? json_object_get(row, "series_id") : json_null(),
+            "study_instance_uid", json_object_get(row, "study_id") ? json_object_get(row, "study_id") : json_null(),
+            "size", json_is_integer(size) ? (json_t *)size : json_null());
         if (!line)
             return oom(err);
         bool ok = mdb_export_row(a->e, line, err);
@@ -485,8 +485,7 @@ static bool manifest_row(json_t *row, void *ud, mdb_error_t *err)
 }
 
 bool mdb_export_manifest_run(mdb_mongo_t *m, const mdb_query_t *iq, mdb_export_format_t f, int64_t time_ms,
-                             mdb_export_sink_fn sink, void *ud, int64_t *files, int64_t *bytes,
-                             mdb_error_t *err)
+                             mdb_export_sink_fn sink, void *ud, int64_t *files, int64_t *bytes, mdb_error_t *err)
 {
     manifest_acc_t acc = {0};
     acc.e = mdb_export_new(f, mdb_export_manifest_columns, 5, sink, ud, err);
@@ -519,14 +518,13 @@ static json_t *cohort_totals(mdb_mongo_t *m, const bson_t *filter, int64_t time_
 {
     json_t *out = NULL;
     bson_t *pipeline = BCON_NEW(
-        "pipeline", "[", "{", "$match", BCON_DOCUMENT(filter), "}", "{", "$group", "{", "_id", BCON_NULL,
-        "instances", "{", "$sum", BCON_INT32(1), "}", "files", "{", "$sum", "{", "$size", "{", "$ifNull", "[",
-        "$paths", "[", "]", "]", "}", "}", "}", "bytes", "{", "$sum", "{", "$multiply", "[", "{", "$ifNull", "[",
-        "$file.size", BCON_INT32(0), "]", "}", "{", "$size", "{", "$ifNull", "[", "$paths", "[", "]", "]", "}", "}",
-        "]", "}", "}", "studies", "{", "$addToSet", "$study_id", "}", "series", "{", "$addToSet", "$series_id", "}",
-        "}", "}", "{", "$project", "{", "_id", BCON_INT32(0), "instances", BCON_INT32(1), "files", BCON_INT32(1),
-        "bytes", BCON_INT32(1), "studies", "{", "$size", "$studies", "}", "series", "{", "$size", "$series", "}", "}",
-        "}", "]");
+        "pipeline", "[", "{", "$match", BCON_DOCUMENT(filter), "}", "{", "$group", "{", "_id", BCON_NULL, "instances",
+        "{", "$sum", BCON_INT32(1), "}", "files", "{", "$sum", "{", "$size", "{", "$ifNull", "[", "$paths", "[", "]",
+        "]", "}", "}", "}", "bytes", "{", "$sum", "{", "$multiply", "[", "{", "$ifNull", "[", "$file.size",
+        BCON_INT32(0), "]", "}", "{", "$size", "{", "$ifNull", "[", "$paths", "[", "]", "]", "}", "}", "]", "}", "}",
+        "studies", "{", "$addToSet", "$study_id", "}", "series", "{", "$addToSet", "$series_id", "}", "}", "}", "{",
+        "$project", "{", "_id", BCON_INT32(0), "instances", BCON_INT32(1), "files", BCON_INT32(1), "bytes",
+        BCON_INT32(1), "studies", "{", "$size", "$studies", "}", "series", "{", "$size", "$series", "}", "}", "}", "]");
     bson_t *opts = time_ms > 0 ? BCON_NEW("maxTimeMS", BCON_INT64(time_ms)) : bson_new();
     bool ok = mdb_ops_aggregate(m, "instances", pipeline, opts, keep_doc, &out, err);
     bson_destroy(pipeline);
@@ -611,10 +609,9 @@ json_t *mdb_export_sidecar(mdb_mongo_t *m, const mdb_query_t *q, const json_t *p
     if (!totals || !(cat = catalogue_state(m, time_ms, err)))
         goto done;
     json_object_set_new(totals, "rows", json_integer(rows));
-    out = json_pack("{s:s, s:s, s:s, s:s, s:O, s:O, s:O, s:O}", "kind", "metadb cohort", "metadb_version",
-                    MDB_VERSION, "generated_at", now, "level", mdb_query_collection(q), "parameters",
-                    parameters ? (json_t *)parameters : json_null(), "query", raw, "counts", totals, "catalogue",
-                    cat);
+    out = json_pack("{s:s, s:s, s:s, s:s, s:O, s:O, s:O, s:O}", "kind", "metadb cohort", "metadb_version", MDB_VERSION,
+                    "generated_at", now, "level", mdb_query_collection(q), "parameters",
+                    parameters ? (json_t *)parameters : json_null(), "query", raw, "counts", totals, "catalogue", cat);
     if (!out)
         oom(err);
 done:

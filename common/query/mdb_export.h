@@ -58,8 +58,8 @@ typedef struct mdb_export mdb_export_t;
 
 /* A writer of format f over columns[0..ncols) (copied; ncols 0 = whole
  * rows, refused for CSV). NULL with err on OOM or bad columns. */
-mdb_export_t *mdb_export_new(mdb_export_format_t f, const char *const *columns, size_t ncols,
-                             mdb_export_sink_fn sink, void *ud, mdb_error_t *err);
+mdb_export_t *mdb_export_new(mdb_export_format_t f, const char *const *columns, size_t ncols, mdb_export_sink_fn sink,
+                             void *ud, mdb_error_t *err);
 void mdb_export_destroy(mdb_export_t *e); /* accepts NULL; does not flush */
 /* Header (CSV) or '[' (JSON). Call once before the first row. */
 bool mdb_export_begin(mdb_export_t *e, mdb_error_t *err);
@@ -102,8 +102,7 @@ extern const char *const mdb_export_manifest_columns[5];
  * csv (header + lines), ndjson, json. *files and *bytes (may be NULL)
  * receive the totals. */
 bool mdb_export_manifest_run(mdb_mongo_t *m, const mdb_query_t *iq, mdb_export_format_t f, int64_t time_ms,
-                             mdb_export_sink_fn sink, void *ud, int64_t *files, int64_t *bytes,
-                             mdb_error_t *err);
+                             mdb_export_sink_fn sink, void *ud, int64_t *files, int64_t *bytes, mdb_error_t *err);
 /* The sidecar describing cohort q: {metadb_version, generated_at, level,
  * parameters (as given, name/value pairs, may be NULL), query (the raw form,
  * mdb_query_raw_json), counts {matching rows, studies, series, instances,

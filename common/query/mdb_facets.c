@@ -29,9 +29,9 @@ typedef struct {
     bool explicit_bounds;
     bool have_stats;
     double min, max;
-    int64_t numeric;   /* values that are numbers */
-    bool binned;       /* bins counted from the first reply's exact values */
-    json_t *answer;    /* the field's part of the result, filled by the readers */
+    int64_t numeric; /* values that are numbers */
+    bool binned;     /* bins counted from the first reply's exact values */
+    json_t *answer;  /* the field's part of the result, filled by the readers */
 } facet_t;
 
 struct mdb_facets {
@@ -83,12 +83,9 @@ mdb_facet_kind_t mdb_facets_kind(const mdb_facets_t *f, size_t i)
 static mdb_facet_kind_t kind_of(mdb_qfield_type_t t)
 {
     switch (t) {
-    case MDB_QFIELD_NUMBER:
-        return MDB_FACET_HISTOGRAM;
-    case MDB_QFIELD_DATE:
-        return MDB_FACET_DATES;
-    default:
-        return MDB_FACET_VALUES;
+    case MDB_QFIELD_NUMBER: return MDB_FACET_HISTOGRAM;
+    case MDB_QFIELD_DATE: return MDB_FACET_DATES;
+    default: return MDB_FACET_VALUES;
     }
 }
 
@@ -155,8 +152,8 @@ bool mdb_facets_set_fields(mdb_facets_t *f, const char *spec, mdb_error_t *err)
 
 bool mdb_facets_is_option(const char *name)
 {
-    return !strcmp(name, "top") || !strcmp(name, "bins") || !strcmp(name, "interval") ||
-           !strncmp(name, "bins.", 5) || !strncmp(name, "interval.", 9);
+    return !strcmp(name, "top") || !strcmp(name, "bins") || !strcmp(name, "interval") || !strncmp(name, "bins.", 5) ||
+           !strncmp(name, "interval.", 9);
 }
 
 static bool parse_int_in(const char *s, int lo, int hi, int *out)
@@ -492,9 +489,8 @@ static void append_dates_facet(const mdb_facets_t *f, const facet_t *x, size_t i
     /* strings of at least 8 bytes (a whole YYYYMMDD, what the list's date
      * filters can select), in three steps: DocumentDB evaluates both
      * branches of a $cond, so $strLenBytes cannot be guarded by a type test. */
-    bson_t *st = BCON_NEW("$project", "{", "_id", BCON_INT32(0), "v", "{", "$cond", "[", "{", "$eq", "[", "{",
-                          "$type", BCON_UTF8(ref), "}", BCON_UTF8("string"), "]", "}", BCON_UTF8(ref), BCON_NULL, "]",
-                          "}", "}");
+    bson_t *st = BCON_NEW("$project", "{", "_id", BCON_INT32(0), "v", "{", "$cond", "[", "{", "$eq", "[", "{", "$type",
+                          BCON_UTF8(ref), "}", BCON_UTF8("string"), "]", "}", BCON_UTF8(ref), BCON_NULL, "]", "}", "}");
     append_stage(&arr, 0, st);
     bson_destroy(st);
     st = BCON_NEW("$project", "{", "v", "{", "$substrBytes", "[", BCON_UTF8("$v"), BCON_INT32(0),
@@ -581,17 +577,13 @@ static bool build(const mdb_facets_t *f, const bson_t *match, bool second, bson_
             continue;
         }
         switch (x->kind) {
-        case MDB_FACET_VALUES:
-            append_values_facets(f, x, i, &facet);
-            break;
+        case MDB_FACET_VALUES: append_values_facets(f, x, i, &facet); break;
         case MDB_FACET_HISTOGRAM:
             append_stats_facet(f, x, i, &facet);
             if (x->explicit_bounds)
                 append_bucket_facet(f, x, i, &facet);
             break;
-        case MDB_FACET_DATES:
-            append_dates_facet(f, x, i, &facet);
-            break;
+        case MDB_FACET_DATES: append_dates_facet(f, x, i, &facet); break;
         }
     }
     bson_append_document_end(&st, &facet);
@@ -748,15 +740,15 @@ static bool read_values(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *r
                 v = item;
                 if (!doc_count(&top, "n", &n) || !(j = scalar_json(&v)))
                     continue; /* null, or a value of another type (documents, arrays): counted in "other" */
-                json_array_append_new(values, json_pack("{s:o, s:I, s:o*}", "value", j, "count", (json_int_t)n,
-                                                        "filter", filter_for(j)));
+                json_array_append_new(
+                    values, json_pack("{s:o, s:I, s:o*}", "value", j, "count", (json_int_t)n, "filter", filter_for(j)));
                 add_count(&listed, n);
             }
         }
     }
     x->answer = json_pack("{s:s, s:o, s:I, s:I, s:I}", "kind", "values", "values", values, "other",
-                          (json_int_t)(present > listed ? present - listed : 0), "distinct", (json_int_t)distinct, "missing",
-                          (json_int_t)missing);
+                          (json_int_t)(present > listed ? present - listed : 0), "distinct", (json_int_t)distinct,
+                          "missing", (json_int_t)missing);
     return x->answer != NULL || bad_reply(err, "out of memory");
 }
 
@@ -767,9 +759,9 @@ static bool bin_exact_values(facet_t *x, const bson_iter_t *doc_el, int64_t *cou
     bson_iter_t d, vals, item, v;
     int64_t distinct = 0, n;
     int64_t seen = 0;
-    if (!doc_count(doc_el, "d", &distinct) || distinct > MDB_FACETS_EXACT_VALUES ||
-        !BSON_ITER_HOLDS_DOCUMENT(doc_el) || !bson_iter_recurse(doc_el, &d) || !bson_iter_find(&d, "vals") ||
-        !BSON_ITER_HOLDS_ARRAY(&d) || !bson_iter_recurse(&d, &vals))
+    if (!doc_count(doc_el, "d", &distinct) || distinct > MDB_FACETS_EXACT_VALUES || !BSON_ITER_HOLDS_DOCUMENT(doc_el) ||
+        !bson_iter_recurse(doc_el, &d) || !bson_iter_find(&d, "vals") || !BSON_ITER_HOLDS_ARRAY(&d) ||
+        !bson_iter_recurse(&d, &vals))
         return false;
     while (bson_iter_next(&vals)) {
         if (!BSON_ITER_HOLDS_DOCUMENT(&vals) || !bson_iter_recurse(&vals, &item) || !bson_iter_find(&item, "v"))
@@ -787,8 +779,8 @@ static bool bin_exact_values(facet_t *x, const bson_iter_t *doc_el, int64_t *cou
     return seen == distinct;
 }
 
-static bool read_stats(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *reply, int64_t *counts,
-                       int64_t *other, mdb_error_t *err)
+static bool read_stats(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *reply, int64_t *counts, int64_t *other,
+                       mdb_error_t *err)
 {
     char key[24];
     bson_iter_t el;
@@ -821,9 +813,8 @@ static bool set_bins(facet_t *x, const int64_t *counts, int64_t other, mdb_error
     for (size_t j = 0; bins && j + 1 < x->nbounds; j++) {
         snprintf(buf[0], sizeof buf[0], "gte:%.15g", x->bounds[j]);
         snprintf(buf[1], sizeof buf[1], "lt:%.15g", x->bounds[j + 1]);
-        json_array_append_new(bins, json_pack("{s:f, s:f, s:I, s:[s,s]}", "lo", x->bounds[j], "hi",
-                                              x->bounds[j + 1], "count", (json_int_t)counts[j], "filter", buf[0],
-                                              buf[1]));
+        json_array_append_new(bins, json_pack("{s:f, s:f, s:I, s:[s,s]}", "lo", x->bounds[j], "hi", x->bounds[j + 1],
+                                              "count", (json_int_t)counts[j], "filter", buf[0], buf[1]));
     }
     if (!bins || json_object_set_new(x->answer, "bins", bins) != 0 ||
         json_object_set_new(x->answer, "other", json_integer((json_int_t)other)) != 0)
@@ -920,9 +911,8 @@ static bool read_dates(mdb_facets_t *f, facet_t *x, size_t idx, const bson_t *re
                                               "filter", s, (size_t)len));
         prev = period;
     }
-    x->answer = json_pack("{s:s, s:s, s:o, s:I, s:b}", "kind", "dates", "interval",
-                          x->date_len == 4 ? "year" : "month", "bins", bins, "missing", (json_int_t)missing,
-                          "truncated", truncated);
+    x->answer = json_pack("{s:s, s:s, s:o, s:I, s:b}", "kind", "dates", "interval", x->date_len == 4 ? "year" : "month",
+                          "bins", bins, "missing", (json_int_t)missing, "truncated", truncated);
     return x->answer != NULL || bad_reply(err, "out of memory");
 }
 
@@ -941,9 +931,7 @@ bool mdb_facets_read(mdb_facets_t *f, const bson_t *reply, bool *need_second, md
         x->answer = NULL;
         bool ok = true;
         switch (x->kind) {
-        case MDB_FACET_VALUES:
-            ok = read_values(f, x, i, reply, err);
-            break;
+        case MDB_FACET_VALUES: ok = read_values(f, x, i, reply, err); break;
         case MDB_FACET_HISTOGRAM: {
             int64_t counts[MDB_FACETS_MAX_BINS + 1] = {0};
             int64_t other = 0;
@@ -956,9 +944,7 @@ bool mdb_facets_read(mdb_facets_t *f, const bson_t *reply, bool *need_second, md
                 *need_second = true;
             break;
         }
-        case MDB_FACET_DATES:
-            ok = read_dates(f, x, i, reply, err);
-            break;
+        case MDB_FACET_DATES: ok = read_dates(f, x, i, reply, err); break;
         }
         if (!ok)
             return false;

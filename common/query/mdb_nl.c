@@ -90,9 +90,15 @@ static void add_value_words(mdb_nl_words_t *w, const mdb_nl_vocab_t *v, const ch
 
 static mdb_nl_words_t *spell_dictionary(const mdb_nl_vocab_t *v, const char *sentence, const int ref[3])
 {
-    static const char *const names[] = {"manufacturer", "manufacturer_model_name", "body_part_examined", "modality",
-                                        "metadata.ConvolutionKernel", "metadata.StationName",
-                                        "metadata.InstitutionName", "collection_ids", NULL};
+    static const char *const names[] = {"manufacturer",
+                                        "manufacturer_model_name",
+                                        "body_part_examined",
+                                        "modality",
+                                        "metadata.ConvolutionKernel",
+                                        "metadata.StationName",
+                                        "metadata.InstitutionName",
+                                        "collection_ids",
+                                        NULL};
     static const char *const extra = "january|february|march|april|may|june|july|august|september|october|november|"
                                      "december|years|months|weeks|days|than|thinner|thicker";
     mdb_nl_words_t *w = mdb_nl_words_new();
@@ -196,7 +202,8 @@ static mdb_nl_result_t *translate_once(const mdb_nl_vocab_t *v, const char *sent
     for (size_t k = 0; k < ts.n; k++)
         content += ts.t[k].kind != NL_T_SEP && ts.t[k].kind != NL_T_SYM;
     if (content == 0) {
-        mdb_error_set(err, MDB_ERR_QUERY, 0, "empty sentence: say what to look for, e.g. \"chest CT series from 2001\"");
+        mdb_error_set(err, MDB_ERR_QUERY, 0,
+                      "empty sentence: say what to look for, e.g. \"chest CT series from 2001\"");
         goto done;
     }
     if (p.nc == 0 && (json_array_size(p.ignored) > 0 || p.level < 0)) {

@@ -68,8 +68,8 @@ void mdb_nl_vocab_destroy(mdb_nl_vocab_t *v); /* accepts NULL */
 /* Declare that documents of level carry field path (a promoted field such as
  * "manufacturer" or "metadata.<Keyword>") of the given type. Declaring twice
  * is harmless. false only on OOM or an empty path. */
-bool mdb_nl_vocab_add_field(mdb_nl_vocab_t *v, mdb_query_level_t level, const char *path,
-                            mdb_qfield_type_t type, mdb_error_t *err);
+bool mdb_nl_vocab_add_field(mdb_nl_vocab_t *v, mdb_query_level_t level, const char *path, mdb_qfield_type_t type,
+                            mdb_error_t *err);
 /* Record a value seen in the data for field path (any level), e.g.
  * ("manufacturer", "SIEMENS"). Values make names recognisable in sentences
  * and let the translator match stored spellings exactly. Empty values and

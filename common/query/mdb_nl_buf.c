@@ -81,4 +81,3 @@ void mdb_nl_buf_free(mdb_nl_buf_t *b)
     b->s = NULL;
     b->len = b->cap = 0;
 }
-

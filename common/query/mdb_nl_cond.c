@@ -340,8 +340,8 @@ void nl_cond_commit(nl_parser_t *p, const char *source_words)
         nl_cond_t *o = &p->c[p->nc - 1];
         if (!o->alts)
             o->alts = json_array();
-        json_t *alt = json_pack("{s:O?, s:O?, s:b, s:b}", "lo", c->lo, "hi", c->hi, "lo_incl", c->lo_incl, "hi_incl",
-                                c->hi_incl);
+        json_t *alt =
+            json_pack("{s:O?, s:O?, s:b, s:b}", "lo", c->lo, "hi", c->hi, "lo_incl", c->lo_incl, "hi_incl", c->hi_incl);
         if (!o->alts || !alt || json_array_append_new(o->alts, alt))
             p->oom = true;
         nl_cond_free(c);

@@ -124,8 +124,8 @@ static void date_back(int *y, int *m, int *d, int n, char unit)
 
 static int number_word(const nl_tok_t *t)
 {
-    static const char *const words[] = {"zero", "one",   "two",    "three",  "four", "five", "six",
-                                        "seven", "eight", "nine",   "ten",    "eleven", "twelve", NULL};
+    static const char *const words[] = {"zero",  "one",   "two",  "three", "four",   "five",   "six",
+                                        "seven", "eight", "nine", "ten",   "eleven", "twelve", NULL};
     if (t->kind == NL_T_NUM && t->integer && t->num >= 0 && t->num <= 1000)
         return (int)t->num;
     if (t->kind != NL_T_WORD)

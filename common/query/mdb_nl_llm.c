@@ -301,22 +301,21 @@ static char *build_prompt(const mdb_nl_vocab_t *v, const char *ref)
 {
     mdb_nl_buf_t b = {0};
     json_t *voc = mdb_nl_vocab_to_json(v);
-    mdb_nl_buf_add(&b,
-                   "You translate a researcher's question about a DICOM imaging catalogue (MongoDB) into a query. "
-                   "Answer with exactly one JSON object and nothing else:\n"
-                   "{\"level\": \"studies\"|\"series\"|\"instances\", \"filter\": {...}, "
-                   "\"joins\": [{\"level\": \"studies\"|\"series\"|\"instances\", \"filter\": {...}, "
-                   "\"negate\": false}], \"explanation\": \"one sentence\"}\n"
-                   "Rules:\n"
-                   "- level is what the user wants listed; filter applies to documents of that level and may use "
-                   "only that level's fields.\n"
-                   "- A condition on a field of another level goes into joins: the listed documents must be linked "
-                   "to at least one document of the join level matching its filter (negate: true = to none).\n"
-                   "- Dates are strings YYYYMMDD compared with $gte/$lte. Numbers are numbers (slice_thickness in "
-                   "mm, kvp in kV). \"thin slice\" means slice_thickness <= 2.5.\n"
-                   "- Allowed operators: $and $or $nor $eq $ne $gt $gte $lt $lte $in $nin $exists $regex $options "
-                   "$not $all $elemMatch $size. Never use $where, $function, $expr or JavaScript.\n"
-                   "- Use stored spellings of values listed below.\n");
+    mdb_nl_buf_add(&b, "You translate a researcher's question about a DICOM imaging catalogue (MongoDB) into a query. "
+                       "Answer with exactly one JSON object and nothing else:\n"
+                       "{\"level\": \"studies\"|\"series\"|\"instances\", \"filter\": {...}, "
+                       "\"joins\": [{\"level\": \"studies\"|\"series\"|\"instances\", \"filter\": {...}, "
+                       "\"negate\": false}], \"explanation\": \"one sentence\"}\n"
+                       "Rules:\n"
+                       "- level is what the user wants listed; filter applies to documents of that level and may use "
+                       "only that level's fields.\n"
+                       "- A condition on a field of another level goes into joins: the listed documents must be linked "
+                       "to at least one document of the join level matching its filter (negate: true = to none).\n"
+                       "- Dates are strings YYYYMMDD compared with $gte/$lte. Numbers are numbers (slice_thickness in "
+                       "mm, kvp in kV). \"thin slice\" means slice_thickness <= 2.5.\n"
+                       "- Allowed operators: $and $or $nor $eq $ne $gt $gte $lt $lte $in $nin $exists $regex $options "
+                       "$not $all $elemMatch $size. Never use $where, $function, $expr or JavaScript.\n"
+                       "- Use stored spellings of values listed below.\n");
     mdb_nl_buf_addf(&b, "Today is %s.\nFields per level (type):\n", ref);
     prompt_fields(&b, voc);
     json_decref(voc);
@@ -385,8 +384,8 @@ static char *llm_chat(const mdb_nl_llm_t *llm, const char *system, const char *s
     }
     url = endpoint_url(llm->url);
     req = json_pack("{s:s, s:[{s:s, s:s}, {s:s, s:s}], s:i, s:b, s:{s:s}}", "model", llm->model ? llm->model : "",
-                    "messages", "role", "system", "content", system, "role", "user", "content", sentence,
-                    "temperature", 0, "stream", 0, "response_format", "type", "json_object");
+                    "messages", "role", "system", "content", system, "role", "user", "content", sentence, "temperature",
+                    0, "stream", 0, "response_format", "type", "json_object");
     payload = req ? json_dumps(req, JSON_COMPACT) : NULL;
     if (!url || !payload) {
         mdb_error_set(err, MDB_ERR_SYSTEM, 0, "out of memory");
@@ -510,8 +509,8 @@ mdb_nl_result_t *mdb_nl_translate_llm(const mdb_nl_vocab_t *v, const char *sente
     {
         mdb_nl_buf_t b = {0};
         const char *ex = mdb_nl_result_explanation(r);
-        mdb_nl_buf_addf(&b, "Translated by the language model %s%s%s", llm->model ? llm->model : "",
-                        *ex ? ": " : ".", ex);
+        mdb_nl_buf_addf(&b, "Translated by the language model %s%s%s", llm->model ? llm->model : "", *ex ? ": " : ".",
+                        ex);
         char *text = mdb_nl_buf_steal(&b);
         mdb_nl_result_set_explanation(r, text ? text : ex);
         free(text);

@@ -82,7 +82,10 @@ static json_t *cond_ops(const nl_cond_t *c, bool neg)
         if (json_array_size(c->values) == 1 && !neg)
             return json_incref(json_array_get(c->values, 0));
         o = json_object();
-        json_object_set(o, json_array_size(c->values) == 1 ? "$ne" : neg ? "$nin" : "$in",
+        json_object_set(o,
+                        json_array_size(c->values) == 1 ? "$ne"
+                        : neg                           ? "$nin"
+                                                        : "$in",
                         json_array_size(c->values) == 1 ? json_array_get(c->values, 0) : c->values);
         return o;
     case NL_C_RANGE: {
@@ -241,9 +244,7 @@ static void describe_one(mdb_nl_buf_t *b, const nl_cond_t *c, bool neg)
     case NL_C_REGEX:
         mdb_nl_buf_addf(b, " %s%s", neg ? "does not satisfy: " : "", c->regex_shown ? c->regex_shown : c->regex);
         break;
-    case NL_C_PRESENT:
-        mdb_nl_buf_add(b, neg ? " is absent or empty" : " is recorded");
-        break;
+    case NL_C_PRESENT: mdb_nl_buf_add(b, neg ? " is absent or empty" : " is recorded"); break;
     }
     if (c->note)
         mdb_nl_buf_addf(b, " (%s)", c->note);
@@ -319,10 +320,10 @@ bool nl_lower(nl_parser_t *p, mdb_nl_result_t *r)
             json_t *g;
             json_array_foreach(c->groups, gi, g)
             {
-                json_array_append_new(joins, json_pack("{s:s, s:o, s:s, s:s, s:b}", "collection",
-                                                       mdb_query_level_name((mdb_query_level_t)at), "filter",
-                                                       group_item(c->paths[at], g), "local", lf, "foreign", ff,
-                                                       "negate", 0));
+                json_array_append_new(joins,
+                                      json_pack("{s:s, s:o, s:s, s:s, s:b}", "collection",
+                                                mdb_query_level_name((mdb_query_level_t)at), "filter",
+                                                group_item(c->paths[at], g), "local", lf, "foreign", ff, "negate", 0));
                 mdb_nl_buf_add(&ex, have_local ? "; " : " ");
                 have_local = true;
                 mdb_nl_buf_addf(&ex, at < level ? "whose %s's %s is " : "having a %s whose %s is ",
@@ -340,8 +341,8 @@ bool nl_lower(nl_parser_t *p, mdb_nl_result_t *r)
             const char *lf, *ff;
             mdb_nl_link_fields((mdb_query_level_t)level, (mdb_query_level_t)at, &lf, &ff);
             json_array_append_new(joins, json_pack("{s:s, s:o, s:s, s:s, s:b}", "collection",
-                                                   mdb_query_level_name((mdb_query_level_t)at), "filter", item,
-                                                   "local", lf, "foreign", ff, "negate", 1));
+                                                   mdb_query_level_name((mdb_query_level_t)at), "filter", item, "local",
+                                                   lf, "foreign", ff, "negate", 1));
             mdb_nl_buf_add(&ex, have_local ? "; " : " ");
             have_local = true;
             if (at < level)
@@ -380,8 +381,9 @@ bool nl_lower(nl_parser_t *p, mdb_nl_result_t *r)
         mdb_nl_buf_add(&ex, " (all of them: no condition was recognised)");
     mdb_nl_buf_add(&ex, ".");
     if (p->level < 0)
-        mdb_nl_buf_addf(&ex, " Level %s chosen from the conditions (say \"studies\", \"series\" or \"images\" to "
-                             "choose).",
+        mdb_nl_buf_addf(&ex,
+                        " Level %s chosen from the conditions (say \"studies\", \"series\" or \"images\" to "
+                        "choose).",
                         level_noun(level, false));
     if (json_array_size(p->ignored)) {
         mdb_nl_buf_add(&ex, " Not understood: ");

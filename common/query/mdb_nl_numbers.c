@@ -217,8 +217,7 @@ static const numfield_t NUMFIELDS[] = {
      "slice thicknesses|slice thickness of",
      "slice_thickness", "slice thickness", "mm", false},
     {"slice*|section*|cut*", "slice_thickness", "slice thickness", "mm", true},
-    {"kvp|kv|tube voltage|peak kilovoltage|kilovoltage|voltage|tube potential|peak voltage", "kvp", "kVp", "kV",
-     false},
+    {"kvp|kv|tube voltage|peak kilovoltage|kilovoltage|voltage|tube potential|peak voltage", "kvp", "kVp", "kV", false},
     {"series number|series no|series nr|series #|seriesnumber", "series_number", "series number", NULL, false},
     {"instance number|image number|instance no|image no|instancenumber|slice number", "instance_number",
      "instance number", NULL, false},
@@ -336,8 +335,8 @@ size_t nl_rule_age(nl_parser_t *p, size_t i)
     bool person = n > 0;
     if (!n && i > 0) {
         const nl_tok_t *prev = &p->t[i - 1];
-        static const char *const persons[] = {"patient", "patients", "subject", "subjects", "people", "men",
-                                              "women", "male", "males", "female", "females", "persons", NULL};
+        static const char *const persons[] = {"patient", "patients", "subject", "subjects", "people",  "men", "women",
+                                              "male",    "males",    "female",  "females",  "persons", NULL};
         for (int q = 0; persons[q] && prev->kind == NL_T_WORD; q++)
             if (!strcmp(prev->low, persons[q]))
                 person = true;
@@ -409,8 +408,9 @@ size_t nl_rule_thin_thick(nl_parser_t *p, size_t i)
 {
     size_t n;
     bool thin;
-    if ((n = nl_phrase_at(p, i, "thin|thinly|thin slice*|thin section*|thin cut*|thinly sliced|thin sliced|"
-                             "high resolution|hi res|high res|thin layer*|fine slice*|thin slab*"))) {
+    if ((n = nl_phrase_at(p, i,
+                          "thin|thinly|thin slice*|thin section*|thin cut*|thinly sliced|thin sliced|"
+                          "high resolution|hi res|high res|thin layer*|fine slice*|thin slab*"))) {
         thin = true;
     } else if ((n = nl_phrase_at(p, i, "thick|thick slice*|thick section*|thick cut*|thickly sliced|thick sliced"))) {
         thin = false;

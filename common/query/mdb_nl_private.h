@@ -84,7 +84,7 @@ typedef struct {
     bool glued;  /* joined to the previous token by '-' or '/' with no space */
     bool upper;  /* typed in capitals */
     bool used;
-    bool ignored; /* listed as not understood */
+    bool ignored;    /* listed as not understood */
     const char *src; /* where the token starts in the tokenized string (spelling rewrites) */
     size_t srclen;
 } nl_tok_t;
@@ -116,8 +116,8 @@ typedef struct nl_cond {
     const char *unit;  /* "mm", "kV" or NULL */
     bool is_date;
     struct nl_cond *ors; /* further conditions on the same field ORed in ("Philips or Hitachi") */
-    bool all;          /* NL_C_IN: "both CT and DX": one value of every group, not any value */
-    json_t *groups;    /* ... the groups: [[values of one mention], ...] */
+    bool all;            /* NL_C_IN: "both CT and DX": one value of every group, not any value */
+    json_t *groups;      /* ... the groups: [[values of one mention], ...] */
     size_t nors;
 } nl_cond_t;
 
@@ -130,7 +130,7 @@ typedef struct {
     bool cont;            /* a list connector follows the last condition */
     nl_cond_t last_shape; /* paths of the last condition (for list continuation) */
     bool last_neg;
-    bool cont_or;         /* ... and that connector was "or" */
+    bool cont_or;           /* ... and that connector was "or" */
     char last_generic[200]; /* field of the last generic "FIELD VALUE" condition, for value lists */
     bool have_last;
     nl_cond_t *c;

@@ -246,7 +246,7 @@ size_t nl_rule_uid(nl_parser_t *p, size_t i)
         c->label = strdup("UID");
     } else {
         uid_paths(p, c, of);
-        c->label = strdup(of == MDB_QUERY_STUDIES ? "StudyInstanceUID"
+        c->label = strdup(of == MDB_QUERY_STUDIES  ? "StudyInstanceUID"
                           : of == MDB_QUERY_SERIES ? "SeriesInstanceUID"
                                                    : "SOPInstanceUID");
     }

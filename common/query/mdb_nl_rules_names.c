@@ -102,8 +102,7 @@ static bool maker_matches(const char *val, const char *keys)
     const char *key = keys;
     size_t kl = strlen(key);
     for (const char *s = val; *s; s++) {
-        if ((s == val || !isalnum((unsigned char)s[-1])) && !strncasecmp(s, key, kl) &&
-            !isalnum((unsigned char)s[kl]))
+        if ((s == val || !isalnum((unsigned char)s[-1])) && !strncasecmp(s, key, kl) && !isalnum((unsigned char)s[kl]))
             return true;
     }
     return false;
@@ -113,11 +112,10 @@ static bool modality_fields(nl_parser_t *p, nl_cond_t *c)
 {
     const char *study = mdb_nl_vocab_has_field(p->v, MDB_QUERY_STUDIES, "modalities", NULL) ? "modalities"
                         : mdb_nl_vocab_has_field(p->v, MDB_QUERY_STUDIES, "modality", NULL) ? "modality"
-                                                                                           : NULL;
-    const char *paths[NL_LEVELS] = {study,
-                                    mdb_nl_vocab_has_field(p->v, MDB_QUERY_SERIES, "modality", NULL) ? "modality" : NULL,
-                                    mdb_nl_vocab_has_field(p->v, MDB_QUERY_INSTANCES, "modality", NULL) ? "modality"
-                                                                                                      : NULL};
+                                                                                            : NULL;
+    const char *paths[NL_LEVELS] = {
+        study, mdb_nl_vocab_has_field(p->v, MDB_QUERY_SERIES, "modality", NULL) ? "modality" : NULL,
+        mdb_nl_vocab_has_field(p->v, MDB_QUERY_INSTANCES, "modality", NULL) ? "modality" : NULL};
     bool any = false;
     for (int l = 0; l < NL_LEVELS; l++)
         if (paths[l]) {
@@ -338,8 +336,9 @@ size_t nl_rule_contrast(nl_parser_t *p, size_t i)
 {
     size_t n;
     bool negative = false;
-    if ((n = nl_phrase_at(p, i, "noncontrast|unenhanced|nonenhanced|precontrast|pre contrast|plain ct|native ct|"
-                             "non contrast|non enhanced"))) {
+    if ((n = nl_phrase_at(p, i,
+                          "noncontrast|unenhanced|nonenhanced|precontrast|pre contrast|plain ct|native ct|"
+                          "non contrast|non enhanced"))) {
         negative = true;
         if (!strcmp(p->t[i].low, "plain") || !strcmp(p->t[i].low, "native"))
             n = 1; /* leave "CT" for the modality rule */

@@ -69,8 +69,9 @@ static bool no_value_at(nl_parser_t *p, size_t k)
         return true;
     if (p->t[k].kind != NL_T_WORD)
         return false;
-    if (nl_phrase_at(p, k, "of|is|are|was|were|at|set to|equal*|above|below|over|under|between|than|like|"
-                        "containing|contains|starting|ending|matching|named|called"))
+    if (nl_phrase_at(p, k,
+                     "of|is|are|was|were|at|set to|equal*|above|below|over|under|between|than|like|"
+                     "containing|contains|starting|ending|matching|named|called"))
         return false;
     return nl_is_stopword(p->t[k].low) || nl_phrase_at(p, k, NL_CONNECTORS) || nl_phrase_at(p, k, NL_NEGATIONS) ||
            nl_phrase_at(p, k, NL_LEVEL_WORDS) || nl_phrase_at(p, k, "series|from|since|before|after|until");
@@ -83,8 +84,9 @@ size_t nl_rule_presence(nl_parser_t *p, size_t i)
 {
     size_t k = i, n;
     int absent = -1; /* -1: no lead word, 0: present, 1: absent */
-    if ((n = nl_phrase_at(p, k, "without|with no|with out|w o|wo|lacking|missing|that lack*|which lack*|"
-                             "that have no|which have no|having no|has no|have no|no"))) {
+    if ((n = nl_phrase_at(p, k,
+                          "without|with no|with out|w o|wo|lacking|missing|that lack*|which lack*|"
+                          "that have no|which have no|having no|has no|have no|no"))) {
         absent = 1;
     } else if ((n = nl_phrase_at(p, k, "with|having|has|have|that have|which have|that has|which has"))) {
         absent = 0;
@@ -98,8 +100,9 @@ size_t nl_rule_presence(nl_parser_t *p, size_t i)
     k += fl;
     size_t st = nl_phrase_at(p, k, "is|are|was|were");
     size_t sn;
-    if ((sn = nl_phrase_at(p, k + st, "missing|empty|absent|unknown|blank|not recorded|not set|not given|unset|"
-                                   "not present|not filled|not filled in"))) {
+    if ((sn = nl_phrase_at(p, k + st,
+                           "missing|empty|absent|unknown|blank|not recorded|not set|not given|unset|"
+                           "not present|not filled|not filled in"))) {
         absent = absent == 1 ? 0 : 1;
         k += st + sn;
     } else if ((sn = nl_phrase_at(p, k + st, "recorded|set|present|given|filled|filled in|known|entered|available"))) {
@@ -154,10 +157,15 @@ size_t nl_rule_field_echo(nl_parser_t *p, size_t i)
  * correction. After the other rules, so words they know never get here. */
 size_t nl_rule_vocab_prefix(nl_parser_t *p, size_t i)
 {
-    static const char *const spot[] = {"manufacturer_model_name", "metadata.ManufacturerModelName",
-                                       "metadata.ConvolutionKernel", "metadata.StationName",
-                                       "metadata.InstitutionName", "manufacturer", "body_part_examined",
-                                       "collection_ids", NULL};
+    static const char *const spot[] = {"manufacturer_model_name",
+                                       "metadata.ManufacturerModelName",
+                                       "metadata.ConvolutionKernel",
+                                       "metadata.StationName",
+                                       "metadata.InstitutionName",
+                                       "manufacturer",
+                                       "body_part_examined",
+                                       "collection_ids",
+                                       NULL};
     const nl_tok_t *t = &p->t[i];
     if ((t->kind != NL_T_WORD && t->kind != NL_T_ID) || strlen(t->text) < 4 || nl_is_stopword(t->low))
         return 0;
@@ -178,8 +186,8 @@ size_t nl_rule_vocab_prefix(nl_parser_t *p, size_t i)
         json_t *corr = json_pack("{s:s, s:s?, s:s}", "from", t->text, "to", to, "kind", "prefix");
         if (!to || !corr || json_array_append_new(p->corrections, corr))
             p->oom = true;
-        nl_note(p, "\"%s\" matched the stored %s starting with it: %s", t->text,
-                nm > 1 ? "values" : "value", to ? to : "");
+        nl_note(p, "\"%s\" matched the stored %s starting with it: %s", t->text, nm > 1 ? "values" : "value",
+                to ? to : "");
         free(to);
         char *label = nl_field_label(spot[s]);
         nl_mark_used(p, i, 1);

@@ -65,8 +65,9 @@ static size_t text_operator(const nl_parser_t *p, size_t i, match_t *m, bool *ne
         *neg = true;
         return n;
     }
-    if ((n = nl_phrase_at(p, i, "contains|containing|contain|including|includes|with|like|matching|mentioning|"
-                             "mentions|that contains|that mention*|with the word*|has|having"))) {
+    if ((n = nl_phrase_at(p, i,
+                          "contains|containing|contain|including|includes|with|like|matching|mentioning|"
+                          "mentions|that contains|that mention*|with the word*|has|having"))) {
         *m = M_CONTAINS;
         return n;
     }
@@ -104,7 +105,10 @@ static void add_text_cond(nl_parser_t *p, const char *paths[NL_LEVELS], bool fle
     c->regex = mdb_nl_buf_steal(&b);
     mdb_nl_buf_t shown = {0};
     mdb_nl_buf_addf(&shown, "%s \"%s\"",
-                    nl_has_wildcard(val) ? "matches" : m == M_CONTAINS ? "contains" : m == M_PREFIX ? "starts with" : "is",
+                    nl_has_wildcard(val) ? "matches"
+                    : m == M_CONTAINS    ? "contains"
+                    : m == M_PREFIX      ? "starts with"
+                                         : "is",
                     val);
     c->regex_shown = mdb_nl_buf_steal(&shown);
     c->note = strdup("case-insensitive");
@@ -128,8 +132,9 @@ size_t nl_rule_description(nl_parser_t *p, size_t i)
     } else if ((n = nl_phrase_at(p, i, "protocol|protocol name|protocolname|protocols"))) {
         paths[1] = "protocol_name";
         label = "protocol name";
-    } else if ((n = nl_phrase_at(p, i, "description|descriptions|described as|labeled|labelled|labeled as|"
-                                    "labelled as|titled|named|called|desc|with description|described"))) {
+    } else if ((n = nl_phrase_at(p, i,
+                                 "description|descriptions|described as|labeled|labelled|labeled as|"
+                                 "labelled as|titled|named|called|desc|with description|described"))) {
         paths[0] = "study_description";
         paths[1] = "series_description";
         flexible = true;
@@ -171,18 +176,52 @@ size_t nl_rule_description(nl_parser_t *p, size_t i)
 /* Fields with a dedicated rule; the generic field rule leaves them alone. */
 static bool dedicated_field(const char *path)
 {
-    static const char *const ded[] = {
-        "modality", "modalities", "body_part_examined", "manufacturer", "study_date", "series_date",
-        "slice_thickness", "kvp", "patient_id", "accession_number", "study_instance_uid", "series_instance_uid",
-        "sop_instance_uid", "collection_ids", "instance_count", "series_number", "instance_number",
-        "study_description", "series_description", "protocol_name", "study_id", "series_id", "job_ids",
-        "metadata.Modality", "metadata.ModalitiesInStudy", "metadata.BodyPartExamined", "metadata.Manufacturer",
-        "metadata.StudyDate", "metadata.SeriesDate", "metadata.SliceThickness", "metadata.KVP",
-        "metadata.PatientID", "metadata.AccessionNumber", "metadata.StudyInstanceUID",
-        "metadata.SeriesInstanceUID", "metadata.SOPInstanceUID", "metadata.ContrastBolusAgent",
-        "metadata.PatientSex", "metadata.SeriesNumber", "metadata.InstanceNumber", "metadata.StudyDescription",
-        "metadata.SeriesDescription", "metadata.ProtocolName", "metadata.PatientAge", "metadata.PatientBirthDate",
-        NULL};
+    static const char *const ded[] = {"modality",
+                                      "modalities",
+                                      "body_part_examined",
+                                      "manufacturer",
+                                      "study_date",
+                                      "series_date",
+                                      "slice_thickness",
+                                      "kvp",
+                                      "patient_id",
+                                      "accession_number",
+                                      "study_instance_uid",
+                                      "series_instance_uid",
+                                      "sop_instance_uid",
+                                      "collection_ids",
+                                      "instance_count",
+                                      "series_number",
+                                      "instance_number",
+                                      "study_description",
+                                      "series_description",
+                                      "protocol_name",
+                                      "study_id",
+                                      "series_id",
+                                      "job_ids",
+                                      "metadata.Modality",
+                                      "metadata.ModalitiesInStudy",
+                                      "metadata.BodyPartExamined",
+                                      "metadata.Manufacturer",
+                                      "metadata.StudyDate",
+                                      "metadata.SeriesDate",
+                                      "metadata.SliceThickness",
+                                      "metadata.KVP",
+                                      "metadata.PatientID",
+                                      "metadata.AccessionNumber",
+                                      "metadata.StudyInstanceUID",
+                                      "metadata.SeriesInstanceUID",
+                                      "metadata.SOPInstanceUID",
+                                      "metadata.ContrastBolusAgent",
+                                      "metadata.PatientSex",
+                                      "metadata.SeriesNumber",
+                                      "metadata.InstanceNumber",
+                                      "metadata.StudyDescription",
+                                      "metadata.SeriesDescription",
+                                      "metadata.ProtocolName",
+                                      "metadata.PatientAge",
+                                      "metadata.PatientBirthDate",
+                                      NULL};
     for (int i = 0; ded[i]; i++)
         if (!strcmp(ded[i], path))
             return true;
@@ -448,9 +487,14 @@ size_t nl_rule_numeric_postfix(nl_parser_t *p, size_t i)
  * patient IDs typed without a field word. */
 size_t nl_rule_vocab_value(nl_parser_t *p, size_t i)
 {
-    static const char *const spot[] = {"manufacturer_model_name", "metadata.ManufacturerModelName",
-                                       "metadata.ConvolutionKernel", "metadata.StationName",
-                                       "metadata.InstitutionName", "collection_ids", "patient_id", NULL};
+    static const char *const spot[] = {"manufacturer_model_name",
+                                       "metadata.ManufacturerModelName",
+                                       "metadata.ConvolutionKernel",
+                                       "metadata.StationName",
+                                       "metadata.InstitutionName",
+                                       "collection_ids",
+                                       "patient_id",
+                                       NULL};
     const nl_tok_t *t = &p->t[i];
     if (t->kind == NL_T_WORD && (nl_is_stopword(t->low) || strlen(t->low) < 3))
         return 0;

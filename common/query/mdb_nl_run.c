@@ -23,12 +23,9 @@ static mdb_qfield_type_t type_of(const bson_iter_t *it, const char *key, bool me
     switch (bson_iter_type(it)) {
     case BSON_TYPE_INT32:
     case BSON_TYPE_INT64:
-    case BSON_TYPE_DOUBLE:
-        return MDB_QFIELD_NUMBER;
-    case BSON_TYPE_UTF8:
-        return date_name ? MDB_QFIELD_DATE : (meta ? MDB_QFIELD_ANY : MDB_QFIELD_STRING);
-    default:
-        return meta ? MDB_QFIELD_ANY : MDB_QFIELD_STRING;
+    case BSON_TYPE_DOUBLE: return MDB_QFIELD_NUMBER;
+    case BSON_TYPE_UTF8: return date_name ? MDB_QFIELD_DATE : (meta ? MDB_QFIELD_ANY : MDB_QFIELD_STRING);
+    default: return meta ? MDB_QFIELD_ANY : MDB_QFIELD_STRING;
     }
 }
 
@@ -45,8 +42,8 @@ static bool spot_keyword(const char *kw)
 
 static bool skip_top_key(const char *k)
 {
-    static const char *const skip[] = {"_id", "metadata", "series", "paths", "job_ids", "created_at", "updated_at",
-                                       "file", "conflicts", NULL};
+    static const char *const skip[] = {"_id",        "metadata",   "series", "paths",     "job_ids",
+                                       "created_at", "updated_at", "file",   "conflicts", NULL};
     for (int i = 0; skip[i]; i++)
         if (!strcmp(skip[i], k))
             return true;
@@ -130,9 +127,9 @@ bool mdb_nl_vocab_load(mdb_nl_vocab_t *v, mdb_mongo_t *m, int sample, mdb_error_
         mdb_query_level_t level;
         const char *field;
     } distinct[] = {
-        {MDB_QUERY_SERIES, "manufacturer"},      {MDB_QUERY_SERIES, "manufacturer_model_name"},
+        {MDB_QUERY_SERIES, "manufacturer"},       {MDB_QUERY_SERIES, "manufacturer_model_name"},
         {MDB_QUERY_SERIES, "body_part_examined"}, {MDB_QUERY_SERIES, "modality"},
-        {MDB_QUERY_STUDIES, "modality"},         {MDB_QUERY_STUDIES, "patient_id"},
+        {MDB_QUERY_STUDIES, "modality"},          {MDB_QUERY_STUDIES, "patient_id"},
         {MDB_QUERY_STUDIES, "collection_ids"},
     };
     if (!mdb_nl_vocab_add_promoted(v, err))
@@ -170,8 +167,9 @@ static bool collect_doc(const bson_t *doc, void *ud, mdb_error_t *err)
     if (!created)
         return true;
     if (json_array_size(cc->out) >= MDB_NL_MAX_JOIN_IDS) {
-        mdb_error_set(err, MDB_ERR_QUERY, 0, "the condition on %s matches more than %d documents; add a narrower condition",
-                      cc->coll, MDB_NL_MAX_JOIN_IDS);
+        mdb_error_set(err, MDB_ERR_QUERY, 0,
+                      "the condition on %s matches more than %d documents; add a narrower condition", cc->coll,
+                      MDB_NL_MAX_JOIN_IDS);
         return false;
     }
     if (json_array_append_new(cc->out, json_string(id))) {
@@ -290,8 +288,8 @@ static bool resolve(mdb_mongo_t *m, const mdb_nl_result_t *r, int64_t time_ms, b
         json_decref(ids);
     }
     if (json_out) {
-        *json_out = json_array_size(jitems) == 1 ? json_incref(json_array_get(jitems, 0))
-                                                 : json_pack("{s:O}", "$and", jitems);
+        *json_out =
+            json_array_size(jitems) == 1 ? json_incref(json_array_get(jitems, 0)) : json_pack("{s:O}", "$and", jitems);
         if (!*json_out) {
             mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
             goto done;

@@ -9,12 +9,11 @@
 typedef size_t (*rule_fn)(nl_parser_t *p, size_t i);
 
 static const rule_fn RULES[] = {
-    nl_rule_generic_more_stored, nl_rule_uid,         nl_rule_presence,      nl_rule_date,
-    nl_rule_patient,             nl_rule_accession,   nl_rule_collection,    nl_rule_thin_thick,
-    nl_rule_numeric_field,       nl_rule_age,         nl_rule_numeric_unit,  nl_rule_contrast,
-    nl_rule_description,         nl_rule_modality,    nl_rule_body_part,     nl_rule_manufacturer,
-    nl_rule_sex,                 nl_rule_field_echo,  nl_rule_generic_field, nl_rule_generic_more,
-    nl_rule_numeric_postfix,     nl_rule_vocab_value, nl_rule_level,         nl_rule_vocab_prefix,
+    nl_rule_generic_more_stored, nl_rule_uid,         nl_rule_presence,    nl_rule_date,          nl_rule_patient,
+    nl_rule_accession,           nl_rule_collection,  nl_rule_thin_thick,  nl_rule_numeric_field, nl_rule_age,
+    nl_rule_numeric_unit,        nl_rule_contrast,    nl_rule_description, nl_rule_modality,      nl_rule_body_part,
+    nl_rule_manufacturer,        nl_rule_sex,         nl_rule_field_echo,  nl_rule_generic_field, nl_rule_generic_more,
+    nl_rule_numeric_postfix,     nl_rule_vocab_value, nl_rule_level,       nl_rule_vocab_prefix,
 };
 
 static void parse(nl_parser_t *p)

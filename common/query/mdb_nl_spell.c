@@ -35,8 +35,8 @@ int mdb_nl_spell_distance(const char *a, const char *b, int max)
             char cb = (char)tolower((unsigned char)b[j - 1]);
             int cost = ca != cb;
             int d = min3(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost);
-            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
-                tolower((unsigned char)a[i - 2]) == cb && pp[j - 2] + 1 < d)
+            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) && tolower((unsigned char)a[i - 2]) == cb &&
+                pp[j - 2] + 1 < d)
                 d = pp[j - 2] + 1;
             cur[j] = d;
             if (d < best)

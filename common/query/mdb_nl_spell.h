@@ -38,7 +38,7 @@ const char *mdb_nl_spell_best(const char *word, const char *const *dict, size_t 
  * Words are stored lower-case (ASCII); adding one twice is harmless. */
 typedef struct mdb_nl_words mdb_nl_words_t;
 
-mdb_nl_words_t *mdb_nl_words_new(void); /* NULL on OOM */
+mdb_nl_words_t *mdb_nl_words_new(void);       /* NULL on OOM */
 void mdb_nl_words_destroy(mdb_nl_words_t *w); /* accepts NULL */
 /* Add the len bytes at word (empty words and words longer than
  * MDB_NL_SPELL_MAX_WORD are skipped). false on OOM. */

@@ -99,9 +99,8 @@ static bool parse_date_run(const char *s, size_t n, int *y, int *m, int *d)
     buf[n] = '\0';
     int a = 0, b = 0, c = 0, consumed = 0;
     char s1 = 0, s2 = 0;
-    if (sscanf(buf, "%4d%c%2d%c%2d%n", &a, &s1, &b, &s2, &c, &consumed) == 5 && (size_t)consumed == n &&
-        s1 == s2 && (s1 == '-' || s1 == '/') && n >= 8 && isdigit((unsigned char)buf[3]) &&
-        !isdigit((unsigned char)buf[4])) {
+    if (sscanf(buf, "%4d%c%2d%c%2d%n", &a, &s1, &b, &s2, &c, &consumed) == 5 && (size_t)consumed == n && s1 == s2 &&
+        (s1 == '-' || s1 == '/') && n >= 8 && isdigit((unsigned char)buf[3]) && !isdigit((unsigned char)buf[4])) {
         *y = a, *m = b, *d = c;
         return nl_valid_ymd(a, b, c);
     }
@@ -164,8 +163,8 @@ static void push_number(nl_toks_t *ts, const char *s, size_t n)
 
 static bool is_unit_suffix(const char *s, size_t n)
 {
-    static const char *const units[] = {"mm", "cm", "kv", "kvp", "y", "yr", "yrs", "yo", "years", "year",
-                                        "st", "nd", "rd", "th", "mo", "months", "month", "days", "weeks", NULL};
+    static const char *const units[] = {"mm", "cm", "kv", "kvp", "y",  "yr",     "yrs",   "yo",   "years", "year",
+                                        "st", "nd", "rd", "th",  "mo", "months", "month", "days", "weeks", NULL};
     for (int i = 0; units[i]; i++)
         if (strlen(units[i]) == n && !strncasecmp(units[i], s, n))
             return true;
@@ -251,7 +250,7 @@ static size_t special_utf8(const char *s, char *what)
     static const struct {
         const char *seq;
         char what;
-    } sp[] = {{"\xe2\x89\xa4", 'l'}, {"\xe2\x89\xa5", 'g'}, {"\xe2\x89\xa0", '!'}, {"\xe2\x80\x9c", '"'},
+    } sp[] = {{"\xe2\x89\xa4", 'l'}, {"\xe2\x89\xa5", 'g'},  {"\xe2\x89\xa0", '!'}, {"\xe2\x80\x9c", '"'},
               {"\xe2\x80\x9d", 'D'}, {"\xe2\x80\x98", '\''}, {"\xe2\x80\x99", 'Q'}};
     for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++)
         if (!strncmp(s, sp[i].seq, 3)) {

@@ -34,8 +34,7 @@ void mdb_nl_vocab_destroy(mdb_nl_vocab_t *v)
     free(v);
 }
 
-bool mdb_nl_vocab_has_field(const mdb_nl_vocab_t *v, mdb_query_level_t level, const char *path,
-                            mdb_qfield_type_t *type)
+bool mdb_nl_vocab_has_field(const mdb_nl_vocab_t *v, mdb_query_level_t level, const char *path, mdb_qfield_type_t *type)
 {
     if (!v || (int)level < 0 || level >= NL_LEVELS || !path)
         return false;
@@ -48,8 +47,8 @@ bool mdb_nl_vocab_has_field(const mdb_nl_vocab_t *v, mdb_query_level_t level, co
     return false;
 }
 
-bool mdb_nl_vocab_add_field(mdb_nl_vocab_t *v, mdb_query_level_t level, const char *path,
-                            mdb_qfield_type_t type, mdb_error_t *err)
+bool mdb_nl_vocab_add_field(mdb_nl_vocab_t *v, mdb_query_level_t level, const char *path, mdb_qfield_type_t type,
+                            mdb_error_t *err)
 {
     if (!v || (int)level < 0 || level >= NL_LEVELS || !path || !*path) {
         mdb_error_set(err, MDB_ERR_QUERY, 0, "vocabulary field needs a level and a non-empty path");
@@ -171,14 +170,10 @@ bool mdb_nl_vocab_add_promoted(mdb_nl_vocab_t *v, mdb_error_t *err)
 static const char *qtype_name(mdb_qfield_type_t t)
 {
     switch (t) {
-    case MDB_QFIELD_DATE:
-        return "date";
-    case MDB_QFIELD_NUMBER:
-        return "number";
-    case MDB_QFIELD_ANY:
-        return "any";
-    default:
-        return "string";
+    case MDB_QFIELD_DATE: return "date";
+    case MDB_QFIELD_NUMBER: return "number";
+    case MDB_QFIELD_ANY: return "any";
+    default: return "string";
     }
 }
 

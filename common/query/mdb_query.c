@@ -40,8 +40,10 @@ bool mdb_query_level_parse(const char *name, mdb_query_level_t *out)
     static const struct {
         const char *name;
         mdb_query_level_t level;
-    } names[] = {{"studies", MDB_QUERY_STUDIES},     {"study", MDB_QUERY_STUDIES},
-                 {"series", MDB_QUERY_SERIES},       {"instances", MDB_QUERY_INSTANCES},
+    } names[] = {{"studies", MDB_QUERY_STUDIES},
+                 {"study", MDB_QUERY_STUDIES},
+                 {"series", MDB_QUERY_SERIES},
+                 {"instances", MDB_QUERY_INSTANCES},
                  {"instance", MDB_QUERY_INSTANCES}};
     if (!name)
         return false;

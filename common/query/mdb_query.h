@@ -49,12 +49,7 @@
 extern "C" {
 #endif
 
-typedef enum {
-    MDB_QUERY_STUDIES = 0,
-    MDB_QUERY_SERIES,
-    MDB_QUERY_INSTANCES,
-    MDB_QUERY_LEVEL_COUNT
-} mdb_query_level_t;
+typedef enum { MDB_QUERY_STUDIES = 0, MDB_QUERY_SERIES, MDB_QUERY_INSTANCES, MDB_QUERY_LEVEL_COUNT } mdb_query_level_t;
 
 /* Type of a filterable field; decides how values are parsed. */
 typedef enum {
@@ -66,7 +61,7 @@ typedef enum {
 
 /* One promoted (filterable, sortable) field of a level. */
 typedef struct {
-    const char *name;    /* document field, e.g. "patient_id" */
+    const char *name; /* document field, e.g. "patient_id" */
     mdb_qfield_type_t type;
     const char *aliases; /* space-separated accepted parameter names, or NULL */
     const char *help;

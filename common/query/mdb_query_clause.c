@@ -14,8 +14,8 @@ static const struct {
     op_t op;
     const char *mongo;
 } op_prefixes[] = {
-    {"lte:", OP_LTE, "$lte"}, {"lt:", OP_LT, "$lt"},     {"gte:", OP_GTE, "$gte"}, {"gt:", OP_GT, "$gt"},
-    {"ne:", OP_NE, "$ne"},    {"eq:", OP_EQ, "$eq"},     {"exists:", OP_EXISTS, "$exists"},
+    {"lte:", OP_LTE, "$lte"}, {"lt:", OP_LT, "$lt"}, {"gte:", OP_GTE, "$gte"},          {"gt:", OP_GT, "$gt"},
+    {"ne:", OP_NE, "$ne"},    {"eq:", OP_EQ, "$eq"}, {"exists:", OP_EXISTS, "$exists"},
 };
 
 /* Append the condition for one scalar item to `cond` under key `key` (a
@@ -114,17 +114,14 @@ static bson_t *item_clause(const char *param, const char *path, mdb_qfield_type_
     const char *s = it->text;
     if (it->pattern) {
         if (type == MDB_QFIELD_NUMBER) {
-            mdb_error_set(err, MDB_ERR_QUERY, 0, "'%s' is a number field: wildcards are not allowed ('%s')", param,
-                          s);
+            mdb_error_set(err, MDB_ERR_QUERY, 0, "'%s' is a number field: wildcards are not allowed ('%s')", param, s);
             goto fail;
         }
         clause_regex(c, path, it->pattern);
         return c;
     }
     switch (type) {
-    case MDB_QFIELD_STRING:
-        BSON_APPEND_UTF8(c, path, s);
-        return c;
+    case MDB_QFIELD_STRING: BSON_APPEND_UTF8(c, path, s); return c;
     case MDB_QFIELD_DATE: {
         char lo[9], hi[9];
         bool has_lo, has_hi;

@@ -24,8 +24,9 @@ static bool append_id(const bson_t *doc, void *ud, mdb_error_t *err)
     if (!bson_iter_init_find(&it, doc, "_id"))
         return true;
     if (a->n >= MAX_PARENT_IDS) {
-        mdb_error_set(err, MDB_ERR_QUERY, 0, "the %s filter matches more than %d documents; narrow it or query %s directly",
-                      a->level, MAX_PARENT_IDS, a->level);
+        mdb_error_set(err, MDB_ERR_QUERY, 0,
+                      "the %s filter matches more than %d documents; narrow it or query %s directly", a->level,
+                      MAX_PARENT_IDS, a->level);
         return false;
     }
     char key[16];
@@ -176,8 +177,8 @@ bool mdb_query_foreach(mdb_mongo_t *m, const mdb_query_t *q, int64_t time_ms, in
         bson_destroy(&filter);
         return false;
     }
-    bool ok = empty ||
-              mdb_query_read_rows(m, q, &filter, q->offset, max_rows > 0 ? max_rows : 0, 0, time_ms, fn, ud, err);
+    bool ok =
+        empty || mdb_query_read_rows(m, q, &filter, q->offset, max_rows > 0 ? max_rows : 0, 0, time_ms, fn, ud, err);
     bson_destroy(&filter);
     return ok;
 }

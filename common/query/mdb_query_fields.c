@@ -61,18 +61,10 @@ static const mdb_qfield_t instance_fields[] = {
 const mdb_qfield_t *mdb_query_fields(mdb_query_level_t level, size_t *n)
 {
     switch (level) {
-    case MDB_QUERY_STUDIES:
-        *n = sizeof study_fields / sizeof study_fields[0];
-        return study_fields;
-    case MDB_QUERY_SERIES:
-        *n = sizeof series_fields / sizeof series_fields[0];
-        return series_fields;
-    case MDB_QUERY_INSTANCES:
-        *n = sizeof instance_fields / sizeof instance_fields[0];
-        return instance_fields;
-    default:
-        *n = 0;
-        return NULL;
+    case MDB_QUERY_STUDIES: *n = sizeof study_fields / sizeof study_fields[0]; return study_fields;
+    case MDB_QUERY_SERIES: *n = sizeof series_fields / sizeof series_fields[0]; return series_fields;
+    case MDB_QUERY_INSTANCES: *n = sizeof instance_fields / sizeof instance_fields[0]; return instance_fields;
+    default: *n = 0; return NULL;
     }
 }
 
@@ -184,7 +176,7 @@ void mdb_query_known_fields(mdb_query_level_t level, char *buf, size_t size)
     for (size_t i = 0; i < n && off < size; i++) {
         const char *name = f[i].name;
         if (!strcmp(name, "_id")) /* the first alias is the readable name */
-            name = level == MDB_QUERY_STUDIES ? "study_instance_uid"
+            name = level == MDB_QUERY_STUDIES  ? "study_instance_uid"
                    : level == MDB_QUERY_SERIES ? "series_instance_uid"
                                                : "sop_instance_uid";
         else if (!strcmp(name, "collection_ids"))

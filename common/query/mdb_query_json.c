@@ -73,19 +73,15 @@ static json_t *bson_iter_children(const bson_iter_t *it, bool array)
 static json_t *bson_value_to_json(const bson_iter_t *it)
 {
     switch (bson_iter_type(it)) {
-    case BSON_TYPE_DOCUMENT:
-        return bson_iter_children(it, false);
-    case BSON_TYPE_ARRAY:
-        return bson_iter_children(it, true);
+    case BSON_TYPE_DOCUMENT: return bson_iter_children(it, false);
+    case BSON_TYPE_ARRAY: return bson_iter_children(it, true);
     case BSON_TYPE_UTF8: {
         uint32_t len;
         const char *s = bson_iter_utf8(it, &len);
         return utf8_json_string(s, len);
     }
-    case BSON_TYPE_INT32:
-        return json_integer(bson_iter_int32(it));
-    case BSON_TYPE_INT64:
-        return json_integer(bson_iter_int64(it));
+    case BSON_TYPE_INT32: return json_integer(bson_iter_int32(it));
+    case BSON_TYPE_INT64: return json_integer(bson_iter_int64(it));
     case BSON_TYPE_DOUBLE: {
         double d = bson_iter_double(it);
         return isfinite(d) ? json_real(d) : json_null();
@@ -97,11 +93,9 @@ static json_t *bson_value_to_json(const bson_iter_t *it)
         bson_decimal128_to_string(&dec, buf);
         return json_string(buf);
     }
-    case BSON_TYPE_BOOL:
-        return json_boolean(bson_iter_bool(it));
+    case BSON_TYPE_BOOL: return json_boolean(bson_iter_bool(it));
     case BSON_TYPE_NULL:
-    case BSON_TYPE_UNDEFINED:
-        return json_null();
+    case BSON_TYPE_UNDEFINED: return json_null();
     case BSON_TYPE_OID: {
         char hex[25];
         bson_oid_to_string(bson_iter_oid(it), hex);
@@ -133,8 +127,7 @@ static json_t *bson_value_to_json(const bson_iter_t *it)
         const char *re = bson_iter_regex(it, &opts);
         return json_string(re);
     }
-    default:
-        return NULL;
+    default: return NULL;
     }
 }
 

@@ -12,8 +12,8 @@
 
 bool mdb_query_is_page_param(const char *name)
 {
-    return name && (!strcmp(name, "limit") || !strcmp(name, "offset") || !strcmp(name, "sort") ||
-                    !strcmp(name, "fields"));
+    return name &&
+           (!strcmp(name, "limit") || !strcmp(name, "offset") || !strcmp(name, "sort") || !strcmp(name, "fields"));
 }
 
 static bool check_value(const char *name, const char *value, mdb_error_t *err)

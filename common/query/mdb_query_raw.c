@@ -36,19 +36,19 @@ static const op_rule_t refused_ops[] = {
 };
 
 /* Field-level query operators. */
-static const char *const field_ops[] = {"$eq",   "$ne",  "$gt",   "$gte",       "$lt",   "$lte",
-                                        "$in",   "$nin", "$exists", "$type",    "$regex", "$options",
-                                        "$not",  "$all", "$elemMatch", "$size", "$mod"};
+static const char *const field_ops[] = {"$eq",  "$ne",  "$gt",        "$gte",  "$lt",    "$lte",
+                                        "$in",  "$nin", "$exists",    "$type", "$regex", "$options",
+                                        "$not", "$all", "$elemMatch", "$size", "$mod"};
 
 /* Document-level operators. */
 static const char *const doc_ops[] = {"$and", "$or", "$nor", "$expr", "$comment"};
 
 /* Aggregation expression operators accepted inside $expr. */
 static const char *const expr_ops[] = {
-    "$eq",  "$ne",     "$gt",     "$gte",     "$lt",      "$lte",      "$cmp",     "$and",    "$or",
-    "$not", "$in",     "$size",   "$add",     "$subtract", "$multiply", "$divide", "$mod",    "$abs",
-    "$cond", "$ifNull", "$toLower", "$toUpper", "$concat",  "$substrCP", "$strLenCP", "$literal", "$type",
-    "$arrayElemAt", "$min", "$max", "$isArray", "$toString", "$toInt", "$toDouble"};
+    "$eq",          "$ne",     "$gt",      "$gte",     "$lt",       "$lte",      "$cmp",      "$and",     "$or",
+    "$not",         "$in",     "$size",    "$add",     "$subtract", "$multiply", "$divide",   "$mod",     "$abs",
+    "$cond",        "$ifNull", "$toLower", "$toUpper", "$concat",   "$substrCP", "$strLenCP", "$literal", "$type",
+    "$arrayElemAt", "$min",    "$max",     "$isArray", "$toString", "$toInt",    "$toDouble"};
 
 bool mdb_query_in_list(const char *s, const char *const *list, size_t n)
 {
@@ -81,9 +81,11 @@ bool mdb_query_operator_allowed(const char *op, mdb_error_t *err)
         return false;
     if (mdb_query_in_list(op, LIST(field_ops)) || mdb_query_in_list(op, LIST(doc_ops)))
         return true;
-    mdb_error_set(err, MDB_ERR_QUERY, 0, "operator %s is not allowed (allowed: $and $or $nor $expr $eq $ne $gt $gte "
-                                         "$lt $lte $in $nin $exists $type $regex $options $not $all $elemMatch $size "
-                                         "$mod)", op);
+    mdb_error_set(err, MDB_ERR_QUERY, 0,
+                  "operator %s is not allowed (allowed: $and $or $nor $expr $eq $ne $gt $gte "
+                  "$lt $lte $in $nin $exists $type $regex $options $not $all $elemMatch $size "
+                  "$mod)",
+                  op);
     return false;
 }
 
@@ -222,8 +224,8 @@ static bool walk_operator_object(walk_t *w, const char *field, const json_t *v, 
             return false;
         if (!mdb_query_in_list(op, LIST(field_ops))) {
             if (mdb_query_in_list(op, LIST(doc_ops)))
-                mdb_error_set(w->err, MDB_ERR_QUERY, 0, "operator %s belongs at document level, not on field '%s'",
-                              op, field);
+                mdb_error_set(w->err, MDB_ERR_QUERY, 0, "operator %s belongs at document level, not on field '%s'", op,
+                              field);
             else
                 mdb_error_set(w->err, MDB_ERR_QUERY, 0,
                               "operator %s is not allowed (field '%s'; allowed: $eq $ne $gt $gte $lt $lte $in $nin "
@@ -287,7 +289,7 @@ static bool walk_operator_object(walk_t *w, const char *field, const json_t *v, 
                 return false;
             }
             if (!(mdb_query_is_operator_object(arg) ? walk_operator_object(w, field, arg, depth + 1)
-                                          : walk_query_doc(w, arg, depth + 1)))
+                                                    : walk_query_doc(w, arg, depth + 1)))
                 return false;
         } else { /* comparison: any literal */
             if (!walk_literal(w, arg, depth + 1))

@@ -9,8 +9,7 @@
 
 #define LIST(a) (a), (sizeof(a) / sizeof((a)[0]))
 
-static const char *const raw_collections[] = {"studies", "series", "instances", "jobs", "collections",
-                                              "conflicts"};
+static const char *const raw_collections[] = {"studies", "series", "instances", "jobs", "collections", "conflicts"};
 
 static bool raw_sort(mdb_query_t *q, const json_t *sort, mdb_error_t *err)
 {
@@ -112,8 +111,7 @@ static bool raw_parents(mdb_query_t *q, const json_t *parents, mdb_error_t *err)
         mdb_query_level_t l;
         if (!mdb_query_level_parse(k, &l) || strcmp(k, mdb_query_level_name(l)) != 0 ||
             q->level >= MDB_QUERY_LEVEL_COUNT || l >= q->level) {
-            mdb_error_set(err, MDB_ERR_QUERY, 0,
-                          "parents of %s can only name %s, got '%.64s'", q->collection,
+            mdb_error_set(err, MDB_ERR_QUERY, 0, "parents of %s can only name %s, got '%.64s'", q->collection,
                           q->level == MDB_QUERY_INSTANCES ? "studies and series"
                           : q->level == MDB_QUERY_SERIES  ? "studies"
                                                           : "nothing (this collection has no parents)",

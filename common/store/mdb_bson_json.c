@@ -32,22 +32,17 @@ bool mdb_docs_append_json(bson_t *b, const char *key, const json_t *v)
         }
         return bson_append_array_end(b, &child) && ok;
     }
-    case JSON_STRING:
-        return bson_append_utf8(b, key, -1, json_string_value(v), (int)json_string_length(v));
+    case JSON_STRING: return bson_append_utf8(b, key, -1, json_string_value(v), (int)json_string_length(v));
     case JSON_INTEGER: {
         json_int_t i = json_integer_value(v);
         if (i >= INT32_MIN && i <= INT32_MAX)
             return bson_append_int32(b, key, -1, (int32_t)i);
         return bson_append_int64(b, key, -1, (int64_t)i);
     }
-    case JSON_REAL:
-        return bson_append_double(b, key, -1, json_real_value(v));
-    case JSON_TRUE:
-        return bson_append_bool(b, key, -1, true);
-    case JSON_FALSE:
-        return bson_append_bool(b, key, -1, false);
-    case JSON_NULL:
-        return bson_append_null(b, key, -1);
+    case JSON_REAL: return bson_append_double(b, key, -1, json_real_value(v));
+    case JSON_TRUE: return bson_append_bool(b, key, -1, true);
+    case JSON_FALSE: return bson_append_bool(b, key, -1, false);
+    case JSON_NULL: return bson_append_null(b, key, -1);
     }
     return false;
 }
@@ -96,19 +91,15 @@ static json_t *iter_to_json(bson_iter_t *it)
         const char *s = bson_iter_utf8(it, &len);
         return json_stringn(s, len);
     }
-    case BSON_TYPE_INT32:
-        return json_integer(bson_iter_int32(it));
-    case BSON_TYPE_INT64:
-        return json_integer((json_int_t)bson_iter_int64(it));
+    case BSON_TYPE_INT32: return json_integer(bson_iter_int32(it));
+    case BSON_TYPE_INT64: return json_integer((json_int_t)bson_iter_int64(it));
     case BSON_TYPE_DOUBLE: {
         double d = bson_iter_double(it);
         return isfinite(d) ? json_real(d) : json_null();
     }
-    case BSON_TYPE_BOOL:
-        return json_boolean(bson_iter_bool(it));
+    case BSON_TYPE_BOOL: return json_boolean(bson_iter_bool(it));
     case BSON_TYPE_NULL:
-    case BSON_TYPE_UNDEFINED:
-        return json_null();
+    case BSON_TYPE_UNDEFINED: return json_null();
     case BSON_TYPE_DOCUMENT:
     case BSON_TYPE_ARRAY: {
         bson_iter_t child;
@@ -138,8 +129,7 @@ static json_t *iter_to_json(bson_iter_t *it)
         bson_decimal128_to_string(&d, buf);
         return json_string(buf);
     }
-    default:
-        return json_null(); /* binary, regex, ...: metadb never writes them */
+    default: return json_null(); /* binary, regex, ...: metadb never writes them */
     }
 }
 

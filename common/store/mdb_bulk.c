@@ -121,8 +121,7 @@ bool mdb_bulk_update_one(mdb_bulk_t *b, const bson_t *selector, const bson_t *up
     return check_update_doc(update, err) && add_op(b, OP_UPDATE_ONE, selector, update, upsert, err);
 }
 
-bool mdb_bulk_update_many(mdb_bulk_t *b, const bson_t *selector, const bson_t *update, bool upsert,
-                          mdb_error_t *err)
+bool mdb_bulk_update_many(mdb_bulk_t *b, const bson_t *selector, const bson_t *update, bool upsert, mdb_error_t *err)
 {
     return check_update_doc(update, err) && add_op(b, OP_UPDATE_MANY, selector, update, upsert, err);
 }
@@ -203,8 +202,7 @@ static size_t duplicate_key_ops(const mdb_bulk_t *b, const bson_t *reply, size_t
     size_t n = 0, cap = 0;
     size_t *v = NULL;
     *out = NULL;
-    if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
-        !bson_iter_recurse(&it, &arr))
+    if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &arr))
         return 0;
     while (bson_iter_next(&arr)) {
         bson_iter_t e;

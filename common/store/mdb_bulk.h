@@ -30,8 +30,7 @@ bool mdb_bulk_upsert(mdb_bulk_t *b, const bson_t *selector, const bson_t *update
 /* update-one with an explicit upsert flag (mdb_bulk_upsert = upsert:true). */
 bool mdb_bulk_update_one(mdb_bulk_t *b, const bson_t *selector, const bson_t *update, bool upsert, mdb_error_t *err);
 /* update-many / delete-one. Copy their arguments. */
-bool mdb_bulk_update_many(mdb_bulk_t *b, const bson_t *selector, const bson_t *update, bool upsert,
-                          mdb_error_t *err);
+bool mdb_bulk_update_many(mdb_bulk_t *b, const bson_t *selector, const bson_t *update, bool upsert, mdb_error_t *err);
 bool mdb_bulk_delete_one(mdb_bulk_t *b, const bson_t *selector, mdb_error_t *err);
 /* insert-one of doc / replace-one of the document matching selector by doc. Copy their arguments. */
 bool mdb_bulk_insert_one(mdb_bulk_t *b, const bson_t *doc, mdb_error_t *err);

@@ -98,8 +98,8 @@ bool mdb_cases_id_valid(const char *id)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = id[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                  c == '_' || c == ':' || c == '@' || c == '+' || c == '-';
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+                  c == ':' || c == '@' || c == '+' || c == '-';
         if (!ok)
             return false;
     }
@@ -487,8 +487,7 @@ static bool parse_row(csv_record_t *rec, const int cols[NCOLS], size_t ncols, md
         problem(p, rec->line, "empty case_id");
         bad = true;
     } else if (!mdb_cases_id_valid(case_id)) {
-        problem(p, rec->line, "case_id '%.60s' is not a valid identifier (1-128 of A-Z a-z 0-9 . _ : @ + -)",
-                case_id);
+        problem(p, rec->line, "case_id '%.60s' is not a valid identifier (1-128 of A-Z a-z 0-9 . _ : @ + -)", case_id);
         bad = true;
     }
     if (*patient && !mdb_cases_value_valid(patient)) {

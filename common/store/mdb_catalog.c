@@ -67,8 +67,10 @@ static bool from_database(mdb_error_t *err)
 bool mdb_catalog_ensure_indexes(mdb_catalog_t *c, mdb_error_t *err)
 {
     static const mdb_index_spec_t specs[] = {
-        {MDB_CATALOG_COLL, {"series.accession_number"}}, {MDB_CATALOG_COLL, {"series.patient_id"}},
-        {MDB_CATALOG_COLL, {"series.study_uid"}},        {MDB_CATALOG_COLL, {"series.series_uid"}},
+        {MDB_CATALOG_COLL, {"series.accession_number"}},
+        {MDB_CATALOG_COLL, {"series.patient_id"}},
+        {MDB_CATALOG_COLL, {"series.study_uid"}},
+        {MDB_CATALOG_COLL, {"series.series_uid"}},
         {MDB_CATALOG_COLL, {"root"}},
     };
     return mdb_indexes_ensure_specs(c->m, specs, sizeof specs / sizeof specs[0], NULL, err);
@@ -77,9 +79,8 @@ bool mdb_catalog_ensure_indexes(mdb_catalog_t *c, mdb_error_t *err)
 /* ---- crawl ---- */
 
 enum { TAG_STUDY = 0, TAG_SERIES, TAG_ACCESSION, TAG_PATIENT, TAG_MODALITY, NTAGS };
-static const uint32_t crawl_tags[NTAGS] = {MDB_TAG(0x0020, 0x000D), MDB_TAG(0x0020, 0x000E),
-                                           MDB_TAG(0x0008, 0x0050), MDB_TAG(0x0010, 0x0020),
-                                           MDB_TAG(0x0008, 0x0060)};
+static const uint32_t crawl_tags[NTAGS] = {MDB_TAG(0x0020, 0x000D), MDB_TAG(0x0020, 0x000E), MDB_TAG(0x0008, 0x0050),
+                                           MDB_TAG(0x0010, 0x0020), MDB_TAG(0x0008, 0x0060)};
 
 /* Directories per bulk round trip: bounds the memory of a pending bulk (one
  * upsert with the file list per directory) and how much an interrupted
@@ -325,7 +326,8 @@ static bool scan_dir(crawl_t *cr, const char *dir, int64_t mtime_ns, file_ent_t 
         bool indexed = read_ok && vals[TAG_STUDY] && *vals[TAG_STUDY] && vals[TAG_SERIES] && *vals[TAG_SERIES];
         if (!indexed) {
             nondicom++;
-            MDB_LOGX(MDB_LOG_DEBUG, NULL, rp, "not indexed: %s", read_ok ? "no Study/Series Instance UID" : rerr.message);
+            MDB_LOGX(MDB_LOG_DEBUG, NULL, rp, "not indexed: %s",
+                     read_ok ? "no Study/Series Instance UID" : rerr.message);
         }
         free(path); /* rp may point into it: only after the log line above */
         if (indexed) {
@@ -567,8 +569,11 @@ static bool visit_dir(crawl_t *cr, const char *dir, pathstack_t *stack)
         goto done;
     }
     MDB_LOGX(MDB_LOG_DEBUG, NULL, dir, "reading directory (%s)",
-             !e ? "new" : cr->opts->full ? "full" : e->value != mtime_ns ? "mtime changed"
-             : has_links ? "holds symlinks" : "files changed");
+             !e                     ? "new"
+             : cr->opts->full       ? "full"
+             : e->value != mtime_ns ? "mtime changed"
+             : has_links            ? "holds symlinks"
+                                    : "files changed");
     ok = scan_dir(cr, dir, mtime_ns, files, nfiles, sig);
     goto done;
 oom:
@@ -604,8 +609,8 @@ static bool known_doc(const bson_t *doc, void *ud, mdb_error_t *err)
 static bool load_known(crawl_t *cr)
 {
     bson_t *filter = BCON_NEW("root", BCON_UTF8(cr->root));
-    bson_t *opts = BCON_NEW("projection", "{", "mtime", BCON_INT32(1), "sig", BCON_INT32(1), "files",
-                            BCON_INT32(1), "}");
+    bson_t *opts =
+        BCON_NEW("projection", "{", "mtime", BCON_INT32(1), "sig", BCON_INT32(1), "files", BCON_INT32(1), "}");
     bool ok = mdb_ops_find(cr->c->m, MDB_CATALOG_COLL, filter, opts, known_doc, cr, cr->err);
     if (!ok && from_database(cr->err))
         mdb_error_prefix(cr->err, "read catalog");
@@ -853,8 +858,8 @@ static bool resolve_doc(const bson_t *doc, void *ud, mdb_error_t *err)
     return false;
 }
 
-static bool catalog_resolve(void *self, int kind, const char *value, mdb_resolver_file_fn fn, void *ud,
-                            size_t *nfiles, mdb_error_t *err)
+static bool catalog_resolve(void *self, int kind, const char *value, mdb_resolver_file_fn fn, void *ud, size_t *nfiles,
+                            mdb_error_t *err)
 {
     mdb_catalog_t *c = self;
     const char *entry_key = NULL;
@@ -985,8 +990,7 @@ static bool catalog_resolve_many(void *self, int kind, const char *const *values
         if (ok && !mdb_ops_find(c->m, MDB_CATALOG_COLL, &filter, opts, many_doc, &mc, err)) {
             ok = false;
             if (from_database(err))
-                mdb_error_prefix(err, "catalog look-up of %zu %s value(s)", end - start,
-                                 mdb_selector_kind_name(kind));
+                mdb_error_prefix(err, "catalog look-up of %zu %s value(s)", end - start, mdb_selector_kind_name(kind));
         }
         bson_destroy(opts);
         bson_destroy(&filter);

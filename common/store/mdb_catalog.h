@@ -102,8 +102,7 @@ typedef struct {
     /* Optional: resolve many values of one kind in few round trips. out[i]
      * receives the sorted, unique paths of values[i] (out has n cleared
      * entries on entry). NULL: mdb_resolver_resolve_many loops over resolve. */
-    bool (*resolve_many)(void *self, int kind, const char *const *values, size_t n, mdb_strv_t *out,
-                         mdb_error_t *err);
+    bool (*resolve_many)(void *self, int kind, const char *const *values, size_t n, mdb_strv_t *out, mdb_error_t *err);
 } mdb_resolver_ops_t;
 
 typedef struct mdb_resolver mdb_resolver_t;

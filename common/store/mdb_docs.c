@@ -62,8 +62,7 @@ bool mdb_docs_value_equal(const json_t *a, const json_t *b)
         }
         return true;
     }
-    default:
-        return true; /* true/false/null: same type */
+    default: return true; /* true/false/null: same type */
     }
 }
 
@@ -113,11 +112,26 @@ char *mdb_docs_value_key(const json_t *v)
  * at study level, from series to series): merged by the smallest path but
  * never recorded as conflicts, which would be noise on every series. */
 static const char *const varying_keywords[] = {
-    "AcquisitionDate",        "AcquisitionDateTime", "AcquisitionNumber",   "AcquisitionTime",
-    "ContentDate",            "ContentTime",         "Exposure",            "ExposureTime",
-    "ImagePosition",          "ImagePositionPatient", "ImagesInAcquisition", "InstanceCreationDate",
-    "InstanceCreationTime",   "InstanceNumber",      "LargestImagePixelValue", "SliceLocation",
-    "SmallestImagePixelValue", "SOPInstanceUID",     "WindowCenter",        "WindowWidth",
+    "AcquisitionDate",
+    "AcquisitionDateTime",
+    "AcquisitionNumber",
+    "AcquisitionTime",
+    "ContentDate",
+    "ContentTime",
+    "Exposure",
+    "ExposureTime",
+    "ImagePosition",
+    "ImagePositionPatient",
+    "ImagesInAcquisition",
+    "InstanceCreationDate",
+    "InstanceCreationTime",
+    "InstanceNumber",
+    "LargestImagePixelValue",
+    "SliceLocation",
+    "SmallestImagePixelValue",
+    "SOPInstanceUID",
+    "WindowCenter",
+    "WindowWidth",
     "XRayTubeCurrent",
 };
 
@@ -127,8 +141,8 @@ bool mdb_docs_keyword_varies(int level, const char *keyword)
         return false;
     if (level == MDB_DOCS_LEVEL_STUDY) {
         /* Series-level attributes that a feature set lists at study level. */
-        static const char *const study_only[] = {"Modality", "SeriesNumber", "SeriesDescription",
-                                                 "SeriesInstanceUID", "SeriesDate", "SeriesTime"};
+        static const char *const study_only[] = {"Modality",          "SeriesNumber", "SeriesDescription",
+                                                 "SeriesInstanceUID", "SeriesDate",   "SeriesTime"};
         for (size_t i = 0; i < sizeof study_only / sizeof study_only[0]; i++)
             if (!strcmp(keyword, study_only[i]))
                 return true;
@@ -477,9 +491,9 @@ bool mdb_docs_model_add_event(mdb_docs_model_t *m, const mdb_docs_event_t *in, m
     const char *so = uid_of(in->instance, "SOPInstanceUID");
     if (!st || !se || !so || !in->path || !in->job_id) {
         mdb_error_set(err, MDB_ERR_MSG, EINVAL, "instance event without %s",
-                      !st ? "study.StudyInstanceUID"
-                      : !se ? "series.SeriesInstanceUID"
-                      : !so ? "instance.SOPInstanceUID"
+                      !st         ? "study.StudyInstanceUID"
+                      : !se       ? "series.SeriesInstanceUID"
+                      : !so       ? "instance.SOPInstanceUID"
                       : !in->path ? "path"
                                   : "job_id");
         return false;
@@ -535,11 +549,11 @@ oom:
 /* Reserved top-level names a promoted field may not take. */
 static bool reserved_field(const char *f)
 {
-    static const char *const names[] = {"_id",         "study_id",       "series_id",  "metadata",   "paths",
-                                        "job_ids",     "collection_ids", "_src",       "_invalid",   "_replaced",
-                                        "file",        "dicom",          "feature_set", "created_at", "updated_at",
-                                        "series",      "modalities",     "series_count", "instance_count", "_ins",
-                                        "_jl",         "_lo",            "_prev_series", "_prev_study", "integrity"};
+    static const char *const names[] = {
+        "_id",        "study_id",     "series_id",   "metadata",     "paths",          "job_ids",     "collection_ids",
+        "_src",       "_invalid",     "_replaced",   "file",         "dicom",          "feature_set", "created_at",
+        "updated_at", "series",       "modalities",  "series_count", "instance_count", "_ins",        "_jl",
+        "_lo",        "_prev_series", "_prev_study", "integrity"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(f, names[i]))
             return true;
@@ -599,8 +613,7 @@ static int cmp_value_entries(const void *a, const void *b)
 
 /* Record (or refresh) the conflict <kind>:<uid>:<field> from the distinct
  * values when there are at least two. */
-static bool conflict_store(mdb_docs_model_t *m, const char *kind, const char *uid, const char *field,
-                           distinct_t *d)
+static bool conflict_store(mdb_docs_model_t *m, const char *kind, const char *uid, const char *field, distinct_t *d)
 {
     size_t n = json_object_size(d->vals);
     if (n < 2)
@@ -625,8 +638,8 @@ static bool conflict_store(mdb_docs_model_t *m, const char *kind, const char *ui
         return false;
     }
     snprintf(id, idlen, "%s:%s:%s", kind, uid, field);
-    json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:o}", "_id", id, "kind", kind, "uid", uid, "field", field,
-                            "values", values);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:s, s:s, s:o}", "_id", id, "kind", kind, "uid", uid, "field", field, "values", values);
     bool ok = doc && json_object_set_new(m->conflicts_new, id, doc) == 0;
     free(id);
     return ok;
@@ -665,9 +678,9 @@ static bool conflict_known(mdb_docs_model_t *m, const char *kind, const char *ui
  * document) and the value each observing event carries. Writes the winner
  * to *out_v / *out_p (borrowed; *out_v NULL when no source has the field).
  * record: kind for the conflict (NULL = do not record). */
-static bool merge_field(mdb_docs_model_t *m, const ent_t *x, const char *name, getval_fn get,
-                        const json_t *cur_v, const char *cur_p, const char *kind, const char *field,
-                        const json_t **out_v, const char **out_p)
+static bool merge_field(mdb_docs_model_t *m, const ent_t *x, const char *name, getval_fn get, const json_t *cur_v,
+                        const char *cur_p, const char *kind, const char *field, const json_t **out_v,
+                        const char **out_p)
 {
     const json_t *best_v = NULL;
     const char *best_p = NULL;
@@ -943,7 +956,6 @@ done:
     json_decref(pnames);
     return ok;
 }
-
 
 /* ------------------------------------------------------------------ */
 /* instances                                                           */
@@ -1792,8 +1804,8 @@ bool mdb_docs_apply(mdb_docs_model_t *m, const mdb_store_t *st, const char *now,
             m->incremental = false;
     json_object_clear(m->link_deltas);
     bool ok = apply_load(m, st, err) && apply_instances(m, st, now, err) && apply_touch_parents(m) &&
-              load_studies(m, st, err) && load_series_only(m, st, err) && apply_counts(m, st, err) &&
-              apply_series(m) && apply_studies(m) && write_conflicts(m, st, now, err) &&
+              load_studies(m, st, err) && load_series_only(m, st, err) && apply_counts(m, st, err) && apply_series(m) &&
+              apply_studies(m) && write_conflicts(m, st, now, err) &&
               write_changed(st, MDB_DOCS_SERIES, &m->series, now, &m->stats.series_written, err) &&
               write_changed(st, MDB_DOCS_STUDIES, &m->studies, now, &m->stats.studies_written, err);
     if (!ok && err && !err->message[0])

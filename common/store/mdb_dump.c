@@ -31,16 +31,17 @@ json_t *mdb_dump_canonical(const char *coll, const json_t *doc)
 {
     if (!strcmp(coll, "jobs")) {
         json_t *out = json_object();
-        static const char *const keep[] = {"state",           "collection",    "feature_set",
-                                           "files_total",     "files_done",    "files_failed",
-                                           "files_flagged",   "instances_linked", "producer_errors"};
+        static const char *const keep[] = {"state",         "collection",       "feature_set",
+                                           "files_total",   "files_done",       "files_failed",
+                                           "files_flagged", "instances_linked", "producer_errors"};
         for (size_t i = 0; out && i < sizeof keep / sizeof keep[0]; i++) {
             json_t *v = json_object_get(doc, keep[i]);
             if (v)
                 json_object_set(out, keep[i], v);
         }
         if (out)
-            json_object_set_new(out, "errors", json_integer((json_int_t)json_array_size(json_object_get(doc, "errors"))));
+            json_object_set_new(out, "errors",
+                                json_integer((json_int_t)json_array_size(json_object_get(doc, "errors"))));
         return out;
     }
     json_t *out = json_deep_copy(doc);

@@ -46,8 +46,8 @@ static bool append_json(const bson_t *doc, void *ud, mdb_error_t *err)
     return true;
 }
 
-bool mdb_docs_find(mdb_mongo_t *m, const char *coll, const bson_t *filter, const bson_t *projection,
-                   const bson_t *sort, int64_t limit, json_t *out, mdb_error_t *err)
+bool mdb_docs_find(mdb_mongo_t *m, const char *coll, const bson_t *filter, const bson_t *projection, const bson_t *sort,
+                   int64_t limit, json_t *out, mdb_error_t *err)
 {
     bson_t opts = BSON_INITIALIZER;
     if (projection)

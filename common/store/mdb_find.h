@@ -25,8 +25,8 @@ typedef struct mdb_mongo mdb_mongo_t; /* mdb_mongo.h */
 /* Find the documents of coll matching filter and append them to out (array
  * of JSON objects). projection and sort may be NULL; limit 0 = all. One
  * round trip for everything that fits in one reply. */
-bool mdb_docs_find(mdb_mongo_t *m, const char *coll, const bson_t *filter, const bson_t *projection,
-                   const bson_t *sort, int64_t limit, json_t *out, mdb_error_t *err);
+bool mdb_docs_find(mdb_mongo_t *m, const char *coll, const bson_t *filter, const bson_t *projection, const bson_t *sort,
+                   int64_t limit, json_t *out, mdb_error_t *err);
 /* Run an aggregation pipeline (BSON array document) on coll; append the rows to out. */
 bool mdb_docs_aggregate(mdb_mongo_t *m, const char *coll, const bson_t *pipeline, json_t *out, mdb_error_t *err);
 /* Append {key: {$in: [ids[0..n)]}} to filter. */

@@ -216,8 +216,8 @@ static void append_index(bson_t *arr, size_t i, const mdb_index_spec_t *spec)
 
 /* The specs of collection coll that are missing: listIndexes, then one
  * createIndexes naming them all (none when nothing is missing). */
-static bool ensure_collection(mdb_mongo_t *m, mongoc_client_t *client, const char *coll,
-                              const mdb_index_spec_t *specs, size_t n, size_t *created, mdb_error_t *err)
+static bool ensure_collection(mdb_mongo_t *m, mongoc_client_t *client, const char *coll, const mdb_index_spec_t *specs,
+                              size_t n, size_t *created, mdb_error_t *err)
 {
     keyset_t have = {0};
     bson_t cmd = BSON_INITIALIZER, arr, reply = BSON_INITIALIZER;
@@ -281,9 +281,8 @@ bool mdb_indexes_ensure_specs(mdb_mongo_t *m, const mdb_index_spec_t *specs, siz
 bool mdb_indexes_ensure_jobs(mdb_mongo_t *m, mdb_error_t *err)
 {
     static const mdb_index_spec_t specs[] = {
-        {MDB_JOBS_COLL, {"state"}},           {MDB_JOBS_COLL, {"submitted_at"}},
-        {MDB_JOBS_COLL, {"researcher_id"}},   {MDB_JOBS_COLL, {"collection"}},
-        {MDB_JOB_FILES_COLL, {"job_id"}},     {MDB_JOB_FILES_COLL, {"status"}},
+        {MDB_JOBS_COLL, {"state"}},          {MDB_JOBS_COLL, {"submitted_at"}}, {MDB_JOBS_COLL, {"researcher_id"}},
+        {MDB_JOBS_COLL, {"collection"}},     {MDB_JOB_FILES_COLL, {"job_id"}},  {MDB_JOB_FILES_COLL, {"status"}},
         {MDB_JOB_PROGRESS_COLL, {"job_id"}},
     };
     return mdb_indexes_ensure_specs(m, specs, sizeof specs / sizeof specs[0], NULL, err);

@@ -243,8 +243,8 @@ static bool update_one(mdb_mongo_t *m, const char *collname, const bson_t *sel, 
     return true;
 }
 
-static bool find_one(mdb_mongo_t *m, const char *collname, const bson_t *filter, const bson_t *projection,
-                     bson_t **out, mdb_error_t *err, const char *what)
+static bool find_one(mdb_mongo_t *m, const char *collname, const bson_t *filter, const bson_t *projection, bson_t **out,
+                     mdb_error_t *err, const char *what)
 {
     bson_t opts = BSON_INITIALIZER;
     if (projection)
@@ -299,8 +299,8 @@ static void append_strv(bson_t *doc, const char *key, const mdb_strv_t *v)
     bson_append_array_end(doc, &arr);
 }
 
-bool mdb_jobs_create(mdb_mongo_t *m, const char *job_id, const mdb_job_msg_t *msg, int *state_out,
-                     bool *created_out, mdb_error_t *err)
+bool mdb_jobs_create(mdb_mongo_t *m, const char *job_id, const mdb_job_msg_t *msg, int *state_out, bool *created_out,
+                     mdb_error_t *err)
 {
     char now[40];
     now_iso(now);
@@ -414,8 +414,8 @@ bool mdb_jobs_set_state(mdb_mongo_t *m, const char *job_id, int to, const int *f
     return true;
 }
 
-bool mdb_jobs_add_error(mdb_mongo_t *m, const char *job_id, const char *path, const char *stage,
-                        const char *error, const char *message, bool count_as_problem, mdb_error_t *err)
+bool mdb_jobs_add_error(mdb_mongo_t *m, const char *job_id, const char *path, const char *stage, const char *error,
+                        const char *message, bool count_as_problem, mdb_error_t *err)
 {
     char now[40];
     now_iso(now);
@@ -463,8 +463,8 @@ bool mdb_jobs_fail(mdb_mongo_t *m, const char *job_id, const char *error, const 
     return mdb_jobs_set_state(m, job_id, MDB_JOB_FAILED, NULL, 0, NULL, err);
 }
 
-bool mdb_jobs_record_selectors(mdb_mongo_t *m, const char *job_id, const mdb_selectors_t *s,
-                               int64_t producer_errors, mdb_error_t *err)
+bool mdb_jobs_record_selectors(mdb_mongo_t *m, const char *job_id, const mdb_selectors_t *s, int64_t producer_errors,
+                               mdb_error_t *err)
 {
     char now[40];
     now_iso(now);
@@ -481,8 +481,7 @@ bool mdb_jobs_record_selectors(mdb_mongo_t *m, const char *job_id, const mdb_sel
     return ok;
 }
 
-bool mdb_jobs_start_running(mdb_mongo_t *m, const char *job_id, int64_t files_total, int *state_out,
-                            mdb_error_t *err)
+bool mdb_jobs_start_running(mdb_mongo_t *m, const char *job_id, int64_t files_total, int *state_out, mdb_error_t *err)
 {
     char now[40];
     now_iso(now);
@@ -516,8 +515,7 @@ static bool count_status(const bson_t *doc, void *ud, mdb_error_t *err)
     if (st && !strcmp(st, "done")) {
         fc->done = mdb_jobs_doc_int(doc, "n");
         fc->flagged = mdb_jobs_doc_int(doc, "flagged");
-    }
-    else if (st && !strcmp(st, "failed"))
+    } else if (st && !strcmp(st, "failed"))
         fc->failed = mdb_jobs_doc_int(doc, "n");
     return true;
 }
@@ -528,8 +526,7 @@ static bool count_job_files(mdb_mongo_t *m, const char *job_id, file_counts_t *o
     bson_t *pipeline = BCON_NEW("pipeline", "[", "{", "$match", "{", "job_id", BCON_UTF8(job_id), "}", "}", "{",
                                 "$group", "{", "_id", BCON_UTF8("$status"), "n", "{", "$sum", BCON_INT32(1), "}",
                                 "flagged", "{", "$sum", "{", "$cond", "[", "{", "$eq", "[", BCON_UTF8("$flagged"),
-                                BCON_BOOL(true), "]", "}", BCON_INT32(1), BCON_INT32(0), "]", "}", "}", "}", "}",
-                                "]");
+                                BCON_BOOL(true), "]", "}", BCON_INT32(1), BCON_INT32(0), "]", "}", "}", "}", "}", "]");
     file_counts_t fc = {0, 0, 0};
     bool ok = mdb_ops_aggregate(m, MDB_JOB_FILES_COLL, pipeline, NULL, count_status, &fc, err);
     bson_destroy(pipeline);
@@ -768,7 +765,8 @@ bool mdb_jobs_resolve(mdb_mongo_t *m, const char *id_or_prefix, char **job_id, m
     }
     if (!mdb_jobs_prefix_valid(id_or_prefix)) {
         mdb_error_set(err, MDB_ERR_NOTFOUND, 0, "no job '%s'%s", id_or_prefix,
-                      strlen(id_or_prefix) < MDB_JOBS_MIN_PREFIX ? " (a job id prefix needs at least 6 characters)" : "");
+                      strlen(id_or_prefix) < MDB_JOBS_MIN_PREFIX ? " (a job id prefix needs at least 6 characters)"
+                                                                 : "");
         return false;
     }
     /* the prefix is letters, digits, '-' and '_' only: no regex escaping needed */

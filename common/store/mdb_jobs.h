@@ -128,13 +128,12 @@ bool mdb_selectors_append_bson(const mdb_selectors_t *s, bson_t *doc, const char
 
 /* ---- job documents ---- */
 
-
 /* Create the job document if it does not exist (state submitted, counters 0,
  * fields from msg; submitted_at from msg or now), else leave it as it is.
  * *state_out receives the document's state after the call, *created_out
  * whether this call created it. Either out pointer may be NULL. */
-bool mdb_jobs_create(mdb_mongo_t *m, const char *job_id, const mdb_job_msg_t *msg, int *state_out,
-                     bool *created_out, mdb_error_t *err);
+bool mdb_jobs_create(mdb_mongo_t *m, const char *job_id, const mdb_job_msg_t *msg, int *state_out, bool *created_out,
+                     mdb_error_t *err);
 
 /* Move the job to `to` if its state is one of from[0..nfrom) (nfrom 0: any
  * non-final state). *changed (may be NULL) says whether it moved. Final
@@ -149,24 +148,23 @@ bool mdb_jobs_fail(mdb_mongo_t *m, const char *job_id, const char *error, const 
 /* Replace the job's selectors array with the resolution outcome and set
  * producer_errors to the number of problems the producer found (refused or
  * vanished files). Setting (not incrementing) keeps a re-resolved job exact. */
-bool mdb_jobs_record_selectors(mdb_mongo_t *m, const char *job_id, const mdb_selectors_t *s,
-                               int64_t producer_errors, mdb_error_t *err);
+bool mdb_jobs_record_selectors(mdb_mongo_t *m, const char *job_id, const mdb_selectors_t *s, int64_t producer_errors,
+                               mdb_error_t *err);
 
 /* Append {path, stage, error, message} to errors unless MDB_JOBS_MAX_ERRORS
  * are recorded already (one update, $push with $slice). When
  * count_as_problem, producer_errors is incremented too (so the job ends
  * completed_with_errors), also when the list is full. path/message may be
  * NULL. */
-bool mdb_jobs_add_error(mdb_mongo_t *m, const char *job_id, const char *path, const char *stage,
-                        const char *error, const char *message, bool count_as_problem, mdb_error_t *err);
+bool mdb_jobs_add_error(mdb_mongo_t *m, const char *job_id, const char *path, const char *stage, const char *error,
+                        const char *message, bool count_as_problem, mdb_error_t *err);
 
 /* Called by the producer once every file task was delivered: sets
  * files_total and moves resolving -> running, then calls
  * mdb_jobs_refresh_progress (the linker may have finished every file
  * already, or there are zero files). *state_out (may be NULL) receives the
  * resulting state. */
-bool mdb_jobs_start_running(mdb_mongo_t *m, const char *job_id, int64_t files_total, int *state_out,
-                            mdb_error_t *err);
+bool mdb_jobs_start_running(mdb_mongo_t *m, const char *job_id, int64_t files_total, int *state_out, mdb_error_t *err);
 
 /* Recount files_done / files_failed / files_flagged from job_files {job_id,
  * status: done|failed, flagged?}, store them, and if the job is running and done + failed >=

@@ -18,8 +18,7 @@ static void set_err(mdb_error_t *err, const bson_error_t *be, bool read, const c
 {
     bool refused = read && (be->domain == MONGOC_ERROR_SERVER || be->domain == MONGOC_ERROR_QUERY) &&
                    be->code != CODE_UNAUTHORIZED && be->code != CODE_AUTH_FAILED;
-    mdb_error_set(err, refused ? MDB_ERR_QUERY : MDB_ERR_MONGO, (int)be->code, "%s %s: %s", verb, coll,
-                  be->message);
+    mdb_error_set(err, refused ? MDB_ERR_QUERY : MDB_ERR_MONGO, (int)be->code, "%s %s: %s", verb, coll, be->message);
 }
 
 /* Pop a client and open coll on it; false (err filled) when none is available. */
@@ -50,8 +49,8 @@ static void close_coll(mdb_mongo_t *m, mongoc_client_t *client, mongoc_collectio
 }
 
 /* Drain cur through fn; the cursor is destroyed. */
-static bool drain(mdb_mongo_t *m, mongoc_cursor_t *cur, const char *verb, const char *coll, mdb_ops_doc_fn fn,
-                  void *ud, mdb_error_t *err)
+static bool drain(mdb_mongo_t *m, mongoc_cursor_t *cur, const char *verb, const char *coll, mdb_ops_doc_fn fn, void *ud,
+                  mdb_error_t *err)
 {
     const bson_t *doc;
     bson_error_t be;
@@ -134,8 +133,8 @@ bool mdb_ops_count(mdb_mongo_t *m, const char *coll, const bson_t *filter, const
     return r >= 0;
 }
 
-bool mdb_ops_aggregate(mdb_mongo_t *m, const char *coll, const bson_t *pipeline, const bson_t *opts,
-                       mdb_ops_doc_fn fn, void *ud, mdb_error_t *err)
+bool mdb_ops_aggregate(mdb_mongo_t *m, const char *coll, const bson_t *pipeline, const bson_t *opts, mdb_ops_doc_fn fn,
+                       void *ud, mdb_error_t *err)
 {
     mongoc_client_t *client;
     mongoc_collection_t *c;

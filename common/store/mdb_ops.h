@@ -56,8 +56,8 @@ bool mdb_ops_count(mdb_mongo_t *m, const char *coll, const bson_t *filter, const
 
 /* aggregate; pipeline is a document {"pipeline": [stages...]} or an array of
  * stages; fn called per result document as for mdb_ops_find. */
-bool mdb_ops_aggregate(mdb_mongo_t *m, const char *coll, const bson_t *pipeline, const bson_t *opts,
-                       mdb_ops_doc_fn fn, void *ud, mdb_error_t *err);
+bool mdb_ops_aggregate(mdb_mongo_t *m, const char *coll, const bson_t *pipeline, const bson_t *opts, mdb_ops_doc_fn fn,
+                       void *ud, mdb_error_t *err);
 
 /* What a single-document write did. */
 typedef struct {

@@ -43,8 +43,7 @@ static bool take_str(json_t *root, const char *name, bool required, char **out, 
     return *out != NULL;
 }
 
-bool mdb_retrieve_msg_decode(const char *buf, size_t len, size_t max_bytes, mdb_retrieve_msg_t *out,
-                             mdb_error_t *err)
+bool mdb_retrieve_msg_decode(const char *buf, size_t len, size_t max_bytes, mdb_retrieve_msg_t *out, mdb_error_t *err)
 {
     memset(out, 0, sizeof *out);
     if (len > max_bytes) {
@@ -60,9 +59,9 @@ bool mdb_retrieve_msg_decode(const char *buf, size_t len, size_t max_bytes, mdb_
         return false;
     }
     json_t *idx = json_object_get(root, "selector_index");
-    bool ok = take_str(root, "job_id", true, &out->job_id, err) && take_str(root, "selector", true, &out->selector, err) &&
-              take_str(root, "kind", true, &out->kind, err) && take_str(root, "value", true, &out->value, err) &&
-              take_str(root, "source", true, &out->source, err) &&
+    bool ok = take_str(root, "job_id", true, &out->job_id, err) &&
+              take_str(root, "selector", true, &out->selector, err) && take_str(root, "kind", true, &out->kind, err) &&
+              take_str(root, "value", true, &out->value, err) && take_str(root, "source", true, &out->source, err) &&
               take_str(root, "feature_set", false, &out->feature_set, err);
     if (ok && (!json_is_integer(idx) || json_integer_value(idx) < 0)) {
         mdb_error_set(err, MDB_ERR_MSG, 0, "retrieve task: 'selector_index' must be a non-negative integer");
@@ -140,8 +139,7 @@ bool mdb_retrieval_start(mdb_mongo_t *m, const char *job_id, int64_t files_archi
     return ok;
 }
 
-bool mdb_retrieval_record(mdb_mongo_t *m, const char *job_id, int64_t index, const mdb_retrieval_t *r,
-                          mdb_error_t *err)
+bool mdb_retrieval_record(mdb_mongo_t *m, const char *job_id, int64_t index, const mdb_retrieval_t *r, mdb_error_t *err)
 {
     char now[40], key[64];
     now_iso(now);

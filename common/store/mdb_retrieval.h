@@ -39,12 +39,11 @@ typedef struct {
     char *selector;         /* "accession:A123" (carried into the file tasks) */
     char *kind;             /* accession | patient | study */
     char *value;
-    char *source;           /* the PACS name (pacs.sources) */
-    char *feature_set;      /* may be NULL */
+    char *source;      /* the PACS name (pacs.sources) */
+    char *feature_set; /* may be NULL */
 } mdb_retrieve_msg_t;
 
-bool mdb_retrieve_msg_decode(const char *buf, size_t len, size_t max_bytes, mdb_retrieve_msg_t *out,
-                             mdb_error_t *err);
+bool mdb_retrieve_msg_decode(const char *buf, size_t len, size_t max_bytes, mdb_retrieve_msg_t *out, mdb_error_t *err);
 char *mdb_retrieve_msg_encode(const mdb_retrieve_msg_t *m); /* malloc'd JSON or NULL on OOM */
 void mdb_retrieve_msg_clear(mdb_retrieve_msg_t *m);
 

@@ -55,8 +55,8 @@ typedef struct {
      * included), and job_counts[job_id] = number of instances whose job_ids
      * contains it, for each of the njobs ids (0 included). Counted with a
      * filter on the indexed series_id / job_ids, never a collection scan. */
-    bool (*count_instances)(void *ud, const char *const *series_ids, size_t n, const char *const *job_ids,
-                            size_t njobs, json_t *counts, json_t *job_counts, mdb_error_t *err);
+    bool (*count_instances)(void *ud, const char *const *series_ids, size_t n, const char *const *job_ids, size_t njobs,
+                            json_t *counts, json_t *job_counts, mdb_error_t *err);
 
     /* Recount (the incremental model): counts[series_id] = number of
      * instances with that series_id, leaving out those whose _ins is

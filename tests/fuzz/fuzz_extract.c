@@ -69,8 +69,8 @@ static void check_event(const mdb_extract_result_t *r)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const char *overrides[] = {NULL, NULL, NULL, "GB18030", "ISO 2022 IR 6\\ISO 2022 IR 87", "ISO_IR 192",
-                                      "\\ISO 2022 IR 149", "CP1251"};
+    static const char *overrides[] = {
+        NULL, NULL, NULL, "GB18030", "ISO 2022 IR 6\\ISO 2022 IR 87", "ISO_IR 192", "\\ISO 2022 IR 149", "CP1251"};
     uint8_t sel = size ? data[size - 1] : 0;
     mdb_extract_ctx_t *ctx = g_ctx[sel % 7 == 0 ? 1 : sel % 11 == 0 ? 2 : 0];
     const char *override = overrides[(sel >> 3) % 8];
@@ -92,8 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(err.message[0] != '\0', "failure has a message");
     }
     /* the raw bytes as text values */
-    static const char *sets[] = {"ISO_IR 100", "\\ISO 2022 IR 87", "ISO 2022 IR 13\\ISO 2022 IR 87", "GBK",
-                                 "\\ISO 2022 IR 149", "ISO_IR 192"};
+    static const char *sets[] = {"ISO_IR 100", "\\ISO 2022 IR 87",  "ISO 2022 IR 13\\ISO 2022 IR 87",
+                                 "GBK",        "\\ISO 2022 IR 149", "ISO_IR 192"};
     mdb_charset_t *cs = g_ctx[0]->cs;
     const char *scs = sets[sel % 6];
     mdb_charset_select(cs, scs, strlen(scs), NULL);

@@ -81,8 +81,8 @@ typedef struct {
 static void run(const char *boundary, const uint8_t *body, size_t n, uint8_t seed, bool whole, outcome_t *o)
 {
     static const mdb_multipart_callbacks_t cb = {on_begin, on_data, on_end};
-    mdb_multipart_limits_t lim = {.max_header_bytes = 256, .max_headers = 8, .max_part_bytes = 4096,
-                                  .max_parts = 16, .max_preamble_bytes = 512};
+    mdb_multipart_limits_t lim = {
+        .max_header_bytes = 256, .max_headers = 8, .max_part_bytes = 4096, .max_parts = 16, .max_preamble_bytes = 512};
     mdb_error_t err = {0};
     memset(o, 0, sizeof *o);
     o->t.hash = 0xcbf29ce484222325ull;

@@ -46,10 +46,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     g_v = mdb_nl_vocab_new();
     mdb_nl_vocab_add_promoted(g_v, &err);
     static const char *const values[][2] = {
-        {"manufacturer", "SIEMENS"},          {"manufacturer", "GE MEDICAL SYSTEMS"},
-        {"manufacturer", "Philips"},          {"manufacturer_model_name", "Sensation 16"},
-        {"body_part_examined", "LUNG"},       {"patient_id", "LIDC-IDRI-0001"},
-        {"metadata.ConvolutionKernel", "B30f"}, {"collection_ids", "LIDC-IDRI"},
+        {"manufacturer", "SIEMENS"},
+        {"manufacturer", "GE MEDICAL SYSTEMS"},
+        {"manufacturer", "Philips"},
+        {"manufacturer_model_name", "Sensation 16"},
+        {"body_part_examined", "LUNG"},
+        {"patient_id", "LIDC-IDRI-0001"},
+        {"metadata.ConvolutionKernel", "B30f"},
+        {"collection_ids", "LIDC-IDRI"},
     };
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
         mdb_nl_vocab_add_value(g_v, values[i][0], values[i][1], &err);

@@ -158,8 +158,7 @@ int main(int argc, char **argv)
             const mdb_source_study_t *s = &out.items[k];
             emit(json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i}", "study_uid", s->study_uid, "accession",
                            s->accession, "patient_id", s->patient_id, "date", s->date, "modalities", s->modalities,
-                           "description", s->description, "n_series", s->n_series, "n_instances",
-                           s->n_instances));
+                           "description", s->description, "n_series", s->n_series, "n_instances", s->n_instances));
         }
         mdb_source_studies_free(&out);
     } else if (strcmp(cmd, "list") == 0 && nargs == 1) {
@@ -204,9 +203,8 @@ int main(int argc, char **argv)
         mdb_source_counts_t counts;
         bool ok = mdb_source_retrieve(src, &req, sink, &s, &counts, &err);
         json_t *o = json_pack("{s:b, s:i, s:i, s:i, s:i, s:i, s:i, s:I}", "ok", ok, "completed", counts.completed,
-                              "failed", counts.failed, "warning", counts.warning, "received", counts.received,
-                              "landed", counts.landed, "dropped", counts.dropped, "bytes",
-                              (json_int_t)counts.bytes);
+                              "failed", counts.failed, "warning", counts.warning, "received", counts.received, "landed",
+                              counts.landed, "dropped", counts.dropped, "bytes", (json_int_t)counts.bytes);
         if (!ok) {
             json_object_set_new(o, "error", json_string(err.message));
             json_object_set_new(o, "reason", json_string(mdb_source_errc_name(err.code)));

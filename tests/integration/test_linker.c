@@ -46,10 +46,10 @@ static const spec_t SPECS[] = {
 
 static char *event_json(const spec_t *s)
 {
-    json_t *study = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}}", "StudyInstanceUID", s->study,
-                              "AccessionNumber", "ACC-1", "PatientID", "LIDC-IDRI-0001", "Modality", s->modality,
-                              "promoted", "study_instance_uid", s->study, "accession_number", "ACC-1", "patient_id",
-                              "LIDC-IDRI-0001");
+    json_t *study =
+        json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}}", "StudyInstanceUID", s->study, "AccessionNumber", "ACC-1",
+                  "PatientID", "LIDC-IDRI-0001", "Modality", s->modality, "promoted", "study_instance_uid", s->study,
+                  "accession_number", "ACC-1", "patient_id", "LIDC-IDRI-0001");
     json_t *series = json_pack("{s:s, s:s, s:i, s:f, s:[f,f,f], s:{s:s, s:i, s:f}}", "SeriesInstanceUID", s->series,
                                "StudyInstanceUID", s->study, "SeriesNumber", s->number, "SliceThickness", 2.5,
                                "ImagePositionPatient", -150.0, -160.5, (double)-s->inum, "promoted",
@@ -152,8 +152,7 @@ static char *dump(const char *db)
     return buf;
 }
 
-static pid_t start_linker(const char *db, const char *ti, const char *td, const char *group, int batch,
-                          const char *log)
+static pid_t start_linker(const char *db, const char *ti, const char *td, const char *group, int batch, const char *log)
 {
     char bs[64];
     snprintf(bs, sizeof bs, "--linker.batch_size=%d", batch);
@@ -375,8 +374,7 @@ int main(void)
     stop_linker(pid, log2);
     check_documents(db);
     char *dump_b = dump(db);
-    CHECK(!strcmp(dump_a, dump_b), "replay changed the canonical dump:\n--- before\n%s\n--- after\n%s", dump_a,
-          dump_b);
+    CHECK(!strcmp(dump_a, dump_b), "replay changed the canonical dump:\n--- before\n%s\n--- after\n%s", dump_a, dump_b);
     printf("B: replay changed nothing\n");
 
     /* C: reversed, twice, in batches of 3, into another database */

@@ -37,15 +37,15 @@ static char *event_json(int st, int se, int in)
     uid(series, sizeof series, st, se, -1);
     uid(sop, sizeof sop, st, se, in);
     snprintf(path, sizeof path, "/arch/p%d/st/s%d/%d.dcm", st + 1, se + 1, in + 1);
-    json_t *ev = json_pack(
-        "{s:i, s:s, s:s, s:s, s:{s:s, s:s, s:{s:s, s:s}}, s:{s:s, s:s, s:i, s:{s:s, s:i}},"
-        " s:{s:s, s:s, s:i, s:{s:s, s:s, s:i}}, s:{s:i, s:i}}",
-        "v", 1, "job_id", JOB, "path", path, "feature_set", "default", "study", "StudyInstanceUID", study,
-        "PatientID", "P-STOP", "promoted", "study_instance_uid", study, "patient_id", "P-STOP", "series",
-        "SeriesInstanceUID", series, "StudyInstanceUID", study, "SeriesNumber", se + 1, "promoted",
-        "series_instance_uid", series, "series_number", se + 1, "instance", "SOPInstanceUID", sop, "SOPClassUID",
-        "1.2.840.10008.5.1.4.1.1.2", "InstanceNumber", in + 1, "promoted", "sop_instance_uid", sop, "sop_class_uid",
-        "1.2.840.10008.5.1.4.1.1.2", "instance_number", in + 1, "file", "size", 1000 + in, "mtime", 1700000000);
+    json_t *ev = json_pack("{s:i, s:s, s:s, s:s, s:{s:s, s:s, s:{s:s, s:s}}, s:{s:s, s:s, s:i, s:{s:s, s:i}},"
+                           " s:{s:s, s:s, s:i, s:{s:s, s:s, s:i}}, s:{s:i, s:i}}",
+                           "v", 1, "job_id", JOB, "path", path, "feature_set", "default", "study", "StudyInstanceUID",
+                           study, "PatientID", "P-STOP", "promoted", "study_instance_uid", study, "patient_id",
+                           "P-STOP", "series", "SeriesInstanceUID", series, "StudyInstanceUID", study, "SeriesNumber",
+                           se + 1, "promoted", "series_instance_uid", series, "series_number", se + 1, "instance",
+                           "SOPInstanceUID", sop, "SOPClassUID", "1.2.840.10008.5.1.4.1.1.2", "InstanceNumber", in + 1,
+                           "promoted", "sop_instance_uid", sop, "sop_class_uid", "1.2.840.10008.5.1.4.1.1.2",
+                           "instance_number", in + 1, "file", "size", 1000 + in, "mtime", 1700000000);
     CHECK(ev, "event json");
     char *txt = json_dumps(ev, JSON_COMPACT);
     json_decref(ev);

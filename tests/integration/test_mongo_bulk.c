@@ -49,8 +49,8 @@ static bson_t *find_one(mdb_mongo_t *m, const char *coll, const char *id)
 static bool upsert_study(mdb_bulk_t *b, const char *uid, const char *job, int n, mdb_error_t *err)
 {
     bson_t *sel = BCON_NEW("_id", BCON_UTF8(uid));
-    bson_t *upd = BCON_NEW("$set", "{", "study_instance_uid", BCON_UTF8(uid), "n", BCON_INT32(n), "}",
-                           "$addToSet", "{", "job_ids", BCON_UTF8(job), "}");
+    bson_t *upd = BCON_NEW("$set", "{", "study_instance_uid", BCON_UTF8(uid), "n", BCON_INT32(n), "}", "$addToSet", "{",
+                           "job_ids", BCON_UTF8(job), "}");
     bool ok = mdb_bulk_upsert(b, sel, upd, err);
     bson_destroy(sel);
     bson_destroy(upd);
@@ -75,8 +75,10 @@ static void upsert_twice(mdb_mongo_t *m)
         mdb_bulk_destroy(b);
         mdb_mongo_push(m, c);
     }
-    CHECK(mdb_mongo_round_trips(m) - rt0 == 2, "round trips %llu", (unsigned long long)(mdb_mongo_round_trips(m) - rt0));
-    CHECK(count_docs(m, "studies", NULL) == 2, "expected 2 documents, got %lld", (long long)count_docs(m, "studies", NULL));
+    CHECK(mdb_mongo_round_trips(m) - rt0 == 2, "round trips %llu",
+          (unsigned long long)(mdb_mongo_round_trips(m) - rt0));
+    CHECK(count_docs(m, "studies", NULL) == 2, "expected 2 documents, got %lld",
+          (long long)count_docs(m, "studies", NULL));
     bson_t *doc = find_one(m, "studies", "1.2.826.0.1");
     CHECK(doc, "document missing");
     bson_iter_t it, arr;
@@ -282,8 +284,8 @@ int main(void)
     mdb_mongo_t *m = mdb_mongo_new_from_config(cfg, &err);
     CHECK(m, "%s", err.message);
     CHECK(!strcmp(mdb_mongo_db_name(m), itest_db), "db name");
-    CHECK(mdb_mongo_wait_ready(m, 30000, &err), "database not reachable at %s: %s",
-          mdb_config_get(cfg, "mongo.uri"), err.message);
+    CHECK(mdb_mongo_wait_ready(m, 30000, &err), "database not reachable at %s: %s", mdb_config_get(cfg, "mongo.uri"),
+          err.message);
     upsert_twice(m);
     concurrent_upserts(m);
     server_errors(m);

@@ -94,8 +94,8 @@ static void basic_ops(mdb_mongo_t *m)
     mdb_error_clear(&err);
     CHECK(!mdb_ops_count(m, "ops", bad, NULL, &n, &err) && err.domain == MDB_ERR_QUERY, "refused count: %s",
           err.message);
-    bson_t *idx = BCON_NEW("createIndexes", BCON_UTF8("uniq"), "indexes", "[", "{", "key", "{", "u", BCON_INT32(1),
-                           "}", "name", BCON_UTF8("u_1"), "unique", BCON_BOOL(true), "}", "]");
+    bson_t *idx = BCON_NEW("createIndexes", BCON_UTF8("uniq"), "indexes", "[", "{", "key", "{", "u", BCON_INT32(1), "}",
+                           "name", BCON_UTF8("u_1"), "unique", BCON_BOOL(true), "}", "]");
     CHECK(mdb_ops_command(m, idx, false, NULL, &err), "createIndexes: %s", err.message);
     bson_t *u1 = BCON_NEW("_id", BCON_UTF8("d1")), *u2 = BCON_NEW("_id", BCON_UTF8("d2"));
     bson_t *setu = BCON_NEW("$set", "{", "u", BCON_UTF8("same"), "}");
@@ -142,8 +142,8 @@ static void pool_of_one(const mdb_config_t *cfg)
 static void unreachable(void)
 {
     mdb_error_t err = {0};
-    mdb_mongo_t *m = mdb_mongo_new("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300",
-                                   "nowhere", 1, &err);
+    mdb_mongo_t *m =
+        mdb_mongo_new("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300", "nowhere", 1, &err);
     CHECK(m, "%s", err.message);
     int64_t n = 7;
     int seen = 0;

@@ -14,8 +14,8 @@ static int run(const char *args)
     snprintf(cmd, sizeof cmd,
              "'%s/cli/metadb' --kafka.brokers='%s' --topic.jobs='%s.jobs' --topic.files='%s.files' "
              "--topic.instances='%s.instances' --topic.dlq='%s.dlq' topics %s >/dev/null",
-             build, mdb_config_get(itest_cfg, "kafka.brokers"), itest_prefix, itest_prefix, itest_prefix,
-             itest_prefix, args);
+             build, mdb_config_get(itest_cfg, "kafka.brokers"), itest_prefix, itest_prefix, itest_prefix, itest_prefix,
+             args);
     int rc = system(cmd);
     CHECK(WIFEXITED(rc), "metadb killed");
     return WEXITSTATUS(rc);

@@ -37,8 +37,8 @@ static void test_selectors_order_and_dedup(void **state)
     mdb_error_t err = {0};
     assert_true(mdb_selectors_from_job(&m, &s, &err));
     assert_int_equal(s.n, 6);
-    const char *want[] = {"accession:A1", "accession:A2", "patient:LIDC-IDRI-0001", "study:1.2.3", "series:1.2.3.4",
-                          "path:/archive/a/1.dcm"};
+    const char *want[] = {"accession:A1", "accession:A2",   "patient:LIDC-IDRI-0001",
+                          "study:1.2.3",  "series:1.2.3.4", "path:/archive/a/1.dcm"};
     for (size_t i = 0; i < 6; i++) {
         assert_string_equal(s.v[i].text, want[i]);
         assert_int_equal(s.v[i].status, MDB_SEL_PENDING);
@@ -138,8 +138,8 @@ static void test_case_selectors_and_status(void **state)
 static void test_state_and_kind_names(void **state)
 {
     (void)state;
-    const char *names[] = {"submitted", "resolving",             "running",   "completed",
-                           "completed_with_errors", "failed", "retrieving"};
+    const char *names[] = {"submitted", "resolving", "running", "completed", "completed_with_errors",
+                           "failed",    "retrieving"};
     for (int i = 0; i < MDB_JOB_NSTATES; i++) {
         int back = -1;
         assert_string_equal(mdb_job_state_name(i), names[i]);
@@ -168,8 +168,7 @@ static void test_state_and_kind_names(void **state)
 static void test_doc_helpers(void **state)
 {
     (void)state;
-    bson_t *d = BCON_NEW("a", BCON_INT32(3), "b", BCON_INT64(1LL << 40), "c", BCON_DOUBLE(2.0), "s",
-                         BCON_UTF8("x"));
+    bson_t *d = BCON_NEW("a", BCON_INT32(3), "b", BCON_INT64(1LL << 40), "c", BCON_DOUBLE(2.0), "s", BCON_UTF8("x"));
     assert_int_equal(mdb_jobs_doc_int(d, "a"), 3);
     assert_int_equal(mdb_jobs_doc_int(d, "b"), 1LL << 40);
     assert_int_equal(mdb_jobs_doc_int(d, "c"), 2);

@@ -14,8 +14,7 @@
 
 #include "mdb_charset.h"
 
-static char *dec(mdb_charset_t *cs, const char *scs, const char *in, size_t len, mdb_cs_kind_t kind,
-                 bool *replaced)
+static char *dec(mdb_charset_t *cs, const char *scs, const char *in, size_t len, mdb_cs_kind_t kind, bool *replaced)
 {
     bool r = false;
     mdb_charset_select(cs, scs, scs ? strlen(scs) : 0, NULL);
@@ -27,13 +26,13 @@ static char *dec(mdb_charset_t *cs, const char *scs, const char *in, size_t len,
     return s;
 }
 
-#define EXPECT(scs, bytes, kind, want)                                                                        \
-    do {                                                                                                      \
-        bool rep_ = true;                                                                                     \
-        char *got_ = dec(cs, (scs), (bytes), sizeof(bytes) - 1, (kind), &rep_);                             \
-        assert_string_equal(got_, (want));                                                                   \
-        assert_false(rep_);                                                                                   \
-        free(got_);                                                                                           \
+#define EXPECT(scs, bytes, kind, want)                                                                                 \
+    do {                                                                                                               \
+        bool rep_ = true;                                                                                              \
+        char *got_ = dec(cs, (scs), (bytes), sizeof(bytes) - 1, (kind), &rep_);                                        \
+        assert_string_equal(got_, (want));                                                                             \
+        assert_false(rep_);                                                                                            \
+        free(got_);                                                                                                    \
     } while (0)
 
 static void test_single_byte_sets(void **state)
@@ -49,7 +48,10 @@ static void test_single_byte_sets(void **state)
     EXPECT("ISO_IR 127", "\xe2\xc8\xc7\xe6\xea^\xe4\xe6\xd2\xc7\xd1", MDB_CS_PN, "قباني^لنزار");
     EXPECT("ISO_IR 126", "\xc4\xe9\xef\xed\xf5\xf3\xe9\xef\xf2", MDB_CS_PN, "Διονυσιος");
     EXPECT("ISO_IR 138", "\xf9\xf8\xe5\xef^\xe3\xe1\xe5\xf8\xe4", MDB_CS_PN, "שרון^דבורה");
-    EXPECT("ISO_IR 148", "\xc7" "ak\xfdr", MDB_CS_TEXT, "Çakır");
+    EXPECT("ISO_IR 148",
+           "\xc7"
+           "ak\xfdr",
+           MDB_CS_TEXT, "Çakır");
     EXPECT("ISO_IR 166", "\xbc\xd9\xe9\xbb\xe8\xc7\xc2", MDB_CS_TEXT, "ผู้ป่วย");
     EXPECT("ISO_IR 13", "\xd4\xcf\xc0\xde^\xc0\xdb\xb3", MDB_CS_PN, "ﾔﾏﾀﾞ^ﾀﾛｳ");
     EXPECT("ISO_IR 192", "Wang^XiaoDong=\xe7\x8e\x8b^\xe5\xb0\x8f\xe6\x9d\xb1", MDB_CS_TEXT, "Wang^XiaoDong=王^小東");
@@ -68,9 +70,8 @@ static void test_iso2022_japanese(void **state)
     (void)state;
     mdb_charset_t *cs = mdb_charset_new();
     /* PS3.5 H.3.1: Yamada^Tarou = kanji = hiragana */
-    EXPECT("\\ISO 2022 IR 87",
-           "Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B", MDB_CS_PN,
-           "Yamada^Tarou=山田^太郎=やまだ^たろう");
+    EXPECT("\\ISO 2022 IR 87", "Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B",
+           MDB_CS_PN, "Yamada^Tarou=山田^太郎=やまだ^たろう");
     /* H.3.2: half-width katakana (IR 13) as first set, kanji by escape */
     EXPECT("ISO 2022 IR 13\\ISO 2022 IR 87",
            "\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J=\x1b$B$d$^$@\x1b(J^\x1b$B$?$m$&\x1b(J",
@@ -122,7 +123,8 @@ static void test_replacement(void **state)
     rep = false;
     s = dec(cs, "ISO_IR 100", "a\0b", 3, MDB_CS_TEXT, &rep);
     assert_true(rep);
-    assert_string_equal(s, "a\xef\xbf\xbd" "b");
+    assert_string_equal(s, "a\xef\xbf\xbd"
+                           "b");
     free(s);
     /* an escape sequence of a set that was not declared: first set, no crash */
     s = dec(cs, "ISO_IR 100", "x\x1b$Bzz", 6, MDB_CS_TEXT, &rep);
@@ -165,11 +167,27 @@ static void test_terms(void **state)
 static void test_random_bytes_always_utf8(void **state)
 {
     (void)state;
-    static const char *sets[] = {NULL,           "ISO_IR 100", "ISO_IR 101",      "ISO_IR 109",      "ISO_IR 110",
-                                 "ISO_IR 144",   "ISO_IR 127", "ISO_IR 126",      "ISO_IR 138",      "ISO_IR 148",
-                                 "ISO_IR 13",    "ISO_IR 166", "ISO_IR 192",      "GB18030",         "GBK",
-                                 "\\ISO 2022 IR 87", "ISO 2022 IR 13\\ISO 2022 IR 87", "\\ISO 2022 IR 149",
-                                 "\\ISO 2022 IR 159", "\\ISO 2022 IR 58", "ISO 2022 IR 100\\ISO 2022 IR 126"};
+    static const char *sets[] = {NULL,
+                                 "ISO_IR 100",
+                                 "ISO_IR 101",
+                                 "ISO_IR 109",
+                                 "ISO_IR 110",
+                                 "ISO_IR 144",
+                                 "ISO_IR 127",
+                                 "ISO_IR 126",
+                                 "ISO_IR 138",
+                                 "ISO_IR 148",
+                                 "ISO_IR 13",
+                                 "ISO_IR 166",
+                                 "ISO_IR 192",
+                                 "GB18030",
+                                 "GBK",
+                                 "\\ISO 2022 IR 87",
+                                 "ISO 2022 IR 13\\ISO 2022 IR 87",
+                                 "\\ISO 2022 IR 149",
+                                 "\\ISO 2022 IR 159",
+                                 "\\ISO 2022 IR 58",
+                                 "ISO 2022 IR 100\\ISO 2022 IR 126"};
     mdb_charset_t *cs = mdb_charset_new();
     unsigned seed = 12345;
     char buf[200];
@@ -207,10 +225,14 @@ static void test_utf8_validator(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_single_byte_sets),    cmocka_unit_test(test_iso2022_japanese),
-        cmocka_unit_test(test_iso2022_korean),      cmocka_unit_test(test_iso2022_single_byte_switch),
-        cmocka_unit_test(test_replacement),         cmocka_unit_test(test_terms),
-        cmocka_unit_test(test_random_bytes_always_utf8), cmocka_unit_test(test_utf8_validator),
+        cmocka_unit_test(test_single_byte_sets),
+        cmocka_unit_test(test_iso2022_japanese),
+        cmocka_unit_test(test_iso2022_korean),
+        cmocka_unit_test(test_iso2022_single_byte_switch),
+        cmocka_unit_test(test_replacement),
+        cmocka_unit_test(test_terms),
+        cmocka_unit_test(test_random_bytes_always_utf8),
+        cmocka_unit_test(test_utf8_validator),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,8 +117,15 @@ static void test_precedence_load_all(void **state)
     setenv("METADB_WORKER_GROUP", "env_group", 1);
     setenv("METADB_MONGO_DB", "env_db", 1);
     setenv("METADB_HOME", "/ignored/by/config", 1);
-    char *argv[] = {"prog", "--config", conf_path, "--mongo.db=flag_db", "--worker.threads", "5",
-                    "submit", "--mongo.db=not_a_global_flag", NULL};
+    char *argv[] = {"prog",
+                    "--config",
+                    conf_path,
+                    "--mongo.db=flag_db",
+                    "--worker.threads",
+                    "5",
+                    "submit",
+                    "--mongo.db=not_a_global_flag",
+                    NULL};
     int argc = 8, rest = -1;
     mdb_config_t *cfg = mdb_config_new();
     assert_true(mdb_config_load_all(cfg, argc, argv, &rest, &err));
@@ -270,8 +277,8 @@ static void test_kafka_passthrough(void **state)
     setenv("METADB_KAFKA_SASL_USERNAME", "bob", 1);
     setenv("METADB_KAFKA_CLIENT_RACK", "env_rack", 1);
     setenv("METADB_KAFKA_BROKERS", "envbroker:9092", 1);
-    char *argv[] = {"prog", "--config=dummy", "--kafka.security.protocol=plaintext", "--kafka.client.rack",
-                    "flag_rack", NULL};
+    char *argv[] = {"prog", "--config=dummy", "--kafka.security.protocol=plaintext", "--kafka.client.rack", "flag_rack",
+                    NULL};
     argv[1] = malloc(strlen(conf_path) + 10);
     sprintf(argv[1], "--config=%s", conf_path);
     mdb_config_t *cfg = mdb_config_new();
@@ -379,10 +386,14 @@ static void test_help(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),        cmocka_unit_test(test_precedence_set),
-        cmocka_unit_test(test_precedence_load_all), cmocka_unit_test(test_unknown_keys),
-        cmocka_unit_test(test_bad_values),      cmocka_unit_test(test_kafka_passthrough),
-        cmocka_unit_test(test_secret_files),    cmocka_unit_test(test_list),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_precedence_set),
+        cmocka_unit_test(test_precedence_load_all),
+        cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_kafka_passthrough),
+        cmocka_unit_test(test_secret_files),
+        cmocka_unit_test(test_list),
         cmocka_unit_test(test_help),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

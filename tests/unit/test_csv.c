@@ -103,7 +103,7 @@ static void test_multiline_quoted_field_keeps_line_numbers(void **state)
                        "C1,P2,A2\n",
                        &c, &pr));
     assert_int_equal(c.n, 0);
-    assert_true(has_problem(&pr, "line 2: patient_id"));      /* newline inside the id is not printable */
+    assert_true(has_problem(&pr, "line 2: patient_id")); /* newline inside the id is not printable */
     assert_true(has_problem(&pr, "line 4: duplicate case_id 'C1' (first on line 2)"));
     mdb_cases_problems_clear(&pr);
 }

@@ -160,7 +160,8 @@ static void test_close_half_opened(void **state)
     mdb_daemon_t d = {.cfg = mdb_config_new()};
     assert_true(mdb_config_set(d.cfg, "kafka.brokers", "127.0.0.1:1", MDB_CONFIG_SRC_FLAG, &err));
     assert_true(mdb_daemon_open_metrics(&d, "test"));
-    d.kp = mdb_kafka_producer_new(d.cfg, mdb_daemon_delivery_report, NULL, &err); /* nothing produced: flushes at once */
+    d.kp =
+        mdb_kafka_producer_new(d.cfg, mdb_daemon_delivery_report, NULL, &err); /* nothing produced: flushes at once */
     assert_non_null(d.kp);
     assert_true(mdb_daemon_close(&d));
     assert_null(d.kp);
@@ -315,8 +316,10 @@ static void test_delivery_wait_drains(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_help),          cmocka_unit_test(test_unknown_argument),
-        cmocka_unit_test(test_missing_config_file), cmocka_unit_test(test_bad_log_level),
+        cmocka_unit_test(test_help),
+        cmocka_unit_test(test_unknown_argument),
+        cmocka_unit_test(test_missing_config_file),
+        cmocka_unit_test(test_bad_log_level),
         cmocka_unit_test(test_run),
         cmocka_unit_test(test_close_nothing_opened),
         cmocka_unit_test(test_close_half_opened),

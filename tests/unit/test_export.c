@@ -127,8 +127,8 @@ static void test_json_writers(void **state)
     if (!j)
         fail_msg("JSON export does not parse: %s\n%s", jerr.text, out);
     assert_int_equal(json_array_size(j), 2);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(json_array_get(j, 0), "study"), "study_date")),
-                        "20000101");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(json_array_get(j, 0), "study"), "study_date")), "20000101");
     assert_null(json_object_get(json_array_get(j, 0), "other"));
     json_decref(j);
     free(out);
@@ -217,10 +217,10 @@ static void json_is(const json_t *got, const char *want)
     json_decref(w);
 }
 
-#define RAW(level, ...)                                                                                               \
-    ({                                                                                                                \
-        const char *const p_[] = {__VA_ARGS__};                                                                      \
-        raw_of(level, p_, sizeof p_ / sizeof p_[0]);                                                                  \
+#define RAW(level, ...)                                                                                                \
+    ({                                                                                                                 \
+        const char *const p_[] = {__VA_ARGS__};                                                                        \
+        raw_of(level, p_, sizeof p_ / sizeof p_[0]);                                                                   \
     })
 
 static void test_count_filters(void **state)
@@ -258,7 +258,8 @@ static void test_parent_filters(void **state)
     json_decref(r);
     /* the bare name falls back to the parent, the same clause */
     r = RAW(MDB_QUERY_SERIES, "study_date=2000-2002");
-    json_is(json_object_get(r, "parents"), "{\"studies\":{\"study_date\":{\"$gte\":\"20000101\",\"$lte\":\"20021231\"}}}");
+    json_is(json_object_get(r, "parents"),
+            "{\"studies\":{\"study_date\":{\"$gte\":\"20000101\",\"$lte\":\"20021231\"}}}");
     json_decref(r);
     /* instances: both parents, and a parent's count */
     r = RAW(MDB_QUERY_INSTANCES, "series.modality=CT", "study.instance_count=gt:100", "instance_number=1");
@@ -392,8 +393,9 @@ static void test_descend_and_manifest(void **state)
     assert_string_equal(mdb_query_collection(iq), "instances");
     json_t *r = mdb_query_raw_json(iq, &err);
     json_is(json_object_get(r, "filter"), "{}");
-    json_is(json_object_get(r, "parents"), "{\"studies\":{\"study_date\":{\"$gte\":\"20010101\",\"$lte\":\"20011231\"}},"
-                                           "\"series\":{\"modality\":\"CT\"}}");
+    json_is(json_object_get(r, "parents"),
+            "{\"studies\":{\"study_date\":{\"$gte\":\"20010101\",\"$lte\":\"20011231\"}},"
+            "\"series\":{\"modality\":\"CT\"}}");
     json_is(json_object_get(r, "projection"), "{\"paths\":1,\"series_id\":1,\"study_id\":1,\"file.size\":1}");
     json_decref(r);
     mdb_query_destroy(iq);

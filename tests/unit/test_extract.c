@@ -176,7 +176,9 @@ static void dataset(bld_t *b, bool undef_seq, bool with_sop)
     str(b, 0x00080020, "DA", "20200101");
     str(b, 0x00080050, "SH", "ACC123");
     str(b, 0x00080060, "CS", "CT");
-    str(b, 0x00081030, "LO", "Thorax \xdc" "bersicht");
+    str(b, 0x00081030, "LO",
+        "Thorax \xdc"
+        "bersicht");
     size_t s = seq_begin(b, 0x00081032, undef_seq);
     size_t it = item_begin(b, undef_seq);
     str(b, 0x00080100, "SH", "CODE1");
@@ -237,8 +239,16 @@ static void meta(bld_t *f, const char *ts, const char *sop_class, bool preamble)
     free(m.d);
 }
 
-typedef enum { ENC_EXPLICIT_LE, ENC_IMPLICIT_LE, ENC_EXPLICIT_BE, ENC_DEFLATED, ENC_NO_PREAMBLE, ENC_NO_META,
-               ENC_UNDEF_SEQ, ENC_COUNT } enc_t;
+typedef enum {
+    ENC_EXPLICIT_LE,
+    ENC_IMPLICIT_LE,
+    ENC_EXPLICIT_BE,
+    ENC_DEFLATED,
+    ENC_NO_PREAMBLE,
+    ENC_NO_META,
+    ENC_UNDEF_SEQ,
+    ENC_COUNT
+} enc_t;
 
 static bld_t make_file(enc_t enc)
 {
@@ -274,8 +284,7 @@ static mdb_features_t *test_features(void)
 {
     mdb_error_t err = {0};
     mdb_features_t *fs = mdb_features_from_text(
-        "unit",
-        "StudyInstanceUID\nAccessionNumber\nStudyDescription\nPatientName\nProcedureCodeSequence\nStudyDate\n",
+        "unit", "StudyInstanceUID\nAccessionNumber\nStudyDescription\nPatientName\nProcedureCodeSequence\nStudyDate\n",
         "SeriesInstanceUID\nSliceThickness\nKVP\nSeriesNumber\nImagePositionPatient\n(0009,1001) LO\n",
         "SOPInstanceUID\nImageType\nXRayTubeCurrent\nExposure\nInstanceNumber\nRows\nPixelPaddingValue\n"
         "RevolutionTime\nDimensionIndexPointer\n(0029,1010)\n",
@@ -324,8 +333,13 @@ static void assert_json(json_t *got, const char *want_text, const char *what)
 static void test_encodings(void **state)
 {
     (void)state;
-    static const char *names[] = {"explicit LE", "implicit LE", "explicit BE", "deflated", "no preamble",
-                                  "no meta",     "undefined-length sequences"};
+    static const char *names[] = {"explicit LE",
+                                  "implicit LE",
+                                  "explicit BE",
+                                  "deflated",
+                                  "no preamble",
+                                  "no meta",
+                                  "undefined-length sequences"};
     mdb_features_t *fs = test_features();
     mdb_extract_ctx_t *ctx = mdb_extract_ctx_new(0);
     for (int enc = 0; enc < ENC_COUNT; enc++) {
@@ -620,7 +634,7 @@ static void test_charset_override(void **state)
 static bld_t pixel_file(bool le, bool explicit_vr, bool encapsulated, size_t *pix)
 {
     bld_t f = {.le = true, .explicit_vr = true};
-    const char *ts = encapsulated ? "1.2.840.10008.1.2.4.70"
+    const char *ts = encapsulated   ? "1.2.840.10008.1.2.4.70"
                      : !explicit_vr ? "1.2.840.10008.1.2"
                      : !le          ? "1.2.840.10008.1.2.2"
                                     : "1.2.840.10008.1.2.1";
@@ -694,7 +708,8 @@ static void test_pixel_truncation(void **state)
             if (!in)
                 fail_msg("%s cut at %zu: no integrity object", kinds[k].name, cut);
             assert_true(json_is_true(json_object_get(in, "pixel_data_truncated")));
-            json_int_t exp = integ_num(in, "pixel_data_bytes_expected"), got = integ_num(in, "pixel_data_bytes_present");
+            json_int_t exp = integ_num(in, "pixel_data_bytes_expected"),
+                       got = integ_num(in, "pixel_data_bytes_present");
             if (cut < vpos) { /* inside the element's own header */
                 assert_int_equal(exp, -1);
                 assert_int_equal(got, 0);
@@ -761,11 +776,13 @@ static void test_pixel_truncation_fd(void **state)
         const char *want; /* integrity text, NULL for none */
     } cases[] = {
         {big.d, big.n, NULL},
-        {big.d, big.n - 150000, "{\"pixel_data_truncated\":true,\"pixel_data_bytes_expected\":200000,"
-                                "\"pixel_data_bytes_present\":50000}"},
+        {big.d, big.n - 150000,
+         "{\"pixel_data_truncated\":true,\"pixel_data_bytes_expected\":200000,"
+         "\"pixel_data_bytes_present\":50000}"},
         {enc.d, enc.n, NULL},
-        {enc.d, enc.n - 20, "{\"pixel_data_truncated\":true,\"pixel_data_bytes_expected\":88,"
-                            "\"pixel_data_bytes_present\":76,\"pixel_data_encapsulated\":true}"},
+        {enc.d, enc.n - 20,
+         "{\"pixel_data_truncated\":true,\"pixel_data_bytes_expected\":88,"
+         "\"pixel_data_bytes_present\":76,\"pixel_data_encapsulated\":true}"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         char path[] = "/tmp/mdb_test_pixels_XXXXXX";
@@ -821,7 +838,8 @@ static void test_private_creators(void **state)
         if (extract_bytes(f.d, f.n, 0, fs, &r).code != MDB_DICOM_EOK)
             fail_msg("encoding %d refused", enc);
         assert_json(r.instance,
-                    "{\"SOPInstanceUID\":\"" SOP_UID "\",\"00090010\":\"ACME 1.0\",\"00290010\":\"PRIV 2\",\"promoted\":{}}",
+                    "{\"SOPInstanceUID\":\"" SOP_UID
+                    "\",\"00090010\":\"ACME 1.0\",\"00290010\":\"PRIV 2\",\"promoted\":{}}",
                     "private creators");
         assert_null(json_object_get(r.study, "00090010"));
         mdb_extract_result_clear(&r);
@@ -926,9 +944,9 @@ static void test_generated_archive(void **state)
                             json_string_value(json_object_get(inst, "series_uid")));
         assert_string_equal(json_string_value(json_object_get(r.study, "StudyInstanceUID")),
                             json_string_value(json_object_get(inst, "study_uid")));
-        assert_int_equal(json_integer_value(json_object_get(json_object_get(r.instance, "promoted"),
-                                                            "instance_number")),
-                         json_integer_value(json_object_get(inst, "instance_number")));
+        assert_int_equal(
+            json_integer_value(json_object_get(json_object_get(r.instance, "promoted"), "instance_number")),
+            json_integer_value(json_object_get(inst, "instance_number")));
         mdb_extract_result_clear(&r);
         n++;
     }
@@ -950,12 +968,12 @@ static void test_generated_archive(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_encodings),       cmocka_unit_test(test_every_truncation),
-        cmocka_unit_test(test_refusals),        cmocka_unit_test(test_header_bound),
-        cmocka_unit_test(test_nesting),         cmocka_unit_test(test_charset_override),
-        cmocka_unit_test(test_event_roundtrip), cmocka_unit_test(test_read_tags),
+        cmocka_unit_test(test_encodings),         cmocka_unit_test(test_every_truncation),
+        cmocka_unit_test(test_refusals),          cmocka_unit_test(test_header_bound),
+        cmocka_unit_test(test_nesting),           cmocka_unit_test(test_charset_override),
+        cmocka_unit_test(test_event_roundtrip),   cmocka_unit_test(test_read_tags),
         cmocka_unit_test(test_generated_archive), cmocka_unit_test(test_ctx_reuse),
-        cmocka_unit_test(test_pixel_truncation), cmocka_unit_test(test_pixel_truncation_fd),
+        cmocka_unit_test(test_pixel_truncation),  cmocka_unit_test(test_pixel_truncation_fd),
         cmocka_unit_test(test_private_creators),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

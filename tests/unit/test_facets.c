@@ -86,8 +86,8 @@ static json_t *facet_of(json_t *pipeline, const char *key)
 static void test_kinds_from_field_table(void **state)
 {
     (void)state;
-    mdb_facets_t *f =
-        facets(MDB_QUERY_SERIES, "modality,slice_thickness,series_date,model,metadata.PatientAge,metadata.AcquisitionDate");
+    mdb_facets_t *f = facets(MDB_QUERY_SERIES,
+                             "modality,slice_thickness,series_date,model,metadata.PatientAge,metadata.AcquisitionDate");
     assert_int_equal(mdb_facets_count(f), 6);
     assert_int_equal(mdb_facets_kind(f, 0), MDB_FACET_VALUES);
     assert_int_equal(mdb_facets_kind(f, 1), MDB_FACET_HISTOGRAM);
@@ -133,14 +133,15 @@ static void test_pipeline_shape(void **state)
     want = load("[{\"$group\": {\"_id\": null, \"n\": {\"$sum\": 1}}}]");
     assert_true(json_equal(json_object_get(facet, "t"), want));
     json_decref(want);
-    want = load("[{\"$project\": {\"_id\": 0, \"v\": \"$modality\"}},"
-                " {\"$unwind\": {\"path\": \"$v\", \"preserveNullAndEmptyArrays\": true}},"
-                " {\"$group\": {\"_id\": \"$v\", \"n\": {\"$sum\": 1}}},"
-                " {\"$group\": {\"_id\": null,"
-                "   \"top\": {\"$topN\": {\"n\": 11, \"sortBy\": {\"n\": -1, \"_id\": 1}, \"output\": {\"v\": \"$_id\", \"n\": \"$n\"}}},"
-                "   \"present\": {\"$sum\": {\"$cond\": [{\"$eq\": [\"$_id\", null]}, 0, \"$n\"]}},"
-                "   \"missing\": {\"$sum\": {\"$cond\": [{\"$eq\": [\"$_id\", null]}, \"$n\", 0]}},"
-                "   \"d\": {\"$sum\": {\"$cond\": [{\"$eq\": [\"$_id\", null]}, 0, 1]}}}}]");
+    want = load(
+        "[{\"$project\": {\"_id\": 0, \"v\": \"$modality\"}},"
+        " {\"$unwind\": {\"path\": \"$v\", \"preserveNullAndEmptyArrays\": true}},"
+        " {\"$group\": {\"_id\": \"$v\", \"n\": {\"$sum\": 1}}},"
+        " {\"$group\": {\"_id\": null,"
+        "   \"top\": {\"$topN\": {\"n\": 11, \"sortBy\": {\"n\": -1, \"_id\": 1}, \"output\": {\"v\": \"$_id\", \"n\": \"$n\"}}},"
+        "   \"present\": {\"$sum\": {\"$cond\": [{\"$eq\": [\"$_id\", null]}, 0, \"$n\"]}},"
+        "   \"missing\": {\"$sum\": {\"$cond\": [{\"$eq\": [\"$_id\", null]}, \"$n\", 0]}},"
+        "   \"d\": {\"$sum\": {\"$cond\": [{\"$eq\": [\"$_id\", null]}, 0, 1]}}}}]");
     if (!json_equal(json_object_get(facet, "v0"), want))
         fail_msg("v0: %s", json_dumps(json_object_get(facet, "v0"), JSON_SORT_KEYS));
     json_decref(want);
@@ -155,10 +156,11 @@ static void test_pipeline_shape(void **state)
         fail_msg("n1: %s", json_dumps(json_object_get(facet, "n1"), JSON_SORT_KEYS));
     json_decref(want);
     json_t *d = json_object_get(facet, "d2");
-    want = load("[{\"$project\": {\"_id\": 0, \"v\": {\"$cond\": [{\"$eq\": [{\"$type\": \"$series_date\"}, \"string\"]},"
-                " \"$series_date\", null]}}},"
-                " {\"$project\": {\"v\": {\"$substrBytes\": [\"$v\", 0, 4]}, \"w\": {\"$substrBytes\": [\"$v\", 7, 1]}}},"
-                " {\"$project\": {\"v\": {\"$cond\": [{\"$eq\": [\"$w\", \"\"]}, null, \"$v\"]}}}]");
+    want =
+        load("[{\"$project\": {\"_id\": 0, \"v\": {\"$cond\": [{\"$eq\": [{\"$type\": \"$series_date\"}, \"string\"]},"
+             " \"$series_date\", null]}}},"
+             " {\"$project\": {\"v\": {\"$substrBytes\": [\"$v\", 0, 4]}, \"w\": {\"$substrBytes\": [\"$v\", 7, 1]}}},"
+             " {\"$project\": {\"v\": {\"$cond\": [{\"$eq\": [\"$w\", \"\"]}, null, \"$v\"]}}}]");
     json_array_remove(d, 5);
     json_array_remove(d, 4);
     json_array_remove(d, 3);
@@ -202,8 +204,8 @@ static void test_options(void **state)
     json_t *want = load("{\"$project\": {\"_id\": 0, \"v\": {\"$ifNull\": [\"$modalities\", \"$modality\"]}}}");
     assert_true(json_equal(json_array_get(v0, 0), want));
     json_decref(want);
-    json_t *sub = json_object_get(json_object_get(json_object_get(json_array_get(facet_of(p, "d1"), 1), "$project"), "v"),
-                                  "$substrBytes");
+    json_t *sub = json_object_get(
+        json_object_get(json_object_get(json_array_get(facet_of(p, "d1"), 1), "$project"), "v"), "$substrBytes");
     assert_int_equal(json_integer_value(json_array_get(sub, 2)), 6);
     /* the collection alias is a values facet of collection_ids */
     assert_string_equal(mdb_facets_field(f, 2), "collection_ids");
@@ -230,16 +232,18 @@ static void test_explicit_bins_one_aggregation(void **state)
     json_t *p = pipeline_json(f, "{}", false);
     json_t *h = facet_of(p, "h0");
     assert_non_null(h);
-    json_t *want = load("{\"$bucket\": {\"groupBy\": \"$v\", \"boundaries\": [0.0, 1.0, 2.5, 5.0], \"default\": \"other\","
-                        " \"output\": {\"n\": {\"$sum\": 1}}}}");
+    json_t *want =
+        load("{\"$bucket\": {\"groupBy\": \"$v\", \"boundaries\": [0.0, 1.0, 2.5, 5.0], \"default\": \"other\","
+             " \"output\": {\"n\": {\"$sum\": 1}}}}");
     assert_true(json_equal(json_array_get(h, 3), want));
     json_decref(want);
     json_decref(p);
 
     bson_error_t be;
     bson_t *reply = bson_new_from_json(
-        (const uint8_t *)"{\"t\": [{\"_id\": null, \"n\": 9}], \"n0\": [{\"_id\": null, \"min\": 0.625, \"max\": 7.0, \"n\": 8}],"
-                         " \"h0\": [{\"_id\": 0.0, \"n\": 3}, {\"_id\": 2.5, \"n\": 4}, {\"_id\": \"other\", \"n\": 1}]}",
+        (const uint8_t
+             *)"{\"t\": [{\"_id\": null, \"n\": 9}], \"n0\": [{\"_id\": null, \"min\": 0.625, \"max\": 7.0, \"n\": 8}],"
+               " \"h0\": [{\"_id\": 0.0, \"n\": 3}, {\"_id\": 2.5, \"n\": 4}, {\"_id\": \"other\", \"n\": 1}]}",
         -1, &be);
     assert_non_null(reply);
     bool second = true;
@@ -300,9 +304,10 @@ static void test_nice_bounds(void **state)
 static void test_refused(void **state)
 {
     (void)state;
-    static const char *const bad_fields[] = {"",        "nope",          "modality,modality",
-                                             "modality,", ",modality",   "metadata.",
-                                             "metadata.1x", "model,manufacturer_model_name", "$where"};
+    static const char *const bad_fields[] = {
+        "",          "nope",      "modality,modality", "modality,",
+        ",modality", "metadata.", "metadata.1x",       "model,manufacturer_model_name",
+        "$where"};
     for (size_t i = 0; i < sizeof bad_fields / sizeof bad_fields[0]; i++) {
         mdb_error_t err = {0};
         mdb_facets_t *f = mdb_facets_new(MDB_QUERY_SERIES);
@@ -334,13 +339,23 @@ static void test_refused(void **state)
         assert_non_null(strstr(err.message, "patient_id"));
         mdb_facets_destroy(f);
     }
-    static const char *const bad_opts[][2] = {
-        {"top", "0"},           {"top", "101"},          {"top", "x"},
-        {"bins", "0"},          {"bins", "1000"},        {"bins", "3.5"},
-        {"interval", "week"},   {"interval", ""},        {"interval.modality", "year"},
-        {"bins.modality", "1,2"}, {"bins.kvp", "1,2"},   {"bins.slice_thickness", "2,1"},
-        {"bins.slice_thickness", "1"}, {"bins.slice_thickness", "1,,2"}, {"bins.slice_thickness", "1,nan"},
-        {"interval.series_date", "day"}, {"bins.nope", "1,2"}};
+    static const char *const bad_opts[][2] = {{"top", "0"},
+                                              {"top", "101"},
+                                              {"top", "x"},
+                                              {"bins", "0"},
+                                              {"bins", "1000"},
+                                              {"bins", "3.5"},
+                                              {"interval", "week"},
+                                              {"interval", ""},
+                                              {"interval.modality", "year"},
+                                              {"bins.modality", "1,2"},
+                                              {"bins.kvp", "1,2"},
+                                              {"bins.slice_thickness", "2,1"},
+                                              {"bins.slice_thickness", "1"},
+                                              {"bins.slice_thickness", "1,,2"},
+                                              {"bins.slice_thickness", "1,nan"},
+                                              {"interval.series_date", "day"},
+                                              {"bins.nope", "1,2"}};
     for (size_t i = 0; i < sizeof bad_opts / sizeof bad_opts[0]; i++) {
         mdb_error_t err = {0};
         mdb_facets_t *f = facets(MDB_QUERY_SERIES, "modality,slice_thickness,series_date");
@@ -360,12 +375,13 @@ static void test_read_values_and_dates(void **state)
     bson_error_t be;
     mdb_facets_t *f = facets(MDB_QUERY_SERIES, "manufacturer,series_date,kvp");
     bson_t *reply = bson_new_from_json(
-        (const uint8_t *)"{\"t\": [{\"_id\": null, \"n\": 10}],"
-                         " \"v0\": [{\"_id\": null, \"top\": [{\"v\": \"GE\", \"n\": 4}, {\"v\": null, \"n\": 2},"
-                         " {\"v\": \"A,B\", \"n\": 2}, {\"n\": 1}], \"present\": 8, \"missing\": 2, \"d\": 4}],"
-                         " \"d1\": [{\"_id\": null, \"n\": 1}, {\"_id\": \"1998\", \"n\": 3}, {\"_id\": \"2001\", \"n\": 5},"
-                         " {\"_id\": \"20\", \"n\": 1}],"
-                         " \"n2\": [{\"_id\": null, \"min\": 100, \"max\": 140, \"n\": 7}]}",
+        (const uint8_t
+             *)"{\"t\": [{\"_id\": null, \"n\": 10}],"
+               " \"v0\": [{\"_id\": null, \"top\": [{\"v\": \"GE\", \"n\": 4}, {\"v\": null, \"n\": 2},"
+               " {\"v\": \"A,B\", \"n\": 2}, {\"n\": 1}], \"present\": 8, \"missing\": 2, \"d\": 4}],"
+               " \"d1\": [{\"_id\": null, \"n\": 1}, {\"_id\": \"1998\", \"n\": 3}, {\"_id\": \"2001\", \"n\": 5},"
+               " {\"_id\": \"20\", \"n\": 1}],"
+               " \"n2\": [{\"_id\": null, \"min\": 100, \"max\": 140, \"n\": 7}]}",
         -1, &be);
     assert_non_null(reply);
     bool second = false;
@@ -383,21 +399,24 @@ static void test_read_values_and_dates(void **state)
     assert_null(facet_of(p, "t"));
     json_decref(p);
     bson_destroy(reply);
-    reply = bson_new_from_json((const uint8_t *)"{\"h2\": [{\"_id\": 100.0, \"n\": 5}, {\"_id\": 140.0, \"n\": 2}]}", -1, &be);
+    reply = bson_new_from_json((const uint8_t *)"{\"h2\": [{\"_id\": 100.0, \"n\": 5}, {\"_id\": 140.0, \"n\": 2}]}",
+                               -1, &be);
     assert_true(mdb_facets_read_bins(f, reply, &err));
     bson_destroy(reply);
 
     json_t *r = mdb_facets_result(f);
     json_t *fc = json_object_get(r, "facets");
-    want = load("{\"kind\": \"values\", \"values\": [{\"value\": \"GE\", \"count\": 4, \"filter\": \"GE\"},"
-                " {\"value\": \"A,B\", \"count\": 2, \"filter\": \"A\\\\,B\"}], \"other\": 2, \"distinct\": 4, \"missing\": 2}");
+    want = load(
+        "{\"kind\": \"values\", \"values\": [{\"value\": \"GE\", \"count\": 4, \"filter\": \"GE\"},"
+        " {\"value\": \"A,B\", \"count\": 2, \"filter\": \"A\\\\,B\"}], \"other\": 2, \"distinct\": 4, \"missing\": 2}");
     if (!json_equal(json_object_get(fc, "manufacturer"), want))
         fail_msg("manufacturer: %s", json_dumps(json_object_get(fc, "manufacturer"), JSON_SORT_KEYS));
     json_decref(want);
     /* gaps filled with zero bins; "20" (malformed) and null count as missing */
-    want = load("{\"kind\": \"dates\", \"interval\": \"year\", \"missing\": 2, \"truncated\": false, \"bins\": ["
-                " {\"value\": \"1998\", \"count\": 3, \"filter\": \"1998\"}, {\"value\": \"1999\", \"count\": 0, \"filter\": \"1999\"},"
-                " {\"value\": \"2000\", \"count\": 0, \"filter\": \"2000\"}, {\"value\": \"2001\", \"count\": 5, \"filter\": \"2001\"}]}");
+    want = load(
+        "{\"kind\": \"dates\", \"interval\": \"year\", \"missing\": 2, \"truncated\": false, \"bins\": ["
+        " {\"value\": \"1998\", \"count\": 3, \"filter\": \"1998\"}, {\"value\": \"1999\", \"count\": 0, \"filter\": \"1999\"},"
+        " {\"value\": \"2000\", \"count\": 0, \"filter\": \"2000\"}, {\"value\": \"2001\", \"count\": 5, \"filter\": \"2001\"}]}");
     if (!json_equal(json_object_get(fc, "series_date"), want))
         fail_msg("series_date: %s", json_dumps(json_object_get(fc, "series_date"), JSON_SORT_KEYS));
     json_decref(want);
@@ -440,9 +459,8 @@ static void test_exact_values_one_aggregation(void **state)
     json_t *got = json_array();
     size_t i;
     json_t *b;
-    json_array_foreach(json_object_get(h, "bins"), i, b)
-        json_array_append_new(got, json_pack("[O, O, O]", json_object_get(b, "lo"), json_object_get(b, "hi"),
-                                             json_object_get(b, "count")));
+    json_array_foreach(json_object_get(h, "bins"), i, b) json_array_append_new(
+        got, json_pack("[O, O, O]", json_object_get(b, "lo"), json_object_get(b, "hi"), json_object_get(b, "count")));
     if (!json_equal(got, want))
         fail_msg("bins: %s", json_dumps(got, 0));
     assert_int_equal(json_integer_value(json_object_get(h, "missing")), 2);
@@ -475,10 +493,11 @@ static void test_read_hostile_counts(void **state)
     bson_error_t be;
     mdb_facets_t *f = facets(MDB_QUERY_SERIES, "slice_thickness,modality,series_date");
     bson_t *reply = bson_new_from_json(
-        (const uint8_t *)"{\"t\": [{\"_id\": null, \"n\": 1e300}], \"n0\": [{\"_id\": null, \"min\": 0, \"max\": 3,"
-                         " \"n\": 1e300, \"d\": 2, \"vals\": [{\"v\": 1, \"n\": 1e300}, {\"v\": 2, \"n\": 2}]}],"
-                         " \"v1\": [{\"present\": -5, \"missing\": 2.5, \"d\": 1e300, \"top\": [{\"v\": \"CT\", \"n\": 1e19},"
-                         " {\"v\": \"MR\", \"n\": 4}]}], \"d2\": [{\"_id\": \"2001\", \"n\": -1}, {\"_id\": \"2002\", \"n\": 3}]}",
+        (const uint8_t
+             *)"{\"t\": [{\"_id\": null, \"n\": 1e300}], \"n0\": [{\"_id\": null, \"min\": 0, \"max\": 3,"
+               " \"n\": 1e300, \"d\": 2, \"vals\": [{\"v\": 1, \"n\": 1e300}, {\"v\": 2, \"n\": 2}]}],"
+               " \"v1\": [{\"present\": -5, \"missing\": 2.5, \"d\": 1e300, \"top\": [{\"v\": \"CT\", \"n\": 1e19},"
+               " {\"v\": \"MR\", \"n\": 4}]}], \"d2\": [{\"_id\": \"2001\", \"n\": -1}, {\"_id\": \"2002\", \"n\": 3}]}",
         -1, &be);
     assert_non_null(reply);
     bool second = false;

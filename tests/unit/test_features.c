@@ -228,7 +228,7 @@ static void test_registry(void **state)
     assert_string_equal(mdb_features_name(ex), "extra");
     assert_int_equal(mdb_features_count(ex, MDB_LEVEL_STUDY), 2); /* inherited */
     assert_true(mdb_features_star(ex, MDB_LEVEL_INSTANCE));
-    assert_int_equal(mdb_features_promoted_count(ex), 1);          /* inherited promoted.conf */
+    assert_int_equal(mdb_features_promoted_count(ex), 1); /* inherited promoted.conf */
     assert_true(has_warning(ex, "'BogusEntry'"));
     assert_ptr_equal(mdb_featuresets_get(r, "extra", &fresh, &err), ex);
     assert_false(fresh);

@@ -39,9 +39,14 @@ static void test_uid_valid(void **state)
 static size_t put_el(unsigned char *p, uint16_t g, uint16_t e, const char *vr, const char *val)
 {
     size_t len = strlen(val), pad = len & 1;
-    p[0] = g & 0xff; p[1] = g >> 8; p[2] = e & 0xff; p[3] = e >> 8;
-    p[4] = vr[0]; p[5] = vr[1];
-    p[6] = (len + pad) & 0xff; p[7] = (len + pad) >> 8;
+    p[0] = g & 0xff;
+    p[1] = g >> 8;
+    p[2] = e & 0xff;
+    p[3] = e >> 8;
+    p[4] = vr[0];
+    p[5] = vr[1];
+    p[6] = (len + pad) & 0xff;
+    p[7] = (len + pad) >> 8;
     memcpy(p + 8, val, len);
     if (pad)
         p[8 + len] = 0;

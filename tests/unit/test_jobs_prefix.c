@@ -16,7 +16,7 @@ static void test_prefix_valid(void **state)
     assert_true(mdb_jobs_prefix_valid("9eb167"));
     assert_true(mdb_jobs_prefix_valid("job-42_a"));
     assert_true(mdb_jobs_prefix_valid("9eb167cc-1f2e-4c3d-8e9f-0123456789ab"));
-    assert_false(mdb_jobs_prefix_valid("9eb16"));  /* too short */
+    assert_false(mdb_jobs_prefix_valid("9eb16")); /* too short */
     assert_false(mdb_jobs_prefix_valid(""));
     assert_false(mdb_jobs_prefix_valid(NULL));
     assert_false(mdb_jobs_prefix_valid("9eb1.*")); /* never a pattern */

@@ -95,8 +95,8 @@ static json_t *make_event_json(const ev_spec_t *s, json_t **study, json_t **seri
 
 /* origin NULL: events without an origin (the recounting model); else
  * event i has offset first_offset + i. */
-static void add_events_at(mdb_docs_model_t *m, const ev_spec_t *specs, const size_t *idx, size_t n,
-                          const char *origin, int64_t first_offset)
+static void add_events_at(mdb_docs_model_t *m, const ev_spec_t *specs, const size_t *idx, size_t n, const char *origin,
+                          int64_t first_offset)
 {
     for (size_t i = 0; i < n; i++) {
         const ev_spec_t *s = &specs[idx[i]];
@@ -108,9 +108,16 @@ static void add_events_at(mdb_docs_model_t *m, const ev_spec_t *specs, const siz
                             ? json_pack("{s:b, s:i, s:i}", "pixel_data_truncated", 1, "pixel_data_bytes_expected", 512,
                                         "pixel_data_bytes_present", 100)
                             : NULL;
-        mdb_docs_event_t ev = {.job_id = s->job, .path = s->path, .collection = s->coll, .feature_set = "default",
-                               .study = study, .series = series, .instance = inst, .file = file,
-                               .integrity = integ, .origin = origin,
+        mdb_docs_event_t ev = {.job_id = s->job,
+                               .path = s->path,
+                               .collection = s->coll,
+                               .feature_set = "default",
+                               .study = study,
+                               .series = series,
+                               .instance = inst,
+                               .file = file,
+                               .integrity = integ,
+                               .origin = origin,
                                .offset = origin ? first_offset + (int64_t)i : -1};
         mdb_error_t err = {0};
         assert_true(mdb_docs_model_add_event(m, &ev, &err));
@@ -127,8 +134,7 @@ static void add_events(mdb_docs_model_t *m, const ev_spec_t *specs, const size_t
     add_events_at(m, specs, idx, n, NULL, -1);
 }
 
-static void apply_batch(mdb_store_t *st, const ev_spec_t *specs, const size_t *idx, size_t n,
-                        mdb_docs_stats_t *stats)
+static void apply_batch(mdb_store_t *st, const ev_spec_t *specs, const size_t *idx, size_t n, mdb_docs_stats_t *stats)
 {
     mdb_docs_model_t *m = mdb_docs_model_new();
     assert_non_null(m);
@@ -384,8 +390,14 @@ static void apply_copy(mdb_store_t *st, const char *path, bool with_dicom)
     json_t *integ = with_dicom ? json_pack("{s:b, s:i, s:i}", "pixel_data_truncated", 1, "pixel_data_bytes_expected",
                                            524288, "pixel_data_bytes_present", 4096)
                                : NULL;
-    mdb_docs_event_t ev = {.job_id = "J1", .path = path, .study = study, .series = series, .instance = inst,
-                           .file = file, .dicom = dicom, .integrity = integ};
+    mdb_docs_event_t ev = {.job_id = "J1",
+                           .path = path,
+                           .study = study,
+                           .series = series,
+                           .instance = inst,
+                           .file = file,
+                           .dicom = dicom,
+                           .integrity = integ};
     mdb_docs_model_t *m = mdb_docs_model_new();
     mdb_error_t err = {0};
     assert_true(mdb_docs_model_add_event(m, &ev, &err));
@@ -406,9 +418,9 @@ static void test_smaller_path_drops_fields(void **state)
     mdb_store_t *a = mem_new(), *b = mem_new();
     apply_copy(a, "/arch/b/c1", true);
     assert_non_null(json_object_get(doc(a, 2, "c1"), "dicom"));
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(doc(a, 2, "c1"), "integrity"),
-                                                        "pixel_data_bytes_present")),
-                     4096);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(doc(a, 2, "c1"), "integrity"), "pixel_data_bytes_present")),
+        4096);
     apply_copy(a, "/arch/a/c1", false);
     apply_copy(b, "/arch/a/c1", false);
     apply_copy(b, "/arch/b/c1", true);
@@ -504,7 +516,8 @@ static void test_incremental_crashes(void **state)
         run_incremental(seed, stream, NSPECS, st, linked);
         char *dump = mem_dump(st);
         if (strcmp(dump, reference)) {
-            FILE *f1 = fopen("/tmp/linker_merge_incremental.json", "w"), *f2 = fopen("/tmp/linker_merge_recount.json", "w");
+            FILE *f1 = fopen("/tmp/linker_merge_incremental.json", "w"),
+                 *f2 = fopen("/tmp/linker_merge_recount.json", "w");
             if (f1 && f2) {
                 fputs(dump, f1);
                 fputs(reference, f2);
@@ -544,7 +557,8 @@ static void test_values(void **state)
 {
     (void)state;
     json_t *a = json_loads("{\"x\":1,\"y\":[1.5,\"s\",{\"b\":2,\"a\":null}],\"z\":true,\"big\":5000000000}", 0, NULL);
-    json_t *b = json_loads("{\"y\":[1.5,\"s\",{\"a\":null,\"b\":2.0}],\"z\":true,\"x\":1.0,\"big\":5000000000}", 0, NULL);
+    json_t *b =
+        json_loads("{\"y\":[1.5,\"s\",{\"a\":null,\"b\":2.0}],\"z\":true,\"x\":1.0,\"big\":5000000000}", 0, NULL);
     assert_true(mdb_docs_value_equal(a, b));
     char *ka = mdb_docs_value_key(a), *kb = mdb_docs_value_key(b);
     assert_string_equal(ka, kb);
@@ -606,11 +620,15 @@ static void test_bad_event(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_documents),     cmocka_unit_test(test_order_independent),
-        cmocka_unit_test(test_idempotent),    cmocka_unit_test(test_parent_moves),
-        cmocka_unit_test(test_series_two_studies), cmocka_unit_test(test_smaller_path_drops_fields),
+        cmocka_unit_test(test_documents),
+        cmocka_unit_test(test_order_independent),
+        cmocka_unit_test(test_idempotent),
+        cmocka_unit_test(test_parent_moves),
+        cmocka_unit_test(test_series_two_studies),
+        cmocka_unit_test(test_smaller_path_drops_fields),
         cmocka_unit_test(test_job_counts),
-        cmocka_unit_test(test_incremental_crashes), cmocka_unit_test(test_values),
+        cmocka_unit_test(test_incremental_crashes),
+        cmocka_unit_test(test_values),
         cmocka_unit_test(test_bad_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

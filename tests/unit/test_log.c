@@ -37,7 +37,8 @@ static void test_mask_uri(void **state)
     check_mask("MONGODB://U:P@H", "MONGODB://***:***@H");
     /* unescaped ',', ';', '/', '?', '#' and quotes in a password (libmongoc accepts most) */
     check_mask("mongodb://u:a,b;c@h:1/?x=1", "mongodb://***:***@h:1/?x=1");
-    check_mask("invalid mongo.uri 'mongodb://u:a/b?c#d\"e@h/db': bad", "invalid mongo.uri 'mongodb://***:***@h/db': bad");
+    check_mask("invalid mongo.uri 'mongodb://u:a/b?c#d\"e@h/db': bad",
+               "invalid mongo.uri 'mongodb://***:***@h/db': bad");
     check_mask("mongodb://h1,h2/db?appname=x", "mongodb://h1,h2/db?appname=x");
     check_mask("no uri here: user:pass@host", "no uri here: user:pass@host");
     check_mask("", "");

@@ -17,10 +17,10 @@
 
 #include "mdb_metrics.h"
 
-#define assert_contains(hay, needle)                                                                 \
-    do {                                                                                             \
-        if (!strstr((hay), (needle)))                                                                \
-            fail_msg("expected '%s' in:\n%s", (needle), (hay));                                      \
+#define assert_contains(hay, needle)                                                                                   \
+    do {                                                                                                               \
+        if (!strstr((hay), (needle)))                                                                                  \
+            fail_msg("expected '%s' in:\n%s", (needle), (hay));                                                        \
     } while (0)
 
 static void test_render(void **state)
@@ -54,7 +54,8 @@ static void test_render(void **state)
 
     char *text = mdb_metrics_render(m);
     assert_non_null(text);
-    assert_contains(text, "# HELP metadb_up 1 while the daemon runs\n# TYPE metadb_up gauge\nmetadb_up{daemon=\"worker\"} 1\n");
+    assert_contains(
+        text, "# HELP metadb_up 1 while the daemon runs\n# TYPE metadb_up gauge\nmetadb_up{daemon=\"worker\"} 1\n");
     assert_contains(text, "# TYPE metadb_files_total counter\n");
     assert_contains(text, "metadb_files_total{result=\"ok\"} 4\n");
     assert_contains(text, "metadb_files_total{result=\"failed\"} 1\n");

@@ -15,10 +15,10 @@
 
 #define MAXB 1048576
 
-#define assert_contains(hay, needle)                                                                 \
-    do {                                                                                             \
-        if (!strstr((hay), (needle)))                                                                \
-            fail_msg("expected '%s' in '%s'", (needle), (hay));                                      \
+#define assert_contains(hay, needle)                                                                                   \
+    do {                                                                                                               \
+        if (!strstr((hay), (needle)))                                                                                  \
+            fail_msg("expected '%s' in '%s'", (needle), (hay));                                                        \
     } while (0)
 
 static void test_job_roundtrip(void **state)
@@ -372,13 +372,12 @@ static void test_now_iso(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_job_roundtrip), cmocka_unit_test(test_file_roundtrip),
+        cmocka_unit_test(test_job_roundtrip),      cmocka_unit_test(test_file_roundtrip),
         cmocka_unit_test(test_instance_roundtrip), cmocka_unit_test(test_instance_decode_root),
-        cmocka_unit_test(test_dlq_roundtrip),
-        cmocka_unit_test(test_malformed),     cmocka_unit_test(test_wrong_types),
-        cmocka_unit_test(test_version),       cmocka_unit_test(test_missing_fields),
-        cmocka_unit_test(test_oversized),     cmocka_unit_test(test_bad_utf8),
-        cmocka_unit_test(test_now_iso),
+        cmocka_unit_test(test_dlq_roundtrip),      cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_wrong_types),        cmocka_unit_test(test_version),
+        cmocka_unit_test(test_missing_fields),     cmocka_unit_test(test_oversized),
+        cmocka_unit_test(test_bad_utf8),           cmocka_unit_test(test_now_iso),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,10 +22,10 @@
 /* Compiled in: the fetcher's modules are not part of mdb_common. */
 #include "../../fetcher/multipart.c"
 
-#define assert_contains(hay, needle)                                                                 \
-    do {                                                                                             \
-        if (!strstr((hay), (needle)))                                                                \
-            fail_msg("expected '%s' in '%s'", (needle), (hay));                                      \
+#define assert_contains(hay, needle)                                                                                   \
+    do {                                                                                                               \
+        if (!strstr((hay), (needle)))                                                                                  \
+            fail_msg("expected '%s' in '%s'", (needle), (hay));                                                        \
     } while (0)
 
 /* ------------------------------------------------------------------ */
@@ -153,21 +153,21 @@ static void test_content_type(void **state)
     mdb_multipart_ctype_t ct;
     mdb_error_t err = {0};
 
-    assert_true(mdb_multipart_parse_content_type(
-        "multipart/related; type=\"application/dicom\"; boundary=\"a b:c=d\"", &ct, &err));
+    assert_true(mdb_multipart_parse_content_type("multipart/related; type=\"application/dicom\"; boundary=\"a b:c=d\"",
+                                                 &ct, &err));
     assert_string_equal(ct.media_type, "multipart/related");
     assert_string_equal(ct.type, "application/dicom");
     assert_string_equal(ct.boundary, "a b:c=d");
 
     /* Orthanc's form: unquoted values, boundary first */
-    assert_true(mdb_multipart_parse_content_type(
-        "multipart/related; boundary=0f1e2d3c-4b5a; type=application/dicom", &ct, &err));
+    assert_true(mdb_multipart_parse_content_type("multipart/related; boundary=0f1e2d3c-4b5a; type=application/dicom",
+                                                 &ct, &err));
     assert_string_equal(ct.boundary, "0f1e2d3c-4b5a");
     assert_string_equal(ct.type, "application/dicom");
 
     /* case, spaces around '=' and ';', an escaped quote, a trailing ';' */
-    assert_true(mdb_multipart_parse_content_type(
-        "  Multipart/Related ;BOUNDARY = \"x\\\"y\" ; Type=Application/DICOM;", &ct, &err));
+    assert_true(mdb_multipart_parse_content_type("  Multipart/Related ;BOUNDARY = \"x\\\"y\" ; Type=Application/DICOM;",
+                                                 &ct, &err));
     assert_string_equal(ct.media_type, "multipart/related");
     assert_string_equal(ct.boundary, "x\"y");
     assert_string_equal(ct.type, "application/dicom");
@@ -216,8 +216,8 @@ static void test_media_type_is(void **state)
 {
     (void)state;
     assert_true(mdb_multipart_media_type_is("application/dicom", "application/dicom"));
-    assert_true(mdb_multipart_media_type_is(" Application/DICOM ; transfer-syntax=1.2.840.10008.1.2.1",
-                                            "application/dicom"));
+    assert_true(
+        mdb_multipart_media_type_is(" Application/DICOM ; transfer-syntax=1.2.840.10008.1.2.1", "application/dicom"));
     assert_true(mdb_multipart_media_type_is("application/dicom;transfer-syntax=*", "application/dicom"));
     assert_false(mdb_multipart_media_type_is("application/dicom+json", "application/dicom"));
     assert_false(mdb_multipart_media_type_is("application/dicomx", "application/dicom"));
@@ -253,13 +253,14 @@ static void reference(buf_t *body, buf_t *want)
     buf_str(want, "<0|Content-Type=application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
                   "|Content-Location=http://x/a b|X-Empty=>");
     buf_add(want, PART0, sizeof PART0 - 1);
-    buf_str(want, "$<1>$<2|content-type=text/plain>" "plain\r\n" "$");
+    buf_str(want, "$<1>$<2|content-type=text/plain>"
+                  "plain\r\n"
+                  "$");
 }
 
 static void assert_transcript(const rec_t *r, const buf_t *want, const char *where)
 {
-    if (r->t.n != want->n || (want->n > 0 && memcmp(r->t.v, want->v, want->n) != 0))
-    {
+    if (r->t.n != want->n || (want->n > 0 && memcmp(r->t.v, want->v, want->n) != 0)) {
         fprintf(stderr, "got:  %.*s\nwant: %.*s\n", (int)r->t.n, (const char *)r->t.v, (int)want->n,
                 (const char *)want->v);
         fail_msg("%s: transcript differs (%zu bytes, want %zu)", where, r->t.n, want->n);
@@ -605,7 +606,7 @@ static void test_big_parts_stream(void **state)
                 buf[i] = (uint8_t)((off + i) * 2654435761u >> 13);
             for (size_t i = 0; i + 20 < chunk; i += 4096)
                 memcpy(buf + i, "\r\n--MDB-b0und4rz", 16); /* all but the last byte of a delimiter */
-            memcpy(buf + chunk - 7, "\r\n--MDB", 7); /* a partial delimiter across the chunk's end */
+            memcpy(buf + chunk - 7, "\r\n--MDB", 7);       /* a partial delimiter across the chunk's end */
             want_hash = fnv(want_hash, buf, chunk);
             assert_true(mdb_multipart_feed(mp, buf, chunk, &err));
             fed += chunk;
@@ -666,10 +667,10 @@ static void test_delimiter_flood(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_content_type),    cmocka_unit_test(test_media_type_is),
-        cmocka_unit_test(test_reference_body),  cmocka_unit_test(test_every_split),
-        cmocka_unit_test(test_truncation),      cmocka_unit_test(test_random_bodies),
-        cmocka_unit_test(test_malformed),       cmocka_unit_test(test_refusal),
+        cmocka_unit_test(test_content_type),     cmocka_unit_test(test_media_type_is),
+        cmocka_unit_test(test_reference_body),   cmocka_unit_test(test_every_split),
+        cmocka_unit_test(test_truncation),       cmocka_unit_test(test_random_bodies),
+        cmocka_unit_test(test_malformed),        cmocka_unit_test(test_refusal),
         cmocka_unit_test(test_big_parts_stream), cmocka_unit_test(test_delimiter_flood),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

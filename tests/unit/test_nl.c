@@ -22,8 +22,8 @@ static mdb_nl_vocab_t *vocab(void)
     mdb_nl_vocab_t *v = mdb_nl_vocab_new();
     assert_non_null(v);
     assert_true(mdb_nl_vocab_add_promoted(v, &err));
-    static const char *const makers[] = {"GE MEDICAL SYSTEMS", "SIEMENS", "TOSHIBA", "Philips", "FUJIFILM Corporation",
-                                         "GE Healthcare"};
+    static const char *const makers[] = {"GE MEDICAL SYSTEMS",   "SIEMENS",      "TOSHIBA", "Philips",
+                                         "FUJIFILM Corporation", "GE Healthcare"};
     for (size_t i = 0; i < sizeof makers / sizeof makers[0]; i++)
         assert_true(mdb_nl_vocab_add_value(v, "manufacturer", makers[i], &err));
     static const char *const models[] = {"LightSpeed16", "Sensation 16", "Aquilion"};
@@ -62,9 +62,9 @@ static void expect(const char *sentence, const char *level, const char *filter_j
     json_t *j;
     json_array_foreach(mdb_nl_result_joins(r), i, j)
     {
-        json_array_append_new(got_joins, json_pack("{s:O, s:O, s:O}", "collection", json_object_get(j, "collection"),
-                                                    "filter", json_object_get(j, "filter"), "negate",
-                                                    json_object_get(j, "negate")));
+        json_array_append_new(got_joins,
+                              json_pack("{s:O, s:O, s:O}", "collection", json_object_get(j, "collection"), "filter",
+                                        json_object_get(j, "filter"), "negate", json_object_get(j, "negate")));
     }
     json_t *want_joins = json_loads(joins_json ? joins_json : "[]", 0, &je);
     if (!want_joins)
@@ -73,8 +73,8 @@ static void expect(const char *sentence, const char *level, const char *filter_j
     char *gj = json_dumps(got_joins, JSON_COMPACT | JSON_SORT_KEYS);
     const char *gl = mdb_query_level_name(mdb_nl_result_level(r));
     if (strcmp(gl, level) || !json_equal(want, mdb_nl_result_filter(r)) || !json_equal(want_joins, got_joins))
-        fail_msg("'%s'\n  got  %s %s joins %s\n  want %s %s joins %s\n  (%s)", sentence, gl, gf, gj, level,
-                 filter_json, joins_json ? joins_json : "[]", mdb_nl_result_explanation(r));
+        fail_msg("'%s'\n  got  %s %s joins %s\n  want %s %s joins %s\n  (%s)", sentence, gl, gf, gj, level, filter_json,
+                 joins_json ? joins_json : "[]", mdb_nl_result_explanation(r));
     free(gf);
     free(gj);
     json_decref(want);
@@ -100,8 +100,8 @@ static void test_modalities_and_levels(void **state)
 static void test_body_parts(void **state)
 {
     (void)state;
-    expect("chest CT series", "series",
-           "{\"body_part_examined\":{\"$in\":[\"CHEST\",\"LUNG\"]},\"modality\":\"CT\"}", NULL);
+    expect("chest CT series", "series", "{\"body_part_examined\":{\"$in\":[\"CHEST\",\"LUNG\"]},\"modality\":\"CT\"}",
+           NULL);
     expect("thoracic series", "series", "{\"body_part_examined\":{\"$in\":[\"CHEST\",\"LUNG\"]}}", NULL);
     expect("head series", "series", "{\"body_part_examined\":\"HEAD\"}", NULL);
     expect("series not of the lungs", "series", "{\"body_part_examined\":{\"$nin\":[\"CHEST\",\"LUNG\"]}}", NULL);
@@ -162,8 +162,8 @@ static void test_dates(void **state)
            NULL);
     expect("studies not from 2003", "studies",
            "{\"study_date\":{\"$not\":{\"$gte\":\"20030101\",\"$lte\":\"20031231\"}}}", NULL);
-    expect("series with series date 2002", "series",
-           "{\"series_date\":{\"$gte\":\"20020101\",\"$lte\":\"20021231\"}}", NULL);
+    expect("series with series date 2002", "series", "{\"series_date\":{\"$gte\":\"20020101\",\"$lte\":\"20021231\"}}",
+           NULL);
     expect("series from 2002", "series", "{}",
            "[{\"collection\":\"studies\",\"filter\":{\"study_date\":{\"$gte\":\"20020101\",\"$lte\":\"20021231\"}},"
            "\"negate\":false}]");
@@ -340,8 +340,8 @@ static void test_never_silently_wrong(void **state)
     expect("series with a convolution kernel", "series",
            "{\"metadata.ConvolutionKernel\":{\"$exists\":true,\"$nin\":[\"\",null]}}", NULL);
     expect("series whose kernel is missing", "series", "{\"metadata.ConvolutionKernel\":{\"$in\":[\"\",null]}}", NULL);
-    expect("series with kernel B30f", "series", "{\"metadata.ConvolutionKernel\":{\"$regex\":\"^B30f$\",\"$options\":\"i\"}}",
-           NULL);
+    expect("series with kernel B30f", "series",
+           "{\"metadata.ConvolutionKernel\":{\"$regex\":\"^B30f$\",\"$options\":\"i\"}}", NULL);
     /* prefixes and case of stored values */
     expect("LightSpeed series", "series", "{\"manufacturer_model_name\":\"LightSpeed16\"}", NULL);
     expect_confidence("LightSpeed series", "complete", 1);
@@ -359,9 +359,10 @@ static void test_never_silently_wrong(void **state)
     json_decref(j);
     expect("Siemmens CT series", "series", "{\"manufacturer\":\"SIEMENS\",\"modality\":\"CT\"}", NULL);
     /* German and French */
-    expect("Thorax-CT Serien dünner als 2 mm", "series",
-           "{\"body_part_examined\":{\"$in\":[\"CHEST\",\"LUNG\"]},\"modality\":\"CT\",\"slice_thickness\":{\"$lt\":2}}",
-           NULL);
+    expect(
+        "Thorax-CT Serien dünner als 2 mm", "series",
+        "{\"body_part_examined\":{\"$in\":[\"CHEST\",\"LUNG\"]},\"modality\":\"CT\",\"slice_thickness\":{\"$lt\":2}}",
+        NULL);
     expect("scanner thoracique de 2002", "series",
            "{\"modality\":\"CT\",\"body_part_examined\":{\"$in\":[\"CHEST\",\"LUNG\"]}}",
            "[{\"collection\":\"studies\",\"filter\":{\"study_date\":{\"$gte\":\"20020101\",\"$lte\":\"20021231\"}},"

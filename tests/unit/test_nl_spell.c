@@ -36,8 +36,8 @@ static void test_distance(void **state)
 static void test_best(void **state)
 {
     (void)state;
-    static const char *const dict[] = {"series", "studies", "thinner", "thicker", "siemens", "emotion", "chest",
-                                       "may", "mayo"};
+    static const char *const dict[] = {"series",  "studies", "thinner", "thicker", "siemens",
+                                       "emotion", "chest",   "may",     "mayo"};
     size_t n = sizeof dict / sizeof dict[0];
     int d = -1;
     assert_string_equal(mdb_nl_spell_best("sereis", dict, n, &d), "series");

@@ -47,10 +47,10 @@ static void expect_filter(mdb_query_level_t level, const char *expected, const c
     mdb_query_destroy(q);
 }
 
-#define EXPECT(level, expected, ...)                                                          \
-    do {                                                                                      \
-        const char *const p_[] = {__VA_ARGS__};                                               \
-        expect_filter(level, expected, p_, sizeof p_ / sizeof p_[0]);                         \
+#define EXPECT(level, expected, ...)                                                                                   \
+    do {                                                                                                               \
+        const char *const p_[] = {__VA_ARGS__};                                                                        \
+        expect_filter(level, expected, p_, sizeof p_ / sizeof p_[0]);                                                  \
     } while (0)
 
 /* A parameter that must be refused; the message must contain `needle`. */
@@ -146,8 +146,8 @@ static void test_numbers_and_comparisons(void **state)
            "{\"$and\":[{\"modality\":\"CT\"},{\"body_part_examined\":\"CHEST\"},{\"slice_thickness\":{\"$lt\":2.5}}]}",
            "modality=CT", "body_part_examined=CHEST", "slice_thickness=lt:2.5");
     /* negation on studies must hold for modality and modalities */
-    EXPECT(MDB_QUERY_STUDIES,
-           "{\"$and\":[{\"modality\":{\"$nin\":[\"CT\"]}},{\"modalities\":{\"$nin\":[\"CT\"]}}]}", "modality=ne:CT");
+    EXPECT(MDB_QUERY_STUDIES, "{\"$and\":[{\"modality\":{\"$nin\":[\"CT\"]}},{\"modalities\":{\"$nin\":[\"CT\"]}}]}",
+           "modality=ne:CT");
     expect_refused(MDB_QUERY_SERIES, "slice_thickness", "thin", "expects a number");
     expect_refused(MDB_QUERY_SERIES, "slice_thickness", "lt:thin", "expects a number");
     expect_refused(MDB_QUERY_SERIES, "slice_thickness", "lt:", "needs a value");
@@ -175,8 +175,8 @@ static void test_wildcards(void **state)
     EXPECT(MDB_QUERY_SERIES, "{\"series_description\":\"50*\"}", "series_description=50\\*");
     EXPECT(MDB_QUERY_SERIES, "{\"series_description\":{\"$regex\":\"^50\\\\*.*$\"}}", "series_description=50\\**");
     /* lists with wildcards */
-    EXPECT(MDB_QUERY_STUDIES,
-           "{\"$or\":[{\"patient_id\":{\"$regex\":\"^A.*$\"}},{\"patient_id\":\"B\"}]}", "patient_id=A*,B");
+    EXPECT(MDB_QUERY_STUDIES, "{\"$or\":[{\"patient_id\":{\"$regex\":\"^A.*$\"}},{\"patient_id\":\"B\"}]}",
+           "patient_id=A*,B");
 }
 
 static void test_collection_job_metadata(void **state)
@@ -192,8 +192,7 @@ static void test_collection_job_metadata(void **state)
     EXPECT(MDB_QUERY_INSTANCES, "{\"metadata.Rows\":{\"$gte\":100,\"$lte\":600}}", "metadata.Rows=100-600");
     EXPECT(MDB_QUERY_STUDIES, "{\"metadata.PatientBirthDate\":{\"$gte\":\"19500101\",\"$lte\":\"19591231\"}}",
            "metadata.PatientBirthDate=1950-1959");
-    EXPECT(MDB_QUERY_STUDIES, "{\"metadata.PatientName\":{\"$regex\":\"^Doe\\\\^.*$\"}}",
-           "metadata.PatientName=Doe^*");
+    EXPECT(MDB_QUERY_STUDIES, "{\"metadata.PatientName\":{\"$regex\":\"^Doe\\\\^.*$\"}}", "metadata.PatientName=Doe^*");
     EXPECT(MDB_QUERY_INSTANCES, "{\"metadata.AnatomicRegionSequence.CodeValue\":\"T-D3000\"}",
            "metadata.AnatomicRegionSequence.CodeValue=T-D3000");
     expect_refused(MDB_QUERY_STUDIES, "metadata.bad-key", "x", "not a valid metadata keyword");
@@ -525,8 +524,7 @@ static void test_every_field_indexed(void **state)
                 found = !strcmp(idx[k].collection, mdb_query_level_name((mdb_query_level_t)l)) &&
                         !strcmp(idx[k].keys[0], f[i].name);
             if (!found)
-                fail_msg("%s.%s has no index in mdb_indexes.c", mdb_query_level_name((mdb_query_level_t)l),
-                         f[i].name);
+                fail_msg("%s.%s has no index in mdb_indexes.c", mdb_query_level_name((mdb_query_level_t)l), f[i].name);
         }
     }
     for (size_t a = 0; a < ni; a++)

@@ -70,18 +70,18 @@ static void test_parse_errors(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "orthanc",                                  /* no kind */
-        "orthanc:dimse:host:4242",                  /* no AE */
-        "orthanc:dimse:host:99999:AE",              /* port */
+        "orthanc",                                      /* no kind */
+        "orthanc:dimse:host:4242",                      /* no AE */
+        "orthanc:dimse:host:99999:AE",                  /* port */
         "orthanc:dimse:host:42:AE_TITLE_MUCH_TOO_LONG", /* AE > 16 */
-        "orthanc:smtp:host:42:AE",                  /* kind */
-        "web:dicomweb:ftp://x",                     /* URL scheme */
-        "a b:dimse:h:1:AE",                         /* name */
-        "o:dimse:h:1:AE;bogus=1",                   /* option */
-        "o:dimse:h:1:AE;hours=7-7",                 /* empty window */
-        "o:dimse:h:1:AE;max_associations=0",        /* cap < 1 */
-        "o:dimse:h:1:AE,o:dimse:h:2:AE",            /* duplicate name */
-        "o:dimse:h:1:AE;retrieve=push",             /* retrieve mode */
+        "orthanc:smtp:host:42:AE",                      /* kind */
+        "web:dicomweb:ftp://x",                         /* URL scheme */
+        "a b:dimse:h:1:AE",                             /* name */
+        "o:dimse:h:1:AE;bogus=1",                       /* option */
+        "o:dimse:h:1:AE;hours=7-7",                     /* empty window */
+        "o:dimse:h:1:AE;max_associations=0",            /* cap < 1 */
+        "o:dimse:h:1:AE,o:dimse:h:2:AE",                /* duplicate name */
+        "o:dimse:h:1:AE;retrieve=push",                 /* retrieve mode */
     };
     mdb_source_config_t d = defaults(), *l = NULL;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -142,8 +142,13 @@ static void test_drop_switch(void **state)
 static void test_retrieve_msg(void **state)
 {
     (void)state;
-    mdb_retrieve_msg_t m = {.job_id = "j1", .selector_index = 3, .selector = "accession:A1", .kind = "accession",
-                            .value = "A1", .source = "orthanc", .feature_set = NULL};
+    mdb_retrieve_msg_t m = {.job_id = "j1",
+                            .selector_index = 3,
+                            .selector = "accession:A1",
+                            .kind = "accession",
+                            .value = "A1",
+                            .source = "orthanc",
+                            .feature_set = NULL};
     char *json = mdb_retrieve_msg_encode(&m);
     assert_non_null(json);
     mdb_retrieve_msg_t out;
@@ -156,7 +161,9 @@ static void test_retrieve_msg(void **state)
     mdb_retrieve_msg_clear(&out);
     free(json);
     static const char *const bad[] = {
-        "[]", "{}", "{\"job_id\":\"j\",\"selector\":\"s\",\"kind\":\"path\",\"value\":\"v\",\"source\":\"o\",\"selector_index\":0}",
+        "[]",
+        "{}",
+        "{\"job_id\":\"j\",\"selector\":\"s\",\"kind\":\"path\",\"value\":\"v\",\"source\":\"o\",\"selector_index\":0}",
         "{\"job_id\":\"j\",\"selector\":\"s\",\"kind\":\"study\",\"value\":\"v\",\"source\":\"o\",\"selector_index\":-1}",
         "{\"job_id\":\"\",\"selector\":\"s\",\"kind\":\"study\",\"value\":\"v\",\"source\":\"o\",\"selector_index\":0}",
         "not json"};
@@ -170,8 +177,8 @@ static void test_retrieve_msg(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_dimse_and_web), cmocka_unit_test(test_parse_errors),
-        cmocka_unit_test(test_hours), cmocka_unit_test(test_drop_switch), cmocka_unit_test(test_retrieve_msg),
+        cmocka_unit_test(test_parse_dimse_and_web), cmocka_unit_test(test_parse_errors), cmocka_unit_test(test_hours),
+        cmocka_unit_test(test_drop_switch),         cmocka_unit_test(test_retrieve_msg),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

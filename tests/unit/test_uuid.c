@@ -25,7 +25,7 @@ static void test_new_format(void **state)
         mdb_uuid_new(u);
         assert_int_equal(strlen(u), 36);
         assert_true(mdb_uuid_valid(u));
-        assert_int_equal(u[14], '4'); /* version 4 */
+        assert_int_equal(u[14], '4');           /* version 4 */
         assert_non_null(strchr("89ab", u[19])); /* RFC 4122 variant */
         for (int k = 0; k < 36; k++)
             assert_true(u[k] == '-' || (u[k] >= '0' && u[k] <= '9') || (u[k] >= 'a' && u[k] <= 'f'));

@@ -137,8 +137,8 @@ static void test_viewport(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),      cmocka_unit_test(test_linear_exact_sigmoid),
-        cmocka_unit_test(test_media),       cmocka_unit_test(test_window_grey),
+        cmocka_unit_test(test_linear),   cmocka_unit_test(test_linear_exact_sigmoid),
+        cmocka_unit_test(test_media),    cmocka_unit_test(test_window_grey),
         cmocka_unit_test(test_viewport),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
