@@ -10,7 +10,7 @@
 #
 # --with-tests adds what the test suite and the benchmarks call (tests/run.sh and
 # bench/run.sh pass it): cmocka, DCMTK and GDCM's tools, Orthanc, Burrow, Prometheus,
-# Chromium with playwright-core (npm), clang for the fuzzers, strace, valgrind,
+# Chromium with playwright-core (npm), clang for the fuzzers, clang-format, strace, valgrind,
 # debootstrap, the docker compose v2 CLI plugin (built from the Go module proxy) and a
 # Python venv with dicomweb-client. Every Python module and program any script of the
 # project imports or calls is named here (never left to a package's Recommends).
@@ -49,7 +49,7 @@ done
 # its server headers and DocumentDB's build dependencies).
 APT_PACKAGES="build-essential cmake pkg-config librdkafka-dev libmongoc-dev libbson-dev libgdcm-dev libdcmtk-dev libpng-dev libjpeg62-turbo-dev libjansson-dev uuid-dev libmicrohttpd-dev libcurl4-openssl-dev kcat jq python3 python3-pymongo python3-pydicom python3-numpy openssl ca-certificates util-linux postgresql-15 postgresql-server-dev-15 libpcre2-dev libkrb5-dev libintelrdfpmath-dev postgresql-15-postgis-3 postgresql-15-rum libssl-dev"
 # Test and benchmark tools (--with-tests).
-TEST_APT_PACKAGES="libcmocka-dev dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind python3-yaml python3-venv iproute2 procps debootstrap"
+TEST_APT_PACKAGES="libcmocka-dev dcmtk libgdcm-tools orthanc orthanc-dicomweb burrow prometheus chromium clang libclang-rt-14-dev strace valgrind clang-format python3-yaml python3-venv iproute2 procps debootstrap"
 # Toolchains the later steps need; installed from Debian only when the command is missing.
 #   command:package
 TOOL_PACKAGES="java:default-jre-headless mvn:maven curl:curl npm:npm"

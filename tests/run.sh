@@ -140,11 +140,11 @@ run_ctest() {
 if [ $BUILD_OK = 1 ]; then run_ctest "build/ (all labels)" "$PREFIX"
 else record "ctest build/" "not run (build failed)"; fi
 if [ $ASAN_OK = 1 ]; then
-    # Once (in build/) is enough for the deploy scripts' tests (they run no
+    # Once (in build/) is enough for the deploy scripts' tests and the format check (they run no
     # metadb binary) and for test_valgrind (valgrind cannot run ASan binaries:
     # in build-asan/ it would run build/'s binaries a second time).
     run_ctest "build-asan/ (unit|integration)" "$PREFIX-asan" -L 'unit|integration' \
-        -E '^integration/(test_stack|test_deploy_manifests|test_valgrind)$'
+        -E '^(integration/(test_stack|test_deploy_manifests|test_valgrind)|unit/test_format)$'
 fi
 if [ $FUZZ_OK = 1 ]; then run_ctest "build-fuzz/ (fuzz)" "$PREFIX-fuzz" -L fuzz; fi
 
