@@ -13,6 +13,7 @@
 
 #include "cli_jobs.h"
 #include "mdb_cases.h"
+#include "mdb_cases_doc.h"
 #include "mdb_cli.h"
 #include "mdb_jobs.h"
 #include "mdb_ops.h"
@@ -93,40 +94,6 @@ static int collection_create(mdb_config_t *cfg, int argc, char **argv)
     bson_destroy(upd);
     mdb_mongo_destroy(m);
     return rc;
-}
-
-/* Cases of a collection document into out (line 0). */
-static bool read_cases(const bson_t *doc, mdb_cases_t *out)
-{
-    bson_iter_t it, arr;
-    memset(out, 0, sizeof *out);
-    if (!bson_iter_init_find(&it, doc, "cases") || !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &arr))
-        return true;
-    while (bson_iter_next(&arr)) {
-        const uint8_t *data;
-        uint32_t len;
-        bson_t c;
-        if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
-            continue;
-        bson_iter_document(&arr, &len, &data);
-        if (!bson_init_static(&c, data, len))
-            continue;
-        mdb_case_t k = {.case_id = (char *)mdb_jobs_doc_str(&c, "case_id"),
-                        .patient_id = (char *)mdb_jobs_doc_str(&c, "patient_id")};
-        if (!k.case_id)
-            continue;
-        bson_iter_t ai, aa;
-        if (bson_iter_init_find(&ai, &c, "accession_numbers") && BSON_ITER_HOLDS_ARRAY(&ai) &&
-            bson_iter_recurse(&ai, &aa))
-            while (bson_iter_next(&aa))
-                if (BSON_ITER_HOLDS_UTF8(&aa))
-                    mdb_strv_push(&k.accession_numbers, bson_iter_utf8(&aa, NULL));
-        bool ok = mdb_cases_push(out, &k);
-        mdb_strv_clear(&k.accession_numbers);
-        if (!ok)
-            return false;
-    }
-    return true;
 }
 
 static void append_case(bson_t *arr, size_t i, const mdb_case_t *c)
@@ -257,7 +224,7 @@ static int collection_add_cases(mdb_config_t *cfg, int argc, char **argv)
             break;
         }
         int64_t rev = mdb_jobs_doc_int(doc, "rev");
-        bool oom = !read_cases(doc, &existing);
+        bool oom = !mdb_cases_from_doc(doc, &existing);
         size_t already = 0, nbad = oom ? 0 : merge_check(&existing, &cases, &fresh, &already, &oom);
         bson_destroy(doc);
         if (oom) {
@@ -326,7 +293,7 @@ static void print_collection(const bson_t *doc)
     printf("description %s\n", mdb_jobs_doc_str(doc, "description") ? mdb_jobs_doc_str(doc, "description") : "");
     printf("created     %s\n", mdb_jobs_doc_str(doc, "created_at") ? mdb_jobs_doc_str(doc, "created_at") : "-");
     printf("jobs        %zu\n", cli_doc_array_len(doc, "job_ids"));
-    read_cases(doc, &cases);
+    mdb_cases_from_doc(doc, &cases);
     printf("cases       %zu\n", cases.n);
     if (cases.n)
         printf("  %-24s %-24s %s\n", "CASE", "PATIENT", "ACCESSION NUMBERS");

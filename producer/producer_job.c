@@ -27,6 +27,7 @@
 #include <uuid/uuid.h>
 
 #include "mdb_cases.h"
+#include "mdb_cases_doc.h"
 #include "mdb_jobs.h"
 #include "mdb_log.h"
 #include "mdb_msg.h"
@@ -409,7 +410,7 @@ static bool add_collection_cases(producer_t *p, const char *collection, mdb_sele
     bson_t *filter = BCON_NEW("_id", BCON_UTF8(collection));
     bson_t *opts = BCON_NEW("projection", "{", "cases", BCON_INT32(1), "}");
     bson_t *doc = NULL;
-    bson_iter_t it, arr;
+    mdb_cases_t cases = {0};
     bool ok = true;
     *ncases = 0;
     if (!mdb_ops_find_one(p->mongo, MDB_COLLECTIONS_COLL, filter, opts, &doc, err)) {
@@ -417,35 +418,17 @@ static bool add_collection_cases(producer_t *p, const char *collection, mdb_sele
         ok = false;
         goto done;
     }
-    if (!doc || !bson_iter_init_find(&it, doc, "cases") || !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &arr))
-        goto done;
-    while (ok && bson_iter_next(&arr)) {
-        const uint8_t *data;
-        uint32_t len;
-        bson_t c;
-        if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
-            continue;
-        bson_iter_document(&arr, &len, &data);
-        if (!bson_init_static(&c, data, len))
-            continue;
-        const char *case_id = mdb_jobs_doc_str(&c, "case_id");
-        const char *patient = mdb_jobs_doc_str(&c, "patient_id");
-        mdb_strv_t accs = {0};
-        bson_iter_t ai, aa;
-        if (bson_iter_init_find(&ai, &c, "accession_numbers") && BSON_ITER_HOLDS_ARRAY(&ai) &&
-            bson_iter_recurse(&ai, &aa))
-            while (bson_iter_next(&aa))
-                if (BSON_ITER_HOLDS_UTF8(&aa))
-                    mdb_strv_push(&accs, bson_iter_utf8(&aa, NULL));
-        if (case_id) {
-            ok = mdb_selectors_add_case(sels, case_id, patient ? patient : "", (const char *const *)accs.v, accs.n);
-            (*ncases)++;
-        }
-        mdb_strv_clear(&accs);
+    ok = mdb_cases_from_doc(doc, &cases);
+    for (size_t i = 0; ok && i < cases.n; i++) {
+        const mdb_case_t *c = &cases.v[i];
+        ok = mdb_selectors_add_case(sels, c->case_id, c->patient_id ? c->patient_id : "",
+                                    (const char *const *)c->accession_numbers.v, c->accession_numbers.n);
+        (*ncases)++;
     }
     if (!ok)
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory");
 done:
+    mdb_cases_clear(&cases);
     bson_destroy(doc);
     bson_destroy(filter);
     bson_destroy(opts);

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "mdb_cases.h"
+#include "mdb_cases_doc.h"
 
 static bool parse(const char *text, mdb_cases_t *out, mdb_cases_problems_t *pr)
 {
@@ -318,6 +319,38 @@ static void test_id_value_and_text_validation(void **state)
     assert_false(mdb_cases_text_valid("abc", 2, false));
 }
 
+/* A collection document's cases (mdb_cases_doc): entries without a case_id
+ * and non-string accessions passed over, no array = no cases. */
+static void test_cases_from_doc(void **state)
+{
+    (void)state;
+    bson_error_t be;
+    bson_t *doc = bson_new_from_json(
+        (const uint8_t *)"{\"_id\": \"LIDC\", \"cases\": [{\"case_id\": \"C1\", \"patient_id\": \"P1\","
+                         " \"accession_numbers\": [\"A1\", 7, \"A2\"]}, {\"patient_id\": \"P9\"}, 5,"
+                         " {\"case_id\": \"C2\"}]}",
+        -1, &be);
+    assert_non_null(doc);
+    mdb_cases_t cases;
+    assert_true(mdb_cases_from_doc(doc, &cases));
+    assert_int_equal(cases.n, 2);
+    assert_string_equal(cases.v[0].case_id, "C1");
+    assert_string_equal(cases.v[0].patient_id, "P1");
+    assert_int_equal(cases.v[0].accession_numbers.n, 2);
+    assert_string_equal(cases.v[0].accession_numbers.v[1], "A2");
+    assert_string_equal(cases.v[1].case_id, "C2");
+    assert_string_equal(cases.v[1].patient_id, "");
+    assert_int_equal(cases.v[1].accession_numbers.n, 0);
+    mdb_cases_clear(&cases);
+    bson_destroy(doc);
+    doc = bson_new_from_json((const uint8_t *)"{\"_id\": \"X\"}", -1, &be);
+    assert_true(mdb_cases_from_doc(doc, &cases));
+    assert_int_equal(cases.n, 0);
+    bson_destroy(doc);
+    assert_true(mdb_cases_from_doc(NULL, &cases));
+    assert_int_equal(cases.n, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +366,7 @@ int main(void)
         cmocka_unit_test(test_case_equal_ignores_accession_order),
         cmocka_unit_test(test_email_validation),
         cmocka_unit_test(test_id_value_and_text_validation),
+        cmocka_unit_test(test_cases_from_doc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
