@@ -229,7 +229,10 @@ bool scp_ensure(const mdb_source_config_t *cfg, const std::string &spool, mdb_er
     T_ASC_Network *probe = nullptr;
     OFCondition pc = ASC_initializeNetwork(NET_ACCEPTOR, cfg->scp_port, 1, &probe);
     if (pc.bad()) {
-        mdb_error_set(err, MDB_ERR_IO, MDB_SOURCE_E_CONFIG, "storage SCP port %d: %s", cfg->scp_port, pc.text());
+        /* retried with backoff like a network failure: a port taken for a
+         * moment (an outgoing connection's ephemeral port, a process going
+         * away) frees itself; one held for good fails after pacs retries */
+        mdb_error_set(err, MDB_ERR_IO, MDB_SOURCE_E_NETWORK, "storage SCP port %d: %s", cfg->scp_port, pc.text());
         delete s;
         return false;
     }

@@ -5,17 +5,35 @@ address), waited for, fed over REST, stopped."""
 import http.client
 import json
 import os
+import random
 import socket
 import subprocess
 import time
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port free now and below the kernel's ephemeral range (32768-60999
+    here): a port the kernel handed out by bind(0) can be taken again as the
+    local port of any outgoing connection before the server it is meant for
+    binds it (CI saw a fetcher's storage SCP port taken that way)."""
+    lo = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    lo = max(lo, 12000)
+    for _ in range(200):
+        port = random.randint(10000, lo - 1)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("no free port below %d" % lo)
 
 
 class OrthancServer:

@@ -17,8 +17,11 @@ metadb-fetcher on private topics/groups/database):
   4. `metadb pacs echo` and `metadb pacs find` answer from Orthanc;
   5. retrieve=get: C-GET under an AE title Orthanc does not know completes too."""
 import json
+import re
 import os
+import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -141,6 +144,30 @@ def main():
         c.check(set(want_get) <= set(got_get) and all(not d for _, d in diffs),
                 "C-GET: every instance landed with Orthanc's data set (element by element)", diffs)
         c.eq(db.instances.count_documents({"_id": {"$in": list(want_get)}}), len(want_get), "C-GET: catalogued")
+
+        # our storage SCP port taken for a moment (CI once saw an outgoing connection hold it):
+        # retried with backoff like a network failure, and the job completes once it is free.
+        # The SCP lives as long as the fetcher: a fresh fetcher meets the taken port.
+        acc_busy = sorted(s["accession"] for s in manifest["studies"] if s.get("accession"))[4]
+        for pr in pipe.procs.running("fetcher"):
+            pr.stop(60)
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", scp_port))
+        holder.listen(1)
+        pipe.start_fetcher()
+        release = threading.Timer(1.5, holder.close)
+        release.start()
+        p = pipe.submit("--accession", acc_busy, job_id=tag + "-busy")
+        release.join()
+        job = pipe.job(tag + "-busy")
+        c.check(job and job["state"] == "completed", "SCP port busy for 1.5 s: the job still completed",
+                job and (job.get("state"), job.get("errors")))
+        flog = "".join(pr.log_text() for pr in pipe.procs.running("fetcher"))
+        c.check(re.search(r"retrieve attempt 1 failed \(network\): storage SCP port %d: .*, retrying" % scp_port, flog),
+                "the busy port was retried (network class), not given up as configuration", flog[-1500:])
+        want_busy = pacs.instances_of_accession(acc_busy)
+        c.check(set(want_busy) <= set(pipe.landed()), "SCP port busy: every instance landed afterwards")
 
         # 3. unknown accession
         p = pipe.submit("--accession", "NO-SUCH-ACC-1", job_id=tag + "-c")
