@@ -9,7 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "mdb_bson_json.h"
 
 static json_t *bson_value_to_json(const bson_iter_t *it);
 
@@ -101,22 +102,7 @@ static json_t *bson_value_to_json(const bson_iter_t *it)
         bson_oid_to_string(bson_iter_oid(it), hex);
         return json_string(hex);
     }
-    case BSON_TYPE_DATE_TIME: {
-        int64_t ms = bson_iter_date_time(it);
-        time_t secs = (time_t)(ms / 1000);
-        int frac = (int)(ms % 1000);
-        if (frac < 0) {
-            frac += 1000;
-            secs -= 1;
-        }
-        struct tm tm;
-        char buf[40];
-        if (!gmtime_r(&secs, &tm))
-            return json_integer(ms);
-        size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(buf + n, sizeof buf - n, ".%03dZ", frac);
-        return json_string(buf);
-    }
+    case BSON_TYPE_DATE_TIME: return mdb_docs_date_json(bson_iter_date_time(it));
     case BSON_TYPE_TIMESTAMP: {
         uint32_t ts, inc;
         bson_iter_timestamp(it, &ts, &inc);

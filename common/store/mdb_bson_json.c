@@ -61,6 +61,24 @@ bool mdb_docs_json_to_bson(const json_t *obj, bson_t *b)
     return true;
 }
 
+json_t *mdb_docs_date_json(int64_t ms)
+{
+    /* seconds and milliseconds rounded down, so 1969-12-31T23:59:59.999Z is -1 */
+    time_t secs = (time_t)(ms / 1000);
+    int frac = (int)(ms % 1000);
+    if (frac < 0) {
+        frac += 1000;
+        secs -= 1;
+    }
+    struct tm tm;
+    char buf[48];
+    if (!gmtime_r(&secs, &tm) || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0)
+        return json_integer(ms);
+    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    return json_string(buf);
+}
+
 static json_t *iter_to_json(bson_iter_t *it);
 
 static json_t *bson_level_to_json(bson_iter_t *it, bool array)
@@ -112,16 +130,7 @@ static json_t *iter_to_json(bson_iter_t *it)
         bson_oid_to_string(bson_iter_oid(it), hex);
         return json_string(hex);
     }
-    case BSON_TYPE_DATE_TIME: {
-        int64_t ms = bson_iter_date_time(it);
-        time_t secs = (time_t)(ms / 1000);
-        struct tm tm;
-        char buf[96];
-        gmtime_r(&secs, &tm);
-        snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                 tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000 + 1000) % 1000);
-        return json_string(buf);
-    }
+    case BSON_TYPE_DATE_TIME: return mdb_docs_date_json(bson_iter_date_time(it));
     case BSON_TYPE_DECIMAL128: {
         char buf[BSON_DECIMAL128_STRING];
         bson_decimal128_t d;

@@ -21,6 +21,9 @@ bool mdb_docs_append_json(bson_t *b, const char *key, const json_t *v);
  * BSON type without JSON form, which metadb never writes). Dates become ISO
  * strings, ObjectIds hex strings, decimals strings, other types null. */
 json_t *mdb_docs_bson_to_json(const bson_t *b);
+/* A BSON date (ms since 1970, negative before) as "YYYY-MM-DDTHH:MM:SS.mmmZ"
+ * (new reference); the number itself when no calendar date fits (NULL on OOM). */
+json_t *mdb_docs_date_json(int64_t ms);
 
 #ifdef __cplusplus
 }
