@@ -121,7 +121,8 @@ for d in "${DAEMONS[@]}"; do
     dir=$d; [ "$d" = worker ] && dir=workers
     # Metrics ports off: other processes on this machine may hold the defaults.
     args=("--$d.metrics_port=0"); [ "$d" = api ] && args=()
-    setsid "$BUILD/$dir/metadb-$d" "${args[@]}" >>"$METADB_HOME/logs/quickstart-$d.log" 2>&1 </dev/null &
+    MONGOC_DISABLE_SHM=${MONGOC_DISABLE_SHM:-1} setsid "$BUILD/$dir/metadb-$d" "${args[@]}" \
+        >>"$METADB_HOME/logs/quickstart-$d.log" 2>&1 </dev/null &
     echo $! >"$QS/$d.pid"
     echo "started metadb-$d (pid $!, log $METADB_HOME/logs/quickstart-$d.log)"
 done

@@ -167,7 +167,8 @@ start_one() { # ROLE I
     printf '\n==== %s start %s-%s: %s %s\n' "$(date -u +%FT%TZ)" "$role" "$i" "$bin" "${args[*]}" >>"$log"
     # setsid: the daemon leaves our process group and session, so a Ctrl-C in
     # this terminal or the end of this script does not reach it.
-    setsid "$bin" "${args[@]}" >>"$log" 2>&1 </dev/null &
+    # no /dev/shm/mongoc-PID counter file (left behind by every kill -9)
+    MONGOC_DISABLE_SHM=${MONGOC_DISABLE_SHM:-1} setsid "$bin" "${args[@]}" >>"$log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$(pidfile "$role" "$i")"
     echo "$port" >"$RUN_DIR/$role-$i.port"
