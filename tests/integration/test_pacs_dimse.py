@@ -21,7 +21,6 @@ import re
 import os
 import socket
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -156,16 +155,25 @@ def main():
         holder.bind(("127.0.0.1", scp_port))
         holder.listen(1)
         pipe.start_fetcher()
-        release = threading.Timer(1.5, holder.close)
-        release.start()
-        p = pipe.submit("--accession", acc_busy, job_id=tag + "-busy")
-        release.join()
-        job = pipe.job(tag + "-busy")
-        c.check(job and job["state"] == "completed", "SCP port busy for 1.5 s: the job still completed",
+        p = pipe.submit("--accession", acc_busy, job_id=tag + "-busy", wait=False)
+        # hold the port until the fetcher has met it (not for a fixed time: the task may reach the
+        # fresh fetcher later than any fixed hold, as CI once saw), then free it
+        retry_re = re.compile(r"retrieve attempt 1 failed \(network\): storage SCP port %d: .*, retrying" % scp_port)
+
+        def fetcher_log():
+            return "".join(pr.log_text() for pr in pipe.procs.running("fetcher"))
+
+        deadline = time.monotonic() + 60
+        met = None
+        while not met and time.monotonic() < deadline:
+            met = retry_re.search(fetcher_log())
+            time.sleep(0.1)
+        holder.close()
+        c.check(met, "the busy port was retried (network class), not given up as configuration",
+                fetcher_log()[-1500:])
+        job = pipe.wait_final(tag + "-busy", 120)
+        c.check(job and job["state"] == "completed", "SCP port busy: the job completed once the port was free",
                 job and (job.get("state"), job.get("errors")))
-        flog = "".join(pr.log_text() for pr in pipe.procs.running("fetcher"))
-        c.check(re.search(r"retrieve attempt 1 failed \(network\): storage SCP port %d: .*, retrying" % scp_port, flog),
-                "the busy port was retried (network class), not given up as configuration", flog[-1500:])
         want_busy = pacs.instances_of_accession(acc_busy)
         c.check(set(want_busy) <= set(pipe.landed()), "SCP port busy: every instance landed afterwards")
 
