@@ -6,6 +6,7 @@ topics, groups and database (tests/faults/reltest.py's Names/Procs)."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -182,6 +183,21 @@ class Pipeline:
                 return job
             time.sleep(0.5)
         return self.job(job_id)
+
+    def fetcher_log(self):
+        return "".join(pr.log_text() for pr in self.procs.running("fetcher"))
+
+    def wait_fetcher_log(self, pattern, timeout=60):
+        """The first match of pattern in the running fetchers' logs, waiting up to
+        timeout seconds for it; None when it never appeared. Tests wait for the
+        event itself rather than sleeping a fixed time that a slow CI may outrun."""
+        rx = re.compile(pattern)
+        end = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.fetcher_log())
+            if m or time.monotonic() >= end:
+                return m
+            time.sleep(0.1)
 
     def landed(self):
         out = {}

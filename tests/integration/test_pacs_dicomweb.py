@@ -20,6 +20,7 @@ files are NOT under metadb's archive roots. Then, through the real pipeline
      completes once Orthanc is back (HTTP connect failures are retried)."""
 import json
 import os
+import re
 import sys
 import time
 
@@ -115,7 +116,9 @@ def main():
         # 6. Orthanc stopped during a job
         pacs.stop()
         pipe.submit("--accession", accs[7], source="pacs:" + SOURCE, job_id=tag + "-down", wait=False)
-        time.sleep(3)
+        # the fetcher has tried and failed at least once: the job must now wait, not fail
+        tried = pipe.wait_fetcher_log(r"job=%s-down source \S+: \w+ attempt \d+ failed" % re.escape(tag), 90)
+        c.check(tried, "while Orthanc is down the fetcher's attempts fail and are logged", pipe.fetcher_log()[-800:])
         state = (pipe.job(tag + "-down") or {}).get("state")
         c.check(state == "retrieving", "while Orthanc is down the job waits in retrieving", state)
         pacs.restart()

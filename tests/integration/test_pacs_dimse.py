@@ -17,7 +17,6 @@ metadb-fetcher on private topics/groups/database):
   4. `metadb pacs echo` and `metadb pacs find` answer from Orthanc;
   5. retrieve=get: C-GET under an AE title Orthanc does not know completes too."""
 import json
-import re
 import os
 import socket
 import sys
@@ -158,19 +157,11 @@ def main():
         p = pipe.submit("--accession", acc_busy, job_id=tag + "-busy", wait=False)
         # hold the port until the fetcher has met it (not for a fixed time: the task may reach the
         # fresh fetcher later than any fixed hold, as CI once saw), then free it
-        retry_re = re.compile(r"retrieve attempt 1 failed \(network\): storage SCP port %d: .*, retrying" % scp_port)
-
-        def fetcher_log():
-            return "".join(pr.log_text() for pr in pipe.procs.running("fetcher"))
-
-        deadline = time.monotonic() + 60
-        met = None
-        while not met and time.monotonic() < deadline:
-            met = retry_re.search(fetcher_log())
-            time.sleep(0.1)
+        met = pipe.wait_fetcher_log(r"retrieve attempt 1 failed \(network\): storage SCP port %d: .*, retrying"
+                                    % scp_port)
         holder.close()
         c.check(met, "the busy port was retried (network class), not given up as configuration",
-                fetcher_log()[-1500:])
+                pipe.fetcher_log()[-1500:])
         job = pipe.wait_final(tag + "-busy", 120)
         c.check(job and job["state"] == "completed", "SCP port busy: the job completed once the port was free",
                 job and (job.get("state"), job.get("errors")))

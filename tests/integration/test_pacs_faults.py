@@ -14,11 +14,11 @@
   5. source auto: half the accessions in the archive (indexed), half only in
      Orthanc: each instance comes from where it is."""
 import os
+import re
 import shutil
 import signal
 import sys
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pacs_support as ps  # noqa: E402
@@ -85,7 +85,9 @@ def main():
         # 4. Orthanc stopped during a job
         pacs.stop()
         pipe.submit("--accession", accs[4], job_id=tag + "-down", wait=False)
-        time.sleep(3)
+        # the fetcher has tried and failed at least once: the job must now wait, not fail
+        tried = pipe.wait_fetcher_log(r"job=%s-down source \S+: \w+ attempt \d+ failed" % re.escape(tag), 90)
+        c.check(tried, "while Orthanc is down the fetcher's attempts fail and are logged", pipe.fetcher_log()[-800:])
         state = (pipe.job(tag + "-down") or {}).get("state")
         c.check(state == "retrieving", "while Orthanc is down the job waits in retrieving", state)
         p = pipe.metadb("status", tag + "-down", check=False)
