@@ -7,7 +7,9 @@
  * counted once, by the linker that owns the partition of the record that
  * made it, in that job's progress document for the partition
  * (job_progress {_id: job "\n" "topic:partition"}, $inc, one writer at a
- * time because a partition has one owner). A job's counters are the sums of
+ * time because a partition has one owner; the $inc applies only while the
+ * document's offset o is below the batch's, so a batch written twice counts
+ * once: write_progress). A job's counters are the sums of
  * its progress documents. Redelivery is decided exactly by origin tags:
  * a job_files document remembers the record that inserted it (_fi {t, o, s})
  * and the one that turned it done (_fd {t, o}); a progress document
@@ -158,14 +160,11 @@ static bool add_json_op_upsert(mdb_bulk_t *b, json_t *op, bool upsert, mdb_error
     return ok;
 }
 
+/* ops[i] as an update; an upsert when the op says "upsert": true */
 static bool add_json_op(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
 {
-    return add_json_op_upsert(b, json_array_get(((ops_t *)ud)->ops, i), false, err);
-}
-
-static bool add_json_upsert(mdb_bulk_t *b, size_t i, void *ud, mdb_error_t *err)
-{
-    return add_json_op_upsert(b, json_array_get(((ops_t *)ud)->ops, i), true, err);
+    json_t *op = json_array_get(((ops_t *)ud)->ops, i);
+    return add_json_op_upsert(b, op, json_is_true(json_object_get(op, "upsert")), err);
 }
 
 static int64_t applied_of(const json_t *applied, const char *job, const char *tp)
@@ -382,7 +381,16 @@ bool linker_jobs_load_applied(linker_t *L, const linker_batch_t *B, json_t *appl
     return ok;
 }
 
-/* One upsert per (job, tp) of the batch: $inc the deltas, $max the offset. */
+/* Two updates per (job, tp) of the batch, so that running them twice counts
+ * once: an upsert that creates the progress document (o: -1) when it is
+ * new, then the deltas' $inc with o set to the batch's offset, only where o
+ * is still below it. DocumentDB runs a batch update again when its reply
+ * was lost: its gateway retries a statement whose PostgreSQL connection
+ * closed, and it keeps no retryable-write record for batch updates (its
+ * update.c says so). An unconditional $inc counted such a batch twice (CI,
+ * restart-database: 104 of 100 files done). A batch whose offset o has
+ * reached was counted already: its deltas are 0 (every tag it could count
+ * is at or below o), so skipping it loses nothing. */
 static bool write_progress(linker_t *L, const linker_batch_t *B, json_t *deltas, const json_t *link_deltas,
                            const char *now, mdb_error_t *err)
 {
@@ -404,19 +412,24 @@ static bool write_progress(linker_t *L, const linker_batch_t *B, json_t *deltas,
         if (!ok)
             break;
         const json_t *d = json_object_get(deltas, k);
-        json_t *op = json_pack("{s:{s:s}, s:{s:{s:I, s:I, s:I, s:I}, s:{s:O}, s:{s:O, s:O}, s:{s:s}}}", "sel", "_id", k,
-                               "upd", "$inc", "files_done", json_integer_value(json_object_get(d, "files_done")),
-                               "files_failed", json_integer_value(json_object_get(d, "files_failed")), "files_flagged",
-                               json_integer_value(json_object_get(d, "files_flagged")), "instances_linked",
-                               json_integer_value(json_object_get(d, "instances_linked")), "$max", "o",
-                               json_object_get(v, "o"), "$setOnInsert", "job_id", json_object_get(v, "job_id"), "tp",
-                               json_object_get(v, "tp"), "$set", "updated_at", now);
-        ok = op && json_array_append_new(o.ops, op) == 0;
+        json_t *create =
+            json_pack("{s:{s:s}, s:{s:{s:O, s:O, s:I}}, s:b}", "sel", "_id", k, "upd", "$setOnInsert", "job_id",
+                      json_object_get(v, "job_id"), "tp", json_object_get(v, "tp"), "o", (json_int_t)-1, "upsert", 1);
+        json_t *count = json_pack("{s:{s:s, s:{s:O}}, s:{s:{s:I, s:I, s:I, s:I}, s:{s:O, s:s}}}", "sel", "_id", k, "o",
+                                  "$lt", json_object_get(v, "o"), "upd", "$inc", "files_done",
+                                  json_integer_value(json_object_get(d, "files_done")), "files_failed",
+                                  json_integer_value(json_object_get(d, "files_failed")), "files_flagged",
+                                  json_integer_value(json_object_get(d, "files_flagged")), "instances_linked",
+                                  json_integer_value(json_object_get(d, "instances_linked")), "$set", "o",
+                                  json_object_get(v, "o"), "updated_at", now);
+        ok = create && count && json_array_append(o.ops, create) == 0 && json_array_append(o.ops, count) == 0;
+        json_decref(create);
+        json_decref(count);
     }
     /* a delta for a pair without a record of this batch (cannot happen: every
      * tag checked belongs to one of the batch's records) would be lost here */
-    ok = ok &&
-         mdb_docs_bulk_write(L->mongo, MDB_JOB_PROGRESS_COLL, L->wc, json_array_size(o.ops), add_json_upsert, &o, err);
+    ok =
+        ok && mdb_docs_bulk_write(L->mongo, MDB_JOB_PROGRESS_COLL, L->wc, json_array_size(o.ops), add_json_op, &o, err);
     if (!ok && err && !err->message[0])
         mdb_error_set(err, MDB_ERR_SYSTEM, ENOMEM, "out of memory writing job progress");
     json_decref(pairs);
