@@ -384,9 +384,11 @@ bool linker_jobs_load_applied(linker_t *L, const linker_batch_t *B, json_t *appl
 /* Two updates per (job, tp) of the batch, so that running them twice counts
  * once: an upsert that creates the progress document (o: -1) when it is
  * new, then the deltas' $inc with o set to the batch's offset, only where o
- * is still below it. DocumentDB runs a batch update again when its reply
- * was lost: its gateway retries a statement whose PostgreSQL connection
- * closed, and it keeps no retryable-write record for batch updates (its
+ * is still below it. The database may run a batch update again when its
+ * reply was lost: libmongoc retries a write once after a network error
+ * (retryWrites; the gateway answers hello as a mongos with sessions), the
+ * gateway re-runs a statement whose PostgreSQL connection closed, and
+ * DocumentDB keeps no retryable-write record for batch updates (its
  * update.c says so). An unconditional $inc counted such a batch twice (CI,
  * restart-database: 104 of 100 files done). A batch whose offset o has
  * reached was counted already: its deltas are 0 (every tag it could count
